@@ -1,0 +1,75 @@
+"""Fan-out gateway: orders in PostgreSQL, their events relayed to every read-side store."""
+
+from gateway.config import Settings, load_settings
+from gateway.database import DatabaseUnavailable
+from gateway.errors import (
+    AlreadyExists,
+    ConfigError,
+    Conflict,
+    FieldError,
+    GatewayError,
+    IdempotencyConflict,
+    IllegalTransition,
+    InsufficientInventory,
+    MigrationChecksumMismatch,
+    MigrationError,
+    NotFound,
+    ValidationError,
+    VersionConflict,
+)
+from gateway.gateway import Gateway
+from gateway.migrations import Migration, MigrationRunner, MigrationState, MigrationStatus
+from gateway.models import (
+    Address,
+    AddressRequest,
+    Category,
+    CategoryRequest,
+    Customer,
+    CustomerRequest,
+    Event,
+    Order,
+    OrderItem,
+    OrderItemRequest,
+    PlaceOrderRequest,
+    Product,
+    ProductRequest,
+)
+from gateway.order_status import OrderStatus
+
+__all__ = [
+    "Address",
+    "AddressRequest",
+    "AlreadyExists",
+    "Category",
+    "CategoryRequest",
+    "ConfigError",
+    "Conflict",
+    "Customer",
+    "CustomerRequest",
+    "DatabaseUnavailable",
+    "Event",
+    "FieldError",
+    "Gateway",
+    "GatewayError",
+    "IdempotencyConflict",
+    "IllegalTransition",
+    "InsufficientInventory",
+    "Migration",
+    "MigrationChecksumMismatch",
+    "MigrationError",
+    "MigrationRunner",
+    "MigrationState",
+    "MigrationStatus",
+    "NotFound",
+    "Order",
+    "OrderItem",
+    "OrderItemRequest",
+    "OrderStatus",
+    "PlaceOrderRequest",
+    "Product",
+    "ProductRequest",
+    "Settings",
+    "ValidationError",
+    "VersionConflict",
+    "load_settings",
+]

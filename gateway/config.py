@@ -1,0 +1,163 @@
+"""Configuration: a YAML file, every value overridable by a ``FANOUT_``-prefixed variable.
+
+``FANOUT_POSTGRES_URL`` overrides ``postgres.url``; ``FANOUT_POSTGRES_POOL_MAX_SIZE`` overrides
+``postgres.pool_max_size``: the first underscore after the prefix separates the section from
+the key. Errors name the key and the file (or environment variable) it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.errors import ConfigError
+from gateway.secrets import SecretUrl
+
+ENV_PREFIX = "FANOUT_"
+CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config/gateway.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSettings(_Section):
+    """Connection to the PostgreSQL database that holds orders and the outbox."""
+
+    url: SecretUrl
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    command_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class PricingSettings(_Section):
+    """The pricing policy applied by ``place_order``."""
+
+    tax_rate: Decimal = Field(default=Decimal("0.08"), ge=0, le=1)
+    shipping_flat: Decimal = Field(default=Decimal("5.00"), ge=0)
+    free_shipping_threshold: Decimal | None = Field(default=Decimal("100.00"), ge=0)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+
+class OrderSettings(_Section):
+    """Limits on what one order may contain, and how order numbers look."""
+
+    max_items: int = Field(default=100, ge=1)
+    max_quantity: int = Field(default=10_000, ge=1)
+    number_prefix: str = Field(default="ORD", pattern=r"^[A-Z][A-Z0-9]{0,9}$")
+
+
+class IdempotencySettings(_Section):
+    """How long an idempotency key is remembered."""
+
+    retention_seconds: int = Field(default=86_400, gt=0)
+
+
+class OutboxSettings(_Section):
+    """The outbox's wake-up channel."""
+
+    channel: str = Field(default="fanout_outbox", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    notify: bool = True
+
+
+class LoggingSettings(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+    )
+
+    postgres: PostgresSettings
+    pricing: PricingSettings = PricingSettings()
+    orders: OrderSettings = OrderSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    outbox: OutboxSettings = OutboxSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment must win over it.
+        return env_settings, init_settings
+
+
+def default_config_path() -> Path:
+    """The file named by ``FANOUT_CONFIG``, else ``config/gateway.yaml``."""
+    return Path(os.environ.get(CONFIG_PATH_VARIABLE) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load settings from a YAML file and ``FANOUT_*`` environment variables.
+
+    With no ``path``, the default file is used when it exists (a missing default file is not
+    an error: the environment may hold everything). An explicit ``path`` must exist.
+    """
+    explicit = path is not None
+    config_path = Path(path) if path is not None else default_config_path()
+    values: dict[str, Any] = {}
+    if config_path.exists():
+        values = _read_yaml(config_path)
+    elif explicit or os.environ.get(CONFIG_PATH_VARIABLE):
+        raise ConfigError("(file)", "configuration file not found", config_path)
+    source = config_path if config_path.exists() else None
+    try:
+        return Settings(**values)
+    except pydantic.ValidationError as error:
+        raise _config_error(error, source) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("(file)", f"not valid YAML{where}", path) from None
+    except OSError as error:
+        raise ConfigError("(file)", f"cannot be read: {error.strerror}", path) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError("(file)", "the top level must be a mapping of sections", path)
+    return dict(loaded)
+
+
+def _config_error(error: pydantic.ValidationError, file: Path | None) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    if first["type"] == "missing":
+        message = "required value is missing"
+    variable = ENV_PREFIX + "_".join(str(part) for part in first["loc"]).upper()
+    source: Path | str | None = file
+    if variable in os.environ:
+        source = f"environment variable {variable}"
+    count = len(error.errors())
+    if count > 1:
+        message += f" (and {count - 1} more problem{'s' if count > 2 else ''})"
+    return ConfigError(key, message, source)

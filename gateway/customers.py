@@ -1,0 +1,81 @@
+"""Customers and their addresses in PostgreSQL."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from gateway.errors import AlreadyExists, NotFound, ValidationError
+from gateway.models import Address, AddressRequest, Customer, CustomerRequest, Event
+from gateway.queries import query
+
+CUSTOMER_AGGREGATE = "customer"
+CUSTOMER_CREATED = "customer.created"
+
+
+async def insert_customer(connection: asyncpg.Connection, request: CustomerRequest) -> Customer:
+    """Insert a customer and its addresses (inside the caller's transaction)."""
+    try:
+        row = await connection.fetchrow(
+            query("insert_customer"),
+            request.email,
+            request.first_name,
+            request.last_name,
+            request.phone,
+            request.date_of_birth,
+        )
+    except asyncpg.UniqueViolationError:
+        raise AlreadyExists("customer", "email", request.email) from None
+    addresses = [
+        await _insert_address(connection, row["id"], address, f"addresses[{index}]")
+        for index, address in enumerate(request.addresses)
+    ]
+    return Customer(**dict(row), addresses=addresses)
+
+
+async def insert_address(
+    connection: asyncpg.Connection, customer_id: UUID, request: AddressRequest
+) -> Address:
+    """Add an address to an existing customer."""
+    exists = await connection.fetchval(query("customer_exists"), customer_id)
+    if not exists:
+        raise NotFound("customer", customer_id, field="customer_id")
+    return await _insert_address(connection, customer_id, request, "")
+
+
+def customer_event(customer: Customer) -> Event:
+    """The ``customer.created`` outbox event."""
+    return Event(
+        aggregate_type=CUSTOMER_AGGREGATE,
+        aggregate_id=str(customer.id),
+        event_type=CUSTOMER_CREATED,
+        version=1,
+        payload=customer.model_dump(mode="json"),
+    )
+
+
+async def _insert_address(
+    connection: asyncpg.Connection, customer_id: UUID, request: AddressRequest, field: str
+) -> Address:
+    try:
+        # A savepoint, so that a rejected address leaves the caller's transaction usable.
+        async with connection.transaction():
+            row = await connection.fetchrow(
+                query("insert_address"),
+                customer_id,
+                request.address_type,
+                request.street_address,
+                request.city,
+                request.state,
+                request.postal_code,
+                request.country,
+                request.is_default,
+            )
+    except asyncpg.UniqueViolationError:
+        prefix = f"{field}." if field else ""
+        raise ValidationError.single(
+            f"{prefix}is_default",
+            f"the customer already has a default {request.address_type} address",
+        ) from None
+    return Address(**dict(row))

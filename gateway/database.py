@@ -1,0 +1,90 @@
+"""The one door to PostgreSQL: pools and connections with the gateway's codecs."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+from pydantic_core import to_json
+
+from gateway.config import PostgresSettings
+from gateway.errors import GatewayError
+from gateway.queries import query
+from gateway.secrets import redact_url
+
+
+class DatabaseUnavailable(GatewayError):
+    """PostgreSQL cannot be reached or refused the connection."""
+
+
+def _encode_json(value: object) -> str:
+    return to_json(value).decode()
+
+
+async def _configure(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
+    """A connection pool sized and timed as configured."""
+    url = settings.url.get_secret_value()
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            command_timeout=settings.command_timeout_seconds,
+            init=_configure,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise DatabaseUnavailable(_describe(url, error)) from None
+    assert pool is not None
+    return pool
+
+
+async def connect(settings: PostgresSettings) -> asyncpg.Connection:
+    """A single connection, for work that must not share a pool (migrations, LISTEN)."""
+    url = settings.url.get_secret_value()
+    try:
+        connection = await asyncpg.connect(url, command_timeout=settings.command_timeout_seconds)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise DatabaseUnavailable(_describe(url, error)) from None
+    await _configure(connection)
+    return connection
+
+
+def _describe(url: str, error: BaseException) -> str:
+    detail = str(error).replace(url, redact_url(url)) or type(error).__name__
+    return f"cannot connect to PostgreSQL at {redact_url(url)}: {detail}"
+
+
+async def ensure_database(settings: PostgresSettings) -> bool:
+    """Create the database named in the URL if it does not exist; True if it was created.
+
+    Connects to the server's ``postgres`` maintenance database to do so.
+    """
+    url = settings.url.get_secret_value()
+    parts = urlsplit(url)
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise GatewayError("postgres.url names no database to create")
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    try:
+        connection = await asyncpg.connect(maintenance)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise DatabaseUnavailable(_describe(maintenance, error)) from None
+    try:
+        if await connection.fetchval(query("database_exists"), name):
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await connection.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await connection.close()

@@ -1,0 +1,66 @@
+"""A demo order: seeds one customer, address pair and product (once), then places an order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+from gateway.gateway import Gateway
+from gateway.models import Order
+from gateway.queries import query
+
+DEMO_EMAIL = "demo.customer@example.com"
+DEMO_SKU = "DEMO-MUG-001"
+
+
+async def place_demo_order(gateway: Gateway) -> Order:
+    """Place one order for the demo customer, seeding the demo data on first use."""
+    customer_id, billing_id, shipping_id = await _demo_customer(gateway)
+    product_id = await _demo_product(gateway)
+    return await gateway.place_order(
+        {
+            "customer_id": customer_id,
+            "billing_address_id": billing_id,
+            "shipping_address_id": shipping_id,
+            "items": [{"product_id": product_id, "quantity": 2}],
+            "customer_segment": "retail",
+            "metadata": {"source": "fanout demo"},
+        },
+        idempotency_key=f"demo-{uuid4()}",
+    )
+
+
+async def _demo_customer(gateway: Gateway) -> tuple[UUID, UUID, UUID]:
+    row = await gateway.pool.fetchrow(query("get_demo_customer"), DEMO_EMAIL)
+    if row is not None:
+        return row["id"], row["billing_id"], row["shipping_id"]
+    address = {"street_address": "1 Example Street", "city": "Springfield", "postal_code": "12345"}
+    customer = await gateway.create_customer(
+        {
+            "email": DEMO_EMAIL,
+            "first_name": "Demo",
+            "last_name": "Customer",
+            "addresses": [
+                {**address, "address_type": "billing", "is_default": True},
+                {**address, "address_type": "shipping", "is_default": True},
+            ],
+        }
+    )
+    billing, shipping = customer.addresses
+    return customer.id, billing.id, shipping.id
+
+
+async def _demo_product(gateway: Gateway) -> UUID:
+    product_id: UUID | None = await gateway.pool.fetchval(query("get_product_id_by_sku"), DEMO_SKU)
+    if product_id is not None:
+        await gateway.pool.execute(query("restock_product"), product_id, 1_000)
+        return product_id
+    product = await gateway.create_product(
+        {
+            "sku": DEMO_SKU,
+            "name": "Fan-out mug",
+            "base_price": Decimal("12.50"),
+            "inventory_quantity": 1_000,
+        }
+    )
+    return product.id

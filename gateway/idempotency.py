@@ -1,0 +1,79 @@
+"""Idempotency keys: the same key and request give the first result again, once in effect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import BaseModel
+
+from gateway.errors import GatewayError, IdempotencyConflict, ValidationError
+from gateway.queries import query
+
+MAX_KEY_LENGTH = 255
+
+
+def validate_key(key: str) -> str:
+    """Reject empty, overlong or non-printable keys."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ValidationError.single(
+            "idempotency_key", f"must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+    return key
+
+
+def request_fingerprint(request: BaseModel) -> str:
+    """A stable SHA-256 of a request's content, independent of key order."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+async def claim(
+    connection: asyncpg.Connection,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    retention_seconds: int,
+) -> dict[str, Any] | None:
+    """Claim ``key`` in the current transaction.
+
+    Returns ``None`` when this transaction now owns the key (and must call :func:`complete`),
+    or the stored response of the first request with the same fingerprint. A concurrent claim
+    of the same key waits until the owner's transaction ends: if it commits, the waiter gets
+    its response; if it rolls back, the waiter owns the key.
+    """
+    claimed = await connection.fetchval(
+        query("claim_idempotency_key"), scope, key, fingerprint, float(retention_seconds)
+    )
+    if claimed is not None:
+        return None
+    row = await connection.fetchrow(query("get_idempotency_key"), scope, key)
+    if row is None:
+        # Purged between the two statements: it expired, so the key is free again.
+        return await claim(connection, scope, key, fingerprint, retention_seconds)
+    if row["request_hash"] != fingerprint:
+        raise IdempotencyConflict(key)
+    response: dict[str, Any] | None = row["response"]
+    if response is None:
+        raise GatewayError(f"idempotency key {key!r} has no stored response")
+    return response
+
+
+async def complete(
+    connection: asyncpg.Connection,
+    scope: str,
+    key: str,
+    resource_id: UUID,
+    response: dict[str, Any],
+) -> None:
+    """Store the response of the request that owns ``key``."""
+    await connection.execute(query("complete_idempotency_key"), scope, key, resource_id, response)
+
+
+async def purge_expired(connection: asyncpg.Connection) -> int:
+    """Delete expired keys; return how many were deleted."""
+    result: str = await connection.execute(query("purge_expired_idempotency_keys"))
+    return int(result.split()[-1])

@@ -1,0 +1,211 @@
+"""Orders in PostgreSQL: placing them and moving them through the state machine.
+
+These functions run inside a transaction the caller opened; they know the order tables' SQL
+and nothing of the outbox or idempotency keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gateway.errors import (
+    IllegalTransition,
+    InsufficientInventory,
+    NotFound,
+    ValidationError,
+    VersionConflict,
+)
+from gateway.models import Event, Order, OrderItem, PlaceOrderRequest
+from gateway.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
+from gateway.pricing import PricingPolicy, to_cents
+from gateway.queries import query
+
+ORDER_AGGREGATE = "order"
+ORDER_PLACED = "order.placed"
+ORDER_STATUS_CHANGED = "order.status_changed"
+
+
+@dataclass(frozen=True)
+class CustomerSummary:
+    """The customer fields carried in order events."""
+
+    id: UUID
+    email: str
+    first_name: str
+    last_name: str
+
+    def as_payload(self) -> dict[str, Any]:
+        """The JSON form used in event payloads."""
+        return {
+            "id": str(self.id),
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+        }
+
+
+async def insert_order(
+    connection: asyncpg.Connection,
+    request: PlaceOrderRequest,
+    pricing: PricingPolicy,
+    number_prefix: str,
+) -> tuple[Order, CustomerSummary]:
+    """Check, price and insert an order with its items, taking the units from inventory."""
+    customer = await _customer(connection, request.customer_id)
+    await _check_addresses(connection, request)
+    products = await _lock_products(connection, request)
+    quantities = {item.product_id: item.quantity for item in request.items}
+    for product_id, quantity in quantities.items():
+        product = products[product_id]
+        if product["inventory_quantity"] < quantity:
+            raise InsufficientInventory(
+                product_id, product["sku"], quantity, product["inventory_quantity"]
+            )
+    await connection.execute(
+        query("take_inventory"), list(quantities), list(quantities.values())
+    )
+    unit_prices = {pid: to_cents(products[pid]["base_price"]) for pid in quantities}
+    line_totals = {pid: unit_prices[pid] * quantities[pid] for pid in quantities}
+    totals = pricing.totals(line_totals.values())
+    order_row = await connection.fetchrow(
+        query("insert_order"),
+        number_prefix,
+        request.customer_id,
+        totals.subtotal,
+        totals.tax_amount,
+        totals.shipping_amount,
+        totals.total_amount,
+        pricing.currency,
+        request.billing_address_id,
+        request.shipping_address_id,
+        request.customer_segment,
+        request.metadata,
+        request.notes,
+    )
+    item_rows = await connection.fetch(
+        query("insert_order_items"),
+        order_row["id"],
+        list(quantities),
+        [products[pid]["name"] for pid in quantities],
+        [products[pid]["sku"] for pid in quantities],
+        list(quantities.values()),
+        [unit_prices[pid] for pid in quantities],
+        [line_totals[pid] for pid in quantities],
+    )
+    items = sorted(item_rows, key=lambda row: row["id"])
+    return _order(order_row, items), customer
+
+
+async def change_status(
+    connection: asyncpg.Connection,
+    order_id: UUID,
+    target: OrderStatus,
+    expected_version: int | None,
+) -> tuple[Order, OrderStatus, CustomerSummary]:
+    """Move an order to ``target``; return it, its previous status and its customer."""
+    current = await connection.fetchrow(query("lock_order"), order_id)
+    if current is None:
+        raise NotFound("order", order_id, field="order_id")
+    if expected_version is not None and current["version"] != expected_version:
+        raise VersionConflict(order_id, expected_version, current["version"])
+    previous = OrderStatus(current["status"])
+    if not can_transition(previous, target):
+        raise IllegalTransition(order_id, previous, target)
+    if target in RESTOCKING_STATUSES:
+        await connection.execute(query("lock_order_products"), order_id)
+        await connection.execute(query("return_inventory"), order_id)
+    order_row = await connection.fetchrow(query("set_order_status"), order_id, target.value)
+    items = await connection.fetch(query("order_items_of"), order_id)
+    customer = await _customer(connection, order_row["customer_id"])
+    return _order(order_row, items), previous, customer
+
+
+async def fetch_order(connection: asyncpg.Connection, order_id: UUID) -> Order:
+    """The order with its items, as PostgreSQL holds it now."""
+    row = await connection.fetchrow(query("get_order"), order_id)
+    if row is None:
+        raise NotFound("order", order_id, field="order_id")
+    return _order(row, await connection.fetch(query("order_items_of"), order_id))
+
+
+def order_event(
+    order: Order,
+    event_type: str,
+    customer: CustomerSummary,
+    *,
+    headers: Mapping[str, str] | None = None,
+    previous_status: OrderStatus | None = None,
+) -> Event:
+    """The outbox event carrying the order's full state at ``order.version``."""
+    payload = order.model_dump(mode="json")
+    payload["customer"] = customer.as_payload()
+    if previous_status is not None:
+        payload["previous_status"] = previous_status.value
+    return Event(
+        aggregate_type=ORDER_AGGREGATE,
+        aggregate_id=str(order.id),
+        event_type=event_type,
+        version=order.version,
+        payload=payload,
+        headers=dict(headers or {}),
+    )
+
+
+async def _customer(connection: asyncpg.Connection, customer_id: UUID) -> CustomerSummary:
+    row = await connection.fetchrow(query("get_customer_summary"), customer_id)
+    if row is None:
+        raise NotFound("customer", customer_id, field="customer_id")
+    if not row["is_active"]:
+        raise ValidationError.single("customer_id", f"customer {customer_id} is not active")
+    return CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
+
+
+async def _check_addresses(connection: asyncpg.Connection, request: PlaceOrderRequest) -> None:
+    wanted = {
+        "billing_address_id": request.billing_address_id,
+        "shipping_address_id": request.shipping_address_id,
+    }
+    rows = await connection.fetch(query("get_addresses"), list(set(wanted.values())))
+    owners = {row["id"]: row["customer_id"] for row in rows}
+    for field, address_id in wanted.items():
+        if address_id not in owners:
+            raise NotFound("address", address_id, field=field)
+        if owners[address_id] != request.customer_id:
+            raise ValidationError.single(
+                field, f"address {address_id} does not belong to customer {request.customer_id}"
+            )
+
+
+async def _lock_products(
+    connection: asyncpg.Connection, request: PlaceOrderRequest
+) -> dict[UUID, asyncpg.Record]:
+    # Locked in id order so that concurrent orders over the same products cannot deadlock.
+    rows = await connection.fetch(
+        query("lock_products"), [item.product_id for item in request.items]
+    )
+    products = {row["id"]: row for row in rows}
+    for index, item in enumerate(request.items):
+        product = products.get(item.product_id)
+        field = f"items[{index}].product_id"
+        if product is None:
+            raise NotFound("product", item.product_id, field=field)
+        if not product["is_active"]:
+            raise ValidationError.single(field, f"product {item.product_id} is not for sale")
+    return products
+
+
+def _order(row: asyncpg.Record, items: list[asyncpg.Record]) -> Order:
+    return Order(
+        **{key: row[key] for key in _ORDER_COLUMNS},
+        items=[OrderItem(**{key: item[key] for key in _ITEM_COLUMNS}) for item in items],
+    )
+
+
+_ORDER_COLUMNS = tuple(name for name in Order.model_fields if name != "items")
+_ITEM_COLUMNS = tuple(OrderItem.model_fields)
+

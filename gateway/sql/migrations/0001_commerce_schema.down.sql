@@ -1,0 +1,9 @@
+DROP TABLE order_items;
+DROP TABLE orders;
+DROP SEQUENCE order_number_seq;
+DROP TABLE products;
+DROP TABLE categories;
+DROP TABLE addresses;
+DROP TABLE customers;
+DROP TYPE order_status;
+DROP TYPE address_type_enum;

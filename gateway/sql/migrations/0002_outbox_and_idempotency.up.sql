@@ -1,0 +1,35 @@
+-- The transactional outbox and the idempotency keys of the write path.
+
+CREATE TABLE outbox (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id       uuid NOT NULL UNIQUE,
+    -- The writing transaction's id: the relay reads only below the oldest transaction still
+    -- running, so an event whose transaction commits late is never skipped.
+    txid           xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    aggregate_type varchar(100) NOT NULL,
+    aggregate_id   varchar(200) NOT NULL,
+    version        integer NOT NULL,
+    event_type     varchar(100) NOT NULL,
+    payload        jsonb NOT NULL,
+    headers        jsonb NOT NULL DEFAULT '{}',
+    occurred_at    timestamptz NOT NULL DEFAULT now(),
+    -- Events of one aggregate always share a partition, so relays can split work by partition
+    -- and still see each aggregate's events in commit order.
+    partition      smallint GENERATED ALWAYS AS ((hashtext(aggregate_id) & 2147483647) % 16) STORED,
+    CONSTRAINT outbox_version_positive CHECK (version >= 1)
+);
+
+CREATE INDEX outbox_partition_position ON outbox (partition, txid, id);
+
+CREATE TABLE idempotency_keys (
+    scope        varchar(50) NOT NULL,
+    key          varchar(255) NOT NULL,
+    request_hash char(64) NOT NULL,
+    resource_id  uuid,
+    response     jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+
+CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
