@@ -35,7 +35,7 @@ migrate_app = typer.Typer(
 app.add_typer(migrate_app, name="migrate")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

@@ -1,0 +1,95 @@
+"""Acceptance fixtures: a real PostgreSQL, a fresh database per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from gateway import Gateway, MigrationRunner, Settings
+from gateway.config import PostgresSettings
+from tests.acceptance.shop import Shop
+from tests.servers import server_url
+
+
+def database_url(server: str, name: str) -> str:
+    """The URL of database ``name`` on the server at ``server``."""
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """URL of a real PostgreSQL server (its maintenance database)."""
+    return server_url("postgres")
+
+
+DatabaseFactory = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+async def create_database(postgres_server: str) -> AsyncIterator[DatabaseFactory]:
+    """A factory of fresh, empty databases, all dropped at the end of the session."""
+    created: list[str] = []
+
+    async def create() -> str:
+        name = f"fanout_test_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(postgres_server)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        created.append(name)
+        return database_url(postgres_server, name)
+
+    yield create
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        for name in created:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def migrated_url(create_database: DatabaseFactory) -> str:
+    """A database with every migration applied, shared by the session."""
+    url = await create_database()
+    connection = await asyncpg.connect(url)
+    try:
+        await MigrationRunner(connection).apply()
+    finally:
+        await connection.close()
+    return url
+
+
+def settings_for(url: str, **sections: object) -> Settings:
+    """Settings pointing at ``url``, with optional section overrides."""
+    return Settings(postgres=PostgresSettings(url=url, pool_max_size=60), **sections)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(migrated_url: str) -> Settings:
+    """Default settings over the session's migrated database."""
+    return settings_for(migrated_url)
+
+
+@pytest.fixture(scope="session")
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """A gateway over the session's migrated database."""
+    async with await Gateway.connect(settings) as connected:
+        yield connected
+
+
+@pytest.fixture
+def shop(gateway: Gateway) -> Shop:
+    """Makes customers, addresses and products for a test."""
+    return Shop(gateway)
+
+
+@pytest.fixture
+async def fresh_url(create_database: DatabaseFactory) -> str:
+    """An empty database for one test."""
+    return await create_database()

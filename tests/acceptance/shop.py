@@ -1,0 +1,97 @@
+"""Test data: customers with addresses, products, and order requests over them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from gateway import Customer, Gateway, Product
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """How many rows each write-path table holds."""
+
+    orders: int
+    order_items: int
+    outbox: int
+    idempotency_keys: int
+    inventory: int
+
+
+class Shop:
+    """Creates what an order needs, each with unique names."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def customer(self) -> Customer:
+        """A new customer with a default billing and shipping address."""
+        tag = uuid.uuid4().hex[:10]
+        address = {"street_address": f"{tag} Main St", "city": "Springfield", "postal_code": "1234"}
+        return await self.gateway.create_customer(
+            {
+                "email": f"customer-{tag}@example.com",
+                "first_name": "Test",
+                "last_name": f"Customer {tag}",
+                "addresses": [
+                    {**address, "address_type": "billing", "is_default": True},
+                    {**address, "address_type": "shipping", "is_default": True},
+                ],
+            }
+        )
+
+    async def product(self, price: str = "10.00", stock: int = 100) -> Product:
+        """A new active product."""
+        tag = uuid.uuid4().hex[:10]
+        return await self.gateway.create_product(
+            {
+                "sku": f"SKU-{tag}",
+                "name": f"Product {tag}",
+                "base_price": Decimal(price),
+                "inventory_quantity": stock,
+            }
+        )
+
+    @staticmethod
+    def order(customer: Customer, *lines: tuple[Product, int], **extra: Any) -> dict[str, Any]:
+        """A place-order request for ``customer`` with ``(product, quantity)`` lines."""
+        billing = next(a for a in customer.addresses if a.address_type == "billing")
+        shipping = next(a for a in customer.addresses if a.address_type == "shipping")
+        return {
+            "customer_id": str(customer.id),
+            "billing_address_id": str(billing.id),
+            "shipping_address_id": str(shipping.id),
+            "items": [{"product_id": str(p.id), "quantity": q} for p, q in lines],
+            **extra,
+        }
+
+    async def counts(self) -> RowCounts:
+        """Row counts of the write-path tables, and the total units in stock."""
+        row = await self.gateway.pool.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM orders) AS orders,
+                   (SELECT count(*) FROM order_items) AS order_items,
+                   (SELECT count(*) FROM outbox) AS outbox,
+                   (SELECT count(*) FROM idempotency_keys) AS idempotency_keys,
+                   (SELECT coalesce(sum(inventory_quantity), 0) FROM products) AS inventory
+            """
+        )
+        assert row is not None
+        return RowCounts(**dict(row))
+
+    async def stock(self, product: Product) -> int:
+        """Units of ``product`` in stock now."""
+        value = await self.gateway.pool.fetchval(
+            "SELECT inventory_quantity FROM products WHERE id = $1", product.id
+        )
+        return int(value)
+
+    async def events_of(self, aggregate_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The outbox events of one aggregate, in append order."""
+        rows = await self.gateway.pool.fetch(
+            "SELECT * FROM outbox WHERE aggregate_id = $1 ORDER BY id", str(aggregate_id)
+        )
+        return [dict(row) for row in rows]

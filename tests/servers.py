@@ -1,0 +1,34 @@
+"""Where the test suite finds its servers.
+
+First the ``FANOUT_TEST_<SERVICE>_URL`` environment variables; otherwise the suite starts the
+servers itself with ``scripts/services.sh up`` (local binaries, installed when missing).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES_SCRIPT = ROOT / "scripts" / "services.sh"
+
+
+def server_url(service: str) -> str:
+    """The URL of a running server of ``service``, starting one if none is configured."""
+    variable = f"FANOUT_TEST_{service.upper()}_URL"
+    url = os.environ.get(variable)
+    if url:
+        return url
+    result = subprocess.run(
+        ["bash", str(SERVICES_SCRIPT), "up", service],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    for line in result.stdout.splitlines():
+        name, _, value = line.partition("=")
+        if name == variable:
+            os.environ[variable] = value
+            return value
+    raise RuntimeError(f"{SERVICES_SCRIPT} up {service} printed no {variable}")
