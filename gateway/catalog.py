@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
+from gateway.database import Connection, fetch_required
 from gateway.errors import AlreadyExists, NotFound
 from gateway.models import Category, CategoryRequest, Product, ProductRequest
 from gateway.queries import query
 
 
-async def insert_category(connection: asyncpg.Connection, request: CategoryRequest) -> Category:
+async def insert_category(connection: Connection, request: CategoryRequest) -> Category:
     """Insert a category."""
     try:
-        row = await connection.fetchrow(
+        row = await fetch_required(
+            connection,
             query("insert_category"),
             request.name,
             request.slug,
@@ -26,10 +28,11 @@ async def insert_category(connection: asyncpg.Connection, request: CategoryReque
     return Category(**dict(row))
 
 
-async def insert_product(connection: asyncpg.Connection, request: ProductRequest) -> Product:
+async def insert_product(connection: Connection, request: ProductRequest) -> Product:
     """Insert a product."""
     try:
-        row = await connection.fetchrow(
+        row = await fetch_required(
+            connection,
             query("insert_product"),
             request.sku,
             request.name,

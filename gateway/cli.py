@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -160,7 +159,6 @@ def migrate_down(
 def show_config(context: typer.Context) -> None:
     """Print the effective configuration (file plus environment), passwords redacted."""
 
-
     async def work() -> Settings:
         return _settings(context)
 
@@ -188,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

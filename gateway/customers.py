@@ -6,6 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway.database import Connection, fetch_required
 from gateway.errors import AlreadyExists, NotFound, ValidationError
 from gateway.models import Address, AddressRequest, Customer, CustomerRequest, Event
 from gateway.queries import query
@@ -14,10 +15,11 @@ CUSTOMER_AGGREGATE = "customer"
 CUSTOMER_CREATED = "customer.created"
 
 
-async def insert_customer(connection: asyncpg.Connection, request: CustomerRequest) -> Customer:
+async def insert_customer(connection: Connection, request: CustomerRequest) -> Customer:
     """Insert a customer and its addresses (inside the caller's transaction)."""
     try:
-        row = await connection.fetchrow(
+        row = await fetch_required(
+            connection,
             query("insert_customer"),
             request.email,
             request.first_name,
@@ -35,7 +37,7 @@ async def insert_customer(connection: asyncpg.Connection, request: CustomerReque
 
 
 async def insert_address(
-    connection: asyncpg.Connection, customer_id: UUID, request: AddressRequest
+    connection: Connection, customer_id: UUID, request: AddressRequest
 ) -> Address:
     """Add an address to an existing customer."""
     exists = await connection.fetchval(query("customer_exists"), customer_id)
@@ -56,12 +58,13 @@ def customer_event(customer: Customer) -> Event:
 
 
 async def _insert_address(
-    connection: asyncpg.Connection, customer_id: UUID, request: AddressRequest, field: str
+    connection: Connection, customer_id: UUID, request: AddressRequest, field: str
 ) -> Address:
     try:
         # A savepoint, so that a rejected address leaves the caller's transaction usable.
         async with connection.transaction():
-            row = await connection.fetchrow(
+            row = await fetch_required(
+                connection,
                 query("insert_address"),
                 customer_id,
                 request.address_type,

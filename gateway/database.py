@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from pydantic_core import to_json
 
 from gateway.config import PostgresSettings
@@ -13,9 +15,20 @@ from gateway.errors import GatewayError
 from gateway.queries import query
 from gateway.secrets import redact_url
 
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+"""A connection of its own or one borrowed from a pool: the gateway's SQL runs on either."""
+
 
 class DatabaseUnavailable(GatewayError):
     """PostgreSQL cannot be reached or refused the connection."""
+
+
+async def fetch_required(connection: Connection, sql: str, *args: Any) -> asyncpg.Record:
+    """The first row of a statement that always returns one (such as INSERT ... RETURNING)."""
+    row = await connection.fetchrow(sql, *args)
+    if row is None:
+        raise GatewayError("a statement that must return a row returned none")
+    return row
 
 
 def _encode_json(value: object) -> str:

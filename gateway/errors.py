@@ -88,9 +88,7 @@ class IllegalTransition(GatewayError):
         self.order_id = order_id
         self.from_status = from_status
         self.to_status = to_status
-        super().__init__(
-            f"order {order_id} cannot move from {from_status!r} to {to_status!r}"
-        )
+        super().__init__(f"order {order_id} cannot move from {from_status!r} to {to_status!r}")
 
 
 class Conflict(GatewayError):

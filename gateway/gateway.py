@@ -12,7 +12,7 @@ import asyncpg
 from gateway import catalog, customers, idempotency, orders, outbox
 from gateway.config import Settings, load_settings
 from gateway.database import create_pool
-from gateway.errors import GatewayError, NotFound, ValidationError
+from gateway.errors import GatewayError, ValidationError
 from gateway.models import (
     Address,
     AddressRequest,
@@ -224,4 +224,3 @@ def _status(value: OrderStatus | str) -> OrderStatus:
     except ValueError:
         allowed = ", ".join(status.value for status in OrderStatus)
         raise ValidationError.single("status", f"{value!r} is not one of {allowed}") from None
-

@@ -7,9 +7,9 @@ import json
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 from pydantic import BaseModel
 
+from gateway.database import Connection
 from gateway.errors import GatewayError, IdempotencyConflict, ValidationError
 from gateway.queries import query
 
@@ -32,7 +32,7 @@ def request_fingerprint(request: BaseModel) -> str:
 
 
 async def claim(
-    connection: asyncpg.Connection,
+    connection: Connection,
     scope: str,
     key: str,
     fingerprint: str,
@@ -63,7 +63,7 @@ async def claim(
 
 
 async def complete(
-    connection: asyncpg.Connection,
+    connection: Connection,
     scope: str,
     key: str,
     resource_id: UUID,
@@ -73,7 +73,7 @@ async def complete(
     await connection.execute(query("complete_idempotency_key"), scope, key, resource_id, response)
 
 
-async def purge_expired(connection: asyncpg.Connection) -> int:
+async def purge_expired(connection: Connection) -> int:
     """Delete expired keys; return how many were deleted."""
     result: str = await connection.execute(query("purge_expired_idempotency_keys"))
     return int(result.split()[-1])

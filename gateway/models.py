@@ -21,7 +21,9 @@ Email = Annotated[
         pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
     ),
 ]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ().-]{6,19}$")]
+Phone = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ().-]{6,19}$")
+]
 Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
 # Hard limits; the configured limits (orders.max_items, orders.max_quantity) may be lower.
 MAX_ITEMS_PER_REQUEST = 1000
@@ -51,9 +53,10 @@ class PlaceOrderRequest(_Request):
     shipping_address_id: UUID
     items: list[OrderItemRequest] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    customer_segment: Annotated[
-        str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9_-]{1,50}$")
-    ] | None = None
+    customer_segment: (
+        Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9_-]{1,50}$")]
+        | None
+    ) = None
     notes: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
     @field_validator("items")
@@ -120,7 +123,9 @@ class AddressRequest(_Request):
     street_address: ShortText
     city: Name
     state: Name | None = None
-    postal_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+    postal_code: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+    ]
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = "US"
     is_default: bool = False
 

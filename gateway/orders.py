@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway.database import Connection, fetch_required
 from gateway.errors import (
     IllegalTransition,
     InsufficientInventory,
@@ -50,7 +51,7 @@ class CustomerSummary:
 
 
 async def insert_order(
-    connection: asyncpg.Connection,
+    connection: Connection,
     request: PlaceOrderRequest,
     pricing: PricingPolicy,
     number_prefix: str,
@@ -66,13 +67,12 @@ async def insert_order(
             raise InsufficientInventory(
                 product_id, product["sku"], quantity, product["inventory_quantity"]
             )
-    await connection.execute(
-        query("take_inventory"), list(quantities), list(quantities.values())
-    )
+    await connection.execute(query("take_inventory"), list(quantities), list(quantities.values()))
     unit_prices = {pid: to_cents(products[pid]["base_price"]) for pid in quantities}
     line_totals = {pid: unit_prices[pid] * quantities[pid] for pid in quantities}
     totals = pricing.totals(line_totals.values())
-    order_row = await connection.fetchrow(
+    order_row = await fetch_required(
+        connection,
         query("insert_order"),
         number_prefix,
         request.customer_id,
@@ -102,7 +102,7 @@ async def insert_order(
 
 
 async def change_status(
-    connection: asyncpg.Connection,
+    connection: Connection,
     order_id: UUID,
     target: OrderStatus,
     expected_version: int | None,
@@ -119,13 +119,13 @@ async def change_status(
     if target in RESTOCKING_STATUSES:
         await connection.execute(query("lock_order_products"), order_id)
         await connection.execute(query("return_inventory"), order_id)
-    order_row = await connection.fetchrow(query("set_order_status"), order_id, target.value)
+    order_row = await fetch_required(connection, query("set_order_status"), order_id, target.value)
     items = await connection.fetch(query("order_items_of"), order_id)
     customer = await _customer(connection, order_row["customer_id"])
     return _order(order_row, items), previous, customer
 
 
-async def fetch_order(connection: asyncpg.Connection, order_id: UUID) -> Order:
+async def fetch_order(connection: Connection, order_id: UUID) -> Order:
     """The order with its items, as PostgreSQL holds it now."""
     row = await connection.fetchrow(query("get_order"), order_id)
     if row is None:
@@ -156,7 +156,7 @@ def order_event(
     )
 
 
-async def _customer(connection: asyncpg.Connection, customer_id: UUID) -> CustomerSummary:
+async def _customer(connection: Connection, customer_id: UUID) -> CustomerSummary:
     row = await connection.fetchrow(query("get_customer_summary"), customer_id)
     if row is None:
         raise NotFound("customer", customer_id, field="customer_id")
@@ -165,7 +165,7 @@ async def _customer(connection: asyncpg.Connection, customer_id: UUID) -> Custom
     return CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
 
 
-async def _check_addresses(connection: asyncpg.Connection, request: PlaceOrderRequest) -> None:
+async def _check_addresses(connection: Connection, request: PlaceOrderRequest) -> None:
     wanted = {
         "billing_address_id": request.billing_address_id,
         "shipping_address_id": request.shipping_address_id,
@@ -182,7 +182,7 @@ async def _check_addresses(connection: asyncpg.Connection, request: PlaceOrderRe
 
 
 async def _lock_products(
-    connection: asyncpg.Connection, request: PlaceOrderRequest
+    connection: Connection, request: PlaceOrderRequest
 ) -> dict[UUID, asyncpg.Record]:
     # Locked in id order so that concurrent orders over the same products cannot deadlock.
     rows = await connection.fetch(
@@ -208,4 +208,3 @@ def _order(row: asyncpg.Record, items: list[asyncpg.Record]) -> Order:
 
 _ORDER_COLUMNS = tuple(name for name in Order.model_fields if name != "items")
 _ITEM_COLUMNS = tuple(OrderItem.model_fields)
-

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
+from gateway.database import Connection
 from gateway.models import Event
 from gateway.queries import query
 
 
 async def append(
-    connection: asyncpg.Connection, events: Sequence[Event], *, notify_channel: str | None
+    connection: Connection, events: Sequence[Event], *, notify_channel: str | None
 ) -> None:
     """Append ``events`` in the connection's current transaction.
 

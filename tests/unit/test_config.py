@@ -1,0 +1,116 @@
+"""Loading settings from YAML and the environment, and the errors that name the key."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway import ConfigError, load_settings
+
+URL = "postgresql://app:s3cret@db.internal:5432/orders"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_loads_every_section_from_yaml(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"postgres:\n  url: {URL}\n  pool_max_size: 7\npricing:\n  tax_rate: '0.2'\n",
+    )
+    settings = load_settings(path)
+    assert settings.postgres.url.get_secret_value() == URL
+    assert settings.postgres.pool_max_size == 7
+    assert settings.pricing.tax_rate == Decimal("0.2")
+    assert settings.outbox.channel == "fanout_outbox"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, f"postgres:\n  url: {URL}\n  pool_max_size: 7\n")
+    monkeypatch.setenv("FANOUT_POSTGRES_URL", "postgresql://other/db")
+    monkeypatch.setenv("FANOUT_POSTGRES_POOL_MAX_SIZE", "3")
+    monkeypatch.setenv("FANOUT_PRICING_CURRENCY", "EUR")
+    settings = load_settings(path)
+    assert settings.postgres.url.get_secret_value() == "postgresql://other/db"
+    assert settings.postgres.pool_max_size == 3
+    assert settings.pricing.currency == "EUR"
+
+
+def test_the_environment_alone_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FANOUT_POSTGRES_URL", URL)
+    assert load_settings().postgres.url.get_secret_value() == URL
+
+
+def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, f"postgres:\n  url: {URL}\norders:\n  max_items: 3\n")
+    monkeypatch.setenv("FANOUT_CONFIG", str(path))
+    assert load_settings().orders.max_items == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (f"postgres:\n  url: {URL}\n  pool_size: 3\n", "postgres.pool_size", "unknown key"),
+        (f"postgres:\n  url: {URL}\nrelays: {{}}\n", "relays", "unknown key"),
+        (f"postgres:\n  url: {URL}\n  pool_max_size: lots\n", "postgres.pool_max_size", "integer"),
+        ("postgres:\n  pool_max_size: 3\n", "postgres.url", "required value is missing"),
+        (f"postgres:\n  url: {URL}\npricing:\n  currency: euro\n", "pricing.currency", "pattern"),
+        (f"postgres:\n  url: {URL}\npricing:\n  tax_rate: 2\n", "pricing.tax_rate", "less than"),
+    ],
+)
+def test_errors_name_the_key_and_the_file(
+    tmp_path: Path, text: str, key: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert raised.value.key == key
+    assert message in raised.value.message
+    assert raised.value.source == str(path)
+    assert key in str(raised.value) and str(path) in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+def test_a_bad_environment_value_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, f"postgres:\n  url: {URL}\n")
+    monkeypatch.setenv("FANOUT_OUTBOX_NOTIFY", "perhaps")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert raised.value.key == "outbox.notify"
+    assert raised.value.source == "environment variable FANOUT_OUTBOX_NOTIFY"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("postgres: [unclosed\n", "not valid YAML at line"), ("- a\n- b\n", "must be a mapping")],
+)
+def test_malformed_files_are_rejected(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(path)
+    assert raised.value.source == str(path)
+
+
+def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.yaml")
+
+
+def test_the_password_never_shows_in_printed_settings(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, f"postgres:\n  url: {URL}\n"))
+    for text in (
+        str(settings),
+        repr(settings),
+        settings.model_dump_json(),
+        str(settings.postgres.url),
+    ):
+        assert "s3cret" not in text
+    assert str(settings.postgres.url) == "postgresql://app:***@db.internal:5432/orders"
