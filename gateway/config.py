@@ -62,13 +62,6 @@ class IdempotencySettings(_Section):
     retention_seconds: int = Field(default=86_400, gt=0)
 
 
-class OutboxSettings(_Section):
-    """The outbox's wake-up channel."""
-
-    channel: str = Field(default="fanout_outbox", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    notify: bool = True
-
-
 class LoggingSettings(_Section):
     """Log output."""
 
@@ -90,7 +83,6 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     orders: OrderSettings = OrderSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
-    outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
@@ -45,7 +45,6 @@ class Gateway:
         self._pool = pool
         self._settings = settings
         self._pricing = PricingPolicy.from_settings(settings.pricing)
-        self._channel = settings.outbox.channel if settings.outbox.notify else None
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> Self:
@@ -86,34 +85,37 @@ class Gateway:
     ) -> Order:
         """Create an order, take its units from inventory and append ``order.placed``.
 
-        With an ``idempotency_key``, a repeat of the same request returns the first order and
-        appends nothing; the same key with a different request raises ``IdempotencyConflict``.
+        With an ``idempotency_key``, a repeat of the same request returns the same order (as it
+        is now) and appends nothing; the same key with a different request raises
+        ``IdempotencyConflict``. Keys are kept for ``idempotency.retention_seconds``.
         """
         order_request = parse(PlaceOrderRequest, request)
         self._check_order_limits(order_request)
         key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
         fingerprint = idempotency.request_fingerprint(order_request) if key else ""
+        order_id = uuid4()
         async with self._pool.acquire() as connection, connection.transaction():
             if key is not None:
-                stored = await idempotency.claim(
+                existing = await idempotency.claim(
                     connection,
                     PLACE_ORDER_SCOPE,
                     key,
                     fingerprint,
+                    order_id,
                     self._settings.idempotency.retention_seconds,
                 )
-                if stored is not None:
-                    return Order.model_validate(stored)
+                if existing is not None:
+                    return await orders.fetch_order(connection, existing)
             order, customer = await orders.insert_order(
-                connection, order_request, self._pricing, self._settings.orders.number_prefix
+                connection,
+                order_id,
+                order_request,
+                self._pricing,
+                self._settings.orders.number_prefix,
             )
             headers = {"idempotency_key": key} if key is not None else None
             event = orders.order_event(order, orders.ORDER_PLACED, customer, headers=headers)
-            await outbox.append(connection, [event], notify_channel=self._channel)
-            if key is not None:
-                await idempotency.complete(
-                    connection, PLACE_ORDER_SCOPE, key, order.id, order.model_dump(mode="json")
-                )
+            await outbox.append(connection, [event])
         return order
 
     async def transition(
@@ -140,7 +142,7 @@ class Gateway:
             event = orders.order_event(
                 order, orders.ORDER_STATUS_CHANGED, customer, previous_status=previous
             )
-            await outbox.append(connection, [event], notify_channel=self._channel)
+            await outbox.append(connection, [event])
         return order
 
     async def get_order(self, order_id: UUID | str) -> Order:
@@ -160,16 +162,14 @@ class Gateway:
         if not connection.is_in_transaction():
             raise GatewayError("publish needs a connection inside an open transaction")
         batch = [events] if isinstance(events, Event) else list(events)
-        await outbox.append(connection, batch, notify_channel=self._channel)
+        await outbox.append(connection, batch)
 
     async def create_customer(self, request: CustomerRequest | Mapping[str, Any]) -> Customer:
         """Create a customer (and its addresses) and append ``customer.created``."""
         customer_request = parse(CustomerRequest, request)
         async with self._pool.acquire() as connection, connection.transaction():
             customer = await customers.insert_customer(connection, customer_request)
-            await outbox.append(
-                connection, [customers.customer_event(customer)], notify_channel=self._channel
-            )
+            await outbox.append(connection, [customers.customer_event(customer)])
         return customer
 
     async def add_address(

@@ -1,16 +1,15 @@
-"""Idempotency keys: the same key and request give the first result again, once in effect."""
+"""Idempotency keys: the same key and request give the same resource, created once."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from gateway.database import Connection
-from gateway.errors import GatewayError, IdempotencyConflict, ValidationError
+from gateway.errors import IdempotencyConflict, ValidationError
 from gateway.queries import query
 
 MAX_KEY_LENGTH = 255
@@ -36,41 +35,34 @@ async def claim(
     scope: str,
     key: str,
     fingerprint: str,
+    resource_id: UUID,
     retention_seconds: int,
-) -> dict[str, Any] | None:
-    """Claim ``key`` in the current transaction.
+) -> UUID | None:
+    """Claim ``key`` for the resource ``resource_id`` in the current transaction.
 
-    Returns ``None`` when this transaction now owns the key (and must call :func:`complete`),
-    or the stored response of the first request with the same fingerprint. A concurrent claim
-    of the same key waits until the owner's transaction ends: if it commits, the waiter gets
-    its response; if it rolls back, the waiter owns the key.
+    Returns ``None`` when this transaction now owns the key, so it goes on to create the
+    resource, or the id of the resource the first request with the same fingerprint created.
+    A concurrent claim of the same key waits until the owner's transaction ends: if it commits,
+    the waiter gets its resource id; if it rolls back, the waiter owns the key.
     """
     claimed = await connection.fetchval(
-        query("claim_idempotency_key"), scope, key, fingerprint, float(retention_seconds)
+        query("claim_idempotency_key"),
+        scope,
+        key,
+        fingerprint,
+        resource_id,
+        float(retention_seconds),
     )
     if claimed is not None:
         return None
     row = await connection.fetchrow(query("get_idempotency_key"), scope, key)
     if row is None:
         # Purged between the two statements: it expired, so the key is free again.
-        return await claim(connection, scope, key, fingerprint, retention_seconds)
+        return await claim(connection, scope, key, fingerprint, resource_id, retention_seconds)
     if row["request_hash"] != fingerprint:
         raise IdempotencyConflict(key)
-    response: dict[str, Any] | None = row["response"]
-    if response is None:
-        raise GatewayError(f"idempotency key {key!r} has no stored response")
-    return response
-
-
-async def complete(
-    connection: Connection,
-    scope: str,
-    key: str,
-    resource_id: UUID,
-    response: dict[str, Any],
-) -> None:
-    """Store the response of the request that owns ``key``."""
-    await connection.execute(query("complete_idempotency_key"), scope, key, resource_id, response)
+    existing: UUID = row["resource_id"]
+    return existing
 
 
 async def purge_expired(connection: Connection) -> int:

@@ -52,11 +52,12 @@ class CustomerSummary:
 
 async def insert_order(
     connection: Connection,
+    order_id: UUID,
     request: PlaceOrderRequest,
     pricing: PricingPolicy,
     number_prefix: str,
 ) -> tuple[Order, CustomerSummary]:
-    """Check, price and insert an order with its items, taking the units from inventory."""
+    """Check, price and insert order ``order_id`` with its items, taking units from inventory."""
     customer = await _customer(connection, request.customer_id)
     await _check_addresses(connection, request)
     products = await _lock_products(connection, request)
@@ -74,6 +75,7 @@ async def insert_order(
     order_row = await fetch_required(
         connection,
         query("insert_order"),
+        order_id,
         number_prefix,
         request.customer_id,
         totals.subtotal,

@@ -8,31 +8,26 @@ from gateway.database import Connection
 from gateway.models import Event
 from gateway.queries import query
 
+# Every insert into the outbox notifies this channel when its transaction commits (a trigger
+# of migration 0002 does it), so a relay can LISTEN instead of polling.
+CHANNEL = "fanout_outbox"
 
-async def append(
-    connection: Connection, events: Sequence[Event], *, notify_channel: str | None
-) -> None:
-    """Append ``events`` in the connection's current transaction.
 
-    With a ``notify_channel``, a NOTIFY on it is queued too; PostgreSQL delivers it only when
-    the transaction commits, so a relay never wakes for an event it cannot read yet.
-    """
-    if not events:
-        return
-    await connection.executemany(
-        query("append_outbox_event"),
-        [
-            (
-                event.event_id,
-                event.aggregate_type,
-                event.aggregate_id,
-                event.version,
-                event.event_type,
-                event.payload,
-                event.headers,
-            )
-            for event in events
-        ],
+def _row(event: Event) -> tuple[object, ...]:
+    return (
+        event.event_id,
+        event.aggregate_type,
+        event.aggregate_id,
+        event.version,
+        event.event_type,
+        event.payload,
+        event.headers,
     )
-    if notify_channel is not None:
-        await connection.execute(query("notify_outbox"), notify_channel)
+
+
+async def append(connection: Connection, events: Sequence[Event]) -> None:
+    """Append ``events`` in the connection's current transaction."""
+    if len(events) == 1:
+        await connection.execute(query("append_outbox_event"), *_row(events[0]))
+    elif events:
+        await connection.executemany(query("append_outbox_event"), [_row(e) for e in events])

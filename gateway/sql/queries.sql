@@ -27,26 +27,19 @@ DELETE FROM fanout_schema_migrations WHERE version = $1;
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type, payload, headers)
 VALUES ($1, $2, $3, $4, $5, $6, $7);
 
--- name: notify_outbox
-SELECT pg_notify($1, '');
-
 -- name: claim_idempotency_key
-INSERT INTO idempotency_keys (scope, key, request_hash, expires_at)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
 ON CONFLICT (scope, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash,
-        resource_id = NULL,
-        response = NULL,
+        resource_id = EXCLUDED.resource_id,
         created_at = now(),
         expires_at = EXCLUDED.expires_at
     WHERE idempotency_keys.expires_at <= now()
 RETURNING key;
 
 -- name: get_idempotency_key
-SELECT request_hash, response FROM idempotency_keys WHERE scope = $1 AND key = $2;
-
--- name: complete_idempotency_key
-UPDATE idempotency_keys SET resource_id = $3, response = $4 WHERE scope = $1 AND key = $2;
+SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2;
 
 -- name: purge_expired_idempotency_keys
 DELETE FROM idempotency_keys WHERE expires_at <= now();
@@ -72,13 +65,14 @@ WHERE products.id = taken.id;
 
 -- name: insert_order
 INSERT INTO orders (
-    order_number, customer_id, subtotal, tax_amount, shipping_amount, total_amount, currency,
+    id, order_number, customer_id, subtotal, tax_amount, shipping_amount, total_amount, currency,
     billing_address_id, shipping_address_id, customer_segment, metadata, notes
 )
 VALUES (
-    $1 || '-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
+    $1,
+    $2 || '-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
         || lpad(nextval('order_number_seq')::text, 8, '0'),
-    $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
 )
 RETURNING *;
 

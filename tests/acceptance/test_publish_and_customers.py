@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from gateway import AlreadyExists, Event, Gateway, GatewayError, ValidationError
+from gateway.outbox import CHANNEL
 from tests.acceptance.shop import Shop
 
 
@@ -66,9 +67,7 @@ async def test_publish_outside_a_transaction_is_refused(gateway: Gateway) -> Non
 async def test_a_commit_notifies_the_outbox_channel(gateway: Gateway, shop: Shop) -> None:
     listener = await asyncpg.connect(gateway.settings.postgres.url.get_secret_value())
     received: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener(
-        gateway.settings.outbox.channel, lambda *args: received.put_nowait(args[2])
-    )
+    await listener.add_listener(CHANNEL, lambda *args: received.put_nowait(args[2]))
     try:
         customer = await shop.customer()
         await asyncio.wait_for(received.get(), timeout=10)

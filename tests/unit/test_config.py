@@ -27,7 +27,7 @@ def test_loads_every_section_from_yaml(tmp_path: Path) -> None:
     assert settings.postgres.url.get_secret_value() == URL
     assert settings.postgres.pool_max_size == 7
     assert settings.pricing.tax_rate == Decimal("0.2")
-    assert settings.outbox.channel == "fanout_outbox"
+    assert settings.orders.max_items == 100
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,11 +81,11 @@ def test_a_bad_environment_value_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path, f"postgres:\n  url: {URL}\n")
-    monkeypatch.setenv("FANOUT_OUTBOX_NOTIFY", "perhaps")
+    monkeypatch.setenv("FANOUT_ORDERS_MAX_ITEMS", "perhaps")
     with pytest.raises(ConfigError) as raised:
         load_settings(path)
-    assert raised.value.key == "outbox.notify"
-    assert raised.value.source == "environment variable FANOUT_OUTBOX_NOTIFY"
+    assert raised.value.key == "orders.max_items"
+    assert raised.value.source == "environment variable FANOUT_ORDERS_MAX_ITEMS"
 
 
 @pytest.mark.parametrize(

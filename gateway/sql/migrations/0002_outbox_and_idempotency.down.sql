@@ -1,2 +1,3 @@
 DROP TABLE idempotency_keys;
 DROP TABLE outbox;
+DROP FUNCTION fanout_notify_outbox();

@@ -21,12 +21,24 @@ CREATE TABLE outbox (
 
 CREATE INDEX outbox_partition_position ON outbox (partition, txid, id);
 
+-- Wakes relays listening on the channel. PostgreSQL delivers a notification only when the
+-- inserting transaction commits, and folds repeats within one transaction into one; a trigger
+-- (rather than a NOTIFY sent by the client) also wakes relays for rows written by other tools.
+CREATE FUNCTION fanout_notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_ARGV[0], '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION fanout_notify_outbox('fanout_outbox');
+
 CREATE TABLE idempotency_keys (
     scope        varchar(50) NOT NULL,
     key          varchar(255) NOT NULL,
     request_hash char(64) NOT NULL,
-    resource_id  uuid,
-    response     jsonb,
+    resource_id  uuid NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz NOT NULL,
     PRIMARY KEY (scope, key)

@@ -1,0 +1,59 @@
+"""Shared benchmark plumbing: a scratch database on the test server, seeding, JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway import Gateway, MigrationRunner, Settings
+from gateway.config import PostgresSettings
+from tests.acceptance.conftest import database_url
+from tests.servers import server_url
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@asynccontextmanager
+async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
+    """A gateway over a freshly created and migrated database, dropped afterwards."""
+    server = server_url("postgres")
+    name = f"fanout_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(server, name)
+    try:
+        connection = await asyncpg.connect(url)
+        try:
+            await MigrationRunner(connection).apply()
+        finally:
+            await connection.close()
+        settings = Settings(
+            postgres=PostgresSettings(url=url, pool_min_size=pool_size, pool_max_size=pool_size)  # type: ignore[arg-type]
+        )
+        async with await Gateway.connect(settings) as gateway:
+            yield gateway
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """Write ``results`` with the machine's description to ``bench/results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        **results,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
