@@ -58,6 +58,14 @@ pidfile_alive() {
     [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null
 }
 
+# Fails when something else already listens on the port we are about to use.
+require_free_port() {
+    local service="$1" port="$2"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port on 127.0.0.1 is taken by a server this script did not start; stop it or set FANOUT_SERVICES_${service^^}_PORT"
+    fi
+}
+
 # --- postgres ---------------------------------------------------------------
 
 postgres_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"; }
@@ -77,7 +85,6 @@ postgres_up() {
         rm -f "$pwfile"
         cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-port = $PG_PORT
 unix_socket_directories = '$DIR/postgres'
 max_connections = 200
 shared_buffers = 256MB
@@ -88,8 +95,13 @@ CONF
     if postgres_running; then
         log "postgres already running on 127.0.0.1:$PG_PORT"
     else
+        require_free_port postgres "$PG_PORT"
         log "starting postgres on 127.0.0.1:$PG_PORT"
-        as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/postgres/server.log" -w -t 60 start >/dev/null
+        if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/postgres/server.log" \
+                -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
+            tail -n 5 "$DIR/postgres/server.log" >&2 || true
+            die "postgres did not start (log: $DIR/postgres/server.log)"
+        fi
     fi
     wait_until postgres 60 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT"
 }
@@ -112,6 +124,7 @@ redis_up() {
     if redis_running; then
         log "redis already running on 127.0.0.1:$REDIS_PORT"
     else
+        require_free_port redis "$REDIS_PORT"
         log "starting redis on 127.0.0.1:$REDIS_PORT"
         redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/redis" \
             --daemonize yes --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/server.log" \
