@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import signal
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from prometheus_client import start_http_server
 from rich.console import Console
 from rich.table import Table
 
+from gateway import outbox, relay_state
 from gateway.config import Settings, load_settings
 from gateway.database import connect, ensure_database
 from gateway.demo import place_demo_order
 from gateway.errors import ConfigError, GatewayError
 from gateway.gateway import Gateway
 from gateway.migrations import MigrationRunner, MigrationStatus
+from gateway.relay import Relay
 
 T = TypeVar("T")
 
@@ -32,6 +38,8 @@ migrate_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(migrate_app, name="migrate")
+dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -178,6 +186,151 @@ def demo(context: typer.Context) -> None:
         out.print_json(order.model_dump_json())
 
     _run(work)
+
+
+@app.command("relay")
+def relay(
+    context: typer.Context,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Drain every sink, then exit.")
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port.", min=1, max=65535),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for the metrics server.")
+    ] = "127.0.0.1",
+) -> None:
+    """Relay outbox events to every enabled sink until SIGTERM or SIGINT."""
+
+    async def work() -> None:
+        settings = _settings(context)
+        logging.basicConfig(
+            level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=metrics_host)
+        async with await Relay.connect(settings, collect_stats=metrics_port is not None) as r:
+            loop = asyncio.get_running_loop()
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signal_number, r.stop)
+            await r.run(until_idle=until_idle)
+
+    _run(work)
+
+
+@app.command("status")
+def status(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered."""
+
+    async def work() -> list[dict[str, object]]:
+        connection = await connect(_settings(context).postgres)
+        try:
+            backlogs = {b.sink: b for b in await outbox.backlog(connection)}
+            totals = await relay_state.sink_totals(connection)
+        finally:
+            await connection.close()
+        return [
+            {
+                "sink": t.sink,
+                "backlog": backlogs[t.sink].events if t.sink in backlogs else 0,
+                "oldest_undelivered_seconds": backlogs[t.sink].oldest_age_seconds
+                if t.sink in backlogs
+                else None,
+                "delivered": t.delivered,
+                "retrying": t.retrying,
+                "dead_lettered": t.dead_lettered,
+                "relays": t.relays,
+                "last_error": t.last_error,
+            }
+            for t in totals
+        ]
+
+    rows = _run(work)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(
+        "sink", "backlog", "oldest", "delivered", "retrying", "dead", "relays", "last error"
+    )
+    for row in rows:
+        oldest = row["oldest_undelivered_seconds"]
+        table.add_row(
+            str(row["sink"]),
+            str(row["backlog"]),
+            f"{oldest:.1f}s" if isinstance(oldest, float) else "",
+            str(row["delivered"]),
+            str(row["retrying"]),
+            str(row["dead_lettered"]),
+            str(row["relays"]),
+            str(row["last_error"] or ""),
+        )
+    out.print(table)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    context: typer.Context,
+    sink: Annotated[str | None, typer.Option(help="Only this sink's dead letters.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List dead letters not yet replayed, oldest first, with the reason and last error."""
+
+    async def work() -> list[dict[str, object]]:
+        connection = await connect(_settings(context).postgres)
+        try:
+            return await relay_state.list_dead_letters(connection, sink, limit)
+        finally:
+            await connection.close()
+
+    letters = _run(work)
+    if as_json:
+        out.print_json(json.dumps(letters, default=str))
+        return
+    table = Table("sink", "event", "type", "aggregate", "version", "reason", "attempts", "error")
+    for letter in letters:
+        table.add_row(
+            str(letter["sink"]),
+            str(letter["event_id"]),
+            str(letter["event_type"]),
+            str(letter["aggregate_id"]),
+            str(letter["version"]),
+            str(letter["reason"]),
+            str(letter["attempts"]),
+            str(letter["last_error"]),
+        )
+    out.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    context: typer.Context,
+    sink: Annotated[str, typer.Option(help="The sink whose dead letters to replay.")],
+    event: Annotated[uuid.UUID | None, typer.Option(help="Replay only this event id.")] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Ask the relays to deliver dead letters again (after the cause was fixed)."""
+    if (event is None) == (not replay_all):
+        err.print("error: give exactly one of --event ID and --all")
+        raise typer.Exit(2)
+
+    async def work() -> int:
+        connection = await connect(_settings(context).postgres)
+        try:
+            return await relay_state.request_replay(connection, sink, event)
+        finally:
+            await connection.close()
+
+    count = _run(work)
+    if count == 0:
+        err.print(f"error: no dead letter of sink {sink!r} matches")
+        raise typer.Exit(1)
+    out.print(f"requested replay of {count} dead letter{'s' if count != 1 else ''} of {sink}")
 
 
 def main() -> None:

@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -62,6 +62,40 @@ class IdempotencySettings(_Section):
     retention_seconds: int = Field(default=86_400, gt=0)
 
 
+StartFrom = Literal["beginning", "now"]
+
+
+class RelaySettings(_Section):
+    """How the relay claims, batches, retries and prunes."""
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    linger_ms: int = Field(default=5, ge=0, le=10_000)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    lease_ttl_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_initial_seconds: float = Field(default=0.1, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    start_from: StartFrom = "beginning"
+    retention_seconds: int = Field(default=7 * 86_400, gt=0)
+    prune_interval_seconds: float = Field(default=60.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    stats_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+class MemorySinkSettings(_Section):
+    """The in-process sink (tests and demos)."""
+
+    type: Literal["memory"]
+    enabled: bool = True
+    start_from: StartFrom | None = None
+    journal_path: Path | None = None
+    delay_seconds: float = Field(default=0.0, ge=0)
+
+
+SinkSettings = MemorySinkSettings
+SinkName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,99}$")]
+
+
 class LoggingSettings(_Section):
     """Log output."""
 
@@ -83,6 +117,8 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     orders: OrderSettings = OrderSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    relay: RelaySettings = RelaySettings()
+    sinks: dict[SinkName, SinkSettings] = Field(default_factory=dict)
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import asyncpg
+
+from adapters.base import EventEnvelope
 from gateway.database import Connection
 from gateway.models import Event
 from gateway.queries import query
@@ -31,3 +35,73 @@ async def append(connection: Connection, events: Sequence[Event]) -> None:
         await connection.execute(query("append_outbox_event"), *_row(events[0]))
     elif events:
         await connection.executemany(query("append_outbox_event"), [_row(e) for e in events])
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An outbox row as the relay reads it: the event and where it stands in the outbox."""
+
+    id: int
+    txid: int
+    partition: int
+    envelope: EventEnvelope
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(txid, id)``: the order the relay reads events in."""
+        return (self.txid, self.id)
+
+
+PARTITIONS = tuple(range(16))
+
+
+def envelope_of(row: asyncpg.Record) -> EventEnvelope:
+    """The sink's view of an outbox (or dead-letter) row."""
+    return EventEnvelope(
+        event_id=row["event_id"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        version=row["version"],
+        event_type=row["event_type"],
+        payload=row["payload"],
+        headers=row["headers"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+async def read_batch(
+    connection: Connection,
+    after: tuple[int, int],
+    partitions: Sequence[int],
+    limit: int,
+) -> list[StoredEvent]:
+    """Up to ``limit`` events of ``partitions`` after position ``after``, in position order.
+
+    Reads only events of transactions older than every transaction still running, so an
+    event that commits late is read after it commits, never skipped.
+    """
+    rows = await connection.fetch(
+        query("read_outbox_batch"), after[0], after[1], list(partitions), limit
+    )
+    return [StoredEvent(row["id"], row["txid"], row["partition"], envelope_of(row)) for row in rows]
+
+
+async def prune(connection: Connection, older_than_seconds: int, limit: int) -> int:
+    """Delete up to ``limit`` events older than the retention that every sink has passed."""
+    result: str = await connection.execute(query("prune_outbox"), float(older_than_seconds), limit)
+    return int(result.split()[-1])
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Undelivered events of one sink."""
+
+    sink: str
+    events: int
+    oldest_age_seconds: float | None
+
+
+async def backlog(connection: Connection) -> list[Backlog]:
+    """The backlog of every registered sink."""
+    rows = await connection.fetch(query("outbox_backlog"))
+    return [Backlog(row["sink"], row["backlog"], row["oldest_age_seconds"]) for row in rows]

@@ -158,3 +158,222 @@ WHERE id = $1;
 
 -- name: database_exists
 SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
+
+-- Relay: reading and pruning the outbox ------------------------------------------------------
+
+-- name: read_outbox_batch
+-- Only below the oldest running transaction: a transaction that commits later than others
+-- with higher ids is never skipped, because nothing past it is read until it ends.
+SELECT id, txid, partition, event_id, aggregate_type, aggregate_id, version, event_type,
+       payload, headers, occurred_at
+FROM outbox
+WHERE (txid, id) > ($1::xid8, $2::bigint)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+  AND partition = ANY($3::smallint[])
+ORDER BY txid, id
+LIMIT $4;
+
+-- name: prune_outbox
+-- Deletes old events every registered sink has passed, oldest first, at most $2 of them.
+WITH floors AS (
+    SELECT DISTINCT ON (partition) partition, position_txid, position_id
+    FROM relay_positions
+    ORDER BY partition, position_txid, position_id
+), doomed AS (
+    SELECT outbox.id
+    FROM outbox
+    JOIN floors ON floors.partition = outbox.partition
+    WHERE (outbox.txid, outbox.id) <= (floors.position_txid, floors.position_id)
+      AND outbox.occurred_at < now() - make_interval(secs => $1)
+    ORDER BY outbox.txid, outbox.id
+    LIMIT $2
+)
+DELETE FROM outbox WHERE id IN (SELECT id FROM doomed);
+
+-- name: outbox_backlog
+-- Per sink: events not yet delivered, and the age of the oldest.
+WITH floors AS (
+    SELECT DISTINCT ON (sink) sink, position_txid, position_id
+    FROM relay_positions
+    ORDER BY sink, position_txid, position_id
+)
+SELECT floors.sink,
+       count(pending.id) AS backlog,
+       extract(epoch FROM now() - min(pending.occurred_at))::float8 AS oldest_age_seconds
+FROM floors
+LEFT JOIN LATERAL (
+    SELECT outbox.id, outbox.occurred_at
+    FROM outbox
+    JOIN relay_positions AS own
+      ON own.sink = floors.sink AND own.partition = outbox.partition
+    WHERE (outbox.txid, outbox.id) > (floors.position_txid, floors.position_id)
+      AND (outbox.txid, outbox.id) > (own.position_txid, own.position_id)
+) AS pending ON true
+GROUP BY floors.sink
+ORDER BY floors.sink;
+
+-- Relay: positions, leases, instances ---------------------------------------------------------
+
+-- name: register_sink
+-- A new sink starts before every event ($2 = true) or at the oldest running transaction.
+INSERT INTO relay_positions (sink, partition, position_txid, position_id)
+SELECT $1,
+       partition,
+       CASE WHEN $2 THEN '0'::xid8 ELSE pg_snapshot_xmin(pg_current_snapshot()) END,
+       0
+FROM generate_series(0, 15) AS partition
+ON CONFLICT (sink, partition) DO NOTHING;
+
+-- name: sink_positions
+SELECT partition, position_txid, position_id
+FROM relay_positions
+WHERE sink = $1 AND partition = ANY($2::smallint[]);
+
+-- name: heartbeat_instance
+INSERT INTO relay_instances (id, hostname, pid) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
+
+-- name: count_live_instances
+WITH stale AS (
+    DELETE FROM relay_instances WHERE heartbeat_at < now() - make_interval(secs => $1)
+)
+SELECT count(*) FROM relay_instances WHERE heartbeat_at >= now() - make_interval(secs => $1);
+
+-- name: forget_instance
+DELETE FROM relay_instances WHERE id = $1;
+
+-- name: renew_leases
+UPDATE relay_positions
+SET lease_expires_at = now() + make_interval(secs => $3)
+WHERE sink = $1 AND owner = $2
+RETURNING partition;
+
+-- name: claim_leases
+UPDATE relay_positions
+SET owner = $2, lease_expires_at = now() + make_interval(secs => $4)
+WHERE (sink, partition) IN (
+    SELECT sink, partition
+    FROM relay_positions
+    WHERE sink = $1 AND (owner IS NULL OR lease_expires_at < now())
+    ORDER BY partition
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING partition;
+
+-- name: release_leases
+UPDATE relay_positions
+SET owner = NULL, lease_expires_at = NULL, retrying = 0
+WHERE sink = $1 AND owner = $2 AND partition = ANY($3::smallint[]);
+
+-- name: unowned_partitions
+SELECT count(*)
+FROM relay_positions
+WHERE sink = $1 AND (owner IS NULL OR lease_expires_at < now());
+
+-- name: advance_positions
+-- Fenced: only the lease owner moves a position, and only forwards.
+UPDATE relay_positions AS positions
+SET position_txid = moved.txid,
+    position_id = moved.id,
+    delivered_total = positions.delivered_total + moved.delivered,
+    retrying = 0,
+    last_error = NULL,
+    updated_at = now()
+FROM unnest($2::smallint[], $3::xid8[], $4::bigint[], $5::bigint[])
+    AS moved (partition, txid, id, delivered)
+WHERE positions.sink = $1
+  AND positions.partition = moved.partition
+  AND positions.owner = $6
+  AND (positions.position_txid, positions.position_id) < (moved.txid, moved.id)
+RETURNING positions.partition;
+
+-- name: record_retrying
+UPDATE relay_positions
+SET retrying = $3, last_error = $4, updated_at = now()
+WHERE sink = $1 AND owner = $5 AND partition = ANY($2::smallint[]);
+
+-- Relay: dead letters -------------------------------------------------------------------------
+
+-- name: insert_dead_letter
+INSERT INTO dead_letters (
+    sink, outbox_id, event_id, aggregate_type, aggregate_id, version, event_type, payload,
+    headers, occurred_at, reason, last_error, attempts
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (sink, event_id) DO UPDATE
+    SET reason = EXCLUDED.reason,
+        last_error = EXCLUDED.last_error,
+        attempts = dead_letters.attempts + EXCLUDED.attempts,
+        dead_at = now(),
+        replay_requested_at = NULL,
+        replayed_at = NULL;
+
+-- name: list_dead_letters
+SELECT id, sink, outbox_id, event_id, aggregate_type, aggregate_id, version, event_type,
+       reason, last_error, attempts, dead_at, replay_requested_at
+FROM dead_letters
+WHERE replayed_at IS NULL AND ($1::text IS NULL OR sink = $1)
+ORDER BY id
+LIMIT $2;
+
+-- name: request_replay
+UPDATE dead_letters
+SET replay_requested_at = now()
+WHERE sink = $1 AND replayed_at IS NULL AND ($2::uuid IS NULL OR event_id = $2)
+RETURNING id;
+
+-- name: lock_replays
+SELECT id, outbox_id, event_id, aggregate_type, aggregate_id, version, event_type, payload,
+       headers, occurred_at, attempts
+FROM dead_letters
+WHERE sink = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL
+ORDER BY id
+LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_replayed
+UPDATE dead_letters SET replayed_at = now() WHERE id = ANY($1::bigint[]);
+
+-- name: replay_failed
+UPDATE dead_letters AS letters
+SET last_error = failed.error,
+    attempts = letters.attempts + 1,
+    replay_requested_at = CASE WHEN failed.keep_requested THEN letters.replay_requested_at END
+FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS failed (id, error, keep_requested)
+WHERE letters.id = failed.id;
+
+-- name: sink_totals
+SELECT positions.sink,
+       sum(positions.delivered_total)::bigint AS delivered,
+       sum(positions.retrying)::bigint AS retrying,
+       max(positions.last_error) AS last_error,
+       count(DISTINCT positions.owner) AS relays,
+       (SELECT count(*) FROM dead_letters
+        WHERE dead_letters.sink = positions.sink AND dead_letters.replayed_at IS NULL)
+           AS dead_lettered
+FROM relay_positions AS positions
+GROUP BY positions.sink
+ORDER BY positions.sink;
+
+-- name: sink_has_work
+-- Whether any partition of the sink has a readable event past its position, or a replay waits.
+SELECT EXISTS (
+    SELECT 1
+    FROM relay_positions AS positions
+    CROSS JOIN LATERAL (
+        SELECT 1
+        FROM outbox
+        WHERE outbox.partition = positions.partition
+          AND (outbox.txid, outbox.id) > (positions.position_txid, positions.position_id)
+          AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot())
+        LIMIT 1
+    ) AS pending
+    WHERE positions.sink = $1
+) OR EXISTS (
+    SELECT 1 FROM dead_letters
+    WHERE sink = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL
+);
+
+-- name: try_advisory_xact_lock
+SELECT pg_try_advisory_xact_lock($1);

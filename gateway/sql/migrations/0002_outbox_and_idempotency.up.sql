@@ -13,13 +13,13 @@ CREATE TABLE outbox (
     payload        jsonb NOT NULL,
     headers        jsonb NOT NULL DEFAULT '{}',
     occurred_at    timestamptz NOT NULL DEFAULT now(),
-    -- Events of one aggregate always share a partition, so relays can split work by partition
-    -- and still see each aggregate's events in commit order.
+    -- Events of one aggregate always share a partition; relays split the work by partition.
     partition      smallint GENERATED ALWAYS AS ((hashtext(aggregate_id) & 2147483647) % 16) STORED,
     CONSTRAINT outbox_version_positive CHECK (version >= 1)
 );
 
-CREATE INDEX outbox_partition_position ON outbox (partition, txid, id);
+-- Relays read in (txid, id) order, keeping the partitions they own.
+CREATE INDEX outbox_position ON outbox (txid, id);
 
 -- Wakes relays listening on the channel. PostgreSQL delivers a notification only when the
 -- inserting transaction commits, and folds repeats within one transaction into one; a trigger

@@ -1,0 +1,129 @@
+"""The sink interface: what the relay needs from a store, and nothing more.
+
+A sink knows its client library and how to apply a batch of events idempotently; it knows
+nothing of PostgreSQL or the outbox. Retries, batching and dead letters belong to the relay.
+
+Which writes an event becomes in a store is decided by a *projection*: a plain function from an
+:class:`EventEnvelope` to that store's write (or ``None``: the event means nothing there).
+Projections are registered per sink by event type, so a service embedding the gateway can add
+its own without touching the sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from uuid import UUID
+
+W = TypeVar("W")
+
+
+@dataclass(frozen=True)
+class EventEnvelope:
+    """One event as a sink receives it.
+
+    ``version`` is the aggregate's version after the change: a sink keeps, per aggregate, the
+    highest version it has applied and ignores anything older or equal.
+    """
+
+    event_id: UUID
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    event_type: str
+    payload: dict[str, Any]
+    headers: dict[str, str]
+    occurred_at: datetime
+
+
+class Outcome(StrEnum):
+    """What became of one event in one sink."""
+
+    DELIVERED = "delivered"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one event, with the error for failures."""
+
+    outcome: Outcome
+    error: str | None = None
+
+    @classmethod
+    def ok(cls) -> Delivery:
+        """Applied, or already applied (an older or equal version)."""
+        return _DELIVERED
+
+    @classmethod
+    def transient(cls, error: str) -> Delivery:
+        """Failed for a reason that may pass (connection lost, timeout, overload)."""
+        return cls(Outcome.TRANSIENT, error)
+
+    @classmethod
+    def permanent(cls, error: str) -> Delivery:
+        """Failed for a reason that retrying cannot fix (a mapping or validation error)."""
+        return cls(Outcome.PERMANENT, error)
+
+
+_DELIVERED = Delivery(Outcome.DELIVERED)
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the store answers, and what it said."""
+
+    ok: bool
+    detail: str
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A store the relay delivers events to."""
+
+    @property
+    def name(self) -> str:
+        """The sink's name, unique within a relay (it keys positions and dead letters)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and prepare the store (indexes, mappings); safe to call again."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def health(self) -> Health:
+        """Ask the store whether it answers."""
+        ...
+
+    async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
+        """Apply a batch idempotently; return one :class:`Delivery` per event, in order."""
+        ...
+
+
+Projection = Callable[[EventEnvelope], W | None]
+
+
+@dataclass
+class Projections(Generic[W]):
+    """The projections of one sink, by event type."""
+
+    by_event_type: dict[str, Projection[W]] = field(default_factory=dict)
+
+    def register(self, event_type: str, projection: Projection[W]) -> None:
+        """Use ``projection`` for events of ``event_type`` (replacing any earlier one)."""
+        self.by_event_type[event_type] = projection
+
+    def project(self, event: EventEnvelope) -> W | None:
+        """The write for ``event``, or ``None`` when this sink has nothing to do with it.
+
+        Raises whatever the projection raises: the sink reports that as a permanent failure.
+        """
+        projection = self.by_event_type.get(event.event_type)
+        return projection(event) if projection is not None else None

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the relay, labelled by sink."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_DELIVERED = Counter(
+    "fanout_events_delivered", "Events applied by a sink (including replays)", ["sink"]
+)
+EVENTS_FAILED = Counter(
+    "fanout_events_failed", "Failed attempts to apply an event, by kind", ["sink", "kind"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "fanout_events_dead_lettered", "Events moved to a sink's dead letters", ["sink"]
+)
+BATCH_SECONDS = Histogram(
+    "fanout_batch_seconds",
+    "Time for a sink to apply one batch",
+    ["sink"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DELIVERY_LAG_SECONDS = Histogram(
+    "fanout_delivery_lag_seconds",
+    "From an event's transaction start to its application by a sink",
+    ["sink"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+BACKLOG = Gauge("fanout_backlog_events", "Events not yet delivered to a sink", ["sink"])
+OLDEST_UNDELIVERED_SECONDS = Gauge(
+    "fanout_oldest_undelivered_seconds", "Age of a sink's oldest undelivered event", ["sink"]
+)
+OWNED_PARTITIONS = Gauge(
+    "fanout_owned_partitions", "Outbox partitions this relay holds a lease on", ["sink"]
+)

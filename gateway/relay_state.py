@@ -1,0 +1,240 @@
+"""The relay's own tables: positions and leases per sink and partition, relay instances,
+and dead letters. The only module that knows their SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from gateway.database import Connection
+from gateway.outbox import StoredEvent, envelope_of
+from gateway.queries import query
+
+Position = tuple[int, int]
+
+
+async def register_sink(connection: Connection, sink: str, *, from_beginning: bool) -> None:
+    """Create the sink's positions if it has none: before every event, or at "now"."""
+    await connection.execute(query("register_sink"), sink, from_beginning)
+
+
+async def positions(
+    connection: Connection, sink: str, partitions: Sequence[int]
+) -> dict[int, Position]:
+    """Where the sink stands in each of ``partitions``."""
+    rows = await connection.fetch(query("sink_positions"), sink, list(partitions))
+    return {row["partition"]: (row["position_txid"], row["position_id"]) for row in rows}
+
+
+async def heartbeat(connection: Connection, instance: str, hostname: str, pid: int) -> None:
+    """Record that relay ``instance`` is alive."""
+    await connection.execute(query("heartbeat_instance"), instance, hostname, pid)
+
+
+async def live_instances(connection: Connection, ttl_seconds: float) -> int:
+    """How many relays sent a heartbeat within ``ttl_seconds`` (forgetting the others)."""
+    count: int = await connection.fetchval(query("count_live_instances"), ttl_seconds)
+    return count
+
+
+async def forget_instance(connection: Connection, instance: str) -> None:
+    """Remove a relay that is shutting down."""
+    await connection.execute(query("forget_instance"), instance)
+
+
+async def renew_leases(
+    connection: Connection, sink: str, owner: str, ttl_seconds: float
+) -> set[int]:
+    """Extend every lease ``owner`` holds on ``sink``; return those partitions."""
+    rows = await connection.fetch(query("renew_leases"), sink, owner, ttl_seconds)
+    return {row["partition"] for row in rows}
+
+
+async def claim_leases(
+    connection: Connection, sink: str, owner: str, count: int, ttl_seconds: float
+) -> set[int]:
+    """Take up to ``count`` unowned or expired partitions of ``sink``."""
+    rows = await connection.fetch(query("claim_leases"), sink, owner, count, ttl_seconds)
+    return {row["partition"] for row in rows}
+
+
+async def release_leases(
+    connection: Connection, sink: str, owner: str, partitions: Sequence[int]
+) -> None:
+    """Give up ``owner``'s leases on ``partitions`` so another relay can take them at once."""
+    await connection.execute(query("release_leases"), sink, owner, list(partitions))
+
+
+async def unowned_partitions(connection: Connection, sink: str) -> int:
+    """How many partitions of ``sink`` no live lease covers."""
+    count: int = await connection.fetchval(query("unowned_partitions"), sink)
+    return count
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a sink gave up on, with why."""
+
+    event: StoredEvent
+    reason: str
+    error: str
+    attempts: int
+
+
+class _LeaseLost(Exception):
+    """Raised inside the commit transaction to roll it back."""
+
+
+async def commit_batch(
+    connection: Connection,
+    sink: str,
+    owner: str,
+    moves: Mapping[int, tuple[Position, int]],
+    dead: Sequence[DeadLetter],
+) -> bool:
+    """Record a finished batch in one transaction: dead letters, then positions moved forward.
+
+    ``moves`` maps a partition to its new position and how many events were delivered in it.
+    Returns False, having written nothing, if ``owner`` no longer holds every lease it moves.
+    """
+    try:
+        async with connection.transaction():
+            if dead:
+                await connection.executemany(
+                    query("insert_dead_letter"), [_dead_letter_row(sink, d) for d in dead]
+                )
+            if moves:
+                partitions = list(moves)
+                moved = await connection.fetch(
+                    query("advance_positions"),
+                    sink,
+                    partitions,
+                    [moves[p][0][0] for p in partitions],
+                    [moves[p][0][1] for p in partitions],
+                    [moves[p][1] for p in partitions],
+                    owner,
+                )
+                if len(moved) != len(partitions):
+                    raise _LeaseLost
+    except _LeaseLost:
+        return False
+    return True
+
+
+def _dead_letter_row(sink: str, letter: DeadLetter) -> tuple[object, ...]:
+    envelope = letter.event.envelope
+    return (
+        sink,
+        letter.event.id,
+        envelope.event_id,
+        envelope.aggregate_type,
+        envelope.aggregate_id,
+        envelope.version,
+        envelope.event_type,
+        envelope.payload,
+        envelope.headers,
+        envelope.occurred_at,
+        letter.reason,
+        letter.error,
+        letter.attempts,
+    )
+
+
+async def record_retrying(
+    connection: Connection,
+    sink: str,
+    owner: str,
+    partitions: Sequence[int],
+    retrying: int,
+    error: str | None,
+) -> None:
+    """Show in ``fanout status`` that events of ``sink`` are waiting for a retry."""
+    await connection.execute(
+        query("record_retrying"), sink, list(partitions), retrying, error, owner
+    )
+
+
+async def list_dead_letters(
+    connection: Connection, sink: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Unresolved dead letters, oldest first."""
+    rows = await connection.fetch(query("list_dead_letters"), sink, limit)
+    return [dict(row) for row in rows]
+
+
+async def request_replay(connection: Connection, sink: str, event_id: UUID | None) -> int:
+    """Ask relays to deliver a sink's dead letters again (one, or all with ``None``)."""
+    rows = await connection.fetch(query("request_replay"), sink, event_id)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A dead letter whose replay was requested."""
+
+    dead_letter_id: int
+    event: StoredEvent
+    attempts: int
+
+
+async def lock_replays(connection: Connection, sink: str, limit: int) -> list[Replay]:
+    """Lock up to ``limit`` requested replays of ``sink`` (inside a transaction)."""
+    rows = await connection.fetch(query("lock_replays"), sink, limit)
+    return [
+        Replay(row["id"], StoredEvent(row["outbox_id"], 0, 0, envelope_of(row)), row["attempts"])
+        for row in rows
+    ]
+
+
+async def finish_replays(
+    connection: Connection,
+    delivered: Sequence[int],
+    failed: Sequence[tuple[int, str, bool]],
+) -> None:
+    """Mark replays delivered, or record their failure (``True``: try again later)."""
+    if delivered:
+        await connection.execute(query("mark_replayed"), list(delivered))
+    if failed:
+        await connection.execute(
+            query("replay_failed"),
+            [f[0] for f in failed],
+            [f[1] for f in failed],
+            [f[2] for f in failed],
+        )
+
+
+@dataclass(frozen=True)
+class SinkTotals:
+    """Counters of one sink across its partitions."""
+
+    sink: str
+    delivered: int
+    retrying: int
+    dead_lettered: int
+    relays: int
+    last_error: str | None
+
+
+async def sink_totals(connection: Connection) -> list[SinkTotals]:
+    """Delivered, retrying and dead-lettered counts of every registered sink."""
+    rows = await connection.fetch(query("sink_totals"))
+    return [
+        SinkTotals(
+            row["sink"],
+            row["delivered"],
+            row["retrying"],
+            row["dead_lettered"],
+            row["relays"],
+            row["last_error"],
+        )
+        for row in rows
+    ]
+
+
+async def sink_has_work(connection: Connection, sink: str) -> bool:
+    """Whether ``sink`` has an undelivered readable event in any partition, or a replay."""
+    has_work: bool = await connection.fetchval(query("sink_has_work"), sink)
+    return has_work
