@@ -11,6 +11,7 @@ import pytest
 
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.config import PostgresSettings
+from tests.acceptance.relay_support import World
 from tests.acceptance.shop import Shop
 from tests.servers import server_url
 
@@ -93,3 +94,16 @@ def shop(gateway: Gateway) -> Shop:
 async def fresh_url(create_database: DatabaseFactory) -> str:
     """An empty database for one test."""
     return await create_database()
+
+
+@pytest.fixture
+async def world(fresh_url: str) -> AsyncIterator[World]:
+    """A migrated database of its own, with a gateway and a shop over it."""
+    connection = await asyncpg.connect(fresh_url)
+    try:
+        await MigrationRunner(connection).apply()
+    finally:
+        await connection.close()
+    settings = settings_for(fresh_url)
+    async with await Gateway.connect(settings) as gateway:
+        yield World(settings, gateway, Shop(gateway))

@@ -31,6 +31,9 @@ GATEWAY_TABLES = {
     "order_items",
     "outbox",
     "idempotency_keys",
+    "relay_positions",
+    "relay_instances",
+    "dead_letters",
     "fanout_schema_migrations",
 }
 
@@ -103,16 +106,16 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(1)
-    assert [m.name for m in undone] == ["outbox_and_idempotency"]
-    assert {"outbox", "idempotency_keys"}.isdisjoint(await tables(connection))
+    undone = await runner.rollback(2)
+    assert [m.name for m in undone] == ["relay", "outbox_and_idempotency"]
+    assert {"outbox", "idempotency_keys", "dead_letters"}.isdisjoint(await tables(connection))
     assert "orders" in await tables(connection)
 
     await runner.rollback(1)
     assert await tables(connection) == {"fanout_schema_migrations"}
     assert all(s.state is MigrationState.PENDING for s in await runner.status())
 
-    assert len(await runner.apply()) == 2
+    assert len(await runner.apply()) == len(discover_migrations())
     assert await tables(connection) == GATEWAY_TABLES
 
 
@@ -162,17 +165,17 @@ def fanout(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_the_cli_applies_reports_and_rolls_back(fresh_url: str) -> None:
     applied = fanout(fresh_url, "migrate")
     assert applied.returncode == 0, applied.stderr
-    assert "applied 0002_outbox_and_idempotency" in applied.stdout
+    assert "applied 0003_relay" in applied.stdout
     assert "up to date" in fanout(fresh_url, "migrate").stdout
 
     status = fanout(fresh_url, "migrate", "status", "--json")
-    assert [row["state"] for row in json.loads(status.stdout)] == ["applied", "applied"]
+    assert [row["state"] for row in json.loads(status.stdout)] == ["applied"] * 3
 
     down = fanout(fresh_url, "migrate", "down", "1")
     assert down.returncode == 0, down.stderr
-    assert "rolled back 0002_outbox_and_idempotency" in down.stdout
+    assert "rolled back 0003_relay" in down.stdout
     status = fanout(fresh_url, "migrate", "status", "--json")
-    assert [row["state"] for row in json.loads(status.stdout)] == ["applied", "pending"]
+    assert [row["state"] for row in json.loads(status.stdout)] == ["applied", "applied", "pending"]
 
 
 async def test_the_cli_creates_a_missing_database(postgres_server: str) -> None:

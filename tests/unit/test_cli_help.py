@@ -10,7 +10,19 @@ from typer.testing import CliRunner
 
 from gateway.cli import app
 
-COMMANDS = [[], ["migrate"], ["migrate", "status"], ["migrate", "down"], ["config"], ["demo"]]
+COMMANDS = [
+    [],
+    ["migrate"],
+    ["migrate", "status"],
+    ["migrate", "down"],
+    ["config"],
+    ["demo"],
+    ["relay"],
+    ["status"],
+    ["dlq"],
+    ["dlq", "list"],
+    ["dlq", "replay"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "fanout")

@@ -1,0 +1,113 @@
+"""Helpers for relay tests: a fresh database per test, orders in bulk, and relays."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from adapters.base import Sink
+from adapters.memory import MemorySink
+from gateway import Gateway, Settings
+from gateway.config import RelaySettings
+from gateway.relay import Relay
+from tests.acceptance.shop import Shop
+
+FAST = RelaySettings(
+    batch_size=200,
+    linger_ms=0,
+    poll_interval_seconds=0.05,
+    lease_ttl_seconds=1.5,
+    max_attempts=3,
+    backoff_initial_seconds=0.005,
+    backoff_max_seconds=0.05,
+    prune_interval_seconds=3600,
+    shutdown_timeout_seconds=10,
+)
+
+
+@dataclass
+class World:
+    """One test's database, gateway and shop."""
+
+    settings: Settings
+    gateway: Gateway
+    shop: Shop
+
+    def relay(self, *sinks: Sink, **overrides: Any) -> Relay:
+        """A relay over this database (sharing the gateway's pool) with fast settings."""
+        return Relay(
+            self.gateway.pool,
+            self.settings.postgres,
+            list(sinks),
+            FAST.model_copy(update=overrides),
+            start_from={s.name: overrides.get("start_from", "beginning") for s in sinks},
+        )
+
+    async def drain(self, *sinks: Sink, **overrides: Any) -> None:
+        """Run a relay over ``sinks`` until nothing is left to deliver."""
+        await asyncio.wait_for(self.relay(*sinks, **overrides).run(until_idle=True), 120)
+
+    async def place_orders(self, count: int, transitions: int = 0) -> list[Any]:
+        """``count`` orders, each moved ``transitions`` steps along the happy path."""
+        customer = await self.shop.customer()
+        product = await self.shop.product(stock=count * 10)
+        path = ["confirmed", "processing", "shipped", "delivered", "refunded"][:transitions]
+        semaphore = asyncio.Semaphore(16)
+
+        async def one() -> Any:
+            async with semaphore:
+                order = await self.gateway.place_order(self.shop.order(customer, (product, 1)))
+                for status in path:
+                    order = await self.gateway.transition(order.id, status)
+                return order
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def orders_in_postgres(self) -> dict[str, tuple[int, str, str]]:
+        """order id -> (version, status, total) as PostgreSQL holds it."""
+        rows = await self.gateway.pool.fetch("SELECT id, version, status, total_amount FROM orders")
+        return {str(r["id"]): (r["version"], r["status"], f"{r['total_amount']:.2f}") for r in rows}
+
+    async def order_event_ids(self) -> set[str]:
+        """Every order event's id in the outbox."""
+        rows = await self.gateway.pool.fetch(
+            "SELECT event_id FROM outbox WHERE aggregate_type = 'order'"
+        )
+        return {str(r["event_id"]) for r in rows}
+
+
+def memory_state(sink: MemorySink) -> dict[str, tuple[int, str, str]]:
+    """order id -> (version, status, total) as the memory sink holds it."""
+    return {
+        document["order_id"]: (version, document["status"], document["total"])
+        for version, document in sink.state.values()
+    }
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 60.0
+) -> None:
+    """Wait until ``condition`` holds, checking every few milliseconds; fail after ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def positions_owned(pool: asyncpg.Pool, sink: str) -> list[str | None]:
+    """The owner of each partition of ``sink``."""
+    rows = await pool.fetch(
+        "SELECT owner FROM relay_positions WHERE sink = $1 ORDER BY partition", sink
+    )
+    return [r["owner"] for r in rows]
