@@ -7,10 +7,12 @@ import json
 import logging
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import asyncpg
 import typer
 from prometheus_client import start_http_server
 from rich.console import Console
@@ -65,6 +67,15 @@ def _settings(context: typer.Context) -> Settings:
     return load_settings(path)
 
 
+@asynccontextmanager
+async def _connection(context: typer.Context) -> AsyncIterator[asyncpg.Connection]:
+    connection = await connect(_settings(context).postgres)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 def _run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())  # type: ignore[arg-type]
@@ -88,14 +99,10 @@ def migrate(
         return
 
     async def work() -> None:
-        settings = _settings(context)
-        if create_database and await ensure_database(settings.postgres):
+        if create_database and await ensure_database(_settings(context).postgres):
             out.print("created the database")
-        connection = await connect(settings.postgres)
-        try:
+        async with _connection(context) as connection:
             applied = await MigrationRunner(connection).apply()
-        finally:
-            await connection.close()
         if not applied:
             out.print("schema is up to date; nothing to apply")
         for migration in applied:
@@ -112,11 +119,8 @@ def migrate_status(
     """Show each migration: applied, pending, changed since applied, or unknown."""
 
     async def work() -> list[MigrationStatus]:
-        connection = await connect(_settings(context).postgres)
-        try:
+        async with _connection(context) as connection:
             return await MigrationRunner(connection).status()
-        finally:
-            await connection.close()
 
     statuses = _run(work)
     if as_json:
@@ -152,11 +156,8 @@ def migrate_down(
     """Roll back the newest COUNT applied migrations, newest first."""
 
     async def work() -> None:
-        connection = await connect(_settings(context).postgres)
-        try:
+        async with _connection(context) as connection:
             undone = await MigrationRunner(connection).rollback(count)
-        finally:
-            await connection.close()
         for migration in undone:
             out.print(f"rolled back {migration.label}")
 
@@ -228,12 +229,9 @@ def status(
     """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered."""
 
     async def work() -> list[dict[str, object]]:
-        connection = await connect(_settings(context).postgres)
-        try:
+        async with _connection(context) as connection:
             backlogs = {b.sink: b for b in await outbox.backlog(connection)}
             totals = await relay_state.sink_totals(connection)
-        finally:
-            await connection.close()
         return [
             {
                 "sink": t.sink,
@@ -282,11 +280,8 @@ def dlq_list(
     """List dead letters not yet replayed, oldest first, with the reason and last error."""
 
     async def work() -> list[dict[str, object]]:
-        connection = await connect(_settings(context).postgres)
-        try:
+        async with _connection(context) as connection:
             return await relay_state.list_dead_letters(connection, sink, limit)
-        finally:
-            await connection.close()
 
     letters = _run(work)
     if as_json:
@@ -320,11 +315,8 @@ def dlq_replay(
         raise typer.Exit(2)
 
     async def work() -> int:
-        connection = await connect(_settings(context).postgres)
-        try:
+        async with _connection(context) as connection:
             return await relay_state.request_replay(connection, sink, event)
-        finally:
-            await connection.close()
 
     count = _run(work)
     if count == 0:

@@ -71,6 +71,8 @@ class Relay:
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live_instances = 1
         self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once every sink's worker has registered and taken its first leases."""
         self.backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._start_from = dict(start_from or {})
         self._collect_stats = collect_stats
@@ -127,6 +129,10 @@ class Relay:
         self.stopping.set()
         for worker in self.workers:
             worker.wakeup.set()
+
+    def _worker_ready(self) -> None:
+        if all(worker.has_leased for worker in self.workers):
+            self.ready.set()
 
     def wake(self) -> None:
         """Tell every worker that new events may be readable."""
@@ -299,6 +305,7 @@ class SinkWorker:
         self.positions: dict[int, Position] = {}
         self._next_lease_check = 0.0
         self._next_replay_check = 0.0
+        self.has_leased = False
 
     async def run(self, until_idle: bool) -> None:
         """The worker's loop."""
@@ -306,6 +313,9 @@ class SinkWorker:
         while not self.relay.stopping.is_set():
             try:
                 await self.maintain_leases()
+                if not self.has_leased:
+                    self.has_leased = True
+                    self.relay._worker_ready()
                 replayed = await self.replay_dead_letters()
                 full = await self.deliver_next_batch()
                 failures = 0

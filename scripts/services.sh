@@ -98,7 +98,7 @@ CONF
         require_free_port postgres "$PG_PORT"
         log "starting postgres on 127.0.0.1:$PG_PORT"
         if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/postgres/server.log" \
-                -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
+                -o "-p $PG_PORT -c track_commit_timestamp=on" -w -t 60 start >/dev/null; then
             tail -n 5 "$DIR/postgres/server.log" >&2 || true
             die "postgres did not start (log: $DIR/postgres/server.log)"
         fi

@@ -31,16 +31,8 @@ async def test_an_event_committed_late_is_not_skipped(world: World) -> None:
     """A transaction holding a lower-numbered event commits after a higher-numbered one."""
     sink = MemorySink()
     late_id, early_id = str(uuid.uuid4()), str(uuid.uuid4())
-    holder = await asyncpg.connect(world.settings.postgres.url.get_secret_value())
+    holder, held = await hold_open_event(world, late_id)
     try:
-        held = holder.transaction()
-        await held.start()
-        await holder.execute(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
-            " payload) VALUES ($1, 'probe', $2, 1, 'probe.late', '{}')",
-            uuid.uuid4(),
-            late_id,
-        )
         async with world.gateway.pool.acquire() as connection, connection.transaction():
             await world.gateway.publish(connection, probe(early_id))
         await world.drain(sink)  # a full read cycle while the late transaction is open
@@ -63,6 +55,22 @@ async def test_an_event_committed_late_is_not_skipped(world: World) -> None:
     }
 
 
+async def hold_open_event(
+    world: World, aggregate_id: str
+) -> tuple[asyncpg.Connection, asyncpg.transaction.Transaction]:
+    """A connection whose open transaction has appended an event, for the caller to commit."""
+    holder = await asyncpg.connect(world.settings.postgres.url.get_secret_value())
+    held = holder.transaction()
+    await held.start()
+    await holder.execute(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
+        " payload) VALUES ($1, 'probe', $2, 1, 'probe.late', '{}')",
+        uuid.uuid4(),
+        aggregate_id,
+    )
+    return holder, held
+
+
 def probe(aggregate_id: str) -> Event:
     return Event(
         aggregate_type="probe", aggregate_id=aggregate_id, event_type="probe.early", payload={}
@@ -71,15 +79,8 @@ def probe(aggregate_id: str) -> Event:
 
 async def test_a_naive_id_cursor_skips_the_late_event_in_the_same_scenario(world: World) -> None:
     """What the test above guards against: ``WHERE id > last`` loses the late event."""
-    holder = await asyncpg.connect(world.settings.postgres.url.get_secret_value())
+    holder, held = await hold_open_event(world, "late")
     try:
-        held = holder.transaction()
-        await held.start()
-        await holder.execute(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
-            " payload) VALUES ($1, 'probe', 'late', 1, 'probe.late', '{}')",
-            uuid.uuid4(),
-        )
         async with world.gateway.pool.acquire() as connection, connection.transaction():
             await world.gateway.publish(connection, probe("early"))
         seen = await world.gateway.pool.fetch("SELECT id, aggregate_id FROM outbox ORDER BY id")
