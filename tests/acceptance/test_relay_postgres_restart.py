@@ -1,0 +1,93 @@
+"""The relay across a PostgreSQL restart, on a server of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from adapters.memory import MemorySink
+from gateway import Gateway, MigrationRunner
+from gateway.relay import Relay
+from tests.acceptance.conftest import database_url, settings_for
+from tests.acceptance.relay_support import FAST, World, eventually, memory_state
+from tests.acceptance.shop import Shop
+from tests.servers import ROOT, SERVICES_SCRIPT
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster started by ``scripts/services.sh`` in a directory of its own."""
+
+    def __init__(self) -> None:
+        # Under the checkout: as root the server runs as 'postgres', which must reach the data.
+        self.directory = ROOT / ".services" / f"restart-test-{uuid.uuid4().hex[:8]}"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.env = {
+            **os.environ,
+            "FANOUT_SERVICES_DIR": str(self.directory),
+            "FANOUT_SERVICES_POSTGRES_PORT": str(self.port),
+        }
+
+    def services(self, command: str) -> str:
+        result = subprocess.run(
+            ["bash", str(SERVICES_SCRIPT), command, "postgres"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+    def up(self) -> str:
+        for line in self.services("up").splitlines():
+            if line.startswith("FANOUT_TEST_POSTGRES_URL="):
+                return line.partition("=")[2]
+        raise AssertionError("services.sh printed no URL")
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[tuple[OwnPostgres, str]]:
+    server = OwnPostgres()
+    url = server.up()
+    try:
+        admin = await asyncpg.connect(url)
+        await admin.execute('CREATE DATABASE "restart"')
+        await admin.close()
+        yield server, database_url(url, "restart")
+    finally:
+        server.services("down")
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+async def test_the_relay_rides_out_a_postgres_restart(
+    own_postgres: tuple[OwnPostgres, str],
+) -> None:
+    server, url = own_postgres
+    connection = await asyncpg.connect(url)
+    await MigrationRunner(connection).apply()
+    await connection.close()
+    settings = settings_for(url, relay=FAST.model_copy(update={"batch_size": 20}))
+    async with await Gateway.connect(settings) as gateway:
+        world = World(settings, gateway, Shop(gateway))
+        await world.place_orders(300, transitions=1)
+        expected = await world.orders_in_postgres()
+
+    sink = MemorySink(delay_seconds=0.01)
+    async with await Relay.connect(settings, [sink]) as relay:
+        running = asyncio.create_task(relay.run())
+        await eventually(lambda: len(sink.deliveries) >= 100)
+        assert len(sink.deliveries) < 600  # restarted in the middle of the backlog
+        await asyncio.to_thread(server.services, "down")
+        await asyncio.to_thread(server.up)
+        await eventually(lambda: memory_state(sink) == expected, within=120)
+        relay.stop()
+        await running
