@@ -488,23 +488,28 @@ class SinkWorker:
         if now < self._next_replay_check or not self.owned:
             return False
         self._next_replay_check = now + self.settings.poll_interval_seconds
-        async with self.relay.pool.acquire() as connection, connection.transaction():
-            replays = await relay_state.lock_replays(
-                connection, self.sink.name, self.settings.batch_size
+        async with self.relay.pool.acquire() as connection:
+            replays = await relay_state.claim_replays(
+                connection,
+                self.sink.name,
+                self.relay.instance_id,
+                self.settings.batch_size,
+                self.settings.lease_ttl_seconds,
             )
-            if not replays:
-                return False
-            results = await self._apply([replay.event for replay in replays])
-            delivered = [
-                r.dead_letter_id
-                for r, result in zip(replays, results, strict=True)
-                if result.outcome is Outcome.DELIVERED
-            ]
-            failed = [
-                (r.dead_letter_id, result.error or "", result.outcome is Outcome.TRANSIENT)
-                for r, result in zip(replays, results, strict=True)
-                if result.outcome is not Outcome.DELIVERED
-            ]
+        if not replays:
+            return False
+        results = await self._apply([replay.event for replay in replays])
+        delivered = [
+            r.dead_letter_id
+            for r, result in zip(replays, results, strict=True)
+            if result.outcome is Outcome.DELIVERED
+        ]
+        failed = [
+            (r.dead_letter_id, result.error or "", result.outcome is Outcome.TRANSIENT)
+            for r, result in zip(replays, results, strict=True)
+            if result.outcome is not Outcome.DELIVERED
+        ]
+        async with self.relay.pool.acquire() as connection, connection.transaction():
             await relay_state.finish_replays(connection, delivered, failed)
         metrics.EVENTS_DELIVERED.labels(self.sink.name).inc(len(delivered))
         log.info(

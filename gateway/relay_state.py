@@ -180,9 +180,11 @@ class Replay:
     attempts: int
 
 
-async def lock_replays(connection: Connection, sink: str, limit: int) -> list[Replay]:
-    """Lock up to ``limit`` requested replays of ``sink`` (inside a transaction)."""
-    rows = await connection.fetch(query("lock_replays"), sink, limit)
+async def claim_replays(
+    connection: Connection, sink: str, owner: str, limit: int, ttl_seconds: float
+) -> list[Replay]:
+    """Claim up to ``limit`` requested replays of ``sink`` for ``ttl_seconds``."""
+    rows = await connection.fetch(query("claim_replays"), sink, limit, owner, ttl_seconds)
     return [
         Replay(row["id"], StoredEvent(row["outbox_id"], 0, 0, envelope_of(row)), row["attempts"])
         for row in rows

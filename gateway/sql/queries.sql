@@ -323,22 +323,33 @@ SET replay_requested_at = now()
 WHERE sink = $1 AND replayed_at IS NULL AND ($2::uuid IS NULL OR event_id = $2)
 RETURNING id;
 
--- name: lock_replays
-SELECT id, outbox_id, event_id, aggregate_type, aggregate_id, version, event_type, payload,
-       headers, occurred_at, attempts
-FROM dead_letters
-WHERE sink = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL
-ORDER BY id
-LIMIT $2
-FOR UPDATE SKIP LOCKED;
+-- name: claim_replays
+-- A claim with an expiry rather than a row lock held during delivery: a transaction kept open
+-- while a sink works would hold back every relay's reads (they stop at the oldest running one).
+UPDATE dead_letters
+SET replay_claimed_by = $3, replay_claimed_until = now() + make_interval(secs => $4)
+WHERE id IN (
+    SELECT id FROM dead_letters
+    WHERE sink = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL
+      AND (replay_claimed_until IS NULL OR replay_claimed_until < now())
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, outbox_id, event_id, aggregate_type, aggregate_id, version, event_type, payload,
+          headers, occurred_at, attempts;
 
 -- name: mark_replayed
-UPDATE dead_letters SET replayed_at = now() WHERE id = ANY($1::bigint[]);
+UPDATE dead_letters
+SET replayed_at = now(), replay_claimed_by = NULL, replay_claimed_until = NULL
+WHERE id = ANY($1::bigint[]);
 
 -- name: replay_failed
 UPDATE dead_letters AS letters
 SET last_error = failed.error,
     attempts = letters.attempts + 1,
+    replay_claimed_by = NULL,
+    replay_claimed_until = NULL,
     replay_requested_at = CASE WHEN failed.keep_requested THEN letters.replay_requested_at END
 FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS failed (id, error, keep_requested)
 WHERE letters.id = failed.id;

@@ -239,3 +239,46 @@ async def test_a_sink_that_raises_is_retried(world: World) -> None:
     await world.drain(sink)
     assert memory_state(sink) == await world.orders_in_postgres()
     assert calls >= 2
+
+
+class GatedSink(MemorySink):
+    """A memory sink whose deliveries wait until the test opens its gate."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def apply(self, batch):  # type: ignore[no-untyped-def]
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().apply(batch)
+
+
+async def test_a_slow_replay_holds_back_no_other_sink(world: World) -> None:
+    orders = await world.place_orders(3)
+    poisoned = str(orders[0].id)
+    replaying, other = GatedSink("replaying"), MemorySink("other")
+    replaying.gate.set()
+    replaying.fail(Outcome.PERMANENT, matching=lambda e: e.aggregate_id == poisoned)
+    await world.drain(replaying, other)
+    replaying.heal()
+    replaying.gate.clear()
+    replaying.waiting.clear()
+    await world.gateway.pool.execute(
+        "UPDATE dead_letters SET replay_requested_at = now() WHERE sink = 'replaying'"
+    )
+
+    relay = world.relay(replaying, other)
+    running = asyncio.create_task(relay.run())
+    try:
+        await replaying.waiting.wait()  # the replay is inside the sink, not yet finished
+        [late] = await world.place_orders(1)
+        await eventually(lambda: str(late.id) in memory_state(other), within=15)
+        replaying.gate.set()
+        expected = await world.orders_in_postgres()
+        await eventually(lambda: memory_state(replaying) == expected)
+    finally:
+        replaying.gate.set()
+        relay.stop()
+        await running

@@ -43,6 +43,8 @@ CREATE TABLE dead_letters (
     attempts            integer NOT NULL,
     dead_at             timestamptz NOT NULL DEFAULT now(),
     replay_requested_at timestamptz,
+    replay_claimed_by   varchar(200),
+    replay_claimed_until timestamptz,
     replayed_at         timestamptz,
     CONSTRAINT dead_letters_reason CHECK (reason IN ('permanent', 'attempts_exhausted')),
     CONSTRAINT dead_letters_one_per_sink UNIQUE (sink, event_id)
