@@ -7,18 +7,26 @@
 #   scripts/services.sh status              say what runs
 #   scripts/services.sh env                 print the FANOUT_TEST_*_URL lines
 #
-# Services: postgres, redis. Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
+# Services: postgres, redis, mongodb (FerretDB, a MongoDB-wire server), elasticsearch, influxdb.
+# Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${FANOUT_SERVICES_DIR:-$ROOT/.services}"
 PG_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-55432}"
 REDIS_PORT="${FANOUT_SERVICES_REDIS_PORT:-56379}"
+MONGODB_PORT="${FANOUT_SERVICES_MONGODB_PORT:-57017}"
+ELASTICSEARCH_PORT="${FANOUT_SERVICES_ELASTICSEARCH_PORT:-59200}"
+INFLUXDB_PORT="${FANOUT_SERVICES_INFLUXDB_PORT:-58086}"
+FERRETDB_VERSION=v1.24.0
+ELASTICSEARCH_VERSION=8.19.7
+INFLUXDB_VERSION=v1.8.10
+ES_USER=fanout-es
 PG_MAJOR=15
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 PG_USER=fanout
 PG_PASSWORD=fanout
-ALL_SERVICES=(postgres redis)
+ALL_SERVICES=(postgres redis mongodb elasticsearch influxdb)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -140,6 +148,180 @@ redis_down() {
         rm -f "$DIR/redis/redis.pid"
     fi
 }
+
+# Starts "$@" in the background with its output in $log, recording its pid in $pidfile.
+spawn() {
+    local pidfile="$1" log="$2"
+    shift 2
+    nohup "$@" >"$log" 2>&1 &
+    echo $! >"$pidfile"
+}
+
+stop_pidfile() {
+    local service="$1" pidfile="$2"
+    if pidfile_alive "$pidfile"; then
+        log "stopping $service"
+        local pid
+        pid="$(head -1 "$pidfile")"
+        kill "$pid"
+        for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    fi
+    rm -f "$pidfile"
+}
+
+require_go() {
+    command -v go >/dev/null || die "Go is needed to build $1 (https://go.dev/dl/)"
+}
+
+# --- mongodb (FerretDB) -----------------------------------------------------
+# No mongod can be installed here: FerretDB speaks MongoDB's wire protocol over SQLite.
+# Its published Go module lacks the generated build/version/version.txt, which its build
+# requires, so the module is copied, the file written, and the binary built from the copy.
+
+mongodb_url() { echo "mongodb://127.0.0.1:$MONGODB_PORT/"; }
+mongodb_running() { pidfile_alive "$DIR/mongodb/ferretdb.pid"; }
+
+mongodb_up() {
+    local binary="$DIR/bin/ferretdb-$FERRETDB_VERSION"
+    if [ ! -x "$binary" ]; then
+        require_go FerretDB
+        log "building FerretDB $FERRETDB_VERSION"
+        local source
+        source="$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+            | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+        [ -d "$source" ] || die "could not download the FerretDB module"
+        rm -rf "$DIR/build/ferretdb"
+        mkdir -p "$DIR/build" "$DIR/bin"
+        cp -r "$source" "$DIR/build/ferretdb"
+        chmod -R u+w "$DIR/build/ferretdb"
+        echo "$FERRETDB_VERSION" >"$DIR/build/ferretdb/build/version/version.txt"
+        (cd "$DIR/build/ferretdb" && go build -o "$binary" ./cmd/ferretdb) >&2
+        rm -rf "$DIR/build/ferretdb"
+    fi
+    mkdir -p "$DIR/mongodb/data"
+    if mongodb_running; then
+        log "mongodb (FerretDB) already running on 127.0.0.1:$MONGODB_PORT"
+    else
+        require_free_port mongodb "$MONGODB_PORT"
+        log "starting FerretDB on 127.0.0.1:$MONGODB_PORT"
+        spawn "$DIR/mongodb/ferretdb.pid" "$DIR/mongodb/server.log" "$binary" \
+            --handler=sqlite --sqlite-url="file:$DIR/mongodb/data/" --state-dir="$DIR/mongodb" \
+            --listen-addr="127.0.0.1:$MONGODB_PORT" --debug-addr="127.0.0.1:$((MONGODB_PORT + 1))" \
+            --telemetry=disable --log-level=WARN
+    fi
+    wait_until mongodb 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MONGODB_PORT"
+}
+
+mongodb_down() { stop_pidfile mongodb "$DIR/mongodb/ferretdb.pid"; }
+
+# --- elasticsearch ------------------------------------------------------------
+# The real distribution, as Maven Central publishes it for integration tests. It refuses to
+# run as root, so as root it runs as a system user of its own. Security is off: the server
+# listens on 127.0.0.1 only and holds test data.
+
+elasticsearch_url() { echo "http://127.0.0.1:$ELASTICSEARCH_PORT"; }
+elasticsearch_running() { pidfile_alive "$DIR/elasticsearch/es.pid"; }
+
+java17_home() {
+    local candidate
+    for candidate in "${FANOUT_SERVICES_JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-amd64 \
+        /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-17-openjdk; do
+        if [ -n "$candidate" ] && [ -x "$candidate/bin/java" ]; then echo "$candidate"; return; fi
+    done
+    log "installing openjdk-17-jre-headless"
+    apt_install openjdk-17-jre-headless
+    java17_home
+}
+
+elasticsearch_up() {
+    local home="$DIR/elasticsearch/home-$ELASTICSEARCH_VERSION"
+    if [ ! -x "$home/bin/elasticsearch" ]; then
+        command -v mvn >/dev/null || { log "installing maven"; apt_install maven; }
+        command -v unzip >/dev/null || apt_install unzip
+        log "fetching Elasticsearch $ELASTICSEARCH_VERSION from Maven Central"
+        mkdir -p "$DIR/downloads" "$DIR/elasticsearch"
+        mvn -q dependency:copy \
+            "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ELASTICSEARCH_VERSION:zip" \
+            "-DoutputDirectory=$DIR/downloads" >&2
+        rm -rf "$DIR/elasticsearch/unpack"
+        unzip -q "$DIR/downloads/elasticsearch-$ELASTICSEARCH_VERSION.zip" -d "$DIR/elasticsearch/unpack"
+        mv "$DIR/elasticsearch/unpack/elasticsearch-$ELASTICSEARCH_VERSION" "$home"
+        rm -rf "$DIR/elasticsearch/unpack"
+    fi
+    mkdir -p "$DIR/elasticsearch/data" "$DIR/elasticsearch/logs"
+    local run_as=()
+    if [ "$(id -u)" -eq 0 ]; then
+        id "$ES_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$ES_USER"
+        chown -R "$ES_USER:" "$DIR/elasticsearch"
+        run_as=(runuser -u "$ES_USER" --)
+    fi
+    if elasticsearch_running; then
+        log "elasticsearch already running on 127.0.0.1:$ELASTICSEARCH_PORT"
+    else
+        require_free_port elasticsearch "$ELASTICSEARCH_PORT"
+        log "starting Elasticsearch on 127.0.0.1:$ELASTICSEARCH_PORT"
+        ES_JAVA_HOME="$(java17_home)" ES_JAVA_OPTS="-Xms512m -Xmx512m" "${run_as[@]}" \
+            "$home/bin/elasticsearch" -d -p "$DIR/elasticsearch/es.pid" \
+            -Ediscovery.type=single-node -Ehttp.host=127.0.0.1 -Ehttp.port="$ELASTICSEARCH_PORT" \
+            -Etransport.host=127.0.0.1 -Etransport.port="$((ELASTICSEARCH_PORT + 100))" \
+            -Epath.data="$DIR/elasticsearch/data" -Epath.logs="$DIR/elasticsearch/logs" \
+            -Ecluster.routing.allocation.disk.threshold_enabled=false \
+            -Expack.security.enabled=false -Expack.ml.enabled=false \
+            >"$DIR/elasticsearch/start.log" 2>&1 \
+            || { tail -n 20 "$DIR/elasticsearch/start.log" >&2; die "elasticsearch did not start"; }
+    fi
+    wait_until elasticsearch 240 curl -sf \
+        "http://127.0.0.1:$ELASTICSEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=1s"
+}
+
+elasticsearch_down() { stop_pidfile elasticsearch "$DIR/elasticsearch/es.pid"; }
+
+# --- influxdb -------------------------------------------------------------------
+# InfluxDB 1.8 is the newest 1.x that builds with plain `go install` (1.9+ need the Rust
+# libflux); it serves both the v1 /write and the v2-compatible /api/v2/write endpoints.
+
+influxdb_url() { echo "http://127.0.0.1:$INFLUXDB_PORT"; }
+influxdb_running() { pidfile_alive "$DIR/influxdb/influxd.pid"; }
+
+influxdb_up() {
+    local binary="$DIR/bin/influxd-$INFLUXDB_VERSION"
+    if [ ! -x "$binary" ]; then
+        require_go InfluxDB
+        log "building InfluxDB $INFLUXDB_VERSION"
+        mkdir -p "$DIR/bin" "$DIR/build/influxdb-bin"
+        GOBIN="$DIR/build/influxdb-bin" \
+            go install "github.com/influxdata/influxdb/cmd/influxd@$INFLUXDB_VERSION" >&2
+        mv "$DIR/build/influxdb-bin/influxd" "$binary"
+        rm -rf "$DIR/build/influxdb-bin"
+    fi
+    mkdir -p "$DIR/influxdb"
+    cat >"$DIR/influxdb/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((INFLUXDB_PORT + 2))"
+[meta]
+  dir = "$DIR/influxdb/meta"
+[data]
+  dir = "$DIR/influxdb/data"
+  wal-dir = "$DIR/influxdb/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$INFLUXDB_PORT"
+  log-enabled = false
+[logging]
+  level = "warn"
+CONF
+    if influxdb_running; then
+        log "influxdb already running on 127.0.0.1:$INFLUXDB_PORT"
+    else
+        require_free_port influxdb "$INFLUXDB_PORT"
+        log "starting InfluxDB on 127.0.0.1:$INFLUXDB_PORT"
+        spawn "$DIR/influxdb/influxd.pid" "$DIR/influxdb/server.log" "$binary" \
+            -config "$DIR/influxdb/influxdb.conf"
+    fi
+    wait_until influxdb 60 curl -sf "http://127.0.0.1:$INFLUXDB_PORT/ping"
+}
+
+influxdb_down() { stop_pidfile influxdb "$DIR/influxdb/influxd.pid"; }
 
 # --- commands ---------------------------------------------------------------
 
