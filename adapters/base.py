@@ -26,10 +26,12 @@ class EventEnvelope:
     """One event as a sink receives it.
 
     ``version`` is the aggregate's version after the change: a sink keeps, per aggregate, the
-    highest version it has applied and ignores anything older or equal.
+    highest version it has applied and ignores anything older or equal. ``sequence`` is the
+    event's unique number in the outbox (not its delivery order).
     """
 
     event_id: UUID
+    sequence: int
     aggregate_type: str
     aggregate_id: str
     version: int

@@ -3,12 +3,71 @@
 from __future__ import annotations
 
 from adapters.base import Sink
+from adapters.elasticsearch import ElasticsearchSink
+from adapters.influx import InfluxSink
 from adapters.memory import MemorySink
-from gateway.config import SinkSettings
+from adapters.mongo import MongoSink
+from adapters.redis import RedisSink
+from gateway.config import (
+    ElasticsearchSinkSettings,
+    InfluxSinkSettings,
+    MemorySinkSettings,
+    MongoSinkSettings,
+    RedisSinkSettings,
+    SinkSettings,
+)
 
 
 def build_sink(name: str, settings: SinkSettings) -> Sink:
     """The sink described by one entry of the ``sinks`` configuration section."""
-    return MemorySink(
-        name, journal_path=settings.journal_path, delay_seconds=settings.delay_seconds
-    )
+    timeout = settings.timeout_seconds
+    match settings:
+        case MemorySinkSettings():
+            return MemorySink(
+                name, journal_path=settings.journal_path, delay_seconds=settings.delay_seconds
+            )
+        case MongoSinkSettings():
+            return MongoSink(
+                name,
+                settings.url.get_secret_value(),
+                database=settings.database,
+                collection=settings.collection,
+                timeout_seconds=timeout,
+            )
+        case RedisSinkSettings():
+            return RedisSink(
+                name,
+                settings.url.get_secret_value(),
+                key_prefix=settings.key_prefix,
+                ttl_seconds=settings.ttl_seconds,
+                timeout_seconds=timeout,
+            )
+        case ElasticsearchSinkSettings():
+            password = settings.password.get_secret_value() if settings.password else None
+            return ElasticsearchSink(
+                name,
+                settings.url.get_secret_value(),
+                index=settings.index,
+                timeout_seconds=timeout,
+                api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+                basic_auth=(settings.username, password or "") if settings.username else None,
+                ca_certs=str(settings.ca_certs) if settings.ca_certs else None,
+                verify_certs=settings.verify_certs,
+            )
+        case InfluxSinkSettings():
+            return InfluxSink(
+                name,
+                settings.url.get_secret_value(),
+                api=settings.api,
+                measurement=settings.measurement,
+                database=settings.database,
+                retention_policy=settings.retention_policy,
+                create_database=settings.create_database,
+                username=settings.username,
+                password=settings.password.get_secret_value() if settings.password else None,
+                org=settings.org,
+                bucket=settings.bucket,
+                token=settings.token.get_secret_value() if settings.token else None,
+                timeout_seconds=timeout,
+                verify_ssl=settings.verify_ssl,
+            )

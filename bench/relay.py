@@ -96,7 +96,7 @@ class NaiveRelay:
                 "SELECT * FROM outbox WHERE id > $1 ORDER BY id LIMIT $2", last, NAIVE_BATCH
             )
             for row in rows:
-                await self.sink.apply([envelope_of(row)])
+                await self.sink.apply([envelope_of(row, row["id"])])
                 await connection.execute(
                     "UPDATE naive_cursor SET last_id = $2 WHERE name = $1", self.name, row["id"]
                 )

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -82,17 +82,80 @@ class RelaySettings(_Section):
     stats_interval_seconds: float = Field(default=5.0, gt=0)
 
 
-class MemorySinkSettings(_Section):
+class _SinkSection(_Section):
+    enabled: bool = True
+    start_from: StartFrom | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class MemorySinkSettings(_SinkSection):
     """The in-process sink (tests and demos)."""
 
     type: Literal["memory"]
-    enabled: bool = True
-    start_from: StartFrom | None = None
     journal_path: Path | None = None
     delay_seconds: float = Field(default=0.0, ge=0)
 
 
-SinkSettings = MemorySinkSettings
+class MongoSinkSettings(_SinkSection):
+    """MongoDB: one document per order. TLS and credentials go in the URL's options."""
+
+    type: Literal["mongodb"]
+    url: SecretUrl
+    database: str = Field(default="fanout", min_length=1)
+    collection: str = Field(default="orders", min_length=1)
+
+
+class RedisSinkSettings(_SinkSection):
+    """Redis: a JSON summary per order under ``<key_prefix><order id>`` with a TTL.
+
+    Use ``rediss://`` for TLS and ``redis://user:password@host`` for credentials.
+    """
+
+    type: Literal["redis"]
+    url: SecretUrl
+    key_prefix: str = "order:"
+    ttl_seconds: int = Field(default=3600, gt=0)
+
+
+class ElasticsearchSinkSettings(_SinkSection):
+    """Elasticsearch: a searchable document per order; external versioning."""
+
+    type: Literal["elasticsearch"]
+    url: SecretUrl
+    index: str = Field(default="orders", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+
+
+class InfluxSinkSettings(_SinkSection):
+    """InfluxDB: a point per order event, over the v1 (/write) or v2 (/api/v2/write) API."""
+
+    type: Literal["influxdb"]
+    url: SecretUrl
+    api: Literal["v1", "v2"] = "v1"
+    measurement: str = "order_metrics"
+    database: str = "orders"
+    retention_policy: str | None = None
+    create_database: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    org: str = "-"
+    bucket: str | None = None
+    token: SecretStr | None = None
+    verify_ssl: bool = True
+
+
+SinkSettings = Annotated[
+    MemorySinkSettings
+    | MongoSinkSettings
+    | RedisSinkSettings
+    | ElasticsearchSinkSettings
+    | InfluxSinkSettings,
+    Field(discriminator="type"),
+]
 SinkName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,99}$")]
 
 

@@ -55,10 +55,11 @@ class StoredEvent:
 PARTITIONS = tuple(range(16))
 
 
-def envelope_of(row: asyncpg.Record) -> EventEnvelope:
-    """The sink's view of an outbox (or dead-letter) row."""
+def envelope_of(row: asyncpg.Record, sequence: int) -> EventEnvelope:
+    """The sink's view of an outbox (or dead-letter) row; ``sequence`` is its outbox id."""
     return EventEnvelope(
         event_id=row["event_id"],
+        sequence=sequence,
         aggregate_type=row["aggregate_type"],
         aggregate_id=row["aggregate_id"],
         version=row["version"],
@@ -83,7 +84,10 @@ async def read_batch(
     rows = await connection.fetch(
         query("read_outbox_batch"), after[0], after[1], list(partitions), limit
     )
-    return [StoredEvent(row["id"], row["txid"], row["partition"], envelope_of(row)) for row in rows]
+    return [
+        StoredEvent(row["id"], row["txid"], row["partition"], envelope_of(row, row["id"]))
+        for row in rows
+    ]
 
 
 async def prune(connection: Connection, older_than_seconds: int, limit: int) -> int:

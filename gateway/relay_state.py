@@ -186,7 +186,11 @@ async def claim_replays(
     """Claim up to ``limit`` requested replays of ``sink`` for ``ttl_seconds``."""
     rows = await connection.fetch(query("claim_replays"), sink, limit, owner, ttl_seconds)
     return [
-        Replay(row["id"], StoredEvent(row["outbox_id"], 0, 0, envelope_of(row)), row["attempts"])
+        Replay(
+            row["id"],
+            StoredEvent(row["outbox_id"], 0, 0, envelope_of(row, row["outbox_id"])),
+            row["attempts"],
+        )
         for row in rows
     ]
 

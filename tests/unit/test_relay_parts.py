@@ -26,6 +26,7 @@ def test_backoff_delays_are_jittered_within_the_ceiling() -> None:
 def order_event(order_id: str, version: int, status: str = "pending") -> EventEnvelope:
     return EventEnvelope(
         event_id=uuid.uuid4(),
+        sequence=version,
         aggregate_type="order",
         aggregate_id=order_id,
         version=version,

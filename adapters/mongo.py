@@ -1,0 +1,177 @@
+"""MongoDB: one document per order in the ``orders`` collection, with PyMongo's asyncio API.
+
+Version guard: a batch is first reduced to the newest event per order, then the stored
+versions are read, events not newer than what is stored count as applied, and the rest are
+upserted with a filter on ``version < new``. If another writer got there first, the upsert's
+insert collides on ``_id`` (duplicate key): the newer version is already stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from adapters.base import Delivery, EventEnvelope, Health, Projections
+from adapters.projections import ORDER_EVENT_TYPES, ProjectionError, order_document
+from adapters.readback import ProjectedOrder
+
+DUPLICATE_KEY = 11000
+# Server error codes that a retry can outlive (elections, shutdowns, time limits).
+TRANSIENT_CODES = frozenset({6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+
+
+def default_projections() -> Projections[dict[str, Any]]:
+    """Order events projected to the full order document."""
+    projections: Projections[dict[str, Any]] = Projections()
+    for event_type in ORDER_EVENT_TYPES:
+        projections.register(event_type, order_document)
+    return projections
+
+
+def classify(error: PyMongoError) -> Delivery:
+    """Transient for lost connections, timeouts and retryable server errors; else permanent."""
+    if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return Delivery.transient(f"{type(error).__name__}: {error}")
+    if isinstance(error, OperationFailure):
+        if error.code in TRANSIENT_CODES or error.has_error_label("RetryableWriteError"):
+            return Delivery.transient(f"code {error.code}: {error}")
+        return Delivery.permanent(f"code {error.code}: {error}")
+    return Delivery.transient(f"{type(error).__name__}: {error}")
+
+
+class MongoSink:
+    """Upserts order documents, version-guarded, with unordered bulk writes."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        database: str = "fanout",
+        collection: str = "orders",
+        timeout_seconds: float = 10.0,
+        projections: Projections[dict[str, Any]] | None = None,
+    ) -> None:
+        self._name = name
+        timeout_ms = int(timeout_seconds * 1000)
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+            retryWrites=True,
+        )
+        self.collection = self._client[database][collection]
+        self.projections = projections if projections is not None else default_projections()
+
+    @property
+    def name(self) -> str:
+        """The sink's name."""
+        return self._name
+
+    async def start(self) -> None:
+        """Create the indexes the projection's readers use (idempotent)."""
+        await self.collection.create_index([("customer_id", ASCENDING)])
+        await self.collection.create_index([("status", ASCENDING)])
+        await self.collection.create_index([("created_at", ASCENDING)])
+
+    async def close(self) -> None:
+        """Close the client."""
+        await self._client.close()
+
+    async def health(self) -> Health:
+        """Ping the server."""
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError as error:
+            return Health(False, f"{type(error).__name__}: {error}")
+        return Health(True, "ping ok")
+
+    async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
+        """Upsert the newest document of each order in the batch."""
+        results: list[Delivery] = [Delivery.ok()] * len(batch)
+        newest: dict[str, tuple[int, dict[str, Any]]] = {}
+        for index, event in enumerate(batch):
+            try:
+                document = self.projections.project(event)
+            except (ProjectionError, KeyError, TypeError, ValueError) as error:
+                results[index] = Delivery.permanent(f"projection failed: {error}")
+                continue
+            if document is None:
+                continue
+            key = document["order_id"]
+            if key not in newest or newest[key][1]["version"] < document["version"]:
+                newest[key] = (index, document)
+        if not newest:
+            return results
+        try:
+            stored = await self._stored_versions(list(newest))
+        except PyMongoError as error:
+            return [classify(error)] * len(batch)
+        writes = [
+            (index, document)
+            for key, (index, document) in newest.items()
+            if stored.get(key, 0) < document["version"]
+        ]
+        if not writes:
+            return results
+        operations = [
+            UpdateOne(
+                {"_id": document["order_id"], "version": {"$lt": document["version"]}},
+                {"$set": document},
+                upsert=True,
+            )
+            for _, document in writes
+        ]
+        try:
+            await self.collection.bulk_write(operations, ordered=False)
+        except BulkWriteError as error:
+            for failure in error.details.get("writeErrors", []):
+                index = writes[failure["index"]][0]
+                if failure.get("code") != DUPLICATE_KEY:
+                    results[index] = classify(
+                        OperationFailure(failure.get("errmsg", ""), failure.get("code"))
+                    )
+        except PyMongoError as error:
+            outcome = classify(error)
+            for index, _ in writes:
+                results[index] = outcome
+        return results
+
+    async def _stored_versions(self, keys: list[str]) -> dict[str, int]:
+        cursor = self.collection.find({"_id": {"$in": keys}}, {"version": 1})
+        return {document["_id"]: document.get("version", 0) async for document in cursor}
+
+    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+        """The stored version, status and total of each of the ``orders``."""
+        cursor = self.collection.find(
+            {"_id": {"$in": list(orders)}}, {"version": 1, "status": 1, "totals": 1}
+        )
+        return {
+            document["_id"]: ProjectedOrder(
+                document["version"], document["status"], document["totals"]["total_amount"]
+            )
+            async for document in cursor
+        }
+
+    async def projected_ids(self, batch_size: int) -> AsyncIterator[list[str]]:
+        """Every stored order id, in batches."""
+        batch: list[str] = []
+        async for document in self.collection.find({}, {"_id": 1}).sort("_id", ASCENDING):
+            batch.append(document["_id"])
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch

@@ -1,0 +1,34 @@
+"""Reading a store's projection back, for ``fanout verify``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ProjectedOrder:
+    """What a store holds of one order: enough to compare with PostgreSQL."""
+
+    version: int
+    status: str
+    total: str
+
+
+@runtime_checkable
+class ReadBack(Protocol):
+    """A sink whose projection of orders can be read back."""
+
+    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+        """The projection the store holds of each order (absent ones are left out).
+
+        ``orders`` maps each order id to its ``updated_at`` in PostgreSQL, the time of its
+        latest event, for stores that find points by time.
+        """
+        ...
+
+    def projected_ids(self, batch_size: int) -> AsyncIterator[list[str]]:
+        """Every order id the store holds, in batches (for finding extras)."""
+        ...
