@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from adapters.base import Delivery, EventEnvelope, Health, Outcome, Projections
 from adapters.projections import ORDER_EVENT_TYPES, order_summary
+from adapters.readback import ProjectedOrder
 
 EventFilter = Callable[[EventEnvelope], bool]
 
@@ -147,6 +149,21 @@ class MemorySink:
             self._journal.write("\n".join(journal_lines) + "\n")
             self._journal.flush()
         return results
+
+    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+        """The stored summary of each of the ``orders``."""
+        found: dict[str, ProjectedOrder] = {}
+        for order_id in orders:
+            stored = self.state.get(f"order:{order_id}")
+            if stored is not None:
+                found[order_id] = ProjectedOrder(stored[0], stored[1]["status"], stored[1]["total"])
+        return found
+
+    async def projected_ids(self, batch_size: int) -> AsyncIterator[list[str]]:
+        """Every order id held, in batches."""
+        ids = sorted(key.removeprefix("order:") for key in self.state if key.startswith("order:"))
+        for start in range(0, len(ids), batch_size):
+            yield ids[start : start + batch_size]
 
     def _injected_failure(self, event: EventEnvelope) -> Delivery | None:
         for failure in self._failures:

@@ -2,8 +2,9 @@
 
 Version guard: a batch is first reduced to the newest event per order, then the stored
 versions are read, events not newer than what is stored count as applied, and the rest are
-upserted with a filter on ``version < new``. If another writer got there first, the upsert's
-insert collides on ``_id`` (duplicate key): the newer version is already stored.
+upserted with a filter on ``version < new``. Correctness rests on that filter, not on the read:
+if a version as new or newer is stored (another writer, or a read that did not yet see a
+write), the upsert's insert collides on ``_id`` (duplicate key), which means already applied.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
+    DuplicateKeyError,
     ExecutionTimeout,
     OperationFailure,
     PyMongoError,
@@ -126,16 +128,18 @@ class MongoSink:
         ]
         if not writes:
             return results
-        operations = [
-            UpdateOne(
+        guarded = [
+            (
                 {"_id": document["order_id"], "version": {"$lt": document["version"]}},
                 {"$set": document},
-                upsert=True,
             )
             for _, document in writes
         ]
         try:
-            await self.collection.bulk_write(operations, ordered=False)
+            await self.collection.bulk_write(
+                [UpdateOne(filter_, update, upsert=True) for filter_, update in guarded],
+                ordered=False,
+            )
         except BulkWriteError as error:
             for failure in error.details.get("writeErrors", []):
                 index = writes[failure["index"]][0]
@@ -147,7 +151,22 @@ class MongoSink:
             outcome = classify(error)
             for index, _ in writes:
                 results[index] = outcome
+        except Exception:
+            # The server answered the bulk write in a form the driver cannot read (FerretDB
+            # does, when an unordered batch has a write error): apply each write on its own,
+            # each with its own, well-formed outcome. MongoDB never takes this path.
+            for (index, _), (filter_, update) in zip(writes, guarded, strict=True):
+                results[index] = await self._write_one(filter_, update)
         return results
+
+    async def _write_one(self, filter_: dict[str, Any], update: dict[str, Any]) -> Delivery:
+        try:
+            await self.collection.update_one(filter_, update, upsert=True)
+        except DuplicateKeyError:
+            return Delivery.ok()  # a version as new or newer is already stored
+        except PyMongoError as error:
+            return classify(error)
+        return Delivery.ok()
 
     async def _stored_versions(self, keys: list[str]) -> dict[str, int]:
         cursor = self.collection.find({"_id": {"$in": keys}}, {"version": 1})

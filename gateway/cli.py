@@ -18,14 +18,17 @@ from prometheus_client import start_http_server
 from rich.console import Console
 from rich.table import Table
 
+from adapters.readback import ReadBack
+from adapters.registry import build_sink
 from gateway import outbox, relay_state
 from gateway.config import Settings, load_settings
-from gateway.database import connect, ensure_database
+from gateway.database import connect, create_pool, ensure_database
 from gateway.demo import place_demo_order
 from gateway.errors import ConfigError, GatewayError
 from gateway.gateway import Gateway
 from gateway.migrations import MigrationRunner, MigrationStatus
 from gateway.relay import Relay
+from gateway.verify import Drift, verify
 
 T = TypeVar("T")
 
@@ -323,6 +326,57 @@ def dlq_replay(
         err.print(f"error: no dead letter of sink {sink!r} matches")
         raise typer.Exit(1)
     out.print(f"requested replay of {count} dead letter{'s' if count != 1 else ''} of {sink}")
+
+
+@app.command("verify")
+def verify_command(
+    context: typer.Context,
+    sink: Annotated[
+        list[str] | None, typer.Option("--sink", help="Only this sink (repeatable).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Orders compared per request.", min=1)] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Compare PostgreSQL's orders with each sink; exit 1 on any drift."""
+
+    async def work() -> list[Drift]:
+        settings = _settings(context)
+        chosen = sink or [name for name, s in settings.sinks.items() if s.enabled]
+        unknown = [name for name in chosen if name not in settings.sinks]
+        if unknown:
+            raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
+        sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
+        results: list[Drift] = []
+        pool = await create_pool(settings.postgres)
+        try:
+            for name, candidate in sinks.items():
+                if not isinstance(candidate, ReadBack):
+                    raise GatewayError(f"sink {name!r} cannot be read back for verification")
+                results.append(await verify(pool, name, candidate, batch_size))
+        finally:
+            await pool.close()
+            for candidate in sinks.values():
+                await candidate.close()
+        return results
+
+    results = _run(work)
+    if as_json:
+        out.print_json(json.dumps([drift.as_dict() for drift in results]))
+    else:
+        table = Table("sink", "matched", "missing", "stale", "mismatched", "extra", "result")
+        for drift in results:
+            table.add_row(
+                drift.sink,
+                str(drift.matched),
+                str(drift.missing),
+                str(drift.stale),
+                str(drift.mismatched),
+                str(drift.extra),
+                "ok" if drift.clean else "DRIFT",
+            )
+        out.print(table)
+    if not all(drift.clean for drift in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

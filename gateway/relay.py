@@ -78,6 +78,7 @@ class Relay:
         self._collect_stats = collect_stats
         self.workers = [SinkWorker(self, sink) for sink in sinks]
         self._owns_pool = False
+        self._owns_sinks = False
 
     @classmethod
     async def connect(
@@ -88,6 +89,7 @@ class Relay:
         collect_stats: bool = False,
     ) -> Self:
         """A relay with its own pool, over ``sinks`` (default: the enabled configured sinks)."""
+        built = sinks is None
         if sinks is None:
             sinks = [
                 build_sink(name, sink_settings)
@@ -111,10 +113,14 @@ class Relay:
             collect_stats=collect_stats,
         )
         relay._owns_pool = True
+        relay._owns_sinks = built
         return relay
 
     async def close(self) -> None:
-        """Close the pool if this relay created it."""
+        """Close the pool and the sinks, if this relay created them (the caller owns the rest)."""
+        if self._owns_sinks:
+            for worker in self.workers:
+                await worker.sink.close()
         if self._owns_pool:
             await self.pool.close()
 
@@ -207,8 +213,6 @@ class Relay:
                 await relay_state.forget_instance(connection, self.instance_id)
         except DATABASE_ERRORS as error:
             log.warning("could not release leases on shutdown (they will expire): %s", error)
-        for worker in self.workers:
-            await worker.sink.close()
 
     async def _heartbeat(self, connection: Connection) -> None:
         await relay_state.heartbeat(connection, self.instance_id, socket.gethostname(), os.getpid())

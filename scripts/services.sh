@@ -136,18 +136,12 @@ redis_up() {
         log "starting redis on 127.0.0.1:$REDIS_PORT"
         redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/redis" \
             --daemonize yes --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/server.log" \
-            --save "" --appendonly no
+            --save "" --appendonly yes --appendfsync everysec
     fi
     wait_until redis 60 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 }
 
-redis_down() {
-    if redis_running; then
-        log "stopping redis"
-        kill "$(head -1 "$DIR/redis/redis.pid")"
-        rm -f "$DIR/redis/redis.pid"
-    fi
-}
+redis_down() { stop_pidfile redis "$DIR/redis/redis.pid"; }
 
 # Starts "$@" in the background with its output in $log, recording its pid in $pidfile.
 spawn() {

@@ -32,3 +32,21 @@ def server_url(service: str) -> str:
             os.environ[variable] = value
             return value
     raise RuntimeError(f"{SERVICES_SCRIPT} up {service} printed no {variable}")
+
+
+def managed(service: str) -> bool:
+    """Whether ``scripts/services.sh`` runs this service (so a test may stop and start it)."""
+    result = subprocess.run(
+        ["bash", str(SERVICES_SCRIPT), "status", service], capture_output=True, text=True
+    )
+    return result.returncode == 0 and ": running" in result.stdout
+
+
+def stop_server(service: str) -> None:
+    """Stop the real server of ``service`` (one ``scripts/services.sh`` started)."""
+    subprocess.run(["bash", str(SERVICES_SCRIPT), "down", service], check=True, capture_output=True)
+
+
+def start_server(service: str) -> None:
+    """Start the real server of ``service`` again and wait until it answers."""
+    subprocess.run(["bash", str(SERVICES_SCRIPT), "up", service], check=True, capture_output=True)

@@ -388,3 +388,13 @@ SELECT EXISTS (
 
 -- name: try_advisory_xact_lock
 SELECT pg_try_advisory_xact_lock($1);
+
+-- Verification ------------------------------------------------------------------------------
+
+-- name: orders_for_verification
+SELECT id::text AS id, version, status::text AS status, total_amount::text AS total, updated_at
+FROM orders
+ORDER BY updated_at, id;
+
+-- name: count_known_orders
+SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]);

@@ -48,9 +48,9 @@ class World:
             start_from={s.name: overrides.get("start_from", "beginning") for s in sinks},
         )
 
-    async def drain(self, *sinks: Sink, **overrides: Any) -> None:
+    async def drain(self, *sinks: Sink, within: float = 120, **overrides: Any) -> None:
         """Run a relay over ``sinks`` until nothing is left to deliver."""
-        await asyncio.wait_for(self.relay(*sinks, **overrides).run(until_idle=True), 120)
+        await asyncio.wait_for(self.relay(*sinks, **overrides).run(until_idle=True), within)
 
     async def place_orders(self, count: int, transitions: int = 0) -> list[Any]:
         """``count`` orders, each moved ``transitions`` steps along the happy path."""

@@ -102,3 +102,24 @@ async def test_read_back_lists_every_projected_order(sink: Sink) -> None:
     assert isinstance(sink, ReadBack)
     listed = [order_id async for batch in sink.projected_ids(10) for order_id in batch]
     assert sorted(set(listed)) == sorted(orders)
+
+
+async def test_mongo_keeps_the_newer_version_even_when_its_read_misses_it() -> None:
+    """The guard lives in the write: FerretDB's reads can lag a just-committed bulk write, and
+    its reply to an unordered batch with a duplicate key is malformed. Both must be harmless."""
+    async with started("mongodb") as sink:
+        order = new_id()
+        await sink.apply([order_event(order, 5, "shipped")])
+
+        async def read_that_saw_nothing(keys: list[str]) -> dict[str, int]:
+            return {}
+
+        sink._stored_versions = read_that_saw_nothing  # type: ignore[attr-defined]
+        fresh = new_id()
+        results = await sink.apply([order_event(order, 3, "confirmed"), order_event(fresh, 1)])
+
+        assert [r.outcome for r in results] == [Outcome.DELIVERED, Outcome.DELIVERED]
+        assert await projected(sink, order_event(order, 5), order_event(fresh, 1)) == {
+            order: ProjectedOrder(5, "shipped", "42.50"),
+            fresh: ProjectedOrder(1, "pending", "42.50"),
+        }
