@@ -8,7 +8,6 @@ means the event is already applied.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from elastic_transport import ConnectionError as TransportConnectionError
@@ -17,7 +16,7 @@ from elasticsearch import ApiError, AsyncElasticsearch
 
 from adapters.base import Delivery, EventEnvelope, Health, Projections
 from adapters.projections import ORDER_EVENT_TYPES, ProjectionError
-from adapters.readback import ProjectedOrder
+from adapters.readback import OrderSpan, ProjectedOrder
 
 MAPPING: dict[str, Any] = {
     "dynamic": "strict",
@@ -181,7 +180,7 @@ class ElasticsearchSink:
                 results[index] = classify_status(status, message)
         return results
 
-    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+    async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The indexed version, status and total of each of the ``orders``."""
         response = await self._client.mget(index=self.index, ids=list(orders))
         return {

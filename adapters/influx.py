@@ -21,7 +21,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 
 from adapters.base import Delivery, EventEnvelope, Health, Projections
 from adapters.projections import ORDER_EVENT_TYPES, ProjectionError
-from adapters.readback import ProjectedOrder
+from adapters.readback import OrderSpan, ProjectedOrder
 
 Api = Literal["v1", "v2"]
 
@@ -189,12 +189,32 @@ class InfluxSink:
                 rows.extend(dict(zip(columns, values, strict=True)) for values in series["values"])
         return rows
 
-    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
-        """The newest point of each order, found in the microsecond of its ``updated_at``."""
+    async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
+        """The newest point of each order.
+
+        Points are found by time: first in the microsecond of each order's latest event (where
+        an up-to-date store has it), then, for the orders not found there, anywhere from their
+        creation on (a store that missed the latest events holds an older point).
+        """
         if not orders:
             return {}
-        start = min(point_time_ns(t, 0) for t in orders.values())
-        end = max(point_time_ns(t, 999) for t in orders.values())
+        found = await self._newest_points(
+            orders,
+            min(point_time_ns(span.updated_at, 0) for span in orders.values()),
+            max(point_time_ns(span.updated_at, 999) for span in orders.values()),
+        )
+        behind = {order_id: span for order_id, span in orders.items() if order_id not in found}
+        if behind:
+            found |= await self._newest_points(
+                behind,
+                min(point_time_ns(span.created_at, 0) for span in behind.values()),
+                max(point_time_ns(span.updated_at, 999) for span in behind.values()),
+            )
+        return found
+
+    async def _newest_points(
+        self, orders: Mapping[str, OrderSpan], start: int, end: int
+    ) -> dict[str, ProjectedOrder]:
         rows = await self._query(
             f'SELECT "order_id", "version", "status", "total" FROM "{self.measurement}"'
             f" WHERE time >= {start} AND time <= {end}"

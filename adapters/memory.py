@@ -11,14 +11,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from adapters.base import Delivery, EventEnvelope, Health, Outcome, Projections
 from adapters.projections import ORDER_EVENT_TYPES, order_summary
-from adapters.readback import ProjectedOrder
+from adapters.readback import OrderSpan, ProjectedOrder
 
 EventFilter = Callable[[EventEnvelope], bool]
 
@@ -150,7 +149,7 @@ class MemorySink:
             self._journal.flush()
         return results
 
-    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+    async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The stored summary of each of the ``orders``."""
         found: dict[str, ProjectedOrder] = {}
         for order_id in orders:

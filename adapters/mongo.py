@@ -10,7 +10,6 @@ write), the upsert's insert collides on ``_id`` (duplicate key), which means alr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
@@ -26,7 +25,7 @@ from pymongo.errors import (
 
 from adapters.base import Delivery, EventEnvelope, Health, Projections
 from adapters.projections import ORDER_EVENT_TYPES, ProjectionError, order_document
-from adapters.readback import ProjectedOrder
+from adapters.readback import OrderSpan, ProjectedOrder
 
 DUPLICATE_KEY = 11000
 # Server error codes that a retry can outlive (elections, shutdowns, time limits).
@@ -62,10 +61,12 @@ class MongoSink:
         *,
         database: str = "fanout",
         collection: str = "orders",
+        bulk_size: int = 1_000,
         timeout_seconds: float = 10.0,
         projections: Projections[dict[str, Any]] | None = None,
     ) -> None:
         self._name = name
+        self.bulk_size = bulk_size
         timeout_ms = int(timeout_seconds * 1000)
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             url,
@@ -130,34 +131,42 @@ class MongoSink:
             return results
         guarded = [
             (
+                index,
                 {"_id": document["order_id"], "version": {"$lt": document["version"]}},
                 {"$set": document},
             )
-            for _, document in writes
+            for index, document in writes
         ]
+        for start in range(0, len(guarded), self.bulk_size):
+            await self._bulk_upsert(guarded[start : start + self.bulk_size], results)
+        return results
+
+    async def _bulk_upsert(
+        self, guarded: list[tuple[int, dict[str, Any], dict[str, Any]]], results: list[Delivery]
+    ) -> None:
+        """One bulk request of guarded upserts; records each write's outcome in ``results``."""
         try:
             await self.collection.bulk_write(
-                [UpdateOne(filter_, update, upsert=True) for filter_, update in guarded],
+                [UpdateOne(filter_, update, upsert=True) for _, filter_, update in guarded],
                 ordered=False,
             )
         except BulkWriteError as error:
             for failure in error.details.get("writeErrors", []):
-                index = writes[failure["index"]][0]
+                index = guarded[failure["index"]][0]
                 if failure.get("code") != DUPLICATE_KEY:
                     results[index] = classify(
                         OperationFailure(failure.get("errmsg", ""), failure.get("code"))
                     )
         except PyMongoError as error:
             outcome = classify(error)
-            for index, _ in writes:
+            for index, _, _ in guarded:
                 results[index] = outcome
         except Exception:
             # The server answered the bulk write in a form the driver cannot read (FerretDB
             # does, when an unordered batch has a write error): apply each write on its own,
             # each with its own, well-formed outcome. MongoDB never takes this path.
-            for (index, _), (filter_, update) in zip(writes, guarded, strict=True):
+            for index, filter_, update in guarded:
                 results[index] = await self._write_one(filter_, update)
-        return results
 
     async def _write_one(self, filter_: dict[str, Any], update: dict[str, Any]) -> Delivery:
         try:
@@ -172,7 +181,7 @@ class MongoSink:
         cursor = self.collection.find({"_id": {"$in": keys}}, {"version": 1})
         return {document["_id"]: document.get("version", 0) async for document in cursor}
 
-    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+    async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The stored version, status and total of each of the ``orders``."""
         cursor = self.collection.find(
             {"_id": {"$in": list(orders)}}, {"version": 1, "status": 1, "totals": 1}

@@ -17,15 +17,23 @@ class ProjectedOrder:
     total: str
 
 
+@dataclass(frozen=True)
+class OrderSpan:
+    """When an order was created and last changed in PostgreSQL: its first and latest event."""
+
+    created_at: datetime
+    updated_at: datetime
+
+
 @runtime_checkable
 class ReadBack(Protocol):
     """A sink whose projection of orders can be read back."""
 
-    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+    async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The projection the store holds of each order (absent ones are left out).
 
-        ``orders`` maps each order id to its ``updated_at`` in PostgreSQL, the time of its
-        latest event, for stores that find points by time.
+        ``orders`` maps each order id to the times of its first and latest event, for stores
+        that find points by time.
         """
         ...
 

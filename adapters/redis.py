@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,7 +22,7 @@ from redis.exceptions import (
 
 from adapters.base import Delivery, EventEnvelope, Health, Projections
 from adapters.projections import ORDER_EVENT_TYPES, order_summary
-from adapters.readback import ProjectedOrder
+from adapters.readback import OrderSpan, ProjectedOrder
 
 # KEYS[1]: the order's key. ARGV: new version, summary JSON, TTL in seconds.
 # Returns 1 if written, 0 if the stored version is as new or newer.
@@ -144,7 +143,7 @@ class RedisSink:
                 results[index] = classify(reply)
         return results
 
-    async def projected_orders(self, orders: Mapping[str, datetime]) -> dict[str, ProjectedOrder]:
+    async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The stored summary of each of the ``orders``."""
         values = await self._client.mget([self.key_prefix + i for i in orders])
         found: dict[str, ProjectedOrder] = {}

@@ -32,6 +32,7 @@ def build_sink(name: str, settings: SinkSettings) -> Sink:
                 settings.url.get_secret_value(),
                 database=settings.database,
                 collection=settings.collection,
+                bulk_size=settings.bulk_size,
                 timeout_seconds=timeout,
             )
         case RedisSinkSettings():

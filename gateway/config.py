@@ -103,6 +103,7 @@ class MongoSinkSettings(_SinkSection):
     url: SecretUrl
     database: str = Field(default="fanout", min_length=1)
     collection: str = Field(default="orders", min_length=1)
+    bulk_size: int = Field(default=1_000, gt=0)
 
 
 class RedisSinkSettings(_SinkSection):

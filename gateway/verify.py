@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from adapters.readback import ProjectedOrder, ReadBack
+from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
 from gateway.queries import query
 
 
@@ -45,10 +44,13 @@ async def verify(
     """Compare every order's (version, status, total) with what ``sink`` holds."""
     drift = Drift(sink_name)
     async with pool.acquire() as connection, connection.transaction(readonly=True):
-        batch: dict[str, tuple[int, str, str, datetime]] = {}
+        batch: dict[str, tuple[ProjectedOrder, OrderSpan]] = {}
         cursor = connection.cursor(query("orders_for_verification"), prefetch=batch_size)
         async for row in cursor:
-            batch[row["id"]] = (row["version"], row["status"], row["total"], row["updated_at"])
+            batch[row["id"]] = (
+                ProjectedOrder(row["version"], row["status"], row["total"]),
+                OrderSpan(row["created_at"], row["updated_at"]),
+            )
             if len(batch) >= batch_size:
                 await _compare(sink, batch, drift)
                 batch = {}
@@ -62,16 +64,16 @@ async def verify(
 
 
 async def _compare(
-    sink: ReadBack, batch: dict[str, tuple[int, str, str, datetime]], drift: Drift
+    sink: ReadBack, batch: dict[str, tuple[ProjectedOrder, OrderSpan]], drift: Drift
 ) -> None:
-    held = await sink.projected_orders({k: v[3] for k, v in batch.items()})
-    for order_id, (version, status, total, _) in batch.items():
+    held = await sink.projected_orders({order_id: span for order_id, (_, span) in batch.items()})
+    for order_id, (expected, _) in batch.items():
         projection = held.get(order_id)
         if projection is None:
             drift.missing += 1
-        elif projection.version < version:
+        elif projection.version < expected.version:
             drift.stale += 1
-        elif projection != ProjectedOrder(version, status, total):
+        elif projection != expected:
             drift.mismatched += 1
         else:
             drift.matched += 1

@@ -392,7 +392,8 @@ SELECT pg_try_advisory_xact_lock($1);
 -- Verification ------------------------------------------------------------------------------
 
 -- name: orders_for_verification
-SELECT id::text AS id, version, status::text AS status, total_amount::text AS total, updated_at
+SELECT id::text AS id, version, status::text AS status, total_amount::text AS total,
+       created_at, updated_at
 FROM orders
 ORDER BY updated_at, id;
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from adapters.base import Outcome, Sink
-from adapters.readback import ProjectedOrder, ReadBack
-from tests.acceptance.stores import STORES, order_event, started
+from adapters.base import EventEnvelope, Outcome, Sink
+from adapters.mongo import MongoSink
+from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
+from tests.acceptance.stores import ADAPTER_VARIANTS, order_event, started
 
 
-@pytest.fixture(params=STORES)
+@pytest.fixture(params=ADAPTER_VARIANTS)
 async def sink(request: pytest.FixtureRequest) -> AsyncIterator[Sink]:
     async with started(request.param) as store:
         yield store
@@ -22,13 +24,16 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-async def projected(sink: Sink, *events: object) -> dict[str, ProjectedOrder]:
-    """What the store holds of the orders of ``events`` (each at its newest event's time)."""
+async def projected(sink: Sink, *events: EventEnvelope) -> dict[str, ProjectedOrder]:
+    """What the store holds of the orders of ``events`` (spanning their first to newest event)."""
     assert isinstance(sink, ReadBack)
-    newest: dict[str, object] = {}
+    spans: dict[str, OrderSpan] = {}
     for event in events:
-        newest[event.aggregate_id] = event.occurred_at  # type: ignore[attr-defined]
-    return await sink.projected_orders(newest)  # type: ignore[arg-type]
+        first = spans.get(event.aggregate_id)
+        spans[event.aggregate_id] = OrderSpan(
+            first.created_at if first else event.occurred_at, event.occurred_at
+        )
+    return await sink.projected_orders(spans)
 
 
 async def test_health_asks_the_server(sink: Sink) -> None:
@@ -72,6 +77,14 @@ async def test_versions_in_one_batch_converge_on_the_newest(sink: Sink) -> None:
 
     assert all(r.outcome is Outcome.DELIVERED for r in results)
     assert await projected(sink, events[1]) == {order: ProjectedOrder(4, "shipped", "42.50")}
+
+
+async def test_read_back_finds_an_order_the_store_holds_behind(sink: Sink) -> None:
+    order = new_id()
+    placed, shipped = order_event(order, 1), order_event(order, 3, "shipped")
+    await sink.apply([placed])
+
+    assert await projected(sink, placed, shipped) == {order: ProjectedOrder(1, "pending", "42.50")}
 
 
 async def test_one_bad_event_fails_alone(sink: Sink) -> None:
@@ -123,3 +136,28 @@ async def test_mongo_keeps_the_newer_version_even_when_its_read_misses_it() -> N
             order: ProjectedOrder(5, "shipped", "42.50"),
             fresh: ProjectedOrder(1, "pending", "42.50"),
         }
+
+
+async def test_mongo_splits_a_batch_into_bulk_requests_of_bulk_size() -> None:
+    async with started("mongodb") as sink:
+        assert isinstance(sink, MongoSink) and sink.bulk_size == 25
+        orders = [new_id() for _ in range(60)]
+        await sink.apply([order_event(orders[40], 9, "delivered")])
+        batch = [order_event(order, 2, "confirmed", sequence=i) for i, order in enumerate(orders)]
+        request_sizes: list[int] = []
+        bulk_write = sink.collection.bulk_write
+
+        async def counted(requests: list[Any], **options: Any) -> Any:
+            request_sizes.append(len(requests))
+            return await bulk_write(requests, **options)
+
+        sink.collection.bulk_write = counted  # type: ignore[method-assign]
+
+        results = await sink.apply(batch)
+
+        assert all(r.outcome is Outcome.DELIVERED for r in results)
+        assert max(request_sizes) == 25 and sum(request_sizes) >= 59, request_sizes
+        held = await projected(sink, *batch)
+        assert len(held) == 60
+        assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
+        assert held[orders[59]] == ProjectedOrder(2, "confirmed", "42.50")
