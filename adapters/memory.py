@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ class MemorySink:
         self.down = False
         self._failures: list[_Failure] = []
         self._journal_path = journal_path
-        self._journal: Any = None
+        self._journal: int | None = None
 
     @property
     def name(self) -> str:
@@ -82,12 +83,12 @@ class MemorySink:
         """Open the journal, if one is configured."""
         if self._journal_path is not None and self._journal is None:
             self._journal_path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal = self._journal_path.open("a", encoding="utf-8")
+            self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     async def close(self) -> None:
         """Close the journal."""
         if self._journal is not None:
-            self._journal.close()
+            os.close(self._journal)
             self._journal = None
 
     async def health(self) -> Health:
@@ -145,9 +146,15 @@ class MemorySink:
             self.deliveries.append(event.event_id)
             results.append(Delivery.ok())
         if self._journal is not None and journal_lines:
-            self._journal.write("\n".join(journal_lines) + "\n")
-            self._journal.flush()
+            self._append_to_journal(self._journal, "\n".join(journal_lines) + "\n")
         return results
+
+    @staticmethod
+    def _append_to_journal(journal: int, text: str) -> None:
+        # One append per batch: a process killed between batches leaves only whole lines.
+        data = text.encode()
+        while data:
+            data = data[os.write(journal, data) :]
 
     async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The stored summary of each of the ``orders``."""

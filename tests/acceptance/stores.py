@@ -31,7 +31,6 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
             "url": url,
             "database": f"fanout_{tag}",
             "bulk_size": 25,
-            "timeout_seconds": 60,
         },
         "redis": {"type": "redis", "url": url, "key_prefix": f"{tag}:order:"},
         "elasticsearch": {"type": "elasticsearch", "url": url, "index": f"orders_{tag}"},

@@ -54,10 +54,11 @@ def start_relay(config: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def journal_entries(journal: Path) -> list[dict[str, Any]]:
+    """The journal's complete lines: a batch the relay is appending right now may be half there."""
     if not journal.exists():
         return []
-    lines = journal.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    complete, _, _ = journal.read_text().rpartition("\n")
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def replayed_state(entries: list[dict[str, Any]]) -> dict[str, tuple[int, str, str]]:

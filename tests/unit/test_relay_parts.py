@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from adapters.base import EventEnvelope, Outcome, Sink
 from adapters.memory import MemorySink
@@ -72,3 +74,24 @@ async def test_a_projection_error_is_a_permanent_failure() -> None:
     [result] = await sink.apply([broken])
     assert result.outcome is Outcome.PERMANENT
     assert "items" in (result.error or "")
+
+
+async def test_memory_sink_journal_appends_whole_lines_across_reopening(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    first = MemorySink(journal_path=journal)
+    await first.start()
+    await first.apply([order_event("o1", 1), order_event("o2", 1)])
+    await first.close()
+    second = MemorySink(journal_path=journal)
+    await second.start()
+    await second.apply([order_event("o1", 2, "confirmed")])
+    await second.close()
+
+    text = journal.read_text()
+    assert text.endswith("\n")
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert [(e["key"], e["version"]) for e in entries] == [
+        ("order:o1", 1),
+        ("order:o2", 1),
+        ("order:o1", 2),
+    ]

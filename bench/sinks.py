@@ -1,0 +1,223 @@
+"""Sinks: events/s the relay delivers into each real store vs. the store's raw bulk-write rate.
+
+For each store the same events (order.placed, one per order, with a real order's payload) are
+written twice, each time into a fresh namespace:
+
+- raw: projected by the adapter's own projection and written with the store's client and its
+  plain bulk write, in requests of the relay's batch size, with nothing else: MongoDB
+  ``insert_many`` (unordered, in requests of the sink's ``bulk_size``), a Redis pipeline of
+  ``SET ... EX``, an Elasticsearch ``_bulk`` of ``index`` operations, one InfluxDB ``/write``;
+- relay: read from the outbox by the relay and applied through the adapter (version guards,
+  per-event outcomes, positions saved in PostgreSQL), from the beginning until idle.
+
+    .venv/bin/python -m bench.sinks [--events 20000] [--mongodb-events N] [--sinks redis ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from elasticsearch import AsyncElasticsearch
+from pymongo import AsyncMongoClient
+
+from adapters.base import EventEnvelope, Sink
+from adapters.elasticsearch import ElasticsearchSink
+from adapters.influx import InfluxSink
+from adapters.mongo import MongoSink
+from adapters.redis import RedisSink
+from bench.common import scratch_gateway, write_results
+from bench.write_path import seed
+from gateway import Gateway
+from gateway.config import RelaySettings
+from gateway.outbox import envelope_of
+from gateway.relay import Relay
+from gateway.relay_state import sink_totals
+from tests.acceptance.stores import STORES, drop_namespace, make_sink
+from tests.servers import server_url
+
+RELAY_SETTINGS = RelaySettings(batch_size=500, linger_ms=5, poll_interval_seconds=1.0)
+TARGET_RATIO = 0.7
+
+Writer = Callable[[list[Any]], Awaitable[None]]
+Closer = Callable[[], Awaitable[None]]
+
+
+async def synthesize_orders(gateway: Gateway, count: int) -> None:
+    """An outbox of ``count`` order.placed events of distinct orders, with a real payload."""
+    template = await gateway.pool.fetchval(
+        "SELECT payload FROM outbox WHERE event_type = 'order.placed' LIMIT 1"
+    )
+    await gateway.pool.execute("DELETE FROM outbox")
+    for start in range(0, count, 1_000):
+        await gateway.pool.execute(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
+            " payload) SELECT gen_random_uuid(), 'order', id, 1, 'order.placed',"
+            " jsonb_set($1::jsonb, '{id}', to_jsonb(id))"
+            " FROM (SELECT gen_random_uuid()::text AS id FROM generate_series(1, $2)) AS o",
+            template,
+            min(1_000, count - start),
+        )
+
+
+async def outbox_events(gateway: Gateway, count: int) -> list[EventEnvelope]:
+    rows = await gateway.pool.fetch("SELECT * FROM outbox ORDER BY id LIMIT $1", count)
+    return [envelope_of(row, row["id"]) for row in rows]
+
+
+def mongo_writer(sink: MongoSink) -> tuple[Writer, Closer]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server_url("mongodb"))
+    collection = client[sink.collection.database.name][sink.collection.name]
+
+    async def write(documents: list[Any]) -> None:
+        for start in range(0, len(documents), sink.bulk_size):
+            chunk = documents[start : start + sink.bulk_size]
+            await collection.insert_many(
+                [{"_id": d["order_id"], **d} for d in chunk], ordered=False
+            )
+
+    return write, client.close
+
+
+def redis_writer(sink: RedisSink) -> tuple[Writer, Closer]:
+    client = aioredis.Redis.from_url(server_url("redis"))
+
+    async def write(summaries: list[Any]) -> None:
+        pipeline = client.pipeline(transaction=False)
+        for summary in summaries:
+            key = sink.key_prefix + summary["order_id"]
+            pipeline.set(key, json.dumps(summary), ex=sink.ttl_seconds)
+        await pipeline.execute()
+
+    return write, client.aclose
+
+
+def elasticsearch_writer(sink: ElasticsearchSink) -> tuple[Writer, Closer]:
+    client = AsyncElasticsearch(server_url("elasticsearch"))
+
+    async def write(documents: list[Any]) -> None:
+        operations: list[dict[str, Any]] = []
+        for document in documents:
+            operations.append({"index": {"_index": sink.index, "_id": document["order_id"]}})
+            operations.append(document)
+        response = await client.bulk(operations=operations)
+        if response.body["errors"]:
+            raise RuntimeError(f"raw bulk write failed: {response.body['items'][:1]}")
+
+    return write, client.close
+
+
+def influx_writer(sink: InfluxSink) -> tuple[Writer, Closer]:
+    client = httpx.AsyncClient(base_url=server_url("influxdb"))
+
+    async def write(lines: list[Any]) -> None:
+        params = {"db": sink.database, "precision": "ns"}
+        response = await client.post("/write", params=params, content="\n".join(lines))
+        response.raise_for_status()
+
+    return write, client.aclose
+
+
+def raw_writer(sink: Sink) -> tuple[Writer, Closer]:
+    """The store's plain bulk write of projected documents, and how to close its client."""
+    match sink:
+        case MongoSink():
+            return mongo_writer(sink)
+        case RedisSink():
+            return redis_writer(sink)
+        case ElasticsearchSink():
+            return elasticsearch_writer(sink)
+        case InfluxSink():
+            return influx_writer(sink)
+    raise TypeError(f"no raw writer for {type(sink).__name__}")
+
+
+async def raw_rate(kind: str, events: list[EventEnvelope], tag: str) -> float:
+    """Events/s of the plain bulk write (the sink only prepares the namespace and projects)."""
+    sink = make_sink(kind, tag)
+    await sink.start()
+    write, close = raw_writer(sink)
+    projections = sink.projections  # type: ignore[attr-defined]
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(events), RELAY_SETTINGS.batch_size):
+            chunk = events[start : start + RELAY_SETTINGS.batch_size]
+            await write([projections.project(event) for event in chunk])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await close()
+        await drop_namespace(sink)
+        await sink.close()
+
+
+async def relay_rate(gateway: Gateway, kind: str, count: int, tag: str) -> float:
+    """Events/s the relay delivers from the outbox into the sink, from the beginning."""
+    sink = make_sink(kind, tag, name=f"{kind}_{tag}")
+    await sink.start()
+    relay = Relay(gateway.pool, gateway.settings.postgres, [sink], RELAY_SETTINGS)
+    try:
+        started = time.perf_counter()
+        await relay.run(until_idle=True)
+        elapsed = time.perf_counter() - started
+        totals = {t.sink: t for t in await sink_totals(gateway.pool)}
+        if totals[sink.name].delivered != count or totals[sink.name].dead_lettered:
+            raise RuntimeError(f"the relay did not deliver all {count} events: {totals}")
+        return count / elapsed
+    finally:
+        await drop_namespace(sink)
+        await sink.close()
+
+
+async def run(kinds: list[str], events: int, mongodb_events: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for kind in kinds:
+        count = mongodb_events if kind == "mongodb" else events
+        async with scratch_gateway(pool_size=8) as gateway:
+            requests = await seed(gateway, customers=4, products=20)
+            await gateway.place_order(requests[0])
+            await synthesize_orders(gateway, count)
+            envelopes = await outbox_events(gateway, count)
+            raw = await raw_rate(kind, envelopes, f"raw{time.monotonic_ns() % 10**8}")
+            relayed = await relay_rate(gateway, kind, count, f"relay{time.monotonic_ns() % 10**8}")
+        results[kind] = {
+            "events": count,
+            "raw_events_per_second": round(raw),
+            "relay_events_per_second": round(relayed),
+            "ratio": round(relayed / raw, 2),
+            "meets_target": relayed / raw >= TARGET_RATIO,
+        }
+        row = results[kind]
+        print(
+            f"{kind:14} {count:6} events: raw {row['raw_events_per_second']:7}/s"
+            f"  relay {row['relay_events_per_second']:7}/s  ratio {row['ratio']}",
+            flush=True,
+        )
+    return {
+        "settings": RELAY_SETTINGS.model_dump(),
+        "sinks": results,
+        "target_ratio": TARGET_RATIO,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events per store")
+    parser.add_argument(
+        "--mongodb-events", type=int, default=None, help="events for MongoDB (default: --events)"
+    )
+    parser.add_argument("--sinks", nargs="+", choices=STORES, default=list(STORES))
+    args = parser.parse_args()
+    mongodb_events = args.mongodb_events if args.mongodb_events is not None else args.events
+    results = asyncio.run(run(args.sinks, args.events, mongodb_events))
+    path = write_results("sinks", results)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
