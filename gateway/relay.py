@@ -36,7 +36,14 @@ from gateway.relay_state import DeadLetter, Position
 
 log = logging.getLogger("gateway.relay")
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # asyncpg's protocol can be left mid-operation when the server drops a session.
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 # Every relay takes this lock around a prune, so only one prunes at a time.
 _PRUNE_LOCK_KEY = 0x66616E6F7574 + 1
 _PRUNE_CHUNK = 5_000
@@ -331,6 +338,9 @@ class SinkWorker:
             except DATABASE_ERRORS as error:
                 failures += 1
                 log.warning("%s: database unavailable, retrying: %s", self.sink.name, error)
+                if isinstance(error, asyncpg.InternalClientError):
+                    # Such a connection is unusable; replace every pooled one.
+                    await self.relay.pool.expire_connections()
                 self._next_lease_check = 0.0
                 await self._pause(self.relay.backoff.ceiling(failures))
 
