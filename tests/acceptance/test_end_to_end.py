@@ -121,15 +121,16 @@ async def test_verify_reports_drift_and_exits_one(
 async def test_a_store_outage_during_the_run_ends_without_drift(
     world: World, stores: tuple[str, dict[str, Sink]], kind: str
 ) -> None:
+    """2,000 orders placed while the relay runs; the store's server is stopped for a third."""
     if not managed(kind):
         pytest.skip(f"the {kind} server was not started by scripts/services.sh")
     _, sinks = stores
+    others = {name: sink for name, sink in sinks.items() if name != kind}
     rng = random.Random(kind)
-    await random_orders(world, 150, rng)
-    relay = world.relay(*sinks.values(), batch_size=100)
+    relay = world.relay(*sinks.values(), batch_size=200)
     running = asyncio.create_task(relay.run())
     try:
-        await eventually(lambda: _clean(world, sinks), within=120)
+        await random_orders(world, 700, rng)
         await asyncio.to_thread(stop_server, kind)
         try:
             probe = make_sink(kind, "probe")
@@ -138,16 +139,17 @@ async def test_a_store_outage_during_the_run_ends_without_drift(
             assert not (await probe.health()).ok
             await probe.close()
 
-            await random_orders(world, 150, rng)
-            others = {name: sink for name, sink in sinks.items() if name != kind}
-            await eventually(lambda: _clean(world, others), within=120)
+            await random_orders(world, 700, rng)
+            await eventually(lambda: _clean(world, others), within=300)
             await eventually(lambda: _retrying(world, kind), within=60)
         finally:
             await asyncio.to_thread(start_server, kind)
-        await eventually(lambda: _clean(world, sinks), within=180)
+        await random_orders(world, 600, rng)
+        await eventually(lambda: _clean(world, sinks), within=600)
     finally:
         relay.stop()
         await running
+    assert await world.gateway.pool.fetchval("SELECT count(*) FROM orders") == 2_000
     totals = {t.sink: t for t in await sink_totals(world.gateway.pool)}
     assert totals[kind].dead_lettered == 0
 
