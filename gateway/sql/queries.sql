@@ -164,14 +164,10 @@ SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
 -- name: read_outbox_batch
 -- Only below the oldest running transaction: a transaction that commits later than others
 -- with higher ids is never skipped, because nothing past it is read until it ends.
+-- outbox_batch (migration 0004) holds the query, planned to stop after the batch.
 SELECT id, txid, partition, event_id, aggregate_type, aggregate_id, version, event_type,
        payload, headers, occurred_at
-FROM outbox
-WHERE (txid, id) > ($1::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-  AND partition = ANY($3::smallint[])
-ORDER BY txid, id
-LIMIT $4;
+FROM outbox_batch($1::xid8, $2::bigint, $3::smallint[], $4::integer);
 
 -- name: prune_outbox
 -- Deletes old events every registered sink has passed, oldest first, at most $2 of them.

@@ -9,7 +9,7 @@ import asyncpg
 
 from adapters.base import Outcome
 from adapters.memory import MemorySink
-from gateway import Event
+from gateway import Event, outbox
 from gateway.relay_state import sink_totals
 from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
 
@@ -282,3 +282,31 @@ async def test_a_slow_replay_holds_back_no_other_sink(world: World) -> None:
         replaying.gate.set()
         relay.stop()
         await running
+
+
+async def test_a_batch_read_walks_the_index_only_as_far_as_the_batch(world: World) -> None:
+    """On a fresh outbox without statistics, the read must not scan the whole backlog."""
+    events = [
+        Event(aggregate_type="item", aggregate_id=str(i), event_type="item.added", payload={})
+        for i in range(5_000)
+    ]
+    async with world.gateway.pool.acquire() as connection:
+        async with connection.transaction():
+            await world.gateway.publish(connection, events)
+
+        before = await index_tuples_read(connection, "outbox_position")
+        batch = await outbox.read_batch(connection, (0, 0), list(range(16)), 100)
+        after = await index_tuples_read(connection, "outbox_position")
+
+    assert len(batch) == 100
+    assert 100 <= after - before <= 200  # the index in order, no further than the batch
+
+
+async def index_tuples_read(connection: asyncpg.Connection, index: str) -> int:
+    """Index tuples read so far, counting this session's own reads."""
+    await connection.execute("SELECT pg_stat_force_next_flush()")
+    await connection.execute("SELECT pg_stat_clear_snapshot()")
+    count: int = await connection.fetchval(
+        "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = $1", index
+    )
+    return count

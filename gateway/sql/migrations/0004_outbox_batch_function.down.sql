@@ -1,0 +1,1 @@
+DROP FUNCTION outbox_batch(xid8, bigint, smallint[], integer);
