@@ -223,10 +223,13 @@ def main() -> None:
     )
     parser.add_argument("--sinks", nargs="+", choices=STORES, default=list(STORES))
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians count")
+    parser.add_argument(
+        "--results", default="sinks", help="results file name under bench/results/ (no .json)"
+    )
     args = parser.parse_args()
     mongodb_events = args.mongodb_events if args.mongodb_events is not None else args.events
     results = asyncio.run(run(args.sinks, args.events, mongodb_events, args.rounds))
-    path = write_results("sinks", results)
+    path = write_results(args.results, results)
     print(f"written to {path}")
 
 
