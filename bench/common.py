@@ -45,6 +45,23 @@ async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
         await admin.close()
 
 
+async def synthesize_order_events(gateway: Gateway, count: int, per_transaction: int) -> None:
+    """``count`` order.placed events of distinct orders, each with a copy of a real order's
+    payload (its ``id`` set to the event's order), committed ``per_transaction`` at a time."""
+    template = await gateway.pool.fetchval(
+        "SELECT payload FROM outbox WHERE event_type = 'order.placed' LIMIT 1"
+    )
+    for start in range(0, count, per_transaction):
+        await gateway.pool.execute(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
+            " payload) SELECT gen_random_uuid(), 'order', id, 1, 'order.placed',"
+            " jsonb_set($1::jsonb, '{id}', to_jsonb(id))"
+            " FROM (SELECT gen_random_uuid()::text AS id FROM generate_series(1, $2)) AS o",
+            template,
+            min(per_transaction, count - start),
+        )
+
+
 def write_results(name: str, results: dict[str, Any]) -> Path:
     """Write ``results`` with the machine's description to ``bench/results/<name>.json``."""
     RESULTS.mkdir(exist_ok=True)

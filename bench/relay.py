@@ -29,7 +29,7 @@ import asyncpg
 
 from adapters.base import Delivery, EventEnvelope
 from adapters.memory import MemorySink
-from bench.common import scratch_gateway, write_results
+from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
 from gateway import Gateway, PlaceOrderRequest, Settings
 from gateway.config import PostgresSettings, RelaySettings
@@ -112,22 +112,8 @@ class NaiveRelay:
                 await asyncio.sleep(NAIVE_POLL_SECONDS)
 
 
-async def synthesize_backlog(gateway: Gateway, events: int) -> None:
-    """``events`` order.placed events in transactions of 100, with a realistic payload."""
-    template = await gateway.pool.fetchval(
-        "SELECT payload FROM outbox WHERE event_type = 'order.placed' LIMIT 1"
-    )
-    for _ in range(events // 100):
-        await gateway.pool.execute(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
-            " payload) SELECT gen_random_uuid(), 'order', gen_random_uuid()::text, 1,"
-            " 'order.placed', $1::jsonb FROM generate_series(1, 100)",
-            template,
-        )
-
-
 async def drain_rates(gateway: Gateway, backlog: int) -> dict[str, float]:
-    await synthesize_backlog(gateway, backlog)
+    await synthesize_order_events(gateway, backlog, per_transaction=100)
     total = await gateway.pool.fetchval("SELECT count(*) FROM outbox")
     ours = MemorySink("bench_drain")
     relay = Relay(gateway.pool, gateway.settings.postgres, [ours], RELAY_SETTINGS)

@@ -36,7 +36,7 @@ from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
-from bench.common import scratch_gateway, write_results
+from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
 from gateway import Gateway
 from gateway.config import RelaySettings
@@ -51,23 +51,6 @@ TARGET_RATIO = 0.7
 
 Writer = Callable[[list[Any]], Awaitable[None]]
 Closer = Callable[[], Awaitable[None]]
-
-
-async def synthesize_orders(gateway: Gateway, count: int) -> None:
-    """An outbox of ``count`` order.placed events of distinct orders, with a real payload."""
-    template = await gateway.pool.fetchval(
-        "SELECT payload FROM outbox WHERE event_type = 'order.placed' LIMIT 1"
-    )
-    await gateway.pool.execute("DELETE FROM outbox")
-    for start in range(0, count, 1_000):
-        await gateway.pool.execute(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
-            " payload) SELECT gen_random_uuid(), 'order', id, 1, 'order.placed',"
-            " jsonb_set($1::jsonb, '{id}', to_jsonb(id))"
-            " FROM (SELECT gen_random_uuid()::text AS id FROM generate_series(1, $2)) AS o",
-            template,
-            min(1_000, count - start),
-        )
 
 
 async def outbox_events(gateway: Gateway, count: int) -> list[EventEnvelope]:
@@ -187,7 +170,10 @@ async def run(kinds: list[str], events: int, mongodb_events: int, rounds: int) -
         async with scratch_gateway(pool_size=8) as gateway:
             requests = await seed(gateway, customers=4, products=20)
             await gateway.place_order(requests[0])
-            await synthesize_orders(gateway, count)
+            seeded = await gateway.pool.fetchval("SELECT max(id) FROM outbox")
+            await synthesize_order_events(gateway, count, per_transaction=1_000)
+            # Only the synthesized events stay, so the relay delivers exactly ``count``.
+            await gateway.pool.execute("DELETE FROM outbox WHERE id <= $1", seeded)
             envelopes = await outbox_events(gateway, count)
             for round_number in range(rounds):
                 raw.append(await raw_rate(kind, envelopes, f"raw{round_number}"))

@@ -167,6 +167,12 @@ require_go() {
     command -v go >/dev/null || die "Go is needed to build $1 (https://go.dev/dl/)"
 }
 
+# psql as the service user, on the server's maintenance database.
+pg_admin() {
+    PGPASSWORD="$PG_PASSWORD" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" \
+        -d postgres "$@"
+}
+
 # --- mongodb (FerretDB) -----------------------------------------------------
 # No mongod can be installed here: FerretDB speaks MongoDB's wire protocol, keeping its data
 # in a database of the local PostgreSQL (its SQLite backend is 20x slower at upserts).
@@ -194,10 +200,8 @@ mongodb_up() {
         rm -rf "$DIR/build/ferretdb"
     fi
     postgres_up
-    if [ "$(PGPASSWORD="$PG_PASSWORD" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" \
-            -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'")" != 1 ]; then
-        PGPASSWORD="$PG_PASSWORD" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" \
-            -d postgres -qc "CREATE DATABASE ferretdb"
+    if [ "$(pg_admin -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'")" != 1 ]; then
+        pg_admin -qc "CREATE DATABASE ferretdb"
     fi
     mkdir -p "$DIR/mongodb"
     if mongodb_running; then

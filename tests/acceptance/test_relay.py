@@ -10,6 +10,7 @@ import asyncpg
 from adapters.base import Outcome
 from adapters.memory import MemorySink
 from gateway import Event, outbox
+from gateway.database import Connection
 from gateway.relay_state import sink_totals
 from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
 
@@ -295,14 +296,14 @@ async def test_a_batch_read_walks_the_index_only_as_far_as_the_batch(world: Worl
             await world.gateway.publish(connection, events)
 
         before = await index_tuples_read(connection, "outbox_position")
-        batch = await outbox.read_batch(connection, (0, 0), list(range(16)), 100)
+        batch = await outbox.read_batch(connection, (0, 0), outbox.PARTITIONS, 100)
         after = await index_tuples_read(connection, "outbox_position")
 
     assert len(batch) == 100
     assert 100 <= after - before <= 200  # the index in order, no further than the batch
 
 
-async def index_tuples_read(connection: asyncpg.Connection, index: str) -> int:
+async def index_tuples_read(connection: Connection, index: str) -> int:
     """Index tuples read so far, counting this session's own reads."""
     await connection.execute("SELECT pg_stat_force_next_flush()")
     await connection.execute("SELECT pg_stat_clear_snapshot()")
