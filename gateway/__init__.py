@@ -1,5 +1,7 @@
 """Fan-out gateway: orders in PostgreSQL, their events relayed to every read-side store."""
 
+from importlib.metadata import version as _version
+
 from gateway.config import Settings, load_settings
 from gateway.database import DatabaseUnavailable
 from gateway.errors import (
@@ -17,7 +19,7 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
-from gateway.gateway import Gateway
+from gateway.gateway import Gateway, PlacedOrder
 from gateway.migrations import Migration, MigrationRunner, MigrationState, MigrationStatus
 from gateway.models import (
     Address,
@@ -35,6 +37,8 @@ from gateway.models import (
     ProductRequest,
 )
 from gateway.order_status import OrderStatus
+
+__version__ = _version("fanout-gateway")
 
 __all__ = [
     "Address",
@@ -66,6 +70,7 @@ __all__ = [
     "OrderItemRequest",
     "OrderStatus",
     "PlaceOrderRequest",
+    "PlacedOrder",
     "Product",
     "ProductRequest",
     "Settings",

@@ -14,18 +14,23 @@ from typing import Annotated, TypeVar
 
 import asyncpg
 import typer
+import uvicorn
 from prometheus_client import start_http_server
 from rich.console import Console
 from rich.table import Table
 
 from adapters.readback import ReadBack
 from adapters.registry import build_sink
-from gateway import outbox, relay_state
+from gateway import relay_state
+from gateway.api import create_app
 from gateway.config import Settings, load_settings
 from gateway.database import connect, create_pool, ensure_database
 from gateway.demo import place_demo_order
+from gateway.doctor import Report, diagnose, healthy
+from gateway.doctor_tables import render as render_doctor_report
 from gateway.errors import ConfigError, GatewayError
 from gateway.gateway import Gateway
+from gateway.health import sink_status_rows
 from gateway.migrations import MigrationRunner, MigrationStatus
 from gateway.relay import Relay
 from gateway.verify import Drift, verify
@@ -224,6 +229,51 @@ def relay(
     _run(work)
 
 
+@app.command("serve")
+def serve(
+    context: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: api.host).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (default: api.port).", min=1, max=65535)
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the HTTP API until SIGTERM or SIGINT (then finish open requests and exit 0)."""
+
+    async def work() -> Settings:
+        return _settings(context)
+
+    settings = _run(work)
+    logging.basicConfig(
+        level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_config=None,
+            access_log=access_log,
+            server_header=False,
+            timeout_graceful_shutdown=int(settings.relay.shutdown_timeout_seconds),
+        )
+    )
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again for the
+    # previous handler; this one turns that into a normal exit.
+    signal.signal(signal.SIGTERM, _exit_normally)
+    try:
+        server.run()
+    except GatewayError as error:
+        err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _exit_normally(signal_number: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command("status")
 def status(
     context: typer.Context,
@@ -233,23 +283,7 @@ def status(
 
     async def work() -> list[dict[str, object]]:
         async with _connection(context) as connection:
-            backlogs = {b.sink: b for b in await outbox.backlog(connection)}
-            totals = await relay_state.sink_totals(connection)
-        return [
-            {
-                "sink": t.sink,
-                "backlog": backlogs[t.sink].events if t.sink in backlogs else 0,
-                "oldest_undelivered_seconds": backlogs[t.sink].oldest_age_seconds
-                if t.sink in backlogs
-                else None,
-                "delivered": t.delivered,
-                "retrying": t.retrying,
-                "dead_lettered": t.dead_lettered,
-                "relays": t.relays,
-                "last_error": t.last_error,
-            }
-            for t in totals
-        ]
+            return await sink_status_rows(connection)
 
     rows = _run(work)
     if as_json:
@@ -326,6 +360,41 @@ def dlq_replay(
         err.print(f"error: no dead letter of sink {sink!r} matches")
         raise typer.Exit(1)
     out.print(f"requested replay of {count} dead letter{'s' if count != 1 else ''} of {sink}")
+
+
+@app.command("doctor")
+def doctor(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    statements: Annotated[
+        int, typer.Option(help="How many of the slowest statements to show.", min=1)
+    ] = 10,
+) -> None:
+    """PostgreSQL health, outbox backlog and every sink's health; exit 1 if anything is down."""
+
+    async def work() -> Report:
+        settings = _settings(context)
+        sinks = {
+            name: build_sink(name, sink) for name, sink in settings.sinks.items() if sink.enabled
+        }
+        try:
+            return await diagnose(
+                settings.postgres,
+                sinks,
+                timeout_seconds=settings.api.health_timeout_seconds,
+                statements_limit=statements,
+            )
+        finally:
+            for sink in sinks.values():
+                await sink.close()
+
+    report = _run(work)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        render_doctor_report(report, out)
+    if not healthy(report):
+        raise typer.Exit(1)
 
 
 @app.command("verify")

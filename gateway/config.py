@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -24,6 +24,7 @@ from gateway.secrets import SecretUrl
 ENV_PREFIX = "FANOUT_"
 CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/gateway.yaml")
+MIN_API_KEY_LENGTH = 16
 
 
 class _Section(BaseModel):
@@ -160,6 +161,23 @@ SinkSettings = Annotated[
 SinkName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,99}$")]
 
 
+class ApiSettings(_Section):
+    """The HTTP API served by ``fanout serve``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    key: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    health_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_API_KEY_LENGTH} characters")
+        return key
+
+
 class LoggingSettings(_Section):
     """Log output."""
 
@@ -183,6 +201,7 @@ class Settings(BaseSettings):
     idempotency: IdempotencySettings = IdempotencySettings()
     relay: RelaySettings = RelaySettings()
     sinks: dict[SinkName, SinkSettings] = Field(default_factory=dict)
+    api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

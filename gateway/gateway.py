@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID, uuid4
@@ -31,6 +32,14 @@ from gateway.pricing import PricingPolicy
 from gateway.validation import parse
 
 PLACE_ORDER_SCOPE = "place_order"
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    """The outcome of :meth:`Gateway.place_order_once`."""
+
+    order: Order
+    replayed: bool
 
 
 class Gateway:
@@ -89,6 +98,22 @@ class Gateway:
         is now) and appends nothing; the same key with a different request raises
         ``IdempotencyConflict``. Keys are kept for ``idempotency.retention_seconds``.
         """
+        placed = await self._place(request, idempotency_key)
+        return placed.order
+
+    async def place_order_once(
+        self, request: PlaceOrderRequest | Mapping[str, Any], *, idempotency_key: str
+    ) -> PlacedOrder:
+        """Like :meth:`place_order` with a key, and say whether the order was created now.
+
+        ``PlacedOrder.replayed`` is true when the key was already used for the same request:
+        nothing was written and ``order`` is that earlier order as it is now.
+        """
+        return await self._place(request, idempotency_key)
+
+    async def _place(
+        self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
+    ) -> PlacedOrder:
         order_request = parse(PlaceOrderRequest, request)
         self._check_order_limits(order_request)
         key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
@@ -105,7 +130,7 @@ class Gateway:
                     self._settings.idempotency.retention_seconds,
                 )
                 if existing is not None:
-                    return await orders.fetch_order(connection, existing)
+                    return PlacedOrder(await orders.fetch_order(connection, existing), True)
             order, customer = await orders.insert_order(
                 connection,
                 order_id,
@@ -116,7 +141,7 @@ class Gateway:
             headers = {"idempotency_key": key} if key is not None else None
             event = orders.order_event(order, orders.ORDER_PLACED, customer, headers=headers)
             await outbox.append(connection, [event])
-        return order
+        return PlacedOrder(order, False)
 
     async def transition(
         self,

@@ -395,3 +395,75 @@ ORDER BY updated_at, id;
 
 -- name: count_known_orders
 SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]);
+
+-- Doctor: PostgreSQL health ---------------------------------------------------------------------
+
+-- name: doctor_server
+SELECT current_setting('server_version') AS server_version,
+       current_database() AS database,
+       pg_database_size(current_database()) AS database_bytes,
+       (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database())
+           AS statistics_reset_at;
+
+-- name: doctor_connections
+-- Client connections to this database (other than the doctor's own) by state, with the age
+-- of the longest in that state and of the oldest open transaction.
+SELECT coalesce(state, 'unknown') AS state,
+       count(*) AS connections,
+       extract(epoch FROM max(now() - state_change))::float8 AS longest_in_state_seconds,
+       extract(epoch FROM max(now() - xact_start))::float8 AS oldest_transaction_seconds,
+       count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND backend_type = 'client backend'
+  AND pid <> pg_backend_pid()
+GROUP BY 1
+ORDER BY connections DESC, state;
+
+-- name: doctor_locks
+-- Locks held or awaited by sessions of this database, per relation (or lock type) and mode.
+SELECT coalesce(locks.relation::regclass::text, locks.locktype) AS relation,
+       locks.mode,
+       locks.granted,
+       count(*) AS locks,
+       count(DISTINCT locks.pid) AS sessions
+FROM pg_locks AS locks
+JOIN pg_stat_activity AS activity ON activity.pid = locks.pid
+WHERE activity.datname = current_database()
+  AND locks.pid <> pg_backend_pid()
+GROUP BY 1, 2, 3
+ORDER BY locks.granted, locks DESC, relation, locks.mode;
+
+-- name: doctor_statements_extension
+SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements';
+
+-- name: doctor_slowest_statements
+-- The statements of this database with the highest mean execution time.
+SELECT queryid::text AS queryid,
+       left(regexp_replace(query, '\s+', ' ', 'g'), 200) AS query,
+       calls,
+       round(total_exec_time::numeric, 3)::float8 AS total_ms,
+       round(mean_exec_time::numeric, 3)::float8 AS mean_ms,
+       round(max_exec_time::numeric, 3)::float8 AS max_ms,
+       rows
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY mean_exec_time DESC
+LIMIT $1;
+
+-- name: doctor_index_usage
+-- Every index of the user's tables with its scans since the statistics were reset.
+SELECT stats.schemaname AS schema,
+       stats.relname AS table_name,
+       stats.indexrelname AS index_name,
+       stats.idx_scan AS scans,
+       stats.idx_tup_read AS tuples_read,
+       pg_relation_size(stats.indexrelid) AS size_bytes,
+       idx.indisunique AS is_unique,
+       idx.indisprimary AS is_primary
+FROM pg_stat_user_indexes AS stats
+JOIN pg_index AS idx ON idx.indexrelid = stats.indexrelid
+ORDER BY stats.idx_scan, size_bytes DESC, stats.relname, stats.indexrelname;
+
+-- name: doctor_outbox_size
+SELECT count(*) AS events, min(occurred_at) AS oldest_event_at FROM outbox;

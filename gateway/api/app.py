@@ -1,0 +1,59 @@
+"""The ASGI application of ``fanout serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+import gateway
+from adapters.base import Sink
+from adapters.registry import build_sink
+from gateway.api.auth import require_api_key
+from gateway.api.middleware import BodySizeLimit, RequestMetrics
+from gateway.api.probes import metrics, probes
+from gateway.api.problems import install_problem_handlers
+from gateway.api.routes import router
+from gateway.config import Settings
+from gateway.gateway import Gateway
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The HTTP API over the gateway configured by ``settings``.
+
+    On startup it opens the gateway's PostgreSQL pool and builds a client of every enabled sink
+    (for the readiness probe); both are closed on shutdown. With ``api.key`` set, every route
+    but ``/healthz``, ``/readyz`` and the OpenAPI document needs ``Authorization: Bearer``.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sinks: dict[str, Sink] = {
+            name: build_sink(name, sink) for name, sink in settings.sinks.items() if sink.enabled
+        }
+        app.state.settings = settings
+        app.state.sinks = sinks
+        async with await Gateway.connect(settings) as connected:
+            app.state.gateway = connected
+            try:
+                yield
+            finally:
+                for sink in sinks.values():
+                    await sink.close()
+
+    app = FastAPI(
+        title="fanout gateway",
+        version=gateway.__version__,
+        summary="Orders in PostgreSQL, their events relayed to every read-side store.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    guarded = [Depends(require_api_key(settings.api.key))] if settings.api.key else []
+    app.include_router(router, dependencies=guarded)
+    app.include_router(metrics, dependencies=guarded)
+    app.include_router(probes)
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app

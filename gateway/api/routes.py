@@ -1,0 +1,201 @@
+"""The API's resources: orders, their transitions, customers and products."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import idempotency
+from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
+from gateway.api.problems import PROBLEM_JSON, Problem
+from gateway.errors import NotFound, ValidationError
+from gateway.gateway import Gateway
+from gateway.models import (
+    Address,
+    AddressRequest,
+    Customer,
+    CustomerRequest,
+    Order,
+    PlaceOrderRequest,
+    Product,
+    ProductRequest,
+)
+from gateway.order_status import OrderStatus
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class TransitionRequest(BaseModel):
+    """A status change, optionally guarded by the version the caller last saw."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: OrderStatus
+    expected_version: int | None = Field(default=None, ge=1)
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed JSON or a missing Idempotency-Key header",
+        401: "Missing or wrong API key",
+        404: "No such resource",
+        409: "Conflicts with the current state",
+        413: "Request body too large",
+        415: "The body is not declared as application/json",
+        422: "A field or rule is violated (named in the problem)",
+    }
+    return {
+        code: {"description": descriptions[code], "content": {PROBLEM_JSON: {}}}
+        for code in statuses
+    }
+
+
+@contextmanager
+def path_resource(entity: str) -> Iterator[None]:
+    """Make the gateway's ``NotFound`` of the resource named by the path a 404."""
+    try:
+        yield
+    except NotFound as error:
+        if error.entity != entity:
+            raise
+        raise Problem(404, "not-found", "Not found", str(error)) from None
+
+
+async def require_json(request: Request) -> None:
+    """Answer 415 to a request body that is not declared as JSON."""
+    if request.method not in {"POST", "PUT", "PATCH"}:
+        return
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"the request body must be application/json, not {media_type or 'undeclared'}",
+            extra={"field": "Content-Type"},
+        )
+
+
+def gateway_of(request: Request) -> Gateway:
+    """The gateway the app was started with."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+router = APIRouter(dependencies=[Depends(require_json)])
+
+
+@router.post(
+    "/orders",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Order,
+    responses={
+        200: {"description": "A replay of an earlier request with the same key"},
+        **_problems(400, 401, 409, 413, 415, 422),
+    },
+    tags=["orders"],
+)
+async def place_order(
+    body: PlaceOrderRequest,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            description="Required. The same key with the same body returns the same order.",
+        ),
+    ] = None,
+) -> Order:
+    """Place an order: 201 when created, 200 when the key was already used for this body."""
+    if idempotency_key is None:
+        raise Problem(
+            400,
+            "idempotency-key-missing",
+            "Idempotency-Key required",
+            f"POST /orders needs an {IDEMPOTENCY_HEADER} header",
+            extra={"field": IDEMPOTENCY_HEADER},
+        )
+    try:
+        key = idempotency.validate_key(idempotency_key)
+    except ValidationError as error:
+        raise ValidationError.single(IDEMPOTENCY_HEADER, error.errors[0].message) from None
+    placed = await gateway_of(request).place_order_once(body, idempotency_key=key)
+    response.headers["Location"] = f"/orders/{placed.order.id}"
+    if placed.replayed:
+        ORDERS_REPLAYED.inc()
+        response.status_code = status.HTTP_200_OK
+        response.headers[REPLAYED_HEADER] = "true"
+    else:
+        ORDERS_PLACED.inc()
+    return placed.order
+
+
+@router.get(
+    "/orders/{order_id}", response_model=Order, responses=_problems(401, 404, 422), tags=["orders"]
+)
+async def get_order(order_id: UUID, request: Request) -> Order:
+    """The order as PostgreSQL holds it now."""
+    with path_resource("order"):
+        return await gateway_of(request).get_order(order_id)
+
+
+@router.post(
+    "/orders/{order_id}/transitions",
+    response_model=Order,
+    responses=_problems(401, 404, 409, 413, 415, 422),
+    tags=["orders"],
+)
+async def transition_order(order_id: UUID, body: TransitionRequest, request: Request) -> Order:
+    """Move the order to a new status: 409 on a stale ``expected_version``, 422 if illegal."""
+    with path_resource("order"):
+        order = await gateway_of(request).transition(
+            order_id, body.status, expected_version=body.expected_version
+        )
+    ORDER_TRANSITIONS.labels(order.status.value).inc()
+    return order
+
+
+@router.post(
+    "/customers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Customer,
+    responses=_problems(400, 401, 409, 413, 415, 422),
+    tags=["customers"],
+)
+async def create_customer(body: CustomerRequest, request: Request, response: Response) -> Customer:
+    """Create a customer with its addresses; 409 when the email is taken."""
+    customer = await gateway_of(request).create_customer(body)
+    response.headers["Location"] = f"/customers/{customer.id}"
+    return customer
+
+
+@router.post(
+    "/customers/{customer_id}/addresses",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Address,
+    responses=_problems(400, 401, 404, 413, 415, 422),
+    tags=["customers"],
+)
+async def add_address(customer_id: UUID, body: AddressRequest, request: Request) -> Address:
+    """Add a billing or shipping address to a customer."""
+    with path_resource("customer"):
+        return await gateway_of(request).add_address(customer_id, body)
+
+
+@router.post(
+    "/products",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Product,
+    responses=_problems(400, 401, 409, 413, 415, 422),
+    tags=["products"],
+)
+async def create_product(body: ProductRequest, request: Request) -> Product:
+    """Create a product with its price and initial stock."""
+    return await gateway_of(request).create_product(body)

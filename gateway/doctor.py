@@ -1,0 +1,118 @@
+"""``fanout doctor``: PostgreSQL's health, the outbox backlog and every sink, in one report.
+
+The PostgreSQL sections follow the usual monitoring queries: connections by state with their
+age, locks per relation and mode, the slowest statements (from ``pg_stat_statements`` when it
+is installed and loaded, and otherwise a sentence saying why not), and index usage with never
+scanned indexes flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from adapters.base import Sink
+from gateway.config import PostgresSettings
+from gateway.database import Connection, DatabaseUnavailable, create_pool
+from gateway.health import sink_status_rows, sinks_health
+from gateway.queries import query
+
+Report = dict[str, Any]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _rows(records: list[asyncpg.Record]) -> list[dict[str, object]]:
+    return [{key: _plain(value) for key, value in record.items()} for record in records]
+
+
+async def statements_section(connection: Connection, limit: int) -> Report:
+    """The slowest statements, or why ``pg_stat_statements`` cannot tell."""
+    version = await connection.fetchval(query("doctor_statements_extension"))
+    if version is None:
+        return {
+            "available": False,
+            "detail": "the pg_stat_statements extension is not installed in this database "
+            "(CREATE EXTENSION pg_stat_statements; the server must also load it through "
+            "shared_preload_libraries)",
+            "statements": [],
+        }
+    try:
+        rows = await connection.fetch(query("doctor_slowest_statements"), limit)
+    except asyncpg.ObjectNotInPrerequisiteStateError:
+        return {
+            "available": False,
+            "detail": "pg_stat_statements is installed but the server does not load it "
+            "(add it to shared_preload_libraries and restart PostgreSQL)",
+            "statements": [],
+        }
+    return {
+        "available": True,
+        "detail": f"pg_stat_statements {version}: the {limit} slowest by mean time",
+        "statements": _rows(rows),
+    }
+
+
+async def index_section(connection: Connection) -> list[dict[str, object]]:
+    """Index usage; an index never scanned that enforces nothing is flagged ``unused``."""
+    indexes = _rows(await connection.fetch(query("doctor_index_usage")))
+    for index in indexes:
+        index["unused"] = index["scans"] == 0 and not index["is_unique"]
+    return indexes
+
+
+async def postgres_sections(connection: Connection, statements_limit: int) -> Report:
+    """Every PostgreSQL section of the report."""
+    server = await connection.fetchrow(query("doctor_server"))
+    outbox = await connection.fetchrow(query("doctor_outbox_size"))
+    assert server is not None and outbox is not None
+    return {
+        "postgres": {"ok": True, "detail": "connected", **dict(_rows([server])[0])},
+        "connections": _rows(await connection.fetch(query("doctor_connections"))),
+        "locks": _rows(await connection.fetch(query("doctor_locks"))),
+        "statements": await statements_section(connection, statements_limit),
+        "indexes": await index_section(connection),
+        "outbox": {
+            **dict(_rows([outbox])[0]),
+            "sinks": await sink_status_rows(connection),
+        },
+    }
+
+
+async def diagnose(
+    postgres: PostgresSettings,
+    sinks: Mapping[str, Sink],
+    *,
+    timeout_seconds: float,
+    statements_limit: int = 10,
+) -> Report:
+    """The whole report; PostgreSQL being down is reported, not raised."""
+    report: Report
+    try:
+        pool = await create_pool(postgres)
+    except DatabaseUnavailable as error:
+        report = {"postgres": {"ok": False, "detail": str(error)}}
+        report["sinks"] = [s.as_dict() for s in await sinks_health(None, sinks, timeout_seconds)]
+        return report
+    try:
+        async with pool.acquire() as connection:
+            report = await postgres_sections(connection, statements_limit)
+        report["sinks"] = [s.as_dict() for s in await sinks_health(pool, sinks, timeout_seconds)]
+    finally:
+        await pool.close()
+    return report
+
+
+def healthy(report: Report) -> bool:
+    """Whether PostgreSQL and every sink answered."""
+    return bool(report["postgres"]["ok"]) and all(sink["ok"] for sink in report["sinks"])

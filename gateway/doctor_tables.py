@@ -1,0 +1,108 @@
+"""Rendering a ``fanout doctor`` report as rich tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gateway.doctor import Report
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Table:
+    table = Table(*columns, title=title, title_justify="left")
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    return table
+
+
+def _ok(flag: bool) -> str:
+    return "[green]ok[/green]" if flag else "[red]DOWN[/red]"
+
+
+def render(report: Report, console: Console) -> None:
+    """Print every section of ``report``."""
+    postgres = report["postgres"]
+    if postgres["ok"]:
+        console.print(
+            f"PostgreSQL {postgres['server_version']}, database {postgres['database']} "
+            f"({postgres['database_bytes'] / 1_048_576:,.1f} MiB): {_ok(True)}; "
+            f"statistics since {postgres['statistics_reset_at'] or 'the cluster started'}"
+        )
+        console.print(
+            _table(
+                "Connections by state",
+                report["connections"],
+                [
+                    "state",
+                    "connections",
+                    "longest_in_state_seconds",
+                    "oldest_transaction_seconds",
+                    "waiting_on_locks",
+                ],
+            )
+        )
+        console.print(
+            _table(
+                "Locks by relation and mode",
+                report["locks"],
+                ["relation", "mode", "granted", "locks", "sessions"],
+            )
+        )
+        statements = report["statements"]
+        if statements["available"]:
+            console.print(
+                _table(
+                    f"Slowest statements ({statements['detail']})",
+                    statements["statements"],
+                    ["mean_ms", "max_ms", "calls", "total_ms", "rows", "query"],
+                )
+            )
+        else:
+            console.print(
+                f"[yellow]Slowest statements unavailable:[/yellow] {statements['detail']}"
+            )
+        indexes = [
+            {**index, "flag": "UNUSED" if index["unused"] else ""} for index in report["indexes"]
+        ]
+        console.print(
+            _table(
+                "Index usage (unused: never scanned and enforcing no uniqueness)",
+                indexes,
+                ["table_name", "index_name", "scans", "tuples_read", "size_bytes", "flag"],
+            )
+        )
+        outbox = report["outbox"]
+        console.print(
+            _table(
+                f"Outbox: {outbox['events']:,} events kept, oldest {outbox['oldest_event_at']}",
+                outbox["sinks"],
+                [
+                    "sink",
+                    "backlog",
+                    "oldest_undelivered_seconds",
+                    "delivered",
+                    "retrying",
+                    "dead_lettered",
+                    "relays",
+                ],
+            )
+        )
+    else:
+        console.print(f"PostgreSQL: {_ok(False)} {postgres['detail']}")
+    sinks = [{**sink, "health": _ok(sink["ok"])} for sink in report["sinks"]]
+    console.print(_table("Sinks", sinks, ["name", "health", "detail", "backlog", "last_error"]))

@@ -1,0 +1,126 @@
+"""Health of the gateway's dependencies: PostgreSQL, every configured sink, the backlog.
+
+Used by the HTTP API's readiness probe and by ``fanout doctor``; each check is bounded by a
+timeout, so a store that does not answer makes a report slow by at most that much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from adapters.base import Health, Sink
+from gateway import outbox, relay_state
+from gateway.database import Connection, DatabaseUnavailable
+
+
+@dataclass(frozen=True)
+class PostgresHealth:
+    """Whether PostgreSQL answered a query, how fast, and what it said."""
+
+    ok: bool
+    detail: str
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class SinkHealth:
+    """One sink: whether its store answers, and what the relay still owes it."""
+
+    name: str
+    ok: bool
+    detail: str
+    backlog: int | None
+    oldest_undelivered_seconds: float | None
+    dead_lettered: int | None
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+
+async def postgres_health(pool: asyncpg.Pool, timeout_seconds: float) -> PostgresHealth:
+    """Run ``SELECT 1`` on a pooled connection within ``timeout_seconds``."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async with pool.acquire() as connection:
+                await connection.fetchval("SELECT 1")
+    except TimeoutError:
+        return PostgresHealth(False, f"no answer within {timeout_seconds:g} s", None)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable) as error:
+        return PostgresHealth(False, f"{type(error).__name__}: {error}", None)
+    return PostgresHealth(True, "SELECT 1 ok", (time.perf_counter() - started) * 1000)
+
+
+async def store_health(sink: Sink, timeout_seconds: float) -> Health:
+    """Ask the sink's store whether it answers, within ``timeout_seconds``."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            return await sink.health()
+    except TimeoutError:
+        return Health(False, f"no answer within {timeout_seconds:g} s")
+
+
+async def sinks_health(
+    pool: asyncpg.Pool | None, sinks: Mapping[str, Sink], timeout_seconds: float
+) -> list[SinkHealth]:
+    """Every sink's store health (asked concurrently) with its backlog from the outbox.
+
+    Without ``pool`` (PostgreSQL is down) the backlog fields are ``None``.
+    """
+    answers = await asyncio.gather(
+        *(store_health(sink, timeout_seconds) for sink in sinks.values())
+    )
+    backlogs: dict[str, outbox.Backlog] = {}
+    totals: dict[str, relay_state.SinkTotals] = {}
+    if pool is not None:
+        try:
+            async with asyncio.timeout(timeout_seconds), pool.acquire() as connection:
+                backlogs = {b.sink: b for b in await outbox.backlog(connection)}
+                totals = {t.sink: t for t in await relay_state.sink_totals(connection)}
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+    reports = []
+    for name, health in zip(sinks, answers, strict=True):
+        backlog = backlogs.get(name)
+        total = totals.get(name)
+        reports.append(
+            SinkHealth(
+                name=name,
+                ok=health.ok,
+                detail=health.detail,
+                backlog=backlog.events if backlog else None,
+                oldest_undelivered_seconds=backlog.oldest_age_seconds if backlog else None,
+                dead_lettered=total.dead_lettered if total else None,
+                last_error=total.last_error if total else None,
+            )
+        )
+    return reports
+
+
+async def sink_status_rows(connection: Connection) -> list[dict[str, object]]:
+    """Per registered sink: backlog, oldest undelivered age and the relay's counters."""
+    backlogs = {b.sink: b for b in await outbox.backlog(connection)}
+    rows: list[dict[str, object]] = []
+    for totals in await relay_state.sink_totals(connection):
+        backlog = backlogs.get(totals.sink)
+        rows.append(
+            {
+                "sink": totals.sink,
+                "backlog": backlog.events if backlog else 0,
+                "oldest_undelivered_seconds": backlog.oldest_age_seconds if backlog else None,
+                "delivered": totals.delivered,
+                "retrying": totals.retrying,
+                "dead_lettered": totals.dead_lettered,
+                "relays": totals.relays,
+                "last_error": totals.last_error,
+            }
+        )
+    return rows
