@@ -234,7 +234,8 @@ def serve(
     context: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address (default: api.host).")] = None,
     port: Annotated[
-        int | None, typer.Option(help="Listen port (default: api.port).", min=1, max=65535)
+        int | None,
+        typer.Option(help="Listen port (default: api.port; 0: any free port).", min=0, max=65535),
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
@@ -251,7 +252,7 @@ def serve(
         uvicorn.Config(
             create_app(settings),
             host=host or settings.api.host,
-            port=port or settings.api.port,
+            port=settings.api.port if port is None else port,
             log_config=None,
             access_log=access_log,
             server_header=False,

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import time
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
-from gateway.api.problems import Problem, problem_response
-
-
-class _BodyTooLarge(Exception):
-    pass
+from gateway.api.problems import body_too_large, problem_response
 
 
 class BodySizeLimit:
-    """Answer 413 to a request whose body exceeds ``max_bytes``, without reading the rest.
+    """Refuse a request body larger than ``max_bytes`` with a 413 problem.
 
-    A declared ``Content-Length`` is checked before the app runs; a chunked body is counted as
-    it arrives, and the app sees an error as soon as the limit is passed.
+    A declared ``Content-Length`` is checked before the app runs, without reading the body; a
+    chunked body is counted as it arrives. (Starlette's own limiter answers a declared length
+    in plain text, which would break the API's problem-details contract.)
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -30,12 +28,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = problem_response(Request(scope), body_too_large(self.max_bytes))
+            await response(scope, receive, send)
             return
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -43,31 +41,12 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    # FastAPI passes an HTTPException raised while reading the body on to the
+                    # exception handlers, which answer with the 413 problem.
+                    raise HTTPException(413, body_too_large(self.max_bytes).detail)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if started:
-                raise
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        problem = Problem(
-            413,
-            "body-too-large",
-            "Request body too large",
-            f"the request body exceeds {self.max_bytes} bytes",
-            extra={"max_bytes": self.max_bytes},
-            headers={"Connection": "close"},
-        )
-        await problem_response(Request(scope), problem)(scope, receive, send)
+        await self.app(scope, counting_receive, send)
 
 
 class RequestMetrics:

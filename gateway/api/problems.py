@@ -167,6 +167,17 @@ def problem_of(error: GatewayError) -> Problem:
     return internal_error(error)
 
 
+def body_too_large(max_bytes: int) -> Problem:
+    """413: the request body is over ``api.max_body_bytes``."""
+    return Problem(
+        413,
+        "request-body-too-large",
+        "Request body too large",
+        f"the request body exceeds {max_bytes} bytes",
+        extra={"max_bytes": max_bytes},
+    )
+
+
 def internal_error(error: BaseException) -> Problem:
     """500, logged with an id; the response holds only the id."""
     error_id = uuid.uuid4().hex
@@ -214,7 +225,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_exception(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        titles = {404: "Not found", 405: "Method not allowed"}
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}
         title = titles.get(error.status_code, "HTTP error")
         kind = title.lower().replace(" ", "-")
         headers = dict(error.headers or {})
