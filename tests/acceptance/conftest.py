@@ -9,10 +9,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from adapters.base import Sink
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.config import PostgresSettings
 from tests.acceptance.relay_support import World
 from tests.acceptance.shop import Shop
+from tests.acceptance.stores import STORES, drop_namespace, make_sink
 from tests.servers import server_url
 
 
@@ -107,3 +109,18 @@ async def world(fresh_url: str) -> AsyncIterator[World]:
     settings = settings_for(fresh_url)
     async with await Gateway.connect(settings) as gateway:
         yield World(settings, gateway, Shop(gateway))
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[tuple[str, dict[str, Sink]]]:
+    """The four store sinks in namespaces of this test's own."""
+    tag = uuid.uuid4().hex[:10]
+    sinks = {kind: make_sink(kind, tag) for kind in STORES}
+    try:
+        yield tag, sinks
+    finally:
+        for sink in sinks.values():
+            try:
+                await drop_namespace(sink)
+            finally:
+                await sink.close()

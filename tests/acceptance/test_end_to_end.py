@@ -9,7 +9,6 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from adapters.readback import ReadBack
 from gateway.relay_state import sink_totals
 from gateway.verify import verify
 from tests.acceptance.relay_support import World, eventually
-from tests.acceptance.stores import STORES, drop_namespace, make_sink, order_event, store_settings
+from tests.acceptance.stores import STORES, make_sink, order_event, store_settings
 from tests.servers import managed, start_server, stop_server
 
 PATH = ["confirmed", "processing", "shipped", "delivered", "refunded"]
@@ -42,21 +41,6 @@ async def random_orders(world: World, count: int, rng: random.Random) -> None:
                 await world.gateway.transition(order.id, "cancelled")
 
     await asyncio.gather(*(one() for _ in range(count)))
-
-
-@pytest.fixture
-async def stores() -> AsyncIterator[tuple[str, dict[str, Sink]]]:
-    """The four store sinks in namespaces of this test's own."""
-    tag = uuid.uuid4().hex[:10]
-    sinks = {kind: make_sink(kind, tag) for kind in STORES}
-    try:
-        yield tag, sinks
-    finally:
-        for sink in sinks.values():
-            try:
-                await drop_namespace(sink)
-            finally:
-                await sink.close()
 
 
 async def drift_of(world: World, sinks: dict[str, Sink]) -> dict[str, object]:
