@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints,
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
+from gateway.interpolation import MissingVariable, interpolate
 from gateway.secrets import SecretUrl
 
 ENV_PREFIX = "FANOUT_"
@@ -232,7 +233,10 @@ def load_settings(path: Path | str | None = None) -> Settings:
     config_path = Path(path) if path is not None else default_config_path()
     values: dict[str, Any] = {}
     if config_path.exists():
-        values = _read_yaml(config_path)
+        try:
+            values = interpolate(_read_yaml(config_path), os.environ)
+        except MissingVariable as error:
+            raise ConfigError(error.key, str(error), config_path) from None
     elif explicit or os.environ.get(CONFIG_PATH_VARIABLE):
         raise ConfigError("(file)", "configuration file not found", config_path)
     source = config_path if config_path.exists() else None

@@ -114,3 +114,43 @@ def test_the_password_never_shows_in_printed_settings(tmp_path: Path) -> None:
     ):
         assert "s3cret" not in text
     assert str(settings.postgres.url) == "postgresql://app:***@db.internal:5432/orders"
+
+
+def test_references_to_environment_variables_are_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path,
+        "postgres:\n"
+        "  url: postgresql://app:${DB_PASSWORD}@${DB_HOST:-localhost}/orders\n"
+        "sinks:\n"
+        "  cache:\n"
+        "    type: redis\n"
+        "    url: 'redis://:${REDIS_PASSWORD:-}@cache/0'\n"
+        "    key_prefix: '$${x}'\n",
+    )
+    monkeypatch.setenv("DB_PASSWORD", "pa55")
+    monkeypatch.delenv("DB_HOST", raising=False)
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+
+    settings = load_settings(path)
+
+    assert settings.postgres.url.get_secret_value() == "postgresql://app:pa55@localhost/orders"
+    cache = settings.sinks["cache"]
+    assert cache.type == "redis"
+    assert cache.url.get_secret_value() == "redis://:@cache/0"
+    assert cache.key_prefix == "${x}"
+
+
+def test_an_unset_variable_names_the_key_the_variable_and_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "postgres:\n  url: postgresql://app:${DB_PASSWORD}@db/orders\n")
+    monkeypatch.delenv("DB_PASSWORD", raising=False)
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+
+    assert raised.value.key == "postgres.url"
+    assert "DB_PASSWORD is not set" in raised.value.message
+    assert raised.value.source == str(path)

@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# The gateway's image: `fanout serve`, `fanout relay`, `fanout migrate` and the rest of the CLI.
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY adapters ./adapters
+RUN python -m venv /opt/fanout && /opt/fanout/bin/pip install .
+
+FROM python:3.11-slim-bookworm
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin fanout
+COPY --from=build /opt/fanout /opt/fanout
+WORKDIR /app
+COPY config/compose.yaml config/compose.yaml
+ENV PATH=/opt/fanout/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FANOUT_CONFIG=/app/config/compose.yaml
+USER 10001
+EXPOSE 8000
+ENTRYPOINT ["fanout"]
+CMD ["serve"]
