@@ -7,7 +7,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY adapters ./adapters
-RUN python -m venv /opt/fanout && /opt/fanout/bin/pip install .
+RUN python -m venv /opt/fanout && /opt/fanout/bin/pip install ".[loadtest]"
 
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin fanout

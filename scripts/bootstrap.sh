@@ -15,5 +15,5 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
     "$PYTHON" -m venv "$ROOT/.venv"
 fi
 "$ROOT/.venv/bin/python" -m pip install --quiet --upgrade pip
-"$ROOT/.venv/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+"$ROOT/.venv/bin/python" -m pip install --quiet -e "$ROOT[dev,loadtest]"
 echo "[bootstrap] installed fanout-gateway into $ROOT/.venv" >&2

@@ -467,3 +467,15 @@ ORDER BY stats.idx_scan, size_bytes DESC, stats.relname, stats.indexrelname;
 
 -- name: doctor_outbox_size
 SELECT count(*) AS events, min(occurred_at) AS oldest_event_at FROM outbox;
+
+-- name: orders_for_verification_by_id
+SELECT id::text AS id, version, status::text AS status, total_amount::text AS total,
+       created_at, updated_at
+FROM orders
+WHERE id = ANY($1::uuid[]);
+
+-- name: count_orders_of_customers_by_email
+SELECT count(*)
+FROM orders
+JOIN customers ON customers.id = orders.customer_id
+WHERE customers.email LIKE $1;

@@ -1,0 +1,444 @@
+"""One load test: seed, drive each phase, drain, check for drift, and build the report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Sink
+from adapters.readback import ReadBack
+from adapters.registry import build_sink
+from gateway import relay_state
+from gateway.config import Settings, SinkSettings
+from gateway.errors import GatewayError
+from gateway.gateway import Gateway
+from gateway.loadtest.driver import OPERATIONS, LoadDriver
+from gateway.loadtest.faults import FaultRecord, ServerFault
+from gateway.loadtest.plan import LoadPlan, check_plan
+from gateway.loadtest.seed import Catalog, email_pattern, seed
+from gateway.loadtest.stats import summary
+from gateway.loadtest.targets import DualWriteTarget, EmbeddedTarget, HttpTarget, WriteTarget
+from gateway.loadtest.visibility import VisibilityWatcher
+from gateway.outbox import backlog
+from gateway.queries import query
+from gateway.verify import verify_orders
+
+Report = dict[str, Any]
+Progress = Callable[[str, Mapping[str, Any]], None]
+DUAL_WRITE_SUFFIX = "_dualwrite"
+
+
+class RunControl:
+    """Ctrl-C handling: the first stops the load (the run still drains and reports), the
+    second also skips the wait for the relay."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.skip_drain = asyncio.Event()
+
+    def interrupt(self) -> None:
+        """Called on SIGINT."""
+        if self.stop.is_set():
+            self.skip_drain.set()
+        self.stop.set()
+
+
+async def run_loadtest(
+    settings: Settings,
+    plan: LoadPlan,
+    *,
+    config_path: Path | None,
+    control: RunControl,
+    progress: Progress,
+) -> Report:
+    """Run the plan and return its report (also when interrupted)."""
+    check_plan(plan, settings)
+    run_id = uuid.uuid4().hex[:8]
+    report: Report = {
+        "run_id": run_id,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "plan": _plan_dict(plan),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "phases": [],
+    }
+    async with await Gateway.connect(settings) as gateway:
+        progress("seeding", {"customers": plan.customers, "products": plan.products})
+        catalog = await seed(gateway, run_id, plan.customers, plan.products)
+        report["phases"].append(
+            await _outbox_phase(gateway, plan, catalog, config_path, control, progress)
+        )
+        if plan.compare == "dual-write" and not control.stop.is_set():
+            report["phases"].append(
+                await _dual_write_phase(gateway, plan, catalog, control, progress)
+            )
+    report["interrupted"] = control.stop.is_set() and not _finished_normally(report)
+    report["result"] = "clean" if all(_phase_clean(p) for p in report["phases"][:1]) else "drift"
+    return report
+
+
+def _finished_normally(report: Report) -> bool:
+    return all(phase.get("completed_as_planned") for phase in report["phases"])
+
+
+def _phase_clean(phase: Report) -> bool:
+    return bool(phase["drained"]) and all(s["drift"]["clean"] for s in phase["sinks"].values())
+
+
+def _plan_dict(plan: LoadPlan) -> dict[str, Any]:
+    values = asdict(plan)
+    for key in ("out", "chart"):
+        values[key] = str(values[key]) if values[key] is not None else None
+    values["open_loop"] = plan.open_loop
+    values["target_rate"] = plan.target_rate if plan.open_loop else None
+    values["time_limit_seconds"] = plan.time_limit
+    return values
+
+
+def _enabled_sinks(settings: Settings, suffix: str = "") -> dict[str, Sink]:
+    return {
+        name: build_sink(name, _namespaced(sink, suffix) if suffix else sink)
+        for name, sink in settings.sinks.items()
+        if sink.enabled
+    }
+
+
+def _namespaced(sink: SinkSettings, suffix: str) -> SinkSettings:
+    """The same store, written under names of the dual-write run's own."""
+    match sink.type:
+        case "mongodb":
+            return sink.model_copy(update={"collection": sink.collection + suffix})
+        case "redis":
+            return sink.model_copy(update={"key_prefix": suffix.strip("_") + ":" + sink.key_prefix})
+        case "elasticsearch":
+            return sink.model_copy(update={"index": sink.index + suffix})
+        case "influxdb":
+            return sink.model_copy(update={"measurement": sink.measurement + suffix})
+    return sink
+
+
+@contextlib.asynccontextmanager
+async def _closing(sinks: Mapping[str, Sink]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for sink in sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
+
+
+async def _outbox_phase(
+    gateway: Gateway,
+    plan: LoadPlan,
+    catalog: Catalog,
+    config_path: Path | None,
+    control: RunControl,
+    progress: Progress,
+) -> Report:
+    settings = gateway.settings
+    sinks = _enabled_sinks(settings)
+    readable: dict[str, ReadBack] = {
+        name: sink for name, sink in sinks.items() if isinstance(sink, ReadBack)
+    }
+    target: WriteTarget
+    if plan.via == "http":
+        assert plan.url is not None
+        key = settings.api.key.get_secret_value() if settings.api.key else None
+        target = HttpTarget(plan.url, key, min(plan.max_in_flight, 256))
+    else:
+        target = EmbeddedTarget(gateway)
+    relays = [await _spawn_relay(config_path) for _ in range(plan.relays)]
+    async with _closing(sinks):
+        try:
+            if relays:
+                progress("relays", {"starting": len(relays)})
+                await _relays_ready(gateway, set(sinks), len(relays), relays)
+            phase = await _drive(
+                "outbox", gateway, plan, catalog, target, readable, control, progress
+            )
+        finally:
+            await target.close()
+            for relay in relays:
+                await _stop_relay(relay)
+    return phase
+
+
+async def _dual_write_phase(
+    gateway: Gateway, plan: LoadPlan, catalog: Catalog, control: RunControl, progress: Progress
+) -> Report:
+    sinks = _enabled_sinks(gateway.settings, DUAL_WRITE_SUFFIX)
+    async with _closing(sinks):
+        for sink in sinks.values():
+            await sink.start()
+        readable: dict[str, ReadBack] = {
+            name: sink for name, sink in sinks.items() if isinstance(sink, ReadBack)
+        }
+        target = DualWriteTarget(gateway, sinks)
+        return await _drive(
+            "dual-write", gateway, plan, catalog, target, readable, control, progress
+        )
+
+
+async def _drive(
+    name: str,
+    gateway: Gateway,
+    plan: LoadPlan,
+    catalog: Catalog,
+    target: WriteTarget,
+    readable: Mapping[str, ReadBack],
+    control: RunControl,
+    progress: Progress,
+) -> Report:
+    relayed = name == "outbox"
+    watcher = VisibilityWatcher(readable) if relayed else None
+    driver = LoadDriver(plan, target, catalog, watcher)
+    pattern = email_pattern(catalog.run_id)
+    orders_before = await gateway.pool.fetchval(
+        query("count_orders_of_customers_by_email"), pattern
+    )
+    delivered_before = await _delivered(gateway)
+    timeline: list[dict[str, Any]] = []
+    fault_record: FaultRecord | None = None
+    origin = time.perf_counter()
+    tasks: list[asyncio.Task[Any]] = []
+    fault: ServerFault | None = None
+    if plan.fault is not None and plan.time_limit is not None:
+        fault = ServerFault(
+            plan.fault,
+            gateway.settings.sinks[plan.fault],
+            plan.fault_stop_command,
+            plan.fault_start_command,
+        )
+        fault_record = FaultRecord(plan.fault)
+        tasks.append(
+            asyncio.create_task(
+                fault.inject(
+                    plan.fault_at * plan.time_limit,
+                    plan.fault_for * plan.time_limit,
+                    fault_record,
+                    origin,
+                )
+            )
+        )
+    if watcher is not None:
+        tasks.append(asyncio.create_task(watcher.run()))
+    sampler = asyncio.create_task(
+        _sample(name, gateway, driver, watcher, timeline, origin, relayed, progress)
+    )
+    stopper = asyncio.create_task(_stop_on(control.stop, driver))
+    try:
+        await driver.run()
+        load_seconds = time.perf_counter() - origin
+        completed_as_planned = not control.stop.is_set()
+        if fault is not None:
+            await asyncio.gather(tasks[0], return_exceptions=True)
+            if fault.stopped:
+                await fault.start()
+        drain_started = time.perf_counter()
+        drained = (
+            await _drain(gateway, watcher, readable, plan, control, progress) if relayed else True
+        )
+        drain_seconds = time.perf_counter() - drain_started
+    finally:
+        stopper.cancel()
+        sampler.cancel()
+        if watcher is not None:
+            watcher.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(sampler, stopper, *tasks, return_exceptions=True)
+    progress("checking", {"orders": len(driver.order_ids)})
+    behind: dict[str, set[str]] = {}
+    sinks_report: dict[str, Any] = {}
+    delivered_after = await _delivered(gateway)
+    for sink_name, sink in readable.items():
+        behind[sink_name] = set()
+        drift = await verify_orders(
+            gateway.pool,
+            sink_name,
+            sink,
+            driver.order_ids,
+            behind=behind[sink_name],
+        )
+        entry: dict[str, Any] = {"drift": drift.as_dict()}
+        if watcher is not None:
+            watch = watcher.watches[sink_name]
+            entry |= {
+                "lag_ms": summary(watch.lag.overall),
+                "never_seen": len(watch.pending),
+                "read_errors": watch.read_errors,
+                "delivered_events": delivered_after.get(sink_name, 0)
+                - delivered_before.get(sink_name, 0),
+                "backlog_max": max(
+                    (row["backlog"].get(sink_name, 0) for row in timeline), default=0
+                ),
+            }
+        sinks_report[sink_name] = entry
+    left_behind = set().union(*behind.values()) if behind else set()
+    everywhere = set.intersection(*behind.values()) if behind else set()
+    orders_after = await gateway.pool.fetchval(query("count_orders_of_customers_by_email"), pattern)
+    offered = sum(driver.counts.offered.values())
+    completed = sum(driver.counts.completed.values())
+    return {
+        "name": name,
+        "via": plan.via if relayed else "embedded",
+        "mode": f"open loop at {plan.target_rate:g}/s"
+        if plan.open_loop
+        else f"closed loop, {plan.concurrency} workers",
+        "completed_as_planned": completed_as_planned,
+        "seconds": round(load_seconds, 3),
+        "operations": {
+            "offered": dict(driver.counts.offered),
+            "completed": dict(driver.counts.completed),
+        },
+        "offered_rate": round(offered / load_seconds, 1),
+        "achieved_rate": round(completed / load_seconds, 1),
+        "errors": dict(driver.counts.errors),
+        "latency_ms": {op: summary(driver.latency[op].overall) for op in OPERATIONS},
+        "orders": {
+            "placed": len(driver.order_ids),
+            "in_postgres": orders_after - orders_before,
+            "left_behind": len(left_behind),
+            "partially_written": len(left_behind - everywhere),
+        },
+        "sinks": sinks_report,
+        "drained": drained,
+        "drain_seconds": round(drain_seconds, 3),
+        "fault": asdict(fault_record) if fault_record is not None else None,
+        "timeline": timeline,
+    }
+
+
+async def _stop_on(event: asyncio.Event, driver: LoadDriver) -> None:
+    await event.wait()
+    driver.stop()
+
+
+async def _delivered(gateway: Gateway) -> dict[str, int]:
+    async with gateway.pool.acquire() as connection:
+        return {t.sink: t.delivered for t in await relay_state.sink_totals(connection)}
+
+
+async def _backlogs(gateway: Gateway) -> dict[str, int]:
+    async with gateway.pool.acquire() as connection:
+        return {b.sink: b.events for b in await backlog(connection)}
+
+
+async def _sample(
+    name: str,
+    gateway: Gateway,
+    driver: LoadDriver,
+    watcher: VisibilityWatcher | None,
+    timeline: list[dict[str, Any]],
+    origin: float,
+    relayed: bool,
+    progress: Progress,
+) -> None:
+    """Once a second: rates, latency, errors, backlog, deliveries and lag of that second."""
+    previous = time.perf_counter()
+    delivered = await _delivered(gateway) if relayed else {}
+    tick = origin
+    while True:
+        tick += 1.0
+        await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+        now = time.perf_counter()
+        seconds = now - previous
+        previous = now
+        counts = driver.counts
+        row: dict[str, Any] = {
+            "t": round(now - origin, 2),
+            "offered_rate": round(counts.interval_offered / seconds, 1),
+            "achieved_rate": round(counts.interval_completed / seconds, 1),
+            "errors": counts.interval_errors,
+            "in_flight": driver.in_flight,
+            "latency_ms": {op: driver.latency[op].take_interval() for op in OPERATIONS},
+            "backlog": {},
+            "delivered_rate": {},
+            "lag_ms": {},
+        }
+        counts.interval_offered = counts.interval_completed = counts.interval_errors = 0
+        if relayed:
+            row["backlog"] = await _backlogs(gateway)
+            now_delivered = await _delivered(gateway)
+            row["delivered_rate"] = {
+                sink: round((count - delivered.get(sink, 0)) / seconds, 1)
+                for sink, count in now_delivered.items()
+            }
+            delivered = now_delivered
+        if watcher is not None:
+            row["lag_ms"] = {
+                sink: watch.lag.take_interval() for sink, watch in watcher.watches.items()
+            }
+        timeline.append(row)
+        progress(name, row)
+
+
+async def _drain(
+    gateway: Gateway,
+    watcher: VisibilityWatcher | None,
+    sinks: Mapping[str, ReadBack],
+    plan: LoadPlan,
+    control: RunControl,
+    progress: Progress,
+) -> bool:
+    """Wait until every sink's backlog is empty and every sampled write is visible."""
+    deadline = time.perf_counter() + plan.drain_timeout_seconds
+    names = set(gateway.settings.sinks) & set(sinks) or set(sinks)
+    while time.perf_counter() < deadline and not control.skip_drain.is_set():
+        backlogs = await _backlogs(gateway)
+        waiting = {name: backlogs.get(name) for name in names}
+        pending = watcher.pending if watcher is not None else 0
+        if all(count == 0 for count in waiting.values()) and pending == 0:
+            return True
+        progress("draining", {"backlog": waiting, "pending_samples": pending})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(control.skip_drain.wait(), 0.1)
+    return False
+
+
+async def _relays_ready(
+    gateway: Gateway, sinks: set[str], count: int, processes: list[asyncio.subprocess.Process]
+) -> None:
+    """Wait until the started relays hold leases on every sink (they have started)."""
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline:
+        async with gateway.pool.acquire() as connection:
+            totals = {t.sink: t.relays for t in await relay_state.sink_totals(connection)}
+        if all(totals.get(sink, 0) >= count for sink in sinks):
+            return
+        if any(process.returncode is not None for process in processes):
+            raise GatewayError("a relay started for the load test exited; run `fanout relay`")
+        await asyncio.sleep(0.05)
+    raise GatewayError("the relays started for the load test took no leases within 120 s")
+
+
+async def _spawn_relay(config_path: Path | None) -> asyncio.subprocess.Process:
+    arguments = ["--config", str(config_path)] if config_path is not None else []
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *arguments,
+        "relay",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def _stop_relay(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,209 @@
+"""Where the load goes: the gateway in-process, its HTTP API, or the naive dual write.
+
+Each target places orders and moves them along, and reports what it wrote as a
+:class:`Written` (enough to find the order in a store afterwards). A failed write raises
+:class:`WriteFailed` with a short error kind for the report's error counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+import httpx
+
+from adapters.base import EventEnvelope, Outcome, Sink
+from gateway import orders
+from gateway.errors import GatewayError
+from gateway.gateway import Gateway
+from gateway.models import Order, PlaceOrderRequest
+from gateway.order_status import OrderStatus
+from gateway.pricing import PricingPolicy
+
+
+@dataclass(frozen=True)
+class Written:
+    """An order as a write left it."""
+
+    order_id: str
+    version: int
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> Written:
+        """From the gateway's order record."""
+        return cls(
+            str(order.id), order.version, order.status.value, order.created_at, order.updated_at
+        )
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Written:
+        """From the API's JSON order."""
+        return cls(
+            str(body["id"]),
+            int(body["version"]),
+            str(body["status"]),
+            datetime.fromisoformat(body["created_at"]),
+            datetime.fromisoformat(body["updated_at"]),
+        )
+
+
+class WriteFailed(Exception):
+    """A write the load test asked for failed; ``kind`` groups it in the report."""
+
+    def __init__(self, kind: str, *, committed: Written | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.committed = committed
+
+
+class WriteTarget(Protocol):
+    """Something the load test writes orders to."""
+
+    async def place(self, request: dict[str, Any], key: str) -> Written:
+        """Place an order (with an idempotency key where the target takes one)."""
+        ...
+
+    async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
+        """Move an order to ``status`` if it is still at ``expected_version``."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class EmbeddedTarget:
+    """Calls :class:`Gateway` in this process: the outbox path without HTTP."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def place(self, request: dict[str, Any], key: str) -> Written:
+        try:
+            return Written.of(await self.gateway.place_order(request, idempotency_key=key))
+        except GatewayError as error:
+            raise WriteFailed(type(error).__name__) from error
+
+    async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
+        try:
+            order = await self.gateway.transition(
+                order_id, status, expected_version=expected_version
+            )
+        except GatewayError as error:
+            raise WriteFailed(type(error).__name__) from error
+        return Written.of(order)
+
+    async def close(self) -> None:
+        """The gateway belongs to the caller."""
+
+
+class HttpTarget:
+    """Calls the gateway's HTTP API (``fanout serve``)."""
+
+    def __init__(self, url: str, api_key: str | None, connections: int) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(
+            base_url=url,
+            headers=headers,
+            timeout=httpx.Timeout(30.0),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    async def place(self, request: dict[str, Any], key: str) -> Written:
+        return await self._post("/orders", request, {"Idempotency-Key": key})
+
+    async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
+        body = {"status": status, "expected_version": expected_version}
+        return await self._post(f"/orders/{order_id}/transitions", body, {})
+
+    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Written:
+        try:
+            response = await self.client.post(path, json=body, headers=headers)
+        except httpx.HTTPError as error:
+            raise WriteFailed(type(error).__name__) from error
+        if response.status_code >= 300:
+            kind = f"HTTP {response.status_code}"
+            if response.headers.get("content-type") == "application/problem+json":
+                kind += " " + str(response.json().get("type", "")).rsplit(":", 1)[-1]
+            raise WriteFailed(kind)
+        return Written.from_json(response.json())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class DualWriteTarget:
+    """The naive alternative: commit to PostgreSQL, then write each store in the request.
+
+    This is what the original design's ``save_order`` did. Nothing is appended to the outbox,
+    so nothing repairs a store that missed a write: a store failure after the commit leaves
+    the order in PostgreSQL and in only some stores (the request fails at the first store
+    that fails; the later ones are not written either).
+    """
+
+    def __init__(self, gateway: Gateway, sinks: Mapping[str, Sink]) -> None:
+        self.gateway = gateway
+        self.sinks = dict(sinks)
+        self.pricing = PricingPolicy.from_settings(gateway.settings.pricing)
+        self.sequence = itertools.count(1)
+
+    async def place(self, request: dict[str, Any], key: str) -> Written:
+        order_request = PlaceOrderRequest.model_validate(request)
+        try:
+            async with self.gateway.pool.acquire() as connection, connection.transaction():
+                order, customer = await orders.insert_order(
+                    connection,
+                    uuid4(),
+                    order_request,
+                    self.pricing,
+                    self.gateway.settings.orders.number_prefix,
+                )
+        except GatewayError as error:
+            raise WriteFailed(type(error).__name__) from error
+        event = orders.order_event(order, orders.ORDER_PLACED, customer)
+        return await self._write_stores(order, event)
+
+    async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
+        try:
+            async with self.gateway.pool.acquire() as connection, connection.transaction():
+                order, previous, customer = await orders.change_status(
+                    connection, UUID(order_id), OrderStatus(status), expected_version
+                )
+        except GatewayError as error:
+            raise WriteFailed(type(error).__name__) from error
+        event = orders.order_event(
+            order, orders.ORDER_STATUS_CHANGED, customer, previous_status=previous
+        )
+        return await self._write_stores(order, event)
+
+    async def _write_stores(self, order: Order, event: Any) -> Written:
+        written = Written.of(order)
+        envelope = EventEnvelope(
+            event_id=event.event_id,
+            sequence=next(self.sequence),
+            aggregate_type=event.aggregate_type,
+            aggregate_id=event.aggregate_id,
+            version=event.version,
+            event_type=event.event_type,
+            payload=event.payload,
+            headers=event.headers,
+            occurred_at=order.updated_at,
+        )
+        for name, sink in self.sinks.items():
+            try:
+                [delivery] = await sink.apply([envelope])
+            except Exception as error:  # the naive path lets any store error fail the request
+                raise WriteFailed(f"{name}: {type(error).__name__}", committed=written) from error
+            if delivery.outcome is not Outcome.DELIVERED:
+                raise WriteFailed(f"{name}: {delivery.outcome.value}", committed=written)
+        return written
+
+    async def close(self) -> None:
+        """The gateway and sinks belong to the caller."""
