@@ -114,30 +114,31 @@ class RedisSink:
         """Run the version-guarded SET of every order event in one pipeline."""
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         calls: list[int] = []
-        pipeline = self._client.pipeline(transaction=False)
-        for index, event in enumerate(batch):
+        # The context manager resets the pipeline (and returns its connection) on every path.
+        async with self._client.pipeline(transaction=False) as pipeline:
+            for index, event in enumerate(batch):
+                try:
+                    summary = self.projections.project(event)
+                except (KeyError, TypeError, ValueError) as error:
+                    results[index] = Delivery.permanent(f"projection failed: {error}")
+                    continue
+                if summary is None:
+                    continue
+                await self._script(  # on a pipeline this queues the call
+                    keys=[self.key_prefix + summary["order_id"]],
+                    args=[summary["version"], json.dumps(summary), self.ttl_seconds],
+                    client=pipeline,
+                )
+                calls.append(index)
+            if not calls:
+                return results
             try:
-                summary = self.projections.project(event)
-            except (KeyError, TypeError, ValueError) as error:
-                results[index] = Delivery.permanent(f"projection failed: {error}")
-                continue
-            if summary is None:
-                continue
-            await self._script(  # on a pipeline this queues the call
-                keys=[self.key_prefix + summary["order_id"]],
-                args=[summary["version"], json.dumps(summary), self.ttl_seconds],
-                client=pipeline,
-            )
-            calls.append(index)
-        if not calls:
-            return results
-        try:
-            replies = await pipeline.execute(raise_on_error=False)
-        except RedisError as error:
-            outcome = classify(error)
-            for index in calls:
-                results[index] = outcome
-            return results
+                replies = await pipeline.execute(raise_on_error=False)
+            except RedisError as error:
+                outcome = classify(error)
+                for index in calls:
+                    results[index] = outcome
+                return results
         for index, reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 results[index] = classify(reply)

@@ -21,7 +21,7 @@ LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 def write_config(directory: Path, config: dict[str, Any], name: str = "gateway.yaml") -> Path:
     """Write a gateway configuration file and return its path."""
     path = directory / name
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 

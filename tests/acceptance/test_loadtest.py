@@ -1,0 +1,255 @@
+"""``fanout loadtest`` against the real servers: its report checked against the stores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.base import Sink
+from adapters.elasticsearch import ElasticsearchSink
+from adapters.influx import InfluxSink
+from adapters.mongo import MongoSink
+from adapters.redis import RedisSink
+from gateway.loadtest.seed import email_pattern
+from tests.acceptance.api_process import api_server, clean_environment, write_config
+from tests.acceptance.relay_support import World
+from tests.acceptance.stores import STORES, store_settings
+from tests.servers import managed
+
+API_KEY = "loadtest-api-key-0123456789"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def config_for(world: World, tag: str, directory: Path, stores: tuple[str, ...] = STORES) -> Path:
+    return write_config(
+        directory,
+        {
+            "postgres": {
+                "url": world.settings.postgres.url.get_secret_value(),
+                "pool_max_size": 20,
+            },
+            "api": {"key": API_KEY},
+            "relay": {
+                "batch_size": 200,
+                "poll_interval_seconds": 0.2,
+                "backoff_max_seconds": 1,
+            },
+            "sinks": {kind: store_settings(kind, tag) for kind in stores},
+        },
+    )
+
+
+async def loadtest(config: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "--config",
+        str(config),
+        "loadtest",
+        *args,
+        env=clean_environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 600)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def orders_of_run(world: World, run_id: str) -> int:
+    count: int = await world.gateway.pool.fetchval(
+        "SELECT count(*) FROM orders JOIN customers ON customers.id = orders.customer_id "
+        "WHERE customers.email LIKE $1",
+        email_pattern(run_id),
+    )
+    return count
+
+
+async def visible_orders(sink: Sink) -> int:
+    """How many distinct orders the store holds, counted with the store's own client."""
+    match sink:
+        case MongoSink():
+            return await sink.collection.count_documents({})
+        case RedisSink():
+            return len([key async for key in sink.client.scan_iter(match=sink.key_prefix + "*")])
+        case ElasticsearchSink():
+            await sink.client.indices.refresh(index=sink.index)
+            return int((await sink.client.count(index=sink.index))["count"])
+        case InfluxSink():
+            rows = await sink._query(
+                f'SELECT count(distinct("order_id")) FROM "{sink.measurement}"'
+            )
+            return int(rows[0]["count"]) if rows else 0
+    raise AssertionError(f"no counter for {sink!r}")
+
+
+def check_outbox_phase(phase: dict[str, Any], stores: tuple[str, ...]) -> None:
+    placed = phase["orders"]["placed"]
+    assert placed > 0
+    assert phase["errors"] == {}
+    assert phase["operations"]["completed"]["place"] == placed
+    assert phase["orders"]["in_postgres"] == placed
+    assert phase["drained"] is True
+    assert set(phase["sinks"]) == set(stores)
+    for name, sink in phase["sinks"].items():
+        assert sink["drift"]["matched"] == placed and sink["drift"]["clean"], name
+        assert sink["lag_ms"]["count"] > 0 and sink["never_seen"] == 0, name
+        assert sink["lag_ms"]["p50"] <= sink["lag_ms"]["p99"] <= sink["lag_ms"]["max"], name
+    assert phase["latency_ms"]["place"]["count"] == placed
+
+
+async def test_open_loop_embedded_run_matches_the_database_and_the_stores(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    tag, sinks = stores
+    config = config_for(world, tag, tmp_path)
+    report_path, chart_path = tmp_path / "report.json", tmp_path / "chart.png"
+
+    code, stdout, stderr = await loadtest(
+        config,
+        "--rate", "80", "--duration", "4", "--relays", "1", "--transitions", "0.3",
+        "--sample-every", "5", "--out", str(report_path), "--chart", str(chart_path),
+    )  # fmt: skip
+
+    assert code == 0, stdout + stderr
+    report = json.loads(report_path.read_text())
+    [phase] = report["phases"]
+    check_outbox_phase(phase, STORES)
+    placed = phase["orders"]["placed"]
+    assert await orders_of_run(world, report["run_id"]) == placed
+    assert phase["operations"]["completed"].get("transition", 0) > 0
+    assert 0.8 * 4 * 80 <= sum(phase["operations"]["offered"].values()) <= 4 * 80 + 1
+    assert len(phase["timeline"]) >= 3
+    assert {"offered_rate", "achieved_rate", "latency_ms", "backlog", "lag_ms"} <= set(
+        phase["timeline"][0]
+    )
+    for name, sink in sinks.items():
+        assert await visible_orders(sink) == placed, name
+    assert chart_path.read_bytes().startswith(PNG_MAGIC)
+    assert report["result"] == "clean"
+    assert "no drift" in stdout and "p99" in stdout
+
+
+async def test_closed_loop_over_http_matches_the_database(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    tag, sinks = stores
+    config = config_for(world, tag, tmp_path, ("redis", "elasticsearch"))
+    report_path = tmp_path / "report.json"
+
+    async with api_server(config) as api:
+        code, stdout, stderr = await loadtest(
+            config,
+            "--via", "http", "--url", api.url, "--concurrency", "4", "--orders", "150",
+            "--relays", "1", "--out", str(report_path),
+        )  # fmt: skip
+
+    assert code == 0, stdout + stderr
+    report = json.loads(report_path.read_text())
+    [phase] = report["phases"]
+    check_outbox_phase(phase, ("redis", "elasticsearch"))
+    assert phase["orders"]["placed"] == 150
+    assert phase["via"] == "http" and phase["mode"] == "closed loop, 4 workers"
+    assert await orders_of_run(world, report["run_id"]) == 150
+    for name in ("redis", "elasticsearch"):
+        assert await visible_orders(sinks[name]) == 150, name
+
+
+async def test_dual_write_leaves_orders_behind_when_a_store_stops_and_the_outbox_does_not(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    if not managed("redis"):
+        pytest.skip("Redis is not run by scripts/services.sh, so it cannot be stopped")
+    tag, _ = stores
+    kinds = ("mongodb", "redis", "elasticsearch")
+    config = config_for(world, tag, tmp_path, kinds)
+    report_path = tmp_path / "report.json"
+
+    code, stdout, stderr = await loadtest(
+        config,
+        "--rate", "60", "--duration", "6", "--relays", "1", "--compare", "dual-write",
+        "--fault", "redis", "--fault-at", "0.3", "--fault-for", "0.4",
+        "--out", str(report_path),
+    )  # fmt: skip
+
+    assert code == 0, stdout + stderr
+    report = json.loads(report_path.read_text())
+    outbox, dual_write = report["phases"]
+    check_outbox_phase(outbox, kinds)
+    assert outbox["fault"]["stopped_at"] is not None and outbox["fault"]["started_at"] is not None
+    assert outbox["orders"]["left_behind"] == 0
+    assert outbox["sinks"]["redis"]["backlog_max"] > 0
+    behind = dual_write["orders"]["left_behind"]
+    assert behind > 0
+    assert any(kind.startswith("redis:") for kind in dual_write["errors"])
+    assert dual_write["orders"]["in_postgres"] == dual_write["orders"]["placed"]
+    # The naive path writes MongoDB, then Redis, then Elasticsearch: a request that failed at
+    # Redis left its order current in MongoDB and behind in Redis and Elasticsearch.
+    assert dual_write["orders"]["partially_written"] == behind
+    assert dual_write["sinks"]["mongodb"]["drift"]["clean"] is True
+    for name in ("redis", "elasticsearch"):
+        drift = dual_write["sinks"][name]["drift"]
+        assert drift["missing"] + drift["stale"] == behind, name
+    assert "What each approach leaves behind" in stdout
+
+
+async def test_ctrl_c_stops_the_load_and_still_reports(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    tag, _ = stores
+    config = config_for(world, tag, tmp_path, ("redis",))
+    report_path = tmp_path / "report.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "--config", str(config), "loadtest",
+        "--rate", "50", "--duration", "120", "--relays", "1", "--out", str(report_path),
+        env=clean_environment(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen = ""
+    while "[outbox]" not in seen:
+        line = await asyncio.wait_for(process.stdout.readline(), 120)
+        assert line, "loadtest ended before the load began"
+        seen += line.decode()
+    process.send_signal(signal.SIGINT)
+    rest, stderr = await asyncio.wait_for(process.communicate(), 120)
+
+    assert process.returncode == 0, seen + rest.decode() + stderr.decode()
+    report = json.loads(report_path.read_text())
+    [phase] = report["phases"]
+    assert report["interrupted"] is True
+    assert phase["completed_as_planned"] is False and phase["seconds"] < 60
+    check_outbox_phase(phase, ("redis",))
+    assert await orders_of_run(world, report["run_id"]) == phase["orders"]["placed"]
+    assert "Interrupted" in rest.decode()
+
+
+async def test_an_over_the_cap_plan_is_refused_before_anything_is_written(
+    world: World, tmp_path: Path
+) -> None:
+    config = config_for(world, "unused", tmp_path, ("redis",))
+    before = await world.gateway.pool.fetchval("SELECT count(*) FROM customers")
+
+    code, _, stderr = await loadtest(
+        config,
+        "--rate",
+        "50000",
+        "--duration",
+        "9999",
+        "--via",
+        "http",
+        "--url",
+        "http://example.com",
+    )
+
+    assert code == 1
+    for option in ("--rate", "--duration", "--url"):
+        assert option in stderr
+    assert "--allow-remote" in stderr
+    assert await world.gateway.pool.fetchval("SELECT count(*) FROM customers") == before

@@ -1,0 +1,75 @@
+"""The load test's plan checks and latency summaries (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import ValidationError
+from gateway.config import Settings
+from gateway.loadtest import LoadPlan, check_plan
+from gateway.loadtest.stats import Recorder, summary
+
+SETTINGS = Settings.model_validate(
+    {
+        "postgres": {"url": "postgresql://app:pw@127.0.0.1:5432/orders"},
+        "sinks": {"cache": {"type": "redis", "url": "redis://127.0.0.1:6379/0"}},
+    }
+)
+
+
+def problems(plan: LoadPlan, settings: Settings = SETTINGS) -> dict[str, str]:
+    with pytest.raises(ValidationError) as raised:
+        check_plan(plan, settings)
+    return {error.field: error.message for error in raised.value.errors}
+
+
+def test_a_default_plan_is_an_open_loop_of_bounded_length() -> None:
+    plan = LoadPlan()
+    check_plan(plan, SETTINGS)
+    assert plan.open_loop and plan.target_rate == 100 and plan.time_limit == 30
+
+
+def test_rate_and_concurrency_exclude_each_other() -> None:
+    assert "--concurrency" in problems(LoadPlan(rate=10, concurrency=2))
+
+
+def test_caps_apply_unless_lifted() -> None:
+    over = LoadPlan(rate=10_000, duration_seconds=3_600, orders=10**7)
+    assert set(problems(over)) == {"--rate", "--duration", "--orders"}
+    check_plan(LoadPlan(rate=10_000, duration_seconds=3_600, no_limits=True), SETTINGS)
+
+
+def test_targets_must_be_local_unless_allowed() -> None:
+    remote = Settings.model_validate(
+        {
+            "postgres": {"url": "postgresql://app:pw@db.example.com/orders"},
+            "sinks": {"cache": {"type": "redis", "url": "redis://cache.example.com/0"}},
+        }
+    )
+    found = problems(LoadPlan(via="http", url="http://api.example.com"), remote)
+    assert set(found) == {"postgres.url", "--url", "sinks.cache.url"}
+    assert "--allow-remote" in found["--url"]
+    check_plan(LoadPlan(via="http", url="http://api.example.com", allow_remote=True), remote)
+
+
+def test_a_fault_needs_a_known_sink_and_a_duration() -> None:
+    assert "--fault" in problems(LoadPlan(fault="nope"))
+    assert "--fault" in problems(LoadPlan(fault="cache", orders=100))
+    assert "--fault-at" in problems(LoadPlan(fault="cache", fault_at=0.8, fault_for=0.5))
+
+
+def test_http_needs_a_url() -> None:
+    assert "--url" in problems(LoadPlan(via="http"))
+
+
+def test_summaries_are_in_milliseconds() -> None:
+    recorder = Recorder()
+    for milliseconds in range(1, 101):
+        recorder.record(milliseconds / 1000)
+    result = summary(recorder.overall)
+    assert result["count"] == 100
+    assert result["p50"] == pytest.approx(50, rel=0.01)
+    assert result["p99"] == pytest.approx(99, rel=0.01)
+    assert result["max"] == pytest.approx(100, rel=0.01)
+    assert recorder.take_interval()["count"] == 100
+    assert recorder.take_interval()["count"] == 0
