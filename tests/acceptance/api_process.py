@@ -56,9 +56,11 @@ class Process:
             await self.process.wait()
 
 
-async def spawn(config: Path, *args: str) -> Process:
-    """Start ``python -m gateway --config CONFIG ARGS...``."""
-    process = await asyncio.create_subprocess_exec(
+async def start_fanout(
+    config: Path, *args: str, stdout: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start ``python -m gateway --config CONFIG ARGS...`` with stderr piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
@@ -66,9 +68,14 @@ async def spawn(config: Path, *args: str) -> Process:
         str(config),
         *args,
         env=clean_environment(),
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def spawn(config: Path, *args: str) -> Process:
+    """Start ``fanout ARGS...`` and keep reading its stderr."""
+    process = await start_fanout(config, *args)
     running = Process(process)
 
     async def drain() -> None:

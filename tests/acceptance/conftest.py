@@ -56,9 +56,8 @@ async def create_database(postgres_server: str) -> AsyncIterator[DatabaseFactory
         await admin.close()
 
 
-@pytest.fixture(scope="session")
-async def migrated_url(create_database: DatabaseFactory) -> str:
-    """A database with every migration applied, shared by the session."""
+async def create_migrated_database(create_database: DatabaseFactory) -> str:
+    """A fresh database with every migration applied."""
     url = await create_database()
     connection = await asyncpg.connect(url)
     try:
@@ -66,6 +65,12 @@ async def migrated_url(create_database: DatabaseFactory) -> str:
     finally:
         await connection.close()
     return url
+
+
+@pytest.fixture(scope="session")
+async def migrated_url(create_database: DatabaseFactory) -> str:
+    """A database with every migration applied, shared by the session."""
+    return await create_migrated_database(create_database)
 
 
 def settings_for(url: str, **sections: object) -> Settings:

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import Customer, Gateway, Product
 from tests.acceptance.api_process import ApiServer, api_server, write_config
-from tests.acceptance.conftest import DatabaseFactory
+from tests.acceptance.conftest import DatabaseFactory, create_migrated_database
 from tests.acceptance.shop import Shop
 
 API_KEY = "test-api-key-0123456789"
@@ -349,14 +349,7 @@ async def own_database(
     create_database: DatabaseFactory, tmp_path: Path
 ) -> AsyncIterator[tuple[str, ApiServer]]:
     """An API server over a migrated database of its own, which the test may break."""
-    url = await create_database()
-    connection = await asyncpg.connect(url)
-    try:
-        from gateway import MigrationRunner
-
-        await MigrationRunner(connection).apply()
-    finally:
-        await connection.close()
+    url = await create_migrated_database(create_database)
     config = write_config(tmp_path, {"postgres": {"url": url}})
     async with api_server(config) as running:
         yield url, running

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from adapters.influx import InfluxSink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from gateway.loadtest.seed import email_pattern
-from tests.acceptance.api_process import api_server, clean_environment, write_config
+from tests.acceptance.api_process import api_server, start_fanout, write_config
 from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, store_settings
 from tests.servers import managed
@@ -46,18 +45,7 @@ def config_for(world: World, tag: str, directory: Path, stores: tuple[str, ...] 
 
 
 async def loadtest(config: Path, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "--config",
-        str(config),
-        "loadtest",
-        *args,
-        env=clean_environment(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_fanout(config, "loadtest", *args, stdout=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 600)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
@@ -206,10 +194,10 @@ async def test_ctrl_c_stops_the_load_and_still_reports(
     tag, _ = stores
     config = config_for(world, tag, tmp_path, ("redis",))
     report_path = tmp_path / "report.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--config", str(config), "loadtest",
+    process = await start_fanout(
+        config, "loadtest",
         "--rate", "50", "--duration", "120", "--relays", "1", "--out", str(report_path),
-        env=clean_environment(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
     seen = ""
