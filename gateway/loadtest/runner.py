@@ -26,7 +26,6 @@ from gateway.loadtest.driver import OPERATIONS, LoadDriver
 from gateway.loadtest.faults import FaultRecord, ServerFault
 from gateway.loadtest.plan import LoadPlan, check_plan
 from gateway.loadtest.seed import Catalog, email_pattern, seed
-from gateway.loadtest.stats import summary
 from gateway.loadtest.targets import DualWriteTarget, EmbeddedTarget, HttpTarget, WriteTarget
 from gateway.loadtest.visibility import VisibilityWatcher
 from gateway.outbox import backlog
@@ -273,7 +272,7 @@ async def _drive(
         if watcher is not None:
             watch = watcher.watches[sink_name]
             entry |= {
-                "lag_ms": summary(watch.lag.overall),
+                "lag_ms": watch.lag.overall.summary(),
                 "never_seen": len(watch.pending),
                 "read_errors": watch.read_errors,
                 "delivered_events": delivered_after.get(sink_name, 0)
@@ -303,7 +302,7 @@ async def _drive(
         "offered_rate": round(offered / load_seconds, 1),
         "achieved_rate": round(completed / load_seconds, 1),
         "errors": dict(driver.counts.errors),
-        "latency_ms": {op: summary(driver.latency[op].overall) for op in OPERATIONS},
+        "latency_ms": {op: driver.latency[op].overall.summary() for op in OPERATIONS},
         "orders": {
             "placed": len(driver.order_ids),
             "in_postgres": orders_after - orders_before,

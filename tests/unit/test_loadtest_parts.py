@@ -7,7 +7,7 @@ import pytest
 from gateway import ValidationError
 from gateway.config import Settings
 from gateway.loadtest import LoadPlan, check_plan
-from gateway.loadtest.stats import Recorder, summary
+from gateway.loadtest.stats import Recorder
 
 SETTINGS = Settings.model_validate(
     {
@@ -66,8 +66,9 @@ def test_summaries_are_in_milliseconds() -> None:
     recorder = Recorder()
     for milliseconds in range(1, 101):
         recorder.record(milliseconds / 1000)
-    result = summary(recorder.overall)
+    result = recorder.overall.summary()
     assert result["count"] == 100
+    assert result["mean"] == pytest.approx(50.5, rel=0.001)
     assert result["p50"] == pytest.approx(50, rel=0.01)
     assert result["p99"] == pytest.approx(99, rel=0.01)
     assert result["max"] == pytest.approx(100, rel=0.01)
