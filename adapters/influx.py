@@ -222,6 +222,9 @@ class InfluxSink:
         found: dict[str, ProjectedOrder] = {}
         for row in rows:
             order_id = row["order_id"]
+            if row["version"] is None or row["total"] is None:
+                # A point written while the query ran can show some of its fields only.
+                continue
             if order_id in orders and (
                 order_id not in found or found[order_id].version < row["version"]
             ):

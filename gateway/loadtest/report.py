@@ -85,6 +85,12 @@ def render(report: Report, console: Console) -> None:
             _drift_text(drift),
         )
     console.print(sinks)
+    for name, sink in first["sinks"].items():
+        if sink.get("read_errors"):
+            console.print(
+                f"[yellow]{name}: {sink['read_errors']:,} failed reads while timing visibility"
+                f"[/yellow], the last: {sink['last_read_error']}"
+            )
     if len(phases) > 1:
         left = Table(
             "phase",

@@ -275,6 +275,7 @@ async def _drive(
                 "lag_ms": watch.lag.overall.summary(),
                 "never_seen": len(watch.pending),
                 "read_errors": watch.read_errors,
+                "last_read_error": watch.last_error,
                 "delivered_events": delivered_after.get(sink_name, 0)
                 - delivered_before.get(sink_name, 0),
                 "backlog_max": max(

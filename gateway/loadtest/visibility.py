@@ -61,7 +61,12 @@ class VisibilityWatcher:
     async def run(self) -> None:
         """Poll until :meth:`stop`."""
         while not self._stopping.is_set():
-            await asyncio.gather(*(self._poll(name) for name in self.sinks))
+            outcomes = await asyncio.gather(
+                *(self._poll(name) for name in self.sinks), return_exceptions=True
+            )
+            for name, outcome in zip(self.sinks, outcomes, strict=True):
+                if isinstance(outcome, Exception):  # a read the store answered oddly
+                    self._read_failed(name, outcome)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
 
@@ -83,8 +88,7 @@ class VisibilityWatcher:
         try:
             held = await self.sinks[name].projected_orders(spans)
         except Exception as error:  # a store that is down or not yet prepared: poll again
-            watch.read_errors += 1
-            watch.last_error = f"{type(error).__name__}: {error}"[:300]
+            self._read_failed(name, error)
             return
         now = time.perf_counter()
         for key, entry in chosen:
@@ -93,3 +97,8 @@ class VisibilityWatcher:
                 watch.lag.record(now - entry.committed_at)
                 watch.seen += 1
                 del watch.pending[key]
+
+    def _read_failed(self, name: str, error: Exception) -> None:
+        watch = self.watches[name]
+        watch.read_errors += 1
+        watch.last_error = f"{type(error).__name__}: {error}"[:300]
