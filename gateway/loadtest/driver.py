@@ -66,6 +66,7 @@ class LoadDriver:
         self._writes = 0
         self._places_started = 0
         self._stop = asyncio.Event()
+        self.offering_seconds = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -81,10 +82,12 @@ class LoadDriver:
         deadline = None
         if self.plan.time_limit is not None:
             deadline = time.perf_counter() + self.plan.time_limit
+        started = time.perf_counter()
         if self.plan.open_loop:
             await self._open_loop(deadline)
         else:
             await self._closed_loop(deadline)
+        self.offering_seconds = time.perf_counter() - started
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=60)
 

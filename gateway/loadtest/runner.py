@@ -296,11 +296,12 @@ async def _drive(
         else f"closed loop, {plan.concurrency} workers",
         "completed_as_planned": completed_as_planned,
         "seconds": round(load_seconds, 3),
+        "offering_seconds": round(driver.offering_seconds, 3),
         "operations": {
             "offered": dict(driver.counts.offered),
             "completed": dict(driver.counts.completed),
         },
-        "offered_rate": round(offered / load_seconds, 1),
+        "offered_rate": round(offered / max(driver.offering_seconds, 1e-9), 1),
         "achieved_rate": round(completed / load_seconds, 1),
         "errors": dict(driver.counts.errors),
         "latency_ms": {op: driver.latency[op].overall.summary() for op in OPERATIONS},
