@@ -24,11 +24,11 @@ from gateway.errors import GatewayError
 from gateway.gateway import Gateway
 from gateway.loadtest.driver import OPERATIONS, LoadDriver
 from gateway.loadtest.faults import FaultRecord, ServerFault
+from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.plan import LoadPlan, check_plan
 from gateway.loadtest.seed import Catalog, email_pattern, seed
 from gateway.loadtest.targets import DualWriteTarget, EmbeddedTarget, HttpTarget, WriteTarget
 from gateway.loadtest.visibility import VisibilityWatcher
-from gateway.outbox import backlog
 from gateway.queries import query
 from gateway.verify import verify_orders
 
@@ -197,6 +197,26 @@ async def _drive(
     control: RunControl,
     progress: Progress,
 ) -> Report:
+    gauges = await RelayGauges.open(gateway.settings.postgres)
+    try:
+        return await _drive_measured(
+            name, gateway, gauges, plan, catalog, target, readable, control, progress
+        )
+    finally:
+        await gauges.close()
+
+
+async def _drive_measured(
+    name: str,
+    gateway: Gateway,
+    gauges: RelayGauges,
+    plan: LoadPlan,
+    catalog: Catalog,
+    target: WriteTarget,
+    readable: Mapping[str, ReadBack],
+    control: RunControl,
+    progress: Progress,
+) -> Report:
     relayed = name == "outbox"
     watcher = VisibilityWatcher(readable) if relayed else None
     driver = LoadDriver(plan, target, catalog, watcher)
@@ -204,7 +224,7 @@ async def _drive(
     orders_before = await gateway.pool.fetchval(
         query("count_orders_of_customers_by_email"), pattern
     )
-    delivered_before = await _delivered(gateway)
+    delivered_before = await gauges.delivered()
     timeline: list[dict[str, Any]] = []
     fault_record: FaultRecord | None = None
     origin = time.perf_counter()
@@ -231,7 +251,7 @@ async def _drive(
     if watcher is not None:
         tasks.append(asyncio.create_task(watcher.run()))
     sampler = asyncio.create_task(
-        _sample(name, gateway, driver, watcher, timeline, origin, relayed, progress)
+        _sample(name, gauges, driver, watcher, timeline, origin, relayed, progress)
     )
     stopper = asyncio.create_task(_stop_on(control.stop, driver))
     try:
@@ -244,7 +264,9 @@ async def _drive(
                 await fault.start()
         drain_started = time.perf_counter()
         drained = (
-            await _drain(gateway, watcher, readable, plan, control, progress) if relayed else True
+            await _drain(gateway, gauges, watcher, readable, plan, control, progress)
+            if relayed
+            else True
         )
         drain_seconds = time.perf_counter() - drain_started
     finally:
@@ -258,7 +280,7 @@ async def _drive(
     progress("checking", {"orders": len(driver.order_ids)})
     behind: dict[str, set[str]] = {}
     sinks_report: dict[str, Any] = {}
-    delivered_after = await _delivered(gateway)
+    delivered_after = await gauges.delivered()
     for sink_name, sink in readable.items():
         behind[sink_name] = set()
         drift = await verify_orders(
@@ -324,19 +346,9 @@ async def _stop_on(event: asyncio.Event, driver: LoadDriver) -> None:
     driver.stop()
 
 
-async def _delivered(gateway: Gateway) -> dict[str, int]:
-    async with gateway.pool.acquire() as connection:
-        return {t.sink: t.delivered for t in await relay_state.sink_totals(connection)}
-
-
-async def _backlogs(gateway: Gateway) -> dict[str, int]:
-    async with gateway.pool.acquire() as connection:
-        return {b.sink: b.events for b in await backlog(connection)}
-
-
 async def _sample(
     name: str,
-    gateway: Gateway,
+    gauges: RelayGauges,
     driver: LoadDriver,
     watcher: VisibilityWatcher | None,
     timeline: list[dict[str, Any]],
@@ -346,7 +358,7 @@ async def _sample(
 ) -> None:
     """Once a second: rates, latency, errors, backlog, deliveries and lag of that second."""
     previous = time.perf_counter()
-    delivered = await _delivered(gateway) if relayed else {}
+    delivered = await gauges.delivered() if relayed else {}
     tick = origin
     while True:
         tick += 1.0
@@ -368,8 +380,8 @@ async def _sample(
         }
         counts.interval_offered = counts.interval_completed = counts.interval_errors = 0
         if relayed:
-            row["backlog"] = await _backlogs(gateway)
-            now_delivered = await _delivered(gateway)
+            row["backlog"] = await gauges.backlogs()
+            now_delivered = await gauges.delivered()
             row["delivered_rate"] = {
                 sink: round((count - delivered.get(sink, 0)) / seconds, 1)
                 for sink, count in now_delivered.items()
@@ -385,6 +397,7 @@ async def _sample(
 
 async def _drain(
     gateway: Gateway,
+    gauges: RelayGauges,
     watcher: VisibilityWatcher | None,
     sinks: Mapping[str, ReadBack],
     plan: LoadPlan,
@@ -395,7 +408,7 @@ async def _drain(
     deadline = time.perf_counter() + plan.drain_timeout_seconds
     names = set(gateway.settings.sinks) & set(sinks) or set(sinks)
     while time.perf_counter() < deadline and not control.skip_drain.is_set():
-        backlogs = await _backlogs(gateway)
+        backlogs = await gauges.backlogs()
         waiting = {name: backlogs.get(name) for name in names}
         pending = watcher.pending if watcher is not None else 0
         if all(count == 0 for count in waiting.values()) and pending == 0:

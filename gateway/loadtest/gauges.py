@@ -1,0 +1,40 @@
+"""The relay's backlog and delivery counts, read over a connection of their own.
+
+The load shares the gateway's pool; under overload hundreds of calls queue for it, and a
+per-second reading taken from the same pool would wait behind them and skip seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import asyncpg
+
+from gateway import relay_state
+from gateway.config import PostgresSettings
+from gateway.database import connect
+from gateway.outbox import backlog
+
+
+class RelayGauges:
+    """Reads per-sink backlog and delivered totals from PostgreSQL."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def open(cls, settings: PostgresSettings) -> Self:
+        """Open the gauges' own connection."""
+        return cls(await connect(settings))
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._connection.close()
+
+    async def delivered(self) -> dict[str, int]:
+        """Events each sink has had delivered, in total."""
+        return {t.sink: t.delivered for t in await relay_state.sink_totals(self._connection)}
+
+    async def backlogs(self) -> dict[str, int]:
+        """Events each sink has not had yet."""
+        return {b.sink: b.events for b in await backlog(self._connection)}
