@@ -6,6 +6,7 @@ per-second reading taken from the same pool would wait behind them and skip seco
 
 from __future__ import annotations
 
+import asyncio
 from typing import Self
 
 import asyncpg
@@ -21,6 +22,8 @@ class RelayGauges:
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._connection = connection
+        # The per-second sampler and the drain loop read at the same time.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, settings: PostgresSettings) -> Self:
@@ -33,8 +36,12 @@ class RelayGauges:
 
     async def delivered(self) -> dict[str, int]:
         """Events each sink has had delivered, in total."""
-        return {t.sink: t.delivered for t in await relay_state.sink_totals(self._connection)}
+        async with self._lock:
+            totals = await relay_state.sink_totals(self._connection)
+        return {t.sink: t.delivered for t in totals}
 
     async def backlogs(self) -> dict[str, int]:
         """Events each sink has not had yet."""
-        return {b.sink: b.events for b in await backlog(self._connection)}
+        async with self._lock:
+            backlogs = await backlog(self._connection)
+        return {b.sink: b.events for b in backlogs}

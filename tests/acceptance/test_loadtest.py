@@ -15,6 +15,8 @@ from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
+from gateway.config import Settings
+from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.seed import email_pattern
 from tests.acceptance.api_process import api_server, start_fanout, write_config
 from tests.acceptance.relay_support import World
@@ -241,3 +243,15 @@ async def test_an_over_the_cap_plan_is_refused_before_anything_is_written(
         assert option in stderr
     assert "--allow-remote" in stderr
     assert await world.gateway.pool.fetchval("SELECT count(*) FROM customers") == before
+
+
+async def test_the_gauges_answer_the_sampler_and_the_drain_at_once(settings: Settings) -> None:
+    gauges = await RelayGauges.open(settings.postgres)
+    try:
+        readings = await asyncio.gather(
+            *(gauges.backlogs() for _ in range(5)), *(gauges.delivered() for _ in range(5))
+        )
+    finally:
+        await gauges.close()
+    assert len(readings) == 10
+    assert all(isinstance(reading, dict) for reading in readings)
