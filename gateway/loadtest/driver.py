@@ -146,6 +146,10 @@ class LoadDriver:
                     moving.order_id, NEXT_STATUS[moving.status], moving.version
                 )
             else:
+                if operation == "transition":  # every order moved on meanwhile: place one
+                    self.counts.offered["transition"] -= 1
+                    self.counts.offered["place"] += 1
+                    self._places_started += 1
                 operation = "place"
                 key = f"lt-{self.catalog.run_id}-{self._places_started}-{self.rng.random()}"
                 written = await self.target.place(self.catalog.order_request(self.rng), key)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from gateway import ValidationError
 from gateway.config import Settings
 from gateway.loadtest import LoadPlan, check_plan
+from gateway.loadtest.driver import LoadDriver
+from gateway.loadtest.seed import Buyer, Catalog
 from gateway.loadtest.stats import Recorder
+from gateway.loadtest.targets import Written
 
 SETTINGS = Settings.model_validate(
     {
@@ -74,3 +81,45 @@ def test_summaries_are_in_milliseconds() -> None:
     assert result["max"] == pytest.approx(100, rel=0.01)
     assert recorder.take_interval()["count"] == 100
     assert recorder.take_interval()["count"] == 0
+
+
+class InstantTarget:
+    """Writes nothing: every call returns at once with the order one step further."""
+
+    def __init__(self) -> None:
+        self.places = 0
+        self.transitions = 0
+
+    async def place(self, request: dict[str, Any], key: str) -> Written:
+        self.places += 1
+        now = datetime.now(UTC)
+        return Written(str(uuid.uuid4()), 1, "pending", now, now)
+
+    async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
+        self.transitions += 1
+        now = datetime.now(UTC)
+        return Written(order_id, expected_version + 1, status, now, now)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_transition_with_no_order_left_to_move_is_counted_as_a_placement() -> None:
+    # Open loop schedules many transitions before the first one runs; by then most find no
+    # order to move and place one instead, and must be counted as what they did.
+    target = InstantTarget()
+    catalog = Catalog("unit", [Buyer("c", "b", "s")], ["p"])
+    driver = LoadDriver(
+        LoadPlan(rate=2000, orders=300, transition_ratio=0.9, no_limits=True),
+        target,
+        catalog,
+        watcher=None,
+    )
+    await driver.run()
+    assert driver.counts.offered["place"] == target.places == driver.counts.completed["place"]
+    assert (
+        driver.counts.offered["transition"]
+        == target.transitions
+        == driver.counts.completed["transition"]
+    )
+    assert target.places >= 300 and target.transitions > 0
