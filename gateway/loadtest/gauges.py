@@ -7,6 +7,8 @@ per-second reading taken from the same pool would wait behind them and skip seco
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Self
 
 import asyncpg
@@ -26,13 +28,14 @@ class RelayGauges:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, settings: PostgresSettings) -> Self:
-        """Open the gauges' own connection."""
-        return cls(await connect(settings))
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self._connection.close()
+    @contextlib.asynccontextmanager
+    async def connected(cls, settings: PostgresSettings) -> AsyncIterator[Self]:
+        """Gauges over a connection of their own, closed on leaving."""
+        connection = await connect(settings)
+        try:
+            yield cls(connection)
+        finally:
+            await connection.close()
 
     async def delivered(self) -> dict[str, int]:
         """Events each sink has had delivered, in total."""

@@ -70,15 +70,18 @@ async def run_loadtest(
         "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "phases": [],
     }
-    async with await Gateway.connect(settings) as gateway:
+    async with (
+        await Gateway.connect(settings) as gateway,
+        RelayGauges.connected(settings.postgres) as gauges,
+    ):
         progress("seeding", {"customers": plan.customers, "products": plan.products})
         catalog = await seed(gateway, run_id, plan.customers, plan.products)
         report["phases"].append(
-            await _outbox_phase(gateway, plan, catalog, config_path, control, progress)
+            await _outbox_phase(gateway, gauges, plan, catalog, config_path, control, progress)
         )
         if plan.compare == "dual-write" and not control.stop.is_set():
             report["phases"].append(
-                await _dual_write_phase(gateway, plan, catalog, control, progress)
+                await _dual_write_phase(gateway, gauges, plan, catalog, control, progress)
             )
     report["interrupted"] = control.stop.is_set() and not _finished_normally(report)
     report["result"] = "clean" if all(_phase_clean(p) for p in report["phases"][:1]) else "drift"
@@ -137,6 +140,7 @@ async def _closing(sinks: Mapping[str, Sink]) -> AsyncIterator[None]:
 
 async def _outbox_phase(
     gateway: Gateway,
+    gauges: RelayGauges,
     plan: LoadPlan,
     catalog: Catalog,
     config_path: Path | None,
@@ -162,7 +166,7 @@ async def _outbox_phase(
                 progress("relays", {"starting": len(relays)})
                 await _relays_ready(gateway, set(sinks), len(relays), relays)
             phase = await _drive(
-                "outbox", gateway, plan, catalog, target, readable, control, progress
+                "outbox", gateway, gauges, plan, catalog, target, readable, control, progress
             )
         finally:
             await target.close()
@@ -172,7 +176,12 @@ async def _outbox_phase(
 
 
 async def _dual_write_phase(
-    gateway: Gateway, plan: LoadPlan, catalog: Catalog, control: RunControl, progress: Progress
+    gateway: Gateway,
+    gauges: RelayGauges,
+    plan: LoadPlan,
+    catalog: Catalog,
+    control: RunControl,
+    progress: Progress,
 ) -> Report:
     sinks = _enabled_sinks(gateway.settings, DUAL_WRITE_SUFFIX)
     async with _closing(sinks):
@@ -183,30 +192,11 @@ async def _dual_write_phase(
         }
         target = DualWriteTarget(gateway, sinks)
         return await _drive(
-            "dual-write", gateway, plan, catalog, target, readable, control, progress
+            "dual-write", gateway, gauges, plan, catalog, target, readable, control, progress
         )
 
 
 async def _drive(
-    name: str,
-    gateway: Gateway,
-    plan: LoadPlan,
-    catalog: Catalog,
-    target: WriteTarget,
-    readable: Mapping[str, ReadBack],
-    control: RunControl,
-    progress: Progress,
-) -> Report:
-    gauges = await RelayGauges.open(gateway.settings.postgres)
-    try:
-        return await _drive_measured(
-            name, gateway, gauges, plan, catalog, target, readable, control, progress
-        )
-    finally:
-        await gauges.close()
-
-
-async def _drive_measured(
     name: str,
     gateway: Gateway,
     gauges: RelayGauges,

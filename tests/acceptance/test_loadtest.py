@@ -246,12 +246,9 @@ async def test_an_over_the_cap_plan_is_refused_before_anything_is_written(
 
 
 async def test_the_gauges_answer_the_sampler_and_the_drain_at_once(settings: Settings) -> None:
-    gauges = await RelayGauges.open(settings.postgres)
-    try:
+    async with RelayGauges.connected(settings.postgres) as gauges:
         readings = await asyncio.gather(
             *(gauges.backlogs() for _ in range(5)), *(gauges.delivered() for _ in range(5))
         )
-    finally:
-        await gauges.close()
     assert len(readings) == 10
     assert all(isinstance(reading, dict) for reading in readings)
