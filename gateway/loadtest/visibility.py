@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ class VisibilityWatcher:
         watch = self.watches[name]
         if not watch.pending:
             return
-        chosen = list(watch.pending.items())[: self.batch]
+        chosen = list(itertools.islice(watch.pending.items(), self.batch))
         spans: dict[str, OrderSpan] = {}
         for (order_id, _), entry in chosen:
             span = OrderSpan(entry.written.created_at, entry.written.updated_at)
