@@ -2,9 +2,12 @@
 ``relay_state.py``.
 
 Every sink has its own worker task, its own positions and its own retries, so a slow or down
-sink holds back only itself. Work is shared between relay processes by leasing (sink,
-partition) pairs: each relay takes a fair share of the 16 partitions of every sink, renews
-its leases while it works, and moves a position only while it still holds the lease.
+sink holds back only itself. While a full batch is being applied, the worker already reads the
+next one, so the store and PostgreSQL work at the same time.
+
+Work is shared between relay processes by leasing (sink, partition) pairs: each relay takes a
+fair share of the 16 partitions of every sink, renews its leases while it works, and moves a
+position only while it still holds the lease.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Self
 
@@ -108,8 +112,9 @@ class Relay:
             for name, sink_settings in settings.sinks.items()
             if sink_settings.start_from is not None
         }
-        # Each worker holds at most one connection at a time, plus heartbeat, prune and stats.
-        size = len(sinks) + 3
+        # Each worker holds at most two connections at a time (a batch's commit while the next
+        # batch is read ahead), plus heartbeat, prune and stats.
+        size = 2 * len(sinks) + 3
         postgres = settings.postgres.model_copy(update={"pool_min_size": 1, "pool_max_size": size})
         relay = cls(
             await create_pool(postgres),
@@ -317,9 +322,18 @@ class SinkWorker:
         self._next_lease_check = 0.0
         self._next_replay_check = 0.0
         self.has_leased = False
+        self._read_ahead: ReadAhead | None = None
+        self._commit: asyncio.Task[bool] | None = None
 
     async def run(self, until_idle: bool) -> None:
         """The worker's loop."""
+        try:
+            await self._loop(until_idle)
+        finally:
+            await self._drop_read_ahead()
+            await self._finish_commit()
+
+    async def _loop(self, until_idle: bool) -> None:
         failures = 0
         while not self.relay.stopping.is_set():
             try:
@@ -350,6 +364,9 @@ class SinkWorker:
         if now < self._next_lease_check:
             return
         self._next_lease_check = now + self.settings.lease_ttl_seconds / 3
+        if not renew_only:
+            # A lease given up must not be taken while a commit of its partition is running.
+            await self._previous_batch_committed()
         name, me, ttl = self.sink.name, self.relay.instance_id, self.settings.lease_ttl_seconds
         share = math.ceil(len(PARTITIONS) / self.relay.live_instances)
         async with self.relay.pool.acquire() as connection:
@@ -372,40 +389,116 @@ class SinkWorker:
         metrics.OWNED_PARTITIONS.labels(name).set(len(owned))
 
     async def deliver_next_batch(self) -> bool:
-        """Deliver one batch; True when it was full (more may be waiting)."""
+        """Deliver one batch; True when it was full (more may be waiting).
+
+        After a full batch, its positions may still be being committed while the next batch
+        is applied; after any other, everything delivered so far is committed.
+        """
+        full = await self._deliver_batch()
+        if not full:
+            await self._previous_batch_committed()
+        return full
+
+    async def _deliver_batch(self) -> bool:
         if not self.owned:
             return False
-        partitions = sorted(self.owned)
+        partitions = tuple(sorted(self.owned))
         floor = min(self.positions[p] for p in partitions)
-        async with self.relay.pool.acquire() as connection:
-            events = await outbox.read_batch(
-                connection, floor, partitions, self.settings.batch_size
-            )
+        events = await self._read(floor, partitions)
         if not events:
             return False
+        full = len(events) == self.settings.batch_size
+        if full:
+            self._start_read_ahead(events[-1].position, partitions)
         fresh = [e for e in events if e.position > self.positions[e.partition]]
         result = await self._apply_with_retries(fresh)
         if result is None:
+            await self._drop_read_ahead()
             return False
         delivered, dead = result
+        if fresh:
+            lag = datetime.now(UTC) - fresh[-1].envelope.occurred_at
+            metrics.DELIVERY_LAG_SECONDS.labels(self.sink.name).observe(lag.total_seconds())
         last = events[-1].position
         moves = {p: (last, delivered.get(p, 0)) for p in partitions if self.positions[p] < last}
+        if not await self._previous_batch_committed():
+            return False
+        self._commit = asyncio.create_task(
+            self._commit_batch(moves, dead), name=f"relay-{self.sink.name}-commit"
+        )
+        for partition, (position, _) in moves.items():
+            self.positions[partition] = position
+        return full
+
+    async def _commit_batch(
+        self, moves: dict[int, tuple[Position, int]], dead: list[DeadLetter]
+    ) -> bool:
         async with self.relay.pool.acquire() as connection:
             committed = await relay_state.commit_batch(
                 connection, self.sink.name, self.relay.instance_id, moves, dead
             )
+        if committed:
+            delivered = sum(count for _, count in moves.values())
+            metrics.EVENTS_DELIVERED.labels(self.sink.name).inc(delivered)
+            metrics.EVENTS_DEAD_LETTERED.labels(self.sink.name).inc(len(dead))
+        return committed
+
+    async def _previous_batch_committed(self) -> bool:
+        """Wait for the commit still running, if any; False (leases forgotten) if it failed.
+
+        The next batch is applied while the previous one's positions are being committed;
+        the positions in memory run ahead of the committed ones only until this returns.
+        """
+        commit, self._commit = self._commit, None
+        if commit is None:
+            return True
+        try:
+            committed = await commit
+        except BaseException:
+            self._forget_leases()
+            await self._drop_read_ahead()
+            raise
         if not committed:
             log.warning("%s: lost a lease mid-batch; another relay redelivers it", self.sink.name)
             self._forget_leases()
-            return False
-        for partition, (position, _) in moves.items():
-            self.positions[partition] = position
-        metrics.EVENTS_DELIVERED.labels(self.sink.name).inc(sum(delivered.values()))
-        metrics.EVENTS_DEAD_LETTERED.labels(self.sink.name).inc(len(dead))
-        if fresh:
-            lag = datetime.now(UTC) - fresh[-1].envelope.occurred_at
-            metrics.DELIVERY_LAG_SECONDS.labels(self.sink.name).observe(lag.total_seconds())
-        return len(events) == self.settings.batch_size
+            await self._drop_read_ahead()
+        return committed
+
+    async def _finish_commit(self) -> None:
+        """On the way out: let a running commit finish, so the positions it moves are kept."""
+        commit, self._commit = self._commit, None
+        if commit is None:
+            return
+        (outcome,) = await asyncio.gather(commit, return_exceptions=True)
+        if outcome is not True:
+            log.warning(
+                "%s: the last batch's positions were not committed: %r", self.sink.name, outcome
+            )
+
+    async def _read(self, after: Position, partitions: tuple[int, ...]) -> list[StoredEvent]:
+        """The batch after ``after``: the one read ahead if it was read from there, else now."""
+        ahead, self._read_ahead = self._read_ahead, None
+        if ahead is not None:
+            if ahead.after == after and ahead.partitions == partitions:
+                return await ahead.task
+            await ahead.discard()
+        async with self.relay.pool.acquire() as connection:
+            return await outbox.read_batch(connection, after, partitions, self.settings.batch_size)
+
+    def _start_read_ahead(self, after: Position, partitions: tuple[int, ...]) -> None:
+        async def read() -> list[StoredEvent]:
+            async with self.relay.pool.acquire() as connection:
+                return await outbox.read_batch(
+                    connection, after, partitions, self.settings.batch_size
+                )
+
+        task = asyncio.create_task(read(), name=f"relay-{self.sink.name}-read-ahead")
+        self._read_ahead = ReadAhead(after, partitions, task)
+
+    async def _drop_read_ahead(self) -> None:
+        ahead, self._read_ahead = self._read_ahead, None
+        if ahead is not None:
+            await ahead.discard()
 
     async def _apply_with_retries(
         self, events: list[StoredEvent]
@@ -472,6 +565,9 @@ class SinkWorker:
         return health.ok
 
     async def _record_retrying(self, count: int, error: str) -> None:
+        if self._commit is not None:
+            # The running commit clears the retry count; it must land before this sets it.
+            await asyncio.wait([self._commit])
         with contextlib.suppress(*DATABASE_ERRORS):
             async with self.relay.pool.acquire() as connection:
                 await relay_state.record_retrying(
@@ -557,3 +653,21 @@ class SinkWorker:
         self.owned = set()
         self.positions = {}
         self._next_lease_check = 0.0
+
+
+@dataclass(frozen=True)
+class ReadAhead:
+    """The read of the batch after ``after`` in ``partitions``, started before it is needed.
+
+    It is used only if the worker's next batch starts at the same place; a read made earlier
+    than needed can only see fewer events, never skip one.
+    """
+
+    after: Position
+    partitions: tuple[int, ...]
+    task: asyncio.Task[list[StoredEvent]]
+
+    async def discard(self) -> None:
+        """Cancel the read (or drop its result, or its error)."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)

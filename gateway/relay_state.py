@@ -97,11 +97,15 @@ async def commit_batch(
 ) -> bool:
     """Record a finished batch in one transaction: dead letters, then positions moved forward.
 
+    The commit does not wait for PostgreSQL to flush it to disk: a crash can lose the last few
+    commits, which only means their events are delivered (or dead-lettered) once more.
+
     ``moves`` maps a partition to its new position and how many events were delivered in it.
     Returns False, having written nothing, if ``owner`` no longer holds every lease it moves.
     """
     try:
         async with connection.transaction():
+            await connection.execute(query("commit_without_flush"))
             if dead:
                 await connection.executemany(
                     query("insert_dead_letter"), [_dead_letter_row(sink, d) for d in dead]

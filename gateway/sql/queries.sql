@@ -267,6 +267,11 @@ SELECT count(*)
 FROM relay_positions
 WHERE sink = $1 AND (owner IS NULL OR lease_expires_at < now());
 
+-- name: commit_without_flush
+-- A batch's commit need not wait for its WAL flush: if a crash loses it, its events are
+-- delivered again, and every sink's write is idempotent.
+SET LOCAL synchronous_commit TO off;
+
 -- name: advance_positions
 -- Fenced: only the lease owner moves a position, and only forwards.
 UPDATE relay_positions AS positions
