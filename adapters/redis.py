@@ -1,7 +1,10 @@
 """Redis: ``order:{id}`` holds the order's JSON summary (status, total, item_count) with a TTL.
 
-Version guard: a Lua script compares the stored summary's version with the new one and sets
-the key (with its TTL) only when the new version is higher. The batch goes in one pipeline.
+Version guard: a Lua script compares each stored summary's version with the new one and sets
+the key (with its TTL) only when the new version is higher. One script call carries up to
+``SCRIPT_KEYS`` orders and answers per order, so a batch costs a round trip or two, not one
+command per event. The keys of one call may lie in different hash slots, so the sink is for a
+standalone Redis (or a primary with replicas), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -24,20 +27,43 @@ from adapters.base import Delivery, EventEnvelope, Health, Projections
 from adapters.projections import ORDER_EVENT_TYPES, order_summary
 from adapters.readback import OrderSpan, ProjectedOrder
 
-# KEYS[1]: the order's key. ARGV: new version, summary JSON, TTL in seconds.
-# Returns 1 if written, 0 if the stored version is as new or newer.
+# KEYS: the orders' keys. ARGV[1]: the TTL in seconds; then, per key, its new version and
+# summary JSON. Answers per key: 1 if written, 0 if the stored version is as new or newer, or
+# the error text of a command that failed on that key (such as WRONGTYPE), so one bad key
+# fails alone.
 SET_IF_NEWER = """
-local stored = redis.call('GET', KEYS[1])
-if stored then
-    local ok, decoded = pcall(cjson.decode, stored)
-    if ok and type(decoded) == 'table' and decoded['version'] and
-       tonumber(decoded['version']) >= tonumber(ARGV[1]) then
-        return 0
+local ttl = ARGV[1]
+local results = {}
+for i, key in ipairs(KEYS) do
+    local version = tonumber(ARGV[2 * i])
+    local stored = redis.pcall('GET', key)
+    if type(stored) == 'table' and stored.err then
+        results[i] = stored.err
+    else
+        local newer = true
+        if stored then
+            local ok, decoded = pcall(cjson.decode, stored)
+            if ok and type(decoded) == 'table' and decoded['version'] and
+               tonumber(decoded['version']) >= version then
+                newer = false
+            end
+        end
+        if newer then
+            local reply = redis.pcall('SET', key, ARGV[2 * i + 1], 'EX', ttl)
+            if type(reply) == 'table' and reply.err then
+                results[i] = reply.err
+            else
+                results[i] = 1
+            end
+        else
+            results[i] = 0
+        end
     end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-return 1
+return results
 """
+# Bounds how long one script call keeps the (single-threaded) server busy.
+SCRIPT_KEYS = 500
 
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, TryAgainError)
 
@@ -95,7 +121,7 @@ class RedisSink:
         return self._client
 
     async def start(self) -> None:
-        """Load the script, so the pipeline can call it by its hash."""
+        """Load the script, so that calls can name it by its hash."""
         await self._client.script_load(SET_IF_NEWER)
 
     async def close(self) -> None:
@@ -111,37 +137,36 @@ class RedisSink:
         return Health(True, "PONG")
 
     async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-        """Run the version-guarded SET of every order event in one pipeline."""
+        """Set the summary of every order event, version-guarded, in as few script calls as
+        the batch allows."""
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         calls: list[int] = []
-        # The context manager resets the pipeline (and returns its connection) on every path.
-        async with self._client.pipeline(transaction=False) as pipeline:
-            for index, event in enumerate(batch):
-                try:
-                    summary = self.projections.project(event)
-                except (KeyError, TypeError, ValueError) as error:
-                    results[index] = Delivery.permanent(f"projection failed: {error}")
-                    continue
-                if summary is None:
-                    continue
-                await self._script(  # on a pipeline this queues the call
-                    keys=[self.key_prefix + summary["order_id"]],
-                    args=[summary["version"], json.dumps(summary), self.ttl_seconds],
-                    client=pipeline,
-                )
-                calls.append(index)
-            if not calls:
-                return results
+        keys: list[str] = []
+        args: list[str | int] = []
+        for index, event in enumerate(batch):
             try:
-                replies = await pipeline.execute(raise_on_error=False)
+                summary = self.projections.project(event)
+            except (KeyError, TypeError, ValueError) as error:
+                results[index] = Delivery.permanent(f"projection failed: {error}")
+                continue
+            if summary is not None:
+                calls.append(index)
+                keys.append(self.key_prefix + summary["order_id"])
+                args.extend((summary["version"], json.dumps(summary)))
+        for start in range(0, len(calls), SCRIPT_KEYS):
+            end = start + SCRIPT_KEYS
+            try:
+                replies = await self._script(
+                    keys=keys[start:end], args=[self.ttl_seconds, *args[2 * start : 2 * end]]
+                )
             except RedisError as error:
                 outcome = classify(error)
-                for index in calls:
+                for index in calls[start:end]:
                     results[index] = outcome
-                return results
-        for index, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, BaseException):
-                results[index] = classify(reply)
+                continue
+            for index, reply in zip(calls[start:end], replies, strict=True):
+                if isinstance(reply, str):
+                    results[index] = classify(ResponseError(reply))
         return results
 
     async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
