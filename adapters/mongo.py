@@ -1,10 +1,12 @@
 """MongoDB: one document per order in the ``orders`` collection, with PyMongo's asyncio API.
 
-Version guard: a batch is first reduced to the newest event per order, then the stored
-versions are read, events not newer than what is stored count as applied, and the rest are
-upserted with a filter on ``version < new``. Correctness rests on that filter, not on the read:
-if a version as new or newer is stored (another writer, or a read that did not yet see a
-write), the upsert's insert collides on ``_id`` (duplicate key), which means already applied.
+Version guard: a batch is first reduced to the newest event per order. An order's first
+version (1) is inserted: a document already there (a duplicate key) holds that version or a
+newer one, so the event is already applied. For later versions the stored versions are read,
+events not newer than what is stored count as applied, and the rest are upserted with a filter
+on ``version < new``. Correctness rests on that filter, not on the read: if a version as new or
+newer is stored (another writer, or a read that did not yet see a write), the upsert's insert
+collides on ``_id``, which again means already applied.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class MongoSink:
         return Health(True, "ping ok")
 
     async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-        """Upsert the newest document of each order in the batch."""
+        """Write the newest document of each order in the batch, version-guarded."""
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         newest: dict[str, tuple[int, dict[str, Any]]] = {}
         for index, event in enumerate(batch):
@@ -116,19 +118,54 @@ class MongoSink:
             key = document["order_id"]
             if key not in newest or newest[key][1]["version"] < document["version"]:
                 newest[key] = (index, document)
-        if not newest:
-            return results
+        # An order's first version creates its document; a document already there holds
+        # that version or a newer one, so only later versions need the stored versions read.
+        creations = [write for write in newest.values() if write[1]["version"] == 1]
+        changes = [write for write in newest.values() if write[1]["version"] > 1]
+        upserts: list[tuple[int, dict[str, Any]]] = []
+        if changes:
+            try:
+                stored = await self._stored_versions([d["order_id"] for _, d in changes])
+            except PyMongoError as error:
+                return [classify(error)] * len(batch)
+            upserts = [(i, d) for i, d in changes if stored.get(d["order_id"], 0) < d["version"]]
+        for start in range(0, len(creations), self.bulk_size):
+            upserts += await self._bulk_insert(creations[start : start + self.bulk_size], results)
+        for start in range(0, len(upserts), self.bulk_size):
+            await self._bulk_upsert(upserts[start : start + self.bulk_size], results)
+        return results
+
+    async def _bulk_insert(
+        self, creations: list[tuple[int, dict[str, Any]]], results: list[Delivery]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """One bulk request of first versions; records each outcome in ``results``, except for
+        the writes it returns, whose outcome the reply did not tell."""
         try:
-            stored = await self._stored_versions(list(newest))
+            await self.collection.insert_many(
+                [{"_id": document["order_id"], **document} for _, document in creations],
+                ordered=False,
+            )
+        except BulkWriteError as error:
+            for failure in error.details.get("writeErrors", []):
+                index = creations[failure["index"]][0]
+                if failure.get("code") != DUPLICATE_KEY:  # a duplicate: already applied
+                    results[index] = classify(
+                        OperationFailure(failure.get("errmsg", ""), failure.get("code"))
+                    )
         except PyMongoError as error:
-            return [classify(error)] * len(batch)
-        writes = [
-            (index, document)
-            for key, (index, document) in newest.items()
-            if stored.get(key, 0) < document["version"]
-        ]
-        if not writes:
-            return results
+            outcome = classify(error)
+            for index, _ in creations:
+                results[index] = outcome
+        except Exception:
+            # FerretDB answers an unordered batch with a write error in a form the driver
+            # cannot read; the guarded upserts then give each write its own outcome.
+            return creations
+        return []
+
+    async def _bulk_upsert(
+        self, writes: list[tuple[int, dict[str, Any]]], results: list[Delivery]
+    ) -> None:
+        """One bulk request of guarded upserts; records each write's outcome in ``results``."""
         guarded = [
             (
                 index,
@@ -137,14 +174,6 @@ class MongoSink:
             )
             for index, document in writes
         ]
-        for start in range(0, len(guarded), self.bulk_size):
-            await self._bulk_upsert(guarded[start : start + self.bulk_size], results)
-        return results
-
-    async def _bulk_upsert(
-        self, guarded: list[tuple[int, dict[str, Any], dict[str, Any]]], results: list[Delivery]
-    ) -> None:
-        """One bulk request of guarded upserts; records each write's outcome in ``results``."""
         try:
             await self.collection.bulk_write(
                 [UpdateOne(filter_, update, upsert=True) for _, filter_, update in guarded],

@@ -161,3 +161,30 @@ async def test_mongo_splits_a_batch_into_bulk_requests_of_bulk_size() -> None:
         assert len(held) == 60
         assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
         assert held[orders[59]] == ProjectedOrder(2, "confirmed", "42.50")
+
+
+async def test_mongo_inserts_first_versions_and_keeps_a_stored_newer_one() -> None:
+    """Version 1 goes in as inserts, in requests of bulk_size; an order whose document is
+    already there (here at version 9) keeps it, and its event counts as applied."""
+    async with started("mongodb") as sink:
+        assert isinstance(sink, MongoSink) and sink.bulk_size == 25
+        orders = [new_id() for _ in range(60)]
+        await sink.apply([order_event(orders[40], 9, "delivered")])
+        batch = [order_event(order, 1, sequence=i) for i, order in enumerate(orders)]
+        request_sizes: list[int] = []
+        insert_many = sink.collection.insert_many
+
+        async def counted(documents: list[Any], **options: Any) -> Any:
+            request_sizes.append(len(documents))
+            return await insert_many(documents, **options)
+
+        sink.collection.insert_many = counted  # type: ignore[method-assign]
+
+        results = await sink.apply(batch)
+
+        assert all(r.outcome is Outcome.DELIVERED for r in results)
+        assert request_sizes == [25, 25, 10], request_sizes
+        held = await projected(sink, *batch, order_event(orders[40], 9))
+        assert len(held) == 60
+        assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
+        assert held[orders[0]] == ProjectedOrder(1, "pending", "42.50")
