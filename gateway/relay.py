@@ -2,8 +2,9 @@
 ``relay_state.py``.
 
 Every sink has its own worker task, its own positions and its own retries, so a slow or down
-sink holds back only itself. While a full batch is being applied, the worker already reads the
-next one, so the store and PostgreSQL work at the same time.
+sink holds back only itself. While a batch is being applied, the worker already reads the next
+ones (``read_ahead_batches``) and commits the previous one's positions, so the store and
+PostgreSQL work at the same time.
 
 Work is shared between relay processes by leasing (sink, partition) pairs: each relay takes a
 fair share of the 16 partitions of every sink, renews its leases while it works, and moves a
@@ -22,7 +23,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Self
 
@@ -36,6 +36,7 @@ from gateway.config import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.database import Connection, connect, create_pool
 from gateway.errors import GatewayError
 from gateway.outbox import PARTITIONS, StoredEvent
+from gateway.read_ahead import ReadAhead
 from gateway.relay_state import DeadLetter, Position
 
 log = logging.getLogger("gateway.relay")
@@ -322,7 +323,7 @@ class SinkWorker:
         self._next_lease_check = 0.0
         self._next_replay_check = 0.0
         self.has_leased = False
-        self._read_ahead: ReadAhead | None = None
+        self._reader: ReadAhead | None = None
         self._commit: asyncio.Task[bool] | None = None
 
     async def run(self, until_idle: bool) -> None:
@@ -330,7 +331,7 @@ class SinkWorker:
         try:
             await self._loop(until_idle)
         finally:
-            await self._drop_read_ahead()
+            await self._stop_reading()
             await self._finish_commit()
 
     async def _loop(self, until_idle: bool) -> None:
@@ -408,12 +409,10 @@ class SinkWorker:
         if not events:
             return False
         full = len(events) == self.settings.batch_size
-        if full:
-            self._start_read_ahead(events[-1].position, partitions)
         fresh = [e for e in events if e.position > self.positions[e.partition]]
         result = await self._apply_with_retries(fresh)
         if result is None:
-            await self._drop_read_ahead()
+            await self._stop_reading()
             return False
         delivered, dead = result
         if fresh:
@@ -456,12 +455,12 @@ class SinkWorker:
             committed = await commit
         except BaseException:
             self._forget_leases()
-            await self._drop_read_ahead()
+            await self._stop_reading()
             raise
         if not committed:
             log.warning("%s: lost a lease mid-batch; another relay redelivers it", self.sink.name)
             self._forget_leases()
-            await self._drop_read_ahead()
+            await self._stop_reading()
         return committed
 
     async def _finish_commit(self) -> None:
@@ -476,29 +475,32 @@ class SinkWorker:
             )
 
     async def _read(self, after: Position, partitions: tuple[int, ...]) -> list[StoredEvent]:
-        """The batch after ``after``: the one read ahead if it was read from there, else now."""
-        ahead, self._read_ahead = self._read_ahead, None
-        if ahead is not None:
-            if ahead.after == after and ahead.partitions == partitions:
-                return await ahead.task
-            await ahead.discard()
-        async with self.relay.pool.acquire() as connection:
-            return await outbox.read_batch(connection, after, partitions, self.settings.batch_size)
+        """The batch after ``after``, from the reader that reads ahead (started if need be)."""
+        reader = self._reader
+        if reader is not None and not reader.serves(after, partitions):
+            await self._stop_reading()
+            reader = None
+        if reader is None:
+            reader = self._reader = ReadAhead(
+                self.relay.pool,
+                after,
+                partitions,
+                self.settings.batch_size,
+                self.settings.read_ahead_batches,
+            )
+        try:
+            events = await reader.next_batch()
+        except BaseException:
+            await self._stop_reading()
+            raise
+        if len(events) < self.settings.batch_size:
+            await self._stop_reading()  # it read its last batch
+        return events
 
-    def _start_read_ahead(self, after: Position, partitions: tuple[int, ...]) -> None:
-        async def read() -> list[StoredEvent]:
-            async with self.relay.pool.acquire() as connection:
-                return await outbox.read_batch(
-                    connection, after, partitions, self.settings.batch_size
-                )
-
-        task = asyncio.create_task(read(), name=f"relay-{self.sink.name}-read-ahead")
-        self._read_ahead = ReadAhead(after, partitions, task)
-
-    async def _drop_read_ahead(self) -> None:
-        ahead, self._read_ahead = self._read_ahead, None
-        if ahead is not None:
-            await ahead.discard()
+    async def _stop_reading(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
 
     async def _apply_with_retries(
         self, events: list[StoredEvent]
@@ -653,21 +655,3 @@ class SinkWorker:
         self.owned = set()
         self.positions = {}
         self._next_lease_check = 0.0
-
-
-@dataclass(frozen=True)
-class ReadAhead:
-    """The read of the batch after ``after`` in ``partitions``, started before it is needed.
-
-    It is used only if the worker's next batch starts at the same place; a read made earlier
-    than needed can only see fewer events, never skip one.
-    """
-
-    after: Position
-    partitions: tuple[int, ...]
-    task: asyncio.Task[list[StoredEvent]]
-
-    async def discard(self) -> None:
-        """Cancel the read (or drop its result, or its error)."""
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)

@@ -11,6 +11,7 @@ import pytest
 from adapters.base import EventEnvelope, Outcome, Sink
 from adapters.mongo import MongoSink
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
+from adapters.redis import SCRIPT_KEYS, RedisSink
 from tests.acceptance.stores import ADAPTER_VARIANTS, order_event, started
 
 
@@ -188,3 +189,42 @@ async def test_mongo_inserts_first_versions_and_keeps_a_stored_newer_one() -> No
         assert len(held) == 60
         assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
         assert held[orders[0]] == ProjectedOrder(1, "pending", "42.50")
+
+
+async def test_redis_fails_only_the_order_whose_key_holds_another_type() -> None:
+    """One script call carries the whole batch; a key it cannot read (a hash someone else
+    wrote there) fails that order alone, permanently, and the others are written."""
+    async with started("redis") as sink:
+        assert isinstance(sink, RedisSink)
+        good, clash, other = new_id(), new_id(), new_id()
+        await sink.client.hset(sink.key_prefix + clash, "not", "a summary")
+        batch = [order_event(good, 1), order_event(clash, 1), order_event(other, 2, "confirmed")]
+
+        results = await sink.apply(batch)
+
+        assert [r.outcome for r in results] == [
+            Outcome.DELIVERED,
+            Outcome.PERMANENT,
+            Outcome.DELIVERED,
+        ]
+        assert "WRONGTYPE" in (results[1].error or "")
+        assert await projected(sink, *batch) == {
+            good: ProjectedOrder(1, "pending", "42.50"),
+            other: ProjectedOrder(2, "confirmed", "42.50"),
+        }
+
+
+async def test_redis_splits_a_large_batch_into_script_calls() -> None:
+    async with started("redis") as sink:
+        assert isinstance(sink, RedisSink)
+        orders = [new_id() for _ in range(SCRIPT_KEYS + 20)]
+        await sink.apply([order_event(orders[-1], 7, "shipped")])
+        batch = [order_event(order, 2, "confirmed", sequence=i) for i, order in enumerate(orders)]
+
+        results = await sink.apply(batch)
+
+        assert all(r.outcome is Outcome.DELIVERED for r in results)
+        held = await projected(sink, *batch)
+        assert len(held) == len(orders)
+        assert held[orders[0]] == ProjectedOrder(2, "confirmed", "42.50")
+        assert held[orders[-1]] == ProjectedOrder(7, "shipped", "42.50")

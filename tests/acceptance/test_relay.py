@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
+import pytest
 
-from adapters.base import Outcome
+from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
 from gateway import Event, outbox
 from gateway.database import Connection
@@ -183,6 +186,44 @@ async def test_two_relays_share_the_work_and_deliver_everything(world: World) ->
         if key not in merged or merged[key][0] < value[0]:
             merged[key] = value
     assert merged == await world.orders_in_postgres()
+
+
+async def test_a_lease_lost_while_the_next_batch_is_applied_is_noticed(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Positions are committed while the next batch is applied. Here every lease is taken
+    away right after the first batch is applied, so that batch's commit finds it gone: the
+    worker must drop what it holds and read ahead, take its leases back once they expire,
+    and deliver again from the committed positions."""
+    await world.place_orders(100, transitions=2)
+    sink = MemorySink()
+    original = sink.apply
+    applied = 0
+
+    async def apply_then_lose_the_leases(batch: Sequence[EventEnvelope]) -> list[Delivery]:
+        nonlocal applied
+        results = await original(batch)
+        applied += 1
+        if applied == 1:
+            await world.gateway.pool.execute(
+                "UPDATE relay_positions SET owner = 'elsewhere',"
+                " lease_expires_at = now() + interval '0.5 seconds' WHERE sink = $1",
+                sink.name,
+            )
+        return results
+
+    sink.apply = apply_then_lose_the_leases  # type: ignore[method-assign]
+
+    with caplog.at_level(logging.WARNING, logger="gateway.relay"):
+        await world.drain(sink, batch_size=50)
+
+    assert "lost a lease mid-batch" in caplog.text
+    assert memory_state(sink) == await world.orders_in_postgres()
+    total = await world.gateway.pool.fetchval("SELECT count(*) FROM outbox")
+    assert len(set(sink.deliveries)) == total
+    assert len(sink.deliveries) > total  # the first batch was delivered again
+    [totals] = await sink_totals(world.gateway.pool)
+    assert totals.delivered >= total
 
 
 async def test_a_sink_added_later_can_start_from_now(world: World) -> None:
