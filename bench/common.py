@@ -36,7 +36,7 @@ async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
         finally:
             await connection.close()
         settings = Settings(
-            postgres=PostgresSettings(url=url, pool_min_size=pool_size, pool_max_size=pool_size)  # type: ignore[arg-type]
+            postgres=PostgresSettings(url=url, pool_min_size=pool_size, pool_max_size=pool_size)
         )
         async with await Gateway.connect(settings) as gateway:
             yield gateway

@@ -140,7 +140,7 @@ def _relay_process(url: str, variant: str, stop: StopFlag, results: Pipe) -> Non
 
 
 async def _relay_main(url: str, variant: str, stop: StopFlag, results: Pipe) -> None:
-    postgres = PostgresSettings(url=url, pool_min_size=2, pool_max_size=8)  # type: ignore[arg-type]
+    postgres = PostgresSettings(url=url, pool_min_size=2, pool_max_size=8)
     pool = await create_pool(postgres)
     sink = TimingSink(f"lag_{variant}")
     stopped = asyncio.Event()
@@ -168,9 +168,7 @@ def _writer_process(url: str, rate: float, seconds: float, results: Pipe) -> Non
 
 async def _writer_main(url: str, rate: float, seconds: float) -> tuple[int, float]:
     """Place orders open-loop at ``rate``/s: each is started on schedule, done or not."""
-    settings = Settings(
-        postgres=PostgresSettings(url=url, pool_min_size=16, pool_max_size=16)  # type: ignore[arg-type]
-    )
+    settings = Settings(postgres=PostgresSettings(url=url, pool_min_size=16, pool_max_size=16))
     async with await Gateway.connect(settings) as gateway:
         requests = await order_requests(gateway)
         tasks: list[asyncio.Task[Any]] = []
@@ -197,7 +195,7 @@ async def order_requests(gateway: Gateway) -> list[PlaceOrderRequest]:
             customer_id=person["id"],
             billing_address_id=person["billing"],
             shipping_address_id=person["shipping"],
-            items=[{"product_id": p, "quantity": 1} for p in random.sample(products, 2)],  # type: ignore[misc]
+            items=[{"product_id": p, "quantity": 1} for p in random.sample(products, 2)],
         )
         for person in people
         for _ in range(10)

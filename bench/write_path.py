@@ -67,7 +67,7 @@ async def seed(gateway: Gateway, customers: int, products: int) -> list[PlaceOrd
                 customer_id=person.id,
                 billing_address_id=person.addresses[0].id,
                 shipping_address_id=person.addresses[1].id,
-                items=[{"product_id": p.id, "quantity": random.randint(1, 3)} for p in lines],  # type: ignore[misc]
+                items=[{"product_id": p.id, "quantity": random.randint(1, 3)} for p in lines],
                 customer_segment=random.choice(["retail", "vip", "wholesale"]),
             )
         )

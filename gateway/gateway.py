@@ -12,7 +12,7 @@ import asyncpg
 
 from gateway import catalog, customers, idempotency, orders, outbox
 from gateway.config import Settings, load_settings
-from gateway.database import create_pool
+from gateway.database import Connection, create_pool
 from gateway.errors import GatewayError, ValidationError
 from gateway.models import (
     Address,
@@ -176,9 +176,7 @@ class Gateway:
         async with self._pool.acquire() as connection:
             return await orders.fetch_order(connection, target_id)
 
-    async def publish(
-        self, connection: asyncpg.Connection, events: Event | Sequence[Event]
-    ) -> None:
+    async def publish(self, connection: Connection, events: Event | Sequence[Event]) -> None:
         """Append events inside the caller's open transaction on ``connection``.
 
         The events commit or roll back with the caller's own writes. Publishing outside a

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from gateway.database import Connection
 from gateway.outbox import StoredEvent, envelope_of
 from gateway.queries import query
@@ -228,7 +230,7 @@ class SinkTotals:
     last_error: str | None
 
 
-async def sink_totals(connection: Connection) -> list[SinkTotals]:
+async def sink_totals(connection: Connection | asyncpg.Pool) -> list[SinkTotals]:
     """Delivered, retrying and dead-lettered counts of every registered sink."""
     rows = await connection.fetch(query("sink_totals"))
     return [

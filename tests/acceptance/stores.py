@@ -23,7 +23,7 @@ ADAPTER_VARIANTS = (*STORES, "influxdb-v2")
 def store_settings(kind: str, tag: str) -> dict[str, Any]:
     """The ``sinks`` entry of a configuration for ``kind``, namespaced by ``tag``."""
     url = server_url(kind.removesuffix("-v2"))
-    return {
+    variants: dict[str, dict[str, Any]] = {
         # FerretDB 1.24 answers an update command in time quadratic in its upserts and stops
         # answering at all from about a hundred: keep each bulk request small.
         "mongodb": {
@@ -42,7 +42,8 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
             "database": f"orders_{tag}",
             "bucket": f"orders_{tag}/autogen",
         },
-    }[kind]
+    }
+    return variants[kind]
 
 
 def make_sink(kind: str, tag: str, name: str | None = None) -> Sink:

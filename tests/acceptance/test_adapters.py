@@ -152,7 +152,7 @@ async def test_mongo_splits_a_batch_into_bulk_requests_of_bulk_size() -> None:
             request_sizes.append(len(requests))
             return await bulk_write(requests, **options)
 
-        sink.collection.bulk_write = counted  # type: ignore[method-assign]
+        sink.collection.bulk_write = counted  # type: ignore[method-assign,assignment]
 
         results = await sink.apply(batch)
 
@@ -179,7 +179,7 @@ async def test_mongo_inserts_first_versions_and_keeps_a_stored_newer_one() -> No
             request_sizes.append(len(documents))
             return await insert_many(documents, **options)
 
-        sink.collection.insert_many = counted  # type: ignore[method-assign]
+        sink.collection.insert_many = counted  # type: ignore[method-assign,assignment]
 
         results = await sink.apply(batch)
 

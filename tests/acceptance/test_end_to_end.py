@@ -44,7 +44,7 @@ async def random_orders(world: World, count: int, rng: random.Random) -> None:
 
 
 async def drift_of(world: World, sinks: dict[str, Sink]) -> dict[str, object]:
-    results = {}
+    results: dict[str, object] = {}
     for name, sink in sinks.items():
         assert isinstance(sink, ReadBack)
         results[name] = (await verify(world.gateway.pool, name, sink)).as_dict()
