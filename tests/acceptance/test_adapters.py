@@ -139,56 +139,39 @@ async def test_mongo_keeps_the_newer_version_even_when_its_read_misses_it() -> N
         }
 
 
-async def test_mongo_splits_a_batch_into_bulk_requests_of_bulk_size() -> None:
+@pytest.mark.parametrize(
+    ("version", "status", "request_kind"),
+    [(1, "pending", "insert_many"), (2, "confirmed", "bulk_write")],
+    ids=["first versions are inserted", "later versions are upserted"],
+)
+async def test_mongo_writes_in_requests_of_bulk_size_and_keeps_a_newer_version(
+    version: int, status: str, request_kind: str
+) -> None:
+    """A batch of 60 orders at ``version`` goes out in requests of at most bulk_size, of the
+    kind its version calls for; an order already stored at version 9 keeps it, and its event
+    counts as applied (for a first version, the insert's duplicate key says so)."""
     async with started("mongodb") as sink:
         assert isinstance(sink, MongoSink) and sink.bulk_size == 25
         orders = [new_id() for _ in range(60)]
         await sink.apply([order_event(orders[40], 9, "delivered")])
-        batch = [order_event(order, 2, "confirmed", sequence=i) for i, order in enumerate(orders)]
+        batch = [order_event(order, version, status, sequence=i) for i, order in enumerate(orders)]
         request_sizes: list[int] = []
-        bulk_write = sink.collection.bulk_write
+        send = getattr(sink.collection, request_kind)
 
         async def counted(requests: list[Any], **options: Any) -> Any:
             request_sizes.append(len(requests))
-            return await bulk_write(requests, **options)
+            return await send(requests, **options)
 
-        sink.collection.bulk_write = counted  # type: ignore[method-assign,assignment]
+        setattr(sink.collection, request_kind, counted)
 
         results = await sink.apply(batch)
 
         assert all(r.outcome is Outcome.DELIVERED for r in results)
         assert max(request_sizes) == 25 and sum(request_sizes) >= 59, request_sizes
-        held = await projected(sink, *batch)
-        assert len(held) == 60
-        assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
-        assert held[orders[59]] == ProjectedOrder(2, "confirmed", "42.50")
-
-
-async def test_mongo_inserts_first_versions_and_keeps_a_stored_newer_one() -> None:
-    """Version 1 goes in as inserts, in requests of bulk_size; an order whose document is
-    already there (here at version 9) keeps it, and its event counts as applied."""
-    async with started("mongodb") as sink:
-        assert isinstance(sink, MongoSink) and sink.bulk_size == 25
-        orders = [new_id() for _ in range(60)]
-        await sink.apply([order_event(orders[40], 9, "delivered")])
-        batch = [order_event(order, 1, sequence=i) for i, order in enumerate(orders)]
-        request_sizes: list[int] = []
-        insert_many = sink.collection.insert_many
-
-        async def counted(documents: list[Any], **options: Any) -> Any:
-            request_sizes.append(len(documents))
-            return await insert_many(documents, **options)
-
-        sink.collection.insert_many = counted  # type: ignore[method-assign,assignment]
-
-        results = await sink.apply(batch)
-
-        assert all(r.outcome is Outcome.DELIVERED for r in results)
-        assert request_sizes == [25, 25, 10], request_sizes
         held = await projected(sink, *batch, order_event(orders[40], 9))
         assert len(held) == 60
         assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
-        assert held[orders[0]] == ProjectedOrder(1, "pending", "42.50")
+        assert held[orders[0]] == ProjectedOrder(version, status, "42.50")
 
 
 async def test_redis_fails_only_the_order_whose_key_holds_another_type() -> None:
