@@ -33,7 +33,8 @@ class ReadAhead:
         self.partitions = partitions
         self._pool = pool
         self._batch_size = batch_size
-        self._batches: asyncio.Queue[list[StoredEvent]] = asyncio.Queue(depth)
+        self._batches: asyncio.Queue[list[StoredEvent] | Exception] = asyncio.Queue(depth)
+        self._ended = False
         self._task = asyncio.create_task(self._read_until_short(), name="relay-read-ahead")
 
     def serves(self, after: Position, partitions: tuple[int, ...]) -> bool:
@@ -45,19 +46,12 @@ class ReadAhead:
 
         After a short batch there is no next one: the caller starts a new reader.
         """
-        if self._batches.empty():
-            taken = asyncio.ensure_future(self._batches.get())
-            try:
-                await asyncio.wait({taken, self._task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not taken.done():
-                    taken.cancel()
-            if not taken.done() or taken.cancelled():
-                self._task.result()  # the read failed: raise its error
-                raise RuntimeError("the read-ahead ended without a batch")
-            batch = taken.result()
-        else:
-            batch = self._batches.get_nowait()
+        if self._ended:
+            raise RuntimeError("the read-ahead has ended (a short batch or a failed read)")
+        batch = await self._batches.get()
+        self._ended = isinstance(batch, Exception) or len(batch) < self._batch_size
+        if isinstance(batch, Exception):
+            raise batch
         if batch:
             self.after = batch[-1].position
         return batch
@@ -70,10 +64,14 @@ class ReadAhead:
     async def _read_until_short(self) -> None:
         after = self.after
         while True:
-            async with self._pool.acquire() as connection:
-                batch = await outbox.read_batch(
-                    connection, after, self.partitions, self._batch_size
-                )
+            try:
+                async with self._pool.acquire() as connection:
+                    batch = await outbox.read_batch(
+                        connection, after, self.partitions, self._batch_size
+                    )
+            except Exception as error:  # handed to the caller in the batch's place
+                await self._batches.put(error)
+                return
             await self._batches.put(batch)
             if len(batch) < self._batch_size:
                 return
