@@ -9,6 +9,8 @@ n``, one event applied at a time, the cursor saved after each event, polling eve
    PostgreSQL timestamps it: ``track_commit_timestamp``) to its application by the sink,
    p50/p99. Events the naive relay never delivers (skipped by its id cursor) are counted.
 
+Every process tunes its garbage collector as ``fanout relay`` does, for both relays alike.
+
     .venv/bin/python -m bench.relay [--backlog 50000] [--rate 1000] [--seconds 30] [--writers 2]
 """
 
@@ -31,7 +33,7 @@ from adapters.base import Delivery, EventEnvelope
 from adapters.memory import MemorySink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
-from gateway import Gateway, PlaceOrderRequest, Settings
+from gateway import Gateway, PlaceOrderRequest, Settings, collector
 from gateway.config import PostgresSettings, RelaySettings
 from gateway.database import create_pool
 from gateway.outbox import envelope_of
@@ -136,6 +138,7 @@ async def drain_rates(gateway: Gateway, backlog: int) -> dict[str, float]:
 
 
 def _relay_process(url: str, variant: str, stop: StopFlag, results: Pipe) -> None:
+    collector.tune_for_relay()
     asyncio.run(_relay_main(url, variant, stop, results))
 
 
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="length of the lag test")
     parser.add_argument("--writers", type=int, default=2, help="processes placing orders")
     args = parser.parse_args()
+    collector.tune_for_relay()  # as ``fanout relay`` does; the naive relay runs alike
     results = asyncio.run(run(args.backlog, args.rate, args.seconds, args.writers))
     path = write_results("relay", results)
     print(f"written to {path}")

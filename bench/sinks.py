@@ -11,7 +11,8 @@ written twice, each time into a fresh namespace:
   per-event outcomes, positions saved in PostgreSQL), from the beginning until idle, timed
   from the moment the relay holds its leases.
 
-Rounds alternate raw and relay on the same data; the medians are reported.
+Rounds alternate raw and relay on the same data; the medians are reported. The process tunes
+its garbage collector as ``fanout relay`` does, for raw and relay alike.
 
     .venv/bin/python -m bench.sinks [--events 20000] [--mongodb-events N] [--rounds 5]
                                     [--sinks redis ...]
@@ -39,7 +40,7 @@ from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
-from gateway import Gateway
+from gateway import Gateway, collector
 from gateway.config import RelaySettings
 from gateway.outbox import envelope_of
 from gateway.relay import Relay
@@ -223,6 +224,7 @@ def main() -> None:
         "--results", default="sinks", help="results file name under bench/results/ (no .json)"
     )
     args = parser.parse_args()
+    collector.tune_for_relay()
     mongodb_events = args.mongodb_events if args.mongodb_events is not None else args.events
     results = asyncio.run(run(args.sinks, args.events, mongodb_events, args.rounds))
     path = write_results(args.results, results)

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from adapters.readback import ReadBack
 from adapters.registry import build_sink
-from gateway import relay_state
+from gateway import collector, relay_state
 from gateway.api import create_app
 from gateway.config import Settings, load_settings
 from gateway.database import connect, create_pool, ensure_database
@@ -221,6 +221,7 @@ def relay(
         if metrics_port is not None:
             start_http_server(metrics_port, addr=metrics_host)
         async with await Relay.connect(settings, collect_stats=metrics_port is not None) as r:
+            collector.tune_for_relay()
             loop = asyncio.get_running_loop()
             for signal_number in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signal_number, r.stop)

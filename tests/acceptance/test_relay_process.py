@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,10 +16,13 @@ from typing import Any
 
 import yaml
 
+from gateway.collector import YOUNG_GENERATION_THRESHOLD
 from tests.acceptance.relay_support import World, eventually, positions_owned
 
 
-def write_config(world: World, directory: Path, **relay: Any) -> tuple[Path, Path]:
+def write_config(
+    world: World, directory: Path, logging: str = "WARNING", **relay: Any
+) -> tuple[Path, Path]:
     """A config file with one journaling memory sink; returns it and the journal's path."""
     journal = directory / "journal.jsonl"
     config = {
@@ -35,7 +39,7 @@ def write_config(world: World, directory: Path, **relay: Any) -> tuple[Path, Pat
         "sinks": {
             "memory": {"type": "memory", "journal_path": str(journal), "delay_seconds": 0.02}
         },
-        "logging": {"level": "WARNING"},
+        "logging": {"level": logging},
     }
     path = directory / "relay.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -170,3 +174,15 @@ async def test_metrics_are_served_while_relaying(world: World, tmp_path: Path) -
     finally:
         relay.send_signal(signal.SIGTERM)
         assert await wait_for_exit(relay, 30) == 0
+
+
+async def test_the_relay_process_tunes_its_garbage_collector(world: World, tmp_path: Path) -> None:
+    await world.place_orders(3)
+    config, _ = write_config(world, tmp_path, logging="INFO")
+
+    relay = start_relay(config, "--until-idle")
+    assert await wait_for_exit(relay, 60) == 0
+    stderr = relay.stderr.read() if relay.stderr else ""
+
+    assert re.search(r"garbage collector: [1-9]\d* start-up objects frozen", stderr), stderr
+    assert f"young-generation threshold {YOUNG_GENERATION_THRESHOLD}" in stderr
