@@ -15,19 +15,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 W = TypeVar("W")
 
 
-@dataclass(frozen=True)
-class EventEnvelope:
+class EventEnvelope(NamedTuple):
     """One event as a sink receives it.
 
     ``version`` is the aggregate's version after the change: a sink keeps, per aggregate, the
     highest version it has applied and ignores anything older or equal. ``sequence`` is the
     event's unique number in the outbox (not its delivery order).
+
+    A named tuple, immutable like a frozen dataclass but about three times faster to build:
+    the relay builds one per event it reads.
     """
 
     event_id: UUID

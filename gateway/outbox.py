@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
@@ -37,9 +38,11 @@ async def append(connection: Connection, events: Sequence[Event]) -> None:
         await connection.executemany(query("append_outbox_event"), [_row(e) for e in events])
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """An outbox row as the relay reads it: the event and where it stands in the outbox."""
+class StoredEvent(NamedTuple):
+    """An outbox row as the relay reads it: the event and where it stands in the outbox.
+
+    A named tuple, like :class:`EventEnvelope`, because the relay builds one per event.
+    """
 
     id: int
     txid: int
