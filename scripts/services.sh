@@ -125,6 +125,8 @@ postgres_down() {
 
 redis_url() { echo "redis://127.0.0.1:$REDIS_PORT/0"; }
 redis_running() { pidfile_alive "$DIR/redis/redis.pid"; }
+# redis-cli exits 0 on an error reply too, such as LOADING while the AOF is read back.
+redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 
 redis_up() {
     command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server redis-tools; }
@@ -138,7 +140,7 @@ redis_up() {
             --daemonize yes --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/server.log" \
             --save "" --appendonly yes --appendfsync everysec
     fi
-    wait_until redis 60 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+    wait_until redis 60 redis_answers
 }
 
 redis_down() { stop_pidfile redis "$DIR/redis/redis.pid"; }
