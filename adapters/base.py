@@ -107,7 +107,12 @@ class Sink(Protocol):
         ...
 
     async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-        """Apply a batch idempotently; return one :class:`Delivery` per event, in order."""
+        """Apply a batch idempotently; return one :class:`Delivery` per event, in order.
+
+        The relay may call it again before an earlier call has returned (up to
+        ``relay.batches_in_flight`` calls at once), with a newer version of the same aggregate:
+        the version guard makes the order in which the writes land irrelevant.
+        """
         ...
 
 

@@ -18,7 +18,7 @@ def tune_for_relay() -> int:
     it reads ahead and applies for tens of milliseconds: at CPython's default threshold they
     start hundreds of young collections per 20,000 events, and the older-generation
     collections those lead to scan every module, client and setting the process holds, about
-    a fifth of a drain's CPU. Frozen objects are never scanned again; nothing the relay
+    15 to 20 % of a drain's CPU. Frozen objects are never scanned again; nothing the relay
     allocates later is frozen, so it is still collected.
     """
     gc.collect()

@@ -73,6 +73,7 @@ class RelaySettings(_Section):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     linger_ms: int = Field(default=5, ge=0, le=10_000)
     read_ahead_batches: int = Field(default=2, ge=1, le=16)
+    batches_in_flight: int = Field(default=2, ge=1, le=16)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     lease_ttl_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=10, ge=1)

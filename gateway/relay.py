@@ -3,8 +3,10 @@
 
 Every sink has its own worker task, its own positions and its own retries, so a slow or down
 sink holds back only itself. While a batch is being applied, the worker already reads the next
-ones (``read_ahead_batches``) and commits the previous one's positions, so the store and
-PostgreSQL work at the same time.
+ones (``read_ahead_batches``), starts applying the next (``batches_in_flight``: sinks are
+version-guarded, so the order of applies does not matter) and commits the previous one's
+positions, so the relay, the store and PostgreSQL work at the same time. Batches are finished
+(retried, dead-lettered, committed) one at a time, in read order.
 
 Work is shared between relay processes by leasing (sink, partition) pairs: each relay takes a
 fair share of the 16 partitions of every sink, renews its leases while it works, and moves a
@@ -21,8 +23,9 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Self
 
@@ -310,6 +313,16 @@ class Relay:
             await asyncio.sleep(self.settings.stats_interval_seconds)
 
 
+@dataclass
+class _InFlight:
+    """A batch read and being applied: its events, those not yet delivered, their first try."""
+
+    events: list[StoredEvent]
+    fresh: list[StoredEvent]
+    partitions: tuple[int, ...]
+    first_attempt: asyncio.Task[list[Delivery]] | None
+
+
 class SinkWorker:
     """Delivers one sink's events: leases, reads, applies with retries, commits positions."""
 
@@ -324,14 +337,17 @@ class SinkWorker:
         self._next_replay_check = 0.0
         self.has_leased = False
         self._reader: ReadAhead | None = None
+        self._in_flight: deque[_InFlight] = deque()
         self._commit: asyncio.Task[bool] | None = None
 
     async def run(self, until_idle: bool) -> None:
         """The worker's loop."""
         try:
             await self._loop(until_idle)
+            with contextlib.suppress(*DATABASE_ERRORS):  # what is not committed is redelivered
+                await self._flush()
         finally:
-            await self._stop_reading()
+            await self._start_over()
             await self._finish_commit()
 
     async def _loop(self, until_idle: bool) -> None:
@@ -366,8 +382,8 @@ class SinkWorker:
             return
         self._next_lease_check = now + self.settings.lease_ttl_seconds / 3
         if not renew_only:
-            # A lease given up must not be taken while a commit of its partition is running.
-            await self._previous_batch_committed()
+            # A lease given up must not be taken while a batch of its partition is in flight.
+            await self._flush()
         name, me, ttl = self.sink.name, self.relay.instance_id, self.settings.lease_ttl_seconds
         share = math.ceil(len(PARTITIONS) / self.relay.live_instances)
         async with self.relay.pool.acquire() as connection:
@@ -392,34 +408,56 @@ class SinkWorker:
     async def deliver_next_batch(self) -> bool:
         """Deliver one batch; True when it was full (more may be waiting).
 
-        After a full batch, its positions may still be being committed while the next batch
-        is applied; after any other, everything delivered so far is committed.
+        After a full batch, up to ``batches_in_flight - 1`` batches may still be being applied
+        and the last finished one's positions committed, while the next batch is read and
+        applied; after any other, everything read so far is applied and committed.
         """
         full = await self._deliver_batch()
         if not full:
-            await self._previous_batch_committed()
+            await self._flush()
         return full
 
     async def _deliver_batch(self) -> bool:
         if not self.owned:
             return False
         partitions = tuple(sorted(self.owned))
-        floor = min(self.positions[p] for p in partitions)
-        events = await self._read(floor, partitions)
+        if self._in_flight:
+            after = self._in_flight[-1].events[-1].position
+        else:
+            after = min(self.positions[p] for p in partitions)
+        events = await self._read(after, partitions)
         if not events:
             return False
-        full = len(events) == self.settings.batch_size
         fresh = [e for e in events if e.position > self.positions[e.partition]]
-        result = await self._apply_with_retries(fresh)
+        self._in_flight.append(_InFlight(events, fresh, partitions, self._start_applying(fresh)))
+        full = len(events) == self.settings.batch_size
+        if full and len(self._in_flight) < self.settings.batches_in_flight:
+            return True
+        return await self._finish_oldest() and full
+
+    def _start_applying(self, events: list[StoredEvent]) -> asyncio.Task[list[Delivery]] | None:
+        if not events:
+            return None
+        return asyncio.create_task(self._apply(events), name=f"relay-{self.sink.name}-apply")
+
+    async def _finish_oldest(self) -> bool:
+        """Retry what the oldest batch in flight failed, then commit it; False if given up."""
+        batch = self._in_flight.popleft()
+        first_results = await batch.first_attempt if batch.first_attempt is not None else []
+        result = await self._apply_with_retries(batch.fresh, first_results)
         if result is None:
-            await self._stop_reading()
+            await self._start_over()
             return False
         delivered, dead = result
-        if fresh:
-            lag = datetime.now(UTC) - fresh[-1].envelope.occurred_at
+        if batch.fresh:
+            lag = datetime.now(UTC) - batch.fresh[-1].envelope.occurred_at
             metrics.DELIVERY_LAG_SECONDS.labels(self.sink.name).observe(lag.total_seconds())
-        last = events[-1].position
-        moves = {p: (last, delivered.get(p, 0)) for p in partitions if self.positions[p] < last}
+        last = batch.events[-1].position
+        moves = {
+            p: (last, delivered.get(p, 0))
+            for p in batch.partitions
+            if p in self.positions and self.positions[p] < last
+        }
         if not await self._previous_batch_committed():
             return False
         self._commit = asyncio.create_task(
@@ -427,7 +465,27 @@ class SinkWorker:
         )
         for partition, (position, _) in moves.items():
             self.positions[partition] = position
-        return full
+        return True
+
+    async def _flush(self) -> bool:
+        """Finish every batch in flight and wait for the commit; False if any was given up."""
+        while self._in_flight:
+            if not await self._finish_oldest():
+                return False
+        return await self._previous_batch_committed()
+
+    async def _abandon_in_flight(self) -> None:
+        """Drop the batches in flight: their positions stay, so they are delivered again."""
+        batches, self._in_flight = self._in_flight, deque()
+        attempts = [b.first_attempt for b in batches if b.first_attempt is not None]
+        for attempt in attempts:
+            attempt.cancel()
+        await asyncio.gather(*attempts, return_exceptions=True)
+
+    async def _start_over(self) -> None:
+        """Read again from the positions in memory: nothing read after them is kept."""
+        await self._abandon_in_flight()
+        await self._stop_reading()
 
     async def _commit_batch(
         self, moves: dict[int, tuple[Position, int]], dead: list[DeadLetter]
@@ -455,12 +513,12 @@ class SinkWorker:
             committed = await commit
         except BaseException:
             self._forget_leases()
-            await self._stop_reading()
+            await self._start_over()
             raise
         if not committed:
             log.warning("%s: lost a lease mid-batch; another relay redelivers it", self.sink.name)
             self._forget_leases()
-            await self._stop_reading()
+            await self._start_over()
         return committed
 
     async def _finish_commit(self) -> None:
@@ -503,15 +561,21 @@ class SinkWorker:
             await reader.close()
 
     async def _apply_with_retries(
-        self, events: list[StoredEvent]
+        self, events: list[StoredEvent], first_results: list[Delivery]
     ) -> tuple[Counter[int], list[DeadLetter]] | None:
-        """Apply until every event is delivered or dead; None if the batch was given up."""
+        """Retry until every event is delivered or dead; None if the batch was given up.
+
+        ``first_results`` are the outcomes of the first attempt, made while the batch was in
+        flight.
+        """
         delivered: Counter[int] = Counter()
         dead: list[DeadLetter] = []
         pending = [(event, 0) for event in events]
         outage_rounds = 0
+        results: list[Delivery] | None = first_results
         while pending:
-            results = await self._apply([event for event, _ in pending])
+            if results is None:
+                results = await self._apply([event for event, _ in pending])
             retry: list[tuple[StoredEvent, int, str]] = []
             for (event, attempts), result in zip(pending, results, strict=True):
                 if result.outcome is Outcome.DELIVERED:
@@ -542,6 +606,7 @@ class SinkWorker:
             if not await self._sleep_holding_leases(delay, {e.partition for e, _, _ in retry}):
                 return None
             pending = [(event, attempts) for event, attempts, _ in retry]
+            results = None
         return delivered, dead
 
     async def _apply(self, events: list[StoredEvent]) -> list[Delivery]:
