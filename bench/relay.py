@@ -218,6 +218,7 @@ async def lag(
     receiving, sending = context.Pipe(duplex=False)
     relay_process = context.Process(target=_relay_process, args=(url, variant, stop, sending))
     relay_process.start()
+    sending.close()  # only the child writes: if it dies, recv raises EOFError instead of hanging
     assert await asyncio.to_thread(receiving.recv) == "ready"
     first_id = await gateway.pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
     pipes, processes = [], []
@@ -227,6 +228,7 @@ async def lag(
             target=_writer_process, args=(url, rate / writers, seconds, writer_sending)
         )
         process.start()
+        writer_sending.close()
         pipes.append(writer_receiving)
         processes.append(process)
     outcomes = [await asyncio.to_thread(pipe.recv) for pipe in pipes]
