@@ -62,6 +62,11 @@ def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.Monkey
         ("postgres:\n  pool_max_size: 3\n", "postgres.url", "required value is missing"),
         (f"postgres:\n  url: {URL}\npricing:\n  currency: euro\n", "pricing.currency", "pattern"),
         (f"postgres:\n  url: {URL}\npricing:\n  tax_rate: 2\n", "pricing.tax_rate", "less than"),
+        (
+            f"postgres:\n  url: {URL}\nrelay:\n  batches_in_flight: 0\n",
+            "relay.batches_in_flight",
+            "greater than or equal to 1",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(
