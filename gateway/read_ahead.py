@@ -38,8 +38,9 @@ class ReadAhead:
         self._task = asyncio.create_task(self._read_until_short(), name="relay-read-ahead")
 
     def serves(self, after: Position, partitions: tuple[int, ...]) -> bool:
-        """Whether the next batch handed out is the one after ``after`` in ``partitions``."""
-        return after == self.after and partitions == self.partitions
+        """Whether the next batch handed out is the one after ``after`` in ``partitions``
+        (never, once a short batch or a failed read has ended the reading)."""
+        return not self._ended and after == self.after and partitions == self.partitions
 
     async def next_batch(self) -> list[StoredEvent]:
         """The next batch (waiting for its read); raises what the read raised.

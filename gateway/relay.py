@@ -546,14 +546,7 @@ class SinkWorker:
                 self.settings.batch_size,
                 self.settings.read_ahead_batches,
             )
-        try:
-            events = await reader.next_batch()
-        except BaseException:
-            await self._stop_reading()
-            raise
-        if len(events) < self.settings.batch_size:
-            await self._stop_reading()  # it read its last batch
-        return events
+        return await reader.next_batch()
 
     async def _stop_reading(self) -> None:
         reader, self._reader = self._reader, None

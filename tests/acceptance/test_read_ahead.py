@@ -46,6 +46,7 @@ async def test_hands_out_consecutive_batches_until_a_short_one(world: World) -> 
     assert payloads == list(range(25))
     assert reader.after == positions[-1]
     assert not reader.serves(positions[-1], ALL[:8])
+    assert not reader.serves(positions[-1], ALL)  # the short batch ended the reading
 
 
 async def test_reads_only_the_partitions_asked_for(world: World) -> None:
@@ -71,5 +72,6 @@ async def test_a_failed_read_is_raised_to_the_caller(world: World) -> None:
     try:
         with pytest.raises(asyncpg.InterfaceError, match="pool is clos"):
             await reader.next_batch()
+        assert not reader.serves((0, 0), ALL)
     finally:
         await reader.close()
