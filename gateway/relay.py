@@ -428,7 +428,10 @@ class SinkWorker:
         events = await self._read(after, partitions)
         if not events:
             return False
-        fresh = [e for e in events if e.position > self.positions[e.partition]]
+        if max(self.positions[p] for p in partitions) <= after:
+            fresh = events  # read after every partition's position: none delivered yet
+        else:
+            fresh = [e for e in events if e.position > self.positions[e.partition]]
         self._in_flight.append(_InFlight(events, fresh, partitions, self._start_applying(fresh)))
         full = len(events) == self.settings.batch_size
         if full and len(self._in_flight) < self.settings.batches_in_flight:

@@ -165,7 +165,9 @@ SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
 -- Only below the oldest running transaction: a transaction that commits later than others
 -- with higher ids is never skipped, because nothing past it is read until it ends.
 -- outbox_batch (migration 0004) holds the query, planned to stop after the batch.
-SELECT id, txid, partition, event_id, aggregate_type, aggregate_id, version, event_type,
+-- txid and partition come first, then the fields of an EventEnvelope in its order (the id
+-- is its sequence), so outbox.read_batch builds each event from a slice of the row.
+SELECT txid, partition, event_id, id, aggregate_type, aggregate_id, version, event_type,
        payload, headers, occurred_at
 FROM outbox_batch($1::xid8, $2::bigint, $3::smallint[], $4::integer);
 

@@ -13,7 +13,7 @@ import pytest
 from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
 from gateway import Event, outbox
-from gateway.database import Connection
+from gateway.database import Connection, fetch_required
 from gateway.relay_state import sink_totals
 from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
 
@@ -342,6 +342,37 @@ async def test_a_batch_read_walks_the_index_only_as_far_as_the_batch(world: Worl
 
     assert len(batch) == 100
     assert 100 <= after - before <= 200  # the index in order, no further than the batch
+
+
+async def test_a_batch_read_gives_every_field_of_the_event_as_written(world: World) -> None:
+    event = Event(
+        aggregate_type="order",
+        aggregate_id="order-7",
+        event_type="order.paid",
+        version=3,
+        payload={"status": "paid", "lines": [{"sku": "A", "quantity": 2}]},
+        headers={"trace_id": "abc"},
+    )
+    async with world.gateway.pool.acquire() as connection:
+        async with connection.transaction():
+            await world.gateway.publish(connection, [event])
+        row = await fetch_required(
+            connection, "SELECT id, txid::text::bigint AS txid, partition, occurred_at FROM outbox"
+        )
+        [stored] = await outbox.read_batch(connection, (0, 0), outbox.PARTITIONS, 10)
+
+    assert (stored.id, stored.txid, stored.partition) == (row["id"], row["txid"], row["partition"])
+    assert stored.envelope == EventEnvelope(
+        event_id=event.event_id,
+        sequence=row["id"],
+        aggregate_type="order",
+        aggregate_id="order-7",
+        version=3,
+        event_type="order.paid",
+        payload={"status": "paid", "lines": [{"sku": "A", "quantity": 2}]},
+        headers={"trace_id": "abc"},
+        occurred_at=row["occurred_at"],
+    )
 
 
 async def index_tuples_read(connection: Connection, index: str) -> int:
