@@ -372,16 +372,13 @@ ORDER BY positions.sink;
 
 -- name: sink_has_work
 -- Whether any partition of the sink has a readable event past its position, or a replay waits.
+-- Each partition asks outbox_batch for one event, so the (txid, id) index is walked from its
+-- position; a plain filter on the partition is planned as a scan of the whole outbox.
 SELECT EXISTS (
     SELECT 1
     FROM relay_positions AS positions
-    CROSS JOIN LATERAL (
-        SELECT 1
-        FROM outbox
-        WHERE outbox.partition = positions.partition
-          AND (outbox.txid, outbox.id) > (positions.position_txid, positions.position_id)
-          AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot())
-        LIMIT 1
+    CROSS JOIN LATERAL outbox_batch(
+        positions.position_txid, positions.position_id, ARRAY[positions.partition], 1
     ) AS pending
     WHERE positions.sink = $1
 ) OR EXISTS (

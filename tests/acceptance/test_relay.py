@@ -12,9 +12,8 @@ import pytest
 
 from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
-from gateway import Event, outbox
+from gateway import Event, outbox, relay_state
 from gateway.database import Connection, fetch_required
-from gateway.relay_state import sink_totals
 from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
 
 
@@ -26,7 +25,7 @@ async def test_every_event_reaches_the_sink_and_it_converges(world: World) -> No
 
     assert memory_state(sink) == await world.orders_in_postgres()
     assert {str(e) for e in sink.deliveries} >= await world.order_event_ids()
-    [totals] = await sink_totals(world.gateway.pool)
+    [totals] = await relay_state.sink_totals(world.gateway.pool)
     assert totals.delivered == await world.gateway.pool.fetchval("SELECT count(*) FROM outbox")
     assert totals.dead_lettered == 0
 
@@ -116,17 +115,17 @@ async def test_a_failing_sink_does_not_hold_back_another(world: World) -> None:
     finally:
         relay.stop()
         await running
-    totals = {t.sink: t for t in await sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
     assert totals["down"].dead_lettered == 0  # an outage uses up no attempts
 
 
 async def _delivered(world: World, sink: str, count: int) -> bool:
-    totals = {t.sink: t for t in await sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
     return totals[sink].delivered == count
 
 
 async def _retrying(world: World, sink: str) -> bool:
-    totals = {t.sink: t for t in await sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
     return totals[sink].retrying > 0 and "down" in (totals[sink].last_error or "")
 
 
@@ -222,7 +221,7 @@ async def test_a_lease_lost_while_the_next_batch_is_applied_is_noticed(
     total = await world.gateway.pool.fetchval("SELECT count(*) FROM outbox")
     assert len(set(sink.deliveries)) == total
     assert len(sink.deliveries) > total  # the first batch was delivered again
-    [totals] = await sink_totals(world.gateway.pool)
+    [totals] = await relay_state.sink_totals(world.gateway.pool)
     assert totals.delivered >= total
 
 
@@ -328,14 +327,8 @@ async def test_a_slow_replay_holds_back_no_other_sink(world: World) -> None:
 
 async def test_a_batch_read_walks_the_index_only_as_far_as_the_batch(world: World) -> None:
     """On a fresh outbox without statistics, the read must not scan the whole backlog."""
-    events = [
-        Event(aggregate_type="item", aggregate_id=str(i), event_type="item.added", payload={})
-        for i in range(5_000)
-    ]
+    await publish_items(world, 5_000)
     async with world.gateway.pool.acquire() as connection:
-        async with connection.transaction():
-            await world.gateway.publish(connection, events)
-
         before = await index_tuples_read(connection, "outbox_position")
         batch = await outbox.read_batch(connection, (0, 0), outbox.PARTITIONS, 100)
         after = await index_tuples_read(connection, "outbox_position")
@@ -373,6 +366,45 @@ async def test_a_batch_read_gives_every_field_of_the_event_as_written(world: Wor
         headers={"trace_id": "abc"},
         occurred_at=row["occurred_at"],
     )
+
+
+async def test_the_idle_check_walks_the_index_not_the_whole_outbox(world: World) -> None:
+    await publish_items(world, 5_000)
+    sink = MemorySink("idle")
+    await world.drain(sink)
+    await world.gateway.pool.execute(
+        "UPDATE relay_positions SET position_txid = '0', position_id = 0"
+        " WHERE sink = 'idle' AND partition = 15"
+    )
+
+    async with world.gateway.pool.acquire() as connection:
+        assert await relay_state.sink_has_work(connection, "idle")  # partition 15 is behind
+        await world.drain(sink)
+        before = await sequential_tuples_read(connection, "outbox")
+        assert not await relay_state.sink_has_work(connection, "idle")
+        after = await sequential_tuples_read(connection, "outbox")
+
+    assert after == before
+
+
+async def publish_items(world: World, count: int) -> None:
+    """``count`` events of distinct aggregates, in one transaction."""
+    events = [
+        Event(aggregate_type="item", aggregate_id=str(i), event_type="item.added", payload={})
+        for i in range(count)
+    ]
+    async with world.gateway.pool.acquire() as connection, connection.transaction():
+        await world.gateway.publish(connection, events)
+
+
+async def sequential_tuples_read(connection: Connection, table: str) -> int:
+    """Rows of ``table`` read by sequential scans so far, counting this session's own."""
+    await connection.execute("SELECT pg_stat_force_next_flush()")
+    await connection.execute("SELECT pg_stat_clear_snapshot()")
+    count: int = await connection.fetchval(
+        "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1", table
+    )
+    return count
 
 
 async def index_tuples_read(connection: Connection, index: str) -> int:
