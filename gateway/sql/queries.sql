@@ -189,26 +189,8 @@ WITH floors AS (
 DELETE FROM outbox WHERE id IN (SELECT id FROM doomed);
 
 -- name: outbox_backlog
--- Per sink: events not yet delivered, and the age of the oldest.
-WITH floors AS (
-    SELECT DISTINCT ON (sink) sink, position_txid, position_id
-    FROM relay_positions
-    ORDER BY sink, position_txid, position_id
-)
-SELECT floors.sink,
-       count(pending.id) AS backlog,
-       extract(epoch FROM now() - min(pending.occurred_at))::float8 AS oldest_age_seconds
-FROM floors
-LEFT JOIN LATERAL (
-    SELECT outbox.id, outbox.occurred_at
-    FROM outbox
-    JOIN relay_positions AS own
-      ON own.sink = floors.sink AND own.partition = outbox.partition
-    WHERE (outbox.txid, outbox.id) > (floors.position_txid, floors.position_id)
-      AND (outbox.txid, outbox.id) > (own.position_txid, own.position_id)
-) AS pending ON true
-GROUP BY floors.sink
-ORDER BY floors.sink;
+-- Per sink: events not yet delivered, and the age of the oldest (migration 0005).
+SELECT sink, backlog, oldest_age_seconds FROM outbox_backlog() ORDER BY sink;
 
 -- Relay: positions, leases, instances ---------------------------------------------------------
 

@@ -106,10 +106,16 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(3)
-    assert [m.name for m in undone] == ["outbox_batch_function", "relay", "outbox_and_idempotency"]
+    undone = await runner.rollback(4)
+    assert [m.name for m in undone] == [
+        "outbox_backlog_function",
+        "outbox_batch_function",
+        "relay",
+        "outbox_and_idempotency",
+    ]
     assert {"outbox", "idempotency_keys", "dead_letters"}.isdisjoint(await tables(connection))
     assert await connection.fetchval("SELECT to_regproc('outbox_batch')") is None
+    assert await connection.fetchval("SELECT to_regproc('outbox_backlog')") is None
     assert "orders" in await tables(connection)
 
     await runner.rollback(1)

@@ -368,23 +368,47 @@ async def test_a_batch_read_gives_every_field_of_the_event_as_written(world: Wor
     )
 
 
-async def test_the_idle_check_walks_the_index_not_the_whole_outbox(world: World) -> None:
+async def test_the_idle_check_and_the_backlog_walk_the_index_not_the_whole_outbox(
+    world: World,
+) -> None:
+    """Delivered events stay in the outbox for days: checking for work must not read them."""
     await publish_items(world, 5_000)
     sink = MemorySink("idle")
     await world.drain(sink)
+    # As autovacuum keeps it on a real outbox: the backlog's count is planned from statistics.
+    await world.gateway.pool.execute("ANALYZE outbox")
+    # Partition 15 goes back to where the last hundred events begin.
+    back_to = await world.gateway.pool.fetchrow(
+        "SELECT txid, id FROM outbox ORDER BY txid, id OFFSET 4900 LIMIT 1"
+    )
+    assert back_to is not None
     await world.gateway.pool.execute(
-        "UPDATE relay_positions SET position_txid = '0', position_id = 0"
-        " WHERE sink = 'idle' AND partition = 15"
+        "UPDATE relay_positions SET position_txid = $1, position_id = $2"
+        " WHERE sink = 'idle' AND partition = 15",
+        back_to["txid"],
+        back_to["id"],
+    )
+    behind = await world.gateway.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE partition = 15 AND (txid, id) > ($1::xid8, $2)",
+        back_to["txid"],
+        back_to["id"],
     )
 
     async with world.gateway.pool.acquire() as connection:
-        assert await relay_state.sink_has_work(connection, "idle")  # partition 15 is behind
+        before = await sequential_tuples_read(connection, "outbox")
+        assert await relay_state.sink_has_work(connection, "idle")
+        [backlog] = await outbox.backlog(connection)
+        after = await sequential_tuples_read(connection, "outbox")
+        assert (backlog.sink, backlog.events) == ("idle", behind)
+        assert after == before
+
         await world.drain(sink)
         before = await sequential_tuples_read(connection, "outbox")
         assert not await relay_state.sink_has_work(connection, "idle")
+        [backlog] = await outbox.backlog(connection)
         after = await sequential_tuples_read(connection, "outbox")
-
-    assert after == before
+        assert (backlog.events, backlog.oldest_age_seconds) == (0, None)
+        assert after == before
 
 
 async def publish_items(world: World, count: int) -> None:
