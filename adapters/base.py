@@ -111,7 +111,9 @@ class Sink(Protocol):
 
         The relay may call it again before an earlier call has returned (up to
         ``relay.batches_in_flight`` calls at once), with a newer version of the same aggregate:
-        the version guard makes the order in which the writes land irrelevant.
+        the version guard makes the order in which the writes land irrelevant. The events,
+        payloads included, are shared with the relay's other sinks: read them, never change
+        them.
         """
         ...
 

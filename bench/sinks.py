@@ -145,31 +145,51 @@ async def raw_rate(kind: str, events: list[EventEnvelope], tag: str) -> float:
         await sink.close()
 
 
-async def relay_rate(gateway: Gateway, kind: str, count: int, tag: str) -> float:
-    """Events/s the relay delivers from the outbox into the sink, from the beginning.
+async def relay_until_idle(
+    gateway: Gateway, sinks: list[Sink], count: int, **options: Any
+) -> tuple[float, float]:
+    """Seconds (wall, CPU of this process) a relay over ``sinks`` takes to deliver the outbox's
+    ``count`` events to each, from the beginning until idle.
 
     The clock starts once the relay holds its leases, as a running relay does: its start-up
-    (preparing the sink, registering, claiming partitions) is left out, as the raw writer's
+    (preparing the sinks, registering, claiming partitions) is left out, as the raw writer's
     preparation is.
     """
-    sink = make_sink(kind, tag, name=f"{kind}_{tag}")
-    await sink.start()
-    relay = Relay(gateway.pool, gateway.settings.postgres, [sink], RELAY_SETTINGS)
-    try:
-        running = asyncio.create_task(relay.run(until_idle=True))
-        ready = asyncio.create_task(relay.ready.wait())
-        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-        started = time.perf_counter()
-        ready.cancel()
-        await running
-        elapsed = time.perf_counter() - started
-        totals = {t.sink: t for t in await sink_totals(gateway.pool)}
+    relay = Relay(gateway.pool, gateway.settings.postgres, sinks, RELAY_SETTINGS, **options)
+    running = asyncio.create_task(relay.run(until_idle=True))
+    ready = asyncio.create_task(relay.ready.wait())
+    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    ready.cancel()
+    await running
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    totals = {t.sink: t for t in await sink_totals(gateway.pool)}
+    for sink in sinks:
         if totals[sink.name].delivered != count or totals[sink.name].dead_lettered:
             raise RuntimeError(f"the relay did not deliver all {count} events: {totals}")
+    return elapsed, cpu
+
+
+async def relay_rate(gateway: Gateway, kind: str, count: int, tag: str) -> float:
+    """Events/s the relay delivers from the outbox into the sink, from the beginning."""
+    sink = make_sink(kind, tag, name=f"{kind}_{tag}")
+    await sink.start()
+    try:
+        elapsed, _ = await relay_until_idle(gateway, [sink], count)
         return count / elapsed
     finally:
         await drop_namespace(sink)
         await sink.close()
+
+
+async def order_events_only(gateway: Gateway, count: int) -> None:
+    """Fill the empty outbox with exactly ``count`` order.placed events of a real order's
+    payload."""
+    requests = await seed(gateway, customers=4, products=20)
+    await gateway.place_order(requests[0])
+    seeded = await gateway.pool.fetchval("SELECT max(id) FROM outbox")
+    await synthesize_order_events(gateway, count, per_transaction=1_000)
+    await gateway.pool.execute("DELETE FROM outbox WHERE id <= $1", seeded)
 
 
 async def run(kinds: list[str], events: int, mongodb_events: int, rounds: int) -> dict[str, Any]:
@@ -179,12 +199,7 @@ async def run(kinds: list[str], events: int, mongodb_events: int, rounds: int) -
         raw: list[float] = []
         relayed: list[float] = []
         async with scratch_gateway(pool_size=8) as gateway:
-            requests = await seed(gateway, customers=4, products=20)
-            await gateway.place_order(requests[0])
-            seeded = await gateway.pool.fetchval("SELECT max(id) FROM outbox")
-            await synthesize_order_events(gateway, count, per_transaction=1_000)
-            # Only the synthesized events stay, so the relay delivers exactly ``count``.
-            await gateway.pool.execute("DELETE FROM outbox WHERE id <= $1", seeded)
+            await order_events_only(gateway, count)
             envelopes = await outbox_events(gateway, count)
             for round_number in range(rounds):
                 raw.append(await raw_rate(kind, envelopes, f"raw{round_number}"))

@@ -6,7 +6,9 @@ sink holds back only itself. While a batch is being applied, the worker already 
 ones (``read_ahead_batches``), starts applying the next (``batches_in_flight``: sinks are
 version-guarded, so the order of applies does not matter) and commits the previous one's
 positions, so the relay, the store and PostgreSQL work at the same time. Batches are finished
-(retried, dead-lettered, committed) one at a time, in read order.
+(retried, dead-lettered, committed) one at a time, in read order. Workers of different sinks at
+the same place in the outbox read it together: each batch is read and decoded once for all of
+them, and a worker that falls behind reads on alone (``gateway.read_ahead``).
 
 Work is shared between relay processes by leasing (sink, partition) pairs: each relay takes a
 fair share of the 16 partitions of every sink, renews its leases while it works, and moves a
@@ -39,7 +41,7 @@ from gateway.config import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.database import Connection, connect, create_pool
 from gateway.errors import GatewayError
 from gateway.outbox import PARTITIONS, StoredEvent
-from gateway.read_ahead import ReadAhead
+from gateway.read_ahead import OutboxReads, StreamReader
 from gateway.relay_state import DeadLetter, Position
 
 log = logging.getLogger("gateway.relay")
@@ -74,6 +76,7 @@ class Relay:
         *,
         start_from: Mapping[str, StartFrom] | None = None,
         collect_stats: bool = False,
+        shared_reads: bool = True,
     ) -> None:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
@@ -91,6 +94,11 @@ class Relay:
         self.backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._start_from = dict(start_from or {})
         self._collect_stats = collect_stats
+        self.reads = OutboxReads(
+            pool, settings.batch_size, settings.read_ahead_batches, shared=shared_reads
+        )
+        """The outbox streams the workers read from, each batch read once for every sink
+        that keeps pace."""
         self.workers = [SinkWorker(self, sink) for sink in sinks]
         self._owns_pool = False
         self._owns_sinks = False
@@ -336,7 +344,7 @@ class SinkWorker:
         self._next_lease_check = 0.0
         self._next_replay_check = 0.0
         self.has_leased = False
-        self._reader: ReadAhead | None = None
+        self._reader: StreamReader | None = None
         self._in_flight: deque[_InFlight] = deque()
         self._commit: asyncio.Task[bool] | None = None
 
@@ -536,20 +544,18 @@ class SinkWorker:
             )
 
     async def _read(self, after: Position, partitions: tuple[int, ...]) -> list[StoredEvent]:
-        """The batch after ``after``, from the reader that reads ahead (started if need be)."""
-        reader = self._reader
-        if reader is not None and not reader.serves(after, partitions):
-            await self._stop_reading()
-            reader = None
-        if reader is None:
-            reader = self._reader = ReadAhead(
-                self.relay.pool,
-                after,
-                partitions,
-                self.settings.batch_size,
-                self.settings.read_ahead_batches,
-            )
-        return await reader.next_batch()
+        """The batch after ``after``, from the stream that reads ahead (joined if need be)."""
+        while True:
+            reader = self._reader
+            if reader is not None and not reader.serves(after, partitions):
+                await self._stop_reading()
+                reader = None
+            if reader is None:
+                reader = self._reader = self.relay.reads.reader(after, partitions)
+            batch = await reader.next_batch()
+            if batch is not None:
+                return batch
+            await self._stop_reading()  # too far behind the other sinks: read on alone
 
     async def _stop_reading(self) -> None:
         reader, self._reader = self._reader, None

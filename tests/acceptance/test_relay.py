@@ -296,6 +296,23 @@ class GatedSink(MemorySink):
         return await super().apply(batch)
 
 
+async def test_a_sink_left_behind_by_the_shared_read_holds_back_no_other(world: World) -> None:
+    await world.place_orders(30, transitions=1)  # about 90 events: 9 batches of 10
+    held, fast = GatedSink("held"), MemorySink("fast")
+    relay = world.relay(held, fast, batch_size=10)  # the shared stream keeps 2 x 2 batches
+    running = asyncio.create_task(relay.run())
+    try:
+        await held.waiting.wait()
+        expected = await world.orders_in_postgres()
+        await eventually(lambda: memory_state(fast) == expected)
+        held.gate.set()
+        await eventually(lambda: memory_state(held) == expected)
+    finally:
+        held.gate.set()
+        relay.stop()
+        await running
+
+
 async def test_a_slow_replay_holds_back_no_other_sink(world: World) -> None:
     orders = await world.place_orders(3)
     poisoned = str(orders[0].id)
