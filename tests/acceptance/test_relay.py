@@ -440,19 +440,21 @@ async def publish_items(world: World, count: int) -> None:
 
 async def sequential_tuples_read(connection: Connection, table: str) -> int:
     """Rows of ``table`` read by sequential scans so far, counting this session's own."""
-    await connection.execute("SELECT pg_stat_force_next_flush()")
-    await connection.execute("SELECT pg_stat_clear_snapshot()")
-    count: int = await connection.fetchval(
-        "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1", table
+    return await statistic_now(
+        connection, "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1", table
     )
-    return count
 
 
 async def index_tuples_read(connection: Connection, index: str) -> int:
     """Index tuples read so far, counting this session's own reads."""
+    return await statistic_now(
+        connection, "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = $1", index
+    )
+
+
+async def statistic_now(connection: Connection, sql: str, name: str) -> int:
+    """A cumulative statistic, once this session's own activity has been flushed to it."""
     await connection.execute("SELECT pg_stat_force_next_flush()")
     await connection.execute("SELECT pg_stat_clear_snapshot()")
-    count: int = await connection.fetchval(
-        "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = $1", index
-    )
-    return count
+    value: int = await connection.fetchval(sql, name)
+    return value
