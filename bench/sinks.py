@@ -146,40 +146,42 @@ async def raw_rate(kind: str, events: list[EventEnvelope], tag: str) -> float:
 
 
 async def relay_until_idle(
-    gateway: Gateway, sinks: list[Sink], count: int, **options: Any
+    gateway: Gateway, kinds: list[str], count: int, tag: str, **options: Any
 ) -> tuple[float, float]:
-    """Seconds (wall, CPU of this process) a relay over ``sinks`` takes to deliver the outbox's
-    ``count`` events to each, from the beginning until idle.
+    """Seconds (wall, CPU of this process) a relay takes to deliver the outbox's ``count``
+    events, from the beginning until idle, to a fresh sink of each of ``kinds``.
 
     The clock starts once the relay holds its leases, as a running relay does: its start-up
     (preparing the sinks, registering, claiming partitions) is left out, as the raw writer's
     preparation is.
     """
-    relay = Relay(gateway.pool, gateway.settings.postgres, sinks, RELAY_SETTINGS, **options)
-    running = asyncio.create_task(relay.run(until_idle=True))
-    ready = asyncio.create_task(relay.ready.wait())
-    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    ready.cancel()
-    await running
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    totals = {t.sink: t for t in await sink_totals(gateway.pool)}
+    sinks = [make_sink(kind, tag, name=f"{kind}_{tag}") for kind in kinds]
     for sink in sinks:
-        if totals[sink.name].delivered != count or totals[sink.name].dead_lettered:
-            raise RuntimeError(f"the relay did not deliver all {count} events: {totals}")
-    return elapsed, cpu
+        await sink.start()
+    relay = Relay(gateway.pool, gateway.settings.postgres, sinks, RELAY_SETTINGS, **options)
+    try:
+        running = asyncio.create_task(relay.run(until_idle=True))
+        ready = asyncio.create_task(relay.ready.wait())
+        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        ready.cancel()
+        await running
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        totals = {t.sink: t for t in await sink_totals(gateway.pool)}
+        for sink in sinks:
+            if totals[sink.name].delivered != count or totals[sink.name].dead_lettered:
+                raise RuntimeError(f"the relay did not deliver all {count} events: {totals}")
+        return elapsed, cpu
+    finally:
+        for sink in sinks:
+            await drop_namespace(sink)
+            await sink.close()
 
 
 async def relay_rate(gateway: Gateway, kind: str, count: int, tag: str) -> float:
     """Events/s the relay delivers from the outbox into the sink, from the beginning."""
-    sink = make_sink(kind, tag, name=f"{kind}_{tag}")
-    await sink.start()
-    try:
-        elapsed, _ = await relay_until_idle(gateway, [sink], count)
-        return count / elapsed
-    finally:
-        await drop_namespace(sink)
-        await sink.close()
+    elapsed, _ = await relay_until_idle(gateway, [kind], count, tag)
+    return count / elapsed
 
 
 async def order_events_only(gateway: Gateway, count: int) -> None:
