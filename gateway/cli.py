@@ -257,6 +257,7 @@ def serve(
             log_config=None,
             access_log=access_log,
             server_header=False,
+            timeout_keep_alive=settings.api.keep_alive_seconds,
             timeout_graceful_shutdown=int(settings.relay.shutdown_timeout_seconds),
         )
     )

@@ -172,6 +172,9 @@ class ApiSettings(_Section):
     key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     health_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Longer than the idle expiry of client pools and load balancers (httpx 5 s, AWS ALB 60 s),
+    # so that a client never sends a request on a connection the server is closing.
+    keep_alive_seconds: int = Field(default=75, ge=1)
 
     @field_validator("key")
     @classmethod

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -99,6 +101,47 @@ async def test_probes_and_the_openapi_document_need_no_key(server: ApiServer) ->
     )
     assert "422" in paths["/orders"]["post"]["responses"]
     assert "HTTPBearer" in document.json()["components"]["securitySchemes"]
+
+
+async def healthz_over(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+) -> bytes:
+    """The status line of ``GET /healthz`` sent on an open connection, or b"" if it closed."""
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_a_connection_idle_past_a_client_pools_expiry_is_still_open(
+    server: ApiServer,
+) -> None:
+    """A pooled client never sends a request on a connection the server is closing.
+
+    The idle time is what is tested: past httpx's pool expiry, where uvicorn's own default
+    (5 s, the same as httpx's) would already have closed the connection.
+    """
+    url = urlsplit(server.url)
+    assert url.hostname is not None and url.port is not None
+    idle = httpx.Limits().keepalive_expiry or 0.0
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        first = await healthz_over(reader, writer, url.hostname)
+        await asyncio.sleep(idle + 1)
+        second = await healthz_over(reader, writer, url.hostname)
+    finally:
+        writer.close()
+
+    assert (first, second) == (b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK")
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-key-0123456789", f"Basic {API_KEY}"])

@@ -110,7 +110,12 @@ async def test_orders_over_http_reach_every_store_and_sigterm_stops_both(
                     async with limit:
                         await place_and_move(http, customer, product, index)
 
-                await asyncio.gather(*(one(index) for index in range(ORDERS)))
+                try:
+                    await asyncio.gather(*(one(index) for index in range(ORDERS)))
+                except httpx.TransportError as error:
+                    raise AssertionError(
+                        f"{error!r}; the API's log:\n{api.server.log_text}"
+                    ) from error
                 readiness = (await http.get("/readyz")).json()
 
             async def relay_idle() -> bool:
