@@ -58,7 +58,11 @@ async def renew_leases(
 async def claim_leases(
     connection: Connection, sink: str, owner: str, count: int, ttl_seconds: float
 ) -> set[int]:
-    """Take up to ``count`` unowned or expired partitions of ``sink``."""
+    """Take up to ``count`` unowned or expired partitions of ``sink``.
+
+    Partitions ``owner`` holds for other sinks come first, and those another owner holds for
+    other sinks last, so that one relay's sinks hold the same partitions.
+    """
     rows = await connection.fetch(query("claim_leases"), sink, owner, count, ttl_seconds)
     return {row["partition"] for row in rows}
 

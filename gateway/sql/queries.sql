@@ -229,15 +229,25 @@ WHERE sink = $1 AND owner = $2
 RETURNING partition;
 
 -- name: claim_leases
+-- First the partitions this relay holds for its other sinks, then those no relay holds for
+-- any other sink, last those another relay holds for one: so a relay's sinks end up holding
+-- the same partitions, and read them once for all of them.
 UPDATE relay_positions
 SET owner = $2, lease_expires_at = now() + make_interval(secs => $4)
 WHERE (sink, partition) IN (
-    SELECT sink, partition
-    FROM relay_positions
-    WHERE sink = $1 AND (owner IS NULL OR lease_expires_at < now())
-    ORDER BY partition
+    SELECT candidate.sink, candidate.partition
+    FROM relay_positions AS candidate
+    WHERE candidate.sink = $1
+      AND (candidate.owner IS NULL OR candidate.lease_expires_at < now())
+    ORDER BY (
+        SELECT CASE WHEN bool_or(held.owner = $2) THEN 0 WHEN count(*) = 0 THEN 1 ELSE 2 END
+        FROM relay_positions AS held
+        WHERE held.partition = candidate.partition
+          AND held.sink <> candidate.sink
+          AND held.lease_expires_at >= now()
+    ), candidate.partition
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF candidate SKIP LOCKED
 )
 RETURNING partition;
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import pytest
@@ -14,6 +14,7 @@ from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
 from gateway import Event, outbox, relay_state
 from gateway.database import Connection, fetch_required
+from gateway.relay import Relay
 from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
 
 
@@ -185,6 +186,69 @@ async def test_two_relays_share_the_work_and_deliver_everything(world: World) ->
         if key not in merged or merged[key][0] < value[0]:
             merged[key] = value
     assert merged == await world.orders_in_postgres()
+
+
+async def test_relays_joining_and_leaving_keep_one_set_of_partitions_for_all_their_sinks(
+    world: World,
+) -> None:
+    """Shared reads serve a relay's sinks together only where they hold the same partitions.
+
+    Three relays split the partitions 6/6/4; when the third stops, the other two each take
+    half of what it gives up, and each must take the same half for both of its sinks.
+    """
+    names = ("left", "right")
+    relays = [world.relay(*(MemorySink(name) for name in names)) for _ in range(3)]
+    running: dict[Relay, asyncio.Task[None]] = {}
+
+    async def owners() -> list[list[str | None]]:
+        return [await positions_owned(world.gateway.pool, name) for name in names]
+
+    def split(*shares: tuple[Relay, int]) -> Callable[[], Awaitable[bool]]:
+        async def holds() -> bool:
+            return all(
+                all(owned.count(relay.instance_id) == share for relay, share in shares)
+                for owned in await owners()
+            )
+
+        return holds
+
+    try:
+        for relay in relays:
+            running[relay] = asyncio.create_task(relay.run())
+            await asyncio.wait_for(relay.ready.wait(), 30)
+        first, second, third = relays
+        await eventually(split((first, 6), (second, 6), (third, 4)), within=30)
+        after_joining = await owners()
+        third.stop()
+        await running.pop(third)
+        await eventually(split((first, 8), (second, 8)), within=30)
+        after_leaving = await owners()
+    finally:
+        for relay in running:
+            relay.stop()
+        await asyncio.gather(*running.values())
+
+    assert after_joining[0] == after_joining[1]
+    assert after_leaving[0] == after_leaving[1]
+
+
+async def test_a_claim_prefers_partitions_its_relay_holds_for_another_sink(world: World) -> None:
+    """Two relays taking free partitions for two sinks, their claims interleaved so that
+    claiming the lowest free ones would give each relay different partitions per sink."""
+    async with world.gateway.pool.acquire() as connection:
+        for sink in ("left", "right"):
+            await relay_state.register_sink(connection, sink, from_beginning=True)
+
+        async def claim(sink: str, owner: str) -> set[int]:
+            return await relay_state.claim_leases(connection, sink, owner, 8, 30)
+
+        first_left = await claim("left", "first")
+        second_left = await claim("left", "second")
+        second_right = await claim("right", "second")
+        first_right = await claim("right", "first")
+
+    assert first_left | second_left == set(range(16))
+    assert (first_right, second_right) == (first_left, second_left)
 
 
 async def test_a_lease_lost_while_the_next_batch_is_applied_is_noticed(
