@@ -12,7 +12,7 @@ import asyncpg
 
 from adapters.base import Sink
 from adapters.memory import MemorySink
-from gateway import Gateway, Settings
+from gateway import Event, Gateway, Settings
 from gateway.config import RelaySettings
 from gateway.relay import Relay
 from tests.acceptance.shop import Shop
@@ -67,6 +67,21 @@ class World:
                 return order
 
         return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def publish_items(self, count: int) -> None:
+        """``count`` events of distinct aggregates in one transaction, numbered in their
+        payloads from 0."""
+        events = [
+            Event(
+                aggregate_type="item",
+                aggregate_id=str(number),
+                event_type="item.added",
+                payload={"number": number},
+            )
+            for number in range(count)
+        ]
+        async with self.gateway.pool.acquire() as connection, connection.transaction():
+            await self.gateway.publish(connection, events)
 
     async def orders_in_postgres(self) -> dict[str, tuple[int, str, str]]:
         """order id -> (version, status, total) as PostgreSQL holds it."""

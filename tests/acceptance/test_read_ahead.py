@@ -7,7 +7,6 @@ import asyncio
 import asyncpg
 import pytest
 
-from gateway import Event
 from gateway.database import create_pool
 from gateway.outbox import PARTITIONS, StoredEvent
 from gateway.read_ahead import OutboxReads
@@ -16,22 +15,8 @@ from tests.acceptance.relay_support import World
 ALL = tuple(PARTITIONS)
 
 
-async def publish(world: World, count: int) -> None:
-    async with world.gateway.pool.acquire() as connection, connection.transaction():
-        for number in range(count):
-            await world.gateway.publish(
-                connection,
-                Event(
-                    aggregate_type="probe",
-                    aggregate_id=f"probe-{number}",
-                    event_type="probe.read",
-                    payload={"number": number},
-                ),
-            )
-
-
 async def test_hands_out_consecutive_batches_until_a_short_one(world: World) -> None:
-    await publish(world, 25)
+    await world.publish_items(25)
     reader = OutboxReads(world.gateway.pool, 10, depth=2).reader((0, 0), ALL)
     batches: list[list[StoredEvent]] = []
     try:
@@ -54,7 +39,7 @@ async def test_hands_out_consecutive_batches_until_a_short_one(world: World) -> 
 
 
 async def test_reads_only_the_partitions_asked_for(world: World) -> None:
-    await publish(world, 40)
+    await world.publish_items(40)
     some = (0, 1, 2, 3)
     reader = OutboxReads(world.gateway.pool, 100, depth=1).reader((0, 0), some)
     try:
@@ -69,7 +54,7 @@ async def test_reads_only_the_partitions_asked_for(world: World) -> None:
 
 
 async def test_a_failed_read_is_raised_to_the_caller(world: World) -> None:
-    await publish(world, 3)
+    await world.publish_items(3)
     pool = await create_pool(world.settings.postgres)
     reader = OutboxReads(pool, 10, depth=2).reader((0, 0), ALL)
     await pool.close()  # before the reader's first read
@@ -82,7 +67,7 @@ async def test_a_failed_read_is_raised_to_the_caller(world: World) -> None:
 
 
 async def test_readers_at_the_same_place_share_each_batch(world: World) -> None:
-    await publish(world, 25)
+    await world.publish_items(25)
     reads = OutboxReads(world.gateway.pool, 10, depth=2)
     first = reads.reader((0, 0), ALL)
     second = reads.reader((0, 0), ALL)
@@ -101,7 +86,7 @@ async def test_readers_at_the_same_place_share_each_batch(world: World) -> None:
 
 
 async def test_a_reader_joins_a_stream_that_holds_its_next_batch(world: World) -> None:
-    await publish(world, 25)
+    await world.publish_items(25)
     reads = OutboxReads(world.gateway.pool, 10, depth=1)
     leader = reads.reader((0, 0), ALL)
     try:
@@ -119,7 +104,7 @@ async def test_a_reader_joins_a_stream_that_holds_its_next_batch(world: World) -
 async def test_a_reader_left_behind_reads_on_alone_and_holds_back_no_other(
     world: World,
 ) -> None:
-    await publish(world, 60)
+    await world.publish_items(60)
     reads = OutboxReads(world.gateway.pool, 10, depth=1)
     fast, slow = reads.reader((0, 0), ALL), reads.reader((0, 0), ALL)
     try:

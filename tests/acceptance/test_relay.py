@@ -408,7 +408,7 @@ async def test_a_slow_replay_holds_back_no_other_sink(world: World) -> None:
 
 async def test_a_batch_read_walks_the_index_only_as_far_as_the_batch(world: World) -> None:
     """On a fresh outbox without statistics, the read must not scan the whole backlog."""
-    await publish_items(world, 5_000)
+    await world.publish_items(5_000)
     async with world.gateway.pool.acquire() as connection:
         before = await index_tuples_read(connection, "outbox_position")
         batch = await outbox.read_batch(connection, (0, 0), outbox.PARTITIONS, 100)
@@ -453,7 +453,7 @@ async def test_the_idle_check_and_the_backlog_walk_the_index_not_the_whole_outbo
     world: World,
 ) -> None:
     """Delivered events stay in the outbox for days: checking for work must not read them."""
-    await publish_items(world, 5_000)
+    await world.publish_items(5_000)
     sink = MemorySink("idle")
     await world.drain(sink)
     # As autovacuum keeps it on a real outbox: the backlog's count is planned from statistics.
@@ -490,16 +490,6 @@ async def test_the_idle_check_and_the_backlog_walk_the_index_not_the_whole_outbo
         after = await sequential_tuples_read(connection, "outbox")
         assert (backlog.events, backlog.oldest_age_seconds) == (0, None)
         assert after == before
-
-
-async def publish_items(world: World, count: int) -> None:
-    """``count`` events of distinct aggregates, in one transaction."""
-    events = [
-        Event(aggregate_type="item", aggregate_id=str(i), event_type="item.added", payload={})
-        for i in range(count)
-    ]
-    async with world.gateway.pool.acquire() as connection, connection.transaction():
-        await world.gateway.publish(connection, events)
 
 
 async def sequential_tuples_read(connection: Connection, table: str) -> int:
