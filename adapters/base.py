@@ -11,6 +11,7 @@ its own without touching the sinks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,8 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkabl
 from uuid import UUID
 
 W = TypeVar("W")
+
+log = logging.getLogger("adapters")
 
 
 class EventEnvelope(NamedTuple):
@@ -134,7 +137,35 @@ class Projections(Generic[W]):
     def project(self, event: EventEnvelope) -> W | None:
         """The write for ``event``, or ``None`` when this sink has nothing to do with it.
 
-        Raises whatever the projection raises: the sink reports that as a permanent failure.
+        Raises whatever the projection raises; :meth:`try_project` turns that into a failure.
         """
         projection = self.by_event_type.get(event.event_type)
         return projection(event) if projection is not None else None
+
+    def try_project(self, event: EventEnvelope) -> W | Delivery | None:
+        """Like :meth:`project`, but a projection that raises, whatever it raises, gives a
+        permanent failure of this event (logged): retrying cannot fix a projection."""
+        try:
+            return self.project(event)
+        except Exception as error:
+            log.warning(
+                "projection of %s event %s failed: %r", event.event_type, event.event_id, error
+            )
+            return Delivery.permanent(f"projection failed: {type(error).__name__}: {error}")
+
+    def project_batch(
+        self, batch: Sequence[EventEnvelope], results: list[Delivery]
+    ) -> list[tuple[int, W]]:
+        """The write of each event of ``batch`` that has one, with the event's index.
+
+        An event whose projection raises is recorded in ``results`` as a permanent failure;
+        the rest of the batch goes on.
+        """
+        writes: list[tuple[int, W]] = []
+        for index, event in enumerate(batch):
+            write = self.try_project(event)
+            if isinstance(write, Delivery):
+                results[index] = write
+            elif write is not None:
+                writes.append((index, write))
+        return writes

@@ -142,14 +142,7 @@ class ElasticsearchSink:
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         operations: list[dict[str, Any]] = []
         sent: list[int] = []
-        for index, event in enumerate(batch):
-            try:
-                document = self.projections.project(event)
-            except (ProjectionError, KeyError, TypeError, ValueError) as error:
-                results[index] = Delivery.permanent(f"projection failed: {error}")
-                continue
-            if document is None:
-                continue
+        for index, document in self.projections.project_batch(batch, results):
             operations.append(
                 {
                     "index": {

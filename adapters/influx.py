@@ -138,15 +138,7 @@ class InfluxSink:
     async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
         """One multi-point write; on a 400, each point alone, to find the bad ones."""
         results: list[Delivery] = [Delivery.ok()] * len(batch)
-        lines: list[tuple[int, str]] = []
-        for index, event in enumerate(batch):
-            try:
-                line = self.projections.project(event)
-            except (ProjectionError, KeyError, TypeError, ValueError) as error:
-                results[index] = Delivery.permanent(f"projection failed: {error}")
-                continue
-            if line is not None:
-                lines.append((index, line))
+        lines = self.projections.project_batch(batch, results)
         if not lines:
             return results
         outcome = await self._write([line for _, line in lines])

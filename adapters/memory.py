@@ -124,10 +124,9 @@ class MemorySink:
             if failure is not None:
                 results.append(failure)
                 continue
-            try:
-                write = self.projections.project(event)
-            except Exception as error:  # a projection bug is a permanent failure of this event
-                results.append(Delivery.permanent(f"projection failed: {error!r}"))
+            write = self.projections.try_project(event)
+            if isinstance(write, Delivery):
+                results.append(write)
                 continue
             if write is not None:
                 stored = self.state.get(write.key)

@@ -11,6 +11,7 @@ collides on ``_id``, which again means already applied.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -26,8 +27,10 @@ from pymongo.errors import (
 )
 
 from adapters.base import Delivery, EventEnvelope, Health, Projections
-from adapters.projections import ORDER_EVENT_TYPES, ProjectionError, order_document
+from adapters.projections import ORDER_EVENT_TYPES, order_document
 from adapters.readback import OrderSpan, ProjectedOrder
+
+log = logging.getLogger("adapters.mongo")
 
 DUPLICATE_KEY = 11000
 # Server error codes that a retry can outlive (elections, shutdowns, time limits).
@@ -107,14 +110,7 @@ class MongoSink:
         """Write the newest document of each order in the batch, version-guarded."""
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         newest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for index, event in enumerate(batch):
-            try:
-                document = self.projections.project(event)
-            except (ProjectionError, KeyError, TypeError, ValueError) as error:
-                results[index] = Delivery.permanent(f"projection failed: {error}")
-                continue
-            if document is None:
-                continue
+        for index, document in self.projections.project_batch(batch, results):
             key = document["order_id"]
             if key not in newest or newest[key][1]["version"] < document["version"]:
                 newest[key] = (index, document)
@@ -127,8 +123,14 @@ class MongoSink:
             try:
                 stored = await self._stored_versions([d["order_id"] for _, d in changes])
             except PyMongoError as error:
-                return [classify(error)] * len(batch)
-            upserts = [(i, d) for i, d in changes if stored.get(d["order_id"], 0) < d["version"]]
+                # Only the changes waited on this read; every other event keeps its outcome.
+                outcome = classify(error)
+                for index, _ in changes:
+                    results[index] = outcome
+            else:
+                upserts = [
+                    (i, d) for i, d in changes if stored.get(d["order_id"], 0) < d["version"]
+                ]
         for start in range(0, len(creations), self.bulk_size):
             upserts += await self._bulk_insert(creations[start : start + self.bulk_size], results)
         for start in range(0, len(upserts), self.bulk_size):
@@ -156,9 +158,10 @@ class MongoSink:
             outcome = classify(error)
             for index, _ in creations:
                 results[index] = outcome
-        except Exception:
+        except Exception as error:
             # FerretDB answers an unordered batch with a write error in a form the driver
             # cannot read; the guarded upserts then give each write its own outcome.
+            log.info("%s: unreadable bulk insert reply (%r); writing one by one", self.name, error)
             return creations
         return []
 
@@ -190,10 +193,11 @@ class MongoSink:
             outcome = classify(error)
             for index, _, _ in guarded:
                 results[index] = outcome
-        except Exception:
+        except Exception as error:
             # The server answered the bulk write in a form the driver cannot read (FerretDB
             # does, when an unordered batch has a write error): apply each write on its own,
             # each with its own, well-formed outcome. MongoDB never takes this path.
+            log.info("%s: unreadable bulk write reply (%r); writing one by one", self.name, error)
             for index, filter_, update in guarded:
                 results[index] = await self._write_one(filter_, update)
 

@@ -143,16 +143,10 @@ class RedisSink:
         calls: list[int] = []
         keys: list[str] = []
         args: list[str | int] = []
-        for index, event in enumerate(batch):
-            try:
-                summary = self.projections.project(event)
-            except (KeyError, TypeError, ValueError) as error:
-                results[index] = Delivery.permanent(f"projection failed: {error}")
-                continue
-            if summary is not None:
-                calls.append(index)
-                keys.append(self.key_prefix + summary["order_id"])
-                args.extend((summary["version"], json.dumps(summary)))
+        for index, summary in self.projections.project_batch(batch, results):
+            calls.append(index)
+            keys.append(self.key_prefix + summary["order_id"])
+            args.extend((summary["version"], json.dumps(summary)))
         for start in range(0, len(calls), SCRIPT_KEYS):
             end = start + SCRIPT_KEYS
             try:

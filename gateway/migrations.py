@@ -17,12 +17,11 @@ from importlib.resources import files
 
 import asyncpg
 
+from gateway.advisory_locks import AdvisoryLock
 from gateway.errors import MigrationChecksumMismatch, MigrationError
 from gateway.queries import query
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
-# An arbitrary constant: every runner of this schema takes the same advisory lock.
-_ADVISORY_LOCK_KEY = 0x66616E6F7574
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ class MigrationRunner:
         }
 
     def _locked(self) -> _AdvisoryLock:
-        return _AdvisoryLock(self._connection, _ADVISORY_LOCK_KEY)
+        return _AdvisoryLock(self._connection, AdvisoryLock.MIGRATIONS)
 
 
 class _AdvisoryLock:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Self
@@ -36,11 +35,13 @@ import asyncpg
 from adapters.base import Delivery, Outcome, Sink
 from adapters.registry import build_sink
 from gateway import metrics, outbox, relay_state
+from gateway.advisory_locks import AdvisoryLock
 from gateway.backoff import Backoff
 from gateway.config import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.database import Connection, connect, create_pool
 from gateway.errors import GatewayError
-from gateway.outbox import PARTITIONS, StoredEvent
+from gateway.outbox import StoredEvent
+from gateway.queries import query
 from gateway.read_ahead import OutboxReads, StreamReader
 from gateway.relay_state import DeadLetter, Position
 
@@ -54,8 +55,6 @@ DATABASE_ERRORS = (
     asyncpg.InternalClientError,
     TimeoutError,
 )
-# Every relay takes this lock around a prune, so only one prunes at a time.
-_PRUNE_LOCK_KEY = 0x66616E6F7574 + 1
 _PRUNE_CHUNK = 5_000
 _HEALTH_TIMEOUT_SECONDS = 5.0
 
@@ -87,7 +86,8 @@ class Relay:
         self.postgres = postgres
         self.settings = settings
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.live_instances = 1
+        self.live_instances: list[str] = [self.instance_id]
+        """The relays sharing the partitions, as of the last heartbeat."""
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         """Set once every sink's worker has registered and taken its first leases."""
@@ -240,8 +240,8 @@ class Relay:
 
     async def _heartbeat(self, connection: Connection) -> None:
         await relay_state.heartbeat(connection, self.instance_id, socket.gethostname(), os.getpid())
-        self.live_instances = max(
-            1, await relay_state.live_instances(connection, self.settings.lease_ttl_seconds)
+        self.live_instances = await relay_state.live_instances(
+            connection, self.settings.lease_ttl_seconds
         )
 
     async def _heartbeat_loop(self) -> None:
@@ -297,7 +297,7 @@ class Relay:
         while True:
             async with self.pool.acquire() as connection, connection.transaction():
                 if not await connection.fetchval(
-                    "SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK_KEY
+                    query("try_advisory_xact_lock"), AdvisoryLock.PRUNE
                 ):
                     return total
                 deleted = await outbox.prune(
@@ -319,6 +319,14 @@ class Relay:
             except DATABASE_ERRORS as error:
                 log.warning("backlog statistics failed: %s", error)
             await asyncio.sleep(self.settings.stats_interval_seconds)
+
+
+def retrying_per_partition(owned: Iterable[int], waiting: Iterable[StoredEvent]) -> dict[int, int]:
+    """How many of the ``waiting`` events each owned partition holds (0 for the others)."""
+    counts = dict.fromkeys(owned, 0)
+    for event in waiting:
+        counts[event.partition] = counts.get(event.partition, 0) + 1
+    return counts
 
 
 @dataclass
@@ -384,7 +392,8 @@ class SinkWorker:
                 await self._pause(self.relay.backoff.ceiling(failures))
 
     async def maintain_leases(self, *, renew_only: bool = False) -> None:
-        """Renew held leases; release or claim partitions to hold a fair share."""
+        """Renew held leases; release the partitions that are not this relay's to hold and
+        claim those that are (see :func:`relay_state.partitions_for`)."""
         now = time.monotonic()
         if now < self._next_lease_check:
             return
@@ -393,17 +402,16 @@ class SinkWorker:
             # A lease given up must not be taken while a batch of its partition is in flight.
             await self._flush()
         name, me, ttl = self.sink.name, self.relay.instance_id, self.settings.lease_ttl_seconds
-        share = math.ceil(len(PARTITIONS) / self.relay.live_instances)
+        target = relay_state.partitions_for(me, self.relay.live_instances)
         async with self.relay.pool.acquire() as connection:
             owned = await relay_state.renew_leases(connection, name, me, ttl)
             if not renew_only:
-                if len(owned) > share:
-                    extra = sorted(owned)[share:]
-                    await relay_state.release_leases(connection, name, me, extra)
-                    owned -= set(extra)
-                elif len(owned) < share:
+                if extra := owned - target:
+                    await relay_state.release_leases(connection, name, me, sorted(extra))
+                    owned -= extra
+                if missing := target - owned:
                     owned |= await relay_state.claim_leases(
-                        connection, name, me, share - len(owned), ttl
+                        connection, name, me, sorted(missing), ttl
                     )
             if owned - set(self.positions):
                 self.positions.update(await relay_state.positions(connection, name, sorted(owned)))
@@ -604,7 +612,9 @@ class SinkWorker:
                 if not retry:
                     break
                 delay = self.relay.backoff.delay(max(attempts for _, attempts, _ in retry))
-            await self._record_retrying(len(retry), retry[-1][2])
+            await self._record_retrying(
+                retrying_per_partition(self.owned, (e for e, _, _ in retry)), retry[-1][2]
+            )
             if not await self._sleep_holding_leases(delay, {e.partition for e, _, _ in retry}):
                 return None
             pending = [(event, attempts) for event, attempts, _ in retry]
@@ -633,7 +643,7 @@ class SinkWorker:
             return False
         return health.ok
 
-    async def _record_retrying(self, count: int, error: str) -> None:
+    async def _record_retrying(self, retrying: dict[int, int], error: str) -> None:
         if self._commit is not None:
             # The running commit clears the retry count; it must land before this sets it.
             await asyncio.wait([self._commit])
@@ -643,8 +653,7 @@ class SinkWorker:
                     connection,
                     self.sink.name,
                     self.relay.instance_id,
-                    sorted(self.owned),
-                    count,
+                    retrying,
                     error[:2000],
                 )
 

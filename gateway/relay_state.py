@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from gateway.database import Connection
-from gateway.outbox import StoredEvent, envelope_of
+from gateway.outbox import PARTITION_COUNT, StoredEvent, envelope_of
 from gateway.queries import query
 
 Position = tuple[int, int]
@@ -20,7 +20,7 @@ Position = tuple[int, int]
 
 async def register_sink(connection: Connection, sink: str, *, from_beginning: bool) -> None:
     """Create the sink's positions if it has none: before every event, or at "now"."""
-    await connection.execute(query("register_sink"), sink, from_beginning)
+    await connection.execute(query("register_sink"), sink, from_beginning, PARTITION_COUNT)
 
 
 async def positions(
@@ -36,10 +36,10 @@ async def heartbeat(connection: Connection, instance: str, hostname: str, pid: i
     await connection.execute(query("heartbeat_instance"), instance, hostname, pid)
 
 
-async def live_instances(connection: Connection, ttl_seconds: float) -> int:
-    """How many relays sent a heartbeat within ``ttl_seconds`` (forgetting the others)."""
-    count: int = await connection.fetchval(query("count_live_instances"), ttl_seconds)
-    return count
+async def live_instances(connection: Connection, ttl_seconds: float) -> list[str]:
+    """The relays that sent a heartbeat within ``ttl_seconds``, by id (forgetting the others)."""
+    rows = await connection.fetch(query("live_instances"), ttl_seconds)
+    return [row["id"] for row in rows]
 
 
 async def forget_instance(connection: Connection, instance: str) -> None:
@@ -56,15 +56,23 @@ async def renew_leases(
 
 
 async def claim_leases(
-    connection: Connection, sink: str, owner: str, count: int, ttl_seconds: float
+    connection: Connection, sink: str, owner: str, partitions: Sequence[int], ttl_seconds: float
 ) -> set[int]:
-    """Take up to ``count`` unowned or expired partitions of ``sink``.
-
-    Partitions ``owner`` holds for other sinks come first, and those another owner holds for
-    other sinks last, so that one relay's sinks hold the same partitions.
-    """
-    rows = await connection.fetch(query("claim_leases"), sink, owner, count, ttl_seconds)
+    """Take those of ``partitions`` of ``sink`` that no live lease covers; return them."""
+    rows = await connection.fetch(query("claim_leases"), sink, owner, list(partitions), ttl_seconds)
     return {row["partition"] for row in rows}
+
+
+def partitions_for(instance: str, live: Sequence[str]) -> set[int]:
+    """The partitions relay ``instance`` is to hold, for every one of its sinks, while the
+    relays ``live`` share the work: a contiguous, balanced block per relay, by rank of id.
+
+    Every relay computes the same split from the same list, so the blocks cover each
+    partition once, and a relay's sinks hold the same partitions (and share their reads).
+    """
+    members = sorted({*live, instance})
+    rank, count = members.index(instance), len(members)
+    return set(range(rank * PARTITION_COUNT // count, (rank + 1) * PARTITION_COUNT // count))
 
 
 async def release_leases(
@@ -157,13 +165,21 @@ async def record_retrying(
     connection: Connection,
     sink: str,
     owner: str,
-    partitions: Sequence[int],
-    retrying: int,
+    retrying: Mapping[int, int],
     error: str | None,
 ) -> None:
-    """Show in ``fanout status`` that events of ``sink`` are waiting for a retry."""
+    """Show in ``fanout status`` how many events of ``sink`` wait for a retry.
+
+    ``retrying`` maps each partition ``owner`` holds to the number of its events waiting.
+    """
+    partitions = list(retrying)
     await connection.execute(
-        query("record_retrying"), sink, list(partitions), retrying, error, owner
+        query("record_retrying"),
+        sink,
+        partitions,
+        [retrying[p] for p in partitions],
+        error,
+        owner,
     )
 
 

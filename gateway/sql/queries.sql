@@ -166,9 +166,10 @@ SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
 -- with higher ids is never skipped, because nothing past it is read until it ends.
 -- outbox_batch (migration 0004) holds the query, planned to stop after the batch.
 -- txid and partition come first, then the fields of an EventEnvelope in its order (the id
--- is its sequence), so outbox.read_batch builds each event from a slice of the row.
-SELECT txid, partition, event_id, id, aggregate_type, aggregate_id, version, event_type,
-       payload, headers, occurred_at
+-- is its sequence), so outbox.read_batch builds each event from a slice of the row; it checks
+-- these names against outbox.BATCH_COLUMNS.
+SELECT txid, partition, event_id, id AS sequence, aggregate_type, aggregate_id, version,
+       event_type, payload, headers, occurred_at
 FROM outbox_batch($1::xid8, $2::bigint, $3::smallint[], $4::integer);
 
 -- name: prune_outbox
@@ -201,7 +202,7 @@ SELECT $1,
        partition,
        CASE WHEN $2 THEN '0'::xid8 ELSE pg_snapshot_xmin(pg_current_snapshot()) END,
        0
-FROM generate_series(0, 15) AS partition
+FROM generate_series(0, $3::integer - 1) AS partition
 ON CONFLICT (sink, partition) DO NOTHING;
 
 -- name: sink_positions
@@ -213,11 +214,11 @@ WHERE sink = $1 AND partition = ANY($2::smallint[]);
 INSERT INTO relay_instances (id, hostname, pid) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
 
--- name: count_live_instances
+-- name: live_instances
 WITH stale AS (
     DELETE FROM relay_instances WHERE heartbeat_at < now() - make_interval(secs => $1)
 )
-SELECT count(*) FROM relay_instances WHERE heartbeat_at >= now() - make_interval(secs => $1);
+SELECT id FROM relay_instances WHERE heartbeat_at >= now() - make_interval(secs => $1) ORDER BY id;
 
 -- name: forget_instance
 DELETE FROM relay_instances WHERE id = $1;
@@ -229,26 +230,12 @@ WHERE sink = $1 AND owner = $2
 RETURNING partition;
 
 -- name: claim_leases
--- First the partitions this relay holds for its other sinks, then those no relay holds for
--- any other sink, last those another relay holds for one: so a relay's sinks end up holding
--- the same partitions, and read them once for all of them.
+-- Takes those of the partitions $3 that no live lease covers (or that $2 holds already).
 UPDATE relay_positions
 SET owner = $2, lease_expires_at = now() + make_interval(secs => $4)
-WHERE (sink, partition) IN (
-    SELECT candidate.sink, candidate.partition
-    FROM relay_positions AS candidate
-    WHERE candidate.sink = $1
-      AND (candidate.owner IS NULL OR candidate.lease_expires_at < now())
-    ORDER BY (
-        SELECT CASE WHEN bool_or(held.owner = $2) THEN 0 WHEN count(*) = 0 THEN 1 ELSE 2 END
-        FROM relay_positions AS held
-        WHERE held.partition = candidate.partition
-          AND held.sink <> candidate.sink
-          AND held.lease_expires_at >= now()
-    ), candidate.partition
-    LIMIT $3
-    FOR UPDATE OF candidate SKIP LOCKED
-)
+WHERE sink = $1
+  AND partition = ANY($3::smallint[])
+  AND (owner IS NULL OR owner = $2 OR lease_expires_at < now())
 RETURNING partition;
 
 -- name: release_leases
@@ -284,9 +271,14 @@ WHERE positions.sink = $1
 RETURNING positions.partition;
 
 -- name: record_retrying
-UPDATE relay_positions
-SET retrying = $3, last_error = $4, updated_at = now()
-WHERE sink = $1 AND owner = $5 AND partition = ANY($2::smallint[]);
+-- Each partition counts the events of its own that wait for a retry, so the sum over the
+-- partitions counts each event once.
+UPDATE relay_positions AS positions
+SET retrying = counted.retrying,
+    last_error = CASE WHEN counted.retrying > 0 THEN $4 ELSE positions.last_error END,
+    updated_at = now()
+FROM unnest($2::smallint[], $3::integer[]) AS counted (partition, retrying)
+WHERE positions.sink = $1 AND positions.owner = $5 AND positions.partition = counted.partition;
 
 -- Relay: dead letters -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -100,6 +101,40 @@ async def test_one_bad_event_fails_alone(sink: Sink) -> None:
     assert "status" in (results[1].error or "")
     held = await projected(sink, *batch)
     assert set(held) == {good, other}
+
+
+async def test_a_projection_that_raises_anything_fails_its_event_alone_for_good(
+    sink: Sink,
+) -> None:
+    def broken_projection(event: EventEnvelope) -> Any:
+        raise RuntimeError(f"cannot project {event.event_type}")
+
+    projections = sink.projections  # type: ignore[attr-defined]
+    projections.register("order.audited", broken_projection)
+    good = order_event(new_id(), 1)
+    audited = order_event(new_id(), 1)._replace(event_type="order.audited")
+
+    results = await sink.apply([audited, good])
+
+    assert [r.outcome for r in results] == [Outcome.PERMANENT, Outcome.DELIVERED]
+    assert "RuntimeError: cannot project order.audited" in (results[0].error or "")
+    assert set(await projected(sink, good, audited)) == {good.aggregate_id}
+
+
+async def test_mongo_keeps_a_permanent_failure_when_reading_stored_versions_fails() -> None:
+    """Nothing answers at this address: the read of stored versions fails, which fails the
+    later versions that waited on it (transiently), not the event already found permanent."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    sink = MongoSink("mongodb", f"mongodb://127.0.0.1:{closed_port}", timeout_seconds=0.5)
+    try:
+        broken = order_event(new_id(), 1)
+        del broken.payload["status"]
+        results = await sink.apply([broken, order_event(new_id(), 2, "confirmed")])
+    finally:
+        await sink.close()
+    assert [r.outcome for r in results] == [Outcome.PERMANENT, Outcome.TRANSIENT]
 
 
 async def test_events_without_a_projection_are_delivered_and_ignored(sink: Sink) -> None:

@@ -120,6 +120,28 @@ async def test_a_failing_sink_does_not_hold_back_another(world: World) -> None:
     assert totals["down"].dead_lettered == 0  # an outage uses up no attempts
 
 
+async def test_events_waiting_for_a_retry_are_counted_once_each(world: World) -> None:
+    await world.publish_items(5)
+    sink = MemorySink("flaky")
+    sink.fail(Outcome.TRANSIENT, error="timeout")
+    relay = world.relay(sink, max_attempts=1_000)
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: _has_retrying(world, "flaky"))
+        [totals] = await relay_state.sink_totals(world.gateway.pool)
+        assert len(relay.workers[0].owned) == len(outbox.PARTITIONS)
+        assert totals.retrying == 5
+        assert totals.last_error == "timeout"
+    finally:
+        relay.stop()
+        await running
+
+
+async def _has_retrying(world: World, sink: str) -> bool:
+    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
+    return sink in totals and totals[sink].retrying > 0
+
+
 async def _delivered(world: World, sink: str, count: int) -> bool:
     totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
     return totals[sink].delivered == count
@@ -193,8 +215,8 @@ async def test_relays_joining_and_leaving_keep_one_set_of_partitions_for_all_the
 ) -> None:
     """Shared reads serve a relay's sinks together only where they hold the same partitions.
 
-    Three relays split the partitions 6/6/4; when the third stops, the other two each take
-    half of what it gives up, and each must take the same half for both of its sinks.
+    Three relays split the partitions in three blocks; when the third stops, the other two
+    split them in two, and each relay holds the same block for both of its sinks.
     """
     names = ("left", "right")
     relays = [world.relay(*(MemorySink(name) for name in names)) for _ in range(3)]
@@ -203,12 +225,15 @@ async def test_relays_joining_and_leaving_keep_one_set_of_partitions_for_all_the
     async def owners() -> list[list[str | None]]:
         return [await positions_owned(world.gateway.pool, name) for name in names]
 
-    def split(*shares: tuple[Relay, int]) -> Callable[[], Awaitable[bool]]:
+    def split(*members: Relay) -> Callable[[], Awaitable[bool]]:
+        ids = [relay.instance_id for relay in members]
+        expected: list[str | None] = [None] * len(outbox.PARTITIONS)
+        for instance in ids:
+            for partition in relay_state.partitions_for(instance, ids):
+                expected[partition] = instance
+
         async def holds() -> bool:
-            return all(
-                all(owned.count(relay.instance_id) == share for relay, share in shares)
-                for owned in await owners()
-            )
+            return all(owned == expected for owned in await owners())
 
         return holds
 
@@ -217,38 +242,46 @@ async def test_relays_joining_and_leaving_keep_one_set_of_partitions_for_all_the
             running[relay] = asyncio.create_task(relay.run())
             await asyncio.wait_for(relay.ready.wait(), 30)
         first, second, third = relays
-        await eventually(split((first, 6), (second, 6), (third, 4)), within=30)
+        await eventually(split(first, second, third), within=30)
         after_joining = await owners()
         third.stop()
         await running.pop(third)
-        await eventually(split((first, 8), (second, 8)), within=30)
+        await eventually(split(first, second), within=30)
         after_leaving = await owners()
     finally:
         for relay in running:
             relay.stop()
         await asyncio.gather(*running.values())
 
-    assert after_joining[0] == after_joining[1]
-    assert after_leaving[0] == after_leaving[1]
+    assert sorted(after_joining[0].count(r.instance_id) for r in relays) == [5, 5, 6]
+    assert sorted(after_leaving[0].count(r.instance_id) for r in relays) == [0, 8, 8]
 
 
-async def test_a_claim_prefers_partitions_its_relay_holds_for_another_sink(world: World) -> None:
-    """Two relays taking free partitions for two sinks, their claims interleaved so that
-    claiming the lowest free ones would give each relay different partitions per sink."""
+async def test_claims_interleaved_across_sinks_give_a_relay_one_block_for_all(
+    world: World,
+) -> None:
+    """Two relays claiming for two sinks, their claims interleaved: each relay ends up with
+    the same partitions for both sinks, and a partition claimed by one is not taken by the
+    other while its lease lives."""
+    relays = ["first", "second"]
     async with world.gateway.pool.acquire() as connection:
         for sink in ("left", "right"):
             await relay_state.register_sink(connection, sink, from_beginning=True)
 
         async def claim(sink: str, owner: str) -> set[int]:
-            return await relay_state.claim_leases(connection, sink, owner, 8, 30)
+            wanted = sorted(relay_state.partitions_for(owner, relays))
+            return await relay_state.claim_leases(connection, sink, owner, wanted, 30)
 
         first_left = await claim("left", "first")
         second_left = await claim("left", "second")
         second_right = await claim("right", "second")
         first_right = await claim("right", "first")
+        taken = await relay_state.claim_leases(connection, "left", "third", range(16), 30)
 
     assert first_left | second_left == set(range(16))
+    assert not first_left & second_left
     assert (first_right, second_right) == (first_left, second_left)
+    assert taken == set()
 
 
 async def test_a_lease_lost_while_the_next_batch_is_applied_is_noticed(

@@ -1,0 +1,15 @@
+"""The PostgreSQL advisory locks the gateway takes, in one list so no two share a key."""
+
+from __future__ import annotations
+
+from enum import IntEnum, unique
+
+
+@unique
+class AdvisoryLock(IntEnum):
+    """Keys of ``pg_advisory_lock``: every process of one database takes the same key."""
+
+    MIGRATIONS = 0x66616E6F7574
+    """Serialises schema migration runners."""
+    PRUNE = 0x66616E6F7575
+    """Lets one relay at a time prune the outbox."""
