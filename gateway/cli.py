@@ -9,6 +9,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -33,6 +34,7 @@ from gateway.gateway import Gateway
 from gateway.health import sink_status_rows
 from gateway.migrations import MigrationRunner, MigrationStatus
 from gateway.relay import Relay
+from gateway.relay_state import RegisteredSink
 from gateway.verify import Drift, verify
 
 T = TypeVar("T")
@@ -50,6 +52,8 @@ migrate_app = typer.Typer(
 app.add_typer(migrate_app, name="migrate")
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+sinks_app = typer.Typer(help="List the sinks the outbox tracks; retire removed ones.")
+app.add_typer(sinks_app, name="sinks", no_args_is_help=True)
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -284,11 +288,16 @@ def status(
 ) -> None:
     """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered."""
 
-    async def work() -> list[dict[str, object]]:
+    async def work() -> tuple[list[dict[str, object]], list[RegisteredSink]]:
         async with _connection(context) as connection:
-            return await sink_status_rows(connection)
+            rows = await sink_status_rows(connection)
+            return rows, await relay_state.unserved_sinks(connection)
 
-    rows = _run(work)
+    rows, unserved = _run(work)
+    configured = _settings(context).enabled_sinks
+    for sink in unserved:
+        if sink.sink not in configured:
+            err.print(f"warning: {sink.warning()}", highlight=False)
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -297,6 +306,8 @@ def status(
     )
     for row in rows:
         oldest = row["oldest_undelivered_seconds"]
+        unserved_for = row["unserved_seconds"]
+        relays = f"none for {unserved_for:.0f}s" if isinstance(unserved_for, float) else None
         table.add_row(
             str(row["sink"]),
             str(row["backlog"]),
@@ -304,10 +315,72 @@ def status(
             str(row["delivered"]),
             str(row["retrying"]),
             str(row["dead_lettered"]),
-            str(row["relays"]),
+            relays or str(row["relays"]),
             str(row["last_error"] or ""),
         )
     out.print(table)
+
+
+@sinks_app.command("list")
+def sinks_list(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every sink with positions in the outbox: configured here or not, served or not."""
+
+    async def work() -> list[RegisteredSink]:
+        async with _connection(context) as connection:
+            return await relay_state.registered_sinks(connection)
+
+    registered = _run(work)
+    configured = _settings(context).enabled_sinks
+    rows = [asdict(sink) | {"configured": sink.sink in configured} for sink in registered]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("sink", "configured", "served", "unserved for", "delivered", "dead")
+    for row in rows:
+        table.add_row(
+            str(row["sink"]),
+            "yes" if row["configured"] else "no",
+            "yes" if row["served"] else "no",
+            "" if row["served"] else f"{row['unserved_seconds']:.0f}s",
+            str(row["delivered"]),
+            str(row["dead_lettered"]),
+        )
+    out.print(table)
+
+
+@sinks_app.command("retire")
+def sinks_retire(
+    context: typer.Context,
+    name: Annotated[str, typer.Argument(help="The sink to retire.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a sink no relay serves any more: its positions, leases and dead letters, so
+    that the outbox is pruned past it again."""
+    if name in _settings(context).enabled_sinks:
+        err.print(
+            f"warning: sink {name!r} is still enabled in the configuration; a relay started "
+            "with it registers it again",
+            highlight=False,
+        )
+    if not yes and not typer.confirm(
+        f"Retire sink {name!r}: delete its positions and dead letters?", default=False
+    ):
+        err.print("not retired")
+        raise typer.Exit(1)
+
+    async def work() -> relay_state.RetiredSink:
+        async with _connection(context) as connection:
+            return await relay_state.retire_sink(connection, name)
+
+    retired = _run(work)
+    out.print(
+        f"retired sink {retired.sink}: removed {retired.positions} positions and "
+        f"{retired.dead_letters} dead letters",
+        highlight=False,
+    )
 
 
 @dlq_app.command("list")

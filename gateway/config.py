@@ -222,6 +222,11 @@ class Settings(BaseSettings):
         # The YAML file arrives as init arguments; the environment must win over it.
         return env_settings, init_settings
 
+    @property
+    def enabled_sinks(self) -> set[str]:
+        """The names of the sinks a relay started with these settings serves."""
+        return {name for name, sink in self.sinks.items() if sink.enabled}
+
 
 def default_config_path() -> Path:
     """The file named by ``FANOUT_CONFIG``, else ``config/gateway.yaml``."""

@@ -125,6 +125,25 @@ class AlreadyExists(Conflict):
         super().__init__(f"{entity} with {field} {value!r} already exists")
 
 
+class SinkInUse(Conflict):
+    """A sink cannot be retired while a relay still holds a lease on it."""
+
+    def __init__(self, sink: str, owners: list[str]) -> None:
+        self.sink = sink
+        self.owners = owners
+        super().__init__(
+            f"sink {sink!r} is served by the relay {', '.join(owners)}: remove it from that "
+            "relay's configuration and restart the relay before retiring it"
+        )
+
+
+class UnknownSink(NotFound):
+    """No sink of that name has positions in the outbox."""
+
+    def __init__(self, sink: str) -> None:
+        super().__init__("sink", sink)
+
+
 class MigrationError(GatewayError):
     """The schema migrations cannot be applied or rolled back as asked."""
 

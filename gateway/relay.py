@@ -292,7 +292,14 @@ class Relay:
                 log.warning("pruning failed: %s", error)
 
     async def prune(self) -> int:
-        """Delete delivered events older than the retention (unless another relay is at it)."""
+        """Delete delivered events older than the retention (unless another relay is at it).
+
+        Warns of every sink that no relay serves any more: until it is retired, its positions
+        keep every event after them.
+        """
+        async with self.pool.acquire() as connection:
+            for unserved in await relay_state.unserved_sinks(connection):
+                log.warning("%s", unserved.warning())
         total = 0
         while True:
             async with self.pool.acquire() as connection, connection.transaction():

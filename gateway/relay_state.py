@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from gateway.database import Connection
+from gateway.errors import SinkInUse, UnknownSink
 from gateway.outbox import PARTITION_COUNT, StoredEvent, envelope_of
 from gateway.queries import query
 
@@ -264,6 +265,82 @@ async def sink_totals(connection: Connection | asyncpg.Pool) -> list[SinkTotals]
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class RegisteredSink:
+    """A sink that has positions in the outbox, and whether any relay still serves it."""
+
+    sink: str
+    served: bool
+    """Whether a live lease covers one of its partitions."""
+    unserved_seconds: float
+    """How long since a relay last held a lease on it (0 while served)."""
+    delivered: int
+    dead_lettered: int
+
+    def warning(self) -> str:
+        """What an operator should know of an unserved sink."""
+        return (
+            f"no relay has served sink {self.sink!r} for {_duration(self.unserved_seconds)}: "
+            "its positions hold back pruning of the outbox; if it was removed from the "
+            f"configuration, retire it with `fanout sinks retire {self.sink}`"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
+async def registered_sinks(connection: Connection | asyncpg.Pool) -> list[RegisteredSink]:
+    """Every sink with positions, by name."""
+    rows = await connection.fetch(query("registered_sinks"))
+    return [
+        RegisteredSink(
+            row["sink"],
+            row["served"],
+            0.0 if row["served"] else row["unserved_seconds"],
+            row["delivered"],
+            row["dead_lettered"],
+        )
+        for row in rows
+    ]
+
+
+async def unserved_sinks(connection: Connection | asyncpg.Pool) -> list[RegisteredSink]:
+    """The sinks whose positions no live lease covers: each holds back pruning."""
+    return [sink for sink in await registered_sinks(connection) if not sink.served]
+
+
+@dataclass(frozen=True)
+class RetiredSink:
+    """What retiring a sink removed."""
+
+    sink: str
+    positions: int
+    dead_letters: int
+
+
+async def retire_sink(connection: Connection, sink: str) -> RetiredSink:
+    """Remove a sink that no relay serves: its positions (and so its leases) and its dead
+    letters, in one transaction. Raises :class:`UnknownSink` or :class:`SinkInUse`."""
+    async with connection.transaction():
+        rows = await connection.fetch(query("lock_sink_positions"), sink)
+        if not rows:
+            raise UnknownSink(sink)
+        owners = sorted({row["owner"] for row in rows if row["leased"]})
+        if owners:
+            raise SinkInUse(sink, owners)
+        positions = await connection.execute(query("delete_sink_positions"), sink)
+        letters = await connection.execute(query("delete_sink_dead_letters"), sink)
+    return RetiredSink(sink, int(positions.split()[-1]), int(letters.split()[-1]))
 
 
 async def sink_has_work(connection: Connection, sink: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Self
 
 import asyncpg
@@ -20,20 +20,27 @@ from gateway.outbox import backlog
 
 
 class RelayGauges:
-    """Reads per-sink backlog and delivered totals from PostgreSQL."""
+    """Reads the backlog and delivered totals of the run's sinks from PostgreSQL.
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    Only ``sinks`` are read: the outbox may also hold positions of sinks that other relays
+    serve, or that no relay serves any more, whose backlog says nothing of this run.
+    """
+
+    def __init__(self, connection: asyncpg.Connection, sinks: Collection[str]) -> None:
         self._connection = connection
+        self._sinks = frozenset(sinks)
         # The per-second sampler and the drain loop read at the same time.
         self._lock = asyncio.Lock()
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connected(cls, settings: PostgresSettings) -> AsyncIterator[Self]:
-        """Gauges over a connection of their own, closed on leaving."""
+    async def connected(
+        cls, settings: PostgresSettings, sinks: Collection[str]
+    ) -> AsyncIterator[Self]:
+        """Gauges of ``sinks`` over a connection of their own, closed on leaving."""
         connection = await connect(settings)
         try:
-            yield cls(connection)
+            yield cls(connection, sinks)
         finally:
             await connection.close()
 
@@ -41,10 +48,10 @@ class RelayGauges:
         """Events each sink has had delivered, in total."""
         async with self._lock:
             totals = await relay_state.sink_totals(self._connection)
-        return {t.sink: t.delivered for t in totals}
+        return {t.sink: t.delivered for t in totals if t.sink in self._sinks}
 
     async def backlogs(self) -> dict[str, int]:
         """Events each sink has not had yet."""
         async with self._lock:
             backlogs = await backlog(self._connection)
-        return {b.sink: b.events for b in backlogs}
+        return {b.sink: b.events for b in backlogs if b.sink in self._sinks}

@@ -72,7 +72,7 @@ async def run_loadtest(
     }
     async with (
         await Gateway.connect(settings) as gateway,
-        RelayGauges.connected(settings.postgres) as gauges,
+        RelayGauges.connected(settings.postgres, settings.enabled_sinks) as gauges,
     ):
         progress("seeding", {"customers": plan.customers, "products": plan.products})
         catalog = await seed(gateway, run_id, plan.customers, plan.products)

@@ -354,6 +354,36 @@ FROM relay_positions AS positions
 GROUP BY positions.sink
 ORDER BY positions.sink;
 
+-- name: registered_sinks
+-- Every sink with positions: whether a live lease serves it, and how long since a relay
+-- last moved a position of it or held a lease on it.
+SELECT positions.sink,
+       bool_or(positions.owner IS NOT NULL AND positions.lease_expires_at >= now()) AS served,
+       greatest(
+           extract(epoch FROM now() - greatest(max(positions.updated_at),
+                                              max(positions.lease_expires_at))),
+           0
+       )::float8 AS unserved_seconds,
+       sum(positions.delivered_total)::bigint AS delivered,
+       (SELECT count(*) FROM dead_letters
+        WHERE dead_letters.sink = positions.sink AND dead_letters.replayed_at IS NULL)
+           AS dead_lettered
+FROM relay_positions AS positions
+GROUP BY positions.sink
+ORDER BY positions.sink;
+
+-- name: lock_sink_positions
+SELECT owner, lease_expires_at >= now() AS leased
+FROM relay_positions
+WHERE sink = $1
+FOR UPDATE;
+
+-- name: delete_sink_positions
+DELETE FROM relay_positions WHERE sink = $1;
+
+-- name: delete_sink_dead_letters
+DELETE FROM dead_letters WHERE sink = $1;
+
 -- name: sink_has_work
 -- Whether any partition of the sink has a readable event past its position, or a replay waits.
 -- Each partition asks outbox_batch for one event, so the (txid, id) index is walked from its

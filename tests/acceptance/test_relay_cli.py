@@ -1,23 +1,31 @@
-"""``fanout status`` and ``fanout dlq`` on a real database."""
+"""``fanout status``, ``fanout dlq`` and ``fanout sinks`` on a real database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from adapters.base import Outcome
 from adapters.memory import MemorySink
-from tests.acceptance.relay_support import World, memory_state
+from tests.acceptance.relay_support import World, memory_state, positions_owned
 
 
-def fanout(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+def fanout(world: World, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
     env["FANOUT_POSTGRES_URL"] = world.settings.postgres.url.get_secret_value()
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        input=input,
     )
 
 
@@ -72,3 +80,58 @@ async def test_dlq_list_and_replay_through_the_cli(world: World) -> None:
     assert memory_state(sink) == await world.orders_in_postgres()
     nothing = fanout(world, "dlq", "replay", "--sink", "memory", "--all")
     assert nothing.returncode == 1 and "no dead letter" in nothing.stderr
+
+
+async def test_a_removed_sink_is_reported_then_retired_and_pruning_resumes(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink taken out of the configuration keeps its positions, and with them every event
+    after them: status and pruning warn of it, and retiring it lets the outbox be pruned."""
+    await world.place_orders(6)
+    kept, removed = MemorySink("kept"), MemorySink("removed")
+    await world.drain(kept, removed)
+    await world.place_orders(4)
+    await world.drain(kept)  # "removed" is no longer configured anywhere
+    await world.gateway.pool.execute("UPDATE outbox SET occurred_at = now() - interval '1 day'")
+    relay = world.relay(kept, retention_seconds=3600)
+
+    listed = {row["sink"]: row for row in as_json(fanout(world, "sinks", "list", "--json"))}
+    status = fanout(world, "status", "--json")
+    with caplog.at_level(logging.WARNING, logger="gateway.relay"):
+        held_back = await relay.prune()
+
+    assert listed["removed"]["served"] is False and listed["removed"]["configured"] is False
+    assert listed["removed"]["unserved_seconds"] >= 0
+    assert "no relay has served sink 'removed'" in status.stderr
+    assert "fanout sinks retire removed" in status.stderr
+    assert "no relay has served sink 'removed'" in caplog.text
+    assert held_back == 6 + 1  # only what "removed" had passed too
+
+    refused = fanout(world, "sinks", "retire", "removed", input="n\n")
+    assert refused.returncode == 1
+    assert "removed" in {row["sink"] for row in as_json(fanout(world, "sinks", "list", "--json"))}
+
+    retired = fanout(world, "sinks", "retire", "removed", "--yes")
+    assert retired.returncode == 0, retired.stderr
+    assert "removed 16 positions" in retired.stdout
+    assert [row["sink"] for row in as_json(fanout(world, "sinks", "list", "--json"))] == ["kept"]
+    assert await relay.prune() == 4 + 1
+    assert await world.gateway.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_sink_a_relay_serves_is_not_retired(world: World) -> None:
+    await world.place_orders(2)
+    sink = MemorySink("busy")
+    relay = world.relay(sink)
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.ready.wait(), 30)
+        refused = fanout(world, "sinks", "retire", "busy", "--yes")
+        unknown = fanout(world, "sinks", "retire", "never-registered", "--yes")
+    finally:
+        relay.stop()
+        await running
+    assert refused.returncode == 1
+    assert "is served by the relay" in refused.stderr
+    assert unknown.returncode == 1 and "sink never-registered not found" in unknown.stderr
+    assert await positions_owned(world.gateway.pool, "busy") == [None] * 16
