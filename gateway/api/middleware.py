@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from starlette.exceptions import HTTPException
@@ -11,13 +13,40 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.api.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from gateway.api.problems import body_too_large, problem_response
 
+# How long, and how much, of a refused body is read and dropped before the 413 is sent.
+LINGER_SECONDS = 10.0
+LINGER_MAX_BYTES = 256 * 1024 * 1024
+
+
+async def discard_body(receive: Receive, message: Message | None = None) -> None:
+    """Read and drop the rest of a request body, for at most :data:`LINGER_SECONDS` and
+    :data:`LINGER_MAX_BYTES` (``message``: the last one read, if any).
+
+    A client still sending a body it was refused must be able to read the answer. The server
+    closes the connection after a refused body, and a socket closed with unread data in it
+    resets the connection, so the client would see a reset instead of the 413. nginx's
+    lingering close does the same, after its answer; here it must come before, because the
+    ASGI server stops delivering the body once the response is complete.
+    """
+    discarded = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while message is None or (
+                message["type"] == "http.request" and message.get("more_body", False)
+            ):
+                if discarded > LINGER_MAX_BYTES:
+                    return
+                message = await receive()
+                discarded += len(message.get("body", b""))
+
 
 class BodySizeLimit:
     """Refuse a request body larger than ``max_bytes`` with a 413 problem.
 
-    A declared ``Content-Length`` is checked before the app runs, without reading the body; a
-    chunked body is counted as it arrives. (Starlette's own limiter answers a declared length
-    in plain text, which would break the API's problem-details contract.)
+    A declared ``Content-Length`` is checked before the app runs; a chunked body is counted as
+    it arrives. Either way the rest of the body is read and dropped (bounded) before the
+    answer, so that the client reads it. (Starlette's own limiter answers a declared length in
+    plain text, which would break the API's problem-details contract.)
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -28,8 +57,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
+            # A client waiting for "100 Continue" has sent nothing, and will send nothing.
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await discard_body(receive)
             response = problem_response(Request(scope), body_too_large(self.max_bytes))
             await response(scope, receive, send)
             return
@@ -41,6 +74,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    await discard_body(receive, message)
                     # FastAPI passes an HTTPException raised while reading the body on to the
                     # exception handlers, which answer with the 413 problem.
                     raise HTTPException(413, body_too_large(self.max_bytes).detail)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -325,6 +328,32 @@ async def test_bad_bodies_get_a_problem_and_write_nothing(
     problem(huge, 413, "request-body-too-large")
     problem(huge_chunked, 413, "request-body-too-large")
     assert await order_count(gateway) == before
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared length", "chunked"])
+def test_a_plain_client_sending_a_body_far_over_the_limit_reads_the_413(
+    server: ApiServer, chunked: bool
+) -> None:
+    """The server answers before the body has arrived; it must read and drop the rest (for a
+    bounded time) so that the client, still sending, can read the answer: closing with unread
+    data in the socket resets the connection instead."""
+    body = json.dumps({"metadata": {"padding": "x" * 5_000_000}}).encode()
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "Content-Type": "application/json",
+        **key(),
+    }
+    request = urllib.request.Request(
+        f"{server.url}/orders",
+        data=iter([body[i : i + 65_536] for i in range(0, len(body), 65_536)]) if chunked else body,
+        headers=headers if chunked else {**headers, "Content-Length": str(len(body))},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    answer = json.loads(refused.value.read())
+    assert answer["type"] == "urn:fanout:problem:request-body-too-large"
 
 
 async def test_sql_looking_strings_are_stored_verbatim(
