@@ -60,6 +60,9 @@ def customer_event(customer: Customer) -> Event:
 async def _insert_address(
     connection: Connection, customer_id: UUID, request: AddressRequest, field: str
 ) -> Address:
+    if request.is_default:
+        # The new default replaces the customer's previous default address of its type.
+        await connection.execute(query("clear_default_address"), customer_id, request.address_type)
     try:
         # A savepoint, so that a rejected address leaves the caller's transaction usable.
         async with connection.transaction():

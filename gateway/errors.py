@@ -86,9 +86,11 @@ class IllegalTransition(GatewayError):
 
     def __init__(self, order_id: object, from_status: str, to_status: str) -> None:
         self.order_id = order_id
-        self.from_status = from_status
-        self.to_status = to_status
-        super().__init__(f"order {order_id} cannot move from {from_status!r} to {to_status!r}")
+        self.from_status = str(from_status)
+        self.to_status = str(to_status)
+        super().__init__(
+            f"order {order_id} cannot move from {self.from_status!r} to {self.to_status!r}"
+        )
 
 
 class Conflict(GatewayError):

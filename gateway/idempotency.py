@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -15,11 +16,18 @@ from gateway.queries import query
 MAX_KEY_LENGTH = 255
 
 
+KEY_PATTERN = f"^[!-~](?:[ -~]{{0,{MAX_KEY_LENGTH - 2}}}[!-~])?$"
+"""1 to ``MAX_KEY_LENGTH`` visible ASCII characters, with spaces only inside (an HTTP header
+value carries nothing else intact)."""
+_KEY = re.compile(KEY_PATTERN)
+
+
 def validate_key(key: str) -> str:
-    """Reject empty, overlong or non-printable keys."""
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    """Reject keys that do not match :data:`KEY_PATTERN`."""
+    if not _KEY.fullmatch(key):
         raise ValidationError.single(
-            "idempotency_key", f"must be 1 to {MAX_KEY_LENGTH} printable characters"
+            "idempotency_key",
+            f"must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (spaces only inside)",
         )
     return key
 

@@ -2,29 +2,181 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+from typing_extensions import TypeAliasType
 
 from gateway.order_status import OrderStatus
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+# What the text fields of a request state and enforce: PostgreSQL cannot store NUL, and a
+# required text must hold more than white space. Lengths count the text as sent; it is then
+# stripped of white space. White space is spelled out (Unicode's White_Space), in the schema's
+# pattern and in the stripping alike, so that both mean the same to every engine.
+WHITE_SPACE = (
+    "\t\n\u000b\f\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_SPACE = "\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL = "^[^\u0000]*$"
+NOT_BLANK = f"^[^\u0000]*[^\u0000{_SPACE}][^\u0000]*$"
+
+
+def json_integer(value: object) -> object:
+    """JSON's integers only: not a string of digits, nor true/false (as Python's lax int)."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def _money_text(value: object) -> object:
+    # A JSON amount is a string ("12.50"): a float cannot hold cents exactly.
+    if isinstance(value, bool | int | float):
+        raise ValueError('must be a decimal string such as "12.50"')
+    return value
+
+
+def _without_nul(value: Any, path: str = "") -> Any:
+    # jsonb cannot hold NUL; keys are checked here, values by their own type as well.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{path or 'a key'} contains NUL, which cannot be stored")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _without_nul(key, path)
+            _without_nul(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _without_nul(item, f"{path}[{index}]")
+    return value
+
+
+def _not_a_number(value: object) -> object:
+    # A date is a JSON string ("2000-01-31"); Python's lax date would read 0 as 1970-01-01.
+    if isinstance(value, bool | int | float):
+        raise ValueError('must be a date string such as "2000-01-31"')
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(json_integer)]
+JsonDate = Annotated[date, BeforeValidator(_not_a_number)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+def _stripped(value: str) -> str:
+    stripped = _no_nul(value).strip(WHITE_SPACE)
+    if not stripped:
+        raise ValueError("must not be blank")
+    return stripped
+
+
+@dataclass(frozen=True)
+class _Stated:
+    """Publishes ``pattern`` in the JSON schema of a string whose validators enforce it."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = self.pattern
+        return json_schema
+
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_stripped),
+    _Stated(NOT_BLANK),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(_stripped),
+    _Stated(NOT_BLANK),
+]
+PostalCode = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=20),
+    AfterValidator(_stripped),
+    _Stated(NOT_BLANK),
+]
+LongText = Annotated[
+    str, StringConstraints(max_length=2000), AfterValidator(_no_nul), _Stated(NO_NUL)
+]
+FreeText = Annotated[str, AfterValidator(_no_nul), _Stated(NO_NUL)]
+
+
+@dataclass(frozen=True)
+class _StatedKeys:
+    """Publishes ``pattern`` as the ``propertyNames`` of an object whose validators enforce it."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["propertyNames"] = {"pattern": self.pattern}
+        return json_schema
+
+
+# Free-form JSON goes to a jsonb column, which holds neither NUL nor numbers past a double's
+# range; the keys are checked by JsonObject's validator.
+if TYPE_CHECKING:
+    JsonObject = dict[str, Any]
+else:
+    JsonValue = TypeAliasType(
+        "JsonValue",
+        Annotated[str, AfterValidator(_no_nul), _Stated(NO_NUL)]
+        | int
+        | Annotated[float, Field(allow_inf_nan=False)]
+        | bool
+        | list["JsonValue"]
+        | Annotated[dict[str, "JsonValue"], _StatedKeys(NO_NUL)]
+        | None,
+    )
+    JsonObject = Annotated[
+        dict[str, JsonValue],
+        AfterValidator(_without_nul),
+        _StatedKeys(NO_NUL),
+    ]
 Email = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        max_length=255,
-        pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$",
-    ),
+    StringConstraints(max_length=255, pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"),
 ]
-Phone = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ().-]{6,19}$")
+# At most 20 characters (the column's width), kept as given.
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ().-]{6,18}$")]
+MONEY_PATTERN = r"^[0-9]{1,8}(\.[0-9]{1,2})?$"
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_text),
+    Field(ge=0, max_digits=10, decimal_places=2),
+    WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "examples": ["12.50"]}),
 ]
-Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
 # Hard limits; the configured limits (orders.max_items, orders.max_quantity) may be lower.
 MAX_ITEMS_PER_REQUEST = 1000
 MAX_METADATA_BYTES = 16_384
@@ -42,7 +194,7 @@ class OrderItemRequest(_Request):
     """One line of an order: a product and how many units of it."""
 
     product_id: UUID
-    quantity: int = Field(gt=0)
+    quantity: JsonInteger = Field(gt=0)
 
 
 class PlaceOrderRequest(_Request):
@@ -52,12 +204,9 @@ class PlaceOrderRequest(_Request):
     billing_address_id: UUID
     shipping_address_id: UUID
     items: list[OrderItemRequest] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    customer_segment: (
-        Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9_-]{1,50}$")]
-        | None
-    ) = None
-    notes: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+    customer_segment: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,50}$")] | None = None
+    notes: LongText | None = None
 
     @field_validator("items")
     @classmethod
@@ -123,11 +272,9 @@ class AddressRequest(_Request):
     street_address: ShortText
     city: Name
     state: Name | None = None
-    postal_code: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
-    ]
+    postal_code: PostalCode
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = "US"
-    is_default: bool = False
+    is_default: StrictBool = False
 
 
 class Address(_Record):
@@ -152,7 +299,7 @@ class CustomerRequest(_Request):
     first_name: Name
     last_name: Name
     phone: Phone | None = None
-    date_of_birth: date | None = None
+    date_of_birth: JsonDate | None = None
     addresses: list[AddressRequest] = Field(default_factory=list, max_length=20)
 
 
@@ -176,7 +323,7 @@ class CategoryRequest(_Request):
 
     name: Name
     slug: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=100)]
-    description: str | None = None
+    description: FreeText | None = None
     parent_id: UUID | None = None
 
 
@@ -196,11 +343,11 @@ class ProductRequest(_Request):
 
     sku: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: ShortText
-    description: str | None = None
+    description: FreeText | None = None
     category_id: UUID | None = None
     base_price: Money
-    inventory_quantity: int = Field(default=0, ge=0)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    inventory_quantity: JsonInteger = Field(default=0, ge=0, le=2_147_483_647)
+    attributes: JsonObject = Field(default_factory=dict)
 
 
 class Product(_Record):

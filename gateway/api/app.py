@@ -12,6 +12,7 @@ from adapters.base import Sink
 from adapters.registry import build_sink
 from gateway.api.auth import require_api_key
 from gateway.api.middleware import BodySizeLimit, RequestMetrics
+from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
 from gateway.api.problems import install_problem_handlers
 from gateway.api.routes import router
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics, dependencies=guarded)
     app.include_router(probes)
     install_problem_handlers(app)
+    install_openapi(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

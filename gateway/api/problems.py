@@ -106,8 +106,10 @@ def problem_of(error: GatewayError) -> Problem:
             return Problem(404, "not-found", "Not found", str(error))
         case IllegalTransition():
             allowed = sorted(s.value for s in ALLOWED_TRANSITIONS[OrderStatus(error.from_status)])
+            # The request is well formed; the order's current status forbids it: a conflict
+            # with the state of the resource.
             return Problem(
-                422,
+                409,
                 "illegal-transition",
                 "Illegal status transition",
                 str(error),

@@ -7,8 +7,9 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
+from annotated_types import Ge
 from fastapi import APIRouter, Depends, Header, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from gateway import idempotency
 from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
@@ -24,6 +25,7 @@ from gateway.models import (
     PlaceOrderRequest,
     Product,
     ProductRequest,
+    json_integer,
 )
 from gateway.order_status import OrderStatus
 
@@ -37,12 +39,12 @@ class TransitionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: OrderStatus
-    expected_version: int | None = Field(default=None, ge=1)
+    expected_version: Annotated[int, Ge(1), BeforeValidator(json_integer)] | None = None
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "Malformed JSON or a missing Idempotency-Key header",
+        400: "Malformed JSON, or (POST /orders) a missing Idempotency-Key header",
         401: "Missing or wrong API key",
         404: "No such resource",
         409: "Conflicts with the current state",
@@ -149,7 +151,7 @@ async def get_order(order_id: UUID, request: Request) -> Order:
 @router.post(
     "/orders/{order_id}/transitions",
     response_model=Order,
-    responses=_problems(401, 404, 409, 413, 415, 422),
+    responses=_problems(400, 401, 404, 409, 413, 415, 422),
     tags=["orders"],
 )
 async def transition_order(order_id: UUID, body: TransitionRequest, request: Request) -> Order:

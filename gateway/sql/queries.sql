@@ -129,6 +129,10 @@ INSERT INTO addresses (
 VALUES ($1, $2::address_type_enum, $3, $4, $5, $6, $7, $8)
 RETURNING *;
 
+-- name: clear_default_address
+UPDATE addresses SET is_default = false
+WHERE customer_id = $1 AND address_type = $2::address_type_enum AND is_default;
+
 -- name: insert_category
 INSERT INTO categories (name, slug, description, parent_id)
 VALUES ($1, $2, $3, $4)

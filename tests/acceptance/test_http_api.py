@@ -225,7 +225,7 @@ async def test_transitions_check_the_version_and_the_state_machine(
     assert (confirmed.json()["status"], confirmed.json()["version"]) == ("confirmed", 2)
     conflict = problem(stale, 409, "version-conflict")
     assert (conflict["expected_version"], conflict["current_version"]) == (1, 2)
-    rule = problem(illegal, 422, "illegal-transition")
+    rule = problem(illegal, 409, "illegal-transition")
     assert (rule["from_status"], rule["to_status"]) == ("confirmed", "delivered")
     assert rule["allowed"] == ["cancelled", "processing"]
     assert fields_of(problem(unknown_status, 422, "validation-error")) == ["status"]

@@ -115,7 +115,9 @@ async def test_invalid_customers_name_the_field(
     assert raised.value.field == field
 
 
-async def test_a_second_default_address_of_a_type_is_refused(shop: Shop) -> None:
+async def test_a_new_default_address_replaces_the_previous_default_of_its_type(
+    shop: Shop,
+) -> None:
     customer = await shop.customer()
     address = {
         "address_type": "billing",
@@ -124,8 +126,14 @@ async def test_a_second_default_address_of_a_type_is_refused(shop: Shop) -> None
         "postal_code": "999",
         "is_default": True,
     }
-    with pytest.raises(ValidationError) as raised:
-        await shop.gateway.add_address(customer.id, address)
-    assert raised.value.field == "is_default"
-    added = await shop.gateway.add_address(customer.id, {**address, "is_default": False})
-    assert added.customer_id == customer.id
+    added = await shop.gateway.add_address(customer.id, address)
+    other = await shop.gateway.add_address(customer.id, {**address, "is_default": False})
+    defaults = await shop.gateway.pool.fetch(
+        "SELECT id, address_type FROM addresses WHERE customer_id = $1 AND is_default",
+        customer.id,
+    )
+    assert {(row["id"], row["address_type"]) for row in defaults} == {
+        (added.id, "billing"),
+        (customer.addresses[1].id, "shipping"),
+    }
+    assert not other.is_default

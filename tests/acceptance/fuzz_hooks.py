@@ -1,0 +1,61 @@
+"""Schemathesis hooks for fuzzing ``fanout serve``: references that exist.
+
+A request can be valid by the schema and still name a customer, address, product or category
+that does not exist, which the API rightly refuses. So that generated orders are placed (and
+the stateful phase can follow them through their transitions), every well-formed id in a
+generated body is replaced by one of the records the test seeded, read from the JSON file
+named by ``FANOUT_TEST_FUZZ_REFERENCES``. Only ids that are already valid UUIDs are replaced,
+so a request the schema forbids stays forbidden.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import zlib
+from typing import Any
+
+import schemathesis
+
+_REFERENCES: dict[str, Any] = json.loads(
+    open(os.environ["FANOUT_TEST_FUZZ_REFERENCES"], encoding="utf-8").read()  # noqa: SIM115
+)
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _order(body: dict[str, Any]) -> dict[str, Any]:
+    customers = _REFERENCES["customers"]
+    customer = customers[zlib.crc32(repr(body.get("customer_id")).encode()) % len(customers)]
+    for field in ("customer_id", "billing_address_id", "shipping_address_id"):
+        if _is_uuid(body.get(field)):
+            body[field] = customer[field]
+    items = body.get("items")
+    if isinstance(items, list):
+        products = _REFERENCES["products"]
+        for index, item in enumerate(items):
+            if isinstance(item, dict) and _is_uuid(item.get("product_id")):
+                item["product_id"] = products[index % len(products)]
+    return body
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, Any]) -> None:
+    """Point the ids of every generated body (in every phase) at seeded records."""
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    operation = (case.operation.method.upper(), case.operation.path)
+    if operation == ("POST", "/orders"):
+        _order(body)
+    elif operation == ("POST", "/products") and _is_uuid(body.get("category_id")):
+        body["category_id"] = _REFERENCES["category_id"]

@@ -1,0 +1,150 @@
+"""The HTTP API fuzzed from its own OpenAPI document by schemathesis, against ``fanout serve``
+on a real PostgreSQL: every check, every phase (examples, coverage, fuzzing, and stateful
+sequences that follow the document's links from a placed order to its transitions).
+
+A failure of any kind fails the test. The seed is fixed so that CI runs the same cases every
+time; ``FANOUT_TEST_FUZZ_SEED`` (a number, or ``random``) and ``FANOUT_TEST_FUZZ_EXAMPLES``
+(cases per operation) make a longer or different run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import Gateway
+from tests.acceptance.api_process import api_server, clean_environment, write_config
+from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, settings_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = os.environ.get("FANOUT_TEST_FUZZ_SEED", "1")
+EXAMPLES = int(os.environ.get("FANOUT_TEST_FUZZ_EXAMPLES", "300"))
+MAX_ITEMS = 20
+
+
+async def seed_references(gateway: Gateway, path: Path) -> None:
+    """Records the generated requests can refer to, written where the hooks read them."""
+    category = await gateway.create_category({"name": "Fuzzed", "slug": "fuzzed"})
+    customers = []
+    for number in range(5):
+        address = {"street_address": "1 Main St", "city": "Springfield", "postal_code": "1"}
+        customer = await gateway.create_customer(
+            {
+                "email": f"fuzz-{number}@example.com",
+                "first_name": "Fuzz",
+                "last_name": f"Customer {number}",
+                "addresses": [
+                    {**address, "address_type": "billing", "is_default": True},
+                    {**address, "address_type": "shipping", "is_default": True},
+                ],
+            }
+        )
+        billing, shipping = customer.addresses
+        customers.append(
+            {
+                "customer_id": str(customer.id),
+                "billing_address_id": str(billing.id),
+                "shipping_address_id": str(shipping.id),
+            }
+        )
+    products = [
+        str(
+            (
+                await gateway.create_product(
+                    {
+                        "sku": f"FUZZ-{number}",
+                        "name": f"Fuzzed product {number}",
+                        "base_price": "1.25",
+                        "inventory_quantity": 2_000_000_000,
+                    }
+                )
+            ).id
+        )
+        for number in range(MAX_ITEMS)
+    ]
+    text = json.dumps(
+        {"customers": customers, "products": products, "category_id": str(category.id)}
+    )
+    await asyncio.to_thread(path.write_text, text)
+
+
+async def test_the_api_holds_up_to_schemathesis_with_every_check(
+    create_database: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await create_migrated_database(create_database)
+    references = tmp_path / "references.json"
+    async with await Gateway.connect(settings_for(url)) as gateway:
+        await seed_references(gateway, references)
+        config = write_config(
+            tmp_path,
+            {
+                "postgres": {"url": url},
+                "orders": {"max_items": MAX_ITEMS},
+                "sinks": {"memory": {"type": "memory"}},
+            },
+        )
+        async with api_server(config) as server:
+            seed = [] if SEED == "random" else ["--seed", SEED]
+            fuzzer = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("st")),
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks", "all",
+                "--max-examples", str(EXAMPLES),
+                *seed,
+                "--workers", "1",
+                "--generation-database", "none",
+                "--no-color",
+                env={
+                    **clean_environment(),
+                    "SCHEMATHESIS_HOOKS": "tests.acceptance.fuzz_hooks",
+                    "FANOUT_TEST_FUZZ_REFERENCES": str(references),
+                    "PYTHONPATH": str(ROOT),
+                },
+                cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            output, _ = await asyncio.wait_for(fuzzer.communicate(), 900)
+            report = output.decode(errors="replace")
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                answered = answers_by_route((await client.get("/metrics")).text)
+            server_log = server.server.log_text
+        placed = await gateway.pool.fetchval("SELECT count(*) FROM orders")
+
+    assert fuzzer.returncode == 0, f"{report}\n--- fanout serve ---\n{server_log}"
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in report, report
+    assert "Internal error" not in server_log and "Traceback" not in server_log
+    assert not any(status.startswith("5") for _, status in answered), answered
+    # Generated orders were placed, then their transitions asked for: answers other than 404
+    # (no such order) and 422 (a malformed request) are about an order that exists.
+    transitions = {
+        status: count
+        for (route, status), count in answered.items()
+        if route == "POST /orders/{order_id}/transitions"
+    }
+    assert placed > 0 and answered[("POST /orders", "201")] == placed
+    assert sum(n for status, n in transitions.items() if status not in {"404", "422"}) > 0, (
+        transitions
+    )
+
+
+def answers_by_route(metrics: str) -> dict[tuple[str, str], float]:
+    """(``METHOD route``, status) -> requests answered, from the server's Prometheus text."""
+    answered: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(metrics):
+        if family.name != "fanout_http_requests":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                labels = sample.labels
+                key = (f"{labels['method']} {labels['route']}", labels["status"])
+                answered[key] = sample.value
+    return answered
