@@ -22,6 +22,28 @@ class DatabaseUnavailable(GatewayError):
     """PostgreSQL cannot be reached or refused the connection."""
 
 
+def is_unavailability(error: BaseException) -> bool:
+    """Whether ``error`` says PostgreSQL could not be reached or dropped the connection (it is
+    shutting down, starting up, restarting, or the network failed), rather than refused what
+    was asked: a client may try again shortly.
+
+    A transaction whose connection dropped was committed or not, never half; a retry that
+    carries the same idempotency key finds out which.
+    """
+    return isinstance(
+        error,
+        DatabaseUnavailable
+        | OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError,
+    )
+
+
 async def fetch_required(connection: Connection, sql: str, *args: Any) -> asyncpg.Record:
     """The first row of a statement that always returns one (such as INSERT ... RETURNING)."""
     row = await connection.fetchrow(sql, *args)

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.database import DatabaseUnavailable
+from gateway.database import DatabaseUnavailable, is_unavailability
 from gateway.errors import (
     AlreadyExists,
     Conflict,
@@ -159,14 +159,19 @@ def problem_of(error: GatewayError) -> Problem:
         case Conflict():
             return Problem(409, "conflict", "Conflict", str(error))
         case DatabaseUnavailable():
-            return Problem(
-                503,
-                "database-unavailable",
-                "Database unavailable",
-                "PostgreSQL cannot be reached; try again shortly",
-                headers={"Retry-After": "1"},
-            )
+            return database_unavailable()
     return internal_error(error)
+
+
+def database_unavailable() -> Problem:
+    """503: PostgreSQL cannot be reached now; the client should retry after a second."""
+    return Problem(
+        503,
+        "database-unavailable",
+        "Database unavailable",
+        "PostgreSQL cannot be reached; try again shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def body_too_large(max_bytes: int) -> Problem:
@@ -236,6 +241,9 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        if is_unavailability(error):
+            log.warning("PostgreSQL unavailable: %r", error)
+            return problem_response(request, database_unavailable())
         return problem_response(request, internal_error(error))
 
     app.add_exception_handler(Problem, on_problem)

@@ -51,6 +51,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         415: "The body is not declared as application/json",
         422: "A field or rule is violated (named in the problem)",
+        503: "PostgreSQL cannot be reached now; retry after Retry-After seconds",
     }
     return {
         code: {"description": descriptions[code], "content": {PROBLEM_JSON: {}}}
@@ -99,7 +100,7 @@ router = APIRouter(dependencies=[Depends(require_json)])
     response_model=Order,
     responses={
         200: {"description": "A replay of an earlier request with the same key"},
-        **_problems(400, 401, 409, 413, 415, 422),
+        **_problems(400, 401, 409, 413, 415, 422, 503),
     },
     tags=["orders"],
 )
@@ -140,7 +141,10 @@ async def place_order(
 
 
 @router.get(
-    "/orders/{order_id}", response_model=Order, responses=_problems(401, 404, 422), tags=["orders"]
+    "/orders/{order_id}",
+    response_model=Order,
+    responses=_problems(401, 404, 422, 503),
+    tags=["orders"],
 )
 async def get_order(order_id: UUID, request: Request) -> Order:
     """The order as PostgreSQL holds it now."""
@@ -151,7 +155,7 @@ async def get_order(order_id: UUID, request: Request) -> Order:
 @router.post(
     "/orders/{order_id}/transitions",
     response_model=Order,
-    responses=_problems(400, 401, 404, 409, 413, 415, 422),
+    responses=_problems(400, 401, 404, 409, 413, 415, 422, 503),
     tags=["orders"],
 )
 async def transition_order(order_id: UUID, body: TransitionRequest, request: Request) -> Order:
@@ -168,7 +172,7 @@ async def transition_order(order_id: UUID, body: TransitionRequest, request: Req
     "/customers",
     status_code=status.HTTP_201_CREATED,
     response_model=Customer,
-    responses=_problems(400, 401, 409, 413, 415, 422),
+    responses=_problems(400, 401, 409, 413, 415, 422, 503),
     tags=["customers"],
 )
 async def create_customer(body: CustomerRequest, request: Request, response: Response) -> Customer:
@@ -182,7 +186,7 @@ async def create_customer(body: CustomerRequest, request: Request, response: Res
     "/customers/{customer_id}/addresses",
     status_code=status.HTTP_201_CREATED,
     response_model=Address,
-    responses=_problems(400, 401, 404, 413, 415, 422),
+    responses=_problems(400, 401, 404, 413, 415, 422, 503),
     tags=["customers"],
 )
 async def add_address(customer_id: UUID, body: AddressRequest, request: Request) -> Address:
@@ -195,7 +199,7 @@ async def add_address(customer_id: UUID, body: AddressRequest, request: Request)
     "/products",
     status_code=status.HTTP_201_CREATED,
     response_model=Product,
-    responses=_problems(400, 401, 409, 413, 415, 422),
+    responses=_problems(400, 401, 409, 413, 415, 422, 503),
     tags=["products"],
 )
 async def create_product(body: ProductRequest, request: Request) -> Product:
