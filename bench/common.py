@@ -26,8 +26,7 @@ async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
     """A gateway over a freshly created and migrated database, dropped afterwards."""
     server = server_url("postgres")
     name = f"fanout_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    await _admin(server, f'CREATE DATABASE "{name}"')
     url = database_url(server, name)
     try:
         connection = await asyncpg.connect(url)
@@ -41,7 +40,15 @@ async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
         async with await Gateway.connect(settings) as gateway:
             yield gateway
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # A connection of its own: a benchmark may have restarted the server meanwhile.
+        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(server: str, statement: str) -> None:
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(statement)
+    finally:
         await admin.close()
 
 
