@@ -1,6 +1,6 @@
 """The chaos run, short: a few thousand orders through the API while each fault happens once
 (a relay killed, each store stopped, PostgreSQL restarted, the API killed), then every order
-checked in every store. ``bench/chaos.py`` runs the long version by hand."""
+checked in every store. ``python -m bench.chaos`` runs the long version by hand."""
 
 from __future__ import annotations
 

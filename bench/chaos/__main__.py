@@ -1,0 +1,56 @@
+"""``python -m bench.chaos``: run the chaos benchmark and record its report and chart."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from bench.chaos import __doc__ as DESCRIPTION
+from bench.chaos.chart import draw
+from bench.chaos.plan import ChaosPlan, fault_schedule
+from bench.chaos.run import run_chaos, verdict
+from bench.common import RESULTS, write_results
+from tests.acceptance.stores import STORES
+
+
+def main() -> None:
+    """Run the chaos benchmark and record its report and chart."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chaos", description=(DESCRIPTION or "").split("\n\n")[0]
+    )
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=80.0, help="orders per second")
+    parser.add_argument("--repeats", type=int, default=3, help="times each fault runs")
+    parser.add_argument("--outage", type=float, default=20.0, help="seconds a store is down")
+    parser.add_argument("--stores", default=",".join(STORES))
+    parser.add_argument("--name", default="chaos", help="results file name")
+    arguments = parser.parse_args()
+    plan = ChaosPlan(
+        orders=arguments.orders,
+        rate=arguments.rate,
+        stores=tuple(arguments.stores.split(",")),
+        store_outage_seconds=arguments.outage,
+    )
+    plan = replace(plan, faults=fault_schedule(plan, arguments.repeats))
+    logs = Path(tempfile.mkdtemp(prefix="fanout-chaos-"))
+    print(f"process logs in {logs}")
+    report = asyncio.run(run_chaos(plan, logs))
+    broken = verdict(report)
+    report["verdict"] = broken or "0 lost, 0 stale, 0 mismatched in every store"
+    path = write_results(arguments.name, report)
+    draw(report, RESULTS / f"{arguments.name}.png")
+    print(
+        f"{report['orders']} in {report['load_seconds']} s, drained in {report['drain_seconds']} s"
+    )
+    print(f"stores: {report['stores']}")
+    print(f"requests: {report['requests']}; duplicates: {report['duplicates_absorbed']}")
+    print(f"verdict: {report['verdict']}; written to {path}")
+    sys.exit(1 if broken else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""What a chaos run does (its plan and fault schedule) and which failures a fault explains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tests.acceptance.stores import STORES
+
+FaultKind = Literal["kill-relay", "stop-store", "restart-postgres", "kill-api"]
+
+HAPPY_PATH = ("confirmed", "processing", "shipped")
+# A failed attempt this long after a fault ended still counts as caused by it: pools
+# reconnect and a restarted process warms up.
+FAULT_GRACE_SECONDS = 10.0
+# How long a client keeps retrying one request before it gives up.
+RETRY_FOR_SECONDS = 180.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault of the schedule: what, ``at`` seconds into the load, for how long."""
+
+    kind: FaultKind
+    at: float
+    target: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """What the run does."""
+
+    orders: int
+    rate: float
+    stores: tuple[str, ...] = STORES
+    relays: int = 2
+    transition_share: float = 0.5
+    in_flight: int = 64
+    store_outage_seconds: float = 20.0
+    drain_timeout_seconds: float = 900.0
+    faults: tuple[Fault, ...] = ()
+
+    @property
+    def load_seconds(self) -> float:
+        """How long placing the orders takes at the plan's rate."""
+        return self.orders / self.rate
+
+
+def fault_schedule(plan: ChaosPlan, repeats: int) -> tuple[Fault, ...]:
+    """Each fault ``repeats`` times, spread evenly over the load (from 5 % to 80 % of it),
+    the kinds interleaved so that no two of a kind follow each other."""
+    kinds: list[tuple[FaultKind, str, float]] = [("kill-relay", "0", 3.0)]
+    kinds += [("stop-store", store, plan.store_outage_seconds) for store in plan.stores]
+    kinds += [("restart-postgres", "", 0.0), ("kill-api", "", 2.0)]
+    if plan.relays > 1:
+        kinds.insert(len(plan.stores) // 2 + 1, ("kill-relay", "1", 3.0))
+    rounds = [kind for _ in range(repeats) for kind in kinds]
+    start, end = 0.05 * plan.load_seconds, 0.80 * plan.load_seconds
+    step = (end - start) / max(1, len(rounds) - 1)
+    return tuple(
+        Fault(kind, round(start + index * step, 1), target, seconds)
+        for index, (kind, target, seconds) in enumerate(rounds)
+    )
+
+
+@dataclass
+class FaultWindow:
+    """When a fault began and ended, in seconds since the load began."""
+
+    kind: FaultKind
+    target: str
+    began: float
+    ended: float | None = None
+
+
+def explained(kind: str, at: float, windows: list[FaultWindow]) -> bool:
+    """Whether a failed attempt of ``kind`` at ``at`` is what a fault running then causes:
+    a 503 with Retry-After while PostgreSQL restarts, a lost or refused connection while the
+    API is down (or restarts after PostgreSQL did). Nothing else may fail."""
+    for window in windows:
+        ended = window.ended if window.ended is not None else float("inf")
+        if not window.began <= at <= ended + FAULT_GRACE_SECONDS:
+            continue
+        if window.kind == "restart-postgres" and (kind == "HTTP 503" or kind.endswith("Error")):
+            return True
+        if window.kind == "kill-api" and kind.endswith("Error"):
+            return True
+    return False

@@ -1,0 +1,81 @@
+"""The processes a chaos run kills and restarts: ``fanout`` subprocesses and the servers of
+``scripts/services.sh``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from gateway.loadtest.faults import SERVICES_SCRIPT
+
+
+class FanoutProcess:
+    """A ``fanout`` subprocess (``serve`` or ``relay``) that can be killed and started again."""
+
+    def __init__(self, name: str, config: Path, args: list[str], logs: Path) -> None:
+        self.name = name
+        self.config = config
+        self.args = args
+        self.log_path = logs / f"{name}.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the process, its output appended to its log file."""
+        log = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway",
+                "--config",
+                str(self.config),
+                *self.args,
+                stdout=log,
+                stderr=log,
+                env={k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")},
+            )
+        finally:
+            log.close()
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within a minute."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            await self.kill()
+
+
+async def services(action: str, service: str) -> None:
+    """``scripts/services.sh ACTION SERVICE``; raises if it fails."""
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        str(SERVICES_SCRIPT),
+        action,
+        service,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"services.sh {action} {service} failed: {stderr.decode()[-500:]}")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

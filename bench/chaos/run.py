@@ -1,0 +1,333 @@
+"""One chaos run: the database and configuration, the load through the fault schedule, the
+drain, and the check of every order in every store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import yaml
+
+from adapters.readback import ReadBack
+from bench.chaos.client import ChaosClient, ClientCounts
+from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explained
+from bench.chaos.processes import FanoutProcess, free_port, services
+from bench.common import scratch_gateway
+from gateway import Gateway, outbox
+from gateway.database import connect
+from gateway.verify import verify
+from tests.acceptance.stores import drop_namespace, make_sink, store_settings
+
+
+def config_for(url: str, tag: str, plan: ChaosPlan, port: int, directory: Path) -> Path:
+    """The configuration the API and the relays share."""
+    path = directory / "gateway.yaml"
+    config = {
+        "postgres": {"url": url, "pool_max_size": 20},
+        "api": {"port": port},
+        "relay": {
+            "batch_size": 500,
+            "poll_interval_seconds": 0.2,
+            "lease_ttl_seconds": 6,
+            "backoff_max_seconds": 2,
+            "max_attempts": 12,
+            "stats_interval_seconds": 2,
+        },
+        "sinks": {kind: store_settings(kind, tag) for kind in plan.stores},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+async def seed(gateway: Gateway, customers: int, products: int) -> list[dict[str, Any]]:
+    """Order requests over freshly made customers and well-stocked products."""
+    people = []
+    for number in range(customers):
+        address = {"street_address": f"{number} Chaos St", "city": "Faultline", "postal_code": "1"}
+        person = await gateway.create_customer(
+            {
+                "email": f"chaos-{number}-{uuid.uuid4().hex[:6]}@example.com",
+                "first_name": "Chaos",
+                "last_name": f"Customer {number}",
+                "addresses": [
+                    {**address, "address_type": "billing", "is_default": True},
+                    {**address, "address_type": "shipping", "is_default": True},
+                ],
+            }
+        )
+        people.append(person)
+    stock = [
+        await gateway.create_product(
+            {
+                "sku": f"CHAOS-{uuid.uuid4().hex[:10]}",
+                "name": f"Chaos product {number}",
+                "base_price": f"{5 + number % 40}.99",
+                "inventory_quantity": 1_000_000_000,
+            }
+        )
+        for number in range(products)
+    ]
+    return [
+        {
+            "customer_id": str(person.id),
+            "billing_address_id": str(person.addresses[0].id),
+            "shipping_address_id": str(person.addresses[1].id),
+            "items": [
+                {"product_id": str(product.id), "quantity": 1 + index % 3}
+                for index, product in enumerate(random.sample(stock, 1 + number % 3))
+            ],
+        }
+        for number, person in enumerate(people * 4)
+    ]
+
+
+class Chaos:
+    """One chaos run over a database, an API process and relay processes."""
+
+    def __init__(self, plan: ChaosPlan, gateway: Gateway, config: Path, logs: Path) -> None:
+        self.plan = plan
+        self.gateway = gateway
+        self.postgres = gateway.settings.postgres
+        self.api = FanoutProcess("api", config, ["serve"], logs)
+        self.relays = [
+            FanoutProcess(f"relay-{n}", config, ["relay"], logs) for n in range(plan.relays)
+        ]
+        self.windows: list[FaultWindow] = []
+        self.timeline: list[dict[str, Any]] = []
+        self.counts = ClientCounts()
+        self.origin = 0.0
+
+    def now(self) -> float:
+        """Seconds since the load began."""
+        return round(time.perf_counter() - self.origin, 2)
+
+    async def wait_for_api(self, url: str, within: float = 120) -> None:
+        """Until ``/healthz`` answers."""
+        deadline = time.perf_counter() + within
+        async with httpx.AsyncClient(base_url=url, timeout=2) as probe:
+            while time.perf_counter() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await probe.get("/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"the API did not answer within {within} s; see {self.api.log_path}")
+
+    async def inject(self, fault: Fault, url: str) -> None:
+        """Run one fault at its time."""
+        await asyncio.sleep(max(0.0, fault.at - (time.perf_counter() - self.origin)))
+        window = FaultWindow(fault.kind, fault.target, self.now())
+        self.windows.append(window)
+        match fault.kind:
+            case "kill-relay":
+                relay = self.relays[int(fault.target)]
+                await relay.kill()
+                await asyncio.sleep(fault.seconds)
+                await relay.start()
+            case "kill-api":
+                await self.api.kill()
+                await asyncio.sleep(fault.seconds)
+                await self.api.start()
+                await self.wait_for_api(url)
+            case "stop-store":
+                await services("down", fault.target)
+                await asyncio.sleep(fault.seconds)
+                await services("up", fault.target)
+            case "restart-postgres":
+                await services("down", "postgres")
+                await services("up", "postgres")
+        window.ended = self.now()
+
+    async def sample(self) -> None:
+        """Once a second: each sink's backlog and the age of its oldest undelivered event."""
+        connection: asyncpg.Connection | None = None
+        while True:
+            await asyncio.sleep(1.0)
+            row: dict[str, Any] = {
+                "t": self.now(),
+                "placed": self.counts.placed,
+                "failed_attempts": sum(self.counts.failed_attempts.values()),
+                "backlog": {},
+                "oldest_undelivered_seconds": {},
+            }
+            try:
+                if connection is None or connection.is_closed():
+                    connection = await asyncio.wait_for(connect(self.postgres), 2)
+                for backlog in await asyncio.wait_for(outbox.backlog(connection), 5):
+                    row["backlog"][backlog.sink] = backlog.events
+                    row["oldest_undelivered_seconds"][backlog.sink] = backlog.oldest_age_seconds
+            except Exception:  # PostgreSQL is restarting: this second has no reading
+                connection = None
+            self.timeline.append(row)
+
+    async def drive(self, client: ChaosClient, requests: list[dict[str, Any]]) -> None:
+        """Place the plan's orders at its rate; move some of them along."""
+        slots = asyncio.Semaphore(self.plan.in_flight)
+        lifecycles: set[asyncio.Task[None]] = set()
+
+        async def lifecycle(request: dict[str, Any]) -> None:
+            try:
+                order = await client.place(request)
+                if order is None or random.random() >= self.plan.transition_share:
+                    return
+                for status in HAPPY_PATH[: random.randint(1, len(HAPPY_PATH))]:
+                    order = await client.transition(order, status)
+                    if order is None:
+                        return
+            finally:
+                slots.release()
+
+        for number in range(self.plan.orders):
+            due = number / self.plan.rate - (time.perf_counter() - self.origin)
+            await asyncio.sleep(max(0.0, due))
+            await slots.acquire()
+            task = asyncio.create_task(lifecycle(requests[number % len(requests)]))
+            lifecycles.add(task)
+            task.add_done_callback(lifecycles.discard)
+        await asyncio.gather(*lifecycles)
+
+    async def drain(self) -> bool:
+        """Until no sink has a backlog (or the plan's drain timeout passes)."""
+        deadline = time.perf_counter() + self.plan.drain_timeout_seconds
+        while time.perf_counter() < deadline:
+            async with self.gateway.pool.acquire() as connection:
+                backlogs = {b.sink: b.events for b in await outbox.backlog(connection)}
+            if all(backlogs.get(store, 1) == 0 for store in self.plan.stores):
+                return True
+            await asyncio.sleep(1.0)
+        return False
+
+    async def run(self, url: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """Start the processes, drive the load through the faults, drain, and report."""
+        await self.api.start()
+        await self.wait_for_api(url)
+        for relay in self.relays:
+            await relay.start()
+        client = ChaosClient(url, self.counts, 0.0)
+        self.origin = client.origin = time.perf_counter()
+        sampler = asyncio.create_task(self.sample())
+        faults = [asyncio.create_task(self.inject(fault, url)) for fault in self.plan.faults]
+        try:
+            await self.drive(client, requests)
+            load_seconds = self.now()
+            await asyncio.gather(*faults)
+            # Pooled connections died with the PostgreSQL restarts.
+            await self.gateway.pool.expire_connections()
+            drained = await self.drain()
+            drain_seconds = self.now() - load_seconds
+        finally:
+            for task in faults:
+                task.cancel()
+            sampler.cancel()
+            await client.close()
+            await self.api.stop()
+            for relay in self.relays:
+                await relay.stop()
+        return await self.report(client, load_seconds, drained, drain_seconds)
+
+    async def report(
+        self, client: ChaosClient, load_seconds: float, drained: bool, drain_seconds: float
+    ) -> dict[str, Any]:
+        """Every order of PostgreSQL checked in every store, and what the client saw."""
+        stores: dict[str, Any] = {}
+        tag = self.gateway.settings.postgres.url.get_secret_value().rsplit("_", 1)[-1]
+        for kind in self.plan.stores:
+            sink = make_sink(kind, tag)
+            try:
+                assert isinstance(sink, ReadBack)
+                stores[kind] = (await verify(self.gateway.pool, kind, sink)).as_dict()
+            finally:
+                await sink.close()
+        in_postgres = await self.gateway.pool.fetchval("SELECT count(*) FROM orders")
+        moved = await self.gateway.pool.fetchval("SELECT sum(version - 1) FROM orders")
+        unexplained = [
+            {"t": round(at, 2), "kind": kind}
+            for at, kind in client.failures
+            if not explained(kind, at, self.windows)
+        ]
+        counts = self.counts
+        return {
+            "plan": {**asdict(self.plan), "faults": len(self.plan.faults)},
+            "load_seconds": load_seconds,
+            "achieved_order_rate": round(counts.placed / load_seconds, 1),
+            "drained": drained,
+            "drain_seconds": round(drain_seconds, 1),
+            "orders": {
+                "placed": counts.placed,
+                "in_postgres": in_postgres,
+                "transitions": counts.transitions,
+                "transitions_in_postgres": moved or 0,
+            },
+            "requests": {
+                "attempts": counts.attempts,
+                "failed_attempts_by_kind": dict(counts.failed_attempts),
+                "unexplained_failures": unexplained,
+                "operations_given_up": dict(counts.operations_given_up),
+            },
+            "duplicates_absorbed": {
+                "placements_replayed_by_idempotency_key": counts.placements_replayed,
+                "transitions_found_already_applied": counts.transitions_found_applied,
+            },
+            "stores": stores,
+            "faults": [asdict(window) for window in self.windows],
+            "timeline": self.timeline,
+        }
+
+
+@contextlib.asynccontextmanager
+async def chaos_world(plan: ChaosPlan, directory: Path) -> AsyncIterator[tuple[Chaos, str]]:
+    """A scratch database, the stores' namespaces, the shared configuration."""
+    async with scratch_gateway(pool_size=4) as gateway:
+        url = gateway.settings.postgres.url.get_secret_value()
+        tag = url.rsplit("_", 1)[-1]
+        port = free_port()
+        config = config_for(url, tag, plan, port, directory)
+        chaos = Chaos(plan, gateway, config, directory)
+        try:
+            yield chaos, f"http://127.0.0.1:{port}"
+        finally:
+            for kind in plan.stores:
+                sink = make_sink(kind, tag)
+                try:
+                    with contextlib.suppress(Exception):
+                        await drop_namespace(sink)
+                finally:
+                    await sink.close()
+
+
+async def run_chaos(plan: ChaosPlan, directory: Path) -> dict[str, Any]:
+    """One chaos run of ``plan``, its process logs under ``directory``."""
+    async with chaos_world(plan, directory) as (chaos, url):
+        requests = await seed(chaos.gateway, customers=50, products=40)
+        return await chaos.run(url, requests)
+
+
+def verdict(report: dict[str, Any]) -> list[str]:
+    """What the run broke: empty when the promise held."""
+    broken = []
+    if not report["drained"]:
+        broken.append("the relays did not drain")
+    for kind, drift in report["stores"].items():
+        if not drift["clean"]:
+            broken.append(f"{kind}: {drift}")
+    orders = report["orders"]
+    if orders["in_postgres"] != orders["placed"]:
+        broken.append(f"{orders['in_postgres']} orders in PostgreSQL, {orders['placed']} placed")
+    if orders["transitions_in_postgres"] != orders["transitions"]:
+        broken.append(
+            f"{orders['transitions_in_postgres']} transitions in PostgreSQL, "
+            f"{orders['transitions']} made"
+        )
+    if report["requests"]["unexplained_failures"]:
+        broken.append(f"unexplained failures: {report['requests']['unexplained_failures'][:5]}")
+    if report["requests"]["operations_given_up"]:
+        broken.append(f"operations given up: {report['requests']['operations_given_up']}")
+    return broken
