@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 import uuid
@@ -23,9 +24,12 @@ from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explaine
 from bench.chaos.processes import FanoutProcess, free_port, services
 from bench.common import scratch_gateway
 from gateway import Gateway, outbox
-from gateway.database import connect
+from gateway.database import DatabaseUnavailable, connect
+from gateway.relay import DATABASE_ERRORS
 from gateway.verify import verify
 from tests.acceptance.stores import drop_namespace, make_sink, store_settings
+
+log = logging.getLogger("bench.chaos")
 
 
 def config_for(url: str, tag: str, plan: ChaosPlan, port: int, directory: Path) -> Path:
@@ -164,7 +168,9 @@ class Chaos:
                 for backlog in await asyncio.wait_for(outbox.backlog(connection), 5):
                     row["backlog"][backlog.sink] = backlog.events
                     row["oldest_undelivered_seconds"][backlog.sink] = backlog.oldest_age_seconds
-            except Exception:  # PostgreSQL is restarting: this second has no reading
+            except (TimeoutError, *DATABASE_ERRORS, DatabaseUnavailable) as error:
+                # PostgreSQL is restarting: this second has no reading.
+                log.info("no backlog reading at %.1f s: %r", row["t"], error)
                 connection = None
             self.timeline.append(row)
 
@@ -297,8 +303,9 @@ async def chaos_world(plan: ChaosPlan, directory: Path) -> AsyncIterator[tuple[C
             for kind in plan.stores:
                 sink = make_sink(kind, tag)
                 try:
-                    with contextlib.suppress(Exception):
-                        await drop_namespace(sink)
+                    await drop_namespace(sink)
+                except Exception as error:  # cleaning up must not hide the run's own outcome
+                    log.warning("could not drop the %s namespace %s: %r", kind, tag, error)
                 finally:
                     await sink.close()
 
