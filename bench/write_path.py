@@ -25,6 +25,7 @@ from bench.common import scratch_gateway, write_results
 from gateway import Gateway, PlaceOrderRequest
 from gateway.orders import insert_order
 from gateway.pricing import PricingPolicy
+from tests.acceptance.shop import customer_request
 
 Placer = Callable[[PlaceOrderRequest], Awaitable[Any]]
 
@@ -33,18 +34,10 @@ async def seed(gateway: Gateway, customers: int, products: int) -> list[PlaceOrd
     """Customers and products to order from; returns a pool of order requests over them."""
     people = []
     for index in range(customers):
-        address = {"street_address": f"{index} Bench Rd", "city": "Benchton", "postal_code": "1"}
+        email = f"bench-{index}-{uuid.uuid4().hex[:6]}@example.com"
         people.append(
             await gateway.create_customer(
-                {
-                    "email": f"bench-{index}-{uuid.uuid4().hex[:6]}@example.com",
-                    "first_name": "Bench",
-                    "last_name": f"Customer {index}",
-                    "addresses": [
-                        {**address, "address_type": "billing", "is_default": True},
-                        {**address, "address_type": "shipping", "is_default": True},
-                    ],
-                }
+                customer_request(email, f"Customer {index}", f"{index} Bench Rd", "Bench")
             )
         )
     catalog = [

@@ -34,7 +34,7 @@ from gateway.gateway import Gateway
 from gateway.health import sink_status_rows
 from gateway.migrations import MigrationRunner, MigrationStatus
 from gateway.relay import Relay
-from gateway.relay_state import RegisteredSink
+from gateway.relay_state import SinkTotals
 from gateway.verify import Drift, verify
 
 T = TypeVar("T")
@@ -288,7 +288,7 @@ def status(
 ) -> None:
     """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered."""
 
-    async def work() -> tuple[list[dict[str, object]], list[RegisteredSink]]:
+    async def work() -> tuple[list[dict[str, object]], list[SinkTotals]]:
         async with _connection(context) as connection:
             rows = await sink_status_rows(connection)
             return rows, await relay_state.unserved_sinks(connection)
@@ -328,9 +328,9 @@ def sinks_list(
 ) -> None:
     """Every sink with positions in the outbox: configured here or not, served or not."""
 
-    async def work() -> list[RegisteredSink]:
+    async def work() -> list[SinkTotals]:
         async with _connection(context) as connection:
-            return await relay_state.registered_sinks(connection)
+            return await relay_state.sink_totals(connection)
 
     registered = _run(work)
     configured = _settings(context).enabled_sinks

@@ -109,11 +109,9 @@ async def sink_status_rows(connection: Connection) -> list[dict[str, object]]:
     """Per registered sink: backlog, oldest undelivered age, the relay's counters, and
     ``unserved_seconds``: how long no relay has served it (``None`` while one does)."""
     backlogs = {b.sink: b for b in await outbox.backlog(connection)}
-    registered = {r.sink: r for r in await relay_state.registered_sinks(connection)}
     rows: list[dict[str, object]] = []
     for totals in await relay_state.sink_totals(connection):
         backlog = backlogs.get(totals.sink)
-        sink = registered.get(totals.sink)
         rows.append(
             {
                 "sink": totals.sink,
@@ -124,7 +122,7 @@ async def sink_status_rows(connection: Connection) -> list[dict[str, object]]:
                 "dead_lettered": totals.dead_lettered,
                 "relays": totals.relays,
                 "last_error": totals.last_error,
-                "unserved_seconds": sink.unserved_seconds if sink and not sink.served else None,
+                "unserved_seconds": None if totals.served else totals.unserved_seconds,
             }
         )
     return rows

@@ -94,15 +94,18 @@ def _stripped(value: str) -> str:
 
 @dataclass(frozen=True)
 class _Stated:
-    """Publishes ``pattern`` in the JSON schema of a string whose validators enforce it."""
+    """Adds ``keywords`` to the JSON schema of a value whose validators enforce them."""
 
-    pattern: str
+    keywords: dict[str, Any]
+
+    def __hash__(self) -> int:
+        return hash(repr(self.keywords))
 
     def __get_pydantic_json_schema__(
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
-        json_schema["pattern"] = self.pattern
+        json_schema.update(self.keywords)
         return json_schema
 
 
@@ -110,38 +113,24 @@ Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=100),
     AfterValidator(_stripped),
-    _Stated(NOT_BLANK),
+    _Stated({"pattern": NOT_BLANK}),
 ]
 ShortText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=255),
     AfterValidator(_stripped),
-    _Stated(NOT_BLANK),
+    _Stated({"pattern": NOT_BLANK}),
 ]
 PostalCode = Annotated[
     str,
     StringConstraints(min_length=1, max_length=20),
     AfterValidator(_stripped),
-    _Stated(NOT_BLANK),
+    _Stated({"pattern": NOT_BLANK}),
 ]
 LongText = Annotated[
-    str, StringConstraints(max_length=2000), AfterValidator(_no_nul), _Stated(NO_NUL)
+    str, StringConstraints(max_length=2000), AfterValidator(_no_nul), _Stated({"pattern": NO_NUL})
 ]
-FreeText = Annotated[str, AfterValidator(_no_nul), _Stated(NO_NUL)]
-
-
-@dataclass(frozen=True)
-class _StatedKeys:
-    """Publishes ``pattern`` as the ``propertyNames`` of an object whose validators enforce it."""
-
-    pattern: str
-
-    def __get_pydantic_json_schema__(
-        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(schema)
-        json_schema["propertyNames"] = {"pattern": self.pattern}
-        return json_schema
+FreeText = Annotated[str, AfterValidator(_no_nul), _Stated({"pattern": NO_NUL})]
 
 
 # Free-form JSON goes to a jsonb column, which holds neither NUL nor numbers past a double's
@@ -151,18 +140,18 @@ if TYPE_CHECKING:
 else:
     JsonValue = TypeAliasType(
         "JsonValue",
-        Annotated[str, AfterValidator(_no_nul), _Stated(NO_NUL)]
+        Annotated[str, AfterValidator(_no_nul), _Stated({"pattern": NO_NUL})]
         | int
         | Annotated[float, Field(allow_inf_nan=False)]
         | bool
         | list["JsonValue"]
-        | Annotated[dict[str, "JsonValue"], _StatedKeys(NO_NUL)]
+        | Annotated[dict[str, "JsonValue"], _Stated({"propertyNames": {"pattern": NO_NUL}})]
         | None,
     )
     JsonObject = Annotated[
         dict[str, JsonValue],
         AfterValidator(_without_nul),
-        _StatedKeys(NO_NUL),
+        _Stated({"propertyNames": {"pattern": NO_NUL}}),
     ]
 Email = Annotated[
     str,

@@ -241,7 +241,7 @@ async def finish_replays(
 
 @dataclass(frozen=True)
 class SinkTotals:
-    """Counters of one sink across its partitions."""
+    """Counters of one sink across its partitions, and whether any relay still serves it."""
 
     sink: str
     delivered: int
@@ -249,35 +249,10 @@ class SinkTotals:
     dead_lettered: int
     relays: int
     last_error: str | None
-
-
-async def sink_totals(connection: Connection | asyncpg.Pool) -> list[SinkTotals]:
-    """Delivered, retrying and dead-lettered counts of every registered sink."""
-    rows = await connection.fetch(query("sink_totals"))
-    return [
-        SinkTotals(
-            row["sink"],
-            row["delivered"],
-            row["retrying"],
-            row["dead_lettered"],
-            row["relays"],
-            row["last_error"],
-        )
-        for row in rows
-    ]
-
-
-@dataclass(frozen=True)
-class RegisteredSink:
-    """A sink that has positions in the outbox, and whether any relay still serves it."""
-
-    sink: str
     served: bool
     """Whether a live lease covers one of its partitions."""
     unserved_seconds: float
     """How long since a relay last held a lease on it (0 while served)."""
-    delivered: int
-    dead_lettered: int
 
     def warning(self) -> str:
         """What an operator should know of an unserved sink."""
@@ -299,24 +274,27 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min" if minutes else f"{seconds:.0f} s"
 
 
-async def registered_sinks(connection: Connection | asyncpg.Pool) -> list[RegisteredSink]:
-    """Every sink with positions, by name."""
-    rows = await connection.fetch(query("registered_sinks"))
+async def sink_totals(connection: Connection | asyncpg.Pool) -> list[SinkTotals]:
+    """Every sink with positions: delivered, retrying and dead-lettered counts, by name."""
+    rows = await connection.fetch(query("sink_totals"))
     return [
-        RegisteredSink(
+        SinkTotals(
             row["sink"],
+            row["delivered"],
+            row["retrying"],
+            row["dead_lettered"],
+            row["relays"],
+            row["last_error"],
             row["served"],
             0.0 if row["served"] else row["unserved_seconds"],
-            row["delivered"],
-            row["dead_lettered"],
         )
         for row in rows
     ]
 
 
-async def unserved_sinks(connection: Connection | asyncpg.Pool) -> list[RegisteredSink]:
+async def unserved_sinks(connection: Connection | asyncpg.Pool) -> list[SinkTotals]:
     """The sinks whose positions no live lease covers: each holds back pruning."""
-    return [sink for sink in await registered_sinks(connection) if not sink.served]
+    return [sink for sink in await sink_totals(connection) if not sink.served]
 
 
 @dataclass(frozen=True)

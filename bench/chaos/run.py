@@ -27,6 +27,7 @@ from gateway import Gateway, outbox
 from gateway.database import DatabaseUnavailable, connect
 from gateway.relay import DATABASE_ERRORS
 from gateway.verify import verify
+from tests.acceptance.shop import customer_request
 from tests.acceptance.stores import drop_namespace, make_sink, store_settings
 
 log = logging.getLogger("bench.chaos")
@@ -56,17 +57,9 @@ async def seed(gateway: Gateway, customers: int, products: int) -> list[dict[str
     """Order requests over freshly made customers and well-stocked products."""
     people = []
     for number in range(customers):
-        address = {"street_address": f"{number} Chaos St", "city": "Faultline", "postal_code": "1"}
+        email = f"chaos-{number}-{uuid.uuid4().hex[:6]}@example.com"
         person = await gateway.create_customer(
-            {
-                "email": f"chaos-{number}-{uuid.uuid4().hex[:6]}@example.com",
-                "first_name": "Chaos",
-                "last_name": f"Customer {number}",
-                "addresses": [
-                    {**address, "address_type": "billing", "is_default": True},
-                    {**address, "address_type": "shipping", "is_default": True},
-                ],
-            }
+            customer_request(email, f"Customer {number}", f"{number} Chaos St", "Chaos")
         )
         people.append(person)
     stock = [

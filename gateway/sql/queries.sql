@@ -346,29 +346,19 @@ FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS failed (id, error, keep_
 WHERE letters.id = failed.id;
 
 -- name: sink_totals
+-- Per sink, with whether a live lease serves it, and how long since a relay last moved a
+-- position of it or held a lease on it.
 SELECT positions.sink,
        sum(positions.delivered_total)::bigint AS delivered,
        sum(positions.retrying)::bigint AS retrying,
        max(positions.last_error) AS last_error,
        count(DISTINCT positions.owner) AS relays,
-       (SELECT count(*) FROM dead_letters
-        WHERE dead_letters.sink = positions.sink AND dead_letters.replayed_at IS NULL)
-           AS dead_lettered
-FROM relay_positions AS positions
-GROUP BY positions.sink
-ORDER BY positions.sink;
-
--- name: registered_sinks
--- Every sink with positions: whether a live lease serves it, and how long since a relay
--- last moved a position of it or held a lease on it.
-SELECT positions.sink,
        bool_or(positions.owner IS NOT NULL AND positions.lease_expires_at >= now()) AS served,
        greatest(
            extract(epoch FROM now() - greatest(max(positions.updated_at),
                                               max(positions.lease_expires_at))),
            0
        )::float8 AS unserved_seconds,
-       sum(positions.delivered_total)::bigint AS delivered,
        (SELECT count(*) FROM dead_letters
         WHERE dead_letters.sink = positions.sink AND dead_letters.replayed_at IS NULL)
            AS dead_lettered

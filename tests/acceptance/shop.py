@@ -10,6 +10,22 @@ from typing import Any
 from gateway import Customer, Gateway, Product
 
 
+def customer_request(
+    email: str, last_name: str, street_address: str, first_name: str = "Test"
+) -> dict[str, Any]:
+    """A customer with a default billing and a default shipping address, both at one street."""
+    address = {"street_address": street_address, "city": "Springfield", "postal_code": "1234"}
+    return {
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "addresses": [
+            {**address, "address_type": "billing", "is_default": True},
+            {**address, "address_type": "shipping", "is_default": True},
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class RowCounts:
     """How many rows each write-path table holds."""
@@ -30,17 +46,8 @@ class Shop:
     async def customer(self) -> Customer:
         """A new customer with a default billing and shipping address."""
         tag = uuid.uuid4().hex[:10]
-        address = {"street_address": f"{tag} Main St", "city": "Springfield", "postal_code": "1234"}
         return await self.gateway.create_customer(
-            {
-                "email": f"customer-{tag}@example.com",
-                "first_name": "Test",
-                "last_name": f"Customer {tag}",
-                "addresses": [
-                    {**address, "address_type": "billing", "is_default": True},
-                    {**address, "address_type": "shipping", "is_default": True},
-                ],
-            }
+            customer_request(f"customer-{tag}@example.com", f"Customer {tag}", f"{tag} Main St")
         )
 
     async def product(self, price: str = "10.00", stock: int = 100) -> Product:

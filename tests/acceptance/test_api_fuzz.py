@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import Gateway
 from tests.acceptance.api_process import api_server, clean_environment, write_config
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, settings_for
+from tests.acceptance.shop import customer_request
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = os.environ.get("FANOUT_TEST_FUZZ_SEED", "1")
@@ -33,17 +34,8 @@ async def seed_references(gateway: Gateway, path: Path) -> None:
     category = await gateway.create_category({"name": "Fuzzed", "slug": "fuzzed"})
     customers = []
     for number in range(5):
-        address = {"street_address": "1 Main St", "city": "Springfield", "postal_code": "1"}
         customer = await gateway.create_customer(
-            {
-                "email": f"fuzz-{number}@example.com",
-                "first_name": "Fuzz",
-                "last_name": f"Customer {number}",
-                "addresses": [
-                    {**address, "address_type": "billing", "is_default": True},
-                    {**address, "address_type": "shipping", "is_default": True},
-                ],
-            }
+            customer_request(f"fuzz-{number}@example.com", f"Customer {number}", "1 Main St")
         )
         billing, shipping = customer.addresses
         customers.append(
