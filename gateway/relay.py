@@ -10,9 +10,10 @@ positions, so the relay, the store and PostgreSQL work at the same time. Batches
 the same place in the outbox read it together: each batch is read and decoded once for all of
 them, and a worker that falls behind reads on alone (``gateway.read_ahead``).
 
-Work is shared between relay processes by leasing (sink, partition) pairs: each relay takes a
-fair share of the 16 partitions of every sink, renews its leases while it works, and moves a
-position only while it still holds the lease.
+Work is shared between relay processes by leasing (sink, partition) pairs: the live relays
+split the partitions in blocks (``relay_state.partitions_for``), each relay holds its block for
+every one of its sinks, renews its leases while it works, and moves a position only while it
+still holds the lease.
 """
 
 from __future__ import annotations
