@@ -111,7 +111,7 @@ CONF
             die "postgres did not start (log: $DIR/postgres/server.log)"
         fi
     fi
-    wait_until postgres 60 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT"
+    wait_until postgres 240 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT"
 }
 
 postgres_down() {
@@ -140,7 +140,7 @@ redis_up() {
             --daemonize yes --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/server.log" \
             --save "" --appendonly yes --appendfsync everysec
     fi
-    wait_until redis 60 redis_answers
+    wait_until redis 240 redis_answers
 }
 
 redis_down() { stop_pidfile redis "$DIR/redis/redis.pid"; }
@@ -218,7 +218,7 @@ mongodb_up() {
             --listen-addr="127.0.0.1:$MONGODB_PORT" --debug-addr="127.0.0.1:$((MONGODB_PORT + 1))" \
             --telemetry=disable --log-level=WARN
     fi
-    wait_until mongodb 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MONGODB_PORT"
+    wait_until mongodb 240 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MONGODB_PORT"
 }
 
 mongodb_down() { stop_pidfile mongodb "$DIR/mongodb/ferretdb.pid"; }
@@ -327,7 +327,7 @@ CONF
         spawn "$DIR/influxdb/influxd.pid" "$DIR/influxdb/server.log" "$binary" \
             -config "$DIR/influxdb/influxdb.conf"
     fi
-    wait_until influxdb 60 curl -sf "http://127.0.0.1:$INFLUXDB_PORT/ping"
+    wait_until influxdb 360 curl -sf "http://127.0.0.1:$INFLUXDB_PORT/ping"
 }
 
 influxdb_down() { stop_pidfile influxdb "$DIR/influxdb/influxd.pid"; }

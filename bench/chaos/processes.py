@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 from gateway.loadtest.faults import SERVICES_SCRIPT
+
+log = logging.getLogger("bench.chaos")
 
 
 class FanoutProcess:
@@ -58,19 +61,24 @@ class FanoutProcess:
             await self.kill()
 
 
-async def services(action: str, service: str) -> None:
-    """``scripts/services.sh ACTION SERVICE``; raises if it fails."""
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        str(SERVICES_SCRIPT),
-        action,
-        service,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"services.sh {action} {service} failed: {stderr.decode()[-500:]}")
+async def services(action: str, service: str, *, tries: int = 5) -> None:
+    """``scripts/services.sh ACTION SERVICE``, again while it fails (a server that starts
+    slowly on a loaded machine: the script waits, then gives up); raises after ``tries``."""
+    for attempt in range(1, tries + 1):
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            str(SERVICES_SCRIPT),
+            action,
+            service,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode == 0:
+            return
+        detail = stderr.decode(errors="replace")[-500:]
+        log.warning("services.sh %s %s failed (try %d): %s", action, service, attempt, detail)
+    raise RuntimeError(f"services.sh {action} {service} failed {tries} times: {detail}")
 
 
 def free_port() -> int:
