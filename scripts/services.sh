@@ -353,6 +353,21 @@ check_services() {
     done
 }
 
+# The servers listen on ports inside Linux's range of clients' source ports
+# (ip_local_port_range), so a client connection can hold one of them as its source port while
+# the server is down, and the server cannot bind it again when it restarts (seen when the
+# chaos run restarted Elasticsearch under load). Reserving them keeps them for the servers;
+# where the setting cannot be written (no root, a read-only /proc), a restart may retry.
+reserve_ports() {
+    local file=/proc/sys/net/ipv4/ip_local_reserved_ports
+    [ -w "$file" ] || return 0
+    local ports="$PG_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
+    ports+=",$((ELASTICSEARCH_PORT + 100)),$INFLUXDB_PORT,$((INFLUXDB_PORT + 2))"
+    local current
+    current="$(cat "$file")"
+    echo "${current:+$current,}$ports" >"$file" 2>/dev/null || true
+}
+
 main() {
     local command="${1:-}"
     [ $# -eq 0 ] || shift
@@ -362,6 +377,7 @@ main() {
     mkdir -p "$DIR"
     case "$command" in
         up)
+            reserve_ports
             for service in "${services[@]}"; do "${service}_up"; done
             print_env "${services[@]}"
             ;;

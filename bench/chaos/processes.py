@@ -78,6 +78,7 @@ async def services(action: str, service: str, *, tries: int = 5) -> None:
             return
         detail = stderr.decode(errors="replace")[-500:]
         log.warning("services.sh %s %s failed (try %d): %s", action, service, attempt, detail)
+        await asyncio.sleep(2.0 * attempt)
     raise RuntimeError(f"services.sh {action} {service} failed {tries} times: {detail}")
 
 
