@@ -149,7 +149,8 @@ redis_down() { stop_pidfile redis "$DIR/redis/redis.pid"; }
 spawn() {
     local pidfile="$1" log="$2"
     shift 2
-    nohup "$@" >"$log" 2>&1 &
+    # A session of its own: the server outlives whatever started it (and its signals).
+    setsid nohup "$@" >"$log" 2>&1 &
     echo $! >"$pidfile"
 }
 
