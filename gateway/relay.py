@@ -241,6 +241,11 @@ class Relay:
 
     async def _heartbeat(self, connection: Connection) -> None:
         await relay_state.heartbeat(connection, self.instance_id, socket.gethostname(), os.getpid())
+        # The leases live as long as the process: a worker applying a batch longer than a
+        # lease (a slow store) still holds its partitions, and shows as serving its sink.
+        await relay_state.renew_instance_leases(
+            connection, self.instance_id, self.settings.lease_ttl_seconds
+        )
         self.live_instances = await relay_state.live_instances(
             connection, self.settings.lease_ttl_seconds
         )

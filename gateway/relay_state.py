@@ -56,6 +56,11 @@ async def renew_leases(
     return {row["partition"] for row in rows}
 
 
+async def renew_instance_leases(connection: Connection, owner: str, ttl_seconds: float) -> None:
+    """Extend every lease ``owner`` holds, on every sink (the relay's heartbeat does this)."""
+    await connection.execute(query("renew_instance_leases"), owner, ttl_seconds)
+
+
 async def claim_leases(
     connection: Connection, sink: str, owner: str, partitions: Sequence[int], ttl_seconds: float
 ) -> set[int]:

@@ -227,6 +227,13 @@ SELECT id FROM relay_instances WHERE heartbeat_at >= now() - make_interval(secs 
 -- name: forget_instance
 DELETE FROM relay_instances WHERE id = $1;
 
+-- name: renew_instance_leases
+-- Every lease the relay $1 holds, on any sink: a relay that is alive keeps its partitions,
+-- even while one of its workers spends longer than a lease on one batch.
+UPDATE relay_positions
+SET lease_expires_at = now() + make_interval(secs => $2)
+WHERE owner = $1;
+
 -- name: renew_leases
 UPDATE relay_positions
 SET lease_expires_at = now() + make_interval(secs => $3)

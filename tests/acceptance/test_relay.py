@@ -15,7 +15,7 @@ from adapters.memory import MemorySink
 from gateway import Event, outbox, relay_state
 from gateway.database import Connection, fetch_required
 from gateway.relay import Relay
-from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
+from tests.acceptance.relay_support import FAST, World, eventually, memory_state, positions_owned
 
 
 async def test_every_event_reaches_the_sink_and_it_converges(world: World) -> None:
@@ -351,6 +351,38 @@ async def test_pruning_removes_only_old_events_every_sink_has_passed(world: Worl
     assert pruned == 10 + 1  # ten orders and their customer, which both sinks have passed
     left = await world.gateway.pool.fetchval("SELECT count(*) FROM outbox")
     assert left == 4 + 1  # four orders and their customer, which "slow" has not seen
+
+
+async def test_a_batch_applied_for_longer_than_a_lease_keeps_its_leases(world: World) -> None:
+    """The relay's heartbeat renews its leases, so a slow store's worker, busy with one batch
+    for several lease lifetimes, still holds its partitions and shows as serving its sink."""
+    await world.publish_items(3)
+    sink = MemorySink("slow", delay_seconds=4 * FAST.lease_ttl_seconds)
+    applying = asyncio.Event()
+    original = sink.apply
+
+    async def slow_apply(batch: Sequence[EventEnvelope]) -> list[Delivery]:
+        applying.set()
+        return await original(batch)
+
+    sink.apply = slow_apply  # type: ignore[method-assign]
+    relay = world.relay(sink)
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(applying.wait(), 30)
+        await asyncio.sleep(2 * FAST.lease_ttl_seconds)  # the time under test: leases lapse
+        [totals] = await relay_state.sink_totals(world.gateway.pool)
+        owners = await positions_owned(world.gateway.pool, "slow")
+        expired = await world.gateway.pool.fetchval(
+            "SELECT count(*) FROM relay_positions WHERE sink = 'slow' AND lease_expires_at < now()"
+        )
+        delivered_meanwhile = list(sink.deliveries)
+    finally:
+        relay.stop()
+        await running
+    assert delivered_meanwhile == []  # still in its first apply
+    assert totals.served and totals.unserved_seconds == 0
+    assert owners == [relay.instance_id] * 16 and expired == 0
 
 
 async def test_leases_are_released_when_a_relay_stops(world: World) -> None:
