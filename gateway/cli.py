@@ -288,16 +288,17 @@ def status(
 ) -> None:
     """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered."""
 
-    async def work() -> tuple[list[dict[str, object]], list[SinkTotals]]:
+    async def work() -> list[dict[str, object]]:
         async with _connection(context) as connection:
-            rows = await sink_status_rows(connection)
-            return rows, await relay_state.unserved_sinks(connection)
+            return await sink_status_rows(connection)
 
-    rows, unserved = _run(work)
+    rows = _run(work)
     configured = _settings(context).enabled_sinks
-    for sink in unserved:
-        if sink.sink not in configured:
-            err.print(f"warning: {sink.warning()}", highlight=False)
+    for row in rows:
+        unserved_for = row["unserved_seconds"]
+        if isinstance(unserved_for, float) and row["sink"] not in configured:
+            warning = relay_state.unserved_warning(str(row["sink"]), unserved_for)
+            err.print(f"warning: {warning}", highlight=False)
     if as_json:
         out.print_json(json.dumps(rows))
         return

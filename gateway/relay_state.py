@@ -261,11 +261,16 @@ class SinkTotals:
 
     def warning(self) -> str:
         """What an operator should know of an unserved sink."""
-        return (
-            f"no relay has served sink {self.sink!r} for {_duration(self.unserved_seconds)}: "
-            "its positions hold back pruning of the outbox; if it was removed from the "
-            f"configuration, retire it with `fanout sinks retire {self.sink}`"
-        )
+        return unserved_warning(self.sink, self.unserved_seconds)
+
+
+def unserved_warning(sink: str, unserved_seconds: float) -> str:
+    """What an operator should know of a sink no relay has served for ``unserved_seconds``."""
+    return (
+        f"no relay has served sink {sink!r} for {_duration(unserved_seconds)}: "
+        "its positions hold back pruning of the outbox; if it was removed from the "
+        f"configuration, retire it with `fanout sinks retire {sink}`"
+    )
 
 
 def _duration(seconds: float) -> str:
