@@ -90,9 +90,13 @@ async def seed(gateway: Gateway, customers: int, products: int) -> list[dict[str
 class Chaos:
     """One chaos run over a database, an API process and relay processes."""
 
-    def __init__(self, plan: ChaosPlan, gateway: Gateway, config: Path, logs: Path) -> None:
+    def __init__(
+        self, plan: ChaosPlan, gateway: Gateway, tag: str, config: Path, logs: Path
+    ) -> None:
         self.plan = plan
         self.gateway = gateway
+        self.tag = tag
+        """The stores' namespace of this run."""
         self.postgres = gateway.settings.postgres
         self.api = FanoutProcess("api", config, ["serve"], logs)
         self.relays = [
@@ -237,9 +241,8 @@ class Chaos:
     ) -> dict[str, Any]:
         """Every order of PostgreSQL checked in every store, and what the client saw."""
         stores: dict[str, Any] = {}
-        tag = self.gateway.settings.postgres.url.get_secret_value().rsplit("_", 1)[-1]
         for kind in self.plan.stores:
-            sink = make_sink(kind, tag)
+            sink = make_sink(kind, self.tag)
             try:
                 assert isinstance(sink, ReadBack)
                 stores[kind] = (await verify(self.gateway.pool, kind, sink)).as_dict()
@@ -289,7 +292,7 @@ async def chaos_world(plan: ChaosPlan, directory: Path) -> AsyncIterator[tuple[C
         tag = url.rsplit("_", 1)[-1]
         port = free_port()
         config = config_for(url, tag, plan, port, directory)
-        chaos = Chaos(plan, gateway, config, directory)
+        chaos = Chaos(plan, gateway, tag, config, directory)
         try:
             yield chaos, f"http://127.0.0.1:{port}"
         finally:
