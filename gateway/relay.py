@@ -172,8 +172,6 @@ class Relay:
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Run until stopped (or, with ``until_idle``, until nothing is left to deliver)."""
-        for worker in self.workers:
-            await worker.sink.start()
         async with self.pool.acquire() as connection:
             for worker in self.workers:
                 start = self._start_from.get(worker.sink.name, self.settings.start_from)
@@ -365,6 +363,8 @@ class SinkWorker:
         self._next_lease_check = 0.0
         self._next_replay_check = 0.0
         self.has_leased = False
+        self.started = False
+        """Whether the sink's ``start`` has succeeded (it is tried again until it does)."""
         self._reader: StreamReader | None = None
         self._in_flight: deque[_InFlight] = deque()
         self._commit: asyncio.Task[bool] | None = None
@@ -387,6 +387,10 @@ class SinkWorker:
                 if not self.has_leased:
                     self.has_leased = True
                     self.relay._worker_ready()
+                if not self.started:
+                    failures += 1
+                    if not await self._start_sink(failures):
+                        continue
                 replayed = await self.replay_dead_letters()
                 full = await self.deliver_next_batch()
                 failures = 0
@@ -403,6 +407,18 @@ class SinkWorker:
                     await self.relay.pool.expire_connections()
                 self._next_lease_check = 0.0
                 await self._pause(self.relay.backoff.ceiling(failures))
+
+    async def _start_sink(self, attempt: int) -> bool:
+        """Start the sink; on failure (its store is down) pause and say so, so that the relay
+        starts, and its other sinks deliver, whichever store is down."""
+        try:
+            await self.sink.start()
+        except Exception as error:  # any failure to start is the store's: try again later
+            log.warning("%s: cannot start the sink, trying again: %r", self.sink.name, error)
+            await self._pause(self.relay.backoff.ceiling(attempt))
+            return False
+        self.started = True
+        return True
 
     async def maintain_leases(self, *, renew_only: bool = False) -> None:
         """Renew held leases; release the partitions that are not this relay's to hold and

@@ -385,6 +385,35 @@ async def test_a_batch_applied_for_longer_than_a_lease_keeps_its_leases(world: W
     assert owners == [relay.instance_id] * 16 and expired == 0
 
 
+class _UnreachableAtStart(MemorySink):
+    """A sink whose store does not answer when the relay starts, until it is healed."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reachable = False
+
+    async def start(self) -> None:
+        if not self.reachable:
+            raise ConnectionRefusedError(111, "store not reachable")
+        await super().start()
+
+
+async def test_a_relay_starts_and_delivers_while_a_store_is_down_at_start(world: World) -> None:
+    await world.place_orders(5)
+    down, healthy = _UnreachableAtStart("down"), MemorySink("healthy")
+    relay = world.relay(down, healthy)
+    running = asyncio.create_task(relay.run())
+    try:
+        expected = await world.orders_in_postgres()
+        await eventually(lambda: memory_state(healthy) == expected)
+        assert down.state == {}
+        down.reachable = True
+        await eventually(lambda: memory_state(down) == expected)
+    finally:
+        relay.stop()
+        await running
+
+
 async def test_leases_are_released_when_a_relay_stops(world: World) -> None:
     await world.place_orders(5)
     sink = MemorySink()
