@@ -20,7 +20,8 @@ from typing import Any
 
 from bench.common import scratch_gateway, write_results
 from bench.sinks import RELAY_SETTINGS, order_events_only, relay_until_idle
-from gateway import Gateway, collector
+from gateway import Gateway
+from gateway.relay import collector
 from tests.acceptance.stores import STORES
 
 DEFAULT_SINKS = ["redis", "elasticsearch", "influxdb"]

@@ -33,11 +33,11 @@ from adapters.base import Delivery, EventEnvelope
 from adapters.memory import MemorySink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
-from gateway import Gateway, PlaceOrderRequest, Settings, collector
+from gateway import Gateway, PlaceOrderRequest, Settings
 from gateway.config import PostgresSettings, RelaySettings
 from gateway.database import create_pool
 from gateway.outbox import envelope_of
-from gateway.relay import Relay
+from gateway.relay import Relay, collector
 
 RELAY_SETTINGS = RelaySettings(batch_size=500, linger_ms=5, poll_interval_seconds=1.0)
 NAIVE_POLL_SECONDS = 0.05

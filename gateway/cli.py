@@ -22,7 +22,6 @@ from rich.table import Table
 
 from adapters.readback import ReadBack
 from adapters.registry import build_sink
-from gateway import collector, relay_state
 from gateway.api import create_app
 from gateway.config import Settings, load_settings
 from gateway.database import connect, create_pool, ensure_database
@@ -33,8 +32,8 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.gateway import Gateway
 from gateway.health import sink_status_rows
 from gateway.migrations import MigrationRunner, MigrationStatus
-from gateway.relay import Relay
-from gateway.relay_state import SinkTotals
+from gateway.relay import Relay, collector, tables
+from gateway.relay.tables import SinkTotals
 from gateway.verify import Drift, verify
 
 T = TypeVar("T")
@@ -297,7 +296,7 @@ def status(
     for row in rows:
         unserved_for = row["unserved_seconds"]
         if isinstance(unserved_for, float) and row["sink"] not in configured:
-            warning = relay_state.unserved_warning(str(row["sink"]), unserved_for)
+            warning = tables.unserved_warning(str(row["sink"]), unserved_for)
             err.print(f"warning: {warning}", highlight=False)
     if as_json:
         out.print_json(json.dumps(rows))
@@ -331,7 +330,7 @@ def sinks_list(
 
     async def work() -> list[SinkTotals]:
         async with _connection(context) as connection:
-            return await relay_state.sink_totals(connection)
+            return await tables.sink_totals(connection)
 
     registered = _run(work)
     configured = _settings(context).enabled_sinks
@@ -372,9 +371,9 @@ def sinks_retire(
         err.print("not retired")
         raise typer.Exit(1)
 
-    async def work() -> relay_state.RetiredSink:
+    async def work() -> tables.RetiredSink:
         async with _connection(context) as connection:
-            return await relay_state.retire_sink(connection, name)
+            return await tables.retire_sink(connection, name)
 
     retired = _run(work)
     out.print(
@@ -395,7 +394,7 @@ def dlq_list(
 
     async def work() -> list[dict[str, object]]:
         async with _connection(context) as connection:
-            return await relay_state.list_dead_letters(connection, sink, limit)
+            return await tables.list_dead_letters(connection, sink, limit)
 
     letters = _run(work)
     if as_json:
@@ -430,7 +429,7 @@ def dlq_replay(
 
     async def work() -> int:
         async with _connection(context) as connection:
-            return await relay_state.request_replay(connection, sink, event)
+            return await tables.request_replay(connection, sink, event)
 
     count = _run(work)
     if count == 0:

@@ -15,8 +15,9 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Health, Sink
-from gateway import outbox, relay_state
+from gateway import outbox
 from gateway.database import Connection, DatabaseUnavailable
+from gateway.relay import tables
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,12 @@ async def sinks_health(
         *(store_health(sink, timeout_seconds) for sink in sinks.values())
     )
     backlogs: dict[str, outbox.Backlog] = {}
-    totals: dict[str, relay_state.SinkTotals] = {}
+    totals: dict[str, tables.SinkTotals] = {}
     if pool is not None:
         try:
             async with asyncio.timeout(timeout_seconds), pool.acquire() as connection:
                 backlogs = {b.sink: b for b in await outbox.backlog(connection)}
-                totals = {t.sink: t for t in await relay_state.sink_totals(connection)}
+                totals = {t.sink: t for t in await tables.sink_totals(connection)}
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             pass
     reports = []
@@ -110,7 +111,7 @@ async def sink_status_rows(connection: Connection) -> list[dict[str, object]]:
     ``unserved_seconds``: how long no relay has served it (``None`` while one does)."""
     backlogs = {b.sink: b for b in await outbox.backlog(connection)}
     rows: list[dict[str, object]] = []
-    for totals in await relay_state.sink_totals(connection):
+    for totals in await tables.sink_totals(connection):
         backlog = backlogs.get(totals.sink)
         rows.append(
             {

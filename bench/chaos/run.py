@@ -25,7 +25,7 @@ from bench.chaos.processes import FanoutProcess, free_port, services
 from bench.common import scratch_gateway
 from gateway import Gateway, outbox
 from gateway.database import DatabaseUnavailable, connect
-from gateway.relay import DATABASE_ERRORS
+from gateway.relay.errors import DATABASE_ERRORS
 from gateway.verify import verify
 from tests.acceptance.shop import customer_request
 from tests.acceptance.stores import drop_namespace, make_sink, store_settings

@@ -13,10 +13,10 @@ from typing import Self
 
 import asyncpg
 
-from gateway import relay_state
 from gateway.config import PostgresSettings
 from gateway.database import connect
 from gateway.outbox import backlog
+from gateway.relay import tables
 
 
 class RelayGauges:
@@ -47,7 +47,7 @@ class RelayGauges:
     async def delivered(self) -> dict[str, int]:
         """Events each sink has had delivered, in total."""
         async with self._lock:
-            totals = await relay_state.sink_totals(self._connection)
+            totals = await tables.sink_totals(self._connection)
         return {t.sink: t.delivered for t in totals if t.sink in self._sinks}
 
     async def backlogs(self) -> dict[str, int]:

@@ -18,7 +18,6 @@ from typing import Any
 from adapters.base import Sink
 from adapters.readback import ReadBack
 from adapters.registry import build_sink
-from gateway import relay_state
 from gateway.config import Settings, SinkSettings
 from gateway.errors import GatewayError
 from gateway.gateway import Gateway
@@ -30,6 +29,7 @@ from gateway.loadtest.seed import Catalog, email_pattern, seed
 from gateway.loadtest.targets import DualWriteTarget, EmbeddedTarget, HttpTarget, WriteTarget
 from gateway.loadtest.visibility import VisibilityWatcher
 from gateway.queries import query
+from gateway.relay import tables
 from gateway.verify import verify_orders
 
 Report = dict[str, Any]
@@ -416,7 +416,7 @@ async def _relays_ready(
     deadline = time.perf_counter() + 120
     while time.perf_counter() < deadline:
         async with gateway.pool.acquire() as connection:
-            totals = {t.sink: t.relays for t in await relay_state.sink_totals(connection)}
+            totals = {t.sink: t.relays for t in await tables.sink_totals(connection)}
         if all(totals.get(sink, 0) >= count for sink in sinks):
             return
         if any(process.returncode is not None for process in processes):

@@ -16,7 +16,7 @@ import yaml
 
 from adapters.base import Outcome, Sink
 from adapters.readback import ReadBack
-from gateway.relay_state import sink_totals
+from gateway.relay.tables import sink_totals
 from gateway.verify import verify
 from tests.acceptance.relay_support import World, eventually
 from tests.acceptance.stores import STORES, make_sink, order_event, store_settings

@@ -16,9 +16,9 @@ from adapters.influx import InfluxSink
 from adapters.memory import MemorySink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
-from gateway import relay_state
 from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.seed import email_pattern
+from gateway.relay import tables
 from tests.acceptance.api_process import api_server, start_fanout, write_config
 from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, store_settings
@@ -250,7 +250,7 @@ async def test_the_gauges_answer_the_sampler_and_the_drain_at_once(world: World)
     await world.place_orders(3)
     await world.drain(MemorySink("ours"))
     async with world.gateway.pool.acquire() as connection:
-        await relay_state.register_sink(connection, "nobody-serves-it", from_beginning=True)
+        await tables.register_sink(connection, "nobody-serves-it", from_beginning=True)
     async with RelayGauges.connected(world.settings.postgres, {"ours"}) as gauges:
         readings = await asyncio.gather(
             *(gauges.backlogs() for _ in range(5)), *(gauges.delivered() for _ in range(5))

@@ -9,7 +9,8 @@ import pytest
 
 from gateway.database import create_pool
 from gateway.outbox import PARTITIONS, StoredEvent
-from gateway.read_ahead import OutboxReads
+from gateway.relay.read_ahead import OutboxReads
+from gateway.relay.storage import PostgresRelayStorage
 from tests.acceptance.relay_support import World
 
 ALL = tuple(PARTITIONS)
@@ -17,7 +18,9 @@ ALL = tuple(PARTITIONS)
 
 async def test_hands_out_consecutive_batches_until_a_short_one(world: World) -> None:
     await world.publish_items(25)
-    reader = OutboxReads(world.gateway.pool, 10, depth=2).reader((0, 0), ALL)
+    reader = await OutboxReads(
+        PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=2
+    ).reader((0, 0), ALL)
     batches: list[list[StoredEvent]] = []
     try:
         for _ in range(3):
@@ -41,7 +44,9 @@ async def test_hands_out_consecutive_batches_until_a_short_one(world: World) -> 
 async def test_reads_only_the_partitions_asked_for(world: World) -> None:
     await world.publish_items(40)
     some = (0, 1, 2, 3)
-    reader = OutboxReads(world.gateway.pool, 100, depth=1).reader((0, 0), some)
+    reader = await OutboxReads(
+        PostgresRelayStorage(world.gateway.pool).read_batch, 100, depth=1
+    ).reader((0, 0), some)
     try:
         batch = await reader.next_batch()
     finally:
@@ -56,7 +61,9 @@ async def test_reads_only_the_partitions_asked_for(world: World) -> None:
 async def test_a_failed_read_is_raised_to_the_caller(world: World) -> None:
     await world.publish_items(3)
     pool = await create_pool(world.settings.postgres)
-    reader = OutboxReads(pool, 10, depth=2).reader((0, 0), ALL)
+    reader = await OutboxReads(PostgresRelayStorage(pool).read_batch, 10, depth=2).reader(
+        (0, 0), ALL
+    )
     await pool.close()  # before the reader's first read
     try:
         with pytest.raises(asyncpg.InterfaceError, match="pool is clos"):
@@ -68,10 +75,10 @@ async def test_a_failed_read_is_raised_to_the_caller(world: World) -> None:
 
 async def test_readers_at_the_same_place_share_each_batch(world: World) -> None:
     await world.publish_items(25)
-    reads = OutboxReads(world.gateway.pool, 10, depth=2)
-    first = reads.reader((0, 0), ALL)
-    second = reads.reader((0, 0), ALL)
-    elsewhere = reads.reader((0, 0), ALL[:8])
+    reads = OutboxReads(PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=2)
+    first = await reads.reader((0, 0), ALL)
+    second = await reads.reader((0, 0), ALL)
+    elsewhere = await reads.reader((0, 0), ALL[:8])
     try:
         assert reads.streams == 2  # the same partitions share a stream; others have their own
         for _ in range(3):
@@ -87,12 +94,12 @@ async def test_readers_at_the_same_place_share_each_batch(world: World) -> None:
 
 async def test_a_reader_joins_a_stream_that_holds_its_next_batch(world: World) -> None:
     await world.publish_items(25)
-    reads = OutboxReads(world.gateway.pool, 10, depth=1)
-    leader = reads.reader((0, 0), ALL)
+    reads = OutboxReads(PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=1)
+    leader = await reads.reader((0, 0), ALL)
     try:
         first = await leader.next_batch()
         assert first is not None
-        follower = reads.reader(first[-1].position, ALL)  # as a sink one batch behind
+        follower = await reads.reader(first[-1].position, ALL)  # as a sink one batch behind
         second = await leader.next_batch()
         assert await follower.next_batch() is second
         assert reads.streams == 1
@@ -105,8 +112,8 @@ async def test_a_reader_left_behind_reads_on_alone_and_holds_back_no_other(
     world: World,
 ) -> None:
     await world.publish_items(60)
-    reads = OutboxReads(world.gateway.pool, 10, depth=1)
-    fast, slow = reads.reader((0, 0), ALL), reads.reader((0, 0), ALL)
+    reads = OutboxReads(PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=1)
+    fast, slow = await reads.reader((0, 0), ALL), await reads.reader((0, 0), ALL)
     try:
         # The fast reader goes through four batches while the slow one takes none: a stream
         # that waited for the slow reader would never read past the first two.
@@ -115,7 +122,7 @@ async def test_a_reader_left_behind_reads_on_alone_and_holds_back_no_other(
         assert not slow.serves((0, 0), ALL)
         await slow.close()
 
-        alone = reads.reader((0, 0), ALL)
+        alone = await reads.reader((0, 0), ALL)
         again = await alone.next_batch()
         assert reads.streams == 2
         assert again is not None and fast_batches[0] is not None

@@ -12,9 +12,10 @@ import pytest
 
 from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
-from gateway import Event, outbox, relay_state
+from gateway import Event, outbox
 from gateway.database import Connection, fetch_required
-from gateway.relay import Relay
+from gateway.relay import Relay, tables
+from gateway.relay.leases import partitions_for
 from tests.acceptance.relay_support import FAST, World, eventually, memory_state, positions_owned
 
 
@@ -26,7 +27,7 @@ async def test_every_event_reaches_the_sink_and_it_converges(world: World) -> No
 
     assert memory_state(sink) == await world.orders_in_postgres()
     assert {str(e) for e in sink.deliveries} >= await world.order_event_ids()
-    [totals] = await relay_state.sink_totals(world.gateway.pool)
+    [totals] = await tables.sink_totals(world.gateway.pool)
     assert totals.delivered == await world.gateway.pool.fetchval("SELECT count(*) FROM outbox")
     assert totals.dead_lettered == 0
 
@@ -116,7 +117,7 @@ async def test_a_failing_sink_does_not_hold_back_another(world: World) -> None:
     finally:
         relay.stop()
         await running
-    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await tables.sink_totals(world.gateway.pool)}
     assert totals["down"].dead_lettered == 0  # an outage uses up no attempts
 
 
@@ -128,7 +129,7 @@ async def test_events_waiting_for_a_retry_are_counted_once_each(world: World) ->
     running = asyncio.create_task(relay.run())
     try:
         await eventually(lambda: _has_retrying(world, "flaky"))
-        [totals] = await relay_state.sink_totals(world.gateway.pool)
+        [totals] = await tables.sink_totals(world.gateway.pool)
         assert len(relay.workers[0].owned) == len(outbox.PARTITIONS)
         assert totals.retrying == 5
         assert totals.last_error == "timeout"
@@ -138,17 +139,17 @@ async def test_events_waiting_for_a_retry_are_counted_once_each(world: World) ->
 
 
 async def _has_retrying(world: World, sink: str) -> bool:
-    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await tables.sink_totals(world.gateway.pool)}
     return sink in totals and totals[sink].retrying > 0
 
 
 async def _delivered(world: World, sink: str, count: int) -> bool:
-    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await tables.sink_totals(world.gateway.pool)}
     return totals[sink].delivered == count
 
 
 async def _retrying(world: World, sink: str) -> bool:
-    totals = {t.sink: t for t in await relay_state.sink_totals(world.gateway.pool)}
+    totals = {t.sink: t for t in await tables.sink_totals(world.gateway.pool)}
     return totals[sink].retrying > 0 and "down" in (totals[sink].last_error or "")
 
 
@@ -229,7 +230,7 @@ async def test_relays_joining_and_leaving_keep_one_set_of_partitions_for_all_the
         ids = [relay.instance_id for relay in members]
         expected: list[str | None] = [None] * len(outbox.PARTITIONS)
         for instance in ids:
-            for partition in relay_state.partitions_for(instance, ids):
+            for partition in partitions_for(instance, ids):
                 expected[partition] = instance
 
         async def holds() -> bool:
@@ -266,17 +267,17 @@ async def test_claims_interleaved_across_sinks_give_a_relay_one_block_for_all(
     relays = ["first", "second"]
     async with world.gateway.pool.acquire() as connection:
         for sink in ("left", "right"):
-            await relay_state.register_sink(connection, sink, from_beginning=True)
+            await tables.register_sink(connection, sink, from_beginning=True)
 
         async def claim(sink: str, owner: str) -> set[int]:
-            wanted = sorted(relay_state.partitions_for(owner, relays))
-            return await relay_state.claim_leases(connection, sink, owner, wanted, 30)
+            wanted = sorted(partitions_for(owner, relays))
+            return await tables.claim_leases(connection, sink, owner, wanted, 30)
 
         first_left = await claim("left", "first")
         second_left = await claim("left", "second")
         second_right = await claim("right", "second")
         first_right = await claim("right", "first")
-        taken = await relay_state.claim_leases(connection, "left", "third", range(16), 30)
+        taken = await tables.claim_leases(connection, "left", "third", range(16), 30)
 
     assert first_left | second_left == set(range(16))
     assert not first_left & second_left
@@ -318,7 +319,7 @@ async def test_a_lease_lost_while_the_next_batch_is_applied_is_noticed(
     total = await world.gateway.pool.fetchval("SELECT count(*) FROM outbox")
     assert len(set(sink.deliveries)) == total
     assert len(sink.deliveries) > total  # the first batch was delivered again
-    [totals] = await relay_state.sink_totals(world.gateway.pool)
+    [totals] = await tables.sink_totals(world.gateway.pool)
     assert totals.delivered >= total
 
 
@@ -371,7 +372,7 @@ async def test_a_batch_applied_for_longer_than_a_lease_keeps_its_leases(world: W
     try:
         await asyncio.wait_for(applying.wait(), 30)
         await asyncio.sleep(2 * FAST.lease_ttl_seconds)  # the time under test: leases lapse
-        [totals] = await relay_state.sink_totals(world.gateway.pool)
+        [totals] = await tables.sink_totals(world.gateway.pool)
         owners = await positions_owned(world.gateway.pool, "slow")
         expired = await world.gateway.pool.fetchval(
             "SELECT count(*) FROM relay_positions WHERE sink = 'slow' AND lease_expires_at < now()"
@@ -571,7 +572,7 @@ async def test_the_idle_check_and_the_backlog_walk_the_index_not_the_whole_outbo
 
     async with world.gateway.pool.acquire() as connection:
         before = await sequential_tuples_read(connection, "outbox")
-        assert await relay_state.sink_has_work(connection, "idle")
+        assert await tables.sink_has_work(connection, "idle")
         [backlog] = await outbox.backlog(connection)
         after = await sequential_tuples_read(connection, "outbox")
         assert (backlog.sink, backlog.events) == ("idle", behind)
@@ -579,7 +580,7 @@ async def test_the_idle_check_and_the_backlog_walk_the_index_not_the_whole_outbo
 
         await world.drain(sink)
         before = await sequential_tuples_read(connection, "outbox")
-        assert not await relay_state.sink_has_work(connection, "idle")
+        assert not await tables.sink_has_work(connection, "idle")
         [backlog] = await outbox.backlog(connection)
         after = await sequential_tuples_read(connection, "outbox")
         assert (backlog.events, backlog.oldest_age_seconds) == (0, None)

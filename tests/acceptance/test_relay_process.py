@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gateway.collector import YOUNG_GENERATION_THRESHOLD
+from gateway.relay.collector import YOUNG_GENERATION_THRESHOLD
 from tests.acceptance.relay_support import World, eventually, positions_owned
 
 

@@ -8,9 +8,10 @@ import re
 import asyncpg
 import pytest
 
-from gateway import outbox, relay_state
+from gateway import outbox
 from gateway.errors import GatewayError
 from gateway.queries import query
+from gateway.relay import tables
 from tests.acceptance.relay_support import World
 
 
@@ -37,7 +38,7 @@ async def test_the_schema_spreads_events_over_the_partition_count_the_relay_leas
 
 async def test_a_new_sink_gets_a_position_in_every_partition(world: World) -> None:
     async with world.gateway.pool.acquire() as connection:
-        await relay_state.register_sink(connection, "counted", from_beginning=True)
+        await tables.register_sink(connection, "counted", from_beginning=True)
         partitions = await connection.fetch(
             "SELECT partition FROM relay_positions WHERE sink = 'counted' ORDER BY partition"
         )

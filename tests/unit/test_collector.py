@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.collector import YOUNG_GENERATION_THRESHOLD, tune_for_relay
+from gateway.relay.collector import YOUNG_GENERATION_THRESHOLD, tune_for_relay
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from adapters.base import EventEnvelope, Outcome, Sink
 from adapters.memory import MemorySink
 from gateway.backoff import Backoff
 from gateway.outbox import PARTITIONS, StoredEvent
-from gateway.relay import retrying_per_partition
-from gateway.relay_state import partitions_for
+from gateway.relay.leases import partitions_for
+from gateway.relay.retries import retrying_per_partition
 
 
 def test_backoff_ceiling_doubles_up_to_the_cap() -> None:

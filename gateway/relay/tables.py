@@ -1,12 +1,15 @@
 """The relay's own tables: positions and leases per sink and partition, relay instances,
 and dead letters. The only module that knows their SQL.
+
+Invariant kept here: a position moves only in the transaction that checks its lease is still
+held by the relay moving it (``commit_batch``), together with the batch's dead letters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -17,6 +20,14 @@ from gateway.outbox import PARTITION_COUNT, StoredEvent, envelope_of
 from gateway.queries import query
 
 Position = tuple[int, int]
+"""``(txid, id)`` of the last event passed: the order the relay reads the outbox in."""
+
+
+class Move(NamedTuple):
+    """A partition's position moved forward by a batch, and how many events it delivered."""
+
+    position: Position
+    delivered: int
 
 
 async def register_sink(connection: Connection, sink: str, *, from_beginning: bool) -> None:
@@ -69,18 +80,6 @@ async def claim_leases(
     return {row["partition"] for row in rows}
 
 
-def partitions_for(instance: str, live: Sequence[str]) -> set[int]:
-    """The partitions relay ``instance`` is to hold, for every one of its sinks, while the
-    relays ``live`` share the work: a contiguous, balanced block per relay, by rank of id.
-
-    Every relay computes the same split from the same list, so the blocks cover each
-    partition once, and a relay's sinks hold the same partitions (and share their reads).
-    """
-    members = sorted({*live, instance})
-    rank, count = members.index(instance), len(members)
-    return set(range(rank * PARTITION_COUNT // count, (rank + 1) * PARTITION_COUNT // count))
-
-
 async def release_leases(
     connection: Connection, sink: str, owner: str, partitions: Sequence[int]
 ) -> None:
@@ -112,7 +111,7 @@ async def commit_batch(
     connection: Connection,
     sink: str,
     owner: str,
-    moves: Mapping[int, tuple[Position, int]],
+    moves: Mapping[int, Move],
     dead: Sequence[DeadLetter],
 ) -> bool:
     """Record a finished batch in one transaction: dead letters, then positions moved forward.
@@ -120,7 +119,6 @@ async def commit_batch(
     The commit does not wait for PostgreSQL to flush it to disk: a crash can lose the last few
     commits, which only means their events are delivered (or dead-lettered) once more.
 
-    ``moves`` maps a partition to its new position and how many events were delivered in it.
     Returns False, having written nothing, if ``owner`` no longer holds every lease it moves.
     """
     try:
@@ -136,9 +134,9 @@ async def commit_batch(
                     query("advance_positions"),
                     sink,
                     partitions,
-                    [moves[p][0][0] for p in partitions],
-                    [moves[p][0][1] for p in partitions],
-                    [moves[p][1] for p in partitions],
+                    [moves[p].position[0] for p in partitions],
+                    [moves[p].position[1] for p in partitions],
+                    [moves[p].delivered for p in partitions],
                     owner,
                 )
                 if len(moved) != len(partitions):

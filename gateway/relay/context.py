@@ -1,0 +1,38 @@
+"""What a sink's worker needs of the relay process it runs in, and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.backoff import Backoff
+from gateway.config import RelaySettings
+from gateway.relay.read_ahead import OutboxReads
+from gateway.relay.storage import RelayStorage
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """The process's storage, reads, settings and identity, shared by its workers."""
+
+    storage: RelayStorage
+    reads: OutboxReads
+    settings: RelaySettings
+    backoff: Backoff
+    instance_id: str
+    stopping: asyncio.Event
+    """Set when the process is asked to stop."""
+    live_instances: Callable[[], Sequence[str]]
+    """The relays sharing the partitions, as of the process's last heartbeat."""
+
+    async def pause(self, seconds: float, wakeup: asyncio.Event | None = None) -> None:
+        """Sleep up to ``seconds``; a stop request (or ``wakeup``, if given) ends it early."""
+        waits = [asyncio.ensure_future(self.stopping.wait())]
+        if wakeup is not None:
+            waits.append(asyncio.ensure_future(wakeup.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()

@@ -1,0 +1,261 @@
+"""The relay process: its sinks' workers, its heartbeat, and what it leaves behind on stop.
+
+Work is shared between relay processes by leasing (sink, partition) pairs (``leases``). The
+process's heartbeat records it as live and renews every lease it holds, so leases live as long
+as the process: a worker applying a batch longer than a lease (a slow store) keeps its
+partitions, and shows as serving its sink. On stop, the process releases its leases so that
+another relay takes them at once rather than after they expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Self
+
+import asyncpg
+
+from adapters.base import Sink
+from adapters.registry import build_sink
+from gateway.backoff import Backoff
+from gateway.config import PostgresSettings, RelaySettings, Settings, StartFrom
+from gateway.database import create_pool
+from gateway.errors import GatewayError
+from gateway.relay import upkeep
+from gateway.relay.context import WorkerContext
+from gateway.relay.errors import DATABASE_ERRORS
+from gateway.relay.read_ahead import OutboxReads
+from gateway.relay.storage import PostgresRelayStorage, RelayStorage
+from gateway.relay.worker import SinkWorker
+
+log = logging.getLogger("gateway.relay")
+
+
+class Relay:
+    """Delivers every committed outbox event to every sink, across crashes and outages.
+
+    ``run()`` returns when ``stop()`` is called (after finishing or releasing in-flight
+    batches), or with ``until_idle=True`` once no sink has anything left to deliver.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool | None,
+        postgres: PostgresSettings,
+        sinks: Sequence[Sink],
+        settings: RelaySettings,
+        *,
+        start_from: Mapping[str, StartFrom] | None = None,
+        collect_stats: bool = False,
+        shared_reads: bool = True,
+        storage: RelayStorage | None = None,
+    ) -> None:
+        names = [sink.name for sink in sinks]
+        if len(set(names)) != len(names):
+            raise GatewayError(f"sink names must be unique, got {names}")
+        if not sinks:
+            raise GatewayError("the relay needs at least one enabled sink")
+        if storage is None:
+            if pool is None:
+                raise GatewayError("the relay needs a pool or a storage")
+            storage = PostgresRelayStorage(pool)
+        self.pool = pool
+        self.storage = storage
+        self.postgres = postgres
+        self.settings = settings
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.live_instances: list[str] = [self.instance_id]
+        """The relays sharing the partitions, as of the last heartbeat."""
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once every sink's worker has registered and taken its first leases."""
+        self.backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+        self._start_from = dict(start_from or {})
+        self._collect_stats = collect_stats
+        self.reads = OutboxReads(
+            storage.read_batch,
+            settings.batch_size,
+            settings.read_ahead_batches,
+            shared=shared_reads,
+        )
+        """The outbox streams the workers read from, each batch read once for every sink
+        that keeps pace."""
+        context = WorkerContext(
+            storage=storage,
+            reads=self.reads,
+            settings=settings,
+            backoff=self.backoff,
+            instance_id=self.instance_id,
+            stopping=self.stopping,
+            live_instances=lambda: self.live_instances,
+        )
+        self.workers = [SinkWorker(sink, context) for sink in sinks]
+        self._owns_pool = False
+        self._owns_sinks = False
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: Settings,
+        sinks: Sequence[Sink] | None = None,
+        *,
+        collect_stats: bool = False,
+    ) -> Self:
+        """A relay with its own pool, over ``sinks`` (default: the enabled configured sinks)."""
+        built = sinks is None
+        if sinks is None:
+            sinks = [
+                build_sink(name, sink_settings)
+                for name, sink_settings in settings.sinks.items()
+                if sink_settings.enabled
+            ]
+        start_from = {
+            name: sink_settings.start_from
+            for name, sink_settings in settings.sinks.items()
+            if sink_settings.start_from is not None
+        }
+        # Each worker holds at most two connections at a time (a batch's commit while the next
+        # batch is read ahead), plus heartbeat, prune and stats.
+        size = 2 * len(sinks) + 3
+        postgres = settings.postgres.model_copy(update={"pool_min_size": 1, "pool_max_size": size})
+        relay = cls(
+            await create_pool(postgres),
+            settings.postgres,
+            sinks,
+            settings.relay,
+            start_from=start_from,
+            collect_stats=collect_stats,
+        )
+        relay._owns_pool = True
+        relay._owns_sinks = built
+        return relay
+
+    async def close(self) -> None:
+        """Close the pool and the sinks, if this relay created them (the caller owns the rest)."""
+        if self._owns_sinks:
+            for worker in self.workers:
+                await worker.sink.close()
+        if self._owns_pool and self.pool is not None:
+            await self.pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def stop(self) -> None:
+        """Stop claiming work; in-flight batches finish or are released; ``run()`` returns."""
+        self.stopping.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Tell every worker that new events may be readable."""
+        for worker in self.workers:
+            worker.wakeup.set()
+
+    async def prune(self) -> int:
+        """Delete delivered events older than the retention (unless another relay is at it)."""
+        return await upkeep.prune(self.storage, self.settings.retention_seconds)
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Run until stopped (or, with ``until_idle``, until nothing is left to deliver)."""
+        for worker in self.workers:
+            start = self._start_from.get(worker.sink.name, self.settings.start_from)
+            await self.storage.register_sink(worker.sink.name, from_beginning=start == "beginning")
+        await self._heartbeat()
+        settings = self.settings
+        background = [
+            asyncio.create_task(self._heartbeat_periodically(), name="relay-heartbeat"),
+            asyncio.create_task(self._signal_ready(), name="relay-ready"),
+            asyncio.create_task(
+                upkeep.prune_periodically(
+                    self.storage, settings.prune_interval_seconds, settings.retention_seconds
+                ),
+                name="relay-prune",
+            ),
+        ]
+        if self.pool is not None:
+            background.append(
+                asyncio.create_task(
+                    upkeep.listen_for_events(
+                        self.postgres, settings.poll_interval_seconds, self.backoff, self.wake
+                    ),
+                    name="relay-listen",
+                )
+            )
+        if self._collect_stats:
+            background.append(
+                asyncio.create_task(
+                    upkeep.publish_backlog(self.storage, settings.stats_interval_seconds),
+                    name="relay-stats",
+                )
+            )
+        workers = [
+            asyncio.create_task(worker.run(until_idle), name=f"relay-{worker.sink.name}")
+            for worker in self.workers
+        ]
+        try:
+            await self._wait_for(workers)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._leave()
+
+    async def _signal_ready(self) -> None:
+        await asyncio.gather(*(worker.leased.wait() for worker in self.workers))
+        self.ready.set()
+
+    async def _wait_for(self, workers: list[asyncio.Task[None]]) -> None:
+        """Until every worker is done (idle) or a stop is asked; then give stragglers a bound."""
+        stop_requested = asyncio.create_task(self.stopping.wait())
+        unfinished: set[asyncio.Task[None]] = set(workers)
+        try:
+            while unfinished and not self.stopping.is_set():
+                done, _ = await asyncio.wait(
+                    unfinished | {stop_requested}, return_when=asyncio.FIRST_COMPLETED
+                )
+                unfinished -= done
+                if any(t is not stop_requested and t.exception() for t in done):
+                    self.stop()
+            if unfinished:
+                _, late = await asyncio.wait(
+                    unfinished, timeout=self.settings.shutdown_timeout_seconds
+                )
+                for task in late:
+                    log.warning("abandoning an in-flight batch of %s at shutdown", task.get_name())
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        finally:
+            stop_requested.cancel()
+        for task in workers:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+
+    async def _leave(self) -> None:
+        held = {w.sink.name: sorted(w.owned) for w in self.workers if w.owned}
+        try:
+            await self.storage.leave(self.instance_id, held)
+        except DATABASE_ERRORS as error:
+            log.warning("could not release leases on shutdown (they will expire): %s", error)
+            return
+        for worker in self.workers:
+            worker.leases.forget()
+
+    async def _heartbeat(self) -> None:
+        self.live_instances = await self.storage.heartbeat(
+            self.instance_id, socket.gethostname(), os.getpid(), self.settings.lease_ttl_seconds
+        )
+
+    async def _heartbeat_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl_seconds / 3)
+            try:
+                await self._heartbeat()
+            except DATABASE_ERRORS as error:
+                log.warning("heartbeat failed: %s", error)

@@ -1,0 +1,203 @@
+"""Everything the relay reads and writes in PostgreSQL, as one interface.
+
+The relay's parts reach their tables only through :class:`RelayStorage`.
+:class:`PostgresRelayStorage` implements it over a pool with the SQL of
+:mod:`gateway.relay.tables` and :mod:`gateway.outbox`; the unit tests implement it in memory,
+so that every rule of the relay can be checked without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import asyncpg
+
+from gateway import outbox
+from gateway.advisory_locks import AdvisoryLock
+from gateway.outbox import Backlog, StoredEvent
+from gateway.queries import query
+from gateway.relay import tables
+from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
+
+
+class RelayStorage(Protocol):
+    """The outbox as the relay reads it, and the relay's own tables."""
+
+    async def read_batch(
+        self, after: Position, partitions: Sequence[int], limit: int
+    ) -> list[StoredEvent]:
+        """Up to ``limit`` committed events of ``partitions`` after ``after``, in order."""
+        ...
+
+    async def has_work(self, sink: str) -> bool:
+        """Whether ``sink`` has an undelivered readable event, or a requested replay."""
+        ...
+
+    async def register_sink(self, sink: str, *, from_beginning: bool) -> None:
+        """Give ``sink`` positions if it has none: before every event, or at "now"."""
+        ...
+
+    async def positions(self, sink: str, partitions: Sequence[int]) -> dict[int, Position]:
+        """Where ``sink`` stands in each of ``partitions``."""
+        ...
+
+    async def renew_leases(self, sink: str, owner: str, ttl_seconds: float) -> set[int]:
+        """Extend ``owner``'s leases on ``sink``; the partitions it still holds."""
+        ...
+
+    async def claim_leases(
+        self, sink: str, owner: str, partitions: Sequence[int], ttl_seconds: float
+    ) -> set[int]:
+        """Take those of ``partitions`` that no live lease covers; the partitions taken."""
+        ...
+
+    async def release_leases(self, sink: str, owner: str, partitions: Sequence[int]) -> None:
+        """Give up ``owner``'s leases on ``partitions``."""
+        ...
+
+    async def commit_batch(
+        self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
+    ) -> bool:
+        """Dead letters and position moves in one transaction; False (nothing written) if
+        ``owner`` no longer holds a lease it moves."""
+        ...
+
+    async def record_retrying(
+        self, sink: str, owner: str, retrying: Mapping[int, int], error: str | None
+    ) -> None:
+        """How many events of each of ``owner``'s partitions wait for a retry."""
+        ...
+
+    async def claim_replays(
+        self, sink: str, owner: str, limit: int, ttl_seconds: float
+    ) -> list[Replay]:
+        """Claim up to ``limit`` dead letters whose replay was requested."""
+        ...
+
+    async def finish_replays(
+        self, delivered: Sequence[int], failed: Sequence[tuple[int, str, bool]]
+    ) -> None:
+        """Mark replays delivered, or record their failure (``True``: try again later)."""
+        ...
+
+    async def heartbeat(
+        self, instance: str, hostname: str, pid: int, ttl_seconds: float
+    ) -> list[str]:
+        """Record that ``instance`` is alive and renew all its leases; the live relays."""
+        ...
+
+    async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:
+        """Release the leases ``held`` (by sink) and forget ``instance``."""
+        ...
+
+    async def prune(self, retention_seconds: int, limit: int) -> int | None:
+        """Delete up to ``limit`` delivered events older than the retention; None if another
+        relay is pruning."""
+        ...
+
+    async def unserved_sinks(self) -> list[SinkTotals]:
+        """The sinks no live lease covers."""
+        ...
+
+    async def backlog(self) -> list[Backlog]:
+        """Every sink's undelivered events."""
+        ...
+
+    async def reset_connections(self) -> None:
+        """Replace every pooled connection (one was left unusable)."""
+        ...
+
+
+class PostgresRelayStorage:
+    """:class:`RelayStorage` over an asyncpg pool: a connection per call."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def read_batch(
+        self, after: Position, partitions: Sequence[int], limit: int
+    ) -> list[StoredEvent]:
+        async with self.pool.acquire() as connection:
+            return await outbox.read_batch(connection, after, partitions, limit)
+
+    async def has_work(self, sink: str) -> bool:
+        async with self.pool.acquire() as connection:
+            return await tables.sink_has_work(connection, sink)
+
+    async def register_sink(self, sink: str, *, from_beginning: bool) -> None:
+        async with self.pool.acquire() as connection:
+            await tables.register_sink(connection, sink, from_beginning=from_beginning)
+
+    async def positions(self, sink: str, partitions: Sequence[int]) -> dict[int, Position]:
+        async with self.pool.acquire() as connection:
+            return await tables.positions(connection, sink, partitions)
+
+    async def renew_leases(self, sink: str, owner: str, ttl_seconds: float) -> set[int]:
+        async with self.pool.acquire() as connection:
+            return await tables.renew_leases(connection, sink, owner, ttl_seconds)
+
+    async def claim_leases(
+        self, sink: str, owner: str, partitions: Sequence[int], ttl_seconds: float
+    ) -> set[int]:
+        async with self.pool.acquire() as connection:
+            return await tables.claim_leases(connection, sink, owner, partitions, ttl_seconds)
+
+    async def release_leases(self, sink: str, owner: str, partitions: Sequence[int]) -> None:
+        async with self.pool.acquire() as connection:
+            await tables.release_leases(connection, sink, owner, partitions)
+
+    async def commit_batch(
+        self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
+    ) -> bool:
+        async with self.pool.acquire() as connection:
+            return await tables.commit_batch(connection, sink, owner, moves, dead)
+
+    async def record_retrying(
+        self, sink: str, owner: str, retrying: Mapping[int, int], error: str | None
+    ) -> None:
+        async with self.pool.acquire() as connection:
+            await tables.record_retrying(connection, sink, owner, retrying, error)
+
+    async def claim_replays(
+        self, sink: str, owner: str, limit: int, ttl_seconds: float
+    ) -> list[Replay]:
+        async with self.pool.acquire() as connection:
+            return await tables.claim_replays(connection, sink, owner, limit, ttl_seconds)
+
+    async def finish_replays(
+        self, delivered: Sequence[int], failed: Sequence[tuple[int, str, bool]]
+    ) -> None:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await tables.finish_replays(connection, delivered, failed)
+
+    async def heartbeat(
+        self, instance: str, hostname: str, pid: int, ttl_seconds: float
+    ) -> list[str]:
+        async with self.pool.acquire() as connection:
+            await tables.heartbeat(connection, instance, hostname, pid)
+            await tables.renew_instance_leases(connection, instance, ttl_seconds)
+            return await tables.live_instances(connection, ttl_seconds)
+
+    async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:
+        async with self.pool.acquire() as connection:
+            for sink, partitions in held.items():
+                await tables.release_leases(connection, sink, instance, partitions)
+            await tables.forget_instance(connection, instance)
+
+    async def prune(self, retention_seconds: int, limit: int) -> int | None:
+        async with self.pool.acquire() as connection, connection.transaction():
+            if not await connection.fetchval(query("try_advisory_xact_lock"), AdvisoryLock.PRUNE):
+                return None
+            return await outbox.prune(connection, retention_seconds, limit)
+
+    async def unserved_sinks(self) -> list[SinkTotals]:
+        async with self.pool.acquire() as connection:
+            return await tables.unserved_sinks(connection)
+
+    async def backlog(self) -> list[Backlog]:
+        async with self.pool.acquire() as connection:
+            return await outbox.backlog(connection)
+
+    async def reset_connections(self) -> None:
+        await self.pool.expire_connections()

@@ -1,0 +1,101 @@
+"""The relay process's background work besides delivery: waking the workers when events are
+committed, pruning delivered events, and the backlog gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from gateway import metrics, outbox
+from gateway.backoff import Backoff
+from gateway.config import PostgresSettings
+from gateway.database import connect
+from gateway.errors import GatewayError
+from gateway.relay.errors import DATABASE_ERRORS
+from gateway.relay.storage import RelayStorage
+
+log = logging.getLogger("gateway.relay")
+
+PRUNE_CHUNK = 5_000
+
+
+async def listen_for_events(
+    postgres: PostgresSettings,
+    poll_interval_seconds: float,
+    backoff: Backoff,
+    wake: Callable[[], None],
+) -> None:
+    """Keep a LISTEN connection on the outbox's channel; wake the workers on every
+    notification and after every (re)connect (events may have been missed meanwhile)."""
+    attempt = 0
+    while True:
+        try:
+            connection = await connect(postgres)
+        except (GatewayError, *DATABASE_ERRORS) as error:
+            attempt += 1
+            log.warning("cannot LISTEN for outbox events (polling meanwhile): %s", error)
+            await asyncio.sleep(backoff.ceiling(attempt))
+            continue
+        attempt = 0
+        closed = asyncio.Event()
+        connection.add_termination_listener(lambda _, closed=closed: closed.set())
+        try:
+            await connection.add_listener(outbox.CHANNEL, lambda *_: wake())
+            wake()
+            while not closed.is_set() and not connection.is_closed():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closed.wait(), poll_interval_seconds * 5)
+        except DATABASE_ERRORS as error:
+            log.warning("lost the LISTEN connection: %s", error)
+        finally:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await connection.close(timeout=1)
+
+
+async def prune(storage: RelayStorage, retention_seconds: int) -> int:
+    """Delete delivered events older than the retention (unless another relay is at it), in
+    chunks; how many were deleted.
+
+    Warns of every sink that no relay serves any more: until it is retired, its positions
+    keep every event after them.
+    """
+    for unserved in await storage.unserved_sinks():
+        log.warning("%s", unserved.warning())
+    total = 0
+    while True:
+        deleted = await storage.prune(retention_seconds, PRUNE_CHUNK)
+        if deleted is None:
+            return total
+        total += deleted
+        if deleted < PRUNE_CHUNK:
+            return total
+
+
+async def prune_periodically(
+    storage: RelayStorage, interval_seconds: float, retention_seconds: int
+) -> None:
+    """Prune every ``interval_seconds``."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            pruned = await prune(storage, retention_seconds)
+            if pruned:
+                log.info("pruned %d delivered outbox events", pruned)
+        except DATABASE_ERRORS as error:
+            log.warning("pruning failed: %s", error)
+
+
+async def publish_backlog(storage: RelayStorage, interval_seconds: float) -> None:
+    """Set the backlog gauges of every sink every ``interval_seconds``."""
+    while True:
+        try:
+            for backlog in await storage.backlog():
+                metrics.BACKLOG.labels(backlog.sink).set(backlog.events)
+                metrics.OLDEST_UNDELIVERED_SECONDS.labels(backlog.sink).set(
+                    backlog.oldest_age_seconds or 0.0
+                )
+        except DATABASE_ERRORS as error:
+            log.warning("backlog statistics failed: %s", error)
+        await asyncio.sleep(interval_seconds)
