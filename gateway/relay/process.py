@@ -40,12 +40,15 @@ class Relay:
 
     ``run()`` returns when ``stop()`` is called (after finishing or releasing in-flight
     batches), or with ``until_idle=True`` once no sink has anything left to deliver.
+
+    It works over ``pool``, or over another ``storage`` (the tests' in-memory one). With
+    ``postgres`` it LISTENs for committed events; without, its workers poll.
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool | None,
-        postgres: PostgresSettings,
+        postgres: PostgresSettings | None,
         sinks: Sequence[Sink],
         settings: RelaySettings,
         *,
@@ -179,7 +182,7 @@ class Relay:
                 name="relay-prune",
             ),
         ]
-        if self.pool is not None:
+        if self.postgres is not None:
             background.append(
                 asyncio.create_task(
                     upkeep.listen_for_events(

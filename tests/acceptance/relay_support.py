@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,22 +100,6 @@ def memory_state(sink: MemorySink) -> dict[str, tuple[int, str, str]]:
         document["order_id"]: (version, document["status"], document["total"])
         for version, document in sink.state.values()
     }
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 60.0
-) -> None:
-    """Wait until ``condition`` holds, checking every few milliseconds; fail after ``within``."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def positions_owned(pool: asyncpg.Pool, sink: str) -> list[str | None]:

@@ -18,8 +18,9 @@ from adapters.base import Outcome, Sink
 from adapters.readback import ReadBack
 from gateway.relay.tables import sink_totals
 from gateway.verify import verify
-from tests.acceptance.relay_support import World, eventually
+from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, make_sink, order_event, store_settings
+from tests.eventually import eventually
 from tests.servers import managed, start_server, stop_server
 
 PATH = ["confirmed", "processing", "shipped", "delivered", "refunded"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 
@@ -71,62 +69,3 @@ async def test_a_failed_read_is_raised_to_the_caller(world: World) -> None:
         assert not reader.serves((0, 0), ALL)
     finally:
         await reader.close()
-
-
-async def test_readers_at_the_same_place_share_each_batch(world: World) -> None:
-    await world.publish_items(25)
-    reads = OutboxReads(PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=2)
-    first = await reads.reader((0, 0), ALL)
-    second = await reads.reader((0, 0), ALL)
-    elsewhere = await reads.reader((0, 0), ALL[:8])
-    try:
-        assert reads.streams == 2  # the same partitions share a stream; others have their own
-        for _ in range(3):
-            batch = await first.next_batch()
-            assert batch is not None and await second.next_batch() is batch  # read once
-        other = await elsewhere.next_batch()
-        assert other is not None and {e.partition for e in other} <= set(ALL[:8])
-    finally:
-        for reader in (first, second, elsewhere):
-            await reader.close()
-    assert reads.streams == 0
-
-
-async def test_a_reader_joins_a_stream_that_holds_its_next_batch(world: World) -> None:
-    await world.publish_items(25)
-    reads = OutboxReads(PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=1)
-    leader = await reads.reader((0, 0), ALL)
-    try:
-        first = await leader.next_batch()
-        assert first is not None
-        follower = await reads.reader(first[-1].position, ALL)  # as a sink one batch behind
-        second = await leader.next_batch()
-        assert await follower.next_batch() is second
-        assert reads.streams == 1
-        await follower.close()
-    finally:
-        await leader.close()
-
-
-async def test_a_reader_left_behind_reads_on_alone_and_holds_back_no_other(
-    world: World,
-) -> None:
-    await world.publish_items(60)
-    reads = OutboxReads(PostgresRelayStorage(world.gateway.pool).read_batch, 10, depth=1)
-    fast, slow = await reads.reader((0, 0), ALL), await reads.reader((0, 0), ALL)
-    try:
-        # The fast reader goes through four batches while the slow one takes none: a stream
-        # that waited for the slow reader would never read past the first two.
-        fast_batches = [await asyncio.wait_for(fast.next_batch(), 30) for _ in range(4)]
-        assert await slow.next_batch() is None  # its next batch is no longer held
-        assert not slow.serves((0, 0), ALL)
-        await slow.close()
-
-        alone = await reads.reader((0, 0), ALL)
-        again = await alone.next_batch()
-        assert reads.streams == 2
-        assert again is not None and fast_batches[0] is not None
-        assert [e.position for e in again] == [e.position for e in fast_batches[0]]
-        await alone.close()
-    finally:
-        await fast.close()

@@ -16,7 +16,8 @@ from gateway import Event, outbox
 from gateway.database import Connection, fetch_required
 from gateway.relay import Relay, tables
 from gateway.relay.leases import partitions_for
-from tests.acceptance.relay_support import FAST, World, eventually, memory_state, positions_owned
+from tests.acceptance.relay_support import FAST, World, memory_state, positions_owned
+from tests.eventually import eventually
 
 
 async def test_every_event_reaches_the_sink_and_it_converges(world: World) -> None:

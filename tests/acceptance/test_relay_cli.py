@@ -14,7 +14,8 @@ import pytest
 
 from adapters.base import Outcome
 from adapters.memory import MemorySink
-from tests.acceptance.relay_support import World, eventually, memory_state, positions_owned
+from tests.acceptance.relay_support import World, memory_state, positions_owned
+from tests.eventually import eventually
 
 
 def fanout(world: World, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:

@@ -17,8 +17,9 @@ from adapters.memory import MemorySink
 from gateway import Gateway, MigrationRunner
 from gateway.relay import Relay
 from tests.acceptance.conftest import database_url, settings_for
-from tests.acceptance.relay_support import FAST, World, eventually, memory_state
+from tests.acceptance.relay_support import FAST, World, memory_state
 from tests.acceptance.shop import Shop
+from tests.eventually import eventually
 from tests.servers import ROOT, SERVICES_SCRIPT
 
 

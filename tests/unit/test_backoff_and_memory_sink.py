@@ -1,4 +1,4 @@
-"""Backoff, the memory sink's version guard and its failure injection: no I/O."""
+"""Backoff, and the memory sink's version guard and failure injection: no I/O."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from pathlib import Path
 from adapters.base import EventEnvelope, Outcome, Sink
 from adapters.memory import MemorySink
 from gateway.backoff import Backoff
-from gateway.outbox import PARTITIONS, StoredEvent
-from gateway.relay.leases import partitions_for
-from gateway.relay.retries import retrying_per_partition
 
 
 def test_backoff_ceiling_doubles_up_to_the_cap() -> None:
@@ -98,27 +95,3 @@ async def test_memory_sink_journal_appends_whole_lines_across_reopening(tmp_path
         ("order:o2", 1),
         ("order:o1", 2),
     ]
-
-
-def test_events_waiting_for_a_retry_are_counted_in_their_own_partition() -> None:
-    waiting = [
-        StoredEvent(number, 1, partition, order_event(str(number), 1))
-        for number, partition in [(1, 3), (2, 3), (3, 7)]
-    ]
-    assert retrying_per_partition({3, 5, 7}, waiting) == {3: 2, 5: 0, 7: 1}
-    assert sum(retrying_per_partition(range(16), waiting).values()) == 3
-
-
-def test_live_relays_split_the_partitions_in_balanced_blocks_covering_each_once() -> None:
-    for count in range(1, 20):
-        relays = [f"relay-{n:02d}" for n in range(count)]
-        blocks = [partitions_for(relay, relays) for relay in reversed(relays)]
-        assert sorted(p for block in blocks for p in block) == list(PARTITIONS)
-        sizes = {len(block) for block in blocks}
-        assert max(sizes) - min(sizes) <= 1
-
-
-def test_a_relay_not_yet_listed_counts_itself_in() -> None:
-    assert partitions_for("b", ["a"]) == set(range(8, 16))
-    assert partitions_for("a", []) == set(PARTITIONS)
-    assert partitions_for("a", ["a", "b", "c"]) == set(range(0, 5))
