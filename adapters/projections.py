@@ -1,7 +1,7 @@
 """The order projections the stores hold, as plain functions of an order event.
 
 Each store's adapter turns these into its own writes. An order event's payload carries the
-order's full state at ``version`` (see ``gateway.orders.order_event``).
+order's full state at ``version`` (see ``gateway.write_path.orders.order_event``).
 """
 
 from __future__ import annotations

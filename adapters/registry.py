@@ -8,7 +8,7 @@ from adapters.influx import InfluxSink
 from adapters.memory import MemorySink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
-from gateway.config import (
+from gateway.configuration.settings import (
     ElasticsearchSinkSettings,
     InfluxSinkSettings,
     MemorySinkSettings,

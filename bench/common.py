@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from gateway import Gateway, MigrationRunner, Settings
-from gateway.config import PostgresSettings
+from gateway.configuration.settings import PostgresSettings
 from tests.acceptance.conftest import database_url
 from tests.servers import server_url
 

@@ -34,9 +34,9 @@ from adapters.memory import MemorySink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
 from gateway import Gateway, PlaceOrderRequest, Settings
-from gateway.config import PostgresSettings, RelaySettings
-from gateway.database import create_pool
-from gateway.outbox import envelope_of
+from gateway.configuration.settings import PostgresSettings, RelaySettings
+from gateway.postgres.database import create_pool
+from gateway.postgres.outbox import envelope_of
 from gateway.relay import Relay, collector
 
 RELAY_SETTINGS = RelaySettings(batch_size=500, linger_ms=5, poll_interval_seconds=1.0)

@@ -41,8 +41,8 @@ from adapters.redis import RedisSink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
 from bench.write_path import seed
 from gateway import Gateway
-from gateway.config import RelaySettings
-from gateway.outbox import envelope_of
+from gateway.configuration.settings import RelaySettings
+from gateway.postgres.outbox import envelope_of
 from gateway.relay import Relay, collector
 from gateway.relay.tables import sink_totals
 from tests.acceptance.stores import STORES, drop_namespace, make_sink

@@ -2,9 +2,9 @@
 
 Both variants run side by side in one process, in alternating rounds, against the same
 database, at the same concurrency, with the same random order mix, in ABBA order with a
-CHECKPOINT before each measurement. The bare variant runs
-exactly the statements of ``gateway.orders.insert_order`` in a transaction; the gateway variant
-adds the idempotency key and the outbox event (whose trigger queues the NOTIFY).
+CHECKPOINT before each measurement. The bare variant runs exactly the statements of
+``gateway.write_path.orders.insert_order`` in a transaction; the gateway variant adds the
+idempotency key and the outbox event (whose trigger queues the NOTIFY).
 
     .venv/bin/python -m bench.write_path [--seconds 10] [--rounds 3] [--concurrency 32]
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.common import scratch_gateway, write_results
 from gateway import Gateway, PlaceOrderRequest
-from gateway.orders import insert_order
-from gateway.pricing import PricingPolicy
+from gateway.write_path.orders import insert_order
+from gateway.write_path.pricing import PricingPolicy
 from tests.acceptance.shop import customer_request
 
 Placer = Callable[[PlaceOrderRequest], Awaitable[Any]]

@@ -2,8 +2,7 @@
 
 from importlib.metadata import version as _version
 
-from gateway.config import Settings, load_settings
-from gateway.database import DatabaseUnavailable
+from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import (
     AlreadyExists,
     ConfigError,
@@ -19,9 +18,10 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
-from gateway.gateway import Gateway, PlacedOrder
-from gateway.migrations import Migration, MigrationRunner, MigrationState, MigrationStatus
-from gateway.models import (
+from gateway.postgres.database import DatabaseUnavailable
+from gateway.postgres.migrations import Migration, MigrationRunner, MigrationState, MigrationStatus
+from gateway.write_path.gateway import Gateway, PlacedOrder
+from gateway.write_path.models import (
     Address,
     AddressRequest,
     Category,
@@ -36,7 +36,7 @@ from gateway.models import (
     Product,
     ProductRequest,
 )
-from gateway.order_status import OrderStatus
+from gateway.write_path.order_status import OrderStatus
 
 __version__ = _version("fanout-gateway")
 

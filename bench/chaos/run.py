@@ -23,10 +23,11 @@ from bench.chaos.client import ChaosClient, ClientCounts
 from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explained
 from bench.chaos.processes import FanoutProcess, free_port, services
 from bench.common import scratch_gateway
-from gateway import Gateway, outbox
-from gateway.database import DatabaseUnavailable, connect
+from gateway import Gateway
+from gateway.operations.verify import verify
+from gateway.postgres import outbox
+from gateway.postgres.database import DatabaseUnavailable, connect
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.verify import verify
 from tests.acceptance.shop import customer_request
 from tests.acceptance.stores import drop_namespace, make_sink, store_settings
 

@@ -16,8 +16,8 @@ from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
 from gateway.api.problems import install_problem_handlers
 from gateway.api.routes import router
-from gateway.config import Settings
-from gateway.gateway import Gateway
+from gateway.configuration.settings import Settings
+from gateway.write_path.gateway import Gateway
 
 
 def create_app(settings: Settings) -> FastAPI:

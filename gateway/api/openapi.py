@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway.api.routes import IDEMPOTENCY_HEADER
-from gateway.config import Settings
-from gateway.idempotency import KEY_PATTERN
-from gateway.models import MAX_ITEMS_PER_REQUEST
+from gateway.configuration.settings import Settings
+from gateway.write_path.idempotency import KEY_PATTERN
+from gateway.write_path.models import MAX_ITEMS_PER_REQUEST
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:

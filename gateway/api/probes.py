@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from gateway.health import postgres_health, sinks_health
+from gateway.operations.health import postgres_health, sinks_health
 
 probes = APIRouter(tags=["operations"])
 metrics = APIRouter(tags=["operations"])

@@ -17,7 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.database import DatabaseUnavailable, is_unavailability
 from gateway.errors import (
     AlreadyExists,
     Conflict,
@@ -30,8 +29,9 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
-from gateway.order_status import ALLOWED_TRANSITIONS, OrderStatus
-from gateway.validation import field_path
+from gateway.postgres.database import DatabaseUnavailable, is_unavailability
+from gateway.write_path.order_status import ALLOWED_TRANSITIONS, OrderStatus
+from gateway.write_path.validation import field_path
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:fanout:problem:"

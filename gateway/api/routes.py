@@ -11,12 +11,12 @@ from annotated_types import Ge
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from gateway import idempotency
 from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
 from gateway.api.problems import PROBLEM_JSON, Problem
 from gateway.errors import NotFound, ValidationError
-from gateway.gateway import Gateway
-from gateway.models import (
+from gateway.write_path import idempotency
+from gateway.write_path.gateway import Gateway
+from gateway.write_path.models import (
     Address,
     AddressRequest,
     Customer,
@@ -27,7 +27,7 @@ from gateway.models import (
     ProductRequest,
     json_integer,
 )
-from gateway.order_status import OrderStatus
+from gateway.write_path.order_status import OrderStatus
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import SinkSettings
+from gateway.configuration.settings import SinkSettings
 from gateway.errors import GatewayError
 
 SERVICES_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"

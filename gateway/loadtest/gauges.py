@@ -13,9 +13,9 @@ from typing import Self
 
 import asyncpg
 
-from gateway.config import PostgresSettings
-from gateway.database import connect
-from gateway.outbox import backlog
+from gateway.configuration.settings import PostgresSettings
+from gateway.postgres.database import connect
+from gateway.postgres.outbox import backlog
 from gateway.relay import tables
 
 

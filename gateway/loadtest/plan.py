@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from gateway.config import Settings
+from gateway.configuration.settings import Settings
 from gateway.errors import FieldError, ValidationError
 
 Via = Literal["embedded", "http"]

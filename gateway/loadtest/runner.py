@@ -18,9 +18,8 @@ from typing import Any
 from adapters.base import Sink
 from adapters.readback import ReadBack
 from adapters.registry import build_sink
-from gateway.config import Settings, SinkSettings
+from gateway.configuration.settings import Settings, SinkSettings
 from gateway.errors import GatewayError
-from gateway.gateway import Gateway
 from gateway.loadtest.driver import OPERATIONS, LoadDriver
 from gateway.loadtest.faults import FaultRecord, ServerFault
 from gateway.loadtest.gauges import RelayGauges
@@ -28,9 +27,10 @@ from gateway.loadtest.plan import LoadPlan, check_plan
 from gateway.loadtest.seed import Catalog, email_pattern, seed
 from gateway.loadtest.targets import DualWriteTarget, EmbeddedTarget, HttpTarget, WriteTarget
 from gateway.loadtest.visibility import VisibilityWatcher
-from gateway.queries import query
+from gateway.operations.verify import verify_orders
+from gateway.postgres.queries import query
 from gateway.relay import tables
-from gateway.verify import verify_orders
+from gateway.write_path.gateway import Gateway
 
 Report = dict[str, Any]
 Progress = Callable[[str, Mapping[str, Any]], None]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from gateway.gateway import Gateway
+from gateway.write_path.gateway import Gateway
 
 STOCK = 1_000_000_000
 SEGMENTS = ("retail", "vip", "wholesale")

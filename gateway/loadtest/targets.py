@@ -17,12 +17,12 @@ from uuid import UUID, uuid4
 import httpx
 
 from adapters.base import EventEnvelope, Outcome, Sink
-from gateway import orders
 from gateway.errors import GatewayError
-from gateway.gateway import Gateway
-from gateway.models import Order, PlaceOrderRequest
-from gateway.order_status import OrderStatus
-from gateway.pricing import PricingPolicy
+from gateway.write_path import orders
+from gateway.write_path.gateway import Gateway
+from gateway.write_path.models import Order, PlaceOrderRequest
+from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.pricing import PricingPolicy
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.backoff import Backoff
-from gateway.config import RelaySettings
+from gateway.configuration.settings import RelaySettings
 from gateway.relay.read_ahead import OutboxReads
 from gateway.relay.storage import RelayStorage
 

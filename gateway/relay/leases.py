@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway import metrics
-from gateway.outbox import PARTITION_COUNT
+from gateway.postgres.outbox import PARTITION_COUNT
 from gateway.relay.context import WorkerContext
 from gateway.relay.tables import Move, Position
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from adapters.base import Delivery
 from gateway import metrics
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 from gateway.relay.context import WorkerContext
 from gateway.relay.leases import SinkLeases
 from gateway.relay.read_ahead import StreamReader

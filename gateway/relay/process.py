@@ -22,9 +22,9 @@ import asyncpg
 from adapters.base import Sink
 from adapters.registry import build_sink
 from gateway.backoff import Backoff
-from gateway.config import PostgresSettings, RelaySettings, Settings, StartFrom
-from gateway.database import create_pool
+from gateway.configuration.settings import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.errors import GatewayError
+from gateway.postgres.database import create_pool
 from gateway.relay import upkeep
 from gateway.relay.context import WorkerContext
 from gateway.relay.errors import DATABASE_ERRORS

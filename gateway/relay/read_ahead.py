@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 from gateway.relay.tables import Position
 
 ReadBatch = Callable[[Position, Sequence[int], int], Awaitable[list[StoredEvent]]]

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from adapters.base import Delivery, Outcome
 from gateway.backoff import Backoff
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 from gateway.relay.tables import DeadLetter
 
 

@@ -8,7 +8,7 @@ import time
 
 from adapters.base import Delivery, Sink
 from gateway import metrics
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 
 log = logging.getLogger("gateway.relay")
 

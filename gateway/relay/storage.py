@@ -2,8 +2,8 @@
 
 The relay's parts reach their tables only through :class:`RelayStorage`.
 :class:`PostgresRelayStorage` implements it over a pool with the SQL of
-:mod:`gateway.relay.tables` and :mod:`gateway.outbox`; the unit tests implement it in memory,
-so that every rule of the relay can be checked without a server.
+:mod:`gateway.relay.tables` and :mod:`gateway.postgres.outbox`; the unit tests implement it
+in memory, so that every rule of the relay can be checked without a server.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Protocol
 
 import asyncpg
 
-from gateway import outbox
-from gateway.advisory_locks import AdvisoryLock
-from gateway.outbox import Backlog, StoredEvent
-from gateway.queries import query
+from gateway.postgres import outbox
+from gateway.postgres.advisory_locks import AdvisoryLock
+from gateway.postgres.outbox import Backlog, StoredEvent
+from gateway.postgres.queries import query
 from gateway.relay import tables
 from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
 

@@ -14,10 +14,10 @@ from uuid import UUID
 
 import asyncpg
 
-from gateway.database import Connection
 from gateway.errors import SinkInUse, UnknownSink
-from gateway.outbox import PARTITION_COUNT, StoredEvent, envelope_of
-from gateway.queries import query
+from gateway.postgres.database import Connection
+from gateway.postgres.outbox import PARTITION_COUNT, StoredEvent, envelope_of
+from gateway.postgres.queries import query
 
 Position = tuple[int, int]
 """``(txid, id)`` of the last event passed: the order the relay reads the outbox in."""

@@ -8,11 +8,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from gateway import metrics, outbox
+from gateway import metrics
 from gateway.backoff import Backoff
-from gateway.config import PostgresSettings
-from gateway.database import connect
+from gateway.configuration.settings import PostgresSettings
 from gateway.errors import GatewayError
+from gateway.postgres import outbox
+from gateway.postgres.database import connect
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.storage import RelayStorage
 

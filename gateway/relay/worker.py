@@ -17,7 +17,7 @@ import asyncpg
 
 from adapters.base import Delivery, Outcome, Sink
 from gateway import metrics
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 from gateway.relay.context import WorkerContext
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.leases import SinkLeases

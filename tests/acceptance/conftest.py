@@ -11,7 +11,7 @@ import pytest
 
 from adapters.base import Sink
 from gateway import Gateway, MigrationRunner, Settings
-from gateway.config import PostgresSettings
+from gateway.configuration.settings import PostgresSettings
 from tests.acceptance.relay_support import World
 from tests.acceptance.shop import Shop
 from tests.acceptance.stores import STORES, drop_namespace, make_sink

@@ -11,7 +11,7 @@ import asyncpg
 from adapters.base import Sink
 from adapters.memory import MemorySink
 from gateway import Event, Gateway, Settings
-from gateway.config import RelaySettings
+from gateway.configuration.settings import RelaySettings
 from gateway.relay import Relay
 from tests.acceptance.shop import Shop
 

@@ -49,7 +49,7 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
 def make_sink(kind: str, tag: str, name: str | None = None) -> Sink:
     """A sink of ``kind`` over its real server, namespaced by ``tag``."""
     from adapters.registry import build_sink
-    from gateway.config import Settings
+    from gateway.configuration.settings import Settings
 
     settings = Settings.model_validate(
         {"postgres": {"url": "postgresql://unused/db"}, "sinks": {kind: store_settings(kind, tag)}}

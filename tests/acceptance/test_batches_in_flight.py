@@ -9,7 +9,7 @@ import pytest
 
 from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
-from gateway.database import fetch_required
+from gateway.postgres.database import fetch_required
 from gateway.relay.tables import sink_totals
 from tests.acceptance.relay_support import World, memory_state
 

@@ -16,8 +16,8 @@ import yaml
 
 from adapters.base import Outcome, Sink
 from adapters.readback import ReadBack
+from gateway.operations.verify import verify
 from gateway.relay.tables import sink_totals
-from gateway.verify import verify
 from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, make_sink, order_event, store_settings
 from tests.eventually import eventually

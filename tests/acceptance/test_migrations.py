@@ -20,7 +20,7 @@ from gateway import (
     MigrationRunner,
     MigrationState,
 )
-from gateway.migrations import discover_migrations
+from gateway.postgres.migrations import discover_migrations
 
 GATEWAY_TABLES = {
     "customers",

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from gateway import AlreadyExists, Event, Gateway, GatewayError, ValidationError
-from gateway.outbox import CHANNEL
+from gateway.postgres.outbox import CHANNEL
 from tests.acceptance.shop import Shop
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from gateway.database import create_pool
-from gateway.outbox import PARTITIONS, StoredEvent
+from gateway.postgres.database import create_pool
+from gateway.postgres.outbox import PARTITIONS, StoredEvent
 from gateway.relay.read_ahead import OutboxReads
 from gateway.relay.storage import PostgresRelayStorage
 from tests.acceptance.relay_support import World

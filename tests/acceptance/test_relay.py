@@ -12,8 +12,9 @@ import pytest
 
 from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.memory import MemorySink
-from gateway import Event, outbox
-from gateway.database import Connection, fetch_required
+from gateway import Event
+from gateway.postgres import outbox
+from gateway.postgres.database import Connection, fetch_required
 from gateway.relay import Relay, tables
 from gateway.relay.leases import partitions_for
 from tests.acceptance.relay_support import FAST, World, memory_state, positions_owned

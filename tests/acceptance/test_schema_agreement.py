@@ -8,9 +8,9 @@ import re
 import asyncpg
 import pytest
 
-from gateway import outbox
 from gateway.errors import GatewayError
-from gateway.queries import query
+from gateway.postgres import outbox
+from gateway.postgres.queries import query
 from gateway.relay import tables
 from tests.acceptance.relay_support import World
 

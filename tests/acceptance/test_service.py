@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from adapters.base import Sink
-from gateway.health import sink_status_rows
+from gateway.operations.health import sink_status_rows
 from tests.acceptance.api_process import api_server, clean_environment, spawn, write_config
 from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, store_settings

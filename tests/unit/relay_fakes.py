@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from adapters.base import EventEnvelope
-from gateway.outbox import PARTITION_COUNT, Backlog, StoredEvent
+from gateway.postgres.outbox import PARTITION_COUNT, Backlog, StoredEvent
 from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
 
 

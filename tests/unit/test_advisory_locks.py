@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.advisory_locks import AdvisoryLock
+from gateway.postgres.advisory_locks import AdvisoryLock
 
 
 def test_every_advisory_lock_has_a_key_of_its_own() -> None:

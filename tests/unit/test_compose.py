@@ -17,8 +17,8 @@ import pytest
 import typer.main
 import yaml
 
-from gateway.cli import app
-from gateway.config import ENV_PREFIX, Settings, load_settings
+from gateway.cli.app import app
+from gateway.configuration.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

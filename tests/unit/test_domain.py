@@ -8,10 +8,10 @@ from decimal import Decimal
 import pytest
 
 from gateway import OrderStatus, PlaceOrderRequest, ValidationError
-from gateway.order_status import ALLOWED_TRANSITIONS, can_transition
-from gateway.pricing import PricingPolicy
-from gateway.secrets import redact_url
-from gateway.validation import field_path, parse
+from gateway.configuration.secrets import redact_url
+from gateway.write_path.order_status import ALLOWED_TRANSITIONS, can_transition
+from gateway.write_path.pricing import PricingPolicy
+from gateway.write_path.validation import field_path, parse
 
 POLICY = PricingPolicy(Decimal("0.08"), Decimal("5.00"), Decimal("100.00"), "USD")
 

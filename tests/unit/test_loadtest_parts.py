@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway import ValidationError
-from gateway.config import Settings
+from gateway.configuration.settings import Settings
 from gateway.loadtest import LoadPlan, check_plan
 from gateway.loadtest.driver import LoadDriver
 from gateway.loadtest.seed import Buyer, Catalog

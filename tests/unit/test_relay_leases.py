@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from gateway.backoff import Backoff
-from gateway.config import RelaySettings
-from gateway.outbox import PARTITIONS
+from gateway.configuration.settings import RelaySettings
+from gateway.postgres.outbox import PARTITIONS
 from gateway.relay.context import WorkerContext
 from gateway.relay.leases import SinkLeases, lease_changes, partitions_for
 from gateway.relay.read_ahead import OutboxReads

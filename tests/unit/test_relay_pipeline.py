@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 from gateway.relay.pipeline import (
     InFlight,
     keep_reading,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.outbox import PARTITIONS
+from gateway.postgres.outbox import PARTITIONS
 from gateway.relay.read_ahead import OutboxReads
 from tests.unit.relay_fakes import InMemoryRelayStorage
 

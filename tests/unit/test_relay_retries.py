@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from adapters.base import Delivery, Outcome
 from gateway.backoff import Backoff
-from gateway.outbox import StoredEvent
+from gateway.postgres.outbox import StoredEvent
 from gateway.relay.retries import (
     Pending,
     Retrier,

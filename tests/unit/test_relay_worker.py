@@ -12,8 +12,8 @@ from typing import Any
 
 from adapters.base import Outcome
 from adapters.memory import MemorySink
-from gateway.config import RelaySettings
-from gateway.outbox import PARTITIONS
+from gateway.configuration.settings import RelaySettings
+from gateway.postgres.outbox import PARTITIONS
 from gateway.relay import Relay
 from tests.eventually import eventually
 from tests.unit.relay_fakes import InMemoryRelayStorage

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from gateway.database import DatabaseUnavailable, is_unavailability
+from gateway.postgres.database import DatabaseUnavailable, is_unavailability
 
 
 @pytest.mark.parametrize(

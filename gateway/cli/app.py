@@ -23,18 +23,18 @@ from rich.table import Table
 from adapters.readback import ReadBack
 from adapters.registry import build_sink
 from gateway.api import create_app
-from gateway.config import Settings, load_settings
-from gateway.database import connect, create_pool, ensure_database
-from gateway.demo import place_demo_order
-from gateway.doctor import Report, diagnose, healthy
-from gateway.doctor_tables import render as render_doctor_report
+from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
-from gateway.gateway import Gateway
-from gateway.health import sink_status_rows
-from gateway.migrations import MigrationRunner, MigrationStatus
+from gateway.operations.demo import place_demo_order
+from gateway.operations.doctor import Report, diagnose, healthy
+from gateway.operations.doctor_tables import render as render_doctor_report
+from gateway.operations.health import sink_status_rows
+from gateway.operations.verify import Drift, verify
+from gateway.postgres.database import connect, create_pool, ensure_database
+from gateway.postgres.migrations import MigrationRunner, MigrationStatus
 from gateway.relay import Relay, collector, tables
 from gateway.relay.tables import SinkTotals
-from gateway.verify import Drift, verify
+from gateway.write_path.gateway import Gateway
 
 T = TypeVar("T")
 

@@ -6,10 +6,10 @@ from uuid import UUID
 
 import asyncpg
 
-from gateway.database import Connection, fetch_required
 from gateway.errors import AlreadyExists, NotFound, ValidationError
-from gateway.models import Address, AddressRequest, Customer, CustomerRequest, Event
-from gateway.queries import query
+from gateway.postgres.database import Connection, fetch_required
+from gateway.postgres.queries import query
+from gateway.write_path.models import Address, AddressRequest, Customer, CustomerRequest, Event
 
 CUSTOMER_AGGREGATE = "customer"
 CUSTOMER_CREATED = "customer.created"

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Sink
-from gateway.config import PostgresSettings
-from gateway.database import Connection, DatabaseUnavailable, create_pool
-from gateway.health import sink_status_rows, sinks_health
-from gateway.queries import query
+from gateway.configuration.settings import PostgresSettings
+from gateway.operations.health import sink_status_rows, sinks_health
+from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
+from gateway.postgres.queries import query
 
 Report = dict[str, Any]
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from gateway.config import PricingSettings
+from gateway.configuration.settings import PricingSettings
 
 _CENT = Decimal("0.01")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.database import Connection, fetch_required
 from gateway.errors import AlreadyExists, NotFound
-from gateway.models import Category, CategoryRequest, Product, ProductRequest
-from gateway.queries import query
+from gateway.postgres.database import Connection, fetch_required
+from gateway.postgres.queries import query
+from gateway.write_path.models import Category, CategoryRequest, Product, ProductRequest
 
 
 async def insert_category(connection: Connection, request: CategoryRequest) -> Category:

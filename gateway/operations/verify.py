@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
-from gateway.queries import query
+from gateway.postgres.queries import query
 
 
 @dataclass

@@ -9,10 +9,10 @@ from typing import NamedTuple
 import asyncpg
 
 from adapters.base import EventEnvelope
-from gateway.database import Connection
 from gateway.errors import GatewayError
-from gateway.models import Event
-from gateway.queries import query
+from gateway.postgres.database import Connection
+from gateway.postgres.queries import query
+from gateway.write_path.models import Event
 
 # Every insert into the outbox notifies this channel when its transaction commits (a trigger
 # of migration 0002 does it), so a relay can LISTEN instead of polling.

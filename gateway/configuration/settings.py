@@ -18,9 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.configuration.interpolation import MissingVariable, interpolate
+from gateway.configuration.secrets import SecretUrl
 from gateway.errors import ConfigError
-from gateway.interpolation import MissingVariable, interpolate
-from gateway.secrets import SecretUrl
 
 ENV_PREFIX = "FANOUT_"
 CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"

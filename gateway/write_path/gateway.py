@@ -10,11 +10,12 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from gateway import catalog, customers, idempotency, orders, outbox
-from gateway.config import Settings, load_settings
-from gateway.database import Connection, create_pool
+from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import GatewayError, ValidationError
-from gateway.models import (
+from gateway.postgres import outbox
+from gateway.postgres.database import Connection, create_pool
+from gateway.write_path import catalog, customers, idempotency, orders
+from gateway.write_path.models import (
     Address,
     AddressRequest,
     Category,
@@ -27,9 +28,9 @@ from gateway.models import (
     Product,
     ProductRequest,
 )
-from gateway.order_status import OrderStatus
-from gateway.pricing import PricingPolicy
-from gateway.validation import parse
+from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.pricing import PricingPolicy
+from gateway.write_path.validation import parse
 
 PLACE_ORDER_SCOPE = "place_order"
 

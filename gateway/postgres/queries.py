@@ -14,7 +14,7 @@ _NAME_LINE = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 @cache
 def _all_queries() -> dict[str, str]:
-    text = (files("gateway.sql") / "queries.sql").read_text(encoding="utf-8")
+    text = (files("gateway.postgres.sql") / "queries.sql").read_text(encoding="utf-8")
     queries: dict[str, str] = {}
     matches = list(_NAME_LINE.finditer(text))
     for index, match in enumerate(matches):

@@ -13,7 +13,6 @@ from uuid import UUID
 
 import asyncpg
 
-from gateway.database import Connection, fetch_required
 from gateway.errors import (
     IllegalTransition,
     InsufficientInventory,
@@ -21,10 +20,11 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
-from gateway.models import Event, Order, OrderItem, PlaceOrderRequest
-from gateway.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
-from gateway.pricing import PricingPolicy, to_cents
-from gateway.queries import query
+from gateway.postgres.database import Connection, fetch_required
+from gateway.postgres.queries import query
+from gateway.write_path.models import Event, Order, OrderItem, PlaceOrderRequest
+from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
+from gateway.write_path.pricing import PricingPolicy, to_cents
 
 ORDER_AGGREGATE = "order"
 ORDER_PLACED = "order.placed"

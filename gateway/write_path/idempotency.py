@@ -9,9 +9,9 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from gateway.database import Connection
 from gateway.errors import IdempotencyConflict, ValidationError
-from gateway.queries import query
+from gateway.postgres.database import Connection
+from gateway.postgres.queries import query
 
 MAX_KEY_LENGTH = 255
 

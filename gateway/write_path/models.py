@@ -24,7 +24,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 from typing_extensions import TypeAliasType
 
-from gateway.order_status import OrderStatus
+from gateway.write_path.order_status import OrderStatus
 
 # What the text fields of a request state and enforce: PostgreSQL cannot store NUL, and a
 # required text must hold more than white space. Lengths count the text as sent; it is then

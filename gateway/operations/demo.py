@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from gateway.gateway import Gateway
-from gateway.models import Order
-from gateway.queries import query
+from gateway.postgres.queries import query
+from gateway.write_path.gateway import Gateway
+from gateway.write_path.models import Order
 
 DEMO_EMAIL = "demo.customer@example.com"
 DEMO_SKU = "DEMO-MUG-001"

@@ -17,9 +17,9 @@ from importlib.resources import files
 
 import asyncpg
 
-from gateway.advisory_locks import AdvisoryLock
 from gateway.errors import MigrationChecksumMismatch, MigrationError
-from gateway.queries import query
+from gateway.postgres.advisory_locks import AdvisoryLock
+from gateway.postgres.queries import query
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$")
 
@@ -68,7 +68,7 @@ def discover_migrations() -> list[Migration]:
     """The migrations shipped with the package, in version order."""
     up: dict[int, tuple[str, str]] = {}
     down: dict[int, str] = {}
-    for entry in (files("gateway.sql") / "migrations").iterdir():
+    for entry in (files("gateway.postgres.sql") / "migrations").iterdir():
         match = _FILE_NAME.match(entry.name)
         if match is None:
             continue

@@ -9,10 +9,10 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic_core import from_json, to_json
 
-from gateway.config import PostgresSettings
+from gateway.configuration.secrets import redact_url
+from gateway.configuration.settings import PostgresSettings
 from gateway.errors import GatewayError
-from gateway.queries import query
-from gateway.secrets import redact_url
+from gateway.postgres.queries import query
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 """A connection of its own or one borrowed from a pool: the gateway's SQL runs on either."""

@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Health, Sink
-from gateway import outbox
-from gateway.database import Connection, DatabaseUnavailable
+from gateway.postgres import outbox
+from gateway.postgres.database import Connection, DatabaseUnavailable
 from gateway.relay import tables
 
 

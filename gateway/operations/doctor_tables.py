@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gateway.doctor import Report
+from gateway.operations.doctor import Report
 
 
 def _cell(value: Any) -> str:

@@ -1,0 +1,1 @@
+"""Configuration: settings from a YAML file and ``FANOUT_*`` environment variables."""

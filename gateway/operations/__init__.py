@@ -1,0 +1,1 @@
+"""Operations: health, ``fanout doctor``, drift checks, the sinks' status, the demo order."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, named queries, migrations, advisory locks, and the outbox table."""
