@@ -246,7 +246,7 @@ class Chaos:
             sink = make_sink(kind, self.tag)
             try:
                 assert isinstance(sink, ReadBack)
-                stores[kind] = (await verify(self.gateway.pool, kind, sink)).as_dict()
+                stores[kind] = (await verify(self.gateway.pool, kind, sink)).counts()
             finally:
                 await sink.close()
         in_postgres = await self.gateway.pool.fetchval("SELECT count(*) FROM orders")

@@ -1,5 +1,8 @@
-"""The ``fanout`` command line."""
+"""The ``fanout`` command line: ``app`` holds the root and what commands share; each other
+module registers a group of commands on it. Commands parse arguments and print; ``render``
+draws their tables."""
 
-from gateway.cli.app import main
+from gateway.cli import checks, loadtest, schema, service, sinks
+from gateway.cli.app import app, main
 
-__all__ = ["main"]
+__all__ = ["app", "checks", "loadtest", "main", "schema", "service", "sinks"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ matplotlib.use("Agg")  # files only: no display on servers and CI machines
 
 import matplotlib.pyplot as plt
 
+from gateway.loadtest.model import LoadReport
 
-def _series(rows: list[dict[str, Any]], *keys: str) -> list[float | None]:
+
+def _series(rows: Sequence[Mapping[str, Any]], *keys: str) -> list[float | None]:
     values: list[float | None] = []
     for row in rows:
         value: Any = row
@@ -22,7 +25,7 @@ def _series(rows: list[dict[str, Any]], *keys: str) -> list[float | None]:
     return values
 
 
-def draw(report: dict[str, Any], path: Path) -> None:
+def draw(report: LoadReport, path: Path) -> None:
     """Four panels over time: rates, placement latency, per-sink lag, per-sink backlog."""
     figure, (rates, latency, lag, backlog) = plt.subplots(
         4, 1, figsize=(11, 13), sharex=True, constrained_layout=True

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-Report = dict[str, Any]
+from gateway.loadtest.model import LatencySummary, LoadReport
+from gateway.operations.verify import DriftCounts
 
 
 def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:,.1f}"
 
 
-def _latency_columns(latency: dict[str, Any]) -> list[str]:
-    return [_ms(latency.get(key)) for key in ("p50", "p90", "p99", "p99.9", "max")]
+def _latency_columns(latency: LatencySummary) -> list[str]:
+    return [_ms(latency[key]) for key in ("p50", "p90", "p99", "p99.9", "max")]
 
 
-def render(report: Report, console: Console) -> None:
+def render(report: LoadReport, console: Console) -> None:
     """Print the summary of every phase, side by side where they compare."""
     phases = report["phases"]
     writes = Table(
@@ -133,14 +133,14 @@ def render(report: Report, console: Console) -> None:
         console.print("[yellow]Interrupted: the figures cover what ran.[/yellow]")
 
 
-def _drift_text(drift: dict[str, Any]) -> str:
+def _drift_text(drift: DriftCounts) -> str:
     if drift["clean"]:
         return f"none ({drift['matched']:,} matched)"
     parts = [f"{k} {drift[k]:,}" for k in ("missing", "stale", "mismatched") if drift[k]]
     return "[red]" + ", ".join(parts) + "[/red]"
 
 
-def write_json(report: Report, path: Path) -> None:
+def write_json(report: LoadReport, path: Path) -> None:
     """Write the whole report, timeline included."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from hdrh.histogram import HdrHistogram
 
+from gateway.loadtest.model import LatencySummary
+
 # Microseconds, from 1 µs to 1 hour, three significant digits.
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
 class Latencies:
@@ -27,17 +29,24 @@ class Latencies:
         self.histogram.record_value(micros)
         self.total_micros += micros
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> LatencySummary:
         """Count, percentiles, max and mean in milliseconds (``None`` when empty)."""
         count = self.histogram.get_total_count()
-        result: dict[str, float | int | None] = {"count": count}
         # One pass over the counts for all percentiles, not one pass each.
-        values = self.histogram.get_percentile_to_value_dict(list(PERCENTILES.values()))
-        for name, percentile in PERCENTILES.items():
-            result[name] = values[percentile] / 1000 if count else None
-        result["max"] = self.histogram.get_max_value() / 1000 if count else None
-        result["mean"] = round(self.total_micros / count / 1000, 3) if count else None
-        return result
+        values = self.histogram.get_percentile_to_value_dict(list(PERCENTILES))
+
+        def ms(percentile: float) -> float | None:
+            return values[percentile] / 1000 if count else None
+
+        return {
+            "count": count,
+            "p50": ms(50.0),
+            "p90": ms(90.0),
+            "p99": ms(99.0),
+            "p99.9": ms(99.9),
+            "max": self.histogram.get_max_value() / 1000 if count else None,
+            "mean": round(self.total_micros / count / 1000, 3) if count else None,
+        }
 
 
 class Recorder:
@@ -53,7 +62,7 @@ class Recorder:
         self.overall.record(micros)
         self.interval.record(micros)
 
-    def take_interval(self) -> dict[str, float | int | None]:
+    def take_interval(self) -> LatencySummary:
         """The current interval's summary; a new interval starts."""
         result = self.interval.summary()
         self.interval = Latencies()

@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Sink
-from gateway.configuration.settings import PostgresSettings
+from adapters.registry import build_sink
+from gateway.configuration.settings import PostgresSettings, Settings
 from gateway.operations.health import sink_status_rows, sinks_health
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
@@ -116,3 +117,18 @@ async def diagnose(
 def healthy(report: Report) -> bool:
     """Whether PostgreSQL and every sink answered."""
     return bool(report["postgres"]["ok"]) and all(sink["ok"] for sink in report["sinks"])
+
+
+async def diagnose_configured(settings: Settings, *, statements_limit: int = 10) -> Report:
+    """The report for the configured PostgreSQL and every enabled sink."""
+    sinks = {name: build_sink(name, sink) for name, sink in settings.sinks.items() if sink.enabled}
+    try:
+        return await diagnose(
+            settings.postgres,
+            sinks,
+            timeout_seconds=settings.api.health_timeout_seconds,
+            statements_limit=statements_limit,
+        )
+    finally:
+        for sink in sinks.values():
+            await sink.close()

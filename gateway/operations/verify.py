@@ -9,13 +9,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TypedDict
 
 import asyncpg
 
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
+from adapters.registry import build_sink
+from gateway.configuration.settings import Settings
+from gateway.errors import GatewayError
+from gateway.postgres.database import create_pool
 from gateway.postgres.queries import query
+
+
+class DriftCounts(TypedDict):
+    """How one sink's orders compare with PostgreSQL's, as JSON."""
+
+    sink: str
+    matched: int
+    missing: int
+    stale: int
+    mismatched: int
+    extra: int
+    clean: bool
 
 
 @dataclass
@@ -34,9 +50,17 @@ class Drift:
         """No order missing, stale, different or extra."""
         return not (self.missing or self.stale or self.mismatched or self.extra)
 
-    def as_dict(self) -> dict[str, Any]:
+    def counts(self) -> DriftCounts:
         """The counts, and whether the sink is clean."""
-        return {**asdict(self), "clean": self.clean}
+        return {
+            "sink": self.sink,
+            "matched": self.matched,
+            "missing": self.missing,
+            "stale": self.stale,
+            "mismatched": self.mismatched,
+            "extra": self.extra,
+            "clean": self.clean,
+        }
 
 
 async def verify(
@@ -121,3 +145,28 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+async def verify_configured(
+    settings: Settings, names: Sequence[str] | None, batch_size: int
+) -> list[Drift]:
+    """Compare PostgreSQL's orders with each of the configured sinks ``names`` (default:
+    every enabled one). Raises :class:`GatewayError` for a sink not configured or that cannot
+    be read back."""
+    chosen = list(names) if names else [n for n, s in settings.sinks.items() if s.enabled]
+    unknown = [name for name in chosen if name not in settings.sinks]
+    if unknown:
+        raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
+    sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
+    results: list[Drift] = []
+    pool = await create_pool(settings.postgres)
+    try:
+        for name, candidate in sinks.items():
+            if not isinstance(candidate, ReadBack):
+                raise GatewayError(f"sink {name!r} cannot be read back for verification")
+            results.append(await verify(pool, name, candidate, batch_size))
+    finally:
+        await pool.close()
+        for candidate in sinks.values():
+            await candidate.close()
+    return results

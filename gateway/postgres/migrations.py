@@ -1,4 +1,4 @@
-"""Versioned schema migrations: ordered SQL files shipped in ``gateway/sql/migrations``.
+"""Versioned schema migrations: ordered SQL files shipped in ``gateway/postgres/sql/migrations``.
 
 Files are named ``NNNN_name.up.sql`` with an optional ``NNNN_name.down.sql``. Each migration
 runs in its own transaction together with its row in the history table. A PostgreSQL advisory

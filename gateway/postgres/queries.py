@@ -1,4 +1,4 @@
-"""Named SQL queries, loaded from ``gateway/sql/queries.sql``.
+"""Named SQL queries, loaded from ``gateway/postgres/sql/queries.sql``.
 
 Each query in that file starts with a ``-- name: query_name`` line and runs to the next one.
 """

@@ -48,7 +48,7 @@ async def drift_of(world: World, sinks: dict[str, Sink]) -> dict[str, object]:
     results: dict[str, object] = {}
     for name, sink in sinks.items():
         assert isinstance(sink, ReadBack)
-        results[name] = (await verify(world.gateway.pool, name, sink)).as_dict()
+        results[name] = (await verify(world.gateway.pool, name, sink)).counts()
     return results
 
 

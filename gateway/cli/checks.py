@@ -1,0 +1,59 @@
+"""``fanout doctor`` and ``verify``: health, and drift between PostgreSQL and the stores."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from gateway.cli import render
+from gateway.cli.app import app, out, run, settings_of
+from gateway.operations.doctor import Report, diagnose_configured, healthy
+from gateway.operations.doctor_tables import render as render_doctor_report
+from gateway.operations.verify import Drift, verify_configured
+
+
+@app.command("doctor")
+def doctor(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    statements: Annotated[
+        int, typer.Option(help="How many of the slowest statements to show.", min=1)
+    ] = 10,
+) -> None:
+    """PostgreSQL health, outbox backlog and every sink's health; exit 1 if anything is down."""
+
+    async def work() -> Report:
+        return await diagnose_configured(settings_of(context), statements_limit=statements)
+
+    report = run(work)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        render_doctor_report(report, out)
+    if not healthy(report):
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_command(
+    context: typer.Context,
+    sink: Annotated[
+        list[str] | None, typer.Option("--sink", help="Only this sink (repeatable).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Orders compared per request.", min=1)] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Compare PostgreSQL's orders with each sink; exit 1 on any drift."""
+
+    async def work() -> list[Drift]:
+        return await verify_configured(settings_of(context), sink, batch_size)
+
+    results = run(work)
+    if as_json:
+        out.print_json(json.dumps([drift.counts() for drift in results]))
+    else:
+        out.print(render.drift_table(results))
+    if not all(drift.clean for drift in results):
+        raise typer.Exit(1)

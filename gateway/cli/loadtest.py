@@ -1,0 +1,148 @@
+"""``fanout loadtest``: drive orders and measure the fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gateway.cli.app import app, config_path, err, out, run, settings_of
+
+
+@app.command("loadtest")
+def loadtest(
+    context: typer.Context,
+    via: Annotated[
+        str, typer.Option(help="embedded (Gateway in this process) or http (the API at --url).")
+    ] = "embedded",
+    url: Annotated[str | None, typer.Option(help="The API's base URL, with --via http.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Open loop: operations per second offered (default 100).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Closed loop: this many workers, each one call at a time.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to drive load (default 30 without --orders).")
+    ] = None,
+    orders: Annotated[int | None, typer.Option(help="Stop after placing this many orders.")] = None,
+    transitions: Annotated[
+        float, typer.Option(help="Share of operations that move an order to its next status.")
+    ] = 0.3,
+    customers: Annotated[int, typer.Option(help="Customers to seed for the run.")] = 50,
+    products: Annotated[int, typer.Option(help="Products to seed for the run.")] = 20,
+    sample_every: Annotated[
+        int, typer.Option(help="Time the visibility of every Nth write in each store.")
+    ] = 10,
+    relays: Annotated[
+        int, typer.Option(help="Relay processes to start for the run (0: use running relays).")
+    ] = 0,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the relay to deliver everything.")
+    ] = 300.0,
+    compare: Annotated[
+        str | None, typer.Option(help="dual-write: run the naive alternative too, side by side.")
+    ] = None,
+    fault: Annotated[
+        str | None, typer.Option(help="Stop this sink's store server during each phase.")
+    ] = None,
+    fault_at: Annotated[float, typer.Option(help="When to stop it, as a share of the run.")] = 1
+    / 3,
+    fault_for: Annotated[float, typer.Option(help="How long, as a share of the run.")] = 1 / 3,
+    fault_stop_command: Annotated[
+        str | None, typer.Option(help="Command that stops the store (default: services.sh).")
+    ] = None,
+    fault_start_command: Annotated[
+        str | None, typer.Option(help="Command that starts it and waits until it answers.")
+    ] = None,
+    max_in_flight: Annotated[
+        int, typer.Option(help="Open loop: requests outstanding at most (more count as errors).")
+    ] = 2000,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow targets that are not on this machine.")
+    ] = False,
+    no_limits: Annotated[
+        bool, typer.Option(help="Lift the caps on duration, rate, concurrency and orders.")
+    ] = False,
+    report_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON report here.")
+    ] = None,
+    chart_path: Annotated[
+        Path | None, typer.Option("--chart", help="Draw the PNG chart here.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the order mix.")] = 1,
+) -> None:
+    """Drive orders at a rate or concurrency; report write latency, fan-out lag and drift.
+
+    Exit code 1 when the relay did not drain or a store drifted from PostgreSQL.
+    """
+    try:
+        from gateway.loadtest import LoadPlan, RunControl, run_loadtest
+        from gateway.loadtest.chart import draw
+        from gateway.loadtest.model import LoadReport
+        from gateway.loadtest.progress import ProgressDisplay
+        from gateway.loadtest.report import render, write_json
+    except ImportError as error:
+        err.print(f"error: {error.name} is missing; install fanout-gateway[loadtest]")
+        raise typer.Exit(2) from None
+    if via not in {"embedded", "http"}:
+        err.print("error: --via: must be embedded or http")
+        raise typer.Exit(2)
+    if compare not in {None, "dual-write"}:
+        err.print("error: --compare: the only comparison is dual-write")
+        raise typer.Exit(2)
+    plan = LoadPlan(
+        via=via,  # type: ignore[arg-type]
+        url=url,
+        rate=rate,
+        concurrency=concurrency,
+        duration_seconds=duration,
+        orders=orders,
+        transition_ratio=transitions,
+        customers=customers,
+        products=products,
+        sample_every=sample_every,
+        relays=relays,
+        drain_timeout_seconds=drain_timeout,
+        compare=compare,  # type: ignore[arg-type]
+        fault=fault,
+        fault_at=fault_at,
+        fault_for=fault_for,
+        fault_stop_command=fault_stop_command,
+        fault_start_command=fault_start_command,
+        max_in_flight=max_in_flight,
+        allow_remote=allow_remote,
+        no_limits=no_limits,
+        out=report_path,
+        chart=chart_path,
+        seed=seed,
+    )
+
+    async def work() -> LoadReport:
+        settings = settings_of(context)
+        control = RunControl()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, control.interrupt)
+        with ProgressDisplay(out, plan) as display:
+            return await run_loadtest(
+                settings,
+                plan,
+                config_path=config_path(context),
+                control=control,
+                progress=display,
+            )
+
+    report = run(work)
+    # Tables of this width stay legible in logs and files, where there is no terminal width.
+    render(report, out if out.is_terminal else Console(width=max(out.width, 160)))
+    if plan.out is not None:
+        write_json(report, plan.out)
+        out.print(f"report: {plan.out}")
+    if plan.chart is not None:
+        draw(report, plan.chart)
+        out.print(f"chart: {plan.chart}")
+    if report["result"] != "clean":
+        raise typer.Exit(1)

@@ -1,0 +1,109 @@
+"""The CLI's tables: each command's result as rich renders it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+from gateway.operations.verify import Drift
+from gateway.postgres.migrations import MigrationStatus
+
+
+def migration_rows(statuses: Sequence[MigrationStatus]) -> list[dict[str, Any]]:
+    """Each migration's state, as JSON."""
+    return [
+        {
+            "version": s.version,
+            "name": s.name,
+            "state": s.state.value,
+            "applied_at": s.applied_at.isoformat() if s.applied_at else None,
+            "reversible": s.reversible,
+        }
+        for s in statuses
+    ]
+
+
+def migrations_table(statuses: Sequence[MigrationStatus]) -> Table:
+    """Each migration: applied, pending, changed since applied, or unknown."""
+    table = Table("version", "name", "state", "applied at", "down script")
+    for s in statuses:
+        table.add_row(
+            f"{s.version:04d}",
+            s.name,
+            s.state.value,
+            s.applied_at.isoformat(timespec="seconds") if s.applied_at else "",
+            "yes" if s.reversible else "no",
+        )
+    return table
+
+
+def status_table(rows: Sequence[dict[str, object]]) -> Table:
+    """Per sink: backlog, oldest undelivered, counters, and who serves it."""
+    table = Table(
+        "sink", "backlog", "oldest", "delivered", "retrying", "dead", "relays", "last error"
+    )
+    for row in rows:
+        oldest = row["oldest_undelivered_seconds"]
+        unserved_for = row["unserved_seconds"]
+        relays = f"none for {unserved_for:.0f}s" if isinstance(unserved_for, float) else None
+        table.add_row(
+            str(row["sink"]),
+            str(row["backlog"]),
+            f"{oldest:.1f}s" if isinstance(oldest, float) else "",
+            str(row["delivered"]),
+            str(row["retrying"]),
+            str(row["dead_lettered"]),
+            relays or str(row["relays"]),
+            str(row["last_error"] or ""),
+        )
+    return table
+
+
+def sinks_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """Every registered sink: configured, served, delivered, dead letters."""
+    table = Table("sink", "configured", "served", "unserved for", "delivered", "dead")
+    for row in rows:
+        table.add_row(
+            str(row["sink"]),
+            "yes" if row["configured"] else "no",
+            "yes" if row["served"] else "no",
+            "" if row["served"] else f"{row['unserved_seconds']:.0f}s",
+            str(row["delivered"]),
+            str(row["dead_lettered"]),
+        )
+    return table
+
+
+def dead_letters_table(letters: Sequence[dict[str, Any]]) -> Table:
+    """Dead letters with their reason and last error."""
+    table = Table("sink", "event", "type", "aggregate", "version", "reason", "attempts", "error")
+    for letter in letters:
+        table.add_row(
+            str(letter["sink"]),
+            str(letter["event_id"]),
+            str(letter["event_type"]),
+            str(letter["aggregate_id"]),
+            str(letter["version"]),
+            str(letter["reason"]),
+            str(letter["attempts"]),
+            str(letter["last_error"]),
+        )
+    return table
+
+
+def drift_table(results: Sequence[Drift]) -> Table:
+    """Each sink's comparison with PostgreSQL."""
+    table = Table("sink", "matched", "missing", "stale", "mismatched", "extra", "result")
+    for drift in results:
+        table.add_row(
+            drift.sink,
+            str(drift.matched),
+            str(drift.missing),
+            str(drift.stale),
+            str(drift.mismatched),
+            str(drift.extra),
+            "ok" if drift.clean else "DRIFT",
+        )
+    return table

@@ -1,0 +1,126 @@
+"""``fanout serve``, ``relay``, ``demo`` and ``config``: running the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from typing import Annotated
+
+import typer
+import uvicorn
+from prometheus_client import start_http_server
+
+from gateway.api import create_app
+from gateway.cli.app import app, err, out, run, settings_of
+from gateway.configuration.settings import Settings
+from gateway.errors import GatewayError
+from gateway.operations.demo import place_demo_order
+from gateway.relay import Relay, collector
+from gateway.write_path.gateway import Gateway
+
+
+@app.command("config")
+def show_config(context: typer.Context) -> None:
+    """Print the effective configuration (file plus environment), passwords redacted."""
+
+    async def work() -> Settings:
+        return settings_of(context)
+
+    settings = run(work)
+    # str() of a SecretUrl is the URL with its password redacted.
+    out.print_json(json.dumps(settings.model_dump(), default=str))
+
+
+@app.command("demo")
+def demo(context: typer.Context) -> None:
+    """Place a demo order (seeding a demo customer and product on first use)."""
+
+    async def work() -> None:
+        async with await Gateway.connect(settings_of(context)) as gateway:
+            order = await place_demo_order(gateway)
+        out.print(f"placed order {order.order_number} ({order.id})")
+        out.print_json(order.model_dump_json())
+
+    run(work)
+
+
+@app.command("relay")
+def relay(
+    context: typer.Context,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Drain every sink, then exit.")
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port.", min=1, max=65535),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for the metrics server.")
+    ] = "127.0.0.1",
+) -> None:
+    """Relay outbox events to every enabled sink until SIGTERM or SIGINT."""
+
+    async def work() -> None:
+        settings = settings_of(context)
+        logging.basicConfig(
+            level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=metrics_host)
+        async with await Relay.connect(settings, collect_stats=metrics_port is not None) as r:
+            collector.tune_for_relay()
+            loop = asyncio.get_running_loop()
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signal_number, r.stop)
+            await r.run(until_idle=until_idle)
+
+    run(work)
+
+
+@app.command("serve")
+def serve(
+    context: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: api.host).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Listen port (default: api.port; 0: any free port).", min=0, max=65535),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the HTTP API until SIGTERM or SIGINT (then finish open requests and exit 0)."""
+
+    async def work() -> Settings:
+        return settings_of(context)
+
+    settings = run(work)
+    logging.basicConfig(
+        level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=host or settings.api.host,
+            port=settings.api.port if port is None else port,
+            log_config=None,
+            access_log=access_log,
+            server_header=False,
+            timeout_keep_alive=settings.api.keep_alive_seconds,
+            timeout_graceful_shutdown=int(settings.relay.shutdown_timeout_seconds),
+        )
+    )
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again for the
+    # previous handler; this one turns that into a normal exit.
+    signal.signal(signal.SIGTERM, _exit_normally)
+    try:
+        server.run()
+    except GatewayError as error:
+        err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _exit_normally(signal_number: int, frame: object) -> None:
+    raise SystemExit(0)
