@@ -9,10 +9,9 @@ import signal
 from typing import Annotated
 
 import typer
-import uvicorn
 from prometheus_client import start_http_server
 
-from gateway.api import create_app
+from gateway.api.server import api_server, serve_until_stopped
 from gateway.cli.app import app, err, out, run, settings_of
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
@@ -98,29 +97,11 @@ def serve(
     logging.basicConfig(
         level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=host or settings.api.host,
-            port=settings.api.port if port is None else port,
-            log_config=None,
-            access_log=access_log,
-            server_header=False,
-            timeout_keep_alive=settings.api.keep_alive_seconds,
-            timeout_graceful_shutdown=int(settings.relay.shutdown_timeout_seconds),
-        )
-    )
-    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again for the
-    # previous handler; this one turns that into a normal exit.
-    signal.signal(signal.SIGTERM, _exit_normally)
+    server = api_server(settings, host=host, port=port, access_log=access_log)
     try:
-        server.run()
+        started = serve_until_stopped(server)
     except GatewayError as error:
         err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
         raise typer.Exit(1) from None
-    if not server.started:
+    if not started:
         raise typer.Exit(1)
-
-
-def _exit_normally(signal_number: int, frame: object) -> None:
-    raise SystemExit(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -59,15 +59,17 @@ async def insert_order(
 ) -> tuple[Order, CustomerSummary]:
     """Check, price and insert order ``order_id`` with its items, taking units from inventory."""
     customer = await _customer(connection, request.customer_id)
-    await _check_addresses(connection, request)
-    products = await _lock_products(connection, request)
+    rows = await connection.fetch(
+        query("get_addresses"), list({request.billing_address_id, request.shipping_address_id})
+    )
+    check_addresses(request, {row["id"]: row["customer_id"] for row in rows})
+    # Locked in id order so that concurrent orders over the same products cannot deadlock.
+    rows = await connection.fetch(
+        query("lock_products"), [item.product_id for item in request.items]
+    )
+    products = {row["id"]: row for row in rows}
+    check_products(request, products)
     quantities = {item.product_id: item.quantity for item in request.items}
-    for product_id, quantity in quantities.items():
-        product = products[product_id]
-        if product["inventory_quantity"] < quantity:
-            raise InsufficientInventory(
-                product_id, product["sku"], quantity, product["inventory_quantity"]
-            )
     await connection.execute(query("take_inventory"), list(quantities), list(quantities.values()))
     unit_prices = {pid: to_cents(products[pid]["base_price"]) for pid in quantities}
     line_totals = {pid: unit_prices[pid] * quantities[pid] for pid in quantities}
@@ -113,11 +115,8 @@ async def change_status(
     current = await connection.fetchrow(query("lock_order"), order_id)
     if current is None:
         raise NotFound("order", order_id, field="order_id")
-    if expected_version is not None and current["version"] != expected_version:
-        raise VersionConflict(order_id, expected_version, current["version"])
     previous = OrderStatus(current["status"])
-    if not can_transition(previous, target):
-        raise IllegalTransition(order_id, previous, target)
+    check_transition(order_id, previous, current["version"], target, expected_version)
     if target in RESTOCKING_STATUSES:
         await connection.execute(query("lock_order_products"), order_id)
         await connection.execute(query("return_inventory"), order_id)
@@ -167,13 +166,12 @@ async def _customer(connection: Connection, customer_id: UUID) -> CustomerSummar
     return CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
 
 
-async def _check_addresses(connection: Connection, request: PlaceOrderRequest) -> None:
+def check_addresses(request: PlaceOrderRequest, owners: Mapping[UUID, UUID]) -> None:
+    """Both addresses exist (``owners``: address id -> customer id) and are the customer's."""
     wanted = {
         "billing_address_id": request.billing_address_id,
         "shipping_address_id": request.shipping_address_id,
     }
-    rows = await connection.fetch(query("get_addresses"), list(set(wanted.values())))
-    owners = {row["id"]: row["customer_id"] for row in rows}
     for field, address_id in wanted.items():
         if address_id not in owners:
             raise NotFound("address", address_id, field=field)
@@ -183,14 +181,14 @@ async def _check_addresses(connection: Connection, request: PlaceOrderRequest) -
             )
 
 
-async def _lock_products(
-    connection: Connection, request: PlaceOrderRequest
-) -> dict[UUID, asyncpg.Record]:
-    # Locked in id order so that concurrent orders over the same products cannot deadlock.
-    rows = await connection.fetch(
-        query("lock_products"), [item.product_id for item in request.items]
-    )
-    products = {row["id"]: row for row in rows}
+class Row(Protocol):
+    """A database row read by column name (an ``asyncpg.Record``, or a dict in tests)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def check_products(request: PlaceOrderRequest, products: Mapping[UUID, Row]) -> None:
+    """Every item's product exists, is for sale, and has the units asked for in stock."""
     for index, item in enumerate(request.items):
         product = products.get(item.product_id)
         field = f"items[{index}].product_id"
@@ -198,7 +196,27 @@ async def _lock_products(
             raise NotFound("product", item.product_id, field=field)
         if not product["is_active"]:
             raise ValidationError.single(field, f"product {item.product_id} is not for sale")
-    return products
+    for item in request.items:
+        product = products[item.product_id]
+        if product["inventory_quantity"] < item.quantity:
+            raise InsufficientInventory(
+                item.product_id, product["sku"], item.quantity, product["inventory_quantity"]
+            )
+
+
+def check_transition(
+    order_id: UUID,
+    current: OrderStatus,
+    current_version: int,
+    target: OrderStatus,
+    expected_version: int | None,
+) -> None:
+    """The order is at the version the caller expects (if it said), and may move to
+    ``target`` from where it is."""
+    if expected_version is not None and current_version != expected_version:
+        raise VersionConflict(order_id, expected_version, current_version)
+    if not can_transition(current, target):
+        raise IllegalTransition(order_id, current, target)
 
 
 def _order(row: asyncpg.Record, items: list[asyncpg.Record]) -> Order:
