@@ -11,21 +11,9 @@ import asyncpg
 from adapters.base import Sink
 from adapters.memory import MemorySink
 from gateway import Event, Gateway, Settings
-from gateway.configuration.settings import RelaySettings
 from gateway.relay import Relay
 from tests.acceptance.shop import Shop
-
-FAST = RelaySettings(
-    batch_size=200,
-    linger_ms=0,
-    poll_interval_seconds=0.05,
-    lease_ttl_seconds=1.5,
-    max_attempts=3,
-    backoff_initial_seconds=0.005,
-    backoff_max_seconds=0.05,
-    prune_interval_seconds=3600,
-    shutdown_timeout_seconds=10,
-)
+from tests.relay_settings import FAST
 
 
 @dataclass

@@ -17,8 +17,9 @@ from gateway.postgres import outbox
 from gateway.postgres.database import Connection, fetch_required
 from gateway.relay import Relay, tables
 from gateway.relay.leases import partitions_for
-from tests.acceptance.relay_support import FAST, World, memory_state, positions_owned
+from tests.acceptance.relay_support import World, memory_state, positions_owned
 from tests.eventually import eventually
+from tests.relay_settings import FAST
 
 
 async def test_every_event_reaches_the_sink_and_it_converges(world: World) -> None:

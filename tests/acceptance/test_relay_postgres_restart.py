@@ -17,9 +17,10 @@ from adapters.memory import MemorySink
 from gateway import Gateway, MigrationRunner
 from gateway.relay import Relay
 from tests.acceptance.conftest import database_url, settings_for
-from tests.acceptance.relay_support import FAST, World, memory_state
+from tests.acceptance.relay_support import World, memory_state
 from tests.acceptance.shop import Shop
 from tests.eventually import eventually
+from tests.relay_settings import FAST
 from tests.servers import ROOT, SERVICES_SCRIPT
 
 

@@ -16,8 +16,10 @@ from gateway.postgres.outbox import PARTITION_COUNT, Backlog, StoredEvent
 from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
 
 
-def envelope(aggregate_id: str, version: int = 1, sequence: int = 0) -> EventEnvelope:
-    """An order event as the relay hands it to a sink."""
+def envelope(
+    aggregate_id: str, version: int = 1, status: str = "pending", *, sequence: int = 0
+) -> EventEnvelope:
+    """An order event (of two units) as the relay hands it to a sink."""
     return EventEnvelope(
         event_id=uuid.uuid4(),
         sequence=sequence,
@@ -25,7 +27,7 @@ def envelope(aggregate_id: str, version: int = 1, sequence: int = 0) -> EventEnv
         aggregate_id=aggregate_id,
         version=version,
         event_type="order.placed" if version == 1 else "order.status_changed",
-        payload={"status": "pending", "total_amount": "10.00", "items": [{"quantity": 1}]},
+        payload={"status": status, "total_amount": "10.00", "items": [{"quantity": 2}]},
         headers={},
         occurred_at=datetime.now(UTC),
     )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.base import EventEnvelope, Outcome, Sink
+from adapters.base import Outcome, Sink
 from adapters.memory import MemorySink
 from gateway.backoff import Backoff
+from tests.unit.relay_fakes import envelope as order_event
 
 
 def test_backoff_ceiling_doubles_up_to_the_cap() -> None:
@@ -23,20 +22,6 @@ def test_backoff_delays_are_jittered_within_the_ceiling() -> None:
     delays = [backoff.delay(4) for _ in range(500)]
     assert all(0.0 <= d <= 0.8 for d in delays)
     assert len({round(d, 6) for d in delays}) > 400
-
-
-def order_event(order_id: str, version: int, status: str = "pending") -> EventEnvelope:
-    return EventEnvelope(
-        event_id=uuid.uuid4(),
-        sequence=version,
-        aggregate_type="order",
-        aggregate_id=order_id,
-        version=version,
-        event_type="order.placed" if version == 1 else "order.status_changed",
-        payload={"status": status, "total_amount": "10.00", "items": [{"quantity": 2}]},
-        headers={},
-        occurred_at=datetime.now(UTC),
-    )
 
 
 async def test_memory_sink_is_a_sink_and_keeps_the_newest_version() -> None:

@@ -12,22 +12,14 @@ from typing import Any
 
 from adapters.base import Outcome
 from adapters.memory import MemorySink
-from gateway.configuration.settings import RelaySettings
 from gateway.postgres.outbox import PARTITIONS
 from gateway.relay import Relay
+from tests import relay_settings
 from tests.eventually import eventually
 from tests.unit.relay_fakes import InMemoryRelayStorage
 
-FAST = RelaySettings(
-    batch_size=10,
-    linger_ms=0,
-    poll_interval_seconds=0.01,
-    lease_ttl_seconds=1.5,
-    max_attempts=3,
-    backoff_initial_seconds=0.001,
-    backoff_max_seconds=0.005,
-    prune_interval_seconds=3600,
-    shutdown_timeout_seconds=5,
+FAST = relay_settings.FAST.model_copy(
+    update={"batch_size": 10, "poll_interval_seconds": 0.01, "shutdown_timeout_seconds": 5}
 )
 
 
