@@ -1,4 +1,4 @@
-"""Prometheus metrics of the relay, labelled by sink."""
+"""Prometheus metrics of the relay (labelled by sink) and of reads from replicas."""
 
 from __future__ import annotations
 
@@ -31,4 +31,15 @@ OLDEST_UNDELIVERED_SECONDS = Gauge(
 )
 OWNED_PARTITIONS = Gauge(
     "fanout_owned_partitions", "Outbox partitions this relay holds a lease on", ["sink"]
+)
+READS = Counter("fanout_reads", "Reads served, by where: a replica or the primary", ["target"])
+TOKEN_WAIT_EXPIRED = Counter(
+    "fanout_token_waits_expired",
+    "Reads whose replica had not replayed their consistency token in time (served by the primary)",
+)
+REPLICA_USABLE = Gauge(
+    "fanout_replica_in_use", "1 while a replica serves reads without a token, else 0", ["replica"]
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "fanout_replica_lag_seconds", "A replica's replay lag as last measured", ["replica"]
 )

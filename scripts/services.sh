@@ -7,13 +7,15 @@
 #   scripts/services.sh status              say what runs
 #   scripts/services.sh env                 print the FANOUT_TEST_*_URL lines
 #
-# Services: postgres, redis, mongodb (FerretDB, a MongoDB-wire server), elasticsearch, influxdb.
+# Services: postgres, postgres-replica (a hot standby streaming from postgres), redis,
+# mongodb (FerretDB, a MongoDB-wire server), elasticsearch, influxdb.
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${FANOUT_SERVICES_DIR:-$ROOT/.services}"
 PG_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-55432}"
+PG_REPLICA_PORT="${FANOUT_SERVICES_POSTGRES_REPLICA_PORT:-55433}"
 REDIS_PORT="${FANOUT_SERVICES_REDIS_PORT:-56379}"
 MONGODB_PORT="${FANOUT_SERVICES_MONGODB_PORT:-57017}"
 ELASTICSEARCH_PORT="${FANOUT_SERVICES_ELASTICSEARCH_PORT:-59200}"
@@ -26,7 +28,9 @@ PG_MAJOR=15
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 PG_USER=fanout
 PG_PASSWORD=fanout
-ALL_SERVICES=(postgres redis mongodb elasticsearch influxdb)
+PG_REPLICATION_USER=fanout_replication
+PG_REPLICATION_PASSWORD=fanout_replication
+ALL_SERVICES=(postgres postgres-replica redis mongodb elasticsearch influxdb)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -118,6 +122,65 @@ postgres_down() {
     if postgres_running; then
         log "stopping postgres"
         as_pg_owner "$PG_BIN/pg_ctl" -D "$DIR/postgres/data" -m fast -w stop >/dev/null
+    fi
+}
+
+# --- postgres-replica -------------------------------------------------------
+# A hot standby of the local primary: physical streaming replication from a base backup
+# taken with a replication role (no WAL archive).
+
+postgres_replica_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_REPLICA_PORT/postgres"; }
+postgres_replica_running() { pidfile_alive "$DIR/postgres-replica/data/postmaster.pid"; }
+
+postgres_replica_up() {
+    postgres_up
+    local data="$DIR/postgres-replica/data"
+    if [ ! -f "$data/PG_VERSION" ]; then
+        log "creating the replication role and a base backup of the primary in $data"
+        as_pg_owner "$PG_BIN/psql" -h "$DIR/postgres" -p "$PG_PORT" -U "$PG_USER" -d postgres \
+            -v ON_ERROR_STOP=1 -q -c "DO \$\$ BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_REPLICATION_USER') THEN
+                    CREATE ROLE $PG_REPLICATION_USER WITH REPLICATION LOGIN
+                        PASSWORD '$PG_REPLICATION_PASSWORD';
+                END IF;
+            END \$\$;" >/dev/null
+        rm -rf "$DIR/postgres-replica"
+        mkdir -p "$DIR/postgres-replica"
+        [ "$(id -u)" -ne 0 ] || chown postgres: "$DIR/postgres-replica"
+        # -R writes primary_conninfo and standby.signal: the copy starts as a streaming standby.
+        as_pg_owner env PGPASSWORD="$PG_REPLICATION_PASSWORD" "$PG_BIN/pg_basebackup" \
+            -h 127.0.0.1 -p "$PG_PORT" -U "$PG_REPLICATION_USER" -D "$data" \
+            -R -X stream -c fast >/dev/null
+        cat >>"$data/postgresql.conf" <<CONF
+unix_socket_directories = '$DIR/postgres-replica'
+hot_standby = on
+CONF
+    fi
+    if postgres_replica_running; then
+        log "postgres-replica already running on 127.0.0.1:$PG_REPLICA_PORT"
+    else
+        require_free_port postgres_replica "$PG_REPLICA_PORT"
+        log "starting postgres-replica on 127.0.0.1:$PG_REPLICA_PORT"
+        if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/postgres-replica/server.log" \
+                -o "-p $PG_REPLICA_PORT" -w -t 60 start >/dev/null; then
+            tail -n 5 "$DIR/postgres-replica/server.log" >&2 || true
+            die "postgres-replica did not start (log: $DIR/postgres-replica/server.log)"
+        fi
+    fi
+    wait_until postgres-replica 240 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_REPLICA_PORT"
+    wait_until "postgres-replica streaming" 240 replica_streams
+}
+
+replica_streams() {
+    [ "$(as_pg_owner "$PG_BIN/psql" -h "$DIR/postgres-replica" -p "$PG_REPLICA_PORT" \
+        -U "$PG_USER" -d postgres -Atq \
+        -c "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')")" = t ]
+}
+
+postgres_replica_down() {
+    if postgres_replica_running; then
+        log "stopping postgres-replica"
+        as_pg_owner "$PG_BIN/pg_ctl" -D "$DIR/postgres-replica/data" -m fast -w stop >/dev/null
     fi
 }
 
@@ -338,8 +401,9 @@ influxdb_down() { stop_pidfile influxdb "$DIR/influxdb/influxd.pid"; }
 print_env() {
     local service
     for service in "$@"; do
-        if "${service}_running"; then
-            printf 'FANOUT_TEST_%s_URL=%s\n' "${service^^}" "$("${service}_url")"
+        local name="${service//-/_}"
+        if "${name}_running"; then
+            printf 'FANOUT_TEST_%s_URL=%s\n' "${name^^}" "$("${name}_url")"
         fi
     done
 }
@@ -362,7 +426,7 @@ check_services() {
 reserve_ports() {
     local file=/proc/sys/net/ipv4/ip_local_reserved_ports
     [ -w "$file" ] || return 0
-    local ports="$PG_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
+    local ports="$PG_PORT,$PG_REPLICA_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
     ports+=",$((ELASTICSEARCH_PORT + 100)),$INFLUXDB_PORT,$((INFLUXDB_PORT + 2))"
     local current
     current="$(cat "$file")"
@@ -379,15 +443,17 @@ main() {
     case "$command" in
         up)
             reserve_ports
-            for service in "${services[@]}"; do "${service}_up"; done
+            for service in "${services[@]}"; do "${service//-/_}_up"; done
             print_env "${services[@]}"
             ;;
         down)
-            for service in "${services[@]}"; do "${service}_down"; done
+            # In reverse: a replica stops before its primary.
+            for ((i = ${#services[@]} - 1; i >= 0; i--)); do "${services[i]//-/_}_down"; done
             ;;
         status)
             for service in "${services[@]}"; do
-                if "${service}_running"; then echo "$service: running at $("${service}_url")"
+                if "${service//-/_}_running"; then
+                    echo "$service: running at $("${service//-/_}_url")"
                 else echo "$service: stopped"; fi
             done
             ;;

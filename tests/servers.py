@@ -16,7 +16,7 @@ SERVICES_SCRIPT = ROOT / "scripts" / "services.sh"
 
 def server_url(service: str) -> str:
     """The URL of a running server of ``service``, starting one if none is configured."""
-    variable = f"FANOUT_TEST_{service.upper()}_URL"
+    variable = f"FANOUT_TEST_{service.upper().replace('-', '_')}_URL"
     url = os.environ.get(variable)
     if url:
         return url

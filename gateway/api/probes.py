@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway.operations.health import postgres_health, sinks_health
+from gateway.postgres.replicas import primary_replication
 
 probes = APIRouter(tags=["operations"])
 metrics = APIRouter(tags=["operations"])
@@ -25,7 +28,8 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "PostgreSQL cannot be reached"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when PostgreSQL answers; each sink's health and backlog are given as detail.
+    """Ready when PostgreSQL answers; each sink's health and backlog, and each replica's state
+    and lag, are given as detail.
 
     A sink that is down does not make the API unready: orders are still accepted and the
     relay delivers them when the store returns.
@@ -34,6 +38,7 @@ async def readyz(request: Request) -> JSONResponse:
     timeout: float = state.settings.api.health_timeout_seconds
     database = await postgres_health(state.gateway.pool, timeout)
     sinks = await sinks_health(state.gateway.pool if database.ok else None, state.sinks, timeout)
+    standbys = await standbys_of(state.gateway.pool, timeout) if database.ok else []
     body: dict[str, Any] = {
         "status": "ready" if database.ok else "unavailable",
         "postgres": {
@@ -42,8 +47,22 @@ async def readyz(request: Request) -> JSONResponse:
             "latency_ms": database.latency_ms,
         },
         "sinks": [sink.as_dict() for sink in sinks],
+        "replicas": [
+            replica.as_dict(state.settings.postgres.replica_max_lag_seconds)
+            for replica in state.gateway.replicas
+        ],
+        "standbys": standbys,
     }
     return JSONResponse(body, status_code=200 if database.ok else 503)
+
+
+async def standbys_of(pool: asyncpg.Pool, within_seconds: float) -> list[dict[str, object]]:
+    """The primary's view of its standbys; empty if it cannot be had in time."""
+    try:
+        async with asyncio.timeout(within_seconds), pool.acquire() as connection:
+            return await primary_replication(connection)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return []
 
 
 @metrics.get("/metrics", response_class=Response)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from annotated_types import Ge
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
@@ -22,15 +22,50 @@ from gateway.write_path.models import (
     Customer,
     CustomerRequest,
     Order,
+    OrderPage,
     PlaceOrderRequest,
     Product,
     ProductRequest,
+    StoredRecord,
     json_integer,
 )
 from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+CONSISTENCY_HEADER = "Fanout-Consistency-Token"
+TOKEN_PATTERN = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+
+ConsistencyToken = Annotated[
+    str | None,
+    Header(
+        alias=CONSISTENCY_HEADER,
+        pattern=TOKEN_PATTERN,
+        description=(
+            "The token a write returned in this header: the read then sees that write "
+            "(read-your-writes), from a replica that has it or from the primary."
+        ),
+    ),
+]
+
+
+def set_consistency_token(response: Response, record: StoredRecord) -> None:
+    """Hand the client the token of the write that returned ``record`` (replicas configured)."""
+    if record.consistency_token is not None:
+        response.headers[CONSISTENCY_HEADER] = record.consistency_token
+
+
+@contextmanager
+def header_field(name: str, field: str) -> Iterator[None]:
+    """Name the header (not the Python argument) in a validation error about ``field``."""
+    try:
+        yield
+    except ValidationError as error:
+        if error.field != field:
+            raise
+        raise ValidationError.single(name, error.errors[0].message) from None
 
 
 class TransitionRequest(BaseModel):
@@ -131,6 +166,7 @@ async def place_order(
         raise ValidationError.single(IDEMPOTENCY_HEADER, error.errors[0].message) from None
     placed = await gateway_of(request).place_order_once(body, idempotency_key=key)
     response.headers["Location"] = f"/orders/{placed.order.id}"
+    set_consistency_token(response, placed.order)
     if placed.replayed:
         ORDERS_REPLAYED.inc()
         response.status_code = status.HTTP_200_OK
@@ -146,10 +182,13 @@ async def place_order(
     responses=_problems(401, 404, 422, 503),
     tags=["orders"],
 )
-async def get_order(order_id: UUID, request: Request) -> Order:
-    """The order as PostgreSQL holds it now."""
-    with path_resource("order"):
-        return await gateway_of(request).get_order(order_id)
+async def get_order(
+    order_id: UUID, request: Request, consistency_token: ConsistencyToken = None
+) -> Order:
+    """The order, read from a replica when replicas are configured (one that has the write
+    of the ``Fanout-Consistency-Token`` given, else the primary)."""
+    with path_resource("order"), header_field(CONSISTENCY_HEADER, "consistency_token"):
+        return await gateway_of(request).get_order(order_id, consistency_token=consistency_token)
 
 
 @router.post(
@@ -158,13 +197,16 @@ async def get_order(order_id: UUID, request: Request) -> Order:
     responses=_problems(400, 401, 404, 409, 413, 415, 422, 503),
     tags=["orders"],
 )
-async def transition_order(order_id: UUID, body: TransitionRequest, request: Request) -> Order:
+async def transition_order(
+    order_id: UUID, body: TransitionRequest, request: Request, response: Response
+) -> Order:
     """Move the order to a new status: 409 on a stale ``expected_version``, 422 if illegal."""
     with path_resource("order"):
         order = await gateway_of(request).transition(
             order_id, body.status, expected_version=body.expected_version
         )
     ORDER_TRANSITIONS.labels(order.status.value).inc()
+    set_consistency_token(response, order)
     return order
 
 
@@ -179,7 +221,42 @@ async def create_customer(body: CustomerRequest, request: Request, response: Res
     """Create a customer with its addresses; 409 when the email is taken."""
     customer = await gateway_of(request).create_customer(body)
     response.headers["Location"] = f"/customers/{customer.id}"
+    set_consistency_token(response, customer)
     return customer
+
+
+@router.get(
+    "/customers/{customer_id}/orders",
+    response_model=OrderPage,
+    responses=_problems(401, 404, 422, 503),
+    tags=["customers"],
+)
+async def customer_orders(
+    customer_id: UUID,
+    request: Request,
+    response: Response,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Orders per page, newest first.")
+    ] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="The next_cursor of the previous page."),
+    ] = None,
+    consistency_token: ConsistencyToken = None,
+) -> OrderPage:
+    """The customer's orders, newest first, a page at a time (read like GET /orders/{id})."""
+    with (
+        path_resource("customer"),
+        header_field(CONSISTENCY_HEADER, "consistency_token"),
+        header_field("cursor", "before"),
+    ):
+        page = await gateway_of(request).customer_orders(
+            customer_id, limit=limit, before=cursor, consistency_token=consistency_token
+        )
+    if page.next_cursor is not None:
+        following = request.url.include_query_params(cursor=page.next_cursor, limit=limit)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return page
 
 
 @router.post(
@@ -189,10 +266,14 @@ async def create_customer(body: CustomerRequest, request: Request, response: Res
     responses=_problems(400, 401, 404, 413, 415, 422, 503),
     tags=["customers"],
 )
-async def add_address(customer_id: UUID, body: AddressRequest, request: Request) -> Address:
+async def add_address(
+    customer_id: UUID, body: AddressRequest, request: Request, response: Response
+) -> Address:
     """Add a billing or shipping address to a customer."""
     with path_resource("customer"):
-        return await gateway_of(request).add_address(customer_id, body)
+        address = await gateway_of(request).add_address(customer_id, body)
+    set_consistency_token(response, address)
+    return address
 
 
 @router.post(

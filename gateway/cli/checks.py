@@ -44,11 +44,16 @@ def verify_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Orders compared per request.", min=1)] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    from_replica: Annotated[
+        bool, typer.Option(help="Read PostgreSQL's orders from a streaming replica.")
+    ] = False,
 ) -> None:
     """Compare PostgreSQL's orders with each sink; exit 1 on any drift."""
 
     async def work() -> list[Drift]:
-        return await verify_configured(settings_of(context), sink, batch_size)
+        return await verify_configured(
+            settings_of(context), sink, batch_size, from_replica=from_replica
+        )
 
     results = run(work)
     if as_json:

@@ -16,7 +16,12 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from gateway.configuration.interpolation import MissingVariable, interpolate
 from gateway.configuration.secrets import SecretUrl
@@ -33,12 +38,24 @@ class _Section(BaseModel):
 
 
 class PostgresSettings(_Section):
-    """Connection to the PostgreSQL database that holds orders and the outbox."""
+    """Connection to the PostgreSQL database that holds orders and the outbox, and to its
+    streaming replicas, which serve reads (``FANOUT_POSTGRES_REPLICAS``: comma-separated)."""
 
     url: SecretUrl
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
     command_timeout_seconds: float = Field(default=30.0, gt=0)
+    replicas: Annotated[list[SecretUrl], NoDecode] = Field(default_factory=list)
+    replica_max_lag_seconds: float = Field(default=5.0, gt=0)
+    replica_wait_ms: int = Field(default=200, ge=0, le=10_000)
+    replica_check_interval_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
 
 
 class PricingSettings(_Section):

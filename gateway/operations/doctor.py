@@ -21,6 +21,7 @@ from gateway.configuration.settings import PostgresSettings, Settings
 from gateway.operations.health import sink_status_rows, sinks_health
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
+from gateway.postgres.replicas import ReadRouter
 
 Report = dict[str, Any]
 
@@ -108,15 +109,36 @@ async def diagnose(
     try:
         async with pool.acquire() as connection:
             report = await postgres_sections(connection, statements_limit)
+            report["replication"] = await replication_section(connection, pool, postgres)
         report["sinks"] = [s.as_dict() for s in await sinks_health(pool, sinks, timeout_seconds)]
     finally:
         await pool.close()
     return report
 
 
+async def replication_section(
+    connection: Connection, pool: asyncpg.Pool, postgres: PostgresSettings
+) -> Report:
+    """Each configured replica as checked now, and the primary's view of its standbys."""
+    router = ReadRouter(pool, postgres)
+    try:
+        await router.check()
+    finally:
+        await router.close()
+    return {
+        "replicas": [s.as_dict(postgres.replica_max_lag_seconds) for s in router.states],
+        "standbys": _rows(await connection.fetch(query("primary_replication"))),
+    }
+
+
 def healthy(report: Report) -> bool:
-    """Whether PostgreSQL and every sink answered."""
-    return bool(report["postgres"]["ok"]) and all(sink["ok"] for sink in report["sinks"])
+    """Whether PostgreSQL, every configured replica and every sink answered."""
+    replicas = report.get("replication", {}).get("replicas", [])
+    return (
+        bool(report["postgres"]["ok"])
+        and all(replica["state"] == "streaming" for replica in replicas)
+        and all(sink["ok"] for sink in report["sinks"])
+    )
 
 
 async def diagnose_configured(settings: Settings, *, statements_limit: int = 10) -> Report:

@@ -102,6 +102,30 @@ def render(report: Report, console: Console) -> None:
                 ],
             )
         )
+        replication = report["replication"]
+        if replication["replicas"]:
+            console.print(
+                _table(
+                    "Replicas (in use: serving reads without a consistency token)",
+                    replication["replicas"],
+                    ["replica", "state", "in_use", "lag_bytes", "lag_seconds", "reads", "error"],
+                )
+            )
+        if replication["standbys"]:
+            console.print(
+                _table(
+                    "Standbys streaming from this primary (pg_stat_replication)",
+                    replication["standbys"],
+                    [
+                        "application_name",
+                        "client_addr",
+                        "state",
+                        "replay_lag_bytes",
+                        "replay_lag_seconds",
+                        "sync_state",
+                    ],
+                )
+            )
     else:
         console.print(f"PostgreSQL: {_ok(False)} {postgres['detail']}")
     sinks = [{**sink, "health": _ok(sink["ok"])} for sink in report["sinks"]]

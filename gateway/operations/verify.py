@@ -20,6 +20,7 @@ from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.postgres.database import create_pool
 from gateway.postgres.queries import query
+from gateway.postgres.replicas import streaming_replica
 
 
 class DriftCounts(TypedDict):
@@ -148,18 +149,24 @@ def _is_uuid(value: str) -> bool:
 
 
 async def verify_configured(
-    settings: Settings, names: Sequence[str] | None, batch_size: int
+    settings: Settings,
+    names: Sequence[str] | None,
+    batch_size: int,
+    *,
+    from_replica: bool = False,
 ) -> list[Drift]:
     """Compare PostgreSQL's orders with each of the configured sinks ``names`` (default:
-    every enabled one). Raises :class:`GatewayError` for a sink not configured or that cannot
-    be read back."""
+    every enabled one), read from the primary or (``from_replica``) from a streaming replica.
+    Raises :class:`GatewayError` for a sink not configured or that cannot be read back, or
+    when no replica streams."""
     chosen = list(names) if names else [n for n, s in settings.sinks.items() if s.enabled]
     unknown = [name for name in chosen if name not in settings.sinks]
     if unknown:
         raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
     sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
+    source = await streaming_replica(settings.postgres) if from_replica else settings.postgres
     results: list[Drift] = []
-    pool = await create_pool(settings.postgres)
+    pool = await create_pool(source)
     try:
         for name, candidate in sinks.items():
             if not isinstance(candidate, ReadBack):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -14,6 +14,8 @@ from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import GatewayError, ValidationError
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, create_pool
+from gateway.postgres.queries import query
+from gateway.postgres.replicas import ReadRouter, ReplicaState, parse_token
 from gateway.write_path import catalog, customers, idempotency, orders
 from gateway.write_path.models import (
     Address,
@@ -24,15 +26,24 @@ from gateway.write_path.models import (
     CustomerRequest,
     Event,
     Order,
+    OrderPage,
     PlaceOrderRequest,
     Product,
     ProductRequest,
+    StoredRecord,
 )
 from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.pages import (
+    DEFAULT_PAGE_SIZE,
+    check_page_size,
+    decode_cursor,
+    encode_cursor,
+)
 from gateway.write_path.pricing import PricingPolicy
 from gateway.write_path.validation import parse
 
 PLACE_ORDER_SCOPE = "place_order"
+R = TypeVar("R", bound=StoredRecord)
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,16 @@ class Gateway:
         self._pool = pool
         self._settings = settings
         self._pricing = PricingPolicy.from_settings(settings.pricing)
+        self._reads = ReadRouter(pool, settings.postgres)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> Self:
-        """Open a pool to the configured database (default: :func:`load_settings`)."""
+        """Open a pool to the configured database (default: :func:`load_settings`), and to
+        its replicas, if any (a replica that is down is used once it answers)."""
         settings = settings if settings is not None else load_settings()
-        return cls(await create_pool(settings.postgres), settings)
+        gateway = cls(await create_pool(settings.postgres), settings)
+        await gateway._reads.start()
+        return gateway
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -72,8 +87,14 @@ class Gateway:
         """The settings this gateway runs with."""
         return self._settings
 
+    @property
+    def replicas(self) -> list[ReplicaState]:
+        """Each configured replica's state, as last checked."""
+        return self._reads.states
+
     async def close(self) -> None:
-        """Close the pool, waiting for connections in use to be released."""
+        """Close the pools, waiting for connections in use to be released."""
+        await self._reads.close()
         await self._pool.close()
 
     async def __aenter__(self) -> Self:
@@ -120,29 +141,31 @@ class Gateway:
         key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
         fingerprint = idempotency.request_fingerprint(order_request) if key else ""
         order_id = uuid4()
-        async with self._pool.acquire() as connection, connection.transaction():
-            if key is not None:
-                existing = await idempotency.claim(
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                if key is not None:
+                    existing = await idempotency.claim(
+                        connection,
+                        PLACE_ORDER_SCOPE,
+                        key,
+                        fingerprint,
+                        order_id,
+                        self._settings.idempotency.retention_seconds,
+                    )
+                    if existing is not None:
+                        earlier = await orders.fetch_order(connection, existing)
+                        return PlacedOrder(await self._committed(connection, earlier), True)
+                order, customer = await orders.insert_order(
                     connection,
-                    PLACE_ORDER_SCOPE,
-                    key,
-                    fingerprint,
                     order_id,
-                    self._settings.idempotency.retention_seconds,
+                    order_request,
+                    self._pricing,
+                    self._settings.orders.number_prefix,
                 )
-                if existing is not None:
-                    return PlacedOrder(await orders.fetch_order(connection, existing), True)
-            order, customer = await orders.insert_order(
-                connection,
-                order_id,
-                order_request,
-                self._pricing,
-                self._settings.orders.number_prefix,
-            )
-            headers = {"idempotency_key": key} if key is not None else None
-            event = orders.order_event(order, orders.ORDER_PLACED, customer, headers=headers)
-            await outbox.append(connection, [event])
-        return PlacedOrder(order, False)
+                headers = {"idempotency_key": key} if key is not None else None
+                event = orders.order_event(order, orders.ORDER_PLACED, customer, headers=headers)
+                await outbox.append(connection, [event])
+            return PlacedOrder(await self._committed(connection, order), False)
 
     async def transition(
         self,
@@ -161,21 +184,60 @@ class Gateway:
         target = _status(new_status)
         if expected_version is not None and expected_version < 1:
             raise ValidationError.single("expected_version", "must be at least 1")
-        async with self._pool.acquire() as connection, connection.transaction():
-            order, previous, customer = await orders.change_status(
-                connection, target_id, target, expected_version
-            )
-            event = orders.order_event(
-                order, orders.ORDER_STATUS_CHANGED, customer, previous_status=previous
-            )
-            await outbox.append(connection, [event])
-        return order
-
-    async def get_order(self, order_id: UUID | str) -> Order:
-        """The order as PostgreSQL holds it now; ``NotFound`` if there is none."""
-        target_id = _uuid(order_id, "order_id")
         async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                order, previous, customer = await orders.change_status(
+                    connection, target_id, target, expected_version
+                )
+                event = orders.order_event(
+                    order, orders.ORDER_STATUS_CHANGED, customer, previous_status=previous
+                )
+                await outbox.append(connection, [event])
+            return await self._committed(connection, order)
+
+    async def get_order(
+        self, order_id: UUID | str, *, consistency_token: str | None = None
+    ) -> Order:
+        """The order; ``NotFound`` if there is none.
+
+        Read from a replica when replicas are configured: with the ``consistency_token`` of
+        a write, from one that has that write, else from the primary.
+        """
+        target_id = _uuid(order_id, "order_id")
+        token = parse_token(consistency_token) if consistency_token is not None else None
+
+        async def read(connection: Connection) -> Order:
             return await orders.fetch_order(connection, target_id)
+
+        return await self._reads.run(read, token)
+
+    async def customer_orders(
+        self,
+        customer_id: UUID | str,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        before: str | None = None,
+        consistency_token: str | None = None,
+    ) -> OrderPage:
+        """A page of the customer's orders, newest first, read like :meth:`get_order`.
+
+        ``before`` is the ``next_cursor`` of the previous page; ``limit`` is at most
+        :data:`~gateway.write_path.pages.MAX_PAGE_SIZE`. ``NotFound`` if there is no such
+        customer.
+        """
+        target_id = _uuid(customer_id, "customer_id")
+        check_page_size(limit)
+        after = decode_cursor(before) if before is not None else None
+        token = parse_token(consistency_token) if consistency_token is not None else None
+
+        async def read(connection: Connection) -> list[Order]:
+            return await orders.customer_orders(connection, target_id, limit + 1, after)
+
+        found = await self._reads.run(read, token)
+        page = found[:limit]
+        last = page[-1] if len(found) > limit else None
+        next_cursor = encode_cursor(last.created_at, last.id) if last is not None else None
+        return OrderPage(orders=page, next_cursor=next_cursor)
 
     async def publish(self, connection: Connection, events: Event | Sequence[Event]) -> None:
         """Append events inside the caller's open transaction on ``connection``.
@@ -191,10 +253,11 @@ class Gateway:
     async def create_customer(self, request: CustomerRequest | Mapping[str, Any]) -> Customer:
         """Create a customer (and its addresses) and append ``customer.created``."""
         customer_request = parse(CustomerRequest, request)
-        async with self._pool.acquire() as connection, connection.transaction():
-            customer = await customers.insert_customer(connection, customer_request)
-            await outbox.append(connection, [customers.customer_event(customer)])
-        return customer
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                customer = await customers.insert_customer(connection, customer_request)
+                await outbox.append(connection, [customers.customer_event(customer)])
+            return await self._committed(connection, customer)
 
     async def add_address(
         self, customer_id: UUID | str, request: AddressRequest | Mapping[str, Any]
@@ -202,8 +265,10 @@ class Gateway:
         """Add a billing or shipping address to a customer."""
         target_id = _uuid(customer_id, "customer_id")
         address_request = parse(AddressRequest, request)
-        async with self._pool.acquire() as connection, connection.transaction():
-            return await customers.insert_address(connection, target_id, address_request)
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                address = await customers.insert_address(connection, target_id, address_request)
+            return await self._committed(connection, address)
 
     async def create_category(self, request: CategoryRequest | Mapping[str, Any]) -> Category:
         """Create a product category."""
@@ -221,6 +286,13 @@ class Gateway:
         """Forget idempotency keys older than the retention; return how many were removed."""
         async with self._pool.acquire() as connection:
             return await idempotency.purge_expired(connection)
+
+    async def _committed(self, connection: Connection, record: R) -> R:
+        """``record``, with the consistency token of the write just committed on
+        ``connection`` when replicas are configured."""
+        if self._reads.enabled:
+            record._consistency_token = await connection.fetchval(query("current_wal_position"))
+        return record
 
     def _check_order_limits(self, request: PlaceOrderRequest) -> None:
         limits = self._settings.orders

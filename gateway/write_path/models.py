@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    PrivateAttr,
     StrictBool,
     StringConstraints,
     WithJsonSchema,
@@ -175,8 +176,18 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Record(BaseModel):
+class StoredRecord(BaseModel):
+    """What the gateway stored and returns (an order, a customer, an address, ...)."""
+
     model_config = ConfigDict(frozen=True)
+    _consistency_token: str | None = PrivateAttr(default=None)
+
+    @property
+    def consistency_token(self) -> str | None:
+        """Where the write that returned this stands in the primary's WAL, when replicas are
+        configured: give it to a read to see this write (read-your-writes). ``None`` on what a
+        read returned, and without replicas."""
+        return self._consistency_token
 
 
 class OrderItemRequest(_Request):
@@ -219,7 +230,7 @@ class PlaceOrderRequest(_Request):
         return metadata
 
 
-class OrderItem(_Record):
+class OrderItem(StoredRecord):
     """A stored order line, with the product's name and SKU as they were when ordered."""
 
     id: UUID
@@ -231,7 +242,7 @@ class OrderItem(_Record):
     total_price: Decimal
 
 
-class Order(_Record):
+class Order(StoredRecord):
     """A stored order with its items."""
 
     id: UUID
@@ -254,6 +265,14 @@ class Order(_Record):
     items: list[OrderItem]
 
 
+class OrderPage(BaseModel):
+    """A page of a customer's orders, newest first."""
+
+    orders: list[Order]
+    next_cursor: str | None
+    """Give it as ``before`` for the next page; ``None`` on the last page."""
+
+
 class AddressRequest(_Request):
     """A billing or shipping address of a customer."""
 
@@ -266,7 +285,7 @@ class AddressRequest(_Request):
     is_default: StrictBool = False
 
 
-class Address(_Record):
+class Address(StoredRecord):
     """A stored address."""
 
     id: UUID
@@ -292,7 +311,7 @@ class CustomerRequest(_Request):
     addresses: list[AddressRequest] = Field(default_factory=list, max_length=20)
 
 
-class Customer(_Record):
+class Customer(StoredRecord):
     """A stored customer with its addresses."""
 
     id: UUID
@@ -316,7 +335,7 @@ class CategoryRequest(_Request):
     parent_id: UUID | None = None
 
 
-class Category(_Record):
+class Category(StoredRecord):
     """A stored category."""
 
     id: UUID
@@ -339,7 +358,7 @@ class ProductRequest(_Request):
     attributes: JsonObject = Field(default_factory=dict)
 
 
-class Product(_Record):
+class Product(StoredRecord):
     """A stored product."""
 
     id: UUID

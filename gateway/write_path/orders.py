@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -132,6 +133,27 @@ async def fetch_order(connection: Connection, order_id: UUID) -> Order:
     if row is None:
         raise NotFound("order", order_id, field="order_id")
     return _order(row, await connection.fetch(query("order_items_of"), order_id))
+
+
+async def customer_orders(
+    connection: Connection,
+    customer_id: UUID,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[Order]:
+    """Up to ``limit`` of the customer's orders, newest first, after ``after`` (created_at,
+    id) when given; ``NotFound`` if there is no such customer."""
+    if not await connection.fetchval(query("customer_exists"), customer_id):
+        raise NotFound("customer", customer_id, field="customer_id")
+    created_at, order_id = after if after is not None else (None, None)
+    rows = await connection.fetch(
+        query("customer_orders_page"), customer_id, created_at, order_id, limit
+    )
+    items = await connection.fetch(query("order_items_of_orders"), [row["id"] for row in rows])
+    by_order: dict[UUID, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
+    for item in items:
+        by_order[item["order_id"]].append(item)
+    return [_order(row, by_order[row["id"]]) for row in rows]
 
 
 def order_event(

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
+
+from gateway.api.routes import CURSOR_PATTERN
+from gateway.write_path.pages import encode_cursor
 
 _REFERENCES: dict[str, Any] = json.loads(
     open(os.environ["FANOUT_TEST_FUZZ_REFERENCES"], encoding="utf-8").read()  # noqa: SIM115
@@ -48,13 +53,29 @@ def _order(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _customer_orders(case: Any) -> None:
+    """A seeded customer for a well-formed id, and a cursor the API made for a well-formed
+    one (a cursor is opaque: any other is rightly refused)."""
+    path = case.path_parameters or {}
+    if _is_uuid(path.get("customer_id")):
+        customers = _REFERENCES["customers"]
+        path["customer_id"] = customers[zlib.crc32(path["customer_id"].encode()) % len(customers)][
+            "customer_id"
+        ]
+    query = case.query or {}
+    if isinstance(query.get("cursor"), str) and re.fullmatch(CURSOR_PATTERN, query["cursor"]):
+        query["cursor"] = encode_cursor(datetime.now(UTC), uuid.uuid4())
+
+
 @schemathesis.hook
 def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, Any]) -> None:
     """Point the ids of every generated body (in every phase) at seeded records."""
+    operation = (case.operation.method.upper(), case.operation.path)
+    if operation == ("GET", "/customers/{customer_id}/orders"):
+        _customer_orders(case)
     body = case.body
     if not isinstance(body, dict):
         return
-    operation = (case.operation.method.upper(), case.operation.path)
     if operation == ("POST", "/orders"):
         _order(body)
     elif operation == ("POST", "/products") and _is_uuid(body.get("category_id")):

@@ -26,7 +26,7 @@ GATEWAY_CONFIG = ROOT / "config" / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 
-STORES = {"postgres", "mongo", "redis", "elasticsearch", "influxdb"}
+STORES = {"postgres", "postgres-replica", "mongo", "redis", "elasticsearch", "influxdb"}
 GATEWAY_SERVICES = {"migrate", "api", "relay", "loadtest"}
 ONE_SHOT = {"migrate", "loadtest"}
 # Compose variable syntax: $$, ${NAME}, ${NAME:-default}, ${NAME:?error}.
@@ -102,6 +102,7 @@ def test_store_images_have_the_pinned_major_versions(services: dict[str, dict[st
     client_major = int(re.search(r"<(\d+)", client_pin).group(1)) - 1  # type: ignore[union-attr]
 
     assert image_tag(services["postgres"]).split(".")[0] == "16"
+    assert services["postgres-replica"]["image"] == services["postgres"]["image"]
     assert image_tag(services["mongo"]).split(".")[0] == "7"
     assert image_tag(services["redis"]).split(".")[0] == "7"
     assert image_tag(services["influxdb"]).split(".")[0] == "2"
@@ -136,8 +137,10 @@ def test_dependencies_wait_for_health_or_completion(services: dict[str, dict[str
             expected = "service_completed_successfully" if target in ONE_SHOT else "service_healthy"
             assert rule["condition"] == expected, (name, target)
     assert set(services["migrate"]["depends_on"]) == {"postgres"}
-    for name in ("api", "relay"):
-        assert set(services[name]["depends_on"]) == STORES | {"migrate"}, name
+    assert set(services["api"]["depends_on"]) == STORES | {"migrate"}
+    # The relay writes and reads the primary only.
+    assert set(services["relay"]["depends_on"]) == STORES - {"postgres-replica"} | {"migrate"}
+    assert set(services["postgres-replica"]["depends_on"]) == {"postgres"}
     assert set(services["loadtest"]["depends_on"]) == {"api", "relay"}
 
 
@@ -156,6 +159,10 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
         assert mounts, f"{name} keeps no data in a volume"
         for mount in mounts:
             source = mount.split(":", 1)[0]
+            if source.startswith("./scripts/compose/"):
+                # The stack's own start-up scripts, read-only: code, not data.
+                assert mount.endswith(":ro") and (ROOT / source).is_file(), mount
+                continue
             assert not source.startswith((".", "/")), f"{name} mounts a host path"
             used.add(source)
     assert used == declared

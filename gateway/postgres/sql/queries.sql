@@ -498,3 +498,46 @@ SELECT count(*)
 FROM orders
 JOIN customers ON customers.id = orders.customer_id
 WHERE customers.email LIKE $1;
+
+-- name: customer_orders_page
+-- A customer's orders newest first, after the cursor ($2, $3) when one is given.
+SELECT *
+FROM orders
+WHERE customer_id = $1
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
+-- name: order_items_of_orders
+SELECT * FROM order_items WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, id;
+
+-- name: current_wal_position
+-- After a commit: a WAL position at or past the commit record (a consistency token).
+SELECT pg_current_wal_insert_lsn()::text;
+
+-- name: replica_replay_lsn
+SELECT pg_last_wal_replay_lsn()::text;
+
+-- name: replica_status
+-- A standby's recovery, WAL received and replayed, and the age of the last replayed commit.
+SELECT pg_is_in_recovery() AS in_recovery,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS since_last_replay,
+       -- Without pg_read_all_stats the receiver's row shows, its columns null.
+       EXISTS (
+           SELECT 1 FROM pg_stat_wal_receiver WHERE status IS NULL OR status = 'streaming'
+       ) AS streaming;
+
+-- name: primary_replication
+-- The primary's view of each standby streaming from it.
+SELECT application_name,
+       client_addr::text AS client_addr,
+       state,
+       sent_lsn::text AS sent_lsn,
+       replay_lsn::text AS replay_lsn,
+       pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS replay_lag_bytes,
+       extract(epoch FROM replay_lag)::float8 AS replay_lag_seconds,
+       sync_state
+FROM pg_stat_replication
+ORDER BY application_name, client_addr;

@@ -1,0 +1,333 @@
+"""Reads served by PostgreSQL streaming replicas, with read-your-writes.
+
+Every write made while replicas are configured returns a **consistency token**: the primary's
+WAL position once the write committed. A read given a token is served by a replica only once
+that replica has replayed past it (checked on the replica's own connection just before the
+read, so the read's snapshot includes the write), waiting at most ``replica_wait_ms``;
+otherwise by the primary. A read without a token goes to a replica whose lag, measured in the
+background, is under ``replica_max_lag_seconds``; it may miss writes made within that lag.
+
+A replica that is down, lagging, or not in recovery (promoted) is skipped; reads go to the
+primary with no error to the caller, and return to the replica once it is healthy again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from gateway import metrics
+from gateway.configuration.secrets import redact_url
+from gateway.configuration.settings import PostgresSettings
+from gateway.errors import GatewayError, ValidationError
+from gateway.postgres.database import (
+    Connection,
+    DatabaseUnavailable,
+    connect,
+    create_pool,
+    is_unavailability,
+)
+from gateway.postgres.queries import query
+
+log = logging.getLogger("gateway.replicas")
+
+T = TypeVar("T")
+
+_CHECK_TIMEOUT_SECONDS = 2.0
+_TOKEN_POLL_SECONDS = 0.002
+_TOKEN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+_REPLICA_ERRORS = (
+    DatabaseUnavailable,
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def parse_lsn(text: str) -> int:
+    """A WAL position (``16/B374D848``) as a number."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(lsn: int) -> str:
+    """A WAL position in PostgreSQL's notation."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_token(token: str, field: str = "consistency_token") -> int:
+    """A consistency token as a WAL position; a clear error naming ``field`` if malformed."""
+    if not _TOKEN.fullmatch(token):
+        raise ValidationError.single(
+            field, f"{token!r} is not a consistency token (a WAL position such as 0/16B3748)"
+        )
+    return parse_lsn(token)
+
+
+@dataclass
+class ReplicaState:
+    """What the last background check found of one replica."""
+
+    name: str
+    """The replica's URL, password redacted."""
+    reachable: bool = False
+    in_recovery: bool = False
+    streaming: bool = False
+    replay_lsn: int = 0
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    checked_at: float = 0.0
+    error: str | None = None
+    reads: int = 0
+    """Reads this replica served."""
+
+    @property
+    def usable(self) -> bool:
+        """Reachable, still a standby, and streaming from the primary."""
+        return self.reachable and self.in_recovery and self.streaming
+
+    def as_dict(self, max_lag_seconds: float) -> dict[str, object]:
+        """What ``doctor`` and ``/readyz`` show of it."""
+        return {
+            "replica": self.name,
+            "state": replica_state_name(self),
+            "in_use": usable_without_token(self, max_lag_seconds),
+            "in_recovery": self.in_recovery,
+            "streaming": self.streaming,
+            "replay_lsn": format_lsn(self.replay_lsn) if self.replay_lsn else None,
+            "lag_bytes": self.lag_bytes,
+            "lag_seconds": self.lag_seconds,
+            "reads": self.reads,
+            "error": self.error,
+        }
+
+
+def replica_state_name(state: ReplicaState) -> str:
+    """down, promoted (no longer a standby), not streaming, or streaming."""
+    if not state.reachable:
+        return "down"
+    if not state.in_recovery:
+        return "promoted"
+    return "streaming" if state.streaming else "not streaming"
+
+
+def usable_without_token(state: ReplicaState, max_lag_seconds: float) -> bool:
+    """Whether a read with no token may go to this replica: usable, and lagging less than
+    ``max_lag_seconds`` as last measured."""
+    return state.usable and state.lag_seconds is not None and state.lag_seconds < max_lag_seconds
+
+
+def read_candidates(
+    states: Sequence[ReplicaState], token: int | None, max_lag_seconds: float
+) -> list[int]:
+    """The replicas (by index) a read may try, in order. With a token: every usable one,
+    those known to have replayed past it first (the others are asked to wait for it). With
+    none: those lagging less than ``max_lag_seconds``. Fewest reads served first."""
+    if token is None:
+        chosen = [i for i, s in enumerate(states) if usable_without_token(s, max_lag_seconds)]
+        return sorted(chosen, key=lambda i: states[i].reads)
+    chosen = [i for i, s in enumerate(states) if s.usable]
+    return sorted(chosen, key=lambda i: (states[i].replay_lsn < token, states[i].reads))
+
+
+def lag_seconds(
+    receive_lsn: int | None, replay_lsn: int | None, since_last_replay: float | None
+) -> float:
+    """How far behind the primary a standby is: nothing when it has replayed all it received
+    (an idle primary sends nothing), else the age of the last transaction it replayed."""
+    if receive_lsn is None or replay_lsn is None or replay_lsn >= receive_lsn:
+        return 0.0
+    return max(since_last_replay or 0.0, 0.0)
+
+
+@dataclass
+class _Replica:
+    settings: PostgresSettings
+    state: ReplicaState
+    pool: asyncpg.Pool | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ReadRouter:
+    """Chooses, read by read, a replica or the primary; checks the replicas in the background."""
+
+    def __init__(self, primary: asyncpg.Pool, settings: PostgresSettings) -> None:
+        self._primary = primary
+        self._settings = settings
+        self._replicas = [
+            _Replica(
+                settings.model_copy(update={"url": url, "replicas": []}),
+                ReplicaState(redact_url(url.get_secret_value())),
+            )
+            for url in settings.replicas
+        ]
+        self._monitor: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any replica is configured."""
+        return bool(self._replicas)
+
+    @property
+    def states(self) -> list[ReplicaState]:
+        """Each replica's state, as last checked."""
+        return [replica.state for replica in self._replicas]
+
+    async def start(self) -> None:
+        """Check every replica once, then keep checking in the background."""
+        if not self._replicas:
+            return
+        await self.check()
+        self._monitor = asyncio.create_task(self._check_periodically(), name="replica-checks")
+
+    async def close(self) -> None:
+        """Stop checking and close the replicas' pools."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+        for replica in self._replicas:
+            if replica.pool is not None:
+                await replica.pool.close()
+                replica.pool = None
+
+    async def check(self) -> None:
+        """Measure every replica now."""
+        await asyncio.gather(*(self._check(replica) for replica in self._replicas))
+
+    async def run(self, read: Callable[[Connection], Awaitable[T]], token: int | None = None) -> T:
+        """Run ``read`` on a replica that has the writes up to ``token`` (or, with none, on one
+        lagging less than the limit), else on the primary. A replica that fails during the
+        read is marked down and the read runs again on the primary."""
+        chosen = await self._replica_for(token)
+        if chosen is not None:
+            replica, connection = chosen
+            try:
+                result = await read(connection)
+            except Exception as error:
+                if not is_unavailability(error):
+                    raise
+                log.warning("replica %s failed a read: %s", replica.state.name, error)
+                replica.state.reachable = False
+                replica.state.error = str(error) or type(error).__name__
+            else:
+                replica.state.reads += 1
+                metrics.READS.labels("replica").inc()
+                return result
+            finally:
+                assert replica.pool is not None
+                await replica.pool.release(connection)
+        metrics.READS.labels("primary").inc()
+        async with self._primary.acquire() as connection:
+            return await read(connection)
+
+    async def _replica_for(
+        self, token: int | None
+    ) -> tuple[_Replica, PoolConnectionProxy[asyncpg.Record]] | None:
+        states = [replica.state for replica in self._replicas]
+        order = read_candidates(states, token, self._settings.replica_max_lag_seconds)
+        deadline = time.monotonic() + self._settings.replica_wait_ms / 1000
+        for index in order:
+            replica = self._replicas[index]
+            pool = replica.pool
+            if pool is None:
+                continue
+            try:
+                connection = await asyncio.wait_for(pool.acquire(), _CHECK_TIMEOUT_SECONDS)
+            except _REPLICA_ERRORS:
+                replica.state.reachable = False
+                continue
+            try:
+                if token is None or await self._replayed(connection, token, deadline):
+                    return replica, connection
+            except _REPLICA_ERRORS as error:
+                replica.state.reachable = False
+                replica.state.error = str(error) or type(error).__name__
+            await pool.release(connection)
+        return None
+
+    async def _replayed(self, connection: Connection, token: int, deadline: float) -> bool:
+        """Whether the replica replays past ``token`` before ``deadline`` (checked on the
+        connection the read will use, so the read's snapshot includes the write)."""
+        while True:
+            replayed = await connection.fetchval(query("replica_replay_lsn"))
+            if replayed is not None and parse_lsn(replayed) >= token:
+                return True
+            if time.monotonic() >= deadline:
+                metrics.TOKEN_WAIT_EXPIRED.inc()
+                return False
+            await asyncio.sleep(_TOKEN_POLL_SECONDS)
+
+    async def _check_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.replica_check_interval_seconds)
+            await self.check()
+
+    async def _check(self, replica: _Replica) -> None:
+        state = replica.state
+        async with replica.lock:
+            try:
+                if replica.pool is None:
+                    replica.pool = await create_pool(replica.settings)
+                async with asyncio.timeout(_CHECK_TIMEOUT_SECONDS):
+                    row = await replica.pool.fetchrow(query("replica_status"))
+            except _REPLICA_ERRORS as error:
+                if state.reachable:
+                    log.warning("replica %s is unreachable: %s", state.name, error)
+                state.reachable = False
+                state.error = str(error) or type(error).__name__
+                metrics.REPLICA_USABLE.labels(state.name).set(0)
+                return
+        assert row is not None
+        receive = parse_lsn(row["receive_lsn"]) if row["receive_lsn"] else None
+        replay = parse_lsn(row["replay_lsn"]) if row["replay_lsn"] else None
+        state.reachable = True
+        state.error = None
+        state.in_recovery = row["in_recovery"]
+        state.streaming = row["streaming"]
+        state.replay_lsn = replay or 0
+        state.lag_bytes = receive - replay if receive is not None and replay is not None else None
+        state.lag_seconds = lag_seconds(receive, replay, row["since_last_replay"])
+        state.checked_at = time.monotonic()
+        usable = usable_without_token(state, self._settings.replica_max_lag_seconds)
+        metrics.REPLICA_USABLE.labels(state.name).set(1 if usable else 0)
+        metrics.REPLICA_LAG_SECONDS.labels(state.name).set(state.lag_seconds)
+
+
+async def primary_replication(connection: Connection) -> list[dict[str, object]]:
+    """The primary's view of each standby (``pg_stat_replication``)."""
+    rows = await connection.fetch(query("primary_replication"))
+    return [dict(row) for row in rows]
+
+
+async def streaming_replica(settings: PostgresSettings) -> PostgresSettings:
+    """The settings of the first configured replica that is a standby streaming now; a
+    :class:`GatewayError` if there is none."""
+    if not settings.replicas:
+        raise GatewayError("no replica is configured (postgres.replicas)")
+    problems = []
+    for url in settings.replicas:
+        replica = settings.model_copy(update={"url": url, "replicas": []})
+        name = redact_url(url.get_secret_value())
+        try:
+            connection = await connect(replica)
+        except DatabaseUnavailable as error:
+            problems.append(str(error))
+            continue
+        try:
+            row = await connection.fetchrow(query("replica_status"))
+        finally:
+            await connection.close()
+        assert row is not None
+        if row["in_recovery"] and row["streaming"]:
+            return replica
+        problems.append(f"{name} is {'not streaming' if row['in_recovery'] else 'promoted'}")
+    raise GatewayError("no configured replica is streaming: " + "; ".join(problems))

@@ -1,0 +1,275 @@
+"""Reads from a real PostgreSQL hot standby streaming from the primary, with read-your-writes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from gateway import Gateway, Settings
+from gateway.configuration.settings import PostgresSettings, RedisSinkSettings
+from gateway.errors import GatewayError
+from gateway.operations.doctor import diagnose, healthy
+from gateway.operations.verify import verify_configured
+from gateway.postgres.replicas import streaming_replica
+from tests.acceptance.api_process import api_server, write_config
+from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, database_url
+from tests.acceptance.relay_support import World
+from tests.acceptance.shop import Shop
+from tests.eventually import eventually
+from tests.servers import managed, server_url, start_server, stop_server
+
+REPLICA = "postgres-replica"
+
+
+@pytest.fixture(scope="module")
+def replica_server() -> str:
+    """URL of a hot standby of the test PostgreSQL (its maintenance database)."""
+    return server_url(REPLICA)
+
+
+@pytest.fixture
+async def replica_admin(replica_server: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to the standby; replay is resumed on the way out."""
+    connection = await asyncpg.connect(replica_server)
+    try:
+        yield connection
+    finally:
+        await connection.execute("SELECT pg_wal_replay_resume()")
+        await connection.close()
+
+
+def replicated_settings(primary_url: str, replica_server: str, **postgres: Any) -> Settings:
+    """Settings over ``primary_url`` with the same database on the standby as a replica."""
+    name = urlsplit(primary_url).path.lstrip("/")
+    return Settings(
+        postgres=PostgresSettings(
+            url=primary_url,
+            replicas=[database_url(replica_server, name)],
+            replica_check_interval_seconds=0.1,
+            **postgres,
+        )
+    )
+
+
+@pytest.fixture
+async def replicated(
+    create_database: DatabaseFactory, replica_server: str
+) -> AsyncIterator[tuple[Gateway, Shop]]:
+    """A gateway over a fresh database, reading from the standby once it streams it."""
+    url = await create_migrated_database(create_database)
+    settings = replicated_settings(url, replica_server, replica_wait_ms=20)
+    async with await Gateway.connect(settings) as gateway:
+        await eventually(lambda: gateway.replicas[0].usable, within=30)
+        yield gateway, Shop(gateway)
+
+
+async def test_after_each_of_1000_writes_a_read_with_its_token_sees_it(
+    replicated: tuple[Gateway, Shop], replica_admin: asyncpg.Connection
+) -> None:
+    gateway, shop = replicated
+    customer, product = await shop.customer(), await shop.product(stock=10_000)
+    [replica] = gateway.replicas
+    seen_from_primary = 0
+    for write in range(1000):
+        if write == 400:
+            await replica_admin.execute("SELECT pg_wal_replay_pause()")
+        if write == 700:
+            await replica_admin.execute("SELECT pg_wal_replay_resume()")
+        replica_reads = replica.reads
+        if write % 2 == 0:
+            order = await gateway.place_order(shop.order(customer, (product, 1)))
+        else:
+            order = await gateway.transition(order.id, "confirmed")
+        assert order.consistency_token is not None
+        read = await gateway.get_order(order.id, consistency_token=order.consistency_token)
+        assert (read.version, read.status) == (order.version, order.status)
+        seen_from_primary += replica.reads == replica_reads
+    # Replay was paused for 300 writes: those were read from the primary; the others from
+    # the replica (which had replayed each write before the read).
+    assert seen_from_primary >= 300
+    assert replica.reads >= 600
+
+
+async def test_a_page_of_a_customer_s_orders_read_with_a_token_holds_the_last_order(
+    replicated: tuple[Gateway, Shop],
+) -> None:
+    gateway, shop = replicated
+    customer, product = await shop.customer(), await shop.product()
+    placed = [await gateway.place_order(shop.order(customer, (product, 1))) for _ in range(3)]
+    page = await gateway.customer_orders(
+        customer.id, limit=2, consistency_token=placed[-1].consistency_token
+    )
+    assert [order.id for order in page.orders] == [placed[2].id, placed[1].id]
+    assert page.next_cursor is not None
+    rest = await gateway.customer_orders(customer.id, limit=2, before=page.next_cursor)
+    assert [order.id for order in rest.orders] == [placed[0].id]
+    assert rest.next_cursor is None
+
+
+async def test_reads_without_a_token_skip_a_replica_lagging_past_the_limit(
+    create_database: DatabaseFactory, replica_server: str, replica_admin: asyncpg.Connection
+) -> None:
+    url = await create_migrated_database(create_database)
+    settings = replicated_settings(url, replica_server, replica_max_lag_seconds=0.5)
+    async with await Gateway.connect(settings) as gateway:
+        [replica] = gateway.replicas
+        await eventually(lambda: replica.usable and replica.lag_seconds == 0.0, within=30)
+        shop = Shop(gateway)
+        customer, product = await shop.customer(), await shop.product()
+        order = await gateway.place_order(shop.order(customer, (product, 1)))
+
+        await replica_admin.execute("SELECT pg_wal_replay_pause()")
+        await gateway.transition(order.id, "confirmed")
+        await eventually(lambda: (replica.lag_seconds or 0.0) > 0.5, within=30)
+        before = replica.reads
+        for _ in range(50):
+            assert (await gateway.get_order(order.id)).status == "confirmed"
+        assert replica.reads == before  # every read came from the primary
+
+        await replica_admin.execute("SELECT pg_wal_replay_resume()")
+        await eventually(lambda: replica.lag_seconds == 0.0, within=30)
+        assert (await gateway.get_order(order.id)).status == "confirmed"
+        assert replica.reads == before + 1
+
+
+async def test_with_the_replica_stopped_reads_answer_and_return_to_it_once_it_is_back(
+    replicated: tuple[Gateway, Shop],
+) -> None:
+    if not managed(REPLICA):
+        pytest.fail("the replica must be run by scripts/services.sh for this test to stop it")
+    gateway, shop = replicated
+    customer, product = await shop.customer(), await shop.product()
+    order = await gateway.place_order(shop.order(customer, (product, 1)))
+    [replica] = gateway.replicas
+    stop_server(REPLICA)
+    try:
+        for _ in range(20):
+            assert (await gateway.get_order(order.id)).id == order.id
+            read = await gateway.get_order(order.id, consistency_token=order.consistency_token)
+            assert read.version == order.version
+        await eventually(lambda: not replica.reachable, within=10)
+        assert not replica.as_dict(5.0)["in_use"]
+    finally:
+        start_server(REPLICA)
+    await eventually(lambda: replica.usable, within=60)
+    served = replica.reads
+
+    async def replica_serves_again() -> bool:
+        await gateway.get_order(order.id)
+        return replica.reads > served
+
+    await eventually(replica_serves_again, within=30)
+
+
+async def test_doctor_reports_the_replica_and_the_primary_s_view_of_it(
+    migrated_url: str, replica_server: str
+) -> None:
+    settings = replicated_settings(migrated_url, replica_server)
+    report = await diagnose(settings.postgres, {}, timeout_seconds=10)
+    [replica] = report["replication"]["replicas"]
+    assert replica["state"] == "streaming" and replica["in_use"] is True
+    assert replica["lag_bytes"] is not None and replica["lag_seconds"] is not None
+    standbys = report["replication"]["standbys"]
+    assert standbys and standbys[0]["state"] == "streaming"
+    assert healthy(report)
+
+
+async def test_verify_reads_postgresql_from_a_streaming_replica_when_asked(
+    world: World, replica_server: str
+) -> None:
+    primary_url = world.settings.postgres.url.get_secret_value()
+    settings = replicated_settings(primary_url, replica_server).model_copy(
+        update={
+            "sinks": {
+                "redis": RedisSinkSettings(
+                    type="redis",
+                    url=server_url("redis"),
+                    key_prefix=f"replica-verify-{uuid.uuid4().hex[:8]}:",
+                )
+            }
+        }
+    )
+    customer, product = await world.shop.customer(), await world.shop.product()
+    await world.gateway.place_order(world.shop.order(customer, (product, 1)))
+
+    async def replica_shows_the_order_missing_from_redis() -> bool:
+        [drift] = await verify_configured(settings, ["redis"], 100, from_replica=True)
+        return drift.missing == 1
+
+    await eventually(replica_shows_the_order_missing_from_redis, within=30)
+
+    on_primary = PostgresSettings(url=primary_url, replicas=[primary_url])
+    with pytest.raises(GatewayError, match=r"no configured replica is streaming.*promoted"):
+        await streaming_replica(on_primary)
+    with pytest.raises(GatewayError, match="no replica is configured"):
+        await streaming_replica(settings.postgres.model_copy(update={"replicas": []}))
+
+
+async def test_the_api_hands_out_tokens_and_serves_pages_of_a_customer_s_orders(
+    create_database: DatabaseFactory, replica_server: str, tmp_path: Path
+) -> None:
+    url = await create_migrated_database(create_database)
+    name = urlsplit(url).path.lstrip("/")
+    config = write_config(
+        tmp_path,
+        {
+            "postgres": {"url": url, "replicas": [database_url(replica_server, name)]},
+            "sinks": {"memory": {"type": "memory"}},
+        },
+    )
+    async with (
+        api_server(config) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+        await Gateway.connect(replicated_settings(url, replica_server)) as gateway,
+    ):
+        shop = Shop(gateway)
+        customer, product = await shop.customer(), await shop.product()
+        tokens = []
+        for number in range(5):
+            response = await http.post(
+                "/orders",
+                json=shop.order(customer, (product, 1)),
+                headers={"Idempotency-Key": f"replica-test-{number}"},
+            )
+            assert response.status_code == 201, response.text
+            tokens.append(response.headers["Fanout-Consistency-Token"])
+        order_id = response.json()["id"]
+        read = await http.get(
+            f"/orders/{order_id}", headers={"Fanout-Consistency-Token": tokens[-1]}
+        )
+        assert read.status_code == 200 and read.json()["id"] == order_id
+
+        first = await http.get(
+            f"/customers/{customer.id}/orders",
+            params={"limit": 3},
+            headers={"Fanout-Consistency-Token": tokens[-1]},
+        )
+        assert first.status_code == 200
+        body = first.json()
+        assert len(body["orders"]) == 3 and body["orders"][0]["id"] == order_id
+        assert 'rel="next"' in first.headers["Link"]
+        second = await http.get(
+            f"/customers/{customer.id}/orders", params={"limit": 3, "cursor": body["next_cursor"]}
+        )
+        assert len(second.json()["orders"]) == 2 and second.json()["next_cursor"] is None
+
+        bad_token = await http.get(
+            f"/orders/{order_id}", headers={"Fanout-Consistency-Token": "yesterday"}
+        )
+        assert bad_token.status_code == 422
+        assert bad_token.json()["errors"][0]["field"] == "Fanout-Consistency-Token"
+        bad_cursor = await http.get(
+            f"/customers/{customer.id}/orders", params={"cursor": "not-a-cursor"}
+        )
+        assert bad_cursor.status_code == 422
+        assert bad_cursor.json()["errors"][0]["field"] == "cursor"
+        ready = (await http.get("/readyz")).json()
+        assert ready["replicas"][0]["state"] == "streaming"
+        assert ready["standbys"]
