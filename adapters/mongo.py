@@ -33,8 +33,13 @@ from adapters.readback import OrderSpan, ProjectedOrder
 log = logging.getLogger("adapters.mongo")
 
 DUPLICATE_KEY = 11000
-# Server error codes that a retry can outlive (elections, shutdowns, time limits).
-TRANSIENT_CODES = frozenset({6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+INTERNAL_ERROR = 1
+# Server error codes that a retry can outlive (elections, shutdowns, time limits). An internal
+# error says nothing wrong of the write itself: FerretDB answers every write with one while its
+# PostgreSQL backend restarts, so it is retried (and dead-lettered only once out of attempts).
+TRANSIENT_CODES = frozenset(
+    {INTERNAL_ERROR, 6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
 
 
 def default_projections() -> Projections[dict[str, Any]]:

@@ -43,7 +43,9 @@ T = TypeVar("T")
 
 _CHECK_TIMEOUT_SECONDS = 2.0
 _TOKEN_POLL_SECONDS = 0.002
-_TOKEN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+TOKEN_PATTERN = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
+"""A consistency token: a WAL position as PostgreSQL writes it."""
+_TOKEN = re.compile(TOKEN_PATTERN)
 _REPLICA_ERRORS = (
     DatabaseUnavailable,
     TimeoutError,
@@ -66,11 +68,11 @@ def format_lsn(lsn: int) -> str:
 
 def parse_token(token: str, field: str = "consistency_token") -> int:
     """A consistency token as a WAL position; a clear error naming ``field`` if malformed."""
-    if not _TOKEN.fullmatch(token):
+    if not _TOKEN.match(token):
         raise ValidationError.single(
             field, f"{token!r} is not a consistency token (a WAL position such as 0/16B3748)"
         )
-    return parse_lsn(token)
+    return parse_lsn(token.strip())
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from uuid import UUID
 
@@ -11,6 +12,9 @@ from gateway.errors import ValidationError
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+"""What a cursor looks like (base64url); only one the API made is a cursor."""
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 def check_page_size(limit: int, field: str = "limit") -> int:
@@ -30,6 +34,9 @@ def decode_cursor(cursor: str, field: str = "before") -> tuple[datetime, UUID]:
     """Where the page given by ``cursor`` starts; a clear error naming ``field`` if the
     cursor was not made by :func:`encode_cursor`."""
     try:
+        if not _CURSOR.match(cursor):
+            raise ValueError(cursor)
+        cursor = cursor.strip()
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, _, order_id = raw.partition("|")
         moment = datetime.fromisoformat(created_at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,10 @@ from adapters.base import EventEnvelope, Outcome, Sink
 from adapters.mongo import MongoSink
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
 from adapters.redis import SCRIPT_KEYS, RedisSink
+from gateway import Gateway
 from tests.acceptance.stores import ADAPTER_VARIANTS, order_event, started
+from tests.eventually import eventually
+from tests.servers import managed, start_server, stop_server
 
 
 @pytest.fixture(params=ADAPTER_VARIANTS)
@@ -246,3 +250,29 @@ async def test_redis_splits_a_large_batch_into_script_calls() -> None:
         assert len(held) == len(orders)
         assert held[orders[0]] == ProjectedOrder(2, "confirmed", "42.50")
         assert held[orders[-1]] == ProjectedOrder(7, "shipped", "42.50")
+
+
+async def test_mongodb_writes_refused_while_ferretdb_s_backend_restarts_are_retried(
+    gateway: Gateway,
+) -> None:
+    # FerretDB keeps PostgreSQL's data: stopped, every write gets InternalError (code 1),
+    # which must be retried rather than dead-lettered.
+    if not managed("postgres"):
+        pytest.fail("PostgreSQL must be run by scripts/services.sh for this test to stop it")
+    async with started("mongodb") as mongo:
+        event = order_event(new_id(), 1)
+        await asyncio.to_thread(stop_server, "postgres")
+        try:
+            refused = await mongo.apply([event])
+        finally:
+            await asyncio.to_thread(start_server, "postgres")
+            # The session's pool outlived the restart: its connections are gone.
+            await gateway.pool.expire_connections()
+        assert [r.outcome for r in refused] == [Outcome.TRANSIENT], refused
+        assert "code 1" in (refused[0].error or "")
+
+        async def applied() -> bool:
+            [result] = await mongo.apply([event])
+            return result.outcome is Outcome.DELIVERED
+
+        await eventually(applied, within=60)

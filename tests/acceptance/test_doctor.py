@@ -57,8 +57,10 @@ async def test_doctor_reports_every_section_of_a_real_database(
         "statements",
         "indexes",
         "outbox",
+        "replication",
         "sinks",
     }
+    assert report["replication"]["replicas"] == []  # none configured
     assert report["postgres"]["ok"] is True
     assert report["postgres"]["server_version"].startswith("15")
     states = {row["state"]: row for row in report["connections"]}

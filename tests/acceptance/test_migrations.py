@@ -106,8 +106,9 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(4)
+    undone = await runner.rollback(5)
     assert [m.name for m in undone] == [
+        "customer_orders_keyset",
         "outbox_backlog_function",
         "outbox_batch_function",
         "relay",
@@ -117,6 +118,8 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     assert await connection.fetchval("SELECT to_regproc('outbox_batch')") is None
     assert await connection.fetchval("SELECT to_regproc('outbox_backlog')") is None
     assert "orders" in await tables(connection)
+    indexes = await connection.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'orders'")
+    assert "orders_customer_id_created_at" in {row["indexname"] for row in indexes}
 
     await runner.rollback(1)
     assert await tables(connection) == {"fanout_schema_migrations"}
