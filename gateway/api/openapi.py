@@ -2,7 +2,8 @@
 
 FastAPI derives the document from the request models; what it cannot see is stated here, so
 that the document names every constraint the server enforces: the configured order limits,
-the required ``Idempotency-Key`` header with its rules, and the links from an operation's
+the required ``Idempotency-Key`` header with its rules, the forms of a consistency token and
+of a page cursor (optional, but never ``null`` when given), and the links from an operation's
 response to the operations on the resource it created (which let a client, or a fuzzer,
 follow an order from its creation through its transitions).
 """
@@ -13,10 +14,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from gateway.api.routes import IDEMPOTENCY_HEADER
+from gateway.api.routes import CONSISTENCY_HEADER, IDEMPOTENCY_HEADER
 from gateway.configuration.settings import Settings
+from gateway.postgres.replicas import TOKEN_PATTERN
 from gateway.write_path.idempotency import KEY_PATTERN
 from gateway.write_path.models import MAX_ITEMS_PER_REQUEST
+from gateway.write_path.pages import CURSOR_PATTERN
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -42,6 +45,15 @@ def complete_document(document: dict[str, Any], settings: Settings) -> dict[str,
         if parameter["name"] == IDEMPOTENCY_HEADER:
             parameter["required"] = True
             parameter["schema"] = {"type": "string", "pattern": KEY_PATTERN}
+    shapes = {CONSISTENCY_HEADER: TOKEN_PATTERN, "cursor": CURSOR_PATTERN}
+    for operations in paths.values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] in shapes:
+                    described = parameter["schema"].get("description")
+                    parameter["schema"] = {"type": "string", "pattern": shapes[parameter["name"]]}
+                    if described:
+                        parameter["schema"]["description"] = described
     _link(paths, ("/orders", "post", "201"), "order", "/orders/{order_id}", "order_id")
     _link(paths, ("/orders", "post", "200"), "order", "/orders/{order_id}", "order_id")
     _link(paths, ("/orders/{order_id}", "get", "200"), "order", "/orders/{order_id}", "order_id")

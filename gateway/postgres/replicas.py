@@ -43,8 +43,8 @@ T = TypeVar("T")
 
 _CHECK_TIMEOUT_SECONDS = 2.0
 _TOKEN_POLL_SECONDS = 0.002
-TOKEN_PATTERN = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
-"""A consistency token: a WAL position as PostgreSQL writes it."""
+TOKEN_PATTERN = r"^[0-9A-Fa-f]{1,16}$"
+"""A consistency token: a WAL position as one hexadecimal number."""
 _TOKEN = re.compile(TOKEN_PATTERN)
 _REPLICA_ERRORS = (
     DatabaseUnavailable,
@@ -66,13 +66,18 @@ def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
+def format_token(lsn: int) -> str:
+    """The consistency token of WAL position ``lsn`` (opaque to clients)."""
+    return f"{lsn:X}"
+
+
 def parse_token(token: str, field: str = "consistency_token") -> int:
     """A consistency token as a WAL position; a clear error naming ``field`` if malformed."""
     if not _TOKEN.match(token):
         raise ValidationError.single(
-            field, f"{token!r} is not a consistency token (a WAL position such as 0/16B3748)"
+            field, f"{token!r} is not a consistency token (one a write of this API returned)"
         )
-    return parse_lsn(token.strip())
+    return int(token.strip(), 16)
 
 
 @dataclass

@@ -15,7 +15,13 @@ from gateway.errors import GatewayError, ValidationError
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, create_pool
 from gateway.postgres.queries import query
-from gateway.postgres.replicas import ReadRouter, ReplicaState, parse_token
+from gateway.postgres.replicas import (
+    ReadRouter,
+    ReplicaState,
+    format_token,
+    parse_lsn,
+    parse_token,
+)
 from gateway.write_path import catalog, customers, idempotency, orders
 from gateway.write_path.models import (
     Address,
@@ -291,7 +297,8 @@ class Gateway:
         """``record``, with the consistency token of the write just committed on
         ``connection`` when replicas are configured."""
         if self._reads.enabled:
-            record._consistency_token = await connection.fetchval(query("current_wal_position"))
+            position = await connection.fetchval(query("current_wal_position"))
+            record._consistency_token = format_token(parse_lsn(position))
         return record
 
     def _check_order_limits(self, request: PlaceOrderRequest) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 
 import schemathesis
 
-from gateway.api.routes import CURSOR_PATTERN
-from gateway.write_path.pages import encode_cursor
+from gateway.write_path.pages import CURSOR_PATTERN, encode_cursor
 
 _REFERENCES: dict[str, Any] = json.loads(
     open(os.environ["FANOUT_TEST_FUZZ_REFERENCES"], encoding="utf-8").read()  # noqa: SIM115
