@@ -251,6 +251,13 @@ class Chaos:
                 await sink.close()
         in_postgres = await self.gateway.pool.fetchval("SELECT count(*) FROM orders")
         moved = await self.gateway.pool.fetchval("SELECT sum(version - 1) FROM orders")
+        # Every event of the run is valid: a dead letter is an event a store never got.
+        dead_letters = {
+            row["sink"]: row["letters"]
+            for row in await self.gateway.pool.fetch(
+                "SELECT sink, count(*) AS letters FROM dead_letters GROUP BY sink"
+            )
+        }
         unexplained = [
             {"t": round(at, 2), "kind": kind}
             for at, kind in client.failures
@@ -280,6 +287,7 @@ class Chaos:
                 "transitions_found_already_applied": counts.transitions_found_applied,
             },
             "stores": stores,
+            "dead_letters": dead_letters,
             "faults": [asdict(window) for window in self.windows],
             "timeline": self.timeline,
         }
@@ -323,6 +331,8 @@ def verdict(report: dict[str, Any]) -> list[str]:
         if not drift["clean"]:
             broken.append(f"{kind}: {drift}")
     orders = report["orders"]
+    if report.get("dead_letters"):
+        broken.append(f"dead letters: {report['dead_letters']}")
     if orders["in_postgres"] != orders["placed"]:
         broken.append(f"{orders['in_postgres']} orders in PostgreSQL, {orders['placed']} placed")
     if orders["transitions_in_postgres"] != orders["transitions"]:

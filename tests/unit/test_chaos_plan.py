@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from typing import Any
 
 from bench.chaos.plan import ChaosPlan, FaultWindow, explained, fault_schedule
+from bench.chaos.run import verdict
 
 
 def test_every_fault_runs_as_often_as_asked_within_the_load() -> None:
@@ -35,3 +37,21 @@ def test_only_a_running_fault_explains_a_failure_and_only_its_own_kind() -> None
     assert explained("ConnectError", 31.0, windows)
     assert not explained("HTTP 503", 31.0, windows)  # a dead API answers nothing
     assert not explained("ConnectError", 60.0, windows)  # a store outage fails no request
+
+
+def clean_report() -> dict[str, Any]:
+    return {
+        "drained": True,
+        "stores": {"redis": {"clean": True}},
+        "dead_letters": {},
+        "orders": {"placed": 5, "in_postgres": 5, "transitions": 2, "transitions_in_postgres": 2},
+        "requests": {"unexplained_failures": [], "operations_given_up": {}},
+    }
+
+
+def test_a_chaos_run_is_broken_by_a_dead_letter_as_by_drift() -> None:
+    assert verdict(clean_report()) == []
+    dead = clean_report() | {"dead_letters": {"mongodb": 3}}
+    assert verdict(dead) == ["dead letters: {'mongodb': 3}"]
+    drifted = clean_report() | {"stores": {"redis": {"clean": False}}}
+    assert verdict(drifted) == ["redis: {'clean': False}"]
