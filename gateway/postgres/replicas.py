@@ -276,7 +276,10 @@ class ReadRouter:
     async def _check_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._settings.replica_check_interval_seconds)
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # a check that breaks must not end the checking
+                log.exception("checking the replicas failed")
 
     async def _check(self, replica: _Replica) -> None:
         state = replica.state
