@@ -37,9 +37,16 @@ TOKEN_WAIT_EXPIRED = Counter(
     "fanout_token_waits_expired",
     "Reads whose replica had not replayed their consistency token in time (served by the primary)",
 )
+# Set by every API worker: with several, the newest value of any of them is the one shown.
 REPLICA_USABLE = Gauge(
-    "fanout_replica_in_use", "1 while a replica serves reads without a token, else 0", ["replica"]
+    "fanout_replica_in_use",
+    "1 while a replica serves reads without a token, else 0",
+    ["replica"],
+    multiprocess_mode="mostrecent",
 )
 REPLICA_LAG_SECONDS = Gauge(
-    "fanout_replica_lag_seconds", "A replica's replay lag as last measured", ["replica"]
+    "fanout_replica_lag_seconds",
+    "A replica's replay lag as last measured",
+    ["replica"],
+    multiprocess_mode="mostrecent",
 )

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.operations.health import postgres_health, sinks_health
 from gateway.postgres.replicas import primary_replication
@@ -67,5 +74,10 @@ async def standbys_of(pool: asyncpg.Pool, within_seconds: float) -> list[dict[st
 
 @metrics.get("/metrics", response_class=Response)
 async def prometheus_metrics() -> Response:
-    """Prometheus text exposition of this process's metrics."""
+    """Prometheus text exposition of the server's metrics: of every worker process when there
+    are several (added up from the files they write), else of this process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

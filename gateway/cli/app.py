@@ -7,6 +7,7 @@ packages, usable and tested without the CLI.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ import asyncpg
 import typer
 from rich.console import Console
 
+from gateway.api.server import LOG_FORMAT
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.postgres.database import connect
@@ -88,6 +90,11 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
     except GatewayError as error:
         err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
         raise typer.Exit(1) from None
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at ``level``, with times and logger names."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def main() -> None:

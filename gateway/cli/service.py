@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 from typing import Annotated
 
 import typer
 from prometheus_client import start_http_server
 
-from gateway.api.server import api_server, serve_until_stopped
-from gateway.cli.app import app, err, out, run, settings_of
+from gateway.api.server import api_server, serve_until_stopped, serve_with_workers
+from gateway.cli.app import app, config_path, configure_logging, err, out, run, settings_of
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.operations.demo import place_demo_order
@@ -63,9 +62,7 @@ def relay(
 
     async def work() -> None:
         settings = settings_of(context)
-        logging.basicConfig(
-            level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        configure_logging(settings.logging.level)
         if metrics_port is not None:
             start_http_server(metrics_port, addr=metrics_host)
         async with await Relay.connect(settings, collect_stats=metrics_port is not None) as r:
@@ -87,6 +84,10 @@ def serve(
         typer.Option(help="Listen port (default: api.port; 0: any free port).", min=0, max=65535),
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes sharing the port (default: api.workers).", min=1),
+    ] = None,
 ) -> None:
     """Serve the HTTP API until SIGTERM or SIGINT (then finish open requests and exit 0)."""
 
@@ -94,9 +95,18 @@ def serve(
         return settings_of(context)
 
     settings = run(work)
-    logging.basicConfig(
-        level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.logging.level)
+    processes = settings.api.workers if workers is None else workers
+    if processes > 1:
+        serve_with_workers(
+            settings,
+            config_path(context),
+            processes,
+            host=host,
+            port=port,
+            access_log=access_log,
+        )
+        return
     server = api_server(settings, host=host, port=port, access_log=access_log)
     try:
         started = serve_until_stopped(server)

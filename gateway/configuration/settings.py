@@ -192,6 +192,8 @@ class ApiSettings(_Section):
     # Longer than the idle expiry of client pools and load balancers (httpx 5 s, AWS ALB 60 s),
     # so that a client never sends a request on a connection the server is closing.
     keep_alive_seconds: int = Field(default=75, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes sharing the port (the API keeps no state beyond PostgreSQL)."""
 
     @field_validator("key")
     @classmethod
