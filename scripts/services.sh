@@ -104,18 +104,26 @@ shared_preload_libraries = 'pg_stat_statements'
 fsync = on
 CONF
     fi
-    if postgres_running; then
-        log "postgres already running on 127.0.0.1:$PG_PORT"
+    pg_start postgres "$PG_PORT" "-c track_commit_timestamp=on"
+}
+
+# Starts the cluster of $DIR/<name>/data on <port> (with extra server <options>) unless it runs,
+# and waits until it accepts connections.
+pg_start() {
+    local name="$1" port="$2" options="${3:-}"
+    local data="$DIR/$name/data" server_log="$DIR/$name/server.log"
+    if pidfile_alive "$data/postmaster.pid"; then
+        log "$name already running on 127.0.0.1:$port"
     else
-        require_free_port postgres "$PG_PORT"
-        log "starting postgres on 127.0.0.1:$PG_PORT"
-        if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/postgres/server.log" \
-                -o "-p $PG_PORT -c track_commit_timestamp=on" -w -t 60 start >/dev/null; then
-            tail -n 5 "$DIR/postgres/server.log" >&2 || true
-            die "postgres did not start (log: $DIR/postgres/server.log)"
+        require_free_port "${name//-/_}" "$port"
+        log "starting $name on 127.0.0.1:$port"
+        if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$server_log" \
+                -o "-p $port $options" -w -t 60 start >/dev/null; then
+            tail -n 5 "$server_log" >&2 || true
+            die "$name did not start (log: $server_log)"
         fi
     fi
-    wait_until postgres 240 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT"
+    wait_until "$name" 240 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$port"
 }
 
 postgres_down() {
@@ -156,18 +164,7 @@ unix_socket_directories = '$DIR/postgres-replica'
 hot_standby = on
 CONF
     fi
-    if postgres_replica_running; then
-        log "postgres-replica already running on 127.0.0.1:$PG_REPLICA_PORT"
-    else
-        require_free_port postgres_replica "$PG_REPLICA_PORT"
-        log "starting postgres-replica on 127.0.0.1:$PG_REPLICA_PORT"
-        if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/postgres-replica/server.log" \
-                -o "-p $PG_REPLICA_PORT" -w -t 60 start >/dev/null; then
-            tail -n 5 "$DIR/postgres-replica/server.log" >&2 || true
-            die "postgres-replica did not start (log: $DIR/postgres-replica/server.log)"
-        fi
-    fi
-    wait_until postgres-replica 240 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_REPLICA_PORT"
+    pg_start postgres-replica "$PG_REPLICA_PORT"
     wait_until "postgres-replica streaming" 240 replica_streams
 }
 

@@ -198,10 +198,20 @@ class Chaos:
             task.add_done_callback(lifecycles.discard)
         await asyncio.gather(*lifecycles)
 
+    def exited(self) -> list[str]:
+        """The processes that ended on their own (every fault that kills one restarts it)."""
+        return [
+            process.name
+            for process in (self.api, *self.relays)
+            if process.process is not None and process.process.returncode is not None
+        ]
+
     async def drain(self) -> bool:
-        """Until no sink has a backlog (or the plan's drain timeout passes)."""
+        """Until no sink has a backlog (or the plan's drain timeout passes, or no relay runs)."""
         deadline = time.perf_counter() + self.plan.drain_timeout_seconds
         while time.perf_counter() < deadline:
+            if all(relay.name in self.exited() for relay in self.relays):
+                return False
             async with self.gateway.pool.acquire() as connection:
                 backlogs = {b.sink: b.events for b in await outbox.backlog(connection)}
             if all(backlogs.get(store, 1) == 0 for store in self.plan.stores):
@@ -227,6 +237,7 @@ class Chaos:
             await self.gateway.pool.expire_connections()
             drained = await self.drain()
             drain_seconds = self.now() - load_seconds
+            exited = self.exited()
         finally:
             for task in faults:
                 task.cancel()
@@ -235,10 +246,15 @@ class Chaos:
             await self.api.stop()
             for relay in self.relays:
                 await relay.stop()
-        return await self.report(client, load_seconds, drained, drain_seconds)
+        return await self.report(client, load_seconds, drained, drain_seconds, exited)
 
     async def report(
-        self, client: ChaosClient, load_seconds: float, drained: bool, drain_seconds: float
+        self,
+        client: ChaosClient,
+        load_seconds: float,
+        drained: bool,
+        drain_seconds: float,
+        exited: list[str],
     ) -> dict[str, Any]:
         """Every order of PostgreSQL checked in every store, and what the client saw."""
         stores: dict[str, Any] = {}
@@ -270,6 +286,7 @@ class Chaos:
             "achieved_order_rate": round(counts.placed / load_seconds, 1),
             "drained": drained,
             "drain_seconds": round(drain_seconds, 1),
+            "processes_exited": exited,
             "orders": {
                 "placed": counts.placed,
                 "in_postgres": in_postgres,
@@ -331,6 +348,8 @@ def verdict(report: dict[str, Any]) -> list[str]:
         if not drift["clean"]:
             broken.append(f"{kind}: {drift}")
     orders = report["orders"]
+    if report.get("processes_exited"):
+        broken.append(f"processes exited on their own: {report['processes_exited']}")
     if report.get("dead_letters"):
         broken.append(f"dead letters: {report['dead_letters']}")
     if orders["in_postgres"] != orders["placed"]:

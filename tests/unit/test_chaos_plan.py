@@ -49,9 +49,11 @@ def clean_report() -> dict[str, Any]:
     }
 
 
-def test_a_chaos_run_is_broken_by_a_dead_letter_as_by_drift() -> None:
+def test_a_chaos_run_is_broken_by_a_dead_letter_or_a_crash_as_by_drift() -> None:
     assert verdict(clean_report()) == []
     dead = clean_report() | {"dead_letters": {"mongodb": 3}}
     assert verdict(dead) == ["dead letters: {'mongodb': 3}"]
+    crashed = clean_report() | {"processes_exited": ["relay-1"]}
+    assert verdict(crashed) == ["processes exited on their own: ['relay-1']"]
     drifted = clean_report() | {"stores": {"redis": {"clean": False}}}
     assert verdict(drifted) == ["redis: {'clean': False}"]
