@@ -71,6 +71,15 @@ class TimelineRow(TypedDict):
     lag_ms: dict[str, LatencySummary]
 
 
+class GeneratorCost(TypedDict):
+    """What driving the phase cost the load test's own process: its CPU time while the load
+    ran, and that per completed operation. Embedded, the process also runs the gateway, so
+    this includes the write path; through HTTP it is the generator's own cost."""
+
+    cpu_seconds: float
+    cpu_ms_per_operation: float | None
+
+
 class PhaseReport(TypedDict):
     """One approach driven through the plan: the outbox, or the naive dual write."""
 
@@ -85,6 +94,7 @@ class PhaseReport(TypedDict):
     achieved_rate: float
     errors: dict[str, int]
     latency_ms: dict[str, LatencySummary]
+    generator: GeneratorCost
     orders: OrderCounts
     sinks: dict[str, SinkReport]
     drained: bool

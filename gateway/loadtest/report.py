@@ -35,6 +35,7 @@ def render(report: LoadReport, console: Console) -> None:
         "p99 ms",
         "p99.9 ms",
         "max ms",
+        "CPU ms/op",
         title=f"Writes (run {report['run_id']})",
         title_justify="left",
     )
@@ -49,9 +50,13 @@ def render(report: LoadReport, console: Console) -> None:
             ", ".join(f"{op} {count:,}" for op, count in completed.items()),
             f"{sum(phase['errors'].values()):,}",
             *_latency_columns(latency),
+            _ms(phase["generator"]["cpu_ms_per_operation"]),
         )
     console.print(writes)
-    console.print("[dim]Latency of order placement, from when each request was due.[/dim]")
+    console.print(
+        "[dim]Latency of order placement, from when each request was due. CPU ms/op: the load "
+        "test process's CPU per operation (embedded, it includes the gateway's work).[/dim]"
+    )
     for phase in phases:
         if phase["errors"]:
             errors = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(phase["errors"].items()))

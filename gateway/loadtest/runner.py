@@ -25,6 +25,7 @@ from gateway.loadtest.faults import FaultRecord, ServerFault
 from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.model import (
     FaultWindow,
+    GeneratorCost,
     LoadReport,
     PhaseReport,
     SinkReport,
@@ -223,6 +224,7 @@ async def _drive(
     timeline: list[TimelineRow] = []
     fault_record: FaultRecord | None = None
     origin = time.perf_counter()
+    cpu_started = time.process_time()
     tasks: list[asyncio.Task[Any]] = []
     fault: ServerFault | None = None
     if plan.fault is not None and plan.time_limit is not None:
@@ -252,6 +254,7 @@ async def _drive(
     try:
         await driver.run()
         load_seconds = time.perf_counter() - origin
+        generator_cpu = time.process_time() - cpu_started
         completed_as_planned = not control.stop.is_set()
         if fault is not None:
             await asyncio.gather(tasks[0], return_exceptions=True)
@@ -321,6 +324,7 @@ async def _drive(
         "achieved_rate": round(completed / load_seconds, 1),
         "errors": dict(driver.counts.errors),
         "latency_ms": {op: driver.latency[op].overall.summary() for op in OPERATIONS},
+        "generator": generator_cost(generator_cpu, completed),
         "orders": {
             "placed": len(driver.order_ids),
             "in_postgres": orders_after - orders_before,
@@ -332,6 +336,14 @@ async def _drive(
         "drain_seconds": round(drain_seconds, 3),
         "fault": _fault_window(fault_record),
         "timeline": timeline,
+    }
+
+
+def generator_cost(cpu_seconds: float, operations: int) -> GeneratorCost:
+    """The load test process's CPU for a phase, and per completed operation."""
+    return {
+        "cpu_seconds": round(cpu_seconds, 3),
+        "cpu_ms_per_operation": round(cpu_seconds * 1000 / operations, 3) if operations else None,
     }
 
 

@@ -148,6 +148,12 @@ async def test_closed_loop_over_http_matches_the_database(
     check_outbox_phase(phase, ("redis", "elasticsearch"))
     assert phase["orders"]["placed"] == 150
     assert phase["via"] == "http" and phase["mode"] == "closed loop, 4 workers"
+    generator = phase["generator"]
+    assert generator["cpu_seconds"] > 0
+    completed = sum(phase["operations"]["completed"].values())
+    assert generator["cpu_ms_per_operation"] == pytest.approx(
+        generator["cpu_seconds"] * 1000 / completed, rel=0.01
+    )
     assert await orders_of_run(world, report["run_id"]) == 150
     for name in ("redis", "elasticsearch"):
         assert await visible_orders(sinks[name]) == 150, name
@@ -182,12 +188,14 @@ async def test_dual_write_leaves_orders_behind_when_a_store_stops_and_the_outbox
     assert any(kind.startswith("redis:") for kind in dual_write["errors"])
     assert dual_write["orders"]["in_postgres"] == dual_write["orders"]["placed"]
     # The naive path writes MongoDB, then Redis, then Elasticsearch: a request that failed at
-    # Redis left its order current in MongoDB and behind in Redis and Elasticsearch.
+    # Redis left its order current in MongoDB and behind in Redis and Elasticsearch. (A rare
+    # failure at Elasticsearch alone leaves an order behind there only: Redis may hold fewer.)
     assert dual_write["orders"]["partially_written"] == behind
     assert dual_write["sinks"]["mongodb"]["drift"]["clean"] is True
-    for name in ("redis", "elasticsearch"):
-        drift = dual_write["sinks"][name]["drift"]
-        assert drift["missing"] + drift["stale"] == behind, name
+    redis, elasticsearch = (dual_write["sinks"][name]["drift"] for name in kinds[1:])
+    errors = dual_write["errors"]
+    assert elasticsearch["missing"] + elasticsearch["stale"] == behind, errors
+    assert 0 < redis["missing"] + redis["stale"] <= behind, errors
     assert "What each approach leaves behind" in stdout
 
 

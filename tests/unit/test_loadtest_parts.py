@@ -12,6 +12,7 @@ from gateway import ValidationError
 from gateway.configuration.settings import Settings
 from gateway.loadtest import LoadPlan, check_plan
 from gateway.loadtest.driver import LoadDriver
+from gateway.loadtest.runner import generator_cost
 from gateway.loadtest.seed import Buyer, Catalog
 from gateway.loadtest.stats import Recorder
 from gateway.loadtest.targets import Written
@@ -123,3 +124,8 @@ async def test_a_transition_with_no_order_left_to_move_is_counted_as_a_placement
         == driver.counts.completed["transition"]
     )
     assert target.places >= 300 and target.transitions > 0
+
+
+def test_the_generator_s_cost_is_its_cpu_per_completed_operation() -> None:
+    assert generator_cost(1.5, 500) == {"cpu_seconds": 1.5, "cpu_ms_per_operation": 3.0}
+    assert generator_cost(0.2, 0) == {"cpu_seconds": 0.2, "cpu_ms_per_operation": None}
