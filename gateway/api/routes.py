@@ -157,10 +157,8 @@ async def place_order(
             f"POST /orders needs an {IDEMPOTENCY_HEADER} header",
             extra={"field": IDEMPOTENCY_HEADER},
         )
-    try:
+    with header_field(IDEMPOTENCY_HEADER, "idempotency_key"):
         key = idempotency.validate_key(idempotency_key)
-    except ValidationError as error:
-        raise ValidationError.single(IDEMPOTENCY_HEADER, error.errors[0].message) from None
     placed = await gateway_of(request).place_order_once(body, idempotency_key=key)
     response.headers["Location"] = f"/orders/{placed.order.id}"
     set_consistency_token(response, placed.order)

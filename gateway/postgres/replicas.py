@@ -239,6 +239,8 @@ class ReadRouter:
     async def _replica_for(
         self, token: int | None
     ) -> tuple[_Replica, PoolConnectionProxy[asyncpg.Record]] | None:
+        if not self._replicas:
+            return None
         states = [replica.state for replica in self._replicas]
         order = read_candidates(states, token, self._settings.replica_max_lag_seconds)
         deadline = time.monotonic() + self._settings.replica_wait_ms / 1000

@@ -210,7 +210,7 @@ class Gateway:
         a write, from one that has that write, else from the primary.
         """
         target_id = _uuid(order_id, "order_id")
-        token = parse_token(consistency_token) if consistency_token is not None else None
+        token = _token(consistency_token)
 
         async def read(connection: Connection) -> Order:
             return await orders.fetch_order(connection, target_id)
@@ -234,7 +234,7 @@ class Gateway:
         target_id = _uuid(customer_id, "customer_id")
         check_page_size(limit)
         after = decode_cursor(before) if before is not None else None
-        token = parse_token(consistency_token) if consistency_token is not None else None
+        token = _token(consistency_token)
 
         async def read(connection: Connection) -> list[Order]:
             return await orders.customer_orders(connection, target_id, limit + 1, after)
@@ -319,6 +319,10 @@ def _uuid(value: UUID | str, field: str) -> UUID:
         return UUID(value)
     except (ValueError, TypeError, AttributeError):
         raise ValidationError.single(field, f"{value!r} is not a valid UUID") from None
+
+
+def _token(consistency_token: str | None) -> int | None:
+    return parse_token(consistency_token) if consistency_token is not None else None
 
 
 def _status(value: OrderStatus | str) -> OrderStatus:
