@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
@@ -104,6 +106,10 @@ class RedisSink:
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             decode_responses=True,
+            # A pooled connection outlives a server restart; the first command on it fails
+            # and is sent again on a new connection. (Every command here is idempotent.)
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[ConnectionError],
         )
         self._script = self._client.register_script(SET_IF_NEWER)
         self.key_prefix = key_prefix

@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from gateway.cli.app import app, config_path, err, out, run, settings_of
 
+if TYPE_CHECKING:
+    from gateway.loadtest.model import LoadReport
 
-@app.command("loadtest")
+loadtest_app = typer.Typer(invoke_without_command=True)
+app.add_typer(loadtest_app, name="loadtest")
+
+
+@loadtest_app.callback()
 def loadtest(
     context: typer.Context,
     via: Annotated[
@@ -75,17 +81,31 @@ def loadtest(
         Path | None, typer.Option("--chart", help="Draw the PNG chart here.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the order mix.")] = 1,
+    processes: Annotated[
+        int | None,
+        typer.Option(help="Driver processes sharing the load (default: half the cores, ≥ 1)."),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="The run's id; give one to generators run in parallel, then merge."),
+    ] = None,
+    part: Annotated[
+        int | None,
+        typer.Option(help="This generator's number among those sharing the --run-id (1, 2, …)."),
+    ] = None,
 ) -> None:
     """Drive orders at a rate or concurrency; report write latency, fan-out lag and drift.
 
     Exit code 1 when the relay did not drain or a store drifted from PostgreSQL.
+    `fanout loadtest merge A.json B.json …` combines the reports of generators run in
+    parallel with one --run-id (and each its own --part).
     """
+    if context.invoked_subcommand is not None:
+        return
     try:
         from gateway.loadtest import LoadPlan, RunControl, run_loadtest
-        from gateway.loadtest.chart import draw
-        from gateway.loadtest.model import LoadReport
+        from gateway.loadtest.chart import draw  # noqa: F401  (the extra is installed)
         from gateway.loadtest.progress import ProgressDisplay
-        from gateway.loadtest.report import render, write_json
     except ImportError as error:
         err.print(f"error: {error.name} is missing; install fanout-gateway[loadtest]")
         raise typer.Exit(2) from None
@@ -120,6 +140,9 @@ def loadtest(
         out=report_path,
         chart=chart_path,
         seed=seed,
+        processes=processes,
+        run_id=run_id,
+        part=part,
     )
 
     async def work() -> LoadReport:
@@ -135,14 +158,54 @@ def loadtest(
                 progress=display,
             )
 
-    report = run(work)
+    _finish(run(work), plan.out, plan.chart)
+
+
+@loadtest_app.command("merge")
+def merge(
+    reports: Annotated[list[Path], typer.Argument(help="The reports of the parts (JSON).")],
+    report_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the merged JSON report here.")
+    ] = None,
+    chart_path: Annotated[
+        Path | None, typer.Option("--chart", help="Draw the merged PNG chart here.")
+    ] = None,
+) -> None:
+    """Merge the reports of one run's parts: counts added, percentiles exact from the parts'
+    histograms. Exit code 1 when any part drifted or did not drain."""
+    import json
+
+    from gateway.loadtest.merge import MergeError, merge_reports
+
+    loaded = []
+    for path in reports:
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            err.print(f"error: {path}: {error}")
+            raise typer.Exit(2) from None
+    try:
+        merged = merge_reports(loaded, [str(path) for path in reports])
+    except (MergeError, KeyError, TypeError) as error:
+        message = (
+            str(error) if isinstance(error, MergeError) else f"not a load test report: {error}"
+        )
+        err.print(f"error: {message}")
+        raise typer.Exit(2) from None
+    _finish(merged, report_path, chart_path)
+
+
+def _finish(report: LoadReport, report_path: Path | None, chart_path: Path | None) -> None:
+    from gateway.loadtest.chart import draw
+    from gateway.loadtest.report import render, write_json
+
     # Tables of this width stay legible in logs and files, where there is no terminal width.
     render(report, out if out.is_terminal else Console(width=max(out.width, 160)))
-    if plan.out is not None:
-        write_json(report, plan.out)
-        out.print(f"report: {plan.out}")
-    if plan.chart is not None:
-        draw(report, plan.chart)
-        out.print(f"chart: {plan.chart}")
+    if report_path is not None:
+        write_json(report, report_path)
+        out.print(f"report: {report_path}")
+    if chart_path is not None:
+        draw(report, chart_path)
+        out.print(f"chart: {chart_path}")
     if report["result"] != "clean":
         raise typer.Exit(1)

@@ -4,22 +4,29 @@ In open loop, operation *i* is due at ``start + i / rate`` whether or not earlie
 finished, and its latency is measured from when it was due: a slow system shows up as
 latency, not as a lower offered rate. In closed loop each worker starts its next operation
 when the previous one ends; latency is measured from the start of each call.
+
+Several driver processes share one schedule: driver *k* of *n* takes operations *k*, *k + n*,
+*k + 2n*, … of the open loop (so together they offer the planned rate, evenly spaced), and its
+share of the closed loop's workers and of the order count. Times are ``time.monotonic()``,
+one clock for every process of the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.loadtest.plan import LoadPlan
 from gateway.loadtest.seed import Catalog
 from gateway.loadtest.stats import Recorder
 from gateway.loadtest.targets import WriteFailed, WriteTarget, Written
-from gateway.loadtest.visibility import VisibilityWatcher
 
 NEXT_STATUS = {
     "pending": "confirmed",
@@ -28,6 +35,23 @@ NEXT_STATUS = {
     "shipped": "delivered",
 }
 OPERATIONS = ("place", "transition")
+PREPARED_REQUESTS = 512
+"""Order bodies made (and encoded, for HTTP) before the load starts, then used in turn."""
+
+Sample = Callable[[Written, float], None]
+"""Called with every ``sample_every``-th write and the monotonic time it returned."""
+
+
+@dataclass(frozen=True)
+class Share:
+    """Which part of the plan one driver process drives: number ``index`` of ``count``."""
+
+    index: int = 0
+    count: int = 1
+
+    def split(self, total: int) -> int:
+        """This driver's part of ``total`` (workers, orders, in-flight requests)."""
+        return total // self.count + (1 if self.index < total % self.count else 0)
 
 
 @dataclass
@@ -50,13 +74,18 @@ class LoadDriver:
         plan: LoadPlan,
         target: WriteTarget,
         catalog: Catalog,
-        watcher: VisibilityWatcher | None,
+        sample: Sample | None = None,
+        share: Share = Share(),
     ) -> None:
         self.plan = plan
         self.target = target
         self.catalog = catalog
-        self.watcher = watcher
-        self.rng = random.Random(plan.seed)
+        self.sample = sample
+        self.share = share
+        self.rng = random.Random(plan.seed * 1_000 + share.index)
+        self._requests: list[Any] = [
+            target.prepare(catalog.order_request(self.rng)) for _ in range(PREPARED_REQUESTS)
+        ]
         self.latency = {name: Recorder() for name in OPERATIONS}
         self.counts = DriverCounts()
         self.order_ids: list[str] = []
@@ -65,8 +94,11 @@ class LoadDriver:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._writes = 0
         self._places_started = 0
+        self._placements = itertools.count()
         self._stop = asyncio.Event()
         self.offering_seconds = 0.0
+        self._orders = share.split(plan.orders) if plan.orders is not None else None
+        self._max_in_flight = max(1, share.split(plan.max_in_flight))
 
     @property
     def in_flight(self) -> int:
@@ -77,43 +109,43 @@ class LoadDriver:
         """Start no more operations."""
         self._stop.set()
 
-    async def run(self) -> None:
-        """Drive load until the time or order limit is reached or :meth:`stop` is called."""
+    async def run(self, start: float | None = None) -> None:
+        """Drive load from ``start`` (monotonic; default now) until the time or order limit
+        is reached or :meth:`stop` is called."""
+        start = time.monotonic() if start is None else start
         deadline = None
         if self.plan.time_limit is not None:
-            deadline = time.perf_counter() + self.plan.time_limit
-        started = time.perf_counter()
+            deadline = start + self.plan.time_limit
         if self.plan.open_loop:
-            await self._open_loop(deadline)
+            await self._open_loop(start, deadline)
         else:
             await self._closed_loop(deadline)
-        self.offering_seconds = time.perf_counter() - started
+        self.offering_seconds = time.monotonic() - start
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=60)
 
     def _done(self, deadline: float | None) -> bool:
         if self._stop.is_set():
             return True
-        if deadline is not None and time.perf_counter() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             return True
-        return self.plan.orders is not None and self._places_started >= self.plan.orders
+        return self._orders is not None and self._places_started >= self._orders
 
-    async def _open_loop(self, deadline: float | None) -> None:
+    async def _open_loop(self, start: float, deadline: float | None) -> None:
         interval = 1 / self.plan.target_rate
-        start = time.perf_counter()
-        index = 0
+        index = self.share.index
         while not self._done(deadline):
             due = start + index * interval
-            wait = due - time.perf_counter()
+            wait = due - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait)
                 continue
-            index += 1
+            index += self.share.count
             operation = self._choose()
             self.counts.offered[operation] += 1
             self.counts.interval_offered += 1
-            if len(self._in_flight) >= self.plan.max_in_flight:
+            if len(self._in_flight) >= self._max_in_flight:
                 self._fail("client: too many in flight")
                 continue
             task = asyncio.create_task(self._operate(operation, due))
@@ -126,10 +158,10 @@ class LoadDriver:
                 operation = self._choose()
                 self.counts.offered[operation] += 1
                 self.counts.interval_offered += 1
-                await self._operate(operation, time.perf_counter())
+                await self._operate(operation, time.monotonic())
 
         assert self.plan.concurrency is not None
-        await asyncio.gather(*(worker() for _ in range(self.plan.concurrency)))
+        await asyncio.gather(*(worker() for _ in range(self.share.split(self.plan.concurrency))))
 
     def _choose(self) -> str:
         if self._movable and self.rng.random() < self.plan.transition_ratio:
@@ -151,8 +183,10 @@ class LoadDriver:
                     self.counts.offered["place"] += 1
                     self._places_started += 1
                 operation = "place"
-                key = f"lt-{self.catalog.run_id}-{self._places_started}-{self.rng.random()}"
-                written = await self.target.place(self.catalog.order_request(self.rng), key)
+                number = next(self._placements)
+                key = f"lt-{self.catalog.run_id}-{self.share.index}-{number}"
+                request = self._requests[number % PREPARED_REQUESTS]
+                written = await self.target.place(request, key)
                 self.order_ids.append(written.order_id)
         except WriteFailed as failure:
             self._fail(failure.kind)
@@ -166,15 +200,15 @@ class LoadDriver:
         except Exception as error:  # counted, never allowed to stop the run
             self._fail(type(error).__name__)
             return
-        finished = time.perf_counter()
+        finished = time.monotonic()
         self.latency[operation].record(finished - due)
         self.counts.completed[operation] += 1
         self.counts.interval_completed += 1
         if written.status in NEXT_STATUS:
             self._movable[written.order_id] = written
         self._writes += 1
-        if self.watcher is not None and self._writes % self.plan.sample_every == 0:
-            self.watcher.expect(written, finished)
+        if self.sample is not None and self._writes % self.plan.sample_every == 0:
+            self.sample(written, finished)
 
     def _fail(self, kind: str) -> None:
         self.counts.errors[kind] += 1

@@ -60,12 +60,12 @@ class ServerFault:
 
     async def inject(self, at: float, duration: float, record: FaultRecord, origin: float) -> None:
         """Stop the server ``at`` seconds after ``origin`` and start it ``duration`` later."""
-        await asyncio.sleep(max(0.0, origin + at - time.perf_counter()))
+        await asyncio.sleep(max(0.0, origin + at - time.monotonic()))
         await self.stop()
-        record.stopped_at = time.perf_counter() - origin
+        record.stopped_at = time.monotonic() - origin
         await asyncio.sleep(duration)
         await self.start()
-        record.started_at = time.perf_counter() - origin
+        record.started_at = time.monotonic() - origin
 
 
 async def _run(command: list[str]) -> None:

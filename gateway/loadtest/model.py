@@ -21,6 +21,14 @@ LatencySummary = TypedDict(
 """Milliseconds; every figure ``None`` when nothing was recorded."""
 
 
+class EncodedLatencies(TypedDict):
+    """An HDR histogram of microseconds, compressed and base64-encoded, with its exact sum:
+    what lets reports and processes be merged with exact percentiles."""
+
+    histogram: str
+    total_micros: int
+
+
 class SinkReport(TypedDict):
     """One store in one phase; the fan-out figures only where the relay delivered."""
 
@@ -66,18 +74,31 @@ class TimelineRow(TypedDict):
     errors: int
     in_flight: int
     latency_ms: dict[str, LatencySummary]
+    latency_histograms: dict[str, EncodedLatencies]
     backlog: dict[str, int]
     delivered_rate: dict[str, float]
     lag_ms: dict[str, LatencySummary]
+    lag_histograms: dict[str, EncodedLatencies]
 
 
 class GeneratorCost(TypedDict):
-    """What driving the phase cost the load test's own process: its CPU time while the load
-    ran, and that per completed operation. Embedded, the process also runs the gateway, so
-    this includes the write path; through HTTP it is the generator's own cost."""
+    """What driving the phase cost the load test's own processes: the CPU time of its driver
+    processes and of its coordinator (gauges, visibility, progress) while the load ran, and
+    their sum per completed operation. Embedded, the drivers also run the gateway, so this
+    includes the write path; through HTTP it is the generator's own cost."""
 
+    processes: int
+    driver_cpu_seconds: float
+    coordinator_cpu_seconds: float
     cpu_seconds: float
     cpu_ms_per_operation: float | None
+
+
+class PhaseHistograms(TypedDict):
+    """The phase's histograms, encoded, so that reports of parts of one run merge exactly."""
+
+    latency: dict[str, EncodedLatencies]
+    lag: dict[str, EncodedLatencies]
 
 
 class PhaseReport(TypedDict):
@@ -97,6 +118,7 @@ class PhaseReport(TypedDict):
     generator: GeneratorCost
     orders: OrderCounts
     sinks: dict[str, SinkReport]
+    histograms: PhaseHistograms
     drained: bool
     drain_seconds: float
     fault: FaultWindow | None
@@ -115,6 +137,8 @@ class LoadReport(TypedDict):
     derived from them (``open_loop``, ``target_rate``, ``time_limit_seconds``)."""
 
     run_id: str
+    part: int | None
+    parts: NotRequired[list[int | None]]
     started_at: str
     plan: dict[str, Any]
     host: HostInfo

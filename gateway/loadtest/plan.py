@@ -8,6 +8,8 @@ concurrency and order count have hard caps unless ``--no-limits`` is given, and 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ MAX_DURATION_SECONDS = 600.0
 MAX_RATE = 2_000.0
 MAX_CONCURRENCY = 256
 MAX_ORDERS = 1_000_000
+MAX_PROCESSES = 32
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DEFAULT_RATE = 100.0
 DEFAULT_DURATION_SECONDS = 30.0
 
@@ -50,6 +54,9 @@ class LoadPlan:
     fault_stop_command: str | None = None
     fault_start_command: str | None = None
     max_in_flight: int = 2_000
+    processes: int | None = None
+    run_id: str | None = None
+    part: int | None = None
     allow_remote: bool = False
     no_limits: bool = False
     out: Path | None = None
@@ -72,6 +79,18 @@ class LoadPlan:
         if self.duration_seconds is None and self.orders is None:
             return DEFAULT_DURATION_SECONDS
         return self.duration_seconds
+
+
+def driver_processes(plan: LoadPlan, cpus: int | None = None) -> int:
+    """How many driver processes drive the plan: ``--processes``, or by default half the
+    machine's cores (at least one), leaving the rest to what is measured; never more than
+    the closed loop's workers."""
+    count = plan.processes
+    if count is None:
+        count = max(1, min(MAX_PROCESSES, (cpus or os.cpu_count() or 1) // 2))
+    if plan.concurrency is not None:
+        count = min(count, plan.concurrency)
+    return count
 
 
 def check_plan(plan: LoadPlan, settings: Settings) -> None:
@@ -101,6 +120,14 @@ def check_plan(plan: LoadPlan, settings: Settings) -> None:
     ):
         if value < 1:
             problem(option, "must be at least 1")
+    if plan.processes is not None and not 1 <= plan.processes <= MAX_PROCESSES:
+        problem("--processes", f"must be from 1 to {MAX_PROCESSES}")
+    if plan.part is not None and plan.part < 1:
+        problem("--part", "must be at least 1")
+    if plan.part is not None and plan.run_id is None:
+        problem("--part", "needs the --run-id the parts share")
+    if plan.run_id is not None and not RUN_ID.fullmatch(plan.run_id):
+        problem("--run-id", "1 to 32 letters, digits, '-' or '_'")
     if plan.relays < 0:
         problem("--relays", "must be 0 or more")
     if plan.via == "http" and not plan.url:

@@ -9,18 +9,17 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Sink
 from adapters.readback import ReadBack
-from adapters.registry import build_sink
-from gateway.configuration.settings import Settings, SinkSettings
+from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
-from gateway.loadtest.driver import OPERATIONS, LoadDriver
+from gateway.loadtest.driver import OPERATIONS
+from gateway.loadtest.drivers import DriverProcesses
 from gateway.loadtest.faults import FaultRecord, ServerFault
 from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.model import (
@@ -31,17 +30,19 @@ from gateway.loadtest.model import (
     SinkReport,
     TimelineRow,
 )
-from gateway.loadtest.plan import LoadPlan, check_plan
+from gateway.loadtest.plan import LoadPlan, check_plan, driver_processes
 from gateway.loadtest.seed import Catalog, email_pattern, seed
-from gateway.loadtest.targets import DualWriteTarget, EmbeddedTarget, HttpTarget, WriteTarget
+from gateway.loadtest.stores import DUAL_WRITE_SUFFIX, closing, enabled_sinks
 from gateway.loadtest.visibility import VisibilityWatcher
+from gateway.loadtest.wire import PhaseName, job_of
 from gateway.operations.verify import verify_orders
 from gateway.postgres.queries import query
 from gateway.relay import tables
 from gateway.write_path.gateway import Gateway
 
 Progress = Callable[[str, Mapping[str, Any]], None]
-DUAL_WRITE_SUFFIX = "_dualwrite"
+TICK_GRACE_SECONDS = 0.05
+"""How long after each second the coordinator reads it, so that every driver's is in."""
 
 
 class RunControl:
@@ -69,7 +70,7 @@ async def run_loadtest(
 ) -> LoadReport:
     """Run the plan and return its report (also when interrupted)."""
     check_plan(plan, settings)
-    run_id = uuid.uuid4().hex[:8]
+    run_id = plan.run_id or uuid.uuid4().hex[:8]
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     phases: list[PhaseReport] = []
     async with (
@@ -77,17 +78,22 @@ async def run_loadtest(
         RelayGauges.connected(settings.postgres, settings.enabled_sinks) as gauges,
     ):
         progress("seeding", {"customers": plan.customers, "products": plan.products})
-        catalog = await seed(gateway, run_id, plan.customers, plan.products)
+        catalog = await seed(
+            gateway, seed_namespace(run_id, plan.part), plan.customers, plan.products
+        )
         phases.append(
             await _outbox_phase(gateway, gauges, plan, catalog, config_path, control, progress)
         )
         if plan.compare == "dual-write" and not control.stop.is_set():
             phases.append(
-                await _dual_write_phase(gateway, gauges, plan, catalog, control, progress)
+                await _dual_write_phase(
+                    gateway, gauges, plan, catalog, config_path, control, progress
+                )
             )
     finished_normally = all(phase["completed_as_planned"] for phase in phases)
     return {
         "run_id": run_id,
+        "part": plan.part,
         "started_at": started_at,
         "plan": _plan_dict(plan),
         "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -96,6 +102,12 @@ async def run_loadtest(
         # The verdict is the outbox's: the naive dual write is expected to drift.
         "result": "clean" if _phase_clean(phases[0]) else "drift",
     }
+
+
+def seed_namespace(run_id: str, part: int | None) -> str:
+    """Whose seeded rows these are: the run's, or one part's of a run split over generators
+    (so that parts sharing a run id never share customers or idempotency keys)."""
+    return run_id if part is None else f"{run_id}-p{part}"
 
 
 def _phase_clean(phase: PhaseReport) -> bool:
@@ -112,38 +124,6 @@ def _plan_dict(plan: LoadPlan) -> dict[str, Any]:
     return values
 
 
-def _enabled_sinks(settings: Settings, suffix: str = "") -> dict[str, Sink]:
-    return {
-        name: build_sink(name, _namespaced(sink, suffix) if suffix else sink)
-        for name, sink in settings.sinks.items()
-        if sink.enabled
-    }
-
-
-def _namespaced(sink: SinkSettings, suffix: str) -> SinkSettings:
-    """The same store, written under names of the dual-write run's own."""
-    match sink.type:
-        case "mongodb":
-            return sink.model_copy(update={"collection": sink.collection + suffix})
-        case "redis":
-            return sink.model_copy(update={"key_prefix": suffix.strip("_") + ":" + sink.key_prefix})
-        case "elasticsearch":
-            return sink.model_copy(update={"index": sink.index + suffix})
-        case "influxdb":
-            return sink.model_copy(update={"measurement": sink.measurement + suffix})
-    return sink
-
-
-@contextlib.asynccontextmanager
-async def _closing(sinks: Mapping[str, Sink]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for sink in sinks.values():
-            with contextlib.suppress(Exception):
-                await sink.close()
-
-
 async def _outbox_phase(
     gateway: Gateway,
     gauges: RelayGauges,
@@ -154,28 +134,20 @@ async def _outbox_phase(
     progress: Progress,
 ) -> PhaseReport:
     settings = gateway.settings
-    sinks = _enabled_sinks(settings)
+    sinks = enabled_sinks(settings)
     readable: dict[str, ReadBack] = {
         name: sink for name, sink in sinks.items() if isinstance(sink, ReadBack)
     }
-    target: WriteTarget
-    if plan.via == "http":
-        assert plan.url is not None
-        key = settings.api.key.get_secret_value() if settings.api.key else None
-        target = HttpTarget(plan.url, key, min(plan.max_in_flight, 256))
-    else:
-        target = EmbeddedTarget(gateway)
     relays = [await _spawn_relay(config_path) for _ in range(plan.relays)]
-    async with _closing(sinks):
+    async with closing(sinks):
         try:
             if relays:
                 progress("relays", {"starting": len(relays)})
                 await _relays_ready(gateway, set(sinks), len(relays), relays)
             phase = await _drive(
-                "outbox", gateway, gauges, plan, catalog, target, readable, control, progress
+                "outbox", gateway, gauges, plan, catalog, config_path, readable, control, progress
             )
         finally:
-            await target.close()
             for relay in relays:
                 await _stop_relay(relay)
     return phase
@@ -186,19 +158,19 @@ async def _dual_write_phase(
     gauges: RelayGauges,
     plan: LoadPlan,
     catalog: Catalog,
+    config_path: Path | None,
     control: RunControl,
     progress: Progress,
 ) -> PhaseReport:
-    sinks = _enabled_sinks(gateway.settings, DUAL_WRITE_SUFFIX)
-    async with _closing(sinks):
+    sinks = enabled_sinks(gateway.settings, DUAL_WRITE_SUFFIX)
+    async with closing(sinks):
         for sink in sinks.values():
             await sink.start()
         readable: dict[str, ReadBack] = {
             name: sink for name, sink in sinks.items() if isinstance(sink, ReadBack)
         }
-        target = DualWriteTarget(gateway, sinks)
         return await _drive(
-            "dual-write", gateway, gauges, plan, catalog, target, readable, control, progress
+            "dual-write", gateway, gauges, plan, catalog, config_path, readable, control, progress
         )
 
 
@@ -208,14 +180,18 @@ async def _drive(
     gauges: RelayGauges,
     plan: LoadPlan,
     catalog: Catalog,
-    target: WriteTarget,
+    config_path: Path | None,
     readable: Mapping[str, ReadBack],
     control: RunControl,
     progress: Progress,
 ) -> PhaseReport:
     relayed = name == "outbox"
     watcher = VisibilityWatcher(readable) if relayed else None
-    driver = LoadDriver(plan, target, catalog, watcher)
+    processes = driver_processes(plan)
+    config = str(config_path) if config_path is not None else None
+    phase_name: PhaseName = "outbox" if relayed else "dual-write"
+    jobs = [job_of(phase_name, plan, catalog, config, i, processes) for i in range(processes)]
+    driver = DriverProcesses(jobs, watcher.expect if watcher is not None else None)
     pattern = email_pattern(catalog.run_id)
     orders_before = await gateway.pool.fetchval(
         query("count_orders_of_customers_by_email"), pattern
@@ -223,7 +199,6 @@ async def _drive(
     delivered_before = await gauges.delivered()
     timeline: list[TimelineRow] = []
     fault_record: FaultRecord | None = None
-    origin = time.perf_counter()
     cpu_started = time.process_time()
     tasks: list[asyncio.Task[Any]] = []
     fault: ServerFault | None = None
@@ -237,36 +212,45 @@ async def _drive(
         fault_record = FaultRecord(plan.fault)
         tasks.append(
             asyncio.create_task(
-                fault.inject(
-                    plan.fault_at * plan.time_limit,
-                    plan.fault_for * plan.time_limit,
-                    fault_record,
-                    origin,
+                _after_start(
+                    driver,
+                    lambda origin: fault.inject(
+                        plan.fault_at * plan.time_limit,  # type: ignore[operator]
+                        plan.fault_for * plan.time_limit,  # type: ignore[operator]
+                        fault_record,
+                        origin,
+                    ),
                 )
             )
         )
     if watcher is not None:
         tasks.append(asyncio.create_task(watcher.run()))
     sampler = asyncio.create_task(
-        _sample(name, gauges, driver, watcher, timeline, origin, relayed, progress)
+        _after_start(
+            driver,
+            lambda origin: _sample(
+                name, gauges, driver, watcher, timeline, origin, relayed, progress
+            ),
+        )
     )
     stopper = asyncio.create_task(_stop_on(control.stop, driver))
     try:
         await driver.run()
-        load_seconds = time.perf_counter() - origin
-        generator_cpu = time.process_time() - cpu_started
+        assert driver.start is not None
+        load_seconds = time.monotonic() - driver.start
+        coordinator_cpu = time.process_time() - cpu_started
         completed_as_planned = not control.stop.is_set()
         if fault is not None:
             await asyncio.gather(tasks[0], return_exceptions=True)
             if fault.stopped:
                 await fault.start()
-        drain_started = time.perf_counter()
+        drain_started = time.monotonic()
         drained = (
             await _drain(gateway, gauges, watcher, readable, plan, control, progress)
             if relayed
             else True
         )
-        drain_seconds = time.perf_counter() - drain_started
+        drain_seconds = time.monotonic() - drain_started
     finally:
         stopper.cancel()
         sampler.cancel()
@@ -324,7 +308,7 @@ async def _drive(
         "achieved_rate": round(completed / load_seconds, 1),
         "errors": dict(driver.counts.errors),
         "latency_ms": {op: driver.latency[op].overall.summary() for op in OPERATIONS},
-        "generator": generator_cost(generator_cpu, completed),
+        "generator": generator_cost(driver.cpu_seconds, coordinator_cpu, processes, completed),
         "orders": {
             "placed": len(driver.order_ids),
             "in_postgres": orders_after - orders_before,
@@ -332,6 +316,12 @@ async def _drive(
             "partially_written": len(left_behind - everywhere),
         },
         "sinks": sinks_report,
+        "histograms": {
+            "latency": {op: driver.latency[op].overall.encode() for op in OPERATIONS},
+            "lag": {sink: watch.lag.overall.encode() for sink, watch in watcher.watches.items()}
+            if watcher is not None
+            else {},
+        },
         "drained": drained,
         "drain_seconds": round(drain_seconds, 3),
         "fault": _fault_window(fault_record),
@@ -339,12 +329,28 @@ async def _drive(
     }
 
 
-def generator_cost(cpu_seconds: float, operations: int) -> GeneratorCost:
-    """The load test process's CPU for a phase, and per completed operation."""
+def generator_cost(
+    driver_cpu_seconds: float, coordinator_cpu_seconds: float, processes: int, operations: int
+) -> GeneratorCost:
+    """The load test's CPU for a phase (its drivers' and its coordinator's), and per
+    completed operation."""
+    cpu_seconds = driver_cpu_seconds + coordinator_cpu_seconds
     return {
+        "processes": processes,
+        "driver_cpu_seconds": round(driver_cpu_seconds, 3),
+        "coordinator_cpu_seconds": round(coordinator_cpu_seconds, 3),
         "cpu_seconds": round(cpu_seconds, 3),
         "cpu_ms_per_operation": round(cpu_seconds * 1000 / operations, 3) if operations else None,
     }
+
+
+async def _after_start(
+    driver: DriverProcesses, work: Callable[[float], Coroutine[Any, Any, None]]
+) -> None:
+    """Run ``work(start)`` once the drivers have their start time."""
+    await driver.started.wait()
+    assert driver.start is not None
+    await work(driver.start)
 
 
 def _fault_window(record: FaultRecord | None) -> FaultWindow | None:
@@ -353,7 +359,7 @@ def _fault_window(record: FaultRecord | None) -> FaultWindow | None:
     return {"sink": record.sink, "stopped_at": record.stopped_at, "started_at": record.started_at}
 
 
-async def _stop_on(event: asyncio.Event, driver: LoadDriver) -> None:
+async def _stop_on(event: asyncio.Event, driver: DriverProcesses) -> None:
     await event.wait()
     driver.stop()
 
@@ -361,34 +367,39 @@ async def _stop_on(event: asyncio.Event, driver: LoadDriver) -> None:
 async def _sample(
     name: str,
     gauges: RelayGauges,
-    driver: LoadDriver,
+    driver: DriverProcesses,
     watcher: VisibilityWatcher | None,
     timeline: list[TimelineRow],
     origin: float,
     relayed: bool,
     progress: Progress,
 ) -> None:
-    """Once a second: rates, latency, errors, backlog, deliveries and lag of that second."""
-    previous = time.perf_counter()
+    """Once a second: rates, latency, errors, backlog, deliveries and lag of that second.
+
+    Each second is read just after the drivers' own second ends (they report then)."""
+    previous = origin
     delivered = await gauges.delivered() if relayed else {}
     tick = origin
     while True:
         tick += 1.0
-        await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-        now = time.perf_counter()
+        await asyncio.sleep(max(0.0, tick + TICK_GRACE_SECONDS - time.monotonic()))
+        now = time.monotonic()
         seconds = now - previous
         previous = now
         counts = driver.counts
+        latencies = {op: driver.latency[op].take_interval_latencies() for op in OPERATIONS}
         row: TimelineRow = {
-            "t": round(now - origin, 2),
+            "t": round(tick - origin, 2),
             "offered_rate": round(counts.interval_offered / seconds, 1),
             "achieved_rate": round(counts.interval_completed / seconds, 1),
             "errors": counts.interval_errors,
             "in_flight": driver.in_flight,
-            "latency_ms": {op: driver.latency[op].take_interval() for op in OPERATIONS},
+            "latency_ms": {op: latencies[op].summary() for op in OPERATIONS},
+            "latency_histograms": {op: latencies[op].encode() for op in OPERATIONS},
             "backlog": {},
             "delivered_rate": {},
             "lag_ms": {},
+            "lag_histograms": {},
         }
         counts.interval_offered = counts.interval_completed = counts.interval_errors = 0
         if relayed:
@@ -400,9 +411,11 @@ async def _sample(
             }
             delivered = now_delivered
         if watcher is not None:
-            row["lag_ms"] = {
-                sink: watch.lag.take_interval() for sink, watch in watcher.watches.items()
+            lags = {
+                sink: watch.lag.take_interval_latencies() for sink, watch in watcher.watches.items()
             }
+            row["lag_ms"] = {sink: lag.summary() for sink, lag in lags.items()}
+            row["lag_histograms"] = {sink: lag.encode() for sink, lag in lags.items()}
         timeline.append(row)
         progress(name, row)
 
@@ -417,9 +430,9 @@ async def _drain(
     progress: Progress,
 ) -> bool:
     """Wait until every sink's backlog is empty and every sampled write is visible."""
-    deadline = time.perf_counter() + plan.drain_timeout_seconds
+    deadline = time.monotonic() + plan.drain_timeout_seconds
     names = set(gateway.settings.sinks) & set(sinks) or set(sinks)
-    while time.perf_counter() < deadline and not control.skip_drain.is_set():
+    while time.monotonic() < deadline and not control.skip_drain.is_set():
         backlogs = await gauges.backlogs()
         waiting = {name: backlogs.get(name) for name in names}
         pending = watcher.pending if watcher is not None else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hdrh.histogram import HdrHistogram
 
-from gateway.loadtest.model import LatencySummary
+from gateway.loadtest.model import EncodedLatencies, LatencySummary
 
 # Microseconds, from 1 µs to 1 hour, three significant digits.
 LOWEST_US = 1
@@ -28,6 +28,21 @@ class Latencies:
         """Record one duration in microseconds."""
         self.histogram.record_value(micros)
         self.total_micros += micros
+
+    def add(self, encoded: EncodedLatencies) -> None:
+        """Add another histogram's counts, as :meth:`encode` gave them (exact: HDR histograms
+        of the same range and precision merge without loss)."""
+        self.histogram.decode_and_add(encoded["histogram"])
+        self.total_micros += encoded["total_micros"]
+
+    def encode(self) -> EncodedLatencies:
+        """The histogram in HDR's compressed base64 form, for another process or a report."""
+        return {"histogram": self.histogram.encode().decode(), "total_micros": self.total_micros}
+
+    @property
+    def count(self) -> int:
+        """Durations recorded."""
+        return int(self.histogram.get_total_count())
 
     def summary(self) -> LatencySummary:
         """Count, percentiles, max and mean in milliseconds (``None`` when empty)."""
@@ -62,8 +77,17 @@ class Recorder:
         self.overall.record(micros)
         self.interval.record(micros)
 
+    def add(self, encoded: EncodedLatencies) -> None:
+        """Add durations recorded elsewhere (another process's interval) to both."""
+        self.overall.add(encoded)
+        self.interval.add(encoded)
+
     def take_interval(self) -> LatencySummary:
         """The current interval's summary; a new interval starts."""
-        result = self.interval.summary()
+        return self.take_interval_latencies().summary()
+
+    def take_interval_latencies(self) -> Latencies:
+        """The current interval's histogram; a new interval starts."""
+        result = self.interval
         self.interval = Latencies()
         return result

@@ -50,7 +50,8 @@ class VisibilityWatcher:
         self._stopping = asyncio.Event()
 
     def expect(self, written: Written, committed_at: float) -> None:
-        """Watch for ``written`` in every store, timed from ``committed_at`` (perf_counter)."""
+        """Watch for ``written`` in every store, timed from ``committed_at``
+        (``time.monotonic()``, one clock for every process of the machine)."""
         for watch in self.watches.values():
             watch.pending[(written.order_id, written.version)] = _Pending(written, committed_at)
 
@@ -91,7 +92,7 @@ class VisibilityWatcher:
         except Exception as error:  # a store that is down or not yet prepared: poll again
             self._read_failed(name, error)
             return
-        now = time.perf_counter()
+        now = time.monotonic()
         for key, entry in chosen:
             projection = held.get(key[0])
             if projection is not None and projection.version >= key[1]:

@@ -17,6 +17,7 @@ from adapters.memory import MemorySink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from gateway.loadtest.gauges import RelayGauges
+from gateway.loadtest.merge import merged_latencies
 from gateway.loadtest.seed import email_pattern
 from gateway.relay import tables
 from tests.acceptance.api_process import api_server, start_fanout, write_config
@@ -157,6 +158,56 @@ async def test_closed_loop_over_http_matches_the_database(
     assert await orders_of_run(world, report["run_id"]) == 150
     for name in ("redis", "elasticsearch"):
         assert await visible_orders(sinks[name]) == 150, name
+
+
+async def test_generators_in_parallel_merge_into_one_exact_report(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    # Two generators share one run id, each with two driver processes, as an orchestrator
+    # would start them; merged, their report counts every order of the run once.
+    tag, sinks = stores
+    config = config_for(world, tag, tmp_path, ("redis", "elasticsearch"))
+    parts = [tmp_path / "part1.json", tmp_path / "part2.json"]
+    run_id = f"merge-{tag}"
+
+    def part_args(url: str, number: int, path: Path) -> list[str]:
+        return [
+            "--via", "http", "--url", url, "--rate", "60", "--orders", "90",
+            "--processes", "2", "--run-id", run_id, "--part", str(number), "--out", str(path),
+        ]  # fmt: skip
+
+    relay = await start_fanout(config, "relay")
+    try:
+        async with api_server(config) as api:
+            results = await asyncio.gather(
+                *(loadtest(config, *part_args(api.url, n, path)) for n, path in enumerate(parts, 1))
+            )
+    finally:
+        relay.terminate()
+        await relay.wait()
+    for code, stdout, stderr in results:
+        assert code == 0, stdout + stderr
+    merged_path = tmp_path / "merged.json"
+    process = await start_fanout(
+        config, "loadtest", "merge", *map(str, parts), "--out", str(merged_path),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stdout.decode()
+
+    reports = [json.loads(path.read_text()) for path in parts]
+    merged = json.loads(merged_path.read_text())
+    [phase] = merged["phases"]
+    assert merged["run_id"] == run_id and merged["parts"] == [1, 2]
+    assert phase["orders"]["placed"] == 180 == await orders_of_run(world, run_id)
+    assert phase["generator"]["processes"] == 4
+    halves = [report["phases"][0] for report in reports]
+    exact = merged_latencies(h["histograms"]["latency"]["place"] for h in halves).summary()
+    assert phase["latency_ms"]["place"] == exact and exact["count"] == 180
+    assert phase["sinks"]["redis"]["drift"]["matched"] == 180
+    assert "run " + run_id in stdout.decode()
+    for name in ("redis", "elasticsearch"):
+        assert await visible_orders(sinks[name]) == 180, name
 
 
 async def test_dual_write_leaves_orders_behind_when_a_store_stops_and_the_outbox_does_not(

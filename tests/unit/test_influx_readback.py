@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from adapters.influx import InfluxSink
+from adapters.influx import InfluxSink, influxql_string
 from adapters.readback import OrderSpan
 
 WHEN = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -43,3 +43,27 @@ async def test_a_point_with_null_fields_is_not_yet_visible() -> None:
     found = await sink.projected_orders(spans)
     assert set(found) == {"c"}
     assert (found["c"].version, found["c"].total) == (1, "30.00")
+
+
+def test_order_ids_are_quoted_as_influxql_strings() -> None:
+    assert influxql_string("7f1c") == "'7f1c'"
+    assert influxql_string("it's") == "'it\\'s'"
+    assert influxql_string("a\\'b") == "'a\\\\\\'b'"
+
+
+async def test_the_read_back_asks_only_for_the_orders_it_looks_for() -> None:
+    statements: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        statements.append(request.url.params["q"])
+        return httpx.Response(200, json={"results": [{"statement_id": 0}]})
+
+    sink = InfluxSink("influxdb", "http://influx.invalid")
+    sink._client = httpx.AsyncClient(
+        base_url="http://influx.invalid", transport=httpx.MockTransport(answer)
+    )
+    await sink.projected_orders({"a": OrderSpan(WHEN, WHEN), "b": OrderSpan(WHEN, WHEN)})
+    assert statements and all(
+        statement.endswith(""" AND ("order_id" = 'a' OR "order_id" = 'b')""")
+        for statement in statements
+    )

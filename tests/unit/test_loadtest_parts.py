@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import random
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,11 +14,13 @@ import pytest
 from gateway import ValidationError
 from gateway.configuration.settings import Settings
 from gateway.loadtest import LoadPlan, check_plan
-from gateway.loadtest.driver import LoadDriver
-from gateway.loadtest.runner import generator_cost
+from gateway.loadtest.driver import LoadDriver, Share
+from gateway.loadtest.plan import driver_processes
+from gateway.loadtest.runner import generator_cost, seed_namespace
 from gateway.loadtest.seed import Buyer, Catalog
-from gateway.loadtest.stats import Recorder
+from gateway.loadtest.stats import Latencies, Recorder
 from gateway.loadtest.targets import Written
+from gateway.loadtest.wire import sample_row, written_of
 
 SETTINGS = Settings.model_validate(
     {
@@ -91,8 +96,14 @@ class InstantTarget:
         self.places = 0
         self.transitions = 0
 
+        self.keys: list[str] = []
+
+    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        return request
+
     async def place(self, request: dict[str, Any], key: str) -> Written:
         self.places += 1
+        self.keys.append(key)
         now = datetime.now(UTC)
         return Written(str(uuid.uuid4()), 1, "pending", now, now)
 
@@ -114,7 +125,6 @@ async def test_a_transition_with_no_order_left_to_move_is_counted_as_a_placement
         LoadPlan(rate=2000, orders=300, transition_ratio=0.9, no_limits=True),
         target,
         catalog,
-        watcher=None,
     )
     await driver.run()
     assert driver.counts.offered["place"] == target.places == driver.counts.completed["place"]
@@ -124,8 +134,83 @@ async def test_a_transition_with_no_order_left_to_move_is_counted_as_a_placement
         == driver.counts.completed["transition"]
     )
     assert target.places >= 300 and target.transitions > 0
+    assert len(set(target.keys)) == target.places  # one idempotency key per placement
 
 
-def test_the_generator_s_cost_is_its_cpu_per_completed_operation() -> None:
-    assert generator_cost(1.5, 500) == {"cpu_seconds": 1.5, "cpu_ms_per_operation": 3.0}
-    assert generator_cost(0.2, 0) == {"cpu_seconds": 0.2, "cpu_ms_per_operation": None}
+def test_the_generator_s_cost_is_its_processes_cpu_per_completed_operation() -> None:
+    assert generator_cost(1.0, 0.5, 2, 500) == {
+        "processes": 2,
+        "driver_cpu_seconds": 1.0,
+        "coordinator_cpu_seconds": 0.5,
+        "cpu_seconds": 1.5,
+        "cpu_ms_per_operation": 3.0,
+    }
+    assert generator_cost(0.2, 0.0, 1, 0)["cpu_ms_per_operation"] is None
+
+
+def test_driver_shares_split_the_plan_without_remainder() -> None:
+    for total in (0, 1, 7, 32, 2000):
+        for count in (1, 2, 3, 5):
+            parts = [Share(index, count).split(total) for index in range(count)]
+            assert sum(parts) == total and max(parts) - min(parts) <= 1
+
+
+async def test_drivers_sharing_an_open_loop_offer_the_planned_schedule_together() -> None:
+    # Three drivers, each taking every third slot of one schedule, place exactly the
+    # planned orders between them, with keys that never collide.
+    catalog = Catalog("unit", [Buyer("c", "b", "s")], ["p"])
+    plan = LoadPlan(rate=900, orders=90, transition_ratio=0.0, no_limits=True)
+    targets = [InstantTarget() for _ in range(3)]
+    drivers = [
+        LoadDriver(plan, target, catalog, share=Share(index, 3))
+        for index, target in enumerate(targets)
+    ]
+    await asyncio.gather(*(driver.run() for driver in drivers))
+    assert [target.places for target in targets] == [30, 30, 30]
+    keys = [key for target in targets for key in target.keys]
+    assert len(set(keys)) == 90
+
+
+def test_the_default_number_of_driver_processes_leaves_half_the_cores() -> None:
+    assert driver_processes(LoadPlan(), cpus=2) == 1
+    assert driver_processes(LoadPlan(), cpus=8) == 4
+    assert driver_processes(LoadPlan(processes=6)) == 6
+    assert driver_processes(LoadPlan(concurrency=2, processes=6)) == 2
+
+
+def test_parts_need_a_run_id_and_a_valid_number() -> None:
+    found = problems(LoadPlan(part=0))
+    assert set(found) == {"--part"}
+    assert "--run-id" in problems(LoadPlan(part=2))["--part"]
+    assert "--run-id" in problems(LoadPlan(run_id="no spaces"))
+    assert "--processes" in problems(LoadPlan(processes=0))
+    check_plan(LoadPlan(run_id="nightly-7", part=2), SETTINGS)
+
+
+def test_parts_of_one_run_seed_rows_of_their_own() -> None:
+    assert seed_namespace("r1", None) == "r1"
+    assert seed_namespace("r1", 1) != seed_namespace("r1", 2)
+
+
+def test_a_sampled_write_crosses_the_pipe_unchanged() -> None:
+    now = datetime.now(UTC)
+    written = Written("o-1", 3, "shipped", now, now)
+    assert written_of(json.loads(json.dumps(sample_row(written, 12.5)))) == (written, 12.5)
+
+
+def test_histograms_merge_exactly() -> None:
+    # Percentiles of histograms added together are those of one histogram of all values.
+    rng = random.Random(7)
+    values = [rng.randint(1, 5_000_000) for _ in range(20_000)]
+    whole, halves = Latencies(), [Latencies(), Latencies()]
+    for index, value in enumerate(values):
+        whole.record(value)
+        halves[index % 2].record(value)
+    merged = Latencies()
+    for half in halves:
+        merged.add(json.loads(json.dumps(half.encode())))
+    assert merged.summary() == whole.summary()
+    assert Latencies().encode()["total_micros"] == 0
+    empty = Latencies()
+    empty.add(Latencies().encode())
+    assert empty.summary()["count"] == 0

@@ -1,0 +1,46 @@
+"""The stores a load test writes and reads: the configured sinks, or the dual write's own."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+from adapters.base import Sink
+from adapters.registry import build_sink
+from gateway.configuration.settings import Settings, SinkSettings
+
+DUAL_WRITE_SUFFIX = "_dualwrite"
+
+
+def enabled_sinks(settings: Settings, suffix: str = "") -> dict[str, Sink]:
+    """A client of every enabled sink; with ``suffix``, writing under names of its own."""
+    return {
+        name: build_sink(name, namespaced(sink, suffix) if suffix else sink)
+        for name, sink in settings.sinks.items()
+        if sink.enabled
+    }
+
+
+def namespaced(sink: SinkSettings, suffix: str) -> SinkSettings:
+    """The same store, written under names of the dual-write run's own."""
+    match sink.type:
+        case "mongodb":
+            return sink.model_copy(update={"collection": sink.collection + suffix})
+        case "redis":
+            return sink.model_copy(update={"key_prefix": suffix.strip("_") + ":" + sink.key_prefix})
+        case "elasticsearch":
+            return sink.model_copy(update={"index": sink.index + suffix})
+        case "influxdb":
+            return sink.model_copy(update={"measurement": sink.measurement + suffix})
+    return sink
+
+
+@contextlib.asynccontextmanager
+async def closing(sinks: Mapping[str, Sink]) -> AsyncIterator[None]:
+    """Close every sink on the way out, whatever happens."""
+    try:
+        yield
+    finally:
+        for sink in sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
