@@ -192,8 +192,8 @@ async def test_generators_in_parallel_merge_into_one_exact_report(
         config, "loadtest", "merge", *map(str, parts), "--out", str(merged_path),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stdout.decode()
+    printed, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, printed.decode()
 
     reports = [json.loads(path.read_text()) for path in parts]
     merged = json.loads(merged_path.read_text())
@@ -205,7 +205,7 @@ async def test_generators_in_parallel_merge_into_one_exact_report(
     exact = merged_latencies(h["histograms"]["latency"]["place"] for h in halves).summary()
     assert phase["latency_ms"]["place"] == exact and exact["count"] == 180
     assert phase["sinks"]["redis"]["drift"]["matched"] == 180
-    assert "run " + run_id in stdout.decode()
+    assert "run " + run_id in printed.decode()
     for name in ("redis", "elasticsearch"):
         assert await visible_orders(sinks[name]) == 180, name
 
