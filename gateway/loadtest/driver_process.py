@@ -113,6 +113,7 @@ async def drive(job: DriverJob, channel: Channel, commands: asyncio.StreamReader
         driver = LoadDriver(
             plan, target, catalog_of(job), sample, Share(job["index"], job["count"])
         )
+        await target.warm()
         channel.send("ready", True)
         command = (await commands.readline()).decode().split()
         if command[:1] != ["start"]:

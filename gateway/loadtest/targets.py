@@ -79,6 +79,10 @@ class WriteTarget(Protocol):
         """Move an order to ``status`` if it is still at ``expected_version``."""
         ...
 
+    async def warm(self) -> None:
+        """Open the connections the load will use, before it starts (not timed)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -109,8 +113,20 @@ class EmbeddedTarget:
             raise WriteFailed(type(error).__name__) from error
         return Written.of(order)
 
+    async def warm(self) -> None:
+        await open_pool(self.gateway)
+
     async def close(self) -> None:
         """The gateway belongs to the caller."""
+
+
+async def open_pool(gateway: Gateway) -> None:
+    """Open every connection of the gateway's pool (the first requests would otherwise wait
+    for connections being made: a cost of starting, not of the load)."""
+    pool = gateway.pool
+    connections = [await pool.acquire() for _ in range(pool.get_max_size())]
+    for connection in connections:
+        await pool.release(connection)
 
 
 class HttpTarget:
@@ -162,6 +178,9 @@ class HttpTarget:
                 kind += " " + str(json.loads(content).get("type", "")).rsplit(":", 1)[-1]
             raise WriteFailed(kind)
         return Written.from_json(json.loads(content))
+
+    async def warm(self) -> None:
+        """Connections are made by the first requests (the server's pool is its own)."""
 
     async def close(self) -> None:
         if self._session is not None:
@@ -237,6 +256,9 @@ class DualWriteTarget:
             if delivery.outcome is not Outcome.DELIVERED:
                 raise WriteFailed(f"{name}: {delivery.outcome.value}", committed=written)
         return written
+
+    async def warm(self) -> None:
+        await open_pool(self.gateway)
 
     async def close(self) -> None:
         """The gateway and sinks belong to the caller."""

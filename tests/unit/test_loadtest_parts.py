@@ -112,6 +112,9 @@ class InstantTarget:
         now = datetime.now(UTC)
         return Written(order_id, expected_version + 1, status, now, now)
 
+    async def warm(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
