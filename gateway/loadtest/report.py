@@ -55,7 +55,7 @@ def render(report: LoadReport, console: Console) -> None:
     console.print(writes)
     console.print(
         "[dim]Latency of order placement, from when each request was due. CPU ms/op: the load "
-        "test process's CPU per operation (embedded, it includes the gateway's work).[/dim]"
+        "test's processes' CPU per operation (embedded, it includes the gateway's work).[/dim]"
     )
     for phase in phases:
         if phase["errors"]:
