@@ -1,0 +1,165 @@
+"""End to end: the highest rate each path sustains with flat latency, as a share of the write
+path's own rate, measured in one session.
+
+1. The reference: ``bench.write_path``'s gateway variant (``place_order`` alone, 32 at a
+   time, no relay, no stores), orders/s.
+2. For each path, embedded (``fanout loadtest`` calling the Gateway in its driver processes)
+   and through HTTP (``fanout serve`` with ``--workers``), ``fanout loadtest`` runs open loop
+   at rising rates with one relay process and every store of the profile; a rate is
+   sustained when the run is clean and drained, nothing failed, the achieved rate kept up with
+   the offered one, and the placement p99 and every store's commit-to-visible p99 stayed under
+   the bound. The first rate that is not sustained ends the path's climb.
+
+Everything (PostgreSQL, the stores, the relay, the API, the load) shares this machine.
+
+    .venv/bin/python -m bench.end_to_end [--config config/loadtest.yaml] [--seconds 20]
+        [--start 100] [--factor 1.25] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import write_results
+from bench.write_path import run as run_write_path
+from tests.acceptance.api_process import api_server, start_fanout, write_config
+
+P99_BOUND_MS = 250.0
+KEEP_UP = 0.97
+"""The achieved rate must be at least this share of the offered one."""
+TARGET_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a run sustained its rate, and if not, why."""
+
+    sustained: bool
+    reasons: list[str]
+
+
+def judge(report: dict[str, Any], bound_ms: float = P99_BOUND_MS) -> Verdict:
+    """Whether a load test run held its rate with flat latency: clean and drained, no
+    errors, the rate kept up, placement and every store's lag p99 under ``bound_ms``."""
+    phase = report["phases"][0]
+    reasons: list[str] = []
+    if report["result"] != "clean" or not phase["drained"]:
+        reasons.append("drift or not drained")
+    if phase["errors"]:
+        reasons.append(f"errors {phase['errors']}")
+    if phase["achieved_rate"] < KEEP_UP * phase["offered_rate"]:
+        reasons.append(f"achieved {phase['achieved_rate']} of {phase['offered_rate']}/s")
+    placement = phase["latency_ms"]["place"]["p99"]
+    if placement is None or placement >= bound_ms:
+        reasons.append(f"placement p99 {placement} ms")
+    for sink, figures in phase["sinks"].items():
+        lag = figures.get("lag_ms", {}).get("p99")
+        if lag is None or lag >= bound_ms:
+            reasons.append(f"{sink} lag p99 {lag} ms")
+    return Verdict(not reasons, reasons)
+
+
+def step_summary(rate: float, report: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
+    """One rate's figures, as recorded."""
+    phase = report["phases"][0]
+    return {
+        "offered": rate,
+        "achieved": phase["achieved_rate"],
+        "placement_p50_ms": phase["latency_ms"]["place"]["p50"],
+        "placement_p99_ms": phase["latency_ms"]["place"]["p99"],
+        "lag_p99_ms": {sink: s.get("lag_ms", {}).get("p99") for sink, s in phase["sinks"].items()},
+        "errors": sum(phase["errors"].values()),
+        "generator_cpu_ms_per_op": phase["generator"]["cpu_ms_per_operation"],
+        "sustained": verdict.sustained,
+        "why_not": verdict.reasons,
+    }
+
+
+async def loadtest(config: Path, rate: float, seconds: float, extra: list[str]) -> dict[str, Any]:
+    """One ``fanout loadtest`` run; its report."""
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "run.json"
+        process = await start_fanout(
+            config, "loadtest", "--rate", f"{rate:g}", "--duration", f"{seconds:g}",
+            "--transitions", "0", "--relays", "1", "--out", str(out), *extra,
+        )  # fmt: skip
+        await process.wait()
+        report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+async def climb(
+    name: str, config: Path, start: float, factor: float, seconds: float, extra: list[str]
+) -> dict[str, Any]:
+    """Rising rates until one is not sustained; the highest that was."""
+    steps: list[dict[str, Any]] = []
+    rate, best = start, 0.0
+    while rate <= 2_000:
+        report = await loadtest(config, rate, seconds, extra)
+        verdict = judge(report)
+        steps.append(step_summary(rate, report, verdict))
+        print(f"{name:>8} {rate:7.0f}/s  {'sustained' if verdict.sustained else verdict.reasons}")
+        if not verdict.sustained:
+            break
+        best = rate
+        rate = round(rate * factor)
+    return {"sustained_rate": best, "steps": steps}
+
+
+async def run(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
+    reference = await run_write_path(seconds=5, rounds=2, concurrency=32)
+    write_path_rate = reference["gateway_median"]
+    print(f"write path alone: {write_path_rate:.0f} orders/s")
+    settings["logging"] = {"level": "INFO"}  # the API's start is read from its log
+    settings.setdefault("api", {})["workers"] = args.workers
+    with tempfile.TemporaryDirectory() as directory:
+        config = write_config(Path(directory), settings)
+        migrate = await start_fanout(config, "migrate", "--create-database")
+        await migrate.wait()
+        paths = {"embedded": await climb("embedded", config, args.start, args.factor,
+                                         args.seconds, [])}  # fmt: skip
+        async with api_server(config) as api:
+            paths["http"] = await climb(
+                "http", config, args.start, args.factor, args.seconds,
+                ["--via", "http", "--url", api.url],
+            )  # fmt: skip
+    for path in paths.values():
+        path["share_of_write_path"] = round(path["sustained_rate"] / write_path_rate, 3)
+    for name, path in paths.items():
+        print(
+            f"{name}: {path['sustained_rate']:.0f} orders/s sustained, "
+            f"{path['share_of_write_path']:.2f} of the write path's {write_path_rate:.0f}/s"
+        )
+    return {
+        "write_path_orders_per_second": write_path_rate,
+        "p99_bound_ms": P99_BOUND_MS,
+        "seconds_per_rate": args.seconds,
+        "api_workers": args.workers,
+        "paths": paths,
+        "target_share": TARGET_SHARE,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/loadtest.yaml", help="the load profile")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each rate's run")
+    parser.add_argument("--start", type=float, default=100.0, help="the first rate")
+    parser.add_argument("--factor", type=float, default=1.25, help="each next rate: the last times this")
+    parser.add_argument("--workers", type=int, default=2, help="fanout serve --workers")
+    args = parser.parse_args()
+    settings = yaml.safe_load(Path(args.config).read_text())
+    results = asyncio.run(run(args, settings))
+    print(f"results: {write_results('end_to_end', results)}")
+
+
+if __name__ == "__main__":
+    main()

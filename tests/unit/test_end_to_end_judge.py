@@ -1,0 +1,44 @@
+"""The end-to-end benchmark's rule for a sustained rate (no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.end_to_end import judge
+
+
+def report(**changes: Any) -> dict[str, Any]:
+    phase: dict[str, Any] = {
+        "drained": True,
+        "errors": {},
+        "offered_rate": 200.0,
+        "achieved_rate": 199.0,
+        "latency_ms": {"place": {"p50": 5.0, "p99": 40.0}},
+        "sinks": {"redis": {"lag_ms": {"p99": 120.0}}, "influxdb": {"lag_ms": {"p99": 180.0}}},
+    }
+    phase.update(changes)
+    return {"result": "clean", "phases": [phase]}
+
+
+def test_a_clean_run_within_the_bounds_is_sustained() -> None:
+    assert judge(report()).sustained
+
+
+def test_each_way_of_falling_behind_is_named() -> None:
+    slow_store = {"redis": {"lag_ms": {"p99": 120.0}}, "influxdb": {"lag_ms": {"p99": 251.0}}}
+    cases = {
+        "errors": report(errors={"HTTP 503": 1}),
+        "achieved 150.0 of 200.0/s": report(achieved_rate=150.0),
+        "placement p99 250.0 ms": report(latency_ms={"place": {"p50": 5.0, "p99": 250.0}}),
+        "influxdb lag p99 251.0 ms": report(sinks=slow_store),
+        "drift or not drained": report(drained=False),
+    }
+    for reason, run in cases.items():
+        verdict = judge(run)
+        assert not verdict.sustained
+        assert any(found.startswith(reason) for found in verdict.reasons), (reason, verdict)
+
+
+def test_a_store_never_seen_is_not_sustained() -> None:
+    verdict = judge(report(sinks={"redis": {"lag_ms": {"p99": None}}}))
+    assert verdict.reasons == ["redis lag p99 None ms"]
