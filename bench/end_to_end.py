@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--config", default="config/loadtest.yaml", help="the load profile")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each rate's run")
     parser.add_argument("--start", type=float, default=100.0, help="the first rate")
-    parser.add_argument("--factor", type=float, default=1.25, help="each next rate: the last times this")
+    parser.add_argument("--factor", type=float, default=1.25, help="next rate: last times this")
     parser.add_argument("--workers", type=int, default=2, help="fanout serve --workers")
     args = parser.parse_args()
     settings = yaml.safe_load(Path(args.config).read_text())
