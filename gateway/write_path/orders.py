@@ -58,12 +58,19 @@ async def insert_order(
     pricing: PricingPolicy,
     number_prefix: str,
 ) -> tuple[Order, CustomerSummary]:
-    """Check, price and insert order ``order_id`` with its items, taking units from inventory."""
-    customer = await _customer(connection, request.customer_id)
-    rows = await connection.fetch(
-        query("get_addresses"), list({request.billing_address_id, request.shipping_address_id})
+    """Check, price and insert order ``order_id`` with its items, taking units from inventory.
+
+    Four round trips: the customer with the addresses, the products locked, then the order,
+    its items and the units taken in one statement.
+    """
+    row = await connection.fetchrow(
+        query("get_customer_with_addresses"),
+        request.customer_id,
+        list({request.billing_address_id, request.shipping_address_id}),
     )
-    check_addresses(request, {row["id"]: row["customer_id"] for row in rows})
+    assert row is not None  # one row whether or not the customer exists
+    customer = _active_customer(row, request.customer_id)
+    check_addresses(request, dict(zip(row["address_ids"], row["address_owners"], strict=True)))
     # Locked in id order so that concurrent orders over the same products cannot deadlock.
     rows = await connection.fetch(
         query("lock_products"), [item.product_id for item in request.items]
@@ -71,13 +78,11 @@ async def insert_order(
     products = {row["id"]: row for row in rows}
     check_products(request, products)
     quantities = {item.product_id: item.quantity for item in request.items}
-    await connection.execute(query("take_inventory"), list(quantities), list(quantities.values()))
     unit_prices = {pid: to_cents(products[pid]["base_price"]) for pid in quantities}
     line_totals = {pid: unit_prices[pid] * quantities[pid] for pid in quantities}
     totals = pricing.totals(line_totals.values())
-    order_row = await fetch_required(
-        connection,
-        query("insert_order"),
+    lines = await connection.fetch(
+        query("insert_order_with_items"),
         order_id,
         number_prefix,
         request.customer_id,
@@ -91,10 +96,6 @@ async def insert_order(
         request.customer_segment,
         request.metadata,
         request.notes,
-    )
-    item_rows = await connection.fetch(
-        query("insert_order_items"),
-        order_row["id"],
         list(quantities),
         [products[pid]["name"] for pid in quantities],
         [products[pid]["sku"] for pid in quantities],
@@ -102,8 +103,16 @@ async def insert_order(
         [unit_prices[pid] for pid in quantities],
         [line_totals[pid] for pid in quantities],
     )
-    items = sorted(item_rows, key=lambda row: row["id"])
-    return _order(order_row, items), customer
+    order = Order(
+        **{key: lines[0][key] for key in _ORDER_COLUMNS},
+        items=[
+            OrderItem(
+                id=line["item_id"], **{key: line[key] for key in _ITEM_COLUMNS if key != "id"}
+            )
+            for line in lines
+        ],
+    )
+    return order, customer
 
 
 async def change_status(
@@ -181,7 +190,11 @@ def order_event(
 
 async def _customer(connection: Connection, customer_id: UUID) -> CustomerSummary:
     row = await connection.fetchrow(query("get_customer_summary"), customer_id)
-    if row is None:
+    return _active_customer(row, customer_id)
+
+
+def _active_customer(row: asyncpg.Record | None, customer_id: UUID) -> CustomerSummary:
+    if row is None or row["id"] is None:
         raise NotFound("customer", customer_id, field="customer_id")
     if not row["is_active"]:
         raise ValidationError.single("customer_id", f"customer {customer_id} is not active")

@@ -47,9 +47,6 @@ DELETE FROM idempotency_keys WHERE expires_at <= now();
 -- name: get_customer_summary
 SELECT id, email, first_name, last_name, is_active FROM customers WHERE id = $1;
 
--- name: get_addresses
-SELECT id, customer_id, address_type FROM addresses WHERE id = ANY($1::uuid[]);
-
 -- name: lock_products
 SELECT id, sku, name, base_price, inventory_quantity, is_active
 FROM products
@@ -57,34 +54,56 @@ WHERE id = ANY($1::uuid[])
 ORDER BY id
 FOR UPDATE;
 
--- name: take_inventory
-UPDATE products
-SET inventory_quantity = products.inventory_quantity - taken.quantity, updated_at = now()
-FROM unnest($1::uuid[], $2::integer[]) AS taken (id, quantity)
-WHERE products.id = taken.id;
+-- name: get_customer_with_addresses
+-- One row whether or not the customer exists (its columns then null), with the given
+-- addresses that exist and whose they are.
+SELECT customers.id, customers.email, customers.first_name, customers.last_name,
+       customers.is_active,
+       ARRAY(SELECT a.id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
+           AS address_ids,
+       ARRAY(SELECT a.customer_id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
+           AS address_owners
+FROM (VALUES ($1::uuid)) AS wanted (id)
+LEFT JOIN customers ON customers.id = wanted.id;
 
--- name: insert_order
-INSERT INTO orders (
-    id, order_number, customer_id, subtotal, tax_amount, shipping_amount, total_amount, currency,
-    billing_address_id, shipping_address_id, customer_segment, metadata, notes
+-- name: insert_order_with_items
+-- The order, its items and the units they take from products already locked (lock_products),
+-- in one statement; one row per item (ordered by its id), the order's columns on each.
+-- Foreign keys are checked at the end of the statement, when the order exists.
+WITH placed AS (
+    INSERT INTO orders (
+        id, order_number, customer_id, subtotal, tax_amount, shipping_amount, total_amount,
+        currency, billing_address_id, shipping_address_id, customer_segment, metadata, notes
+    )
+    VALUES (
+        $1,
+        $2 || '-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
+            || lpad(nextval('order_number_seq')::text, 8, '0'),
+        $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
+    )
+    RETURNING *
+),
+taken AS (
+    UPDATE products
+    SET inventory_quantity = products.inventory_quantity - line.quantity, updated_at = now()
+    FROM unnest($14::uuid[], $17::integer[]) AS line (id, quantity)
+    WHERE products.id = line.id
+),
+lines AS (
+    INSERT INTO order_items (
+        order_id, product_id, product_name, product_sku, quantity, unit_price, total_price
+    )
+    SELECT $1, line.product_id, line.product_name, line.product_sku, line.quantity,
+           line.unit_price, line.total_price
+    FROM unnest($14::uuid[], $15::text[], $16::text[], $17::integer[], $18::numeric[],
+                $19::numeric[])
+        AS line (product_id, product_name, product_sku, quantity, unit_price, total_price)
+    RETURNING id AS item_id, product_id, product_name, product_sku, quantity, unit_price,
+              total_price
 )
-VALUES (
-    $1,
-    $2 || '-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
-        || lpad(nextval('order_number_seq')::text, 8, '0'),
-    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-)
-RETURNING *;
-
--- name: insert_order_items
-INSERT INTO order_items (
-    order_id, product_id, product_name, product_sku, quantity, unit_price, total_price
-)
-SELECT $1, line.product_id, line.product_name, line.product_sku, line.quantity,
-       line.unit_price, line.total_price
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::integer[], $6::numeric[], $7::numeric[])
-    AS line (product_id, product_name, product_sku, quantity, unit_price, total_price)
-RETURNING *;
+SELECT placed.*, lines.*
+FROM placed CROSS JOIN lines
+ORDER BY lines.item_id;
 
 -- name: lock_order
 SELECT id, status, version FROM orders WHERE id = $1 FOR UPDATE;
