@@ -60,22 +60,19 @@ async def insert_order(
 ) -> tuple[Order, CustomerSummary]:
     """Check, price and insert order ``order_id`` with its items, taking units from inventory.
 
-    Four round trips: the customer with the addresses, the products locked, then the order,
+    Two round trips: the customer, addresses and products (locked) in one, then the order,
     its items and the units taken in one statement.
     """
-    row = await connection.fetchrow(
-        query("get_customer_with_addresses"),
+    rows = await connection.fetch(
+        query("lock_order_inputs"),
         request.customer_id,
         list({request.billing_address_id, request.shipping_address_id}),
+        [item.product_id for item in request.items],
     )
-    assert row is not None  # one row whether or not the customer exists
-    customer = _active_customer(row, request.customer_id)
-    check_addresses(request, dict(zip(row["address_ids"], row["address_owners"], strict=True)))
-    # Locked in id order so that concurrent orders over the same products cannot deadlock.
-    rows = await connection.fetch(
-        query("lock_products"), [item.product_id for item in request.items]
-    )
-    products = {row["id"]: row for row in rows}
+    first = rows[0]  # one row at least, whatever exists
+    customer = _active_customer(first, request.customer_id)
+    check_addresses(request, dict(zip(first["address_ids"], first["address_owners"], strict=True)))
+    products = {row["id"]: row for row in rows if row["id"] is not None}
     check_products(request, products)
     quantities = {item.product_id: item.quantity for item in request.items}
     unit_prices = {pid: to_cents(products[pid]["base_price"]) for pid in quantities}
@@ -190,15 +187,20 @@ def order_event(
 
 async def _customer(connection: Connection, customer_id: UUID) -> CustomerSummary:
     row = await connection.fetchrow(query("get_customer_summary"), customer_id)
-    return _active_customer(row, customer_id)
-
-
-def _active_customer(row: asyncpg.Record | None, customer_id: UUID) -> CustomerSummary:
-    if row is None or row["id"] is None:
+    if row is None:
         raise NotFound("customer", customer_id, field="customer_id")
     if not row["is_active"]:
         raise ValidationError.single("customer_id", f"customer {customer_id} is not active")
     return CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
+
+
+def _active_customer(row: asyncpg.Record, customer_id: UUID) -> CustomerSummary:
+    """The customer of a ``lock_order_inputs`` row, which must exist and be active."""
+    if row["customer_id"] is None:
+        raise NotFound("customer", customer_id, field="customer_id")
+    if not row["customer_is_active"]:
+        raise ValidationError.single("customer_id", f"customer {customer_id} is not active")
+    return CustomerSummary(customer_id, row["email"], row["first_name"], row["last_name"])
 
 
 def check_addresses(request: PlaceOrderRequest, owners: Mapping[UUID, UUID]) -> None:

@@ -47,27 +47,31 @@ DELETE FROM idempotency_keys WHERE expires_at <= now();
 -- name: get_customer_summary
 SELECT id, email, first_name, last_name, is_active FROM customers WHERE id = $1;
 
--- name: lock_products
-SELECT id, sku, name, base_price, inventory_quantity, is_active
-FROM products
-WHERE id = ANY($1::uuid[])
-ORDER BY id
-FOR UPDATE;
-
--- name: get_customer_with_addresses
--- One row whether or not the customer exists (its columns then null), with the given
--- addresses that exist and whose they are.
-SELECT customers.id, customers.email, customers.first_name, customers.last_name,
-       customers.is_active,
+-- name: lock_order_inputs
+-- What a new order is checked against, in one round trip: the customer (its columns null when
+-- it does not exist), the given addresses that exist and whose they are, and the products,
+-- locked in id order (the sort runs below the lock, so concurrent orders over the same
+-- products cannot deadlock); one row per product found, or one with null product columns.
+SELECT customers.id AS customer_id, customers.email, customers.first_name, customers.last_name,
+       customers.is_active AS customer_is_active,
        ARRAY(SELECT a.id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
            AS address_ids,
        ARRAY(SELECT a.customer_id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
-           AS address_owners
+           AS address_owners,
+       product.id, product.sku, product.name, product.base_price, product.inventory_quantity,
+       product.is_active
 FROM (VALUES ($1::uuid)) AS wanted (id)
-LEFT JOIN customers ON customers.id = wanted.id;
+LEFT JOIN customers ON customers.id = wanted.id
+LEFT JOIN LATERAL (
+    SELECT id, sku, name, base_price, inventory_quantity, is_active
+    FROM products
+    WHERE id = ANY($3::uuid[])
+    ORDER BY id
+    FOR UPDATE
+) AS product ON true;
 
 -- name: insert_order_with_items
--- The order, its items and the units they take from products already locked (lock_products),
+-- The order, its items and the units they take from products already locked (lock_order_inputs),
 -- in one statement; one row per item (ordered by its id), the order's columns on each.
 -- Foreign keys are checked at the end of the statement, when the order exists.
 WITH placed AS (
