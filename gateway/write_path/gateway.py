@@ -145,29 +145,30 @@ class Gateway:
         order_request = parse(PlaceOrderRequest, request)
         self._check_order_limits(order_request)
         key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-        fingerprint = idempotency.request_fingerprint(order_request) if key else ""
+        claim = (
+            idempotency.KeyClaim(
+                PLACE_ORDER_SCOPE,
+                key,
+                idempotency.request_fingerprint(order_request),
+                self._settings.idempotency.retention_seconds,
+            )
+            if key is not None
+            else None
+        )
         order_id = uuid4()
         async with self._pool.acquire() as connection:
             async with connection.transaction():
-                if key is not None:
-                    existing = await idempotency.claim(
-                        connection,
-                        PLACE_ORDER_SCOPE,
-                        key,
-                        fingerprint,
-                        order_id,
-                        self._settings.idempotency.retention_seconds,
+                try:
+                    order, customer = await self._insert_order(
+                        connection, order_id, order_request, claim
                     )
+                except idempotency.KeyTaken:
+                    assert claim is not None
+                    existing = await idempotency.holder(connection, claim, order_id)
                     if existing is not None:
                         earlier = await orders.fetch_order(connection, existing)
                         return PlacedOrder(await self._committed(connection, earlier), True)
-                order, customer = await orders.insert_order(
-                    connection,
-                    order_id,
-                    order_request,
-                    self._pricing,
-                    self._settings.orders.number_prefix,
-                )
+                    order, customer = await self._insert_order(connection, order_id, order_request)
                 headers = {"idempotency_key": key} if key is not None else None
                 event = orders.order_event(order, orders.ORDER_PLACED, customer, headers=headers)
                 await outbox.append(connection, [event])
@@ -300,6 +301,22 @@ class Gateway:
             position = await connection.fetchval(query("current_wal_position"))
             record._consistency_token = format_token(parse_lsn(position))
         return record
+
+    async def _insert_order(
+        self,
+        connection: Connection,
+        order_id: UUID,
+        request: PlaceOrderRequest,
+        claim: idempotency.KeyClaim | None = None,
+    ) -> tuple[Order, orders.CustomerSummary]:
+        return await orders.insert_order(
+            connection,
+            order_id,
+            request,
+            self._pricing,
+            self._settings.orders.number_prefix,
+            claim,
+        )
 
     def _check_order_limits(self, request: PlaceOrderRequest) -> None:
         limits = self._settings.orders

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -36,6 +37,39 @@ def request_fingerprint(request: BaseModel) -> str:
     """A stable SHA-256 of a request's content, independent of key order."""
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """A key to claim for a resource being created, with the request's fingerprint."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    retention_seconds: int
+
+
+class KeyTaken(Exception):
+    """The key was not claimed: another request holds it (see :func:`holder`)."""
+
+
+async def holder(connection: Connection, wanted: KeyClaim, resource_id: UUID) -> UUID | None:
+    """After :class:`KeyTaken`: the resource the first request with this key created, or
+    ``None`` when the key expired meanwhile and is now claimed for ``resource_id``."""
+    row = await connection.fetchrow(query("get_idempotency_key"), wanted.scope, wanted.key)
+    if row is None:
+        return await claim(
+            connection,
+            wanted.scope,
+            wanted.key,
+            wanted.fingerprint,
+            resource_id,
+            wanted.retention_seconds,
+        )
+    if row["request_hash"] != wanted.fingerprint:
+        raise IdempotencyConflict(wanted.key)
+    existing: UUID = row["resource_id"]
+    return existing
 
 
 async def claim(

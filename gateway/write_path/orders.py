@@ -23,6 +23,7 @@ from gateway.errors import (
 )
 from gateway.postgres.database import Connection, fetch_required
 from gateway.postgres.queries import query
+from gateway.write_path.idempotency import KeyClaim, KeyTaken
 from gateway.write_path.models import Event, Order, OrderItem, PlaceOrderRequest
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
 from gateway.write_path.pricing import PricingPolicy, to_cents
@@ -57,19 +58,29 @@ async def insert_order(
     request: PlaceOrderRequest,
     pricing: PricingPolicy,
     number_prefix: str,
+    key: KeyClaim | None = None,
 ) -> tuple[Order, CustomerSummary]:
-    """Check, price and insert order ``order_id`` with its items, taking units from inventory.
+    """Check, price and insert order ``order_id`` with its items, taking units from inventory;
+    with ``key``, claim that idempotency key for it first (raising :class:`KeyTaken` when
+    another request holds it).
 
-    Two round trips: the customer, addresses and products (locked) in one, then the order,
-    its items and the units taken in one statement.
+    Two round trips: the key, customer, addresses and products (locked) in one, then the
+    order, its items and the units taken in one statement.
     """
     rows = await connection.fetch(
         query("lock_order_inputs"),
         request.customer_id,
         list({request.billing_address_id, request.shipping_address_id}),
         [item.product_id for item in request.items],
+        key.scope if key else None,
+        key.key if key else None,
+        key.fingerprint if key else None,
+        float(key.retention_seconds) if key else None,
+        order_id,
     )
     first = rows[0]  # one row at least, whatever exists
+    if key is not None and first["claimed"] is None:
+        raise KeyTaken(key.key)
     customer = _active_customer(first, request.customer_id)
     check_addresses(request, dict(zip(first["address_ids"], first["address_owners"], strict=True)))
     products = {row["id"]: row for row in rows if row["id"] is not None}

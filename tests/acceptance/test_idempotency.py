@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from gateway import IdempotencyConflict, InsufficientInventory, ValidationError
+from gateway.write_path import idempotency
 from tests.acceptance.shop import Shop
 
 
@@ -118,3 +119,18 @@ async def test_malformed_keys_are_rejected(shop: Shop, key: str) -> None:
     with pytest.raises(ValidationError) as raised:
         await shop.gateway.place_order(shop.order(customer, (product, 1)), idempotency_key=key)
     assert raised.value.field == "idempotency_key"
+
+
+async def test_a_key_purged_after_a_failed_claim_is_claimed_by_the_holder_lookup(
+    shop: Shop,
+) -> None:
+    # The window between a claim that found the key taken and the lookup of its holder: if
+    # the key expired and was purged meanwhile, the lookup claims it for the new resource.
+    wanted = idempotency.KeyClaim("unit-scope", new_key(), "a" * 64, 60)
+    resource = uuid.uuid4()
+    async with shop.gateway.pool.acquire() as connection, connection.transaction():
+        assert await idempotency.holder(connection, wanted, resource) is None
+        assert await idempotency.holder(connection, wanted, uuid.uuid4()) == resource
+        other = idempotency.KeyClaim(wanted.scope, wanted.key, "b" * 64, 60)
+        with pytest.raises(IdempotencyConflict):
+            await idempotency.holder(connection, other, uuid.uuid4())

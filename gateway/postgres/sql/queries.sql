@@ -48,11 +48,27 @@ DELETE FROM idempotency_keys WHERE expires_at <= now();
 SELECT id, email, first_name, last_name, is_active FROM customers WHERE id = $1;
 
 -- name: lock_order_inputs
--- What a new order is checked against, in one round trip: the customer (its columns null when
--- it does not exist), the given addresses that exist and whose they are, and the products,
--- locked in id order (the sort runs below the lock, so concurrent orders over the same
--- products cannot deadlock); one row per product found, or one with null product columns.
-SELECT customers.id AS customer_id, customers.email, customers.first_name, customers.last_name,
+-- What a new order is checked against, in one round trip: the idempotency key claimed for the
+-- order (when a key is given: $4 scope, $5 key, $6 request hash, $7 retention seconds, $8 the
+-- order's id; "claimed" is null when another request holds the key), the customer (its
+-- columns null when it does not exist), the given addresses that exist and whose they are, and
+-- the products, locked in id order (the sort runs below the lock, so concurrent orders over
+-- the same products cannot deadlock); one row per product found, or one with null product
+-- columns.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, expires_at)
+    SELECT $4::text, $5::text, $6::text, $8::uuid, now() + make_interval(secs => $7::float8)
+    WHERE $5::text IS NOT NULL
+    ON CONFLICT (scope, key) DO UPDATE
+        SET request_hash = EXCLUDED.request_hash,
+            resource_id = EXCLUDED.resource_id,
+            created_at = now(),
+            expires_at = EXCLUDED.expires_at
+        WHERE idempotency_keys.expires_at <= now()
+    RETURNING key
+)
+SELECT (SELECT key FROM claimed) AS claimed,
+       customers.id AS customer_id, customers.email, customers.first_name, customers.last_name,
        customers.is_active AS customer_is_active,
        ARRAY(SELECT a.id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
            AS address_ids,
