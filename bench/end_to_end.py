@@ -21,7 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
+import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ P99_BOUND_MS = 250.0
 KEEP_UP = 0.97
 """The achieved rate must be at least this share of the offered one."""
 TARGET_SHARE = 0.6
+WARM_UP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,60 @@ def judge(report: dict[str, Any], bound_ms: float = P99_BOUND_MS) -> Verdict:
     return Verdict(not reasons, reasons)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ROLES = (
+    ("driver_process", "load drivers"),
+    (" loadtest", "load coordinator"),
+    (" relay", "relay"),
+    (" serve", "API"),
+    ("ferretdb", "FerretDB"),
+    ("postgres", "PostgreSQL"),
+    ("elasticsearch", "Elasticsearch"),
+    ("influxd", "InfluxDB"),
+    ("redis-server", "Redis"),
+)
+"""Markers of command lines, the first found naming the role (FerretDB's names PostgreSQL)."""
+
+
+def role_of(command_line: str) -> str:
+    """Which part of the system a process is, from its command line."""
+    return next((role for marker, role in ROLES if marker in command_line), "other")
+
+
+def cpu_by_role() -> defaultdict[str, float]:
+    """CPU seconds used so far by every process of the machine, added up by role (a process
+    of no known role, such as a server's worker, counts as its parent's)."""
+    processes: dict[int, tuple[int, str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                command = file.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry.name}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        processes[int(entry.name)] = (int(fields[1]), command, cpu)
+    totals: defaultdict[str, float] = defaultdict(float)
+    for parent, command, cpu in processes.values():
+        role = role_of(command)
+        while role == "other" and parent in processes:
+            parent, parent_command, _ = processes[parent]
+            role = role_of(parent_command)
+        totals[role] += cpu
+    return totals
+
+
+def cores_used(
+    before: defaultdict[str, float], after: defaultdict[str, float], seconds: float
+) -> dict[str, float]:
+    """Cores each role used on average between two readings (roles that used any)."""
+    used = {role: (after[role] - before[role]) / seconds for role in after}
+    return {role: round(cores, 2) for role, cores in sorted(used.items()) if cores >= 0.01}
+
+
 def step_summary(rate: float, report: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
     """One rate's figures, as recorded."""
     phase = report["phases"][0]
@@ -80,33 +138,41 @@ def step_summary(rate: float, report: dict[str, Any], verdict: Verdict) -> dict[
         "generator_cpu_ms_per_op": phase["generator"]["cpu_ms_per_operation"],
         "sustained": verdict.sustained,
         "why_not": verdict.reasons,
+        "cores": report["cores"],
     }
 
 
 async def loadtest(config: Path, rate: float, seconds: float, extra: list[str]) -> dict[str, Any]:
-    """One ``fanout loadtest`` run; its report."""
+    """One ``fanout loadtest`` run; its report, with the cores each part of the system used
+    while it ran (seeding and the drift check included) under ``cores``."""
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "run.json"
+        before, started = cpu_by_role(), time.monotonic()
         process = await start_fanout(
             config, "loadtest", "--rate", f"{rate:g}", "--duration", f"{seconds:g}",
             "--transitions", "0", "--relays", "1", "--out", str(out), *extra,
         )  # fmt: skip
         await process.wait()
+        cores = cores_used(before, cpu_by_role(), time.monotonic() - started)
         report: dict[str, Any] = json.loads(out.read_text())
+    report["cores"] = cores
     return report
 
 
 async def climb(
     name: str, config: Path, start: float, factor: float, seconds: float, extra: list[str]
 ) -> dict[str, Any]:
-    """Rising rates until one is not sustained; the highest that was."""
+    """Rising rates until one is not sustained; the highest that was. A first short run at
+    the starting rate, not recorded, warms what serves the load (pools, caches, plans)."""
+    await loadtest(config, start, WARM_UP_SECONDS, extra)
     steps: list[dict[str, Any]] = []
     rate, best = start, 0.0
     while rate <= 2_000:
         report = await loadtest(config, rate, seconds, extra)
         verdict = judge(report)
         steps.append(step_summary(rate, report, verdict))
-        print(f"{name:>8} {rate:7.0f}/s  {'sustained' if verdict.sustained else verdict.reasons}")
+        outcome = "sustained" if verdict.sustained else "; ".join(verdict.reasons)
+        print(f"{name:>8} {rate:7.0f}/s  {outcome}  cores {report['cores']}")
         if not verdict.sustained:
             break
         best = rate

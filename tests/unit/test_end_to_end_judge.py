@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.end_to_end import judge
+from bench.end_to_end import judge, role_of
 
 
 def report(**changes: Any) -> dict[str, Any]:
@@ -42,3 +42,14 @@ def test_each_way_of_falling_behind_is_named() -> None:
 def test_a_store_never_seen_is_not_sustained() -> None:
     verdict = judge(report(sinks={"redis": {"lag_ms": {"p99": None}}}))
     assert verdict.reasons == ["redis lag p99 None ms"]
+
+
+def test_processes_are_told_apart_by_their_command_lines() -> None:
+    assert role_of("/work/.venv/bin/python -m gateway.loadtest.driver_process") == "load drivers"
+    assert role_of("/work/.venv/bin/python -m gateway --config c.yaml loadtest --rate 5") == (
+        "load coordinator"
+    )
+    assert role_of("/work/.venv/bin/python -m gateway --config c.yaml relay") == "relay"
+    assert role_of("/usr/bin/ferretdb --handler=postgresql --postgresql-url=x") == "FerretDB"
+    assert role_of("postgres: fanout fanout 127.0.0.1(5555) idle") == "PostgreSQL"
+    assert role_of("/bin/bash") == "other"
