@@ -175,7 +175,9 @@ class ElasticsearchSink:
 
     async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The indexed version, status and total of each of the ``orders``."""
-        response = await self._client.mget(index=self.index, ids=list(orders))
+        response = await self._client.mget(
+            index=self.index, ids=list(orders), source_includes=["version", "status", "total"]
+        )
         return {
             doc["_id"]: ProjectedOrder(
                 doc["_source"]["version"], doc["_source"]["status"], doc["_source"]["total"]

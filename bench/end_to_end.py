@@ -91,10 +91,9 @@ def role_of(command_line: str) -> str:
     return next((role for marker, role in ROLES if marker in command_line), "other")
 
 
-def cpu_by_role() -> defaultdict[str, float]:
-    """CPU seconds used so far by every process of the machine, added up by role (a process
-    of no known role, such as a server's worker, counts as its parent's)."""
-    processes: dict[int, tuple[int, str, float]] = {}
+def processes() -> dict[int, tuple[int, str, float]]:
+    """Every process of the machine: its parent, command line and CPU seconds so far."""
+    found: dict[int, tuple[int, str, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -106,23 +105,51 @@ def cpu_by_role() -> defaultdict[str, float]:
         except OSError:  # ended meanwhile
             continue
         cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        processes[int(entry.name)] = (int(fields[1]), command, cpu)
-    totals: defaultdict[str, float] = defaultdict(float)
-    for parent, command, cpu in processes.values():
-        role = role_of(command)
-        while role == "other" and parent in processes:
-            parent, parent_command, _ = processes[parent]
-            role = role_of(parent_command)
-        totals[role] += cpu
-    return totals
+        found[int(entry.name)] = (int(fields[1]), command, cpu)
+    return found
 
 
-def cores_used(
-    before: defaultdict[str, float], after: defaultdict[str, float], seconds: float
-) -> dict[str, float]:
-    """Cores each role used on average between two readings (roles that used any)."""
-    used = {role: (after[role] - before[role]) / seconds for role in after}
-    return {role: round(cores, 2) for role, cores in sorted(used.items()) if cores >= 0.01}
+class CpuByRole:
+    """The CPU every part of the system uses while it runs, read from ``/proc`` every
+    ``interval`` seconds and added up by role (a process of no known role, such as a server's
+    worker, counts as its parent's). A process that ends loses at most its last interval."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._started = 0.0
+        self._elapsed = 0.0
+
+    def _read(self, counting: bool) -> None:
+        now = processes()
+        for pid, (parent, command, cpu) in now.items():
+            known = self._seen.get(pid)
+            if known is None:
+                role = role_of(command)
+                while role == "other" and parent in now:
+                    parent, parent_command, _ = now[parent]
+                    role = role_of(parent_command)
+                # A process born since the last reading counts from its start.
+                known = (role, 0.0 if counting else cpu)
+            if counting:
+                self.seconds[known[0]] += cpu - known[1]
+            self._seen[pid] = (known[0], cpu)
+
+    async def run(self) -> None:
+        """Read until cancelled."""
+        self._read(counting=False)
+        self._started = time.monotonic()
+        while True:
+            await asyncio.sleep(self.interval)
+            self._read(counting=True)
+            self._elapsed = time.monotonic() - self._started
+
+    def cores(self) -> dict[str, float]:
+        """Cores each role used on average (roles that used any)."""
+        seconds = max(self._elapsed, 1e-9)
+        used = {role: total / seconds for role, total in sorted(self.seconds.items())}
+        return {role: round(cores, 2) for role, cores in used.items() if cores >= 0.01}
 
 
 def step_summary(rate: float, report: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
@@ -147,15 +174,18 @@ async def loadtest(config: Path, rate: float, seconds: float, extra: list[str]) 
     while it ran (seeding and the drift check included) under ``cores``."""
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "run.json"
-        before, started = cpu_by_role(), time.monotonic()
-        process = await start_fanout(
-            config, "loadtest", "--rate", f"{rate:g}", "--duration", f"{seconds:g}",
-            "--transitions", "0", "--relays", "1", "--out", str(out), *extra,
-        )  # fmt: skip
-        await process.wait()
-        cores = cores_used(before, cpu_by_role(), time.monotonic() - started)
+        usage = CpuByRole()
+        reading = asyncio.create_task(usage.run())
+        try:
+            process = await start_fanout(
+                config, "loadtest", "--rate", f"{rate:g}", "--duration", f"{seconds:g}",
+                "--transitions", "0", "--relays", "1", "--out", str(out), *extra,
+            )  # fmt: skip
+            await process.wait()
+        finally:
+            reading.cancel()
         report: dict[str, Any] = json.loads(out.read_text())
-    report["cores"] = cores
+    report["cores"] = usage.cores()
     return report
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
-from bench.end_to_end import judge, role_of
+from bench.end_to_end import CpuByRole, judge, role_of
 
 
 def report(**changes: Any) -> dict[str, Any]:
@@ -53,3 +55,17 @@ def test_processes_are_told_apart_by_their_command_lines() -> None:
     assert role_of("/usr/bin/ferretdb --handler=postgresql --postgresql-url=x") == "FerretDB"
     assert role_of("postgres: fanout fanout 127.0.0.1(5555) idle") == "PostgreSQL"
     assert role_of("/bin/bash") == "other"
+
+
+async def test_the_cpu_of_the_machine_s_processes_is_read_by_role() -> None:
+    usage = CpuByRole(interval=0.05)
+    reading = asyncio.create_task(usage.run())
+    await asyncio.sleep(0.1)  # the first reading is taken
+    busy = await asyncio.create_subprocess_exec(  # one core busy for a second
+        sys.executable,
+        "-c",
+        "import time\nend = time.monotonic() + 1\nwhile time.monotonic() < end: pass",
+    )
+    await busy.wait()
+    reading.cancel()
+    assert usage.cores().get("other", 0) >= 0.3
