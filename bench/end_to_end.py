@@ -117,9 +117,8 @@ class CpuByRole:
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.readings: list[tuple[float, dict[str, float]]] = []
         self._seen: dict[int, tuple[str, float]] = {}
-        self._started = 0.0
-        self._elapsed = 0.0
 
     def _read(self, counting: bool) -> None:
         now = processes()
@@ -135,21 +134,28 @@ class CpuByRole:
             if counting:
                 self.seconds[known[0]] += cpu - known[1]
             self._seen[pid] = (known[0], cpu)
+        self.readings.append((time.monotonic(), dict(self.seconds)))
 
     async def run(self) -> None:
         """Read until cancelled."""
         self._read(counting=False)
-        self._started = time.monotonic()
         while True:
             await asyncio.sleep(self.interval)
             self._read(counting=True)
-            self._elapsed = time.monotonic() - self._started
 
-    def cores(self) -> dict[str, float]:
-        """Cores each role used on average (roles that used any)."""
-        seconds = max(self._elapsed, 1e-9)
-        used = {role: total / seconds for role, total in sorted(self.seconds.items())}
-        return {role: round(cores, 2) for role, cores in used.items() if cores >= 0.01}
+    def cores(self, start: float | None = None, end: float | None = None) -> dict[str, float]:
+        """Cores each role used on average between the readings nearest inside ``start`` and
+        ``end`` (monotonic; by default the first and last), roles that used any."""
+        inside = [
+            reading
+            for reading in self.readings
+            if (start is None or reading[0] >= start) and (end is None or reading[0] <= end)
+        ]
+        if len(inside) < 2:
+            return {}
+        (first_at, first), (last_at, last) = inside[0], inside[-1]
+        used = {role: (last[role] - first.get(role, 0.0)) / (last_at - first_at) for role in last}
+        return {role: round(cores, 2) for role, cores in sorted(used.items()) if cores >= 0.01}
 
 
 def step_summary(rate: float, report: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
@@ -171,21 +177,30 @@ def step_summary(rate: float, report: dict[str, Any], verdict: Verdict) -> dict[
 
 async def loadtest(config: Path, rate: float, seconds: float, extra: list[str]) -> dict[str, Any]:
     """One ``fanout loadtest`` run; its report, with the cores each part of the system used
-    while it ran (seeding and the drift check included) under ``cores``."""
+    while the load ran under ``cores``."""
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "run.json"
         usage = CpuByRole()
         reading = asyncio.create_task(usage.run())
+        checking_at = None
         try:
             process = await start_fanout(
                 config, "loadtest", "--rate", f"{rate:g}", "--duration", f"{seconds:g}",
                 "--transitions", "0", "--relays", "1", "--out", str(out), *extra,
+                stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
+            assert process.stdout is not None
+            async for line in process.stdout:
+                if line.startswith(b"[checking]") and checking_at is None:
+                    checking_at = time.monotonic()
             await process.wait()
         finally:
             reading.cancel()
         report: dict[str, Any] = json.loads(out.read_text())
-    report["cores"] = usage.cores()
+    # The load ran for the phase's seconds, and was drained, before the check began.
+    phase = report["phases"][0]
+    load_end = (checking_at or time.monotonic()) - phase["drain_seconds"]
+    report["cores"] = usage.cores(load_end - phase["seconds"], load_end)
     return report
 
 
