@@ -121,22 +121,22 @@ class CpuByRole:
         self.interval = interval
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.readings: list[tuple[float, dict[str, float]]] = []
-        self._seen: dict[int, tuple[str, float]] = {}
+        self._seen: dict[int, tuple[str, str, float]] = {}
 
     def _read(self, counting: bool) -> None:
         now = processes()
         for pid, (parent, command, cpu) in now.items():
-            known = self._seen.get(pid)
-            if known is None:
+            role, seen_command, seen_cpu = self._seen.get(pid, ("", "", 0.0 if counting else cpu))
+            # A process born since the last reading counts from its start; one seen between
+            # its fork and its exec shows its parent's command line until then.
+            if command != seen_command:
                 role = role_of(command)
                 while role == "other" and parent in now:
                     parent, parent_command, _ = now[parent]
                     role = role_of(parent_command)
-                # A process born since the last reading counts from its start.
-                known = (role, 0.0 if counting else cpu)
             if counting:
-                self.seconds[known[0]] += cpu - known[1]
-            self._seen[pid] = (known[0], cpu)
+                self.seconds[role] += cpu - seen_cpu
+            self._seen[pid] = (role, command, cpu)
         self.readings.append((time.monotonic(), dict(self.seconds)))
 
     async def run(self) -> None:

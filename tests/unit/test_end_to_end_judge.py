@@ -6,6 +6,8 @@ import asyncio
 import sys
 from typing import Any
 
+import pytest
+
 from bench.end_to_end import CpuByRole, judge, role_of
 
 
@@ -69,3 +71,20 @@ async def test_the_cpu_of_the_machine_s_processes_is_read_by_role() -> None:
     await busy.wait()
     reading.cancel()
     assert usage.cores().get("other", 0) >= 0.3
+
+
+def test_a_process_seen_before_its_exec_is_counted_as_what_it_becomes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    coordinator = "python -m gateway --config c.yaml loadtest --rate 5"
+    readings = iter(
+        [
+            {10: (1, coordinator, 4.0), 11: (10, coordinator, 0.0)},  # 11 forked, not exec'd
+            {10: (1, coordinator, 5.0), 11: (10, "python -m gateway --config c.yaml relay", 2.0)},
+        ]
+    )
+    monkeypatch.setattr("bench.end_to_end.processes", lambda: next(readings))
+    usage = CpuByRole()
+    usage._read(counting=False)
+    usage._read(counting=True)
+    assert dict(usage.seconds) == {"load coordinator": 1.0, "relay": 2.0}
