@@ -121,14 +121,15 @@ class CpuByRole:
         self.interval = interval
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.readings: list[tuple[float, dict[str, float]]] = []
-        self._seen: dict[int, tuple[str, str, float]] = {}
+        self._seen: dict[int, tuple[str, str | None, float]] = {}
 
     def _read(self, counting: bool) -> None:
         now = processes()
         for pid, (parent, command, cpu) in now.items():
-            role, seen_command, seen_cpu = self._seen.get(pid, ("", "", 0.0 if counting else cpu))
+            seen = self._seen.get(pid)
             # A process born since the last reading counts from its start; one seen between
             # its fork and its exec shows its parent's command line until then.
+            role, seen_command, seen_cpu = seen or ("", None, 0.0 if counting else cpu)
             if command != seen_command:
                 role = role_of(command)
                 while role == "other" and parent in now:

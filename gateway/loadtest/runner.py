@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import sys
@@ -210,19 +211,9 @@ async def _drive(
             plan.fault_start_command,
         )
         fault_record = FaultRecord(plan.fault)
-        tasks.append(
-            asyncio.create_task(
-                _after_start(
-                    driver,
-                    lambda origin: fault.inject(
-                        plan.fault_at * plan.time_limit,  # type: ignore[operator]
-                        plan.fault_for * plan.time_limit,  # type: ignore[operator]
-                        fault_record,
-                        origin,
-                    ),
-                )
-            )
-        )
+        stop_at, stop_for = plan.fault_at * plan.time_limit, plan.fault_for * plan.time_limit
+        inject = functools.partial(fault.inject, stop_at, stop_for, fault_record)
+        tasks.append(asyncio.create_task(_after_start(driver, inject)))
     if watcher is not None:
         tasks.append(asyncio.create_task(watcher.run()))
     sampler = asyncio.create_task(

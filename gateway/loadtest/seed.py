@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from gateway.errors import AlreadyExists, GatewayError
 from gateway.write_path.gateway import Gateway
 
 STOCK = 1_000_000_000
@@ -88,6 +89,12 @@ async def seed(gateway: Gateway, run_id: str, customers: int, products: int) -> 
             )
         return str(created.id)
 
-    buyers = await asyncio.gather(*(buyer(i) for i in range(customers)))
+    try:
+        buyers = await asyncio.gather(*(buyer(i) for i in range(customers)))
+    except AlreadyExists:
+        raise GatewayError(
+            f"the run {run_id!r} already has seeded customers: give a --run-id (or --part) "
+            "of its own to each run"
+        ) from None
     product_ids = await asyncio.gather(*(product(i) for i in range(products)))
     return Catalog(run_id, list(buyers), list(product_ids))

@@ -317,3 +317,20 @@ async def test_the_gauges_answer_the_sampler_and_the_drain_at_once(world: World)
     # The other sink's backlog (every event) is no part of the run's.
     assert readings[:5] == [{"ours": 0}] * 5
     assert readings[5:] == [{"ours": 3 + 1}] * 5
+
+
+async def test_a_run_id_used_before_is_refused_before_any_order(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    tag, _ = stores
+    config = config_for(world, tag, tmp_path, ("redis",))
+    run = ("--run-id", f"again-{tag}", "--orders", "5", "--customers", "2", "--relays", "1")
+    code, stdout, stderr = await loadtest(config, *run)
+    assert code == 0, stdout + stderr
+    placed = await orders_of_run(world, f"again-{tag}")
+
+    code, stdout, stderr = await loadtest(config, *run)
+
+    assert code == 1
+    assert f"the run 'again-{tag}' already has seeded customers" in stderr
+    assert await orders_of_run(world, f"again-{tag}") == placed == 5

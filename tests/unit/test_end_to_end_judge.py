@@ -88,3 +88,12 @@ def test_a_process_seen_before_its_exec_is_counted_as_what_it_becomes(
     usage._read(counting=False)
     usage._read(counting=True)
     assert dict(usage.seconds) == {"load coordinator": 1.0, "relay": 2.0}
+
+
+def test_a_process_without_a_command_line_has_a_role_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = iter([{2: (0, "", 1.0)}, {2: (0, "", 1.5)}])  # a kernel thread
+    monkeypatch.setattr("bench.end_to_end.processes", lambda: next(readings))
+    usage = CpuByRole()
+    usage._read(counting=False)
+    usage._read(counting=True)
+    assert dict(usage.seconds) == {"other": 0.5}
