@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +70,17 @@ class ServerFault:
 
 
 async def _run(command: list[str]) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, stderr = await process.communicate()
+    # The command's errors go to a file, not a pipe: a start command leaves a server running,
+    # and a server that inherited the pipe would hold it open, so reading it to its end would
+    # wait for the server to stop (under uvloop the pipe is inherited whatever the server does
+    # with its own standard streams).
+    with tempfile.TemporaryFile() as errors:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=errors
+        )
+        await process.wait()
+        errors.seek(0)
+        stderr = errors.read()
     if process.returncode != 0:
         detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise GatewayError(f"{shlex.join(command)} failed ({process.returncode}): {detail[0]}")

@@ -1,4 +1,4 @@
-"""The load test's plan checks and latency summaries (no I/O)."""
+"""The load test's parts: plan checks, shares, histograms, the wire, faults (no store)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import uvloop
 
 from gateway import ValidationError
 from gateway.configuration.settings import Settings
+from gateway.errors import GatewayError
 from gateway.loadtest import LoadPlan, check_plan
 from gateway.loadtest.driver import LoadDriver, Share
+from gateway.loadtest.faults import ServerFault
 from gateway.loadtest.plan import driver_processes
 from gateway.loadtest.runner import generator_cost, seed_namespace
 from gateway.loadtest.seed import Buyer, Catalog
@@ -217,3 +220,21 @@ def test_histograms_merge_exactly() -> None:
     empty = Latencies()
     empty.add(Latencies().encode())
     assert empty.summary()["count"] == 0
+
+
+def test_a_start_command_that_leaves_a_server_running_returns_on_uvloop() -> None:
+    # The started server (here: a sleep in the background) keeps the streams it inherited;
+    # the fault must not wait for it, on the coordinator's loop.
+    settings = SETTINGS.sinks["cache"]
+    fault = ServerFault("cache", settings, "true", "bash -c 'sleep 30 & exit 0'")
+
+    async def start_and_stop() -> None:
+        await asyncio.wait_for(fault.start(), 10)
+        failing = ServerFault(
+            "cache", settings, "bash -c 'echo no such server >&2; exit 3'", "true"
+        )
+        with pytest.raises(GatewayError, match=r"failed \(3\): no such server"):
+            await asyncio.wait_for(failing.stop(), 10)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(start_and_stop())
