@@ -32,10 +32,17 @@ Expect = Callable[[Written, float], None]
 @dataclass
 class _Driver:
     process: asyncio.subprocess.Process
-    ready: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0
     done: Done | None = None
     stderr: bytearray = field(default_factory=bytearray)
+
+
+def _ended_early(driver: _Driver) -> GatewayError:
+    return GatewayError(
+        f"a load driver process ended (exit code {driver.process.returncode}) "
+        f"before it finished: {driver.stderr.decode(errors='replace')[-2000:]}"
+    )
 
 
 class DriverProcesses:
@@ -75,7 +82,7 @@ class DriverProcesses:
                 self._drivers.append(await self._spawn(job))
             readers = [asyncio.create_task(self._read(driver)) for driver in self._drivers]
             errors = [asyncio.create_task(self._read_errors(d)) for d in self._drivers]
-            await self._wait_ready(readers)
+            await self._wait_ready(readers, errors)
             self.start = time.monotonic() + START_DELAY_SECONDS
             for driver in self._drivers:
                 assert driver.process.stdin is not None
@@ -88,10 +95,7 @@ class DriverProcesses:
             for driver in self._drivers:
                 await driver.process.wait()
                 if driver.done is None:
-                    raise GatewayError(
-                        f"a load driver process ended (exit code {driver.process.returncode}) "
-                        f"before it finished: {driver.stderr.decode(errors='replace')[-2000:]}"
-                    )
+                    raise _ended_early(driver)
         finally:
             for driver in self._drivers:
                 if driver.process.returncode is None:
@@ -114,15 +118,34 @@ class DriverProcesses:
         process.stdin.write(json.dumps(job).encode() + b"\n")
         return _Driver(process)
 
-    async def _wait_ready(self, readers: list[asyncio.Task[None]]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not all(driver.ready for driver in self._drivers):
-            if any(reader.done() for reader in readers):
-                await asyncio.gather(*readers)  # raises what ended it, if anything
-                break
-            if time.monotonic() > deadline:
-                raise GatewayError("the load driver processes were not ready within 120 s")
-            await asyncio.sleep(0.01)
+    async def _wait_ready(
+        self, readers: list[asyncio.Task[None]], errors: list[asyncio.Task[None]]
+    ) -> None:
+        """Until every driver is ready; a driver that ends first ends the run, with its error."""
+
+        async def all_ready() -> None:
+            for driver in self._drivers:
+                await driver.ready.wait()
+
+        ready = asyncio.create_task(all_ready())
+        try:
+            done, _ = await asyncio.wait(
+                [ready, *readers],
+                timeout=READY_TIMEOUT_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+        if ready in done:
+            return
+        if not done:
+            raise GatewayError("the load driver processes were not ready within 120 s")
+        for driver, reader, error in zip(self._drivers, readers, errors, strict=True):
+            if reader in done:
+                reader.result()  # a message it could not read ends the run with that error
+                await driver.process.wait()
+                await error
+                raise _ended_early(driver)
 
     async def _read(self, driver: _Driver) -> None:
         stdout = driver.process.stdout
@@ -134,7 +157,7 @@ class DriverProcesses:
             elif "tick" in message:
                 self._add_tick(driver, message["tick"])
             elif "ready" in message:
-                driver.ready = True
+                driver.ready.set()
             elif "done" in message:
                 driver.done = message["done"]
                 self._add_done(message["done"])

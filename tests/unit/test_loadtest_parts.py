@@ -7,6 +7,7 @@ import json
 import random
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +18,14 @@ from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.loadtest import LoadPlan, check_plan
 from gateway.loadtest.driver import LoadDriver, Share
+from gateway.loadtest.drivers import DriverProcesses
 from gateway.loadtest.faults import ServerFault
 from gateway.loadtest.plan import driver_processes
 from gateway.loadtest.runner import generator_cost, seed_namespace
 from gateway.loadtest.seed import Buyer, Catalog
 from gateway.loadtest.stats import Latencies, Recorder
 from gateway.loadtest.targets import Written
-from gateway.loadtest.wire import sample_row, written_of
+from gateway.loadtest.wire import job_of, sample_row, written_of
 
 SETTINGS = Settings.model_validate(
     {
@@ -238,3 +240,22 @@ def test_a_start_command_that_leaves_a_server_running_returns_on_uvloop() -> Non
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(start_and_stop())
+
+
+async def test_a_driver_process_that_ends_before_it_is_ready_ends_the_run_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # One driver cannot read its configuration; the other is ready and waits for the start,
+    # which must not keep the run waiting.
+    broken, sound = tmp_path / "broken.yaml", tmp_path / "sound.yaml"
+    broken.write_text("postgres: [this is not a mapping\n")
+    sound.write_text("postgres: {url: 'postgresql://u:p@127.0.0.1:9/x'}\n")
+    catalog = Catalog("unit", [Buyer("c", "b", "s")], ["p"])
+    plan = LoadPlan(via="http", url="http://127.0.0.1:9")
+    jobs = [
+        job_of("outbox", plan, catalog, str(path), i, 2) for i, path in enumerate((broken, sound))
+    ]
+    drivers = DriverProcesses(jobs, None)
+    with pytest.raises(GatewayError, match=r"ended .* before it finished: (?s:.*)broken\.yaml"):
+        await asyncio.wait_for(drivers.run(), 30)
+    assert not drivers.started.is_set()
