@@ -7,7 +7,6 @@ packages, usable and tested without the CLI.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -81,18 +80,13 @@ async def connection_of(context: typer.Context) -> AsyncIterator[asyncpg.Connect
         await connection.close()
 
 
-def run(work: Callable[[], Awaitable[T]], *, fast_loop: bool = False) -> T:
-    """Run ``work``; a configuration error exits 2, any other gateway error 1, with a message.
-
-    ``fast_loop``: on uvloop where it is installed (for the load test's coordinator, whose
-    CPU counts against the load generator's budget).
-    """
-    loop_factory = None
-    if fast_loop:
-        with contextlib.suppress(ImportError):
-            import uvloop
-
-            loop_factory = uvloop.new_event_loop
+def run(
+    work: Callable[[], Awaitable[T]],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    """Run ``work`` (on the loop ``loop_factory`` makes, by default asyncio's); a configuration
+    error exits 2, any other gateway error 1, with a message."""
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(work())  # type: ignore[arg-type]

@@ -105,6 +105,7 @@ def loadtest(
     try:
         from gateway.loadtest import LoadPlan, RunControl, run_loadtest
         from gateway.loadtest.chart import draw  # noqa: F401  (the extra is installed)
+        from gateway.loadtest.event_loop import fast_loop_factory
         from gateway.loadtest.progress import ProgressDisplay
     except ImportError as error:
         err.print(f"error: {error.name} is missing; install fanout-gateway[loadtest]")
@@ -158,7 +159,7 @@ def loadtest(
                 progress=display,
             )
 
-    _finish(run(work, fast_loop=True), plan.out, plan.chart)
+    _finish(run(work, loop_factory=fast_loop_factory()), plan.out, plan.chart)
 
 
 @loadtest_app.command("merge")

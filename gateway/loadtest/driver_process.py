@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from gateway.configuration.settings import Settings, load_settings
-from gateway.loadtest.driver import OPERATIONS, LoadDriver, Share
+from gateway.loadtest.driver import OPERATIONS, LoadDriver
+from gateway.loadtest.event_loop import fast_loop_factory
 from gateway.loadtest.stores import DUAL_WRITE_SUFFIX, closing, enabled_sinks
 from gateway.loadtest.targets import (
     DualWriteTarget,
@@ -36,6 +37,7 @@ from gateway.loadtest.wire import (
     line,
     plan_of,
     sample_row,
+    share_of,
 )
 from gateway.write_path.gateway import Gateway
 
@@ -84,7 +86,7 @@ async def target_of(job: DriverJob, settings: Settings) -> AsyncIterator[WriteTa
         assert plan.url is not None
         key = settings.api.key.get_secret_value() if settings.api.key else None
         connections = plan.concurrency or min(plan.max_in_flight, 256)
-        target = HttpTarget(plan.url, key, Share(job["index"], job["count"]).split(connections))
+        target = HttpTarget(plan.url, key, share_of(job).split(connections))
         try:
             yield target
         finally:
@@ -110,9 +112,7 @@ async def drive(job: DriverJob, channel: Channel, commands: asyncio.StreamReader
         channel.writes["samples"].append(sample_row(written, returned_at))
 
     async with target_of(job, settings) as target:
-        driver = LoadDriver(
-            plan, target, catalog_of(job), sample, Share(job["index"], job["count"])
-        )
+        driver = LoadDriver(plan, target, catalog_of(job), sample, share_of(job))
         await target.warm()
         channel.send("ready", True)
         command = (await commands.readline()).decode().split()
@@ -185,12 +185,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     messages = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         runner.run(_main(messages))
 
 

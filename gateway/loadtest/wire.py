@@ -19,6 +19,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
+from gateway.loadtest.driver import Share
 from gateway.loadtest.model import EncodedLatencies
 from gateway.loadtest.plan import LoadPlan
 from gateway.loadtest.seed import Buyer, Catalog
@@ -95,6 +96,11 @@ def job_of(
 def plan_of(job: DriverJob) -> LoadPlan:
     """The job's plan."""
     return LoadPlan(**job["plan"])
+
+
+def share_of(job: DriverJob) -> Share:
+    """The job's share of the plan."""
+    return Share(job["index"], job["count"])
 
 
 def catalog_of(job: DriverJob) -> Catalog:
