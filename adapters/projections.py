@@ -10,7 +10,19 @@ from typing import Any
 
 from adapters.base import EventEnvelope
 
-ORDER_EVENT_TYPES = ("order.placed", "order.status_changed")
+ORDER_EVENT_TYPES = (
+    "order.placed",
+    "order.status_changed",
+    "order.confirmed",
+    "order.cancelled",
+    "payment.processed",
+    "payment.failed",
+    "payment.mismatch",
+    "payment.timed_out",
+    "payment.refund_required",
+    "inventory.released",
+)
+"""Every event of an order's stream: each bumps the order's version and carries its state."""
 
 
 class ProjectionError(ValueError):
@@ -33,6 +45,7 @@ def order_document(event: EventEnvelope) -> dict[str, Any]:
         "customer_id": _field(payload, "customer_id"),
         "customer": payload.get("customer"),
         "status": _field(payload, "status"),
+        "payment_status": payload.get("payment_status"),
         "items": _field(payload, "items"),
         "metadata": payload.get("metadata", {}),
         "customer_segment": payload.get("customer_segment"),
@@ -55,6 +68,7 @@ def order_summary(event: EventEnvelope) -> dict[str, Any]:
     return {
         "order_id": event.aggregate_id,
         "status": _field(event.payload, "status"),
+        "payment_status": event.payload.get("payment_status"),
         "total": _field(event.payload, "total_amount"),
         "item_count": sum(int(item["quantity"]) for item in items),
         "version": event.version,

@@ -90,10 +90,11 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, Any]:
         requests = await seed(gateway, customers=64, products=500)
         pricing = PricingPolicy.from_settings(gateway.settings.pricing)
         prefix = gateway.settings.orders.number_prefix
+        timeout = gateway.settings.orders.payment_timeout_seconds
 
         async def bare(request: PlaceOrderRequest) -> None:
             async with gateway.pool.acquire() as connection, connection.transaction():
-                await insert_order(connection, uuid.uuid4(), request, pricing, prefix)
+                await insert_order(connection, uuid.uuid4(), request, pricing, prefix, timeout)
 
         async def with_outbox(request: PlaceOrderRequest) -> None:
             await gateway.place_order(request, idempotency_key=str(uuid.uuid4()))

@@ -16,6 +16,7 @@ from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
 from gateway.api.problems import install_problem_handlers
 from gateway.api.routes import router
+from gateway.api.webhooks import webhooks
 from gateway.configuration.settings import Settings
 from gateway.write_path.gateway import Gateway
 
@@ -25,7 +26,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     On startup it opens the gateway's PostgreSQL pool and builds a client of every enabled sink
     (for the readiness probe); both are closed on shutdown. With ``api.key`` set, every route
-    but ``/healthz``, ``/readyz`` and the OpenAPI document needs ``Authorization: Bearer``.
+    but ``/healthz``, ``/readyz``, the OpenAPI document and the payment webhook (which is
+    signed instead) needs ``Authorization: Bearer``.
     """
 
     @asynccontextmanager
@@ -53,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     guarded = [Depends(require_api_key(settings.api.key))] if settings.api.key else []
     app.include_router(router, dependencies=guarded)
     app.include_router(metrics, dependencies=guarded)
+    app.include_router(webhooks)
     app.include_router(probes)
     install_problem_handlers(app)
     install_openapi(app, settings)

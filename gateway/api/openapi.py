@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway.api.routes import CONSISTENCY_HEADER, IDEMPOTENCY_HEADER
+from gateway.api.webhooks import notification_schema
 from gateway.configuration.settings import Settings
 from gateway.postgres.replicas import TOKEN_PATTERN
 from gateway.write_path.idempotency import KEY_PATTERN
@@ -37,6 +38,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
 def complete_document(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """``document`` with the configured limits, the idempotency header and the links."""
     schemas = document["components"]["schemas"]
+    schemas["PaymentNotification"] = notification_schema()
     items = schemas["PlaceOrderRequest"]["properties"]["items"]
     items["maxItems"] = min(settings.orders.max_items, MAX_ITEMS_PER_REQUEST)
     schemas["OrderItemRequest"]["properties"]["quantity"]["maximum"] = settings.orders.max_quantity

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
 from gateway.api.problems import PROBLEM_JSON, Problem
 from gateway.errors import NotFound, ValidationError
+from gateway.history.store import OrderEvent
 from gateway.write_path import idempotency
 from gateway.write_path.gateway import Gateway
 from gateway.write_path.models import (
@@ -74,7 +75,7 @@ class TransitionRequest(BaseModel):
     expected_version: Annotated[int, Ge(1), BeforeValidator(json_integer)] | None = None
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed JSON, or (POST /orders) a missing Idempotency-Key header",
         401: "Missing or wrong API key",
@@ -132,7 +133,7 @@ router = APIRouter(dependencies=[Depends(require_json)])
     response_model=Order,
     responses={
         200: {"description": "A replay of an earlier request with the same key"},
-        **_problems(400, 401, 409, 413, 415, 422, 503),
+        **problem_responses(400, 401, 409, 413, 415, 422, 503),
     },
     tags=["orders"],
 )
@@ -174,7 +175,7 @@ async def place_order(
 @router.get(
     "/orders/{order_id}",
     response_model=Order,
-    responses=_problems(401, 404, 422, 503),
+    responses=problem_responses(401, 404, 422, 503),
     tags=["orders"],
 )
 async def get_order(
@@ -186,10 +187,34 @@ async def get_order(
         return await gateway_of(request).get_order(order_id, consistency_token=consistency_token)
 
 
+class OrderHistory(BaseModel):
+    """An order's events, its whole history, oldest first."""
+
+    order_id: UUID
+    events: list[OrderEvent]
+
+
+@router.get(
+    "/orders/{order_id}/events",
+    response_model=OrderHistory,
+    responses=problem_responses(401, 404, 422, 503),
+    tags=["orders"],
+)
+async def order_events(
+    order_id: UUID, request: Request, consistency_token: ConsistencyToken = None
+) -> OrderHistory:
+    """The order's events in version order (read like GET /orders/{id})."""
+    with path_resource("order"), header_field(CONSISTENCY_HEADER, "consistency_token"):
+        events = await gateway_of(request).order_events(
+            order_id, consistency_token=consistency_token
+        )
+    return OrderHistory(order_id=order_id, events=events)
+
+
 @router.post(
     "/orders/{order_id}/transitions",
     response_model=Order,
-    responses=_problems(400, 401, 404, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 404, 409, 413, 415, 422, 503),
     tags=["orders"],
 )
 async def transition_order(
@@ -209,7 +234,7 @@ async def transition_order(
     "/customers",
     status_code=status.HTTP_201_CREATED,
     response_model=Customer,
-    responses=_problems(400, 401, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 409, 413, 415, 422, 503),
     tags=["customers"],
 )
 async def create_customer(body: CustomerRequest, request: Request, response: Response) -> Customer:
@@ -223,7 +248,7 @@ async def create_customer(body: CustomerRequest, request: Request, response: Res
 @router.get(
     "/customers/{customer_id}/orders",
     response_model=OrderPage,
-    responses=_problems(401, 404, 422, 503),
+    responses=problem_responses(401, 404, 422, 503),
     tags=["customers"],
 )
 async def customer_orders(
@@ -258,7 +283,7 @@ async def customer_orders(
     "/customers/{customer_id}/addresses",
     status_code=status.HTTP_201_CREATED,
     response_model=Address,
-    responses=_problems(400, 401, 404, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 404, 413, 415, 422, 503),
     tags=["customers"],
 )
 async def add_address(
@@ -275,7 +300,7 @@ async def add_address(
     "/products",
     status_code=status.HTTP_201_CREATED,
     response_model=Product,
-    responses=_problems(400, 401, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 409, 413, 415, 422, 503),
     tags=["products"],
 )
 async def create_product(body: ProductRequest, request: Request) -> Product:

@@ -9,9 +9,11 @@ import typer
 
 from gateway.cli import render
 from gateway.cli.app import app, out, run, settings_of
+from gateway.history.check import FoldCheck, check_folds
 from gateway.operations.doctor import Report, diagnose_configured, healthy
 from gateway.operations.doctor_tables import render as render_doctor_report
 from gateway.operations.verify import Drift, verify_configured
+from gateway.postgres.database import create_pool
 
 
 @app.command("doctor")
@@ -47,8 +49,20 @@ def verify_command(
     from_replica: Annotated[
         bool, typer.Option(help="Read PostgreSQL's orders from a streaming replica.")
     ] = False,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            help="Instead of the sinks: fold every order's event stream and compare it with "
+            "the order.",
+        ),
+    ] = False,
 ) -> None:
-    """Compare PostgreSQL's orders with each sink; exit 1 on any drift."""
+    """Compare PostgreSQL's orders with each sink (or, with --events, with the fold of their
+    events); exit 1 on any difference."""
+    if events:
+        verify_events(context, batch_size, as_json)
+        return
 
     async def work() -> list[Drift]:
         return await verify_configured(
@@ -61,4 +75,20 @@ def verify_command(
     else:
         out.print(render.drift_table(results))
     if not all(drift.clean for drift in results):
+        raise typer.Exit(1)
+
+
+def verify_events(context: typer.Context, batch_size: int, as_json: bool) -> None:
+    """``verify --events``: every order against the fold of its stream."""
+
+    async def work() -> FoldCheck:
+        async with await create_pool(settings_of(context).postgres) as pool:
+            return await check_folds(pool, batch_size)
+
+    check = run(work)
+    if as_json:
+        out.print_json(json.dumps(check.as_json()))
+    else:
+        out.print(render.fold_check_table(check))
+    if not check.clean:
         raise typer.Exit(1)

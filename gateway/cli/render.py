@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from gateway.history.check import FoldCheck
+from gateway.history.store import OrderEvent
 from gateway.operations.verify import Drift
 from gateway.postgres.migrations import MigrationStatus
 
@@ -106,4 +108,49 @@ def drift_table(results: Sequence[Drift]) -> Table:
             str(drift.extra),
             "ok" if drift.clean else "DRIFT",
         )
+    return table
+
+
+def events_table(events: Sequence[OrderEvent]) -> Table:
+    """An order's stream: one row per event, with the order's status after it."""
+    table = Table("version", "event", "status", "payment", "occurred at", "details")
+    for event in events:
+        payload = event.payload
+        details = []
+        if "payment" in payload:
+            payment = payload["payment"]
+            details.append(
+                f"{payment['status']} {payment['amount']} {payment['currency']}"
+                f" ({payment['payment_id']}): {payment['outcome']}"
+            )
+        if "reason" in payload:
+            details.append(f"reason {payload['reason']}")
+        if "previous_status" in payload:
+            details.append(f"from {payload['previous_status']}")
+        table.add_row(
+            str(event.version),
+            event.event_type,
+            str(payload.get("status", "")),
+            str(payload.get("payment_status") or ""),
+            event.occurred_at.isoformat(timespec="milliseconds"),
+            "; ".join(details),
+        )
+    return table
+
+
+def fold_check_table(check: FoldCheck) -> Table:
+    """The fold check's counts, then its first differences, one row each."""
+    table = Table("checked", "matched", "different", "broken", "without history", "truncated")
+    table.add_row(
+        str(check.checked),
+        str(check.matched),
+        str(check.different),
+        str(check.broken),
+        str(check.without_history),
+        str(check.truncated),
+    )
+    if check.examples:
+        table.add_section()
+        for example in check.examples:
+            table.add_row(f"order {example['order_id']}", example["problem"], end_section=False)
     return table

@@ -68,11 +68,51 @@ class PricingSettings(_Section):
 
 
 class OrderSettings(_Section):
-    """Limits on what one order may contain, and how order numbers look."""
+    """Limits on what one order may contain, how order numbers look, and how long a placed
+    order waits for its payment."""
 
     max_items: int = Field(default=100, ge=1)
     max_quantity: int = Field(default=10_000, ge=1)
     number_prefix: str = Field(default="ORD", pattern=r"^[A-Z][A-Z0-9]{0,9}$")
+    payment_timeout_seconds: float | None = Field(default=900.0, gt=0)
+    """An order still unpaid this long after it was placed is cancelled and its units
+    returned (by the relay's sweeper); ``null`` turns payment off: orders wait in ``pending``
+    until a caller moves them."""
+
+
+class PaymentsSettings(_Section):
+    """How payment notifications (``POST /webhooks/payments``) are authenticated.
+
+    ``webhook_secret`` is one secret or several (a list, or comma-separated in
+    ``FANOUT_PAYMENTS_WEBHOOK_SECRET``): a signature made with any of them is accepted, so a
+    provider's secret can be rotated without a gap. With none, the webhook answers 404.
+    """
+
+    webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [secret.strip() for secret in value.split(",") if secret.strip()]
+        if isinstance(value, SecretStr):
+            return [value]
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_enough(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for secret in secrets:
+            if len(secret.get_secret_value()) < MIN_API_KEY_LENGTH:
+                raise ValueError(f"every secret must be at least {MIN_API_KEY_LENGTH} characters")
+        return secrets
+
+
+class EventsSettings(_Section):
+    """How long every order's event history is kept (``null``: for good)."""
+
+    retention_days: int | None = Field(default=None, ge=1)
 
 
 class IdempotencySettings(_Section):
@@ -99,6 +139,8 @@ class RelaySettings(_Section):
     start_from: StartFrom = "beginning"
     retention_seconds: int = Field(default=7 * 86_400, gt=0)
     prune_interval_seconds: float = Field(default=60.0, gt=0)
+    payment_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often the relay cancels orders whose payment timed out."""
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
     stats_interval_seconds: float = Field(default=5.0, gt=0)
 
@@ -224,6 +266,8 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     orders: OrderSettings = OrderSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    payments: PaymentsSettings = PaymentsSettings()
+    events: EventsSettings = EventsSettings()
     relay: RelaySettings = RelaySettings()
     sinks: dict[SinkName, SinkSettings] = Field(default_factory=dict)
     api: ApiSettings = ApiSettings()

@@ -21,6 +21,7 @@ from adapters.base import EventEnvelope, Outcome, Sink
 from gateway.errors import GatewayError
 from gateway.write_path import orders
 from gateway.write_path.gateway import Gateway
+from gateway.write_path.lifecycle import ORDER_PLACED
 from gateway.write_path.models import Order, PlaceOrderRequest
 from gateway.write_path.order_status import OrderStatus
 from gateway.write_path.pricing import PricingPolicy
@@ -216,24 +217,23 @@ class DualWriteTarget:
                     order_request,
                     self.pricing,
                     self.gateway.settings.orders.number_prefix,
+                    self.gateway.settings.orders.payment_timeout_seconds,
                 )
         except GatewayError as error:
             raise WriteFailed(type(error).__name__) from error
-        event = orders.order_event(order, orders.ORDER_PLACED, customer)
+        event = orders.order_event(order, ORDER_PLACED, customer)
         return await self._write_stores(order, event)
 
     async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
         try:
             async with self.gateway.pool.acquire() as connection, connection.transaction():
-                order, previous, customer = await orders.change_status(
+                change = await orders.change_status(
                     connection, UUID(order_id), OrderStatus(status), expected_version
                 )
         except GatewayError as error:
             raise WriteFailed(type(error).__name__) from error
-        event = orders.order_event(
-            order, orders.ORDER_STATUS_CHANGED, customer, previous_status=previous
-        )
-        return await self._write_stores(order, event)
+        [event] = change.events
+        return await self._write_stores(change.order, event)
 
     async def _write_stores(self, order: Order, event: Any) -> Written:
         written = Written.of(order)

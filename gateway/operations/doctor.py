@@ -38,6 +38,9 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, object]]:
     return [{key: _plain(value) for key, value in record.items()} for record in records]
 
 
+PAYMENTS_LISTED = 20
+
+
 async def statements_section(connection: Connection, limit: int) -> Report:
     """The slowest statements, or why ``pg_stat_statements`` cannot tell."""
     version = await connection.fetchval(query("doctor_statements_extension"))
@@ -88,6 +91,20 @@ async def postgres_sections(connection: Connection, statements_limit: int) -> Re
             **dict(_rows([outbox])[0]),
             "sinks": await sink_status_rows(connection),
         },
+        "payments": await payments_section(connection),
+    }
+
+
+async def payments_section(connection: Connection) -> Report:
+    """Payments someone must act on: counts by outcome, and the latest of them."""
+    return {
+        "needing_attention": {
+            row["outcome"]: row["payments"]
+            for row in await connection.fetch(query("count_payments_needing_attention"))
+        },
+        "latest": _rows(
+            await connection.fetch(query("payments_needing_attention"), PAYMENTS_LISTED)
+        ),
     }
 
 

@@ -102,6 +102,7 @@ def render(report: Report, console: Console) -> None:
                 ],
             )
         )
+        _render_payments(report["payments"], console)
         replication = report["replication"]
         if replication["replicas"]:
             console.print(
@@ -130,3 +131,18 @@ def render(report: Report, console: Console) -> None:
         console.print(f"PostgreSQL: {_ok(False)} {postgres['detail']}")
     sinks = [{**sink, "health": _ok(sink["ok"])} for sink in report["sinks"]]
     console.print(_table("Sinks", sinks, ["name", "health", "detail", "backlog", "last_error"]))
+
+
+def _render_payments(payments: Report, console: Console) -> None:
+    counts = payments["needing_attention"]
+    if not counts:
+        console.print("Payments: none needs attention")
+        return
+    summary = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(counts.items()))
+    console.print(
+        _table(
+            f"[yellow]Payments needing attention: {summary}[/yellow] (latest first)",
+            payments["latest"],
+            ["received_at", "outcome", "payment_id", "order_id", "status", "amount", "currency"],
+        )
+    )

@@ -13,3 +13,7 @@ class AdvisoryLock(IntEnum):
     """Serialises schema migration runners."""
     PRUNE = 0x66616E6F7575
     """Lets one relay at a time prune the outbox."""
+    PAYMENT_SWEEP = 0x66616E6F7576
+    """Lets one relay at a time cancel the orders whose payment timed out."""
+    HISTORY_PRUNE = 0x66616E6F7577
+    """Lets one relay at a time delete order events past ``events.retention_days``."""

@@ -39,6 +39,15 @@ async def append(connection: Connection, events: Sequence[Event]) -> None:
         await connection.executemany(query("append_outbox_event"), [_row(e) for e in events])
 
 
+async def append_order_events(connection: Connection, events: Sequence[Event]) -> None:
+    """Append an order's ``events`` to the outbox and to the order's stream (its history,
+    kept beyond the outbox's retention), in the connection's current transaction."""
+    if len(events) == 1:
+        await connection.execute(query("append_order_event"), *_row(events[0]))
+    elif events:
+        await connection.executemany(query("append_order_event"), [_row(e) for e in events])
+
+
 class StoredEvent(NamedTuple):
     """An outbox row as the relay reads it: the event and where it stands in the outbox.
 

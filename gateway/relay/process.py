@@ -56,6 +56,7 @@ class Relay:
         collect_stats: bool = False,
         shared_reads: bool = True,
         storage: RelayStorage | None = None,
+        history_retention_days: int | None = None,
     ) -> None:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
@@ -78,6 +79,7 @@ class Relay:
         """Set once every sink's worker has registered and taken its first leases."""
         self.backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._start_from = dict(start_from or {})
+        self._history_retention_days = history_retention_days
         self._collect_stats = collect_stats
         self.reads = OutboxReads(
             storage.read_batch,
@@ -122,8 +124,9 @@ class Relay:
             if sink_settings.start_from is not None
         }
         # Each worker holds at most two connections at a time (a batch's commit while the next
-        # batch is read ahead), plus heartbeat, prune and stats.
-        size = 2 * len(sinks) + 3
+        # batch is read ahead), plus heartbeat, prune, stats, the payment sweeper and the
+        # history's pruning.
+        size = 2 * len(sinks) + 5
         postgres = settings.postgres.model_copy(update={"pool_min_size": 1, "pool_max_size": size})
         relay = cls(
             await create_pool(postgres),
@@ -132,6 +135,7 @@ class Relay:
             settings.relay,
             start_from=start_from,
             collect_stats=collect_stats,
+            history_retention_days=settings.events.retention_days,
         )
         relay._owns_pool = True
         relay._owns_sinks = built
@@ -182,6 +186,8 @@ class Relay:
                 name="relay-prune",
             ),
         ]
+        if self.pool is not None:
+            background.extend(self._order_upkeep(self.pool))
         if self.postgres is not None:
             background.append(
                 asyncio.create_task(
@@ -209,6 +215,33 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._leave()
+
+    def _order_upkeep(self, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
+        """The sweeper of unpaid orders and, with a retention, the pruning of their history."""
+        sweep = self.settings.payment_sweep_interval_seconds
+        tasks = [
+            asyncio.create_task(
+                upkeep.every(
+                    sweep,
+                    "orders cancelled for want of payment",
+                    lambda: upkeep.expire_unpaid_orders(pool),
+                ),
+                name="relay-payment-sweep",
+            )
+        ]
+        days = self._history_retention_days
+        if days is not None:
+            tasks.append(
+                asyncio.create_task(
+                    upkeep.every(
+                        self.settings.prune_interval_seconds,
+                        "order events pruned",
+                        lambda: upkeep.prune_history(pool, days),
+                    ),
+                    name="relay-history-prune",
+                )
+            )
+        return tasks
 
     async def _signal_ready(self) -> None:
         await asyncio.gather(*(worker.leased.wait() for worker in self.workers))

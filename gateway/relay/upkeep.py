@@ -1,25 +1,33 @@
 """The relay process's background work besides delivery: waking the workers when events are
-committed, pruning delivered events, and the backlog gauges."""
+committed, pruning delivered events and old order history, cancelling orders whose payment
+timed out, and the backlog gauges."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+import asyncpg
 
 from gateway import metrics
 from gateway.backoff import Backoff
 from gateway.configuration.settings import PostgresSettings
 from gateway.errors import GatewayError
+from gateway.history import store as history
+from gateway.payments.recording import expire_due_orders
 from gateway.postgres import outbox
+from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.database import connect
+from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.storage import RelayStorage
 
 log = logging.getLogger("gateway.relay")
 
 PRUNE_CHUNK = 5_000
+SWEEP_CHUNK = 100
 
 
 async def listen_for_events(
@@ -86,6 +94,50 @@ async def prune_periodically(
                 log.info("pruned %d delivered outbox events", pruned)
         except DATABASE_ERRORS as error:
             log.warning("pruning failed: %s", error)
+
+
+async def expire_unpaid_orders(pool: asyncpg.Pool, limit: int = SWEEP_CHUNK) -> int:
+    """Cancel every pending order whose payment is overdue, returning its units (unless
+    another relay is at it), ``limit`` orders per transaction; how many were cancelled."""
+    total = 0
+    while True:
+        async with pool.acquire() as connection, connection.transaction():
+            lock = AdvisoryLock.PAYMENT_SWEEP
+            if not await connection.fetchval(query("try_advisory_xact_lock"), lock):
+                return total
+            changes = await expire_due_orders(connection, limit)
+            for change in changes:
+                await outbox.append_order_events(connection, change.events)
+        total += len(changes)
+        if len(changes) < limit:
+            return total
+
+
+async def prune_history(pool: asyncpg.Pool, retention_days: int) -> int:
+    """Delete order events older than ``retention_days`` (unless another relay is at it), in
+    chunks; how many were deleted."""
+    total = 0
+    while True:
+        async with pool.acquire() as connection, connection.transaction():
+            lock = AdvisoryLock.HISTORY_PRUNE
+            if not await connection.fetchval(query("try_advisory_xact_lock"), lock):
+                return total
+            deleted = await history.prune(connection, retention_days, PRUNE_CHUNK)
+        total += deleted
+        if deleted < PRUNE_CHUNK:
+            return total
+
+
+async def every(interval_seconds: float, what: str, chore: Callable[[], Awaitable[int]]) -> None:
+    """Run ``chore`` every ``interval_seconds``, logging how many rows it handled (``what``)."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            done = await chore()
+            if done:
+                log.info("%s: %d", what, done)
+        except DATABASE_ERRORS as error:
+            log.warning("%s failed: %s", what, error)
 
 
 async def publish_backlog(storage: RelayStorage, interval_seconds: float) -> None:

@@ -12,6 +12,10 @@ import asyncpg
 
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import GatewayError, ValidationError
+from gateway.history import store as history
+from gateway.history.store import OrderEvent
+from gateway.payments import recording
+from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, create_pool
 from gateway.postgres.queries import query
@@ -23,6 +27,7 @@ from gateway.postgres.replicas import (
     parse_token,
 )
 from gateway.write_path import catalog, customers, idempotency, orders
+from gateway.write_path.lifecycle import ORDER_PLACED
 from gateway.write_path.models import (
     Address,
     AddressRequest,
@@ -170,8 +175,8 @@ class Gateway:
                         return PlacedOrder(await self._committed(connection, earlier), True)
                     order, customer = await self._insert_order(connection, order_id, order_request)
                 headers = {"idempotency_key": key} if key is not None else None
-                event = orders.order_event(order, orders.ORDER_PLACED, customer, headers=headers)
-                await outbox.append(connection, [event])
+                event = orders.order_event(order, ORDER_PLACED, customer, headers=headers)
+                await outbox.append_order_events(connection, [event])
             return PlacedOrder(await self._committed(connection, order), False)
 
     async def transition(
@@ -193,14 +198,47 @@ class Gateway:
             raise ValidationError.single("expected_version", "must be at least 1")
         async with self._pool.acquire() as connection:
             async with connection.transaction():
-                order, previous, customer = await orders.change_status(
-                    connection, target_id, target, expected_version
-                )
-                event = orders.order_event(
-                    order, orders.ORDER_STATUS_CHANGED, customer, previous_status=previous
-                )
-                await outbox.append(connection, [event])
-            return await self._committed(connection, order)
+                change = await orders.change_status(connection, target_id, target, expected_version)
+                await outbox.append_order_events(connection, change.events)
+            return await self._committed(connection, change.order)
+
+    async def record_payment(
+        self, notification: PaymentNotification | Mapping[str, Any]
+    ) -> RecordedPayment:
+        """Record a payment provider's notification and apply it to its order.
+
+        A succeeded payment of the order's amount and currency confirms a pending order
+        (``payment.processed``, ``order.confirmed``); a failed one cancels it and returns its
+        units (``payment.failed``, ``inventory.released``, ``order.cancelled``). A payment for
+        an order that can no longer take it is recorded and flagged for refund, one of another
+        amount or currency is recorded as a mismatch. The same ``payment_id`` again writes
+        nothing and returns what the first delivery did; with other content it raises
+        ``Conflict``. ``NotFound`` if the order does not exist.
+        """
+        parsed = parse(PaymentNotification, notification)
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                outcome, change = await recording.record_payment(connection, parsed)
+                if change is not None:
+                    await outbox.append_order_events(connection, change.events)
+                    order = change.order
+                else:
+                    order = await orders.fetch_order(connection, parsed.order_id)
+            order = await self._committed(connection, order)
+        return RecordedPayment(parsed.payment_id, outcome, change is None, order)
+
+    async def order_events(
+        self, order_id: UUID | str, *, consistency_token: str | None = None
+    ) -> list[OrderEvent]:
+        """The order's events in version order, its whole history (read like
+        :meth:`get_order`); ``NotFound`` if there is no such order."""
+        target_id = _uuid(order_id, "order_id")
+        token = _token(consistency_token)
+
+        async def read(connection: Connection) -> list[OrderEvent]:
+            return await history.read_stream(connection, target_id)
+
+        return await self._reads.run(read, token)
 
     async def get_order(
         self, order_id: UUID | str, *, consistency_token: str | None = None
@@ -315,6 +353,7 @@ class Gateway:
             request,
             self._pricing,
             self._settings.orders.number_prefix,
+            self._settings.orders.payment_timeout_seconds,
             claim,
         )
 

@@ -25,6 +25,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 from typing_extensions import TypeAliasType
 
+from gateway.write_path.lifecycle import PaymentStatus
 from gateway.write_path.order_status import OrderStatus
 
 # What the text fields of a request state and enforce: PostgreSQL cannot store NUL, and a
@@ -262,6 +263,10 @@ class Order(StoredRecord):
     version: int
     created_at: datetime
     updated_at: datetime
+    payment_status: PaymentStatus | None = None
+    """Where the order's payment stands; ``None`` when it was placed with payment off."""
+    payment_due_at: datetime | None = None
+    """When the order is cancelled unless paid (``orders.payment_timeout_seconds``)."""
     items: list[OrderItem]
 
 

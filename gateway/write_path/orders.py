@@ -6,9 +6,10 @@ and nothing of the outbox or idempotency keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -24,13 +25,18 @@ from gateway.errors import (
 from gateway.postgres.database import Connection, fetch_required
 from gateway.postgres.queries import query
 from gateway.write_path.idempotency import KeyClaim, KeyTaken
+from gateway.write_path.lifecycle import (
+    INVENTORY_RELEASED,
+    ORDER_STATUS_CHANGED,
+    STATUS_EVENTS,
+    PaymentStatus,
+    Step,
+)
 from gateway.write_path.models import Event, Order, OrderItem, PlaceOrderRequest
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
 from gateway.write_path.pricing import PricingPolicy, to_cents
 
 ORDER_AGGREGATE = "order"
-ORDER_PLACED = "order.placed"
-ORDER_STATUS_CHANGED = "order.status_changed"
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,12 @@ async def insert_order(
     request: PlaceOrderRequest,
     pricing: PricingPolicy,
     number_prefix: str,
+    payment_timeout_seconds: float | None,
     key: KeyClaim | None = None,
 ) -> tuple[Order, CustomerSummary]:
     """Check, price and insert order ``order_id`` with its items, taking units from inventory;
     with ``key``, claim that idempotency key for it first (raising :class:`KeyTaken` when
-    another request holds it).
+    another request holds it). With a payment timeout, the order awaits its payment.
 
     Two round trips: the key, customer, addresses and products (locked) in one, then the
     order, its items and the units taken in one statement.
@@ -110,6 +117,7 @@ async def insert_order(
         list(quantities.values()),
         [unit_prices[pid] for pid in quantities],
         [line_totals[pid] for pid in quantities],
+        payment_timeout_seconds,
     )
     order = Order(
         **{key: lines[0][key] for key in _ORDER_COLUMNS},
@@ -123,25 +131,96 @@ async def insert_order(
     return order, customer
 
 
+@dataclass(frozen=True)
+class LockedOrder:
+    """An order's row, locked for the rest of the transaction: what a change decides on."""
+
+    id: UUID
+    status: OrderStatus
+    version: int
+    payment_status: PaymentStatus | None
+    total_amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class OrderChange:
+    """An order after a change, and the events that record it (one per step, in order)."""
+
+    order: Order
+    events: list[Event]
+
+
+async def lock_order(connection: Connection, order_id: UUID) -> LockedOrder:
+    """Lock the order's row until the transaction ends; ``NotFound`` if there is none."""
+    row = await connection.fetchrow(query("lock_order"), order_id)
+    if row is None:
+        raise NotFound("order", order_id, field="order_id")
+    payment = row["payment_status"]
+    return LockedOrder(
+        row["id"],
+        OrderStatus(row["status"]),
+        row["version"],
+        PaymentStatus(payment) if payment is not None else None,
+        row["total_amount"],
+        row["currency"],
+    )
+
+
 async def change_status(
     connection: Connection,
     order_id: UUID,
     target: OrderStatus,
     expected_version: int | None,
-) -> tuple[Order, OrderStatus, CustomerSummary]:
-    """Move an order to ``target``; return it, its previous status and its customer."""
-    current = await connection.fetchrow(query("lock_order"), order_id)
-    if current is None:
-        raise NotFound("order", order_id, field="order_id")
-    previous = OrderStatus(current["status"])
-    check_transition(order_id, previous, current["version"], target, expected_version)
-    if target in RESTOCKING_STATUSES:
-        await connection.execute(query("lock_order_products"), order_id)
-        await connection.execute(query("return_inventory"), order_id)
-    order_row = await fetch_required(connection, query("set_order_status"), order_id, target.value)
-    items = await connection.fetch(query("order_items_of"), order_id)
-    customer = await _customer(connection, order_row["customer_id"])
-    return _order(order_row, items), previous, customer
+) -> OrderChange:
+    """Move an order to ``target`` as a caller asked (one ``order.status_changed`` event)."""
+    current = await lock_order(connection, order_id)
+    check_transition(order_id, current.status, current.version, target, expected_version)
+    step = Step(ORDER_STATUS_CHANGED, target, current.payment_status)
+    return await apply_steps(connection, current, [step])
+
+
+async def apply_steps(
+    connection: Connection,
+    current: LockedOrder,
+    steps: Sequence[Step],
+    details: Mapping[str, Mapping[str, Any]] | None = None,
+) -> OrderChange:
+    """Apply ``steps`` to the locked order: one version each, the last one's statuses kept;
+    entering a restocking status returns the order's units. ``details`` adds fields to the
+    payload of the event of each type it names."""
+    final = steps[-1]
+    if final.status in RESTOCKING_STATUSES and current.status not in RESTOCKING_STATUSES:
+        await connection.execute(query("lock_order_products"), current.id)
+        await connection.execute(query("return_inventory"), current.id)
+    payment = final.payment_status.value if final.payment_status is not None else None
+    row = await fetch_required(
+        connection, query("advance_order"), current.id, final.status.value, payment, len(steps)
+    )
+    items = await connection.fetch(query("order_items_of"), current.id)
+    customer = await _customer_summary(connection, row["customer_id"])
+    order = _order(row, items)
+    events = []
+    previous = current.status
+    for offset, step in enumerate(steps, start=1 - len(steps)):
+        state = order.model_copy(
+            update={
+                "version": order.version + offset,
+                "status": step.status,
+                "payment_status": step.payment_status,
+            }
+        )
+        extra = dict((details or {}).get(step.event_type, {}))
+        if step.event_type in STATUS_EVENTS:
+            extra["previous_status"] = previous.value
+            previous = step.status
+        if step.event_type == INVENTORY_RELEASED:
+            extra["released"] = [
+                {"product_id": str(item.product_id), "quantity": item.quantity}
+                for item in order.items
+            ]
+        events.append(order_event(state, step.event_type, customer, details=extra))
+    return OrderChange(order, events)
 
 
 async def fetch_order(connection: Connection, order_id: UUID) -> Order:
@@ -179,13 +258,13 @@ def order_event(
     customer: CustomerSummary,
     *,
     headers: Mapping[str, str] | None = None,
-    previous_status: OrderStatus | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> Event:
-    """The outbox event carrying the order's full state at ``order.version``."""
+    """The outbox event carrying the order's full state at ``order.version``, with
+    ``details`` (what the event itself says, such as the payment) beside it."""
     payload = order.model_dump(mode="json")
     payload["customer"] = customer.as_payload()
-    if previous_status is not None:
-        payload["previous_status"] = previous_status.value
+    payload.update(details or {})
     return Event(
         aggregate_type=ORDER_AGGREGATE,
         aggregate_id=str(order.id),
@@ -196,12 +275,8 @@ def order_event(
     )
 
 
-async def _customer(connection: Connection, customer_id: UUID) -> CustomerSummary:
-    row = await connection.fetchrow(query("get_customer_summary"), customer_id)
-    if row is None:
-        raise NotFound("customer", customer_id, field="customer_id")
-    if not row["is_active"]:
-        raise ValidationError.single("customer_id", f"customer {customer_id} is not active")
+async def _customer_summary(connection: Connection, customer_id: UUID) -> CustomerSummary:
+    row = await fetch_required(connection, query("get_customer_summary"), customer_id)
     return CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
 
 

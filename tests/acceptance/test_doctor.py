@@ -57,9 +57,11 @@ async def test_doctor_reports_every_section_of_a_real_database(
         "statements",
         "indexes",
         "outbox",
+        "payments",
         "replication",
         "sinks",
     }
+    assert report["payments"] == {"needing_attention": {}, "latest": []}
     assert report["replication"]["replicas"] == []  # none configured
     assert report["postgres"]["ok"] is True
     assert report["postgres"]["server_version"].startswith("15")

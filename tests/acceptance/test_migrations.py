@@ -35,6 +35,8 @@ GATEWAY_TABLES = {
     "relay_instances",
     "dead_letters",
     "fanout_schema_migrations",
+    "order_events",
+    "payments",
 }
 
 
@@ -106,20 +108,27 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(5)
+    undone = await runner.rollback(6)
     assert [m.name for m in undone] == [
+        "order_history_and_payments",
         "customer_orders_keyset",
         "outbox_backlog_function",
         "outbox_batch_function",
         "relay",
         "outbox_and_idempotency",
     ]
-    assert {"outbox", "idempotency_keys", "dead_letters"}.isdisjoint(await tables(connection))
+    assert {"outbox", "idempotency_keys", "dead_letters", "order_events", "payments"}.isdisjoint(
+        await tables(connection)
+    )
     assert await connection.fetchval("SELECT to_regproc('outbox_batch')") is None
     assert await connection.fetchval("SELECT to_regproc('outbox_backlog')") is None
     assert "orders" in await tables(connection)
     indexes = await connection.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'orders'")
     assert "orders_customer_id_created_at" in {row["indexname"] for row in indexes}
+    columns = await connection.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'"
+    )
+    assert {"payment_status", "payment_due_at"}.isdisjoint(row["column_name"] for row in columns)
 
     await runner.rollback(1)
     assert await tables(connection) == {"fanout_schema_migrations"}

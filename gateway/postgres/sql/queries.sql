@@ -27,6 +27,20 @@ DELETE FROM fanout_schema_migrations WHERE version = $1;
 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type, payload, headers)
 VALUES ($1, $2, $3, $4, $5, $6, $7);
 
+-- name: append_order_event
+-- An order's event: to the outbox for delivery and to the order's stream for good, in one
+-- statement (the stream's row takes the outbox row's time).
+WITH appended AS (
+    INSERT INTO outbox (
+        event_id, aggregate_type, aggregate_id, version, event_type, payload, headers
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING event_id, aggregate_id, version, event_type, payload, headers, occurred_at
+)
+INSERT INTO order_events (stream_id, version, event_id, event_type, payload, headers, occurred_at)
+SELECT aggregate_id::uuid, version, event_id, event_type, payload, headers, occurred_at
+FROM appended;
+
 -- name: claim_idempotency_key
 INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, expires_at)
 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
@@ -88,18 +102,22 @@ LEFT JOIN LATERAL (
 
 -- name: insert_order_with_items
 -- The order, its items and the units they take from products already locked (lock_order_inputs),
--- in one statement; one row per item (ordered by its id), the order's columns on each.
+-- in one statement; one row per item (ordered by its id), the order's columns on each. With a
+-- payment timeout ($20 seconds), the order awaits its payment until then.
 -- Foreign keys are checked at the end of the statement, when the order exists.
 WITH placed AS (
     INSERT INTO orders (
         id, order_number, customer_id, subtotal, tax_amount, shipping_amount, total_amount,
-        currency, billing_address_id, shipping_address_id, customer_segment, metadata, notes
+        currency, billing_address_id, shipping_address_id, customer_segment, metadata, notes,
+        payment_status, payment_due_at
     )
     VALUES (
         $1,
         $2 || '-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
             || lpad(nextval('order_number_seq')::text, 8, '0'),
-        $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
+        $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+        CASE WHEN $20::float8 IS NOT NULL THEN 'awaiting' END,
+        now() + make_interval(secs => $20::float8)
     )
     RETURNING *
 ),
@@ -126,7 +144,10 @@ FROM placed CROSS JOIN lines
 ORDER BY lines.item_id;
 
 -- name: lock_order
-SELECT id, status, version FROM orders WHERE id = $1 FOR UPDATE;
+SELECT id, status, version, payment_status, total_amount, currency
+FROM orders
+WHERE id = $1
+FOR UPDATE;
 
 -- name: lock_order_products
 SELECT products.id
@@ -141,9 +162,13 @@ SET inventory_quantity = products.inventory_quantity + order_items.quantity, upd
 FROM order_items
 WHERE order_items.order_id = $1 AND products.id = order_items.product_id;
 
--- name: set_order_status
+-- name: advance_order
+-- The order after $4 events: its status and payment status as the last of them leaves them.
 UPDATE orders
-SET status = $2::order_status, version = version + 1, updated_at = now()
+SET status = $2::order_status,
+    payment_status = $3,
+    version = version + $4,
+    updated_at = now()
 WHERE id = $1
 RETURNING *;
 
@@ -580,3 +605,86 @@ SELECT application_name,
        sync_state
 FROM pg_stat_replication
 ORDER BY application_name, client_addr;
+
+-- Payments --------------------------------------------------------------------------------------
+
+-- name: get_payment
+SELECT payment_id, order_id, status, amount, currency, outcome FROM payments WHERE payment_id = $1;
+
+-- name: insert_payment
+-- Nothing when the payment id is recorded already (by a delivery that raced this one).
+INSERT INTO payments (payment_id, order_id, status, amount, currency, occurred_at, outcome)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (payment_id) DO NOTHING
+RETURNING payment_id;
+
+-- name: lock_due_unpaid_orders
+-- Pending orders whose payment is overdue, oldest due first; those a payment holds are skipped
+-- (the payment decides them, and the next sweep sees what it left).
+SELECT id
+FROM orders
+WHERE status = 'pending' AND payment_due_at <= now()
+ORDER BY payment_due_at, id
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_products_of_orders
+-- In id order, as every writer locks products, so that no two transactions deadlock.
+SELECT products.id
+FROM products
+WHERE products.id IN (SELECT product_id FROM order_items WHERE order_id = ANY($1::uuid[]))
+ORDER BY products.id
+FOR UPDATE;
+
+-- name: payments_needing_attention
+-- Payments someone must act on: amounts that are not the order's, and money to give back.
+SELECT payment_id, order_id, status, amount::text AS amount, currency, outcome, received_at
+FROM payments
+WHERE outcome IN ('mismatch', 'refund_required')
+ORDER BY received_at DESC
+LIMIT $1;
+
+-- name: count_payments_needing_attention
+SELECT outcome, count(*) AS payments
+FROM payments
+WHERE outcome IN ('mismatch', 'refund_required')
+GROUP BY outcome
+ORDER BY outcome;
+
+-- Order history -----------------------------------------------------------------------------------
+
+-- name: order_stream
+SELECT stream_id, version, event_id, event_type, payload, headers, occurred_at
+FROM order_events
+WHERE stream_id = $1
+ORDER BY version;
+
+-- name: order_streams
+SELECT stream_id, version, event_type, payload
+FROM order_events
+WHERE stream_id = ANY($1::uuid[])
+ORDER BY stream_id, version;
+
+-- name: orders_for_fold_check
+-- A batch of orders after the id $1 (keyset), with what the fold of their streams must equal.
+SELECT id, status::text AS status, payment_status, version, total_amount::text AS total_amount,
+       currency, updated_at,
+       ARRAY(SELECT product_id::text || ':' || quantity FROM order_items
+             WHERE order_id = orders.id ORDER BY product_id) AS lines
+FROM orders
+WHERE $1::uuid IS NULL OR id > $1
+ORDER BY id
+LIMIT $2;
+
+-- name: prune_order_events
+-- At most $2 events older than $1 days, oldest first.
+DELETE FROM order_events
+WHERE event_id IN (
+    SELECT event_id FROM order_events
+    WHERE occurred_at < now() - make_interval(days => $1)
+    ORDER BY occurred_at
+    LIMIT $2
+);
+
+-- name: order_exists
+SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1);
