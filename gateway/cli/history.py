@@ -34,4 +34,5 @@ def events_command(
     if as_json:
         out.print_json(json.dumps([event.model_dump(mode="json") for event in events]))
     else:
-        out.print(render.events_table(events))
+        for line in render.events_lines(events):
+            out.print(line, markup=False, highlight=False)

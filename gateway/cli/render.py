@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from rich.table import Table
@@ -111,31 +112,31 @@ def drift_table(results: Sequence[Drift]) -> Table:
     return table
 
 
-def events_table(events: Sequence[OrderEvent]) -> Table:
-    """An order's stream: one row per event, with the order's status after it."""
-    table = Table("version", "event", "status", "payment", "occurred at", "details")
+def events_lines(events: Sequence[OrderEvent]) -> list[str]:
+    """An order's stream, a line per event (version, time in UTC, type, and the order's
+    status and payment status after it), what the event says in an indented line below."""
+    lines = [f"{'ver':>4}  {'occurred at (UTC)':19}  {'event':23}  {'status':10}  payment"]
     for event in events:
         payload = event.payload
+        when = event.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(
+            f"{event.version:>4}  {when}  {event.event_type:23}  "
+            f"{payload.get('status', ''):10}  {payload.get('payment_status') or ''}"
+        )
         details = []
         if "payment" in payload:
             payment = payload["payment"]
             details.append(
-                f"{payment['status']} {payment['amount']} {payment['currency']}"
-                f" ({payment['payment_id']}): {payment['outcome']}"
+                f"payment {payment['payment_id']}: {payment['status']} {payment['amount']} "
+                f"{payment['currency']}, {payment['outcome']}"
             )
         if "reason" in payload:
             details.append(f"reason {payload['reason']}")
         if "previous_status" in payload:
             details.append(f"from {payload['previous_status']}")
-        table.add_row(
-            str(event.version),
-            event.event_type,
-            str(payload.get("status", "")),
-            str(payload.get("payment_status") or ""),
-            event.occurred_at.isoformat(timespec="milliseconds"),
-            "; ".join(details),
-        )
-    return table
+        if details:
+            lines.append(" " * 6 + "; ".join(details))
+    return lines
 
 
 def fold_check_table(check: FoldCheck) -> Table:

@@ -67,6 +67,16 @@ def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.Monkey
             "relay.batches_in_flight",
             "greater than or equal to 1",
         ),
+        (
+            f"postgres:\n  url: {URL}\npayments:\n  webhook_secret: [short]\n",
+            "payments.webhook_secret",
+            "at least 16 characters",
+        ),
+        (
+            f"postgres:\n  url: {URL}\norders:\n  payment_timeout_seconds: 0\n",
+            "orders.payment_timeout_seconds",
+            "greater than 0",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(
@@ -159,3 +169,27 @@ def test_an_unset_variable_names_the_key_the_variable_and_the_file(
     assert raised.value.key == "postgres.url"
     assert "DB_PASSWORD is not set" in raised.value.message
     assert raised.value.source == str(path)
+
+
+def test_payment_is_on_by_default_and_off_with_null(tmp_path: Path) -> None:
+    assert (
+        load_settings(write(tmp_path, f"postgres:\n  url: {URL}\n")).orders
+        == load_settings(
+            write(tmp_path, f"postgres:\n  url: {URL}\norders:\n  payment_timeout_seconds: 900\n")
+        ).orders
+    )
+    off = write(tmp_path, f"postgres:\n  url: {URL}\norders:\n  payment_timeout_seconds: null\n")
+    assert load_settings(off).orders.payment_timeout_seconds is None
+
+
+def test_webhook_secrets_are_one_or_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = "a-secret-of-20-chars"
+    two = "another-secret-of-24-chs"
+    single = write(tmp_path, f"postgres:\n  url: {URL}\npayments:\n  webhook_secret: {one}\n")
+    assert [s.get_secret_value() for s in load_settings(single).payments.webhook_secret] == [one]
+    monkeypatch.setenv("FANOUT_PAYMENTS_WEBHOOK_SECRET", f"{two}, {one}")
+    secrets = load_settings(single).payments.webhook_secret
+    assert [s.get_secret_value() for s in secrets] == [two, one]
+    assert one not in repr(secrets)
