@@ -466,3 +466,13 @@ async def test_readyz_is_503_when_postgres_cannot_be_reached(
     assert ready.json()["status"] == "unavailable"
     assert ready.json()["postgres"]["ok"] is False
     assert alive.status_code == 200
+
+
+async def test_without_a_webhook_secret_the_payment_webhook_is_off(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/webhooks/payments", content=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 404
+    assert "payments.webhook_secret" in response.json()["detail"]
