@@ -6,12 +6,22 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from gateway.payments.decision import PaymentOutcome
 from gateway.write_path.models import NO_NUL, Money, Order
 
 PaymentId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
+
+
+def _time_text(value: object) -> object:
+    # A JSON time is a string; pydantic's lax datetime would read 0 as 1970-01-01.
+    if isinstance(value, bool | int | float):
+        raise ValueError('must be a date-time string such as "2026-11-30T10:00:00Z"')
+    return value
+
+
+OccurredAt = Annotated[AwareDatetime, BeforeValidator(_time_text)]
 
 
 class PaymentNotification(BaseModel):
@@ -29,7 +39,7 @@ class PaymentNotification(BaseModel):
     status: Literal["succeeded", "failed"]
     amount: Money
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    occurred_at: AwareDatetime
+    occurred_at: OccurredAt
 
     @property
     def succeeded(self) -> bool:

@@ -6,6 +6,10 @@ the stateful phase can follow them through their transitions), every well-formed
 generated body is replaced by one of the records the test seeded, read from the JSON file
 named by ``FANOUT_TEST_FUZZ_REFERENCES``. Only ids that are already valid UUIDs are replaced,
 so a request the schema forbids stays forbidden.
+
+Payment notifications are signed as a provider signs them (over the exact bytes sent) when the
+generated request carries a signature header at all, so that the fuzzer reaches the payment
+rules behind the signature; those without one test its refusal.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import uuid
 import zlib
 from datetime import UTC, datetime
@@ -20,6 +25,7 @@ from typing import Any
 
 import schemathesis
 
+from gateway.payments.signature import SIGNATURE_HEADER, signature_header
 from gateway.write_path.pages import CURSOR_PATTERN, encode_cursor
 
 _REFERENCES: dict[str, Any] = json.loads(
@@ -66,12 +72,39 @@ def _customer_orders(case: Any) -> None:
         query["cursor"] = encode_cursor(datetime.now(UTC), uuid.uuid4())
 
 
+def _sign_notification(case: Any, kwargs: dict[str, Any]) -> None:
+    """Point a well-formed order id at a seeded order, and sign the body to be sent."""
+    body = case.body
+    if isinstance(body, dict) and _is_uuid(body.get("order_id")):
+        orders = _REFERENCES["orders"]
+        body["order_id"] = orders[zlib.crc32(body["order_id"].encode()) % len(orders)]
+    headers = case.headers or {}
+    if SIGNATURE_HEADER not in headers or not _is_json(body):
+        return
+    raw = json.dumps(body).encode()
+    kwargs["data"] = raw
+    headers[SIGNATURE_HEADER] = signature_header(
+        raw, [_REFERENCES["webhook_secret"]], int(time.time())
+    )
+    case.headers = headers
+
+
+def _is_json(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @schemathesis.hook
 def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, Any]) -> None:
     """Point the ids of every generated body (in every phase) at seeded records."""
     operation = (case.operation.method.upper(), case.operation.path)
     if operation == ("GET", "/customers/{customer_id}/orders"):
         _customer_orders(case)
+    if operation == ("POST", "/webhooks/payments"):
+        _sign_notification(case, kwargs)
     body = case.body
     if not isinstance(body, dict):
         return

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SEED = os.environ.get("FANOUT_TEST_FUZZ_SEED", "1")
 EXAMPLES = int(os.environ.get("FANOUT_TEST_FUZZ_EXAMPLES", "300"))
 MAX_ITEMS = 20
+WEBHOOK_SECRET = "fuzz-webhook-secret-0123456789"
+SEEDED_ORDERS = 5
 
 
 async def seed_references(gateway: Gateway, path: Path) -> None:
@@ -60,8 +62,30 @@ async def seed_references(gateway: Gateway, path: Path) -> None:
         )
         for number in range(MAX_ITEMS)
     ]
+    buyer = customers[0]
+    orders = [
+        str(
+            (
+                await gateway.place_order(
+                    {
+                        "customer_id": buyer["customer_id"],
+                        "billing_address_id": buyer["billing_address_id"],
+                        "shipping_address_id": buyer["shipping_address_id"],
+                        "items": [{"product_id": products[0], "quantity": 1}],
+                    }
+                )
+            ).id
+        )
+        for _ in range(SEEDED_ORDERS)
+    ]
     text = json.dumps(
-        {"customers": customers, "products": products, "category_id": str(category.id)}
+        {
+            "customers": customers,
+            "products": products,
+            "category_id": str(category.id),
+            "orders": orders,
+            "webhook_secret": WEBHOOK_SECRET,
+        }
     )
     await asyncio.to_thread(path.write_text, text)
 
@@ -78,6 +102,7 @@ async def test_the_api_holds_up_to_schemathesis_with_every_check(
             {
                 "postgres": {"url": url},
                 "orders": {"max_items": MAX_ITEMS},
+                "payments": {"webhook_secret": [WEBHOOK_SECRET]},
                 "sinks": {"memory": {"type": "memory"}},
             },
         )
@@ -108,7 +133,7 @@ async def test_the_api_holds_up_to_schemathesis_with_every_check(
             async with httpx.AsyncClient(base_url=server.url) as client:
                 answered = answers_by_route((await client.get("/metrics")).text)
             server_log = server.server.log_text
-        placed = await gateway.pool.fetchval("SELECT count(*) FROM orders")
+        placed = await gateway.pool.fetchval("SELECT count(*) FROM orders") - SEEDED_ORDERS
 
     assert fuzzer.returncode == 0, f"{report}\n--- fanout serve ---\n{server_log}"
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
@@ -126,6 +151,13 @@ async def test_the_api_holds_up_to_schemathesis_with_every_check(
     assert sum(n for status, n in transitions.items() if status not in {"404", "422"}) > 0, (
         transitions
     )
+    # Signed notifications got past the signature to the payment rules.
+    webhook = {
+        status: count
+        for (route, status), count in answered.items()
+        if route == "POST /webhooks/payments"
+    }
+    assert webhook.get("200", 0) > 0 and webhook.get("401", 0) > 0, webhook
 
 
 def answers_by_route(metrics: str) -> dict[tuple[str, str], float]:
