@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from typing import Annotated, Any
-from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict
@@ -20,8 +19,7 @@ from gateway.configuration.settings import Settings
 from gateway.payments.decision import PaymentOutcome
 from gateway.payments.notification import PaymentNotification
 from gateway.payments.signature import SIGNATURE_HEADER, SignatureRejected, verify
-from gateway.write_path.lifecycle import PaymentStatus
-from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.models import Order
 
 webhooks = APIRouter(dependencies=[Depends(require_json)], tags=["payments"])
 
@@ -32,13 +30,11 @@ class PaymentReceipt(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     payment_id: str
-    order_id: UUID
     outcome: PaymentOutcome
     replayed: bool
     """True when this payment id had been recorded before: nothing was written now."""
-    order_status: OrderStatus
-    payment_status: PaymentStatus | None
-    order_version: int
+    order: Order
+    """The order as it is now."""
 
 
 @webhooks.post(
@@ -91,15 +87,11 @@ async def payment_notification(
             extra={"field": SIGNATURE_HEADER},
         ) from None
     recorded = await gateway_of(request).record_payment(_json_object(body))
-    order = recorded.order
     return PaymentReceipt(
         payment_id=recorded.payment_id,
-        order_id=order.id,
         outcome=recorded.outcome,
         replayed=recorded.replayed,
-        order_status=order.status,
-        payment_status=order.payment_status,
-        order_version=order.version,
+        order=recorded.order,
     )
 
 

@@ -93,6 +93,13 @@ def loadtest(
         int | None,
         typer.Option(help="This generator's number among those sharing the --run-id (1, 2, …)."),
     ] = None,
+    payments: Annotated[
+        str | None,
+        typer.Option(
+            help="Drive the payment saga: shares of orders paid, failed and left to time out, "
+            "as paid=0.7,failed=0.2,unpaid=0.1."
+        ),
+    ] = None,
 ) -> None:
     """Drive orders at a rate or concurrency; report write latency, fan-out lag and drift.
 
@@ -116,6 +123,16 @@ def loadtest(
     if compare not in {None, "dual-write"}:
         err.print("error: --compare: the only comparison is dual-write")
         raise typer.Exit(2)
+    paid = failed = unpaid = 0.0
+    if payments is not None:
+        from gateway.errors import ValidationError
+        from gateway.loadtest.plan import parse_payment_mix
+
+        try:
+            paid, failed, unpaid = parse_payment_mix(payments)
+        except ValidationError as error:
+            err.print(f"error: {error}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
     plan = LoadPlan(
         via=via,  # type: ignore[arg-type]
         url=url,
@@ -144,6 +161,9 @@ def loadtest(
         processes=processes,
         run_id=run_id,
         part=part,
+        paid_share=paid,
+        failed_share=failed,
+        unpaid_share=unpaid,
     )
 
     async def work() -> LoadReport:

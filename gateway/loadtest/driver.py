@@ -34,7 +34,9 @@ NEXT_STATUS = {
     "processing": "shipped",
     "shipped": "delivered",
 }
-OPERATIONS = ("place", "transition")
+OPERATIONS = ("place", "transition", "pay")
+LIVES = ("paid", "failed", "unpaid")
+"""What happens to an order after it is placed, when the plan drives payments."""
 PREPARED_REQUESTS = 512
 """Order bodies made (and encoded, for HTTP) before the load starts, then used in turn."""
 
@@ -61,6 +63,10 @@ class DriverCounts:
     offered: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    lives: Counter[str] = field(default_factory=Counter)
+    """Orders placed by what the driver did next: paid, failed or left unpaid."""
+    payment_outcomes: Counter[str] = field(default_factory=Counter)
+    """Payment notifications by what the gateway said they did."""
     interval_offered: int = 0
     interval_completed: int = 0
     interval_errors: int = 0
@@ -200,15 +206,45 @@ class LoadDriver:
         except Exception as error:  # counted, never allowed to stop the run
             self._fail(type(error).__name__)
             return
+        self._completed(operation, written, due)
+        if operation == "place" and self.plan.drives_payments:
+            await self._pay(written)
+
+    def _completed(self, operation: str, written: Written, started: float) -> None:
         finished = time.monotonic()
-        self.latency[operation].record(finished - due)
+        self.latency[operation].record(finished - started)
         self.counts.completed[operation] += 1
         self.counts.interval_completed += 1
-        if written.status in NEXT_STATUS:
+        # With payments driven, a pending order waits for its payment, not for a caller.
+        awaits_payment = self.plan.drives_payments and written.status == "pending"
+        if written.status in NEXT_STATUS and not awaits_payment:
             self._movable[written.order_id] = written
         self._writes += 1
         if self.sample is not None and self._writes % self.plan.sample_every == 0:
             self.sample(written, finished)
+
+    async def _pay(self, order: Written) -> None:
+        """Pay the order, fail its payment or leave it unpaid, by the plan's shares."""
+        plan = self.plan
+        life = self.rng.choices(LIVES, (plan.paid_share, plan.failed_share, plan.unpaid_share))[0]
+        self.counts.lives[life] += 1
+        if life == "unpaid":
+            return
+        self.counts.offered["pay"] += 1
+        self.counts.interval_offered += 1
+        started = time.monotonic()
+        payment_id = f"lt-{self.catalog.run_id}-{self.share.index}-pay-{order.order_id}"
+        status = "succeeded" if life == "paid" else "failed"
+        try:
+            written, outcome = await self.target.pay(order, status, payment_id)
+        except WriteFailed as failure:
+            self._fail(failure.kind)
+            return
+        except Exception as error:  # counted, never allowed to stop the run
+            self._fail(type(error).__name__)
+            return
+        self.counts.payment_outcomes[outcome] += 1
+        self._completed("pay", written, started)
 
     def _fail(self, kind: str) -> None:
         self.counts.errors[kind] += 1

@@ -85,8 +85,10 @@ async def target_of(job: DriverJob, settings: Settings) -> AsyncIterator[WriteTa
     if job["phase"] == "outbox" and plan.via == "http":
         assert plan.url is not None
         key = settings.api.key.get_secret_value() if settings.api.key else None
+        secrets = settings.payments.webhook_secret
+        secret = secrets[0].get_secret_value() if secrets else None
         connections = plan.concurrency or min(plan.max_in_flight, 256)
-        target = HttpTarget(plan.url, key, share_of(job).split(connections))
+        target = HttpTarget(plan.url, key, share_of(job).split(connections), secret)
         try:
             yield target
         finally:
@@ -139,6 +141,8 @@ async def drive(job: DriverJob, channel: Channel, commands: asyncio.StreamReader
                 "offered": dict(driver.counts.offered),
                 "completed": dict(driver.counts.completed),
                 "errors": dict(driver.counts.errors),
+                "lives": dict(driver.counts.lives),
+                "payment_outcomes": dict(driver.counts.payment_outcomes),
                 "offering_seconds": driver.offering_seconds,
                 "cpu_seconds": time.process_time() - cpu_started,
             },

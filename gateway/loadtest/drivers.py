@@ -188,3 +188,5 @@ class DriverProcesses:
         self.counts.offered.update(Counter(done["offered"]))
         self.counts.completed.update(Counter(done["completed"]))
         self.counts.errors.update(Counter(done["errors"]))
+        self.counts.lives.update(Counter(done["lives"]))
+        self.counts.payment_outcomes.update(Counter(done["payment_outcomes"]))

@@ -99,7 +99,7 @@ def _merge_phase(phases: list[PhaseReport]) -> PhaseReport:
         for sink in first["histograms"]["lag"]
     }
     generators = [p["generator"] for p in phases]
-    return {
+    merged: PhaseReport = {
         "name": first["name"],
         "via": first["via"],
         "mode": " + ".join(sorted({p["mode"] for p in phases})),
@@ -136,6 +136,15 @@ def _merge_phase(phases: list[PhaseReport]) -> PhaseReport:
         "fault": next((p["fault"] for p in phases if p["fault"] is not None), None),
         "timeline": _merge_timelines([p["timeline"] for p in phases]),
     }
+    payments = [p["payments"] for p in phases if "payments" in p]
+    if payments:
+        merged["payments"] = {
+            "lives": _add(part["lives"] for part in payments),
+            "outcomes": _add(part["outcomes"] for part in payments),
+            "payment_status": _add(part["payment_status"] for part in payments),
+            "awaited_timeouts": all(part["awaited_timeouts"] for part in payments),
+        }
+    return merged
 
 
 def _merge_sink(sinks: list[SinkReport], lag: Latencies | None) -> SinkReport:

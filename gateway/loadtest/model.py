@@ -101,6 +101,21 @@ class PhaseHistograms(TypedDict):
     lag: dict[str, EncodedLatencies]
 
 
+class PaymentCounts(TypedDict):
+    """The payment saga under load (``--payments``)."""
+
+    lives: dict[str, int]
+    """Orders by what the load test did after placing them: paid, failed, left unpaid."""
+    outcomes: dict[str, int]
+    """Notifications by what they did (confirmed, cancelled, refund_required, ...)."""
+    payment_status: dict[str, int]
+    """The run's orders in PostgreSQL at the end, by payment status (expired: cancelled by
+    the payment timeout)."""
+    awaited_timeouts: bool
+    """Whether every unpaid order had timed out before the drain (false: the timeout is
+    longer than the run could wait, or no relay swept)."""
+
+
 class PhaseReport(TypedDict):
     """One approach driven through the plan: the outbox, or the naive dual write."""
 
@@ -123,6 +138,7 @@ class PhaseReport(TypedDict):
     drain_seconds: float
     fault: FaultWindow | None
     timeline: list[TimelineRow]
+    payments: NotRequired[PaymentCounts]
 
 
 class HostInfo(TypedDict):

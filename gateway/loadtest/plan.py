@@ -62,6 +62,18 @@ class LoadPlan:
     out: Path | None = None
     chart: Path | None = None
     seed: int = 1
+    paid_share: float = 0.0
+    """Of the orders placed, the share the load test pays (a signed succeeded notification)."""
+    failed_share: float = 0.0
+    """The share whose payment fails (the order is cancelled, its units returned)."""
+    unpaid_share: float = 0.0
+    """The share left unpaid, for the payment timeout to cancel."""
+
+    @property
+    def drives_payments(self) -> bool:
+        """Whether orders are paid, failed or left unpaid (``--payments``), rather than moved
+        from ``pending`` by hand."""
+        return self.paid_share + self.failed_share + self.unpaid_share > 0
 
     @property
     def open_loop(self) -> bool:
@@ -141,6 +153,8 @@ def check_plan(plan: LoadPlan, settings: Settings) -> None:
             problem("--fault-at", "--fault-at and --fault-for must fit inside the run (0..1)")
         if plan.time_limit is None:
             problem("--fault", "needs a --duration to place the outage in")
+    if plan.drives_payments:
+        _check_payments(plan, settings, problem)
     if not plan.no_limits:
         _check_caps(plan, problem)
     if not plan.allow_remote:
@@ -149,6 +163,37 @@ def check_plan(plan: LoadPlan, settings: Settings) -> None:
                 problem(option, f"{_host(url)!r} is not this machine (use --allow-remote)")
     if problems:
         raise ValidationError(problems)
+
+
+def parse_payment_mix(text: str) -> tuple[float, float, float]:
+    """``paid=0.7,failed=0.2,unpaid=0.1`` -> the three shares (a share not named is 0);
+    ``ValidationError`` naming ``--payments`` when it is not of that form."""
+    shares = {"paid": 0.0, "failed": 0.0, "unpaid": 0.0}
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        if name not in shares:
+            raise ValidationError.single(
+                "--payments", f"{name!r} is not paid, failed or unpaid (as in paid=0.8,failed=0.2)"
+            )
+        try:
+            shares[name] = float(value)
+        except ValueError:
+            raise ValidationError.single(
+                "--payments", f"{name}: {value!r} is not a number"
+            ) from None
+    return shares["paid"], shares["failed"], shares["unpaid"]
+
+
+def _check_payments(
+    plan: LoadPlan, settings: Settings, problem: Callable[[str, str], None]
+) -> None:
+    shares = (plan.paid_share, plan.failed_share, plan.unpaid_share)
+    if any(not 0 <= share <= 1 for share in shares) or abs(sum(shares) - 1) > 1e-9:
+        problem("--payments", "the shares must be from 0 to 1 and add up to 1")
+    if plan.compare is not None:
+        problem("--payments", "the naive dual write takes no payments; drop --compare")
+    if plan.via == "http" and not settings.payments.webhook_secret:
+        problem("--payments", "--via http signs notifications: set payments.webhook_secret")
 
 
 def _check_caps(plan: LoadPlan, problem: Callable[[str, str], None]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gateway.loadtest.model import LatencySummary, LoadReport
+from gateway.loadtest.model import LatencySummary, LoadReport, PhaseReport
 from gateway.operations.verify import DriftCounts
 
 
@@ -128,6 +128,7 @@ def render(report: LoadReport, console: Console) -> None:
                 f"{phase['name']}: {fault['sink']} stopped at {fault['stopped_at'] or 0:.1f} s, "
                 f"started at {fault['started_at'] or 0:.1f} s"
             )
+    _render_payments(first, console)
     drained = "drained" if first["drained"] else "NOT drained"
     console.print(
         f"Relay {drained} in {first['drain_seconds']:.1f} s after the load; "
@@ -136,6 +137,34 @@ def render(report: LoadReport, console: Console) -> None:
     )
     if report.get("interrupted"):
         console.print("[yellow]Interrupted: the figures cover what ran.[/yellow]")
+
+
+def _render_payments(phase: PhaseReport, console: Console) -> None:
+    payments = phase.get("payments")
+    if payments is None:
+        return
+    table = Table(
+        "orders placed then",
+        "payment outcomes",
+        "orders by payment status at the end",
+        title="Payment saga",
+        title_justify="left",
+    )
+    table.add_row(
+        _counts(payments["lives"]),
+        _counts(payments["outcomes"]),
+        _counts(payments["payment_status"]),
+    )
+    console.print(table)
+    if not payments["awaited_timeouts"]:
+        console.print(
+            "[yellow]Some orders still await their payment: the payment timeout is longer than "
+            "the run waits (--drain-timeout), or no relay swept them.[/yellow]"
+        )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items())) or "none"
 
 
 def _drift_text(drift: DriftCounts) -> str:

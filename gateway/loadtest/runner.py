@@ -235,6 +235,10 @@ async def _drive(
             await asyncio.gather(tasks[0], return_exceptions=True)
             if fault.stopped:
                 await fault.start()
+        awaited_timeouts = False
+        if relayed and plan.drives_payments:
+            progress("payments", {"awaiting_timeouts": True})
+            awaited_timeouts = await _await_timeouts(gateway, pattern, plan, control)
         drain_started = time.monotonic()
         drained = (
             await _drain(gateway, gauges, watcher, readable, plan, control, progress)
@@ -282,7 +286,7 @@ async def _drive(
     orders_after = await gateway.pool.fetchval(query("count_orders_of_customers_by_email"), pattern)
     offered = sum(driver.counts.offered.values())
     completed = sum(driver.counts.completed.values())
-    return {
+    phase: PhaseReport = {
         "name": name,
         "via": plan.via if relayed else "embedded",
         "mode": f"open loop at {plan.target_rate:g}/s"
@@ -318,6 +322,17 @@ async def _drive(
         "fault": _fault_window(fault_record),
         "timeline": timeline,
     }
+    if plan.drives_payments:
+        statuses = await gateway.pool.fetch(
+            query("payment_statuses_of_customers_by_email"), pattern
+        )
+        phase["payments"] = {
+            "lives": dict(driver.counts.lives),
+            "outcomes": dict(driver.counts.payment_outcomes),
+            "payment_status": {row["payment_status"]: row["orders"] for row in statuses},
+            "awaited_timeouts": awaited_timeouts,
+        }
+    return phase
 
 
 def generator_cost(
@@ -433,6 +448,27 @@ async def _drain(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(control.skip_drain.wait(), 0.1)
     return False
+
+
+async def _await_timeouts(
+    gateway: Gateway, pattern: str, plan: LoadPlan, control: RunControl
+) -> bool:
+    """Wait until no order of the run awaits its payment (the relays' sweeper cancels those
+    past their timeout), for at most the payment timeout and the drain timeout; whether none
+    is left. Looks once when the timeout is longer than the drain timeout."""
+    timeout = gateway.settings.orders.payment_timeout_seconds
+    patience = 0.0
+    if timeout is not None and timeout <= plan.drain_timeout_seconds:
+        patience = timeout + plan.drain_timeout_seconds
+    deadline = time.monotonic() + patience
+    count = query("count_awaiting_payment_of_customers_by_email")
+    while True:
+        if await gateway.pool.fetchval(count, pattern) == 0:
+            return True
+        if time.monotonic() >= deadline or control.skip_drain.is_set():
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(control.skip_drain.wait(), 0.2)
 
 
 async def _relays_ready(

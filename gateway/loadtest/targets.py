@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -19,6 +20,7 @@ import aiohttp
 
 from adapters.base import EventEnvelope, Outcome, Sink
 from gateway.errors import GatewayError
+from gateway.payments.signature import SIGNATURE_HEADER, signature_header
 from gateway.write_path import orders
 from gateway.write_path.gateway import Gateway
 from gateway.write_path.lifecycle import ORDER_PLACED
@@ -36,12 +38,20 @@ class Written:
     status: str
     created_at: datetime
     updated_at: datetime
+    total_amount: str = "0"
+    currency: str = "USD"
 
     @classmethod
     def of(cls, order: Order) -> Written:
         """From the gateway's order record."""
         return cls(
-            str(order.id), order.version, order.status.value, order.created_at, order.updated_at
+            str(order.id),
+            order.version,
+            order.status.value,
+            order.created_at,
+            order.updated_at,
+            str(order.total_amount),
+            order.currency,
         )
 
     @classmethod
@@ -53,7 +63,22 @@ class Written:
             str(body["status"]),
             datetime.fromisoformat(body["created_at"]),
             datetime.fromisoformat(body["updated_at"]),
+            str(body["total_amount"]),
+            str(body["currency"]),
         )
+
+
+def payment_notification(order: Written, status: str, payment_id: str) -> dict[str, Any]:
+    """A provider's notification of a payment of the whole order, ``succeeded`` or
+    ``failed``."""
+    return {
+        "payment_id": payment_id,
+        "order_id": order.order_id,
+        "status": status,
+        "amount": order.total_amount,
+        "currency": order.currency,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
 
 
 class WriteFailed(Exception):
@@ -78,6 +103,11 @@ class WriteTarget(Protocol):
 
     async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
         """Move an order to ``status`` if it is still at ``expected_version``."""
+        ...
+
+    async def pay(self, order: Written, status: str, payment_id: str) -> tuple[Written, str]:
+        """Notify a payment of ``order`` (``succeeded`` or ``failed``); the order after it
+        and the outcome."""
         ...
 
     async def warm(self) -> None:
@@ -114,6 +144,15 @@ class EmbeddedTarget:
             raise WriteFailed(type(error).__name__) from error
         return Written.of(order)
 
+    async def pay(self, order: Written, status: str, payment_id: str) -> tuple[Written, str]:
+        try:
+            recorded = await self.gateway.record_payment(
+                payment_notification(order, status, payment_id)
+            )
+        except GatewayError as error:
+            raise WriteFailed(type(error).__name__) from error
+        return Written.of(recorded.order), recorded.outcome.value
+
     async def warm(self) -> None:
         await open_pool(self.gateway)
 
@@ -138,12 +177,19 @@ class HttpTarget:
     server's, so the measurement is of the server.
     """
 
-    def __init__(self, url: str, api_key: str | None, connections: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        connections: int,
+        webhook_secret: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.connections = connections
+        self.webhook_secret = webhook_secret
         self._session: aiohttp.ClientSession | None = None
 
     def prepare(self, request: dict[str, Any]) -> bytes:
@@ -157,6 +203,18 @@ class HttpTarget:
         body = json.dumps({"status": status, "expected_version": expected_version}).encode()
         return await self._post(f"/orders/{order_id}/transitions", body, self.headers)
 
+    async def pay(self, order: Written, status: str, payment_id: str) -> tuple[Written, str]:
+        """A signed notification to the payment webhook, as a provider sends it."""
+        if self.webhook_secret is None:
+            raise WriteFailed("no payments.webhook_secret to sign with")
+        body = json.dumps(payment_notification(order, status, payment_id)).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature_header(body, [self.webhook_secret], int(time.time())),
+        }
+        receipt = await self._send("/webhooks/payments", body, headers)
+        return Written.from_json(receipt["order"]), str(receipt["outcome"])
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # made on first use: a session belongs to a running loop
             self._session = aiohttp.ClientSession(
@@ -166,6 +224,9 @@ class HttpTarget:
         return self._session
 
     async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> Written:
+        return Written.from_json(await self._send(path, body, headers))
+
+    async def _send(self, path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
         try:
             async with self._client().post(self.url + path, data=body, headers=headers) as reply:
                 content = await reply.read()
@@ -178,7 +239,8 @@ class HttpTarget:
             if content_type == "application/problem+json":
                 kind += " " + str(json.loads(content).get("type", "")).rsplit(":", 1)[-1]
             raise WriteFailed(kind)
-        return Written.from_json(json.loads(content))
+        answer: dict[str, Any] = json.loads(content)
+        return answer
 
     async def warm(self) -> None:
         """Connections are made by the first requests (the server's pool is its own)."""
@@ -234,6 +296,10 @@ class DualWriteTarget:
             raise WriteFailed(type(error).__name__) from error
         [event] = change.events
         return await self._write_stores(change.order, event)
+
+    async def pay(self, order: Written, status: str, payment_id: str) -> tuple[Written, str]:
+        """The naive path has no payment saga (the plan refuses --payments with it)."""
+        raise WriteFailed("the dual write takes no payments")
 
     async def _write_stores(self, order: Order, event: Any) -> Written:
         written = Written.of(order)

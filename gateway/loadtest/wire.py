@@ -65,6 +65,8 @@ class Done(TypedDict):
     offered: dict[str, int]
     completed: dict[str, int]
     errors: dict[str, int]
+    lives: dict[str, int]
+    payment_outcomes: dict[str, int]
     offering_seconds: float
     cpu_seconds: float
 

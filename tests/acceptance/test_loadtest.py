@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters.base import Sink
 from adapters.elasticsearch import ElasticsearchSink
@@ -16,6 +17,8 @@ from adapters.influx import InfluxSink
 from adapters.memory import MemorySink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
+from gateway.history.check import check_folds
+from gateway.loadtest.driver import LIVES
 from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.merge import merged_latencies
 from gateway.loadtest.seed import email_pattern
@@ -158,6 +161,51 @@ async def test_closed_loop_over_http_matches_the_database(
     assert await orders_of_run(world, report["run_id"]) == 150
     for name in ("redis", "elasticsearch"):
         assert await visible_orders(sinks[name]) == 150, name
+
+
+async def test_the_payment_saga_runs_under_load_and_each_outcome_is_counted(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    tag, _ = stores
+    base = yaml.safe_load(config_for(world, tag, tmp_path, ("redis", "mongodb")).read_text())
+    config = write_config(
+        tmp_path,
+        {
+            **base,
+            "orders": {"payment_timeout_seconds": 1},
+            "payments": {"webhook_secret": ["loadtest-webhook-secret-0123"]},
+            "relay": {**base["relay"], "payment_sweep_interval_seconds": 0.2},
+        },
+        "payments.yaml",
+    )
+    report_path = tmp_path / "report.json"
+
+    async with api_server(config) as api:
+        code, stdout, stderr = await loadtest(
+            config,
+            "--via", "http", "--url", api.url, "--concurrency", "4", "--orders", "160",
+            "--payments", "paid=0.5,failed=0.25,unpaid=0.25", "--relays", "1",
+            "--out", str(report_path),
+        )  # fmt: skip
+
+    assert code == 0, stdout + stderr
+    report = json.loads(report_path.read_text())
+    [phase] = report["phases"]
+    check_outbox_phase(phase, ("redis", "mongodb"))
+    payments = phase["payments"]
+    lives = payments["lives"]
+    assert sum(lives.values()) == 160 and all(lives[life] > 0 for life in LIVES)
+    assert payments["outcomes"] == {"confirmed": lives["paid"], "cancelled": lives["failed"]}
+    assert payments["payment_status"] == {
+        "paid": lives["paid"],
+        "failed": lives["failed"],
+        "expired": lives["unpaid"],
+    }
+    assert payments["awaited_timeouts"] is True
+    assert phase["operations"]["completed"]["pay"] == lives["paid"] + lives["failed"]
+    assert "Payment saga" in stdout
+    folds = await check_folds(world.gateway.pool)
+    assert folds.clean and folds.matched == 160
 
 
 async def test_generators_in_parallel_merge_into_one_exact_report(

@@ -14,13 +14,13 @@ import pytest
 import uvloop
 
 from gateway import ValidationError
-from gateway.configuration.settings import Settings
+from gateway.configuration.settings import PaymentsSettings, Settings
 from gateway.errors import GatewayError
 from gateway.loadtest import LoadPlan, check_plan
 from gateway.loadtest.driver import LoadDriver, Share
 from gateway.loadtest.drivers import DriverProcesses
 from gateway.loadtest.faults import ServerFault
-from gateway.loadtest.plan import driver_processes
+from gateway.loadtest.plan import driver_processes, parse_payment_mix
 from gateway.loadtest.runner import generator_cost, seed_namespace
 from gateway.loadtest.seed import Buyer, Catalog
 from gateway.loadtest.stats import Latencies, Recorder
@@ -100,6 +100,8 @@ class InstantTarget:
     def __init__(self) -> None:
         self.places = 0
         self.transitions = 0
+        self.moved: list[tuple[str, str]] = []
+        self.payments: list[tuple[str, str, str]] = []
 
         self.keys: list[str] = []
 
@@ -114,8 +116,16 @@ class InstantTarget:
 
     async def transition(self, order_id: str, status: str, expected_version: int) -> Written:
         self.transitions += 1
+        self.moved.append((order_id, status))
         now = datetime.now(UTC)
         return Written(order_id, expected_version + 1, status, now, now)
+
+    async def pay(self, order: Written, status: str, payment_id: str) -> tuple[Written, str]:
+        self.payments.append((order.order_id, status, payment_id))
+        now = datetime.now(UTC)
+        if status == "succeeded":
+            return Written(order.order_id, order.version + 2, "confirmed", now, now), "confirmed"
+        return Written(order.order_id, order.version + 3, "cancelled", now, now), "cancelled"
 
     async def warm(self) -> None:
         return None
@@ -259,3 +269,53 @@ async def test_a_driver_process_that_ends_before_it_is_ready_ends_the_run_with_i
     with pytest.raises(GatewayError, match=r"ended .* before it finished: (?s:.*)broken\.yaml"):
         await asyncio.wait_for(drivers.run(), 30)
     assert not drivers.started.is_set()
+
+
+async def test_with_payments_driven_orders_are_paid_failed_or_left_by_their_shares() -> None:
+    catalog = Catalog("unit", [Buyer("c", "b", "s")], ["p"])
+    plan = LoadPlan(
+        concurrency=4,
+        orders=2_000,
+        transition_ratio=0.5,
+        paid_share=0.5,
+        failed_share=0.3,
+        unpaid_share=0.2,
+        no_limits=True,
+    )
+    target = InstantTarget()
+    driver = LoadDriver(plan, target, catalog)
+
+    await driver.run()
+
+    lives = driver.counts.lives
+    assert sum(lives.values()) == target.places
+    assert lives["paid"] == pytest.approx(0.5 * target.places, rel=0.1)
+    assert lives["failed"] == pytest.approx(0.3 * target.places, rel=0.15)
+    assert lives["unpaid"] == pytest.approx(0.2 * target.places, rel=0.2)
+    assert len(target.payments) == lives["paid"] + lives["failed"] == driver.counts.completed["pay"]
+    assert dict(driver.counts.payment_outcomes) == {
+        "confirmed": lives["paid"],
+        "cancelled": lives["failed"],
+    }
+    assert len({payment_id for _, _, payment_id in target.payments}) == len(target.payments)
+    # Pending orders wait for their payment: no caller confirms them; paid ones move on.
+    paid = {order for order, status, _ in target.payments if status == "succeeded"}
+    assert target.moved and all(status != "confirmed" for _, status in target.moved)
+    assert {order for order, _ in target.moved} <= paid
+
+
+def test_the_payment_mix_is_parsed_and_checked() -> None:
+    assert parse_payment_mix("paid=0.7,failed=0.2,unpaid=0.1") == (0.7, 0.2, 0.1)
+    assert parse_payment_mix("paid=1") == (1.0, 0.0, 0.0)
+    for text in ("paid=0.5,lost=0.5", "paid=lots"):
+        with pytest.raises(ValidationError) as raised:
+            parse_payment_mix(text)
+        assert raised.value.field == "--payments"
+    assert "add up to 1" in problems(LoadPlan(paid_share=0.5, failed_share=0.2))["--payments"]
+    assert "dual write" in problems(LoadPlan(paid_share=1, compare="dual-write"))["--payments"]
+    http = LoadPlan(via="http", url="http://127.0.0.1:8000", paid_share=1)
+    assert "webhook_secret" in problems(http)["--payments"]
+    signed = SETTINGS.model_copy(
+        update={"payments": PaymentsSettings(webhook_secret=["a-secret-of-20-chars"])}
+    )
+    check_plan(http, signed)

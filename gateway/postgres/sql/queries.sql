@@ -688,3 +688,17 @@ WHERE event_id IN (
 
 -- name: order_exists
 SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1);
+
+-- name: count_awaiting_payment_of_customers_by_email
+SELECT count(*)
+FROM orders
+JOIN customers ON customers.id = orders.customer_id
+WHERE customers.email LIKE $1 AND orders.status = 'pending' AND orders.payment_due_at IS NOT NULL;
+
+-- name: payment_statuses_of_customers_by_email
+SELECT coalesce(orders.payment_status, 'none') AS payment_status, count(*) AS orders
+FROM orders
+JOIN customers ON customers.id = orders.customer_id
+WHERE customers.email LIKE $1
+GROUP BY 1
+ORDER BY 1;
