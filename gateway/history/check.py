@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from gateway.history.fold import BrokenStream, OrderState, differences, fold
+from gateway.history.fold import BrokenStream, OrderState, StreamEvent, differences, fold
 from gateway.postgres.queries import query
 
 EXAMPLES_KEPT = 20
@@ -57,6 +57,28 @@ class FoldCheck:
             "examples": self.examples,
         }
 
+    def add(self, row: asyncpg.Record, stream: Sequence[StreamEvent]) -> None:
+        """Count one order (an ``orders_for_fold_check`` row) against its stream."""
+        self.checked += 1
+        if not stream:
+            self.without_history += 1
+            return
+        if stream[0].version != 1:
+            self.truncated += 1
+            return
+        try:
+            folded = fold(stream)
+        except BrokenStream as error:
+            self.broken += 1
+            self._example(row["id"], str(error))
+            return
+        found = differences(folded, stored_state(row))
+        if found:
+            self.different += 1
+            self._example(row["id"], "differs in " + ", ".join(found))
+        else:
+            self.matched += 1
+
     def _example(self, order_id: UUID, problem: str) -> None:
         if len(self.examples) < EXAMPLES_KEPT:
             self.examples.append({"order_id": str(order_id), "problem": problem})
@@ -81,30 +103,8 @@ async def check_folds(pool: asyncpg.Pool, batch_size: int = 1_000) -> FoldCheck:
             for stream_id, group in groupby(events, key=lambda e: e["stream_id"])
         }
         for row in rows:
-            _check_one(check, row, streams.get(row["id"], []))
+            check.add(row, streams.get(row["id"], []))
         after = ids[-1]
-
-
-def _check_one(check: FoldCheck, row: asyncpg.Record, stream: Sequence[_Event]) -> None:
-    check.checked += 1
-    if not stream:
-        check.without_history += 1
-        return
-    if stream[0].version != 1:
-        check.truncated += 1
-        return
-    try:
-        folded = fold(stream)
-    except BrokenStream as error:
-        check.broken += 1
-        check._example(row["id"], str(error))
-        return
-    found = differences(folded, stored_state(row))
-    if found:
-        check.different += 1
-        check._example(row["id"], "differs in " + ", ".join(found))
-    else:
-        check.matched += 1
 
 
 def stored_state(row: asyncpg.Record) -> OrderState:

@@ -180,8 +180,10 @@ class Relay:
             asyncio.create_task(self._heartbeat_periodically(), name="relay-heartbeat"),
             asyncio.create_task(self._signal_ready(), name="relay-ready"),
             asyncio.create_task(
-                upkeep.prune_periodically(
-                    self.storage, settings.prune_interval_seconds, settings.retention_seconds
+                upkeep.every(
+                    settings.prune_interval_seconds,
+                    "pruned delivered outbox events",
+                    lambda: upkeep.prune(self.storage, settings.retention_seconds),
                 ),
                 name="relay-prune",
             ),

@@ -19,7 +19,7 @@ from gateway.history import store as history
 from gateway.payments.recording import expire_due_orders
 from gateway.postgres import outbox
 from gateway.postgres.advisory_locks import AdvisoryLock
-from gateway.postgres.database import connect
+from gateway.postgres.database import Connection, connect
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.storage import RelayStorage
@@ -82,54 +82,54 @@ async def prune(storage: RelayStorage, retention_seconds: int) -> int:
             return total
 
 
-async def prune_periodically(
-    storage: RelayStorage, interval_seconds: float, retention_seconds: int
-) -> None:
-    """Prune every ``interval_seconds``."""
-    while True:
-        await asyncio.sleep(interval_seconds)
-        try:
-            pruned = await prune(storage, retention_seconds)
-            if pruned:
-                log.info("pruned %d delivered outbox events", pruned)
-        except DATABASE_ERRORS as error:
-            log.warning("pruning failed: %s", error)
-
-
 async def expire_unpaid_orders(pool: asyncpg.Pool, limit: int = SWEEP_CHUNK) -> int:
     """Cancel every pending order whose payment is overdue, returning its units (unless
     another relay is at it), ``limit`` orders per transaction; how many were cancelled."""
-    total = 0
-    while True:
-        async with pool.acquire() as connection, connection.transaction():
-            lock = AdvisoryLock.PAYMENT_SWEEP
-            if not await connection.fetchval(query("try_advisory_xact_lock"), lock):
-                return total
-            changes = await expire_due_orders(connection, limit)
-            for change in changes:
-                await outbox.append_order_events(connection, change.events)
-        total += len(changes)
-        if len(changes) < limit:
-            return total
+
+    async def expire(connection: Connection) -> int:
+        changes = await expire_due_orders(connection, limit)
+        for change in changes:
+            await outbox.append_order_events(connection, change.events)
+        return len(changes)
+
+    return await _in_locked_chunks(pool, AdvisoryLock.PAYMENT_SWEEP, limit, expire)
 
 
 async def prune_history(pool: asyncpg.Pool, retention_days: int) -> int:
     """Delete order events older than ``retention_days`` (unless another relay is at it), in
     chunks; how many were deleted."""
+
+    async def prune_chunk(connection: Connection) -> int:
+        return await history.prune(connection, retention_days, PRUNE_CHUNK)
+
+    return await _in_locked_chunks(pool, AdvisoryLock.HISTORY_PRUNE, PRUNE_CHUNK, prune_chunk)
+
+
+async def _in_locked_chunks(
+    pool: asyncpg.Pool,
+    lock: AdvisoryLock,
+    chunk: int,
+    work: Callable[[Connection], Awaitable[int]],
+) -> int:
+    """Run ``work`` in a transaction holding ``lock`` until it handles fewer than ``chunk``
+    rows (or another process holds the lock); the rows handled."""
     total = 0
     while True:
         async with pool.acquire() as connection, connection.transaction():
-            lock = AdvisoryLock.HISTORY_PRUNE
             if not await connection.fetchval(query("try_advisory_xact_lock"), lock):
                 return total
-            deleted = await history.prune(connection, retention_days, PRUNE_CHUNK)
-        total += deleted
-        if deleted < PRUNE_CHUNK:
+            done = await work(connection)
+        total += done
+        if done < chunk:
             return total
 
 
 async def every(interval_seconds: float, what: str, chore: Callable[[], Awaitable[int]]) -> None:
-    """Run ``chore`` every ``interval_seconds``, logging how many rows it handled (``what``)."""
+    """Run ``chore`` every ``interval_seconds``, logging how many rows it handled (``what``).
+
+    A failure is logged and the chore runs again at the next interval: one bad round must
+    not end, unseen, a chore the relay's process relies on.
+    """
     while True:
         await asyncio.sleep(interval_seconds)
         try:
@@ -138,6 +138,8 @@ async def every(interval_seconds: float, what: str, chore: Callable[[], Awaitabl
                 log.info("%s: %d", what, done)
         except DATABASE_ERRORS as error:
             log.warning("%s failed: %s", what, error)
+        except Exception:
+            log.exception("%s failed", what)
 
 
 async def publish_backlog(storage: RelayStorage, interval_seconds: float) -> None:
