@@ -21,8 +21,10 @@ ORDER_EVENT_TYPES = (
     "payment.timed_out",
     "payment.refund_required",
     "inventory.released",
+    "order.snapshot",
 )
-"""Every event of an order's stream: each bumps the order's version and carries its state."""
+"""Every event of an order's stream (each bumps the order's version and carries its state),
+and the snapshot of an order's current state that a backfill sends."""
 
 
 class ProjectionError(ValueError):

@@ -2,7 +2,7 @@
 module registers a group of commands on it. Commands parse arguments and print; ``render``
 draws their tables."""
 
-from gateway.cli import checks, history, loadtest, schema, service, sinks
+from gateway.cli import checks, history, loadtest, rebuild, schema, service, sinks
 from gateway.cli.app import app, main
 
-__all__ = ["app", "checks", "history", "loadtest", "main", "schema", "service", "sinks"]
+__all__ = ["app", "checks", "history", "loadtest", "main", "rebuild", "schema", "service", "sinks"]

@@ -38,6 +38,8 @@ PAYMENT_EVENTS = frozenset(
     }
 )
 """Events that set the order's payment status."""
+ORDER_SNAPSHOT = "order.snapshot"
+"""Not of any stream: the order's current state, sent to a store by ``fanout backfill``."""
 ORDER_STREAM_EVENTS = frozenset({ORDER_PLACED, INVENTORY_RELEASED} | STATUS_EVENTS | PAYMENT_EVENTS)
 """Every event type of an order's stream; the stores project each of them."""
 

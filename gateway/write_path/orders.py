@@ -252,6 +252,27 @@ async def customer_orders(
     return [_order(row, by_order[row["id"]]) for row in rows]
 
 
+async def current_orders(
+    connection: Connection, after: UUID | None, since: datetime | None, limit: int
+) -> list[tuple[Order, CustomerSummary]]:
+    """Up to ``limit`` orders by id after ``after`` (changed since ``since`` when given), as
+    PostgreSQL holds them now, each with its customer."""
+    rows = await connection.fetch(query("orders_to_backfill"), after, since, limit)
+    if not rows:
+        return []
+    ids = [row["id"] for row in rows]
+    items = await connection.fetch(query("order_items_of_orders"), ids)
+    by_order: dict[UUID, list[asyncpg.Record]] = {order_id: [] for order_id in ids}
+    for item in items:
+        by_order[item["order_id"]].append(item)
+    customer_ids = list({row["customer_id"] for row in rows})
+    customers = {
+        row["id"]: CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
+        for row in await connection.fetch(query("customer_summaries"), customer_ids)
+    }
+    return [(_order(row, by_order[row["id"]]), customers[row["customer_id"]]) for row in rows]
+
+
 def order_event(
     order: Order,
     event_type: str,

@@ -37,6 +37,7 @@ GATEWAY_TABLES = {
     "fanout_schema_migrations",
     "order_events",
     "payments",
+    "backfills",
 }
 
 
@@ -108,8 +109,9 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(6)
+    undone = await runner.rollback(7)
     assert [m.name for m in undone] == [
+        "backfills",
         "order_history_and_payments",
         "customer_orders_keyset",
         "outbox_backlog_function",
@@ -117,9 +119,8 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
         "relay",
         "outbox_and_idempotency",
     ]
-    assert {"outbox", "idempotency_keys", "dead_letters", "order_events", "payments"}.isdisjoint(
-        await tables(connection)
-    )
+    gone = {"outbox", "idempotency_keys", "dead_letters", "order_events", "payments", "backfills"}
+    assert gone.isdisjoint(await tables(connection))
     assert await connection.fetchval("SELECT to_regproc('outbox_batch')") is None
     assert await connection.fetchval("SELECT to_regproc('outbox_backlog')") is None
     assert "orders" in await tables(connection)

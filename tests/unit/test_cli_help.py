@@ -22,6 +22,9 @@ COMMANDS = [
     ["dlq"],
     ["dlq", "list"],
     ["dlq", "replay"],
+    ["events"],
+    ["verify"],
+    ["backfill"],
 ]
 
 

@@ -15,6 +15,7 @@ from gateway.write_path.lifecycle import (
     INVENTORY_RELEASED,
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
+    ORDER_SNAPSHOT,
     ORDER_STREAM_EVENTS,
     PAYMENT_FAILED,
     PAYMENT_PROCESSED,
@@ -106,6 +107,6 @@ def test_an_ignored_failure_leaves_the_payment_status_as_it_was() -> None:
     )
 
 
-def test_every_store_projects_every_event_of_an_order() -> None:
+def test_every_store_projects_every_event_of_an_order_and_its_snapshot() -> None:
     # Every event bumps the order's version: a store skipping one would look stale to verify.
-    assert set(ORDER_EVENT_TYPES) == ORDER_STREAM_EVENTS
+    assert set(ORDER_EVENT_TYPES) == ORDER_STREAM_EVENTS | {ORDER_SNAPSHOT}

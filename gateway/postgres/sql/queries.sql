@@ -702,3 +702,40 @@ JOIN customers ON customers.id = orders.customer_id
 WHERE customers.email LIKE $1
 GROUP BY 1
 ORDER BY 1;
+
+-- Backfill ----------------------------------------------------------------------------------------
+
+-- name: get_backfill
+SELECT sink, since, after_id, orders_done, finished_at FROM backfills WHERE sink = $1;
+
+-- name: start_backfill
+INSERT INTO backfills (sink, since) VALUES ($1, $2)
+ON CONFLICT (sink) DO UPDATE
+    SET since = EXCLUDED.since, after_id = NULL, orders_done = 0, started_at = now(),
+        updated_at = now(), finished_at = NULL;
+
+-- name: advance_backfill
+UPDATE backfills
+SET after_id = $2, orders_done = orders_done + $3, updated_at = now()
+WHERE sink = $1;
+
+-- name: finish_backfill
+UPDATE backfills SET finished_at = now(), updated_at = now() WHERE sink = $1;
+
+-- name: orders_to_backfill
+-- The next orders by id after $1, changed since $2 when given.
+SELECT *
+FROM orders
+WHERE ($1::uuid IS NULL OR id > $1)
+  AND ($2::timestamptz IS NULL OR updated_at >= $2)
+ORDER BY id
+LIMIT $3;
+
+-- name: count_orders_to_backfill
+SELECT count(*)
+FROM orders
+WHERE ($1::uuid IS NULL OR id > $1)
+  AND ($2::timestamptz IS NULL OR updated_at >= $2);
+
+-- name: customer_summaries
+SELECT id, email, first_name, last_name FROM customers WHERE id = ANY($1::uuid[]);
