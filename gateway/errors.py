@@ -128,14 +128,14 @@ class AlreadyExists(Conflict):
 
 
 class SinkInUse(Conflict):
-    """A sink cannot be retired while a relay still holds a lease on it."""
+    """A sink cannot be retired or rewound while a relay still holds a lease on it."""
 
-    def __init__(self, sink: str, owners: list[str]) -> None:
+    def __init__(self, sink: str, owners: list[str], doing: str = "retiring it") -> None:
         self.sink = sink
         self.owners = owners
         super().__init__(
-            f"sink {sink!r} is served by the relay {', '.join(owners)}: remove it from that "
-            "relay's configuration and restart the relay before retiring it"
+            f"sink {sink!r} is served by the relay {', '.join(owners)}: stop that relay (or "
+            f"remove the sink from its configuration and restart it) before {doing}"
         )
 
 

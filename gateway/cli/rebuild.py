@@ -1,4 +1,5 @@
-"""``fanout backfill``: rebuild a store from PostgreSQL while the relay runs."""
+"""``fanout backfill`` and ``rewind``: rebuild a store from PostgreSQL while the relay runs,
+or have the relay deliver the outbox's kept events again."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from gateway.backoff import Backoff
-from gateway.cli.app import app, config_path, err, out, run, settings_of
+from gateway.cli.app import app, config_path, connection_of, err, out, run, settings_of
 from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError
 from gateway.operations.backfill import BackfillResult, backfill
+from gateway.operations.rewind import RewindPlan, plan_rewind, rewind
 
 
 @app.command("backfill")
@@ -85,7 +87,64 @@ def backfill_command(
         raise typer.Exit(1)
 
 
-def _time(text: str | None) -> datetime | None:
+@app.command("rewind")
+def rewind_command(
+    context: typer.Context,
+    sink: Annotated[str, typer.Option("--sink", help="The sink to deliver to again.")],
+    to: Annotated[
+        str, typer.Option("--to", help="Deliver again the events since this time (ISO 8601).")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say how many events that is.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Move a sink's positions back so that the relay delivers the events the outbox keeps
+    since a time again; refused while a relay serves the sink."""
+    since = _time(to, "--to")
+    assert since is not None
+
+    async def planned() -> RewindPlan:
+        async with connection_of(context) as connection:
+            return await plan_rewind(connection, sink, since)
+
+    async def rewound() -> RewindPlan:
+        async with connection_of(context) as connection:
+            return await rewind(connection, sink, since)
+
+    plan = run(planned)
+    if dry_run or not plan.moves or not as_json:  # as JSON, one document: the outcome's
+        _print_plan(plan, as_json, done=False)
+    if dry_run or not plan.moves:
+        return
+    if not yes and not typer.confirm(
+        f"Deliver {plan.events:,} events to {sink!r} again?", default=False
+    ):
+        err.print("not rewound")
+        raise typer.Exit(1)
+    _print_plan(run(rewound), as_json, done=True)
+
+
+def _print_plan(plan: RewindPlan, as_json: bool, *, done: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({**plan.as_json(), "rewound": done}))
+        return
+    verb = "rewound" if done else "would rewind"
+    out.print(
+        f"{plan.sink}: {verb} {len(plan.moves)} partitions, {plan.events:,} events to deliver "
+        f"again since {plan.to.isoformat()}",
+        highlight=False,
+    )
+    if plan.oldest_kept is not None and plan.oldest_kept > plan.to:
+        err.print(
+            f"note: the outbox keeps events from {plan.oldest_kept.isoformat()} on; older ones "
+            "cannot be delivered again (fanout backfill rebuilds a store from PostgreSQL)",
+            highlight=False,
+        )
+
+
+def _time(text: str | None, option: str = "--since") -> datetime | None:
     if text is None:
         return None
     try:
@@ -94,7 +153,7 @@ def _time(text: str | None) -> datetime | None:
         value = None
     if value is None or value.tzinfo is None:
         err.print(
-            f"error: --since: {text!r} is not an ISO 8601 time with its offset "
+            f"error: {option}: {text!r} is not an ISO 8601 time with its offset "
             "(e.g. 2026-11-30T10:00:00Z)",
             highlight=False,
         )

@@ -1,4 +1,5 @@
-"""The backfill's decisions: when to resume, how long to wait for the rate, what it sends."""
+"""The decisions of backfill and rewind: when to resume, how long to wait for the rate, what
+a backfill sends, where a rewind moves a position."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from gateway.operations.backfill import (
     resume_point,
     snapshot_envelope,
 )
+from gateway.operations.rewind import rewound_position
 from gateway.write_path.models import Order
 from gateway.write_path.orders import CustomerSummary
 
@@ -76,3 +78,10 @@ def test_a_snapshot_is_the_order_at_its_version_with_a_stable_id() -> None:
     assert first.event_id == again.event_id
     later = snapshot_envelope(order.model_copy(update={"version": 8}), customer)
     assert later.event_id != first.event_id
+
+
+def test_a_rewind_moves_a_partition_to_just_before_its_first_event_since_the_time() -> None:
+    assert rewound_position((900, 50), (700, 20)) == (700, 19)
+    assert rewound_position((900, 50), (900, 50)) == (900, 49)
+    assert rewound_position((900, 50), None) is None  # nothing kept since the time
+    assert rewound_position((900, 50), (901, 51)) is None  # not delivered yet: nothing to redo

@@ -25,6 +25,7 @@ COMMANDS = [
     ["events"],
     ["verify"],
     ["backfill"],
+    ["rewind"],
 ]
 
 

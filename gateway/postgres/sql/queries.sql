@@ -739,3 +739,41 @@ WHERE ($1::uuid IS NULL OR id > $1)
 
 -- name: customer_summaries
 SELECT id, email, first_name, last_name FROM customers WHERE id = ANY($1::uuid[]);
+
+-- Rewind ------------------------------------------------------------------------------------------
+
+-- name: first_outbox_events_since
+-- Per partition, the first event kept (in read order) that occurred at or after $1.
+SELECT DISTINCT ON (partition) partition, txid, id
+FROM outbox
+WHERE occurred_at >= $1
+ORDER BY partition, txid, id;
+
+-- name: oldest_outbox_event
+SELECT min(occurred_at) FROM outbox;
+
+-- name: count_outbox_between
+-- Per partition, the events after ($2, $3) up to and including ($4, $5).
+SELECT bounds.partition, count(outbox.id) AS events
+FROM unnest($1::smallint[], $2::xid8[], $3::bigint[], $4::xid8[], $5::bigint[])
+    AS bounds (partition, from_txid, from_id, to_txid, to_id)
+LEFT JOIN outbox
+    ON outbox.partition = bounds.partition
+   AND (outbox.txid, outbox.id) > (bounds.from_txid, bounds.from_id)
+   AND (outbox.txid, outbox.id) <= (bounds.to_txid, bounds.to_id)
+GROUP BY bounds.partition;
+
+-- name: rewind_positions
+-- Only backwards, and only while no relay holds the sink (checked under lock_sink_positions).
+UPDATE relay_positions AS positions
+SET position_txid = moved.txid, position_id = moved.id, updated_at = now()
+FROM unnest($2::smallint[], $3::xid8[], $4::bigint[]) AS moved (partition, txid, id)
+WHERE positions.sink = $1
+  AND positions.partition = moved.partition
+  AND (moved.txid, moved.id) < (positions.position_txid, positions.position_id);
+
+-- name: sink_positions_all
+SELECT partition, position_txid, position_id
+FROM relay_positions
+WHERE sink = $1
+ORDER BY partition;
