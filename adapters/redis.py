@@ -3,29 +3,42 @@
 Version guard: a Lua script compares each stored summary's version with the new one and sets
 the key (with its TTL) only when the new version is higher. One script call carries up to
 ``SCRIPT_KEYS`` orders and answers per order, so a batch costs a round trip or two, not one
-command per event. The keys of one call may lie in different hash slots, so the sink is for a
-standalone Redis (or a primary with replicas), not Redis Cluster.
+command per event.
+
+On Redis Cluster (``cluster: true``) a script may only touch keys of one hash slot, so a
+batch's keys are grouped by slot and each group is one call, all groups at once; the cluster
+client follows MOVED and ASK redirections and finds the new master after a failover. With
+``wait_for_replicas``, a batch counts as delivered only once that many replicas of every
+master written have it (``WAIT``): a master that dies before replicating loses nothing the
+relay thinks delivered, since its promoted replica holds it (else the batch is retried).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
 from redis.exceptions import (
     BusyLoadingError,
+    ClusterDownError,
     ConnectionError,
+    MasterDownError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
 )
 
-from adapters.base import Delivery, EventEnvelope, Health, Projections
+from adapters.base import Delivery, EventEnvelope, Health, Outcome, Projections
 from adapters.projections import ORDER_EVENT_TYPES, order_summary
 from adapters.readback import OrderSpan, ProjectedOrder
 
@@ -66,8 +79,31 @@ return results
 """
 # Bounds how long one script call keeps the (single-threaded) server busy.
 SCRIPT_KEYS = 500
+# Script calls of one batch in flight at once on a cluster (one per hash slot), within the
+# cluster client's connections per node.
+CLUSTER_CALLS_IN_FLIGHT = 32
 
-TRANSIENT_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, TryAgainError)
+TRANSIENT_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    BusyLoadingError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    SlotNotCoveredError,
+)
+
+
+class ReplicasBehind(RedisError):
+    """Fewer replicas than asked acknowledged a batch's writes in time (transient)."""
+
+
+def slot_groups(keys: Sequence[str]) -> list[list[int]]:
+    """The positions of ``keys``, grouped by hash slot (a cluster script's keys share one)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for position, key in enumerate(keys):
+        groups[key_slot(key.encode())].append(position)
+    return list(groups.values())
 
 
 def default_projections() -> Projections[dict[str, Any]]:
@@ -80,7 +116,7 @@ def default_projections() -> Projections[dict[str, Any]]:
 
 def classify(error: BaseException) -> Delivery:
     """Transient for connection loss, timeouts, loading and cluster retries; else permanent."""
-    if isinstance(error, TRANSIENT_ERRORS):
+    if isinstance(error, (*TRANSIENT_ERRORS, ReplicasBehind)):
         return Delivery.transient(f"{type(error).__name__}: {error}")
     if isinstance(error, ResponseError) and str(error).startswith(("LOADING", "BUSY", "TRYAGAIN")):
         return Delivery.transient(f"{type(error).__name__}: {error}")
@@ -98,19 +134,35 @@ class RedisSink:
         key_prefix: str = "order:",
         ttl_seconds: int = 3600,
         timeout_seconds: float = 10.0,
+        cluster: bool = False,
+        wait_for_replicas: int = 0,
         projections: Projections[dict[str, Any]] | None = None,
     ) -> None:
         self._name = name
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            decode_responses=True,
-            # A pooled connection outlives a server restart; the first command on it fails
-            # and is sent again on a new connection. (Every command here is idempotent.)
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            retry_on_error=[ConnectionError],
-        )
+        # A pooled connection outlives a server restart; the first command on it fails and is
+        # sent again on a new connection. (Every command here is idempotent.)
+        retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
+        self._client: aioredis.Redis | RedisCluster
+        if cluster:
+            self._client = RedisCluster.from_url(
+                url,
+                socket_timeout=timeout_seconds,
+                socket_connect_timeout=timeout_seconds,
+                decode_responses=True,
+                retry=retry,
+            )
+        else:
+            self._client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout_seconds,
+                socket_connect_timeout=timeout_seconds,
+                decode_responses=True,
+                retry=retry,
+                retry_on_error=[ConnectionError],
+            )
+        self.cluster = cluster
+        self.wait_for_replicas = wait_for_replicas
+        self._wait_ms = int(timeout_seconds * 1000)
         self._script = self._client.register_script(SET_IF_NEWER)
         self.key_prefix = key_prefix
         self.ttl_seconds = ttl_seconds
@@ -122,13 +174,17 @@ class RedisSink:
         return self._name
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> aioredis.Redis | RedisCluster:
         """The Redis client (for readers of the projection)."""
         return self._client
 
     async def start(self) -> None:
-        """Load the script, so that calls can name it by its hash."""
-        await self._client.script_load(SET_IF_NEWER)
+        """Load the script, so that calls can name it by its hash; on a cluster, whose
+        masters change with failovers, see that it answers (each call sends the script)."""
+        if isinstance(self._client, RedisCluster):
+            await self._client.ping()
+        else:
+            await self._client.script_load(SET_IF_NEWER)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -144,7 +200,7 @@ class RedisSink:
 
     async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
         """Set the summary of every order event, version-guarded, in as few script calls as
-        the batch allows."""
+        the batch allows (on a cluster, one per hash slot, all at once)."""
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         calls: list[int] = []
         keys: list[str] = []
@@ -153,25 +209,107 @@ class RedisSink:
             calls.append(index)
             keys.append(self.key_prefix + summary["order_id"])
             args.extend((summary["version"], json.dumps(summary)))
-        for start in range(0, len(calls), SCRIPT_KEYS):
-            end = start + SCRIPT_KEYS
-            try:
-                replies = await self._script(
-                    keys=keys[start:end], args=[self.ttl_seconds, *args[2 * start : 2 * end]]
+        if self.cluster:
+            groups = [
+                group[start : start + SCRIPT_KEYS]
+                for group in slot_groups(keys)
+                for start in range(0, len(group), SCRIPT_KEYS)
+            ]
+        else:
+            positions = list(range(len(keys)))
+            groups = [positions[i : i + SCRIPT_KEYS] for i in range(0, len(keys), SCRIPT_KEYS)]
+        in_flight = asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
+
+        async def set_group(group: list[int]) -> bool:
+            async with in_flight:
+                return await self._set_group(group, calls, keys, args, results)
+
+        written = await asyncio.gather(*(set_group(group) for group in groups))
+        if self.wait_for_replicas:
+            made = [group for group, ok in zip(groups, written, strict=True) if ok]
+            await self._await_replicas(made, keys, calls, results)
+        return results
+
+    async def _set_group(
+        self,
+        group: list[int],
+        calls: list[int],
+        keys: list[str],
+        args: list[str | int],
+        results: list[Delivery],
+    ) -> bool:
+        """One script call for the keys at ``group``'s positions; whether it was made."""
+        call_args: list[str | int] = [self.ttl_seconds]
+        for position in group:
+            call_args.extend(args[2 * position : 2 * position + 2])
+        group_keys = [keys[p] for p in group]
+        try:
+            if isinstance(self._client, RedisCluster):
+                # EVAL, not EVALSHA: a replica promoted by a failover may not have the script
+                # loaded, and loading it everywhere fails while the old master is down.
+                replies = await self._client.eval(
+                    SET_IF_NEWER, len(group_keys), *group_keys, *call_args
                 )
+            else:
+                replies = await self._script(keys=group_keys, args=call_args)
+        except RedisError as error:
+            outcome = classify(error)
+            for position in group:
+                results[calls[position]] = outcome
+            return False
+        for position, reply in zip(group, replies, strict=True):
+            if isinstance(reply, str):
+                results[calls[position]] = classify(ResponseError(reply))
+        return True
+
+    async def _await_replicas(
+        self,
+        groups: list[list[int]],
+        keys: list[str],
+        calls: list[int],
+        results: list[Delivery],
+    ) -> None:
+        """``WAIT`` on every master written; the writes of a master whose replicas did not
+        acknowledge in time are marked transient, to be sent again."""
+        by_node: dict[str, list[int]] = defaultdict(list)
+        nodes: dict[str, Any] = {}
+        for group in groups:
+            node = (
+                self._client.get_node_from_key(keys[group[0]])
+                if isinstance(self._client, RedisCluster)
+                else None
+            )
+            name = node.name if node is not None else ""
+            nodes[name] = node
+            by_node[name].extend(group)
+
+        async def wait(name: str) -> None:
+            try:
+                if isinstance(self._client, RedisCluster):
+                    acknowledged = await self._client.execute_command(
+                        "WAIT", self.wait_for_replicas, self._wait_ms, target_nodes=nodes[name]
+                    )
+                else:
+                    acknowledged = await self._client.wait(self.wait_for_replicas, self._wait_ms)
+                if int(acknowledged) < self.wait_for_replicas:
+                    raise ReplicasBehind(
+                        f"{acknowledged} of {self.wait_for_replicas} replicas acknowledged"
+                    )
             except RedisError as error:
                 outcome = classify(error)
-                for index in calls[start:end]:
-                    results[index] = outcome
-                continue
-            for index, reply in zip(calls[start:end], replies, strict=True):
-                if isinstance(reply, str):
-                    results[index] = classify(ResponseError(reply))
-        return results
+                for position in by_node[name]:
+                    if results[calls[position]].outcome is Outcome.DELIVERED:
+                        results[calls[position]] = outcome
+
+        await asyncio.gather(*(wait(name) for name in by_node))
 
     async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The stored summary of each of the ``orders``."""
-        values = await self._client.mget([self.key_prefix + i for i in orders])
+        wanted = [self.key_prefix + i for i in orders]
+        if isinstance(self._client, RedisCluster):
+            values = await self._client.mget_nonatomic(wanted)
+        else:
+            values = await self._client.mget(wanted)
         found: dict[str, ProjectedOrder] = {}
         for order_id, value in zip(orders, values, strict=True):
             if value is not None:

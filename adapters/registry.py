@@ -42,6 +42,8 @@ def build_sink(name: str, settings: SinkSettings) -> Sink:
                 key_prefix=settings.key_prefix,
                 ttl_seconds=settings.ttl_seconds,
                 timeout_seconds=timeout,
+                cluster=settings.cluster,
+                wait_for_replicas=settings.wait_for_replicas,
             )
         case ElasticsearchSinkSettings():
             password = settings.password.get_secret_value() if settings.password else None

@@ -8,7 +8,8 @@
 #   scripts/services.sh env                 print the FANOUT_TEST_*_URL lines
 #
 # Services: postgres, postgres-replica (a hot standby streaming from postgres), redis,
-# mongodb (FerretDB, a MongoDB-wire server), elasticsearch, influxdb.
+# redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
+# server), elasticsearch, influxdb.
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
 set -euo pipefail
 
@@ -17,6 +18,9 @@ DIR="${FANOUT_SERVICES_DIR:-$ROOT/.services}"
 PG_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-55432}"
 PG_REPLICA_PORT="${FANOUT_SERVICES_POSTGRES_REPLICA_PORT:-55433}"
 REDIS_PORT="${FANOUT_SERVICES_REDIS_PORT:-56379}"
+# The cluster's six nodes listen on this port and the five after it, and each on its port
+# + 10000 for the cluster bus (so at most 55530).
+REDIS_CLUSTER_PORT="${FANOUT_SERVICES_REDIS_CLUSTER_PORT:-46400}"
 MONGODB_PORT="${FANOUT_SERVICES_MONGODB_PORT:-57017}"
 ELASTICSEARCH_PORT="${FANOUT_SERVICES_ELASTICSEARCH_PORT:-59200}"
 INFLUXDB_PORT="${FANOUT_SERVICES_INFLUXDB_PORT:-58086}"
@@ -30,7 +34,7 @@ PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica redis mongodb elasticsearch influxdb)
+ALL_SERVICES=(postgres postgres-replica redis redis-cluster mongodb elasticsearch influxdb)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -67,7 +71,13 @@ wait_until() {
 }
 
 pidfile_alive() {
-    [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null
+    [ -f "$1" ] || return 1
+    local pid
+    pid="$(head -1 "$1")"
+    kill -0 "$pid" 2>/dev/null || return 1
+    # A killed daemon that no process reaps (in a container without an init) stays a zombie:
+    # dead all the same.
+    [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
 }
 
 # Fails when something else already listens on the port we are about to use.
@@ -204,6 +214,64 @@ redis_up() {
 }
 
 redis_down() { stop_pidfile redis "$DIR/redis/redis.pid"; }
+
+# --- redis-cluster ----------------------------------------------------------
+# Six nodes: three masters with a replica each, so that a master's failure is taken over by
+# its replica (after cluster-node-timeout). Nodes restarted later rejoin from nodes.conf.
+
+redis_cluster_ports() { seq "$REDIS_CLUSTER_PORT" $((REDIS_CLUSTER_PORT + 5)); }
+redis_cluster_url() { echo "redis://127.0.0.1:$REDIS_CLUSTER_PORT/0"; }
+redis_cluster_node_alive() { pidfile_alive "$DIR/redis-cluster/$1/redis.pid"; }
+redis_cluster_running() {
+    local port
+    for port in $(redis_cluster_ports); do
+        redis_cluster_node_alive "$port" && return 0
+    done
+    return 1
+}
+redis_cluster_ok() {
+    local port
+    for port in $(redis_cluster_ports); do
+        redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' \
+            || return 1
+    done
+}
+
+redis_cluster_up() {
+    command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server redis-tools; }
+    local port
+    for port in $(redis_cluster_ports); do
+        mkdir -p "$DIR/redis-cluster/$port"
+        if redis_cluster_node_alive "$port"; then continue; fi
+        require_free_port redis_cluster "$port"
+        log "starting redis cluster node on 127.0.0.1:$port"
+        (cd "$DIR/redis-cluster/$port" && redis-server --bind 127.0.0.1 --port "$port" \
+            --dir "$DIR/redis-cluster/$port" --daemonize yes \
+            --pidfile "$DIR/redis-cluster/$port/redis.pid" \
+            --logfile "$DIR/redis-cluster/$port/server.log" \
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 2000 --save "" --appendonly yes --appendfsync everysec)
+    done
+    for port in $(redis_cluster_ports); do
+        wait_until "redis cluster node $port" 240 \
+            bash -c "[ \"\$(redis-cli -h 127.0.0.1 -p $port ping)\" = PONG ]"
+    done
+    # A node that knows no other has never been part of the cluster: create it.
+    if redis-cli -h 127.0.0.1 -p "$REDIS_CLUSTER_PORT" cluster info | grep -q '^cluster_known_nodes:1\b'; then
+        log "creating the redis cluster (three masters, one replica each)"
+        local nodes=()
+        for port in $(redis_cluster_ports); do nodes+=("127.0.0.1:$port"); done
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+    fi
+    wait_until "redis cluster" 240 redis_cluster_ok
+}
+
+redis_cluster_down() {
+    local port
+    for port in $(redis_cluster_ports); do
+        stop_pidfile "redis cluster node $port" "$DIR/redis-cluster/$port/redis.pid"
+    done
+}
 
 # Starts "$@" in the background with its output in $log, recording its pid in $pidfile.
 spawn() {
@@ -425,6 +493,9 @@ reserve_ports() {
     [ -w "$file" ] || return 0
     local ports="$PG_PORT,$PG_REPLICA_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
     ports+=",$((ELASTICSEARCH_PORT + 100)),$INFLUXDB_PORT,$((INFLUXDB_PORT + 2))"
+    # A cluster node also listens on its port + 10000, the cluster bus.
+    ports+=",$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
+    ports+=",$((REDIS_CLUSTER_PORT + 10000))-$((REDIS_CLUSTER_PORT + 10005))"
     local current
     current="$(cat "$file")"
     echo "${current:+$current,}$ports" >"$file" 2>/dev/null || true

@@ -179,6 +179,11 @@ class RedisSinkSettings(_SinkSection):
     url: SecretUrl
     key_prefix: str = "order:"
     ttl_seconds: int = Field(default=3600, gt=0)
+    cluster: bool = False
+    """Redis Cluster: the URL names any one node; keys are written one hash slot per call."""
+    wait_for_replicas: int = Field(default=0, ge=0)
+    """Count a batch as delivered only once this many replicas of each master written have
+    it (``WAIT``), so that a failover loses nothing delivered."""
 
 
 class ElasticsearchSinkSettings(_SinkSection):

@@ -17,7 +17,7 @@ from tests.servers import server_url
 
 STORES = ("mongodb", "redis", "elasticsearch", "influxdb")
 # Every store, and InfluxDB once more through its v2 write API.
-ADAPTER_VARIANTS = (*STORES, "influxdb-v2")
+ADAPTER_VARIANTS = (*STORES, "influxdb-v2", "redis-cluster")
 
 
 def store_settings(kind: str, tag: str) -> dict[str, Any]:
@@ -33,6 +33,14 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
             "bulk_size": 25,
         },
         "redis": {"type": "redis", "url": url, "key_prefix": f"{tag}:order:"},
+        # Three masters with a replica each; a write counts once a replica has it.
+        "redis-cluster": {
+            "type": "redis",
+            "url": url,
+            "key_prefix": f"{tag}:order:",
+            "cluster": True,
+            "wait_for_replicas": 1,
+        },
         "elasticsearch": {"type": "elasticsearch", "url": url, "index": f"orders_{tag}"},
         "influxdb": {"type": "influxdb", "url": url, "database": f"orders_{tag}"},
         "influxdb-v2": {
