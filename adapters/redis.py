@@ -239,10 +239,15 @@ class RedisSink:
         results: list[Delivery],
     ) -> bool:
         """One script call for the keys at ``group``'s positions; whether it was made."""
-        call_args: list[str | int] = [self.ttl_seconds]
-        for position in group:
-            call_args.extend(args[2 * position : 2 * position + 2])
-        group_keys = [keys[p] for p in group]
+        first, last = group[0], group[-1]
+        if last - first + 1 == len(group):  # a run of positions (always, off a cluster)
+            group_keys = keys[first : last + 1]
+            call_args: list[str | int] = [self.ttl_seconds, *args[2 * first : 2 * last + 2]]
+        else:
+            group_keys = [keys[position] for position in group]
+            call_args = [self.ttl_seconds]
+            for position in group:
+                call_args.extend(args[2 * position : 2 * position + 2])
         try:
             if isinstance(self._client, RedisCluster):
                 # EVAL, not EVALSHA: a replica promoted by a failover may not have the script
