@@ -6,16 +6,19 @@ the key (with its TTL) only when the new version is higher. One script call carr
 command per event.
 
 On Redis Cluster (``cluster: true``) a script may only touch keys of one hash slot, so a
-batch's keys are grouped by slot and each group is one call, all groups at once; the cluster
-client follows MOVED and ASK redirections and finds the new master after a failover. With
-``wait_for_replicas``, a batch counts as delivered only once that many replicas of every
-master written have it (``WAIT``): a master that dies before replicating loses nothing the
-relay thinks delivered, since its promoted replica holds it (else the batch is retried).
+batch's keys are grouped by slot and each group is one call to the master of its slot, many at
+once; a ``MOVED`` or ``ASK`` answer or a lost node fails the group as transient and makes the
+cluster client learn the slots again, so the retry finds the new master after a failover. With
+``wait_for_replicas``, each call is followed on its connection by ``WAIT``, and a group counts
+as delivered only once that many replicas have it: a master that dies before replicating loses
+nothing the relay thinks delivered, since its promoted replica holds it (else the group is
+sent again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -94,10 +97,6 @@ TRANSIENT_ERRORS = (
 )
 
 
-class ReplicasBehind(RedisError):
-    """Fewer replicas than asked acknowledged a batch's writes in time (transient)."""
-
-
 def slot_groups(keys: Sequence[str]) -> list[list[int]]:
     """The positions of ``keys``, grouped by hash slot (a cluster script's keys share one)."""
     groups: dict[int, list[int]] = defaultdict(list)
@@ -116,7 +115,7 @@ def default_projections() -> Projections[dict[str, Any]]:
 
 def classify(error: BaseException) -> Delivery:
     """Transient for connection loss, timeouts, loading and cluster retries; else permanent."""
-    if isinstance(error, (*TRANSIENT_ERRORS, ReplicasBehind)):
+    if isinstance(error, TRANSIENT_ERRORS):
         return Delivery.transient(f"{type(error).__name__}: {error}")
     if isinstance(error, ResponseError) and str(error).startswith(("LOADING", "BUSY", "TRYAGAIN")):
         return Delivery.transient(f"{type(error).__name__}: {error}")
@@ -162,7 +161,11 @@ class RedisSink:
             )
         self.cluster = cluster
         self.wait_for_replicas = wait_for_replicas
-        self._wait_ms = int(timeout_seconds * 1000)
+        # Half the socket timeout: WAIT must answer (with the count so far) before the read
+        # of its answer times out.
+        self._wait_ms = max(1, int(timeout_seconds * 500))
+        self._timeout_seconds = timeout_seconds
+        self._node_clients: dict[str, aioredis.Redis] = {}
         self._script = self._client.register_script(SET_IF_NEWER)
         self.key_prefix = key_prefix
         self.ttl_seconds = ttl_seconds
@@ -187,7 +190,9 @@ class RedisSink:
             await self._client.script_load(SET_IF_NEWER)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        for client in self._node_clients.values():
+            await client.aclose()
         await self._client.aclose()
 
     async def health(self) -> Health:
@@ -220,14 +225,13 @@ class RedisSink:
             groups = [positions[i : i + SCRIPT_KEYS] for i in range(0, len(keys), SCRIPT_KEYS)]
         in_flight = asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
 
-        async def set_group(group: list[int]) -> bool:
+        async def set_group(group: list[int]) -> None:
             async with in_flight:
-                return await self._set_group(group, calls, keys, args, results)
+                await self._set_group(group, calls, keys, args, results)
 
-        written = await asyncio.gather(*(set_group(group) for group in groups))
-        if self.wait_for_replicas:
-            made = [group for group, ok in zip(groups, written, strict=True) if ok]
-            await self._await_replicas(made, keys, calls, results)
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()  # the slots, learnt once
+        await asyncio.gather(*(set_group(group) for group in groups))
         return results
 
     async def _set_group(
@@ -237,8 +241,8 @@ class RedisSink:
         keys: list[str],
         args: list[str | int],
         results: list[Delivery],
-    ) -> bool:
-        """One script call for the keys at ``group``'s positions; whether it was made."""
+    ) -> None:
+        """One script call for the keys at ``group``'s positions (and its WAIT)."""
         first, last = group[0], group[-1]
         if last - first + 1 == len(group):  # a run of positions (always, off a cluster)
             group_keys = keys[first : last + 1]
@@ -249,64 +253,64 @@ class RedisSink:
             for position in group:
                 call_args.extend(args[2 * position : 2 * position + 2])
         try:
-            if isinstance(self._client, RedisCluster):
-                # EVAL, not EVALSHA: a replica promoted by a failover may not have the script
-                # loaded, and loading it everywhere fails while the old master is down.
-                replies = await self._client.eval(
-                    SET_IF_NEWER, len(group_keys), *group_keys, *call_args
-                )
-            else:
-                replies = await self._script(keys=group_keys, args=call_args)
+            replies, acknowledged = await self._write(group_keys, call_args)
         except RedisError as error:
+            if isinstance(self._client, RedisCluster):
+                # MOVED, ASK or a lost node: learn the cluster's slots again for the retry.
+                with contextlib.suppress(RedisError):
+                    await self._client.nodes_manager.initialize()
             outcome = classify(error)
             for position in group:
                 results[calls[position]] = outcome
-            return False
+            return
         for position, reply in zip(group, replies, strict=True):
             if isinstance(reply, str):
                 results[calls[position]] = classify(ResponseError(reply))
-        return True
-
-    async def _await_replicas(
-        self,
-        groups: list[list[int]],
-        keys: list[str],
-        calls: list[int],
-        results: list[Delivery],
-    ) -> None:
-        """``WAIT`` on every master written; the writes of a master whose replicas did not
-        acknowledge in time are marked transient, to be sent again."""
-        by_node: dict[str, list[int]] = defaultdict(list)
-        nodes: dict[str, Any] = {}
-        for group in groups:
-            node = (
-                self._client.get_node_from_key(keys[group[0]])
-                if isinstance(self._client, RedisCluster)
-                else None
+        if acknowledged is not None and acknowledged < self.wait_for_replicas:
+            behind = Delivery.transient(
+                f"{acknowledged} of {self.wait_for_replicas} replicas acknowledged in time"
             )
-            name = node.name if node is not None else ""
-            nodes[name] = node
-            by_node[name].extend(group)
+            for position in group:
+                if results[calls[position]].outcome is Outcome.DELIVERED:
+                    results[calls[position]] = behind
 
-        async def wait(name: str) -> None:
-            try:
-                if isinstance(self._client, RedisCluster):
-                    acknowledged = await self._client.execute_command(
-                        "WAIT", self.wait_for_replicas, self._wait_ms, target_nodes=nodes[name]
-                    )
-                else:
-                    acknowledged = await self._client.wait(self.wait_for_replicas, self._wait_ms)
-                if int(acknowledged) < self.wait_for_replicas:
-                    raise ReplicasBehind(
-                        f"{acknowledged} of {self.wait_for_replicas} replicas acknowledged"
-                    )
-            except RedisError as error:
-                outcome = classify(error)
-                for position in by_node[name]:
-                    if results[calls[position]].outcome is Outcome.DELIVERED:
-                        results[calls[position]] = outcome
+    async def _write(self, keys: list[str], args: list[str | int]) -> tuple[Any, int | None]:
+        """The script's replies for ``keys`` and, with ``wait_for_replicas``, how many replicas
+        have them. ``WAIT`` counts the replicas that have the writes of the connection it is
+        sent on, so it follows the script on one connection, in one pipeline."""
+        if isinstance(self._client, RedisCluster):
+            client = self._node_client(keys[0])
+        elif not self.wait_for_replicas:
+            return await self._script(keys=keys, args=args), None
+        else:
+            client = self._client
+        async with client.pipeline(transaction=False) as pipe:
+            # EVAL, not EVALSHA: on a cluster, a replica promoted by a failover may not have
+            # the script loaded.
+            pipe.eval(SET_IF_NEWER, len(keys), *keys, *args)
+            if self.wait_for_replicas:
+                pipe.execute_command("WAIT", self.wait_for_replicas, self._wait_ms)
+            answers = await pipe.execute()
+        return answers[0], int(answers[1]) if self.wait_for_replicas else None
 
-        await asyncio.gather(*(wait(name) for name in by_node))
+    def _node_client(self, key: str) -> aioredis.Redis:
+        """A client of the master that serves ``key``'s slot (as the cluster client last
+        learnt the slots)."""
+        assert isinstance(self._client, RedisCluster)
+        node = self._client.get_node_from_key(key)
+        if node is None:
+            raise SlotNotCoveredError(f"no master serves the slot of {key!r}")
+        client = self._node_clients.get(node.name)
+        if client is None:
+            client = aioredis.Redis(
+                host=node.host,
+                port=int(node.port),
+                socket_timeout=self._timeout_seconds,
+                socket_connect_timeout=self._timeout_seconds,
+                decode_responses=True,
+            )
+            self._node_clients[node.name] = client
+        return client
 
     async def projected_orders(self, orders: Mapping[str, OrderSpan]) -> dict[str, ProjectedOrder]:
         """The stored summary of each of the ``orders``."""

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from adapters.base import Outcome
 from adapters.readback import ReadBack
 from adapters.redis import RedisSink, slot_groups
 from gateway.operations.verify import verify
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import drop_namespace, make_sink
+from tests.acceptance.stores import drop_namespace, make_sink, order_event
 from tests.acceptance.test_backfill import keep_ordering
 from tests.eventually import eventually
-from tests.servers import ROOT, managed, start_server
+from tests.servers import ROOT, managed, server_url, start_server
 
 
 def node_pid(port: int) -> int:
@@ -97,3 +98,31 @@ async def test_a_master_killed_mid_delivery_loses_nothing(world: World) -> None:
 def test_keys_are_grouped_by_hash_slot_in_their_order() -> None:
     keys = ["order:{a}1", "order:{b}1", "order:{a}2", "order:{a}3", "order:{b}2"]
     assert sorted(slot_groups(keys)) == [[0, 2, 3], [1, 4]]
+
+
+async def test_a_write_counts_only_once_the_replicas_asked_for_have_it() -> None:
+    # Each master has one replica: asking for one is met, asking for two never is, and the
+    # writes then fail as transient (to be sent again), naming the count the master gave.
+    one, two = make_sink("redis-cluster", uuid.uuid4().hex[:10]), None
+    assert isinstance(one, RedisSink)
+    two = RedisSink(
+        "two",
+        server_url("redis-cluster"),
+        key_prefix=one.key_prefix,
+        cluster=True,
+        wait_for_replicas=2,
+        timeout_seconds=0.2,
+    )
+    try:
+        await one.start()
+        await two.start()
+        events = [order_event(str(uuid.uuid4()), 1) for _ in range(40)]
+        delivered = await one.apply(events)
+        refused = await two.apply([order_event(e.aggregate_id, 2) for e in events])
+        assert {d.outcome for d in delivered} == {Outcome.DELIVERED}
+        assert {d.outcome for d in refused} == {Outcome.TRANSIENT}
+        assert all("1 of 2 replicas" in (d.error or "") for d in refused)
+    finally:
+        await drop_namespace(one)
+        await one.close()
+        await two.close()
