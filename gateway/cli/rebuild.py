@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from gateway.backoff import Backoff
 from gateway.cli.app import app, config_path, connection_of, err, out, run, settings_of
 from gateway.configuration.settings import default_config_path
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.operations.backfill import BackfillResult, backfill
 from gateway.operations.rewind import RewindPlan, plan_rewind, rewind
 
@@ -50,7 +50,10 @@ def backfill_command(
         relay = settings.relay
         target = build_sink(sink, settings.sinks[sink])
         try:
-            await target.start()
+            try:
+                await target.start()
+            except Exception as error:  # any client's own error: the store cannot be used
+                raise GatewayError(f"sink {sink!r} cannot be started: {error!r}") from None
             async with await create_pool(settings.postgres) as pool:
                 with Progress(
                     "[progress.description]{task.description}",

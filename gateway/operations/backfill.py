@@ -26,6 +26,7 @@ from gateway.errors import GatewayError, ValidationError
 from gateway.postgres.queries import query
 from gateway.write_path import orders
 from gateway.write_path.lifecycle import ORDER_SNAPSHOT
+from gateway.write_path.models import Order
 
 SNAPSHOT_NAMESPACE = uuid.UUID("5f2b1c0e-8d7a-4f3e-9b61-0a4c2e7d9f13")
 """Snapshot event ids are derived from (order, version): sending one again sends the same."""
@@ -91,8 +92,8 @@ def pause_for_rate(sent: int, elapsed: float, rate: float | None) -> float:
     return max(0.0, sent / rate - elapsed)
 
 
-def snapshot_envelope(order: Any, customer: orders.CustomerSummary) -> EventEnvelope:
-    """The ``order.snapshot`` event of ``order`` (a gateway ``Order``) at its version."""
+def snapshot_envelope(order: Order, customer: orders.CustomerSummary) -> EventEnvelope:
+    """The ``order.snapshot`` event of ``order`` at its version."""
     event = orders.order_event(order, ORDER_SNAPSHOT, customer)
     return EventEnvelope(
         event_id=uuid.uuid5(SNAPSHOT_NAMESPACE, f"{order.id}:{order.version}"),

@@ -147,6 +147,17 @@ async def test_an_interrupted_backfill_resumes_after_its_last_batch(
         assert drift.clean and drift.matched == 600, drift.counts()
         unknown = await fanout(config, "backfill", "--sink", "nowhere")
         assert unknown.returncode == 2 and "sinks.nowhere" in unknown.stderr
+        unreachable = write_config(
+            tmp_path,
+            {
+                "postgres": {"url": world.settings.postgres.url.get_secret_value()},
+                "sinks": {"redis": {"type": "redis", "url": "redis://127.0.0.1:9/0"}},
+            },
+            "unreachable.yaml",
+        )
+        down = await fanout(unreachable, "backfill", "--sink", "redis")
+        assert down.returncode == 1 and "cannot be started" in down.stderr
+        assert "Traceback" not in down.stderr
     finally:
         keys = [key async for key in sink.client.scan_iter(match=sink.key_prefix + "*")]  # type: ignore[attr-defined]
         if keys:
