@@ -163,6 +163,11 @@ def problem_of(error: GatewayError) -> Problem:
     return internal_error(error)
 
 
+def malformed_json() -> Problem:
+    """400: the request body is not JSON."""
+    return Problem(400, "malformed-json", "Malformed JSON", "the request body is not JSON")
+
+
 def database_unavailable() -> Problem:
     """503: PostgreSQL cannot be reached now; the client should retry after a second."""
     return Problem(
@@ -201,7 +206,7 @@ def internal_error(error: BaseException) -> Problem:
 def _request_validation_problem(error: RequestValidationError) -> Problem:
     errors = list(error.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
-        return Problem(400, "malformed-json", "Malformed JSON", "the request body is not JSON")
+        return malformed_json()
     fields: list[FieldError] = []
     for e in errors:
         location = tuple(e.get("loc", ()))

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict
 
-from gateway.api.problems import Problem
+from gateway.api.problems import Problem, malformed_json, validation_problem
 from gateway.api.routes import gateway_of, problem_responses, require_json
 from gateway.configuration.settings import Settings
+from gateway.errors import FieldError
 from gateway.payments.decision import PaymentOutcome
 from gateway.payments.notification import PaymentNotification
 from gateway.payments.signature import SIGNATURE_HEADER, SignatureRejected, verify
@@ -99,17 +100,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise Problem(
-            400, "malformed-json", "Malformed JSON", "the request body is not JSON"
-        ) from None
+        raise malformed_json() from None
     if not isinstance(data, dict):
-        raise Problem(
-            422,
-            "validation-error",
-            "Invalid request",
-            "the notification must be a JSON object",
-            extra={"errors": [{"field": "(body)", "message": "must be a JSON object"}]},
-        )
+        raise validation_problem([FieldError("(body)", "must be a JSON object")])
     return data
 
 

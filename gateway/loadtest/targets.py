@@ -18,13 +18,13 @@ from uuid import UUID, uuid4
 
 import aiohttp
 
-from adapters.base import EventEnvelope, Outcome, Sink
+from adapters.base import Outcome, Sink
 from gateway.errors import GatewayError
 from gateway.payments.signature import SIGNATURE_HEADER, signature_header
 from gateway.write_path import orders
 from gateway.write_path.gateway import Gateway
 from gateway.write_path.lifecycle import ORDER_PLACED
-from gateway.write_path.models import Order, PlaceOrderRequest
+from gateway.write_path.models import Event, Order, PlaceOrderRequest
 from gateway.write_path.order_status import OrderStatus
 from gateway.write_path.pricing import PricingPolicy
 
@@ -301,19 +301,9 @@ class DualWriteTarget:
         """The naive path has no payment saga (the plan refuses --payments with it)."""
         raise WriteFailed("the dual write takes no payments")
 
-    async def _write_stores(self, order: Order, event: Any) -> Written:
+    async def _write_stores(self, order: Order, event: Event) -> Written:
         written = Written.of(order)
-        envelope = EventEnvelope(
-            event_id=event.event_id,
-            sequence=next(self.sequence),
-            aggregate_type=event.aggregate_type,
-            aggregate_id=event.aggregate_id,
-            version=event.version,
-            event_type=event.event_type,
-            payload=event.payload,
-            headers=event.headers,
-            occurred_at=order.updated_at,
-        )
+        envelope = orders.as_envelope(event, next(self.sequence), order.updated_at)
         for name, sink in self.sinks.items():
             try:
                 [delivery] = await sink.apply([envelope])

@@ -94,18 +94,11 @@ def pause_for_rate(sent: int, elapsed: float, rate: float | None) -> float:
 
 def snapshot_envelope(order: Order, customer: orders.CustomerSummary) -> EventEnvelope:
     """The ``order.snapshot`` event of ``order`` at its version."""
-    event = orders.order_event(order, ORDER_SNAPSHOT, customer)
-    return EventEnvelope(
-        event_id=uuid.uuid5(SNAPSHOT_NAMESPACE, f"{order.id}:{order.version}"),
-        sequence=order.version,
-        aggregate_type=event.aggregate_type,
-        aggregate_id=event.aggregate_id,
-        version=event.version,
-        event_type=event.event_type,
-        payload=event.payload,
-        headers={"backfill": "true"},
-        occurred_at=order.updated_at,
+    event = orders.order_event(order, ORDER_SNAPSHOT, customer, headers={"backfill": "true"})
+    stable = event.model_copy(
+        update={"event_id": uuid.uuid5(SNAPSHOT_NAMESPACE, f"{order.id}:{order.version}")}
     )
+    return orders.as_envelope(stable, order.version, order.updated_at)
 
 
 async def backfill(

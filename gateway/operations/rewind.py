@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.errors import SinkInUse, UnknownSink
+from gateway.errors import UnknownSink
+from gateway.postgres import outbox
 from gateway.postgres.database import Connection
-from gateway.postgres.queries import query
-
-Position = tuple[int, int]
-"""``(txid, id)``: a partition's position, after which it reads."""
+from gateway.postgres.outbox import PARTITIONS
+from gateway.relay import tables
+from gateway.relay.tables import Position
 
 
 def rewound_position(current: Position, first_since: Position | None) -> Position | None:
@@ -56,53 +56,27 @@ class RewindPlan:
 
 async def plan_rewind(connection: Connection, sink: str, to: datetime) -> RewindPlan:
     """What rewinding ``sink`` to ``to`` would do; ``UnknownSink`` if it has no positions."""
-    positions = await connection.fetch(query("sink_positions_all"), sink)
-    if not positions:
+    current = await tables.positions(connection, sink, PARTITIONS)
+    if not current:
         raise UnknownSink(sink)
-    firsts = {
-        row["partition"]: (row["txid"], row["id"])
-        for row in await connection.fetch(query("first_outbox_events_since"), to)
-    }
+    firsts = await outbox.first_events_since(connection, to)
     moves: dict[int, tuple[Position, Position]] = {}
-    for row in positions:
-        current = (row["position_txid"], row["position_id"])
-        new = rewound_position(current, firsts.get(row["partition"]))
+    for partition, position in current.items():
+        new = rewound_position(position, firsts.get(partition))
         if new is not None:
-            moves[row["partition"]] = (current, new)
-    events = 0
-    if moves:
-        partitions = sorted(moves)
-        counted = await connection.fetch(
-            query("count_outbox_between"),
-            partitions,
-            [moves[p][1][0] for p in partitions],
-            [moves[p][1][1] for p in partitions],
-            [moves[p][0][0] for p in partitions],
-            [moves[p][0][1] for p in partitions],
-        )
-        events = sum(row["events"] for row in counted)
-    oldest = await connection.fetchval(query("oldest_outbox_event"))
-    return RewindPlan(sink, to, moves, events, oldest)
+            moves[partition] = (position, new)
+    spans = {partition: (new, old) for partition, (old, new) in moves.items()}
+    events = await outbox.count_between(connection, spans) if moves else 0
+    return RewindPlan(sink, to, moves, events, await outbox.oldest_event_at(connection))
 
 
 async def rewind(connection: Connection, sink: str, to: datetime) -> RewindPlan:
     """Move ``sink``'s positions back to deliver again the events kept since ``to``, in one
     transaction; ``SinkInUse`` while a relay holds a lease on it."""
     async with connection.transaction():
-        rows = await connection.fetch(query("lock_sink_positions"), sink)
-        if not rows:
-            raise UnknownSink(sink)
-        owners = sorted({row["owner"] for row in rows if row["leased"]})
-        if owners:
-            raise SinkInUse(sink, owners, doing="rewinding it")
+        await tables.lock_idle_sink(connection, sink, "rewinding it")
         plan = await plan_rewind(connection, sink, to)
         if plan.moves:
-            partitions = sorted(plan.moves)
-            await connection.execute(
-                query("rewind_positions"),
-                sink,
-                partitions,
-                [plan.moves[p][1][0] for p in partitions],
-                [plan.moves[p][1][1] for p in partitions],
-            )
+            new = {partition: moved for partition, (_, moved) in plan.moves.items()}
+            await tables.move_positions_back(connection, sink, new)
     return plan

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple
 
 import asyncpg
@@ -146,3 +147,33 @@ async def backlog(connection: Connection) -> list[Backlog]:
     """The backlog of every registered sink."""
     rows = await connection.fetch(query("outbox_backlog"))
     return [Backlog(row["sink"], row["backlog"], row["oldest_age_seconds"]) for row in rows]
+
+
+async def first_events_since(connection: Connection, since: datetime) -> dict[int, tuple[int, int]]:
+    """Per partition, the position ``(txid, id)`` of the first event kept (in read order)
+    that occurred at or after ``since``."""
+    rows = await connection.fetch(query("first_outbox_events_since"), since)
+    return {row["partition"]: (row["txid"], row["id"]) for row in rows}
+
+
+async def count_between(
+    connection: Connection, spans: Mapping[int, tuple[tuple[int, int], tuple[int, int]]]
+) -> int:
+    """The events kept after the first position and up to the second, per partition of
+    ``spans``, all told."""
+    partitions = sorted(spans)
+    rows = await connection.fetch(
+        query("count_outbox_between"),
+        partitions,
+        [spans[p][0][0] for p in partitions],
+        [spans[p][0][1] for p in partitions],
+        [spans[p][1][0] for p in partitions],
+        [spans[p][1][1] for p in partitions],
+    )
+    return sum(row["events"] for row in rows)
+
+
+async def oldest_event_at(connection: Connection) -> datetime | None:
+    """When the oldest event the outbox keeps occurred; ``None`` when it is empty."""
+    row = await connection.fetchrow(query("doctor_outbox_size"))
+    return row["oldest_event_at"] if row is not None else None

@@ -318,15 +318,37 @@ async def retire_sink(connection: Connection, sink: str) -> RetiredSink:
     """Remove a sink that no relay serves: its positions (and so its leases) and its dead
     letters, in one transaction. Raises :class:`UnknownSink` or :class:`SinkInUse`."""
     async with connection.transaction():
-        rows = await connection.fetch(query("lock_sink_positions"), sink)
-        if not rows:
-            raise UnknownSink(sink)
-        owners = sorted({row["owner"] for row in rows if row["leased"]})
-        if owners:
-            raise SinkInUse(sink, owners)
+        await lock_idle_sink(connection, sink, "retiring it")
         positions = await connection.execute(query("delete_sink_positions"), sink)
         letters = await connection.execute(query("delete_sink_dead_letters"), sink)
     return RetiredSink(sink, int(positions.split()[-1]), int(letters.split()[-1]))
+
+
+async def lock_idle_sink(connection: Connection, sink: str, doing: str) -> None:
+    """Lock the sink's positions until the transaction ends, for ``doing`` to them what no
+    running relay may see happen: :class:`UnknownSink` if it has none, :class:`SinkInUse`
+    while a relay holds a lease on it."""
+    rows = await connection.fetch(query("lock_sink_positions"), sink)
+    if not rows:
+        raise UnknownSink(sink)
+    owners = sorted({row["owner"] for row in rows if row["leased"]})
+    if owners:
+        raise SinkInUse(sink, owners, doing)
+
+
+async def move_positions_back(
+    connection: Connection, sink: str, moves: Mapping[int, Position]
+) -> None:
+    """Move the sink's positions in the partitions of ``moves`` back to theirs (never
+    forward); under :func:`lock_idle_sink`."""
+    partitions = sorted(moves)
+    await connection.execute(
+        query("rewind_positions"),
+        sink,
+        partitions,
+        [moves[p][0] for p in partitions],
+        [moves[p][1] for p in partitions],
+    )
 
 
 async def sink_has_work(connection: Connection, sink: str) -> bool:

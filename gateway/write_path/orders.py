@@ -15,6 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
+from adapters.base import EventEnvelope
 from gateway.errors import (
     IllegalTransition,
     InsufficientInventory,
@@ -293,6 +294,22 @@ def order_event(
         version=order.version,
         payload=payload,
         headers=dict(headers or {}),
+    )
+
+
+def as_envelope(event: Event, sequence: int, occurred_at: datetime) -> EventEnvelope:
+    """``event`` as a sink receives it, for writers that hand events to a sink themselves
+    (the naive dual write, a backfill) rather than through the outbox and the relay."""
+    return EventEnvelope(
+        event_id=event.event_id,
+        sequence=sequence,
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        version=event.version,
+        event_type=event.event_type,
+        payload=event.payload,
+        headers=event.headers,
+        occurred_at=occurred_at,
     )
 
 

@@ -749,9 +749,6 @@ FROM outbox
 WHERE occurred_at >= $1
 ORDER BY partition, txid, id;
 
--- name: oldest_outbox_event
-SELECT min(occurred_at) FROM outbox;
-
 -- name: count_outbox_between
 -- Per partition, the events after ($2, $3) up to and including ($4, $5).
 SELECT bounds.partition, count(outbox.id) AS events
@@ -771,9 +768,3 @@ FROM unnest($2::smallint[], $3::xid8[], $4::bigint[]) AS moved (partition, txid,
 WHERE positions.sink = $1
   AND positions.partition = moved.partition
   AND (moved.txid, moved.id) < (positions.position_txid, positions.position_id);
-
--- name: sink_positions_all
-SELECT partition, position_txid, position_id
-FROM relay_positions
-WHERE sink = $1
-ORDER BY partition;
