@@ -5,12 +5,14 @@ from __future__ import annotations
 from adapters.base import Sink
 from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
+from adapters.kafka import KafkaSink
 from adapters.memory import MemorySink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from gateway.configuration.settings import (
     ElasticsearchSinkSettings,
     InfluxSinkSettings,
+    KafkaSinkSettings,
     MemorySinkSettings,
     MongoSinkSettings,
     RedisSinkSettings,
@@ -73,4 +75,18 @@ def build_sink(name: str, settings: SinkSettings) -> Sink:
                 token=settings.token.get_secret_value() if settings.token else None,
                 timeout_seconds=timeout,
                 verify_ssl=settings.verify_ssl,
+            )
+        case KafkaSinkSettings():
+            return KafkaSink(
+                name,
+                settings.url.get_secret_value(),
+                topic_prefix=settings.topic_prefix,
+                topics=settings.topics,
+                create_topics=settings.create_topics,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                compression=settings.compression,
+                linger_ms=settings.linger_ms,
+                max_request_bytes=settings.max_request_bytes,
+                timeout_seconds=timeout,
             )

@@ -9,7 +9,7 @@
 #
 # Services: postgres, postgres-replica (a hot standby streaming from postgres), redis,
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
-# server), elasticsearch, influxdb.
+# server), elasticsearch, influxdb, kafka (one KRaft node, broker and controller).
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
 set -euo pipefail
 
@@ -24,9 +24,12 @@ REDIS_CLUSTER_PORT="${FANOUT_SERVICES_REDIS_CLUSTER_PORT:-46400}"
 MONGODB_PORT="${FANOUT_SERVICES_MONGODB_PORT:-57017}"
 ELASTICSEARCH_PORT="${FANOUT_SERVICES_ELASTICSEARCH_PORT:-59200}"
 INFLUXDB_PORT="${FANOUT_SERVICES_INFLUXDB_PORT:-58086}"
+# The broker listens on this port, its controller on the next.
+KAFKA_PORT="${FANOUT_SERVICES_KAFKA_PORT:-59092}"
 FERRETDB_VERSION=v1.24.0
 ELASTICSEARCH_VERSION=8.19.7
 INFLUXDB_VERSION=v1.8.10
+KAFKA_VERSION=4.1.1
 ES_USER=fanout-es
 PG_MAJOR=15
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
@@ -34,7 +37,7 @@ PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica redis redis-cluster mongodb elasticsearch influxdb)
+ALL_SERVICES=(postgres postgres-replica redis redis-cluster mongodb elasticsearch influxdb kafka)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -461,6 +464,122 @@ CONF
 
 influxdb_down() { stop_pidfile influxdb "$DIR/influxdb/influxd.pid"; }
 
+# --- kafka --------------------------------------------------------------------
+# Apache Kafka in KRaft mode, one node as broker and controller, run from its jars on Maven
+# Central (kafka_2.13 and what it depends on, resolved by Maven into a class path) on JDK 17.
+
+kafka_url() { echo "kafka://127.0.0.1:$KAFKA_PORT"; }
+kafka_running() { pidfile_alive "$DIR/kafka/kafka.pid"; }
+
+kafka_up() {
+    local home="$DIR/kafka/home-$KAFKA_VERSION"
+    if [ ! -s "$home/classpath" ]; then
+        command -v mvn >/dev/null || { log "installing maven"; apt_install maven; }
+        log "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+        mkdir -p "$home"
+        cat >"$home/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>fanout.services</groupId>
+  <artifactId>kafka-server</artifactId>
+  <version>$KAFKA_VERSION</version>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>2.24.3</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+        mvn -q -f "$home/pom.xml" dependency:build-classpath \
+            "-Dmdep.outputFile=$home/classpath.partial" >&2
+        mv "$home/classpath.partial" "$home/classpath"
+    fi
+    mkdir -p "$DIR/kafka/data"
+    cat >"$DIR/kafka/server.properties" <<CONF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$((KAFKA_PORT + 1))
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$((KAFKA_PORT + 1))
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DIR/kafka/data
+num.partitions=3
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+CONF
+    cat >"$DIR/kafka/log4j2.yaml" <<CONF
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+CONF
+    local java
+    java="$(java17_home)/bin/java"
+    local run=("$java" -Xms256m -Xmx512m -cp "$(cat "$home/classpath")"
+        "-Dlog4j2.configurationFile=$DIR/kafka/log4j2.yaml")
+    if [ ! -f "$DIR/kafka/data/meta.properties" ]; then
+        log "formatting Kafka's log directory"
+        "${run[@]}" kafka.tools.StorageTool format --config "$DIR/kafka/server.properties" \
+            --cluster-id "$("${run[@]}" kafka.tools.StorageTool random-uuid)" >&2
+    fi
+    if kafka_running; then
+        log "kafka already running on 127.0.0.1:$KAFKA_PORT"
+    else
+        require_free_port kafka "$KAFKA_PORT"
+        log "starting Kafka on 127.0.0.1:$KAFKA_PORT"
+        spawn "$DIR/kafka/kafka.pid" "$DIR/kafka/server.log" "${run[@]}" kafka.Kafka \
+            "$DIR/kafka/server.properties"
+    fi
+    wait_until kafka 120 kafka_answers
+}
+
+# The broker answers once a metadata request lists it (with the project's client when it is
+# installed; else once its port takes connections).
+kafka_answers() {
+    kafka_running || return 1
+    if [ ! -x "$ROOT/.venv/bin/python" ]; then
+        (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null
+        return
+    fi
+    "$ROOT/.venv/bin/python" - "$KAFKA_PORT" 2>/dev/null <<'PY'
+import asyncio
+import sys
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def main() -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}")
+    await admin.start()
+    try:
+        await admin.describe_cluster()
+    finally:
+        await admin.close()
+
+
+asyncio.run(main())
+PY
+}
+
+kafka_down() { stop_pidfile kafka "$DIR/kafka/kafka.pid"; }
+
 # --- commands ---------------------------------------------------------------
 
 print_env() {
@@ -496,6 +615,7 @@ reserve_ports() {
     # A cluster node also listens on its port + 10000, the cluster bus.
     ports+=",$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
     ports+=",$((REDIS_CLUSTER_PORT + 10000))-$((REDIS_CLUSTER_PORT + 10005))"
+    ports+=",$KAFKA_PORT,$((KAFKA_PORT + 1))"
     local current
     current="$(cat "$file")"
     echo "${current:+$current,}$ports" >"$file" 2>/dev/null || true

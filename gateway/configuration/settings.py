@@ -217,12 +217,47 @@ class InfluxSinkSettings(_SinkSection):
     verify_ssl: bool = True
 
 
+KafkaTopic = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9._-]{1,249}$")]
+
+
+class KafkaSinkSettings(_SinkSection):
+    """Kafka: every outbox event on a topic per aggregate type, keyed by its aggregate.
+
+    ``url`` is ``kafka://host:port`` (several brokers: ``kafka://host1:port,host2:port``).
+    """
+
+    type: Literal["kafka"]
+    url: SecretUrl
+    topic_prefix: str = Field(default="fanout.", pattern=r"^[a-zA-Z0-9._-]{0,200}$")
+    """An aggregate type without an entry in ``topics`` goes to ``<topic_prefix><type>``."""
+    topics: dict[str, KafkaTopic | None] = Field(default_factory=dict)
+    """Topic by aggregate type; ``null`` publishes nothing of that type."""
+    create_topics: bool = True
+    """Create each topic (if missing) before its first event is published."""
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(default=5, ge=0, le=10_000)
+    max_request_bytes: int = Field(default=1_048_576, ge=1_024)
+    """The largest request (and so record) the producer sends; a larger event is
+    dead-lettered."""
+
+    @field_validator("url")
+    @classmethod
+    def _kafka_url(cls, url: SecretUrl) -> SecretUrl:
+        scheme, separator, servers = url.get_secret_value().partition("://")
+        if scheme != "kafka" or not separator or not servers.strip(" ,/"):
+            raise ValueError("must be kafka://host:port (several brokers: comma-separated)")
+        return url
+
+
 SinkSettings = Annotated[
     MemorySinkSettings
     | MongoSinkSettings
     | RedisSinkSettings
     | ElasticsearchSinkSettings
-    | InfluxSinkSettings,
+    | InfluxSinkSettings
+    | KafkaSinkSettings,
     Field(discriminator="type"),
 ]
 SinkName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,99}$")]

@@ -119,6 +119,29 @@ async def read_batch(
 _SEQUENCE_COLUMN = BATCH_COLUMNS.index("sequence")
 
 
+async def read_earlier_versions(
+    connection: Connection, below: Mapping[str, int], after: tuple[int, int]
+) -> list[StoredEvent]:
+    """Events of the aggregates in ``below`` with a version below the one given there, past
+    position ``after``, in position order.
+
+    Committed events only, but read whatever transactions still run: an aggregate's earlier
+    version commits before its next one is written, though its transaction id may be the
+    higher one, and so lie past a batch that holds the next version.
+    """
+    if not below:
+        return []
+    rows = await connection.fetch(
+        query("read_earlier_versions"), list(below), list(below.values()), after[0], after[1]
+    )
+    if rows:
+        check_batch_columns(tuple(rows[0].keys()))
+    make_envelope = EventEnvelope._make
+    return [
+        StoredEvent(row[_SEQUENCE_COLUMN], row[0], row[1], make_envelope(row[2:])) for row in rows
+    ]
+
+
 def check_batch_columns(columns: tuple[str, ...]) -> None:
     """Raise unless the batch query's columns are :data:`BATCH_COLUMNS`, in that order."""
     if columns != BATCH_COLUMNS:

@@ -29,6 +29,7 @@ from gateway import metrics
 from gateway.postgres.outbox import StoredEvent
 from gateway.relay.context import WorkerContext
 from gateway.relay.leases import SinkLeases
+from gateway.relay.ordering import in_version_order, highest_versions
 from gateway.relay.read_ahead import StreamReader
 from gateway.relay.retries import Apply, BatchOutcome, Retrier
 from gateway.relay.tables import DeadLetter, Move, Position
@@ -95,8 +96,12 @@ class BatchPipeline:
         leases: SinkLeases,
         apply: Apply,
         retrier: Retrier,
+        *,
+        version_order: bool = False,
     ) -> None:
         self._sink = sink
+        self._version_order = version_order
+        self._batches_in_flight = 1 if version_order else context.settings.batches_in_flight
         self._context = context
         self._leases = leases
         self._apply = apply
@@ -159,6 +164,8 @@ class BatchPipeline:
         if not events:
             return False
         fresh = undelivered(events, leases.positions, after)
+        if self._version_order and fresh:
+            fresh = await self._with_earlier_versions(fresh, events[-1].position)
         first_attempt = (
             asyncio.create_task(self._apply(fresh), name=f"relay-{self._sink}-apply")
             if fresh
@@ -166,9 +173,17 @@ class BatchPipeline:
         )
         self._in_flight.append(InFlight(events, fresh, partitions, first_attempt))
         full = len(events) == self._context.settings.batch_size
-        if keep_reading(full, len(self._in_flight), self._context.settings.batches_in_flight):
+        if keep_reading(full, len(self._in_flight), self._batches_in_flight):
             return True
         return await self._finish_oldest() and full
+
+    async def _with_earlier_versions(
+        self, fresh: list[StoredEvent], last: Position
+    ) -> list[StoredEvent]:
+        """``fresh`` with its aggregates' earlier versions past the batch added, each
+        aggregate's events in version order (see :mod:`gateway.relay.ordering`)."""
+        earlier = await self._context.storage.read_earlier_versions(highest_versions(fresh), last)
+        return in_version_order([*earlier, *fresh])
 
     async def _finish_oldest(self) -> bool:
         """Retry what the oldest batch in flight failed, then commit it; False if given up."""

@@ -30,6 +30,13 @@ class RelayStorage(Protocol):
         """Up to ``limit`` committed events of ``partitions`` after ``after``, in order."""
         ...
 
+    async def read_earlier_versions(
+        self, below: Mapping[str, int], after: Position
+    ) -> list[StoredEvent]:
+        """Committed events of the aggregates in ``below`` below the version given there,
+        past ``after``, in order (for sinks that publish each aggregate in version order)."""
+        ...
+
     async def has_work(self, sink: str) -> bool:
         """Whether ``sink`` has an undelivered readable event, or a requested replay."""
         ...
@@ -120,6 +127,12 @@ class PostgresRelayStorage:
     ) -> list[StoredEvent]:
         async with self.pool.acquire() as connection:
             return await outbox.read_batch(connection, after, partitions, limit)
+
+    async def read_earlier_versions(
+        self, below: Mapping[str, int], after: Position
+    ) -> list[StoredEvent]:
+        async with self.pool.acquire() as connection:
+            return await outbox.read_earlier_versions(connection, below, after)
 
     async def has_work(self, sink: str) -> bool:
         async with self.pool.acquire() as connection:

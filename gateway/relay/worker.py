@@ -21,6 +21,7 @@ from gateway.postgres.outbox import StoredEvent
 from gateway.relay.context import WorkerContext
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.leases import SinkLeases
+from gateway.relay.ordering import needs_version_order
 from gateway.relay.pipeline import BatchPipeline
 from gateway.relay.retries import Pending, Retrier, retrying_per_partition
 from gateway.relay.sink_calls import apply_events, is_healthy
@@ -56,6 +57,7 @@ class SinkWorker:
                 max_attempts=context.settings.max_attempts,
                 on_failure=self._count_failure,
             ),
+            version_order=needs_version_order(sink),
         )
         self._next_replay_check = 0.0
 

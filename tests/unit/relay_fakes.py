@@ -99,6 +99,17 @@ class InMemoryRelayStorage:
         wanted = set(partitions)
         return [e for e in self.events if e.position > after and e.partition in wanted][:limit]
 
+    async def read_earlier_versions(
+        self, below: Mapping[str, int], after: Position
+    ) -> list[StoredEvent]:
+        return [
+            e
+            for e in self.events
+            if e.position > after
+            and e.envelope.aggregate_id in below
+            and e.envelope.version < below[e.envelope.aggregate_id]
+        ]
+
     async def has_work(self, sink: str) -> bool:
         positions = self.position_of(sink)
         return any(e.position > positions[e.partition] for e in self.events)

@@ -240,6 +240,18 @@ SELECT txid, partition, event_id, id AS sequence, aggregate_type, aggregate_id, 
        event_type, payload, headers, occurred_at
 FROM outbox_batch($1::xid8, $2::bigint, $3::smallint[], $4::integer);
 
+-- name: read_earlier_versions
+-- For each aggregate $1[i], its events with a version below $2[i] that lie past position
+-- ($3, $4), whether or not the batch read could reach them yet: they are committed (the
+-- aggregate's later version was written after them), so an ordered sink publishes them first.
+-- Same columns as read_outbox_batch.
+SELECT o.txid, o.partition, o.event_id, o.id AS sequence, o.aggregate_type, o.aggregate_id,
+       o.version, o.event_type, o.payload, o.headers, o.occurred_at
+FROM unnest($1::text[], $2::integer[]) AS later(aggregate_id, version)
+JOIN outbox o ON o.aggregate_id = later.aggregate_id AND o.version < later.version
+WHERE (o.txid, o.id) > ($3::xid8, $4::bigint)
+ORDER BY o.txid, o.id;
+
 -- name: prune_outbox
 -- Deletes old events every registered sink has passed, oldest first, at most $2 of them.
 WITH floors AS (

@@ -1,0 +1,374 @@
+"""Kafka: every outbox event, for other services to consume.
+
+Each event goes to its aggregate type's topic (``<topic_prefix><type>`` unless ``topics`` maps
+the type elsewhere, or to nothing), keyed by its aggregate id, so one aggregate's events share
+a partition. The value is the payload as JSON; the headers carry the event's id, type,
+aggregate type, version and time, and the event's own headers.
+
+The producer is idempotent (``acks=all``): the client's own retries never duplicate or reorder
+a record. What the relay redelivers after a crash may repeat records; consumers drop what they
+have seen by the ``event_id`` header (or by version).
+
+Order: the relay hands this sink each aggregate's events in version order (it asks for it with
+:attr:`KafkaSink.needs_version_order`), and the sink keeps that order within a batch by sending
+in *waves*: an aggregate's second event goes out only once its first is acknowledged, and after
+a failure its later events are held (failed as transient) so that a retry sends them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedForMessageFormatError,
+)
+
+from adapters.base import Delivery, EventEnvelope, Health
+
+log = logging.getLogger("adapters.kafka")
+
+KNOWN_AGGREGATE_TYPES = ("order", "customer")
+"""The gateway's own aggregate types, whose topics are created when the sink starts."""
+
+# Errors about one record that sending it again cannot fix: it is dead-lettered. Everything
+# else (a broker down, a leader moving, a timeout, an error this list does not know) is
+# transient, whatever the client's ``retriable`` flag says: its delivery timeout, for one, is
+# not flagged retriable, yet the next attempt may well succeed.
+PERMANENT_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    PolicyViolationError,
+    UnsupportedForMessageFormatError,
+)
+
+
+def delivery_for(error: BaseException) -> Delivery:
+    """The outcome of a record whose send failed with ``error``."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, PERMANENT_ERRORS):
+        return Delivery.permanent(text)
+    return Delivery.transient(text)
+
+
+def bootstrap_servers(url: str) -> list[str]:
+    """The ``host:port`` list of a ``kafka://host:port[,host:port…]`` URL."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme != "kafka":
+        raise ValueError(f"a Kafka URL starts with kafka://, not {url!r}")
+    servers = [server.strip() for server in rest.rstrip("/").split(",") if server.strip()]
+    if not servers:
+        raise ValueError(f"the Kafka URL {url!r} names no broker")
+    return servers
+
+
+def waves(keys: Sequence[str]) -> list[list[int]]:
+    """The indexes of ``keys`` in sending rounds: round *n* holds each key's *n*-th occurrence,
+    so a key's records are sent one round after another, in the order given."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
+        if occurrence == len(rounds):
+            rounds.append([])
+        rounds[occurrence].append(index)
+    return rounds
+
+
+@dataclass(frozen=True)
+class Record:
+    """One event as it is published."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """What a topic holds of one record, for ``fanout verify``."""
+
+    topic: str
+    partition: int
+    key: str
+    event_id: str
+    version: int
+
+
+def record_for(event: EventEnvelope, topic: str) -> Record:
+    """The record publishing ``event`` on ``topic``."""
+    headers = [(name, value.encode()) for name, value in event.headers.items()]
+    headers += [
+        ("event_id", str(event.event_id).encode()),
+        ("event_type", event.event_type.encode()),
+        ("aggregate_type", event.aggregate_type.encode()),
+        ("version", str(event.version).encode()),
+        ("occurred_at", event.occurred_at.isoformat().encode()),
+    ]
+    return Record(
+        topic=topic,
+        key=event.aggregate_id.encode(),
+        value=json.dumps(event.payload, separators=(",", ":")).encode(),
+        headers=headers,
+        timestamp_ms=int(event.occurred_at.timestamp() * 1000),
+    )
+
+
+class KafkaSink:
+    """Publishes every event to its aggregate type's topic with an idempotent producer."""
+
+    needs_version_order = True
+    """Ask the relay for each aggregate's events in version order, one batch at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        topic_prefix: str = "fanout.",
+        topics: Mapping[str, str | None] | None = None,
+        create_topics: bool = True,
+        partitions: int = 6,
+        replication_factor: int = 1,
+        compression: str = "lz4",
+        linger_ms: int = 5,
+        max_request_bytes: int = 1_048_576,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self._name = name
+        self._servers = bootstrap_servers(url)
+        self._topic_prefix = topic_prefix
+        self._topics = dict(topics or {})
+        self._create_topics = create_topics
+        self._partitions = partitions
+        self._replication_factor = replication_factor
+        self._compression = None if compression == "none" else compression
+        self._linger_ms = linger_ms
+        self._max_request_bytes = max_request_bytes
+        self._timeout_ms = int(timeout_seconds * 1000)
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._ready_topics: set[str] = set()
+        self._renew_producer = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def topic_for(self, aggregate_type: str) -> str | None:
+        """The topic of an aggregate type's events (None: not published)."""
+        if aggregate_type in self._topics:
+            return self._topics[aggregate_type]
+        return f"{self._topic_prefix}{aggregate_type}"
+
+    async def start(self) -> None:
+        """Connect the producer and the admin client, and create the gateway's topics."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._servers, request_timeout_ms=self._timeout_ms
+            )
+            await admin.start()
+            self._admin = admin
+        if self._producer is None:
+            self._producer = await self._started_producer()
+        known = [*KNOWN_AGGREGATE_TYPES, *self._topics]
+        await self._ensure_topics({t for a in known if (t := self.topic_for(a)) is not None})
+
+    async def close(self) -> None:
+        """Flush and stop the producer, and close the admin client."""
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        if producer is not None:
+            await producer.stop()
+        if admin is not None:
+            await admin.close()
+
+    async def health(self) -> Health:
+        """Ask the cluster for its brokers."""
+        if self._admin is None:
+            return Health(False, "not started")
+        try:
+            cluster = await asyncio.wait_for(
+                self._admin.describe_cluster(), self._timeout_ms / 1000
+            )
+        except (KafkaError, TimeoutError, OSError) as error:
+            return Health(False, f"{type(error).__name__}: {error}")
+        return Health(True, f"{len(cluster['brokers'])} broker(s)")
+
+    async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
+        """Publish the batch; each aggregate's events go out in the order given."""
+        results = [Delivery.ok()] * len(batch)
+        records: list[tuple[int, Record]] = []
+        for index, event in enumerate(batch):
+            topic = self.topic_for(event.aggregate_type)
+            if topic is None:
+                continue
+            try:
+                records.append((index, record_for(event, topic)))
+            except (TypeError, ValueError) as error:
+                results[index] = Delivery.permanent(f"cannot encode the event: {error}")
+        if not records:
+            return results
+        producer = await self._producer_for_batch()
+        await self._ensure_topics({record.topic for _, record in records})
+        failed_keys: dict[tuple[str, bytes], str] = {}
+        for wave in waves([f"{r.topic}\0{r.key!r}" for _, r in records]):
+            sending: list[tuple[int, Record]] = []
+            for position in wave:
+                index, record = records[position]
+                held_by = failed_keys.get((record.topic, record.key))
+                if held_by is not None:
+                    results[index] = Delivery.transient(
+                        f"held behind an earlier version: {held_by}"
+                    )
+                else:
+                    sending.append((index, record))
+            outcomes = await asyncio.gather(
+                *(self._send(producer, record) for _, record in sending), return_exceptions=True
+            )
+            for (index, record), outcome in zip(sending, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    results[index] = delivery_for(outcome)
+                    failed_keys[(record.topic, record.key)] = results[index].error or ""
+                    if not isinstance(outcome, PERMANENT_ERRORS):
+                        # A producer whose batch expired may hold sequence numbers the broker
+                        # never saw: the next batch starts on a fresh one (a new producer id).
+                        self._renew_producer = True
+        return results
+
+    async def published(self, topics: Iterable[str]) -> AsyncIterator[list[PublishedEvent]]:
+        """Every record of ``topics`` (those that exist) up to their current end, partition
+        by partition in offset order, a fetch at a time."""
+        if self._admin is None:
+            raise RuntimeError("the sink is not started")
+        described = await self._admin.describe_topics(sorted(set(topics)))
+        partitions = [
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            if topic["error_code"] == 0
+            for partition in topic["partitions"]
+        ]
+        if not partitions:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._servers,
+            enable_auto_commit=False,
+            request_timeout_ms=self._timeout_ms,
+        )
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            remaining = {tp for tp in partitions if ends[tp] > 0}
+            while remaining:
+                fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+                page: list[PublishedEvent] = []
+                for tp, messages in fetched.items():
+                    for message in messages:
+                        if message.offset < ends[tp]:
+                            page.append(_published(tp, message.key, message.headers))
+                    if messages and messages[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+                if page:
+                    yield page
+        finally:
+            await consumer.stop()
+
+    async def _send(self, producer: AIOKafkaProducer, record: Record) -> None:
+        delivered = await producer.send(
+            record.topic,
+            record.value,
+            key=record.key,
+            headers=record.headers,
+            timestamp_ms=record.timestamp_ms,
+        )
+        await delivered
+
+    async def _producer_for_batch(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await self.start()
+        elif self._renew_producer:
+            old, self._producer = self._producer, None
+            try:
+                await old.stop()
+            except KafkaError as error:
+                log.warning("%s: stopping the failed producer: %r", self._name, error)
+            self._producer = await self._started_producer()
+        self._renew_producer = False
+        assert self._producer is not None
+        return self._producer
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._servers,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=self._compression,
+            linger_ms=self._linger_ms,
+            max_request_size=self._max_request_bytes,
+            request_timeout_ms=self._timeout_ms,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _ensure_topics(self, topics: set[str]) -> None:
+        """Create those of ``topics`` not known to exist (when configured to)."""
+        missing = topics - self._ready_topics
+        if not missing or not self._create_topics or self._admin is None:
+            return
+        response = await self._admin.create_topics(
+            [NewTopic(t, self._partitions, self._replication_factor) for t in sorted(missing)],
+            timeout_ms=self._timeout_ms,
+        )
+        for topic, code, message in _topic_errors(response):
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise KafkaError(f"cannot create topic {topic!r}: error {code} {message or ''}")
+        self._ready_topics |= missing
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    """(topic, error code, message) of each topic of a CreateTopics response."""
+    return [(e[0], e[1], e[2] if len(e) > 2 else None) for e in response.topic_errors]
+
+
+def _published(
+    partition: TopicPartition, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> PublishedEvent:
+    named = dict(headers)
+    version = named.get("version", b"0")
+    return PublishedEvent(
+        topic=partition.topic,
+        partition=partition.partition,
+        key=(key or b"").decode(errors="replace"),
+        event_id=named.get("event_id", b"").decode(errors="replace"),
+        version=int(version) if version.isdigit() else 0,
+    )
