@@ -41,6 +41,7 @@ from aiokafka.errors import (
 )
 
 from adapters.base import Delivery, EventEnvelope, Health
+from adapters.readback import PublishedEvent
 
 log = logging.getLogger("adapters.kafka")
 
@@ -106,17 +107,6 @@ class Record:
     value: bytes
     headers: list[tuple[str, bytes]]
     timestamp_ms: int
-
-
-@dataclass(frozen=True)
-class PublishedEvent:
-    """What a topic holds of one record, for ``fanout verify``."""
-
-    topic: str
-    partition: int
-    key: str
-    event_id: str
-    version: int
 
 
 def record_for(event: EventEnvelope, topic: str) -> Record:
@@ -187,12 +177,7 @@ class KafkaSink:
 
     async def start(self) -> None:
         """Connect the producer and the admin client, and create the gateway's topics."""
-        if self._admin is None:
-            admin = AIOKafkaAdminClient(
-                bootstrap_servers=self._servers, request_timeout_ms=self._timeout_ms
-            )
-            await admin.start()
-            self._admin = admin
+        await self._admin_client()
         if self._producer is None:
             self._producer = await self._started_producer()
         known = [*KNOWN_AGGREGATE_TYPES, *self._topics]
@@ -263,9 +248,8 @@ class KafkaSink:
     async def published(self, topics: Iterable[str]) -> AsyncIterator[list[PublishedEvent]]:
         """Every record of ``topics`` (those that exist) up to their current end, partition
         by partition in offset order, a fetch at a time."""
-        if self._admin is None:
-            raise RuntimeError("the sink is not started")
-        described = await self._admin.describe_topics(sorted(set(topics)))
+        admin = await self._admin_client()
+        described = await admin.describe_topics(sorted(set(topics)))
         partitions = [
             TopicPartition(topic["topic"], partition["partition"])
             for topic in described
@@ -298,6 +282,15 @@ class KafkaSink:
                     yield page
         finally:
             await consumer.stop()
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._servers, request_timeout_ms=self._timeout_ms
+            )
+            await admin.start()
+            self._admin = admin
+        return self._admin
 
     async def _send(self, producer: AIOKafkaProducer, record: Record) -> None:
         delivered = await producer.send(

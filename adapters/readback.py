@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -39,4 +39,29 @@ class ReadBack(Protocol):
 
     def projected_ids(self, batch_size: int) -> AsyncIterator[list[str]]:
         """Every order id the store holds, in batches (for finding extras)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """What a log (a Kafka topic) holds of one event, for ``fanout verify``."""
+
+    topic: str
+    partition: int
+    key: str
+    event_id: str
+    version: int
+
+
+@runtime_checkable
+class PublishedLog(Protocol):
+    """A sink that publishes events to a log whose records can be read back."""
+
+    def topic_for(self, aggregate_type: str) -> str | None:
+        """Where the events of an aggregate type go (None: nowhere)."""
+        ...
+
+    def published(self, topics: Iterable[str]) -> AsyncIterator[list[PublishedEvent]]:
+        """Every record of ``topics`` up to their current end, in batches; each partition's
+        records in offset order."""
         ...

@@ -13,6 +13,7 @@ from gateway.history.check import FoldCheck, check_folds
 from gateway.operations.doctor import Report, diagnose_configured, healthy
 from gateway.operations.doctor_tables import render as render_doctor_report
 from gateway.operations.verify import Drift, verify_configured
+from gateway.operations.verify_log import LogDrift
 from gateway.postgres.database import create_pool
 
 
@@ -64,7 +65,7 @@ def verify_command(
         verify_events(context, batch_size, as_json)
         return
 
-    async def work() -> list[Drift]:
+    async def work() -> list[Drift | LogDrift]:
         return await verify_configured(
             settings_of(context), sink, batch_size, from_replica=from_replica
         )
@@ -73,7 +74,12 @@ def verify_command(
     if as_json:
         out.print_json(json.dumps([drift.counts() for drift in results]))
     else:
-        out.print(render.drift_table(results))
+        stores = [r for r in results if isinstance(r, Drift)]
+        logs = [r for r in results if isinstance(r, LogDrift)]
+        if stores:
+            out.print(render.drift_table(stores))
+        if logs:
+            out.print(render.log_drift_table(logs))
     if not all(drift.clean for drift in results):
         raise typer.Exit(1)
 

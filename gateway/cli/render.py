@@ -11,6 +11,7 @@ from rich.table import Table
 from gateway.history.check import FoldCheck
 from gateway.history.store import OrderEvent
 from gateway.operations.verify import Drift
+from gateway.operations.verify_log import LogDrift
 from gateway.postgres.migrations import MigrationStatus
 
 
@@ -107,6 +108,24 @@ def drift_table(results: Sequence[Drift]) -> Table:
             str(drift.stale),
             str(drift.mismatched),
             str(drift.extra),
+            "ok" if drift.clean else "DRIFT",
+        )
+    return table
+
+
+def log_drift_table(results: Sequence[LogDrift]) -> Table:
+    """Each log sink's comparison with the outbox."""
+    table = Table(
+        "sink", "matched", "missing", "out of order", "repeated", "not retained", "result"
+    )
+    for drift in results:
+        table.add_row(
+            drift.sink,
+            str(drift.matched),
+            str(drift.missing),
+            str(drift.out_of_order),
+            str(drift.repeated),
+            str(drift.not_retained),
             "ok" if drift.clean else "DRIFT",
         )
     return table

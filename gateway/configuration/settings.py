@@ -375,13 +375,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return dict(loaded)
 
 
+SINK_TYPES = frozenset(
+    cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for cls in (
+        MemorySinkSettings,
+        MongoSinkSettings,
+        RedisSinkSettings,
+        ElasticsearchSinkSettings,
+        InfluxSinkSettings,
+        KafkaSinkSettings,
+    )
+)
+
+
+def _key_path(location: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The configuration key of an error's location: without the sink type pydantic inserts
+    after a sink's name (``sinks.events.kafka.url`` is the key ``sinks.events.url``)."""
+    if len(location) > 2 and location[0] == "sinks" and location[2] in SINK_TYPES:
+        return (*location[:2], *location[3:])
+    return location
+
+
 def _config_error(error: pydantic.ValidationError, file: Path | None) -> ConfigError:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    location = _key_path(tuple(first["loc"]))
+    key = ".".join(str(part) for part in location)
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     if first["type"] == "missing":
         message = "required value is missing"
-    variable = ENV_PREFIX + "_".join(str(part) for part in first["loc"]).upper()
+    variable = ENV_PREFIX + "_".join(str(part) for part in location).upper()
     source: Path | str | None = file
     if variable in os.environ:
         source = f"environment variable {variable}"

@@ -14,10 +14,11 @@ from typing import TypedDict
 
 import asyncpg
 
-from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
+from adapters.readback import OrderSpan, ProjectedOrder, PublishedLog, ReadBack
 from adapters.registry import build_sink
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
+from gateway.operations.verify_log import LogDrift, verify_log
 from gateway.postgres.database import create_pool
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import streaming_replica
@@ -154,24 +155,28 @@ async def verify_configured(
     batch_size: int,
     *,
     from_replica: bool = False,
-) -> list[Drift]:
+) -> list[Drift | LogDrift]:
     """Compare PostgreSQL's orders with each of the configured sinks ``names`` (default:
-    every enabled one), read from the primary or (``from_replica``) from a streaming replica.
-    Raises :class:`GatewayError` for a sink not configured or that cannot be read back, or
-    when no replica streams."""
+    every enabled one), read from the primary or (``from_replica``) from a streaming replica;
+    for a log sink (Kafka), compare the outbox's events with its topics. Raises
+    :class:`GatewayError` for a sink not configured or that cannot be read back, or when no
+    replica streams."""
     chosen = list(names) if names else [n for n, s in settings.sinks.items() if s.enabled]
     unknown = [name for name in chosen if name not in settings.sinks]
     if unknown:
         raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
     sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
     source = await streaming_replica(settings.postgres) if from_replica else settings.postgres
-    results: list[Drift] = []
+    results: list[Drift | LogDrift] = []
     pool = await create_pool(source)
     try:
         for name, candidate in sinks.items():
-            if not isinstance(candidate, ReadBack):
+            if isinstance(candidate, ReadBack):
+                results.append(await verify(pool, name, candidate, batch_size))
+            elif isinstance(candidate, PublishedLog):
+                results.append(await verify_log(pool, name, candidate))
+            else:
                 raise GatewayError(f"sink {name!r} cannot be read back for verification")
-            results.append(await verify(pool, name, candidate, batch_size))
     finally:
         await pool.close()
         for candidate in sinks.values():

@@ -29,7 +29,7 @@ from gateway import metrics
 from gateway.postgres.outbox import StoredEvent
 from gateway.relay.context import WorkerContext
 from gateway.relay.leases import SinkLeases
-from gateway.relay.ordering import in_version_order, highest_versions
+from gateway.relay.ordering import highest_versions, in_version_order
 from gateway.relay.read_ahead import StreamReader
 from gateway.relay.retries import Apply, BatchOutcome, Retrier
 from gateway.relay.tables import DeadLetter, Move, Position

@@ -252,6 +252,18 @@ JOIN outbox o ON o.aggregate_id = later.aggregate_id AND o.version < later.versi
 WHERE (o.txid, o.id) > ($3::xid8, $4::bigint)
 ORDER BY o.txid, o.id;
 
+-- name: outbox_events_for_log_check
+-- Every retained event, and whether sink $1 should have published it: its position is passed
+-- and it is not a dead letter still waiting (a replayed one was published).
+SELECT o.event_id::text AS event_id, o.aggregate_type,
+       (o.txid, o.id) <= (p.position_txid, p.position_id)
+       AND NOT EXISTS (
+           SELECT 1 FROM dead_letters d
+           WHERE d.sink = $1 AND d.event_id = o.event_id AND d.replayed_at IS NULL
+       ) AS expected
+FROM outbox o
+JOIN relay_positions p ON p.sink = $1 AND p.partition = o.partition;
+
 -- name: prune_outbox
 -- Deletes old events every registered sink has passed, oldest first, at most $2 of them.
 WITH floors AS (
