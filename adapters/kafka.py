@@ -23,20 +23,26 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidMessageError,
+    InvalidProducerEpoch,
     InvalidTimestampError,
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     PolicyViolationError,
+    ProducerClosed,
+    ProducerFenced,
     RecordTooLargeError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    UnknownProducerId,
     UnsupportedForMessageFormatError,
 )
 
@@ -44,6 +50,9 @@ from adapters.base import Delivery, EventEnvelope, Health
 from adapters.readback import PublishedEvent
 
 log = logging.getLogger("adapters.kafka")
+
+UNACKNOWLEDGED_KEPT = 100_000
+"""How many sends still waiting for the broker's acknowledgement are remembered by event."""
 
 KNOWN_AGGREGATE_TYPES = ("order", "customer")
 """The gateway's own aggregate types, whose topics are created when the sink starts."""
@@ -62,6 +71,17 @@ PERMANENT_ERRORS: tuple[type[KafkaError], ...] = (
     InvalidTimestampError,
     PolicyViolationError,
     UnsupportedForMessageFormatError,
+)
+
+
+# Errors that leave the producer itself unusable: the next batch starts on a new one (a new
+# producer id and sequence numbers).
+PRODUCER_ERRORS: tuple[type[KafkaError], ...] = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    ProducerFenced,
+    InvalidProducerEpoch,
+    ProducerClosed,
 )
 
 
@@ -159,11 +179,13 @@ class KafkaSink:
         self._compression = None if compression == "none" else compression
         self._linger_ms = linger_ms
         self._max_request_bytes = max_request_bytes
+        self._timeout_s = timeout_seconds
         self._timeout_ms = int(timeout_seconds * 1000)
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._ready_topics: set[str] = set()
         self._renew_producer = False
+        self._unacknowledged: dict[UUID, asyncio.Future[Any]] = {}
 
     @property
     def name(self) -> str:
@@ -188,18 +210,24 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         if producer is not None:
-            await producer.stop()
+            await self._stop_producer(producer)
         if admin is not None:
             await admin.close()
+
+    async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
+        """Stop a producer, flushing what it holds for at most the timeout (a broker that is
+        down would otherwise hold the stop forever)."""
+        try:
+            await asyncio.wait_for(producer.stop(), self._timeout_s)
+        except (KafkaError, TimeoutError) as error:
+            log.warning("%s: the producer stopped without flushing: %r", self._name, error)
 
     async def health(self) -> Health:
         """Ask the cluster for its brokers."""
         if self._admin is None:
             return Health(False, "not started")
         try:
-            cluster = await asyncio.wait_for(
-                self._admin.describe_cluster(), self._timeout_ms / 1000
-            )
+            cluster = await asyncio.wait_for(self._admin.describe_cluster(), self._timeout_s)
         except (KafkaError, TimeoutError, OSError) as error:
             return Health(False, f"{type(error).__name__}: {error}")
         return Health(True, f"{len(cluster['brokers'])} broker(s)")
@@ -222,28 +250,64 @@ class KafkaSink:
         await self._ensure_topics({record.topic for _, record in records})
         failed_keys: dict[tuple[str, bytes], str] = {}
         for wave in waves([f"{r.topic}\0{r.key!r}" for _, r in records]):
-            sending: list[tuple[int, Record]] = []
-            for position in wave:
-                index, record = records[position]
+            sending: dict[int, tuple[Record, asyncio.Future[Any]]] = {}
+            for index, record in (records[position] for position in wave):
                 held_by = failed_keys.get((record.topic, record.key))
                 if held_by is not None:
-                    results[index] = Delivery.transient(
-                        f"held behind an earlier version: {held_by}"
+                    results[index] = Delivery.transient(f"held behind a failed version: {held_by}")
+                    continue
+                try:
+                    acknowledgement = await self._acknowledgement(
+                        producer, batch[index].event_id, record
                     )
-                else:
-                    sending.append((index, record))
-            outcomes = await asyncio.gather(
-                *(self._send(producer, record) for _, record in sending), return_exceptions=True
-            )
-            for (index, record), outcome in zip(sending, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    results[index] = delivery_for(outcome)
+                except Exception as error:  # refused before it was queued (too large, no room)
+                    results[index] = delivery_for(error)
                     failed_keys[(record.topic, record.key)] = results[index].error or ""
-                    if not isinstance(outcome, PERMANENT_ERRORS):
-                        # A producer whose batch expired may hold sequence numbers the broker
-                        # never saw: the next batch starts on a fresh one (a new producer id).
-                        self._renew_producer = True
+                else:
+                    sending[index] = (record, acknowledgement)
+            if sending:
+                await asyncio.wait([a for _, a in sending.values()], timeout=self._timeout_s)
+            for index, (record, acknowledgement) in sending.items():
+                outcome = self._outcome(batch[index].event_id, acknowledgement)
+                if outcome is not None:
+                    results[index] = outcome
+                    failed_keys[(record.topic, record.key)] = outcome.error or ""
         return results
+
+    async def _acknowledgement(
+        self, producer: AIOKafkaProducer, event_id: UUID, record: Record
+    ) -> asyncio.Future[Any]:
+        """The future of the event's record: the one still pending from an earlier attempt
+        (sending it again would only queue a copy behind it), else that of a new send."""
+        pending = self._unacknowledged.get(event_id)
+        if pending is not None and not pending.done():
+            return pending
+        if len(self._unacknowledged) >= UNACKNOWLEDGED_KEPT:
+            # Left by events the relay gave up (dead-lettered) while their send was pending.
+            self._unacknowledged = {e: f for e, f in self._unacknowledged.items() if not f.done()}
+        acknowledgement: asyncio.Future[Any] = await producer.send(
+            record.topic,
+            record.value,
+            key=record.key,
+            headers=record.headers,
+            timestamp_ms=record.timestamp_ms,
+        )
+        self._unacknowledged[event_id] = acknowledgement
+        return acknowledgement
+
+    def _outcome(self, event_id: UUID, acknowledgement: asyncio.Future[Any]) -> Delivery | None:
+        """None when the broker acknowledged the record; else why it is not delivered."""
+        if not acknowledgement.done():
+            return Delivery.transient(
+                f"not acknowledged within {self._timeout_s:g} s (kept queued)"
+            )
+        self._unacknowledged.pop(event_id, None)
+        error = acknowledgement.exception()
+        if error is None:
+            return None
+        if isinstance(error, PRODUCER_ERRORS):
+            self._renew_producer = True
+        return delivery_for(error)
 
     async def published(self, topics: Iterable[str]) -> AsyncIterator[list[PublishedEvent]]:
         """Every record of ``topics`` (those that exist) up to their current end, partition
@@ -283,6 +347,13 @@ class KafkaSink:
         finally:
             await consumer.stop()
 
+    async def delete_topics(self) -> None:
+        """Delete the topics this sink created or found (for tests and teardown)."""
+        if self._ready_topics:
+            admin = await self._admin_client()
+            await admin.delete_topics(sorted(self._ready_topics), timeout_ms=self._timeout_ms)
+            self._ready_topics.clear()
+
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             admin = AIOKafkaAdminClient(
@@ -292,25 +363,13 @@ class KafkaSink:
             self._admin = admin
         return self._admin
 
-    async def _send(self, producer: AIOKafkaProducer, record: Record) -> None:
-        delivered = await producer.send(
-            record.topic,
-            record.value,
-            key=record.key,
-            headers=record.headers,
-            timestamp_ms=record.timestamp_ms,
-        )
-        await delivered
-
     async def _producer_for_batch(self) -> AIOKafkaProducer:
         if self._producer is None:
             await self.start()
         elif self._renew_producer:
             old, self._producer = self._producer, None
-            try:
-                await old.stop()
-            except KafkaError as error:
-                log.warning("%s: stopping the failed producer: %r", self._name, error)
+            await self._stop_producer(old)
+            self._unacknowledged.clear()
             self._producer = await self._started_producer()
         self._renew_producer = False
         assert self._producer is not None

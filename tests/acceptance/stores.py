@@ -11,6 +11,7 @@ from typing import Any
 from adapters.base import EventEnvelope, Sink
 from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
+from adapters.kafka import KafkaSink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from tests.servers import server_url
@@ -50,17 +51,21 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
             "database": f"orders_{tag}",
             "bucket": f"orders_{tag}/autogen",
         },
+        # Not a store of orders but a log of every event, so not among STORES.
+        "kafka": {"type": "kafka", "url": url, "topic_prefix": f"{tag}.", "partitions": 3},
     }
     return variants[kind]
 
 
-def make_sink(kind: str, tag: str, name: str | None = None) -> Sink:
-    """A sink of ``kind`` over its real server, namespaced by ``tag``."""
+def make_sink(kind: str, tag: str, name: str | None = None, **options: Any) -> Sink:
+    """A sink of ``kind`` over its real server, namespaced by ``tag`` (``options`` override its
+    settings)."""
     from adapters.registry import build_sink
     from gateway.configuration.settings import Settings
 
+    entry = {**store_settings(kind, tag), **options}
     settings = Settings.model_validate(
-        {"postgres": {"url": "postgresql://unused/db"}, "sinks": {kind: store_settings(kind, tag)}}
+        {"postgres": {"url": "postgresql://unused/db"}, "sinks": {kind: entry}}
     )
     return build_sink(name or kind, settings.sinks[kind])
 
@@ -78,6 +83,8 @@ async def drop_namespace(sink: Sink) -> None:
             await sink.client.indices.delete(index=sink.index, ignore_unavailable=True)
         case InfluxSink():
             await sink._client.post("/query", params={"q": f'DROP DATABASE "{sink.database}"'})
+        case KafkaSink():
+            await sink.delete_topics()
 
 
 @asynccontextmanager
