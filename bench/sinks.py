@@ -6,7 +6,9 @@ written twice, each time into a fresh namespace:
 - raw: projected by the adapter's own projection and written with the store's client and its
   plain bulk write, in requests of the relay's batch size, with nothing else: MongoDB
   ``insert_many`` (unordered, in requests of the sink's ``bulk_size``), a Redis pipeline of
-  ``SET ... EX``, an Elasticsearch ``_bulk`` of ``index`` operations, one InfluxDB ``/write``;
+  ``SET ... EX``, an Elasticsearch ``_bulk`` of ``index`` operations, one InfluxDB ``/write``,
+  and for Kafka the batch's records sent by the client's producer (configured as the sink's:
+  idempotent, ``acks=all``, lz4, 5 ms linger) and their acknowledgements awaited;
 - relay: read from the outbox by the relay and applied through the adapter (version guards,
   per-event outcomes, positions saved in PostgreSQL), from the beginning until idle, timed
   from the moment the relay holds its leases.
@@ -15,7 +17,7 @@ Rounds alternate raw and relay on the same data; the medians are reported. The p
 its garbage collector as ``fanout relay`` does, for raw and relay alike.
 
     .venv/bin/python -m bench.sinks [--events 20000] [--mongodb-events N] [--rounds 5]
-                                    [--sinks redis ...]
+                                    [--sinks redis kafka ...]
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from elasticsearch import AsyncElasticsearch
 from pymongo import AsyncMongoClient
 
 from adapters.base import EventEnvelope, Sink
 from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
+from adapters.kafka import KafkaSink, bootstrap_servers, record_for
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
@@ -48,6 +52,7 @@ from gateway.relay.tables import sink_totals
 from tests.acceptance.stores import STORES, drop_namespace, make_sink
 from tests.servers import server_url
 
+KINDS = (*STORES, "kafka")
 RELAY_SETTINGS = RelaySettings(batch_size=500, linger_ms=5, poll_interval_seconds=1.0)
 TARGET_RATIO = 0.7
 
@@ -113,9 +118,37 @@ def influx_writer(sink: InfluxSink) -> tuple[Writer, Closer]:
     return write, client.aclose
 
 
+def kafka_writer() -> tuple[Writer, Closer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(server_url("kafka")),
+        acks="all",
+        enable_idempotence=True,
+        compression_type="lz4",
+        linger_ms=5,
+    )
+    started = False
+
+    async def write(records: list[Any]) -> None:
+        nonlocal started
+        if not started:
+            await producer.start()
+            started = True
+        acknowledgements = [
+            await producer.send(
+                r.topic, r.value, key=r.key, headers=r.headers, timestamp_ms=r.timestamp_ms
+            )
+            for r in records
+        ]
+        await asyncio.gather(*acknowledgements)
+
+    return write, producer.stop
+
+
 def raw_writer(sink: Sink) -> tuple[Writer, Closer]:
     """The store's plain bulk write of projected documents, and how to close its client."""
     match sink:
+        case KafkaSink():
+            return kafka_writer()
         case MongoSink():
             return mongo_writer(sink)
         case RedisSink():
@@ -127,17 +160,23 @@ def raw_writer(sink: Sink) -> tuple[Writer, Closer]:
     raise TypeError(f"no raw writer for {type(sink).__name__}")
 
 
+def projected(sink: Sink, event: EventEnvelope) -> Any:
+    """What the raw writer writes of ``event``: the sink's projection, or its record."""
+    if isinstance(sink, KafkaSink):
+        return record_for(event, sink.topic_for(event.aggregate_type) or "")
+    return sink.projections.project(event)  # type: ignore[attr-defined]
+
+
 async def raw_rate(kind: str, events: list[EventEnvelope], tag: str) -> float:
     """Events/s of the plain bulk write (the sink only prepares the namespace and projects)."""
     sink = make_sink(kind, tag)
     await sink.start()
     write, close = raw_writer(sink)
-    projections = sink.projections  # type: ignore[attr-defined]
     try:
         started = time.perf_counter()
         for start in range(0, len(events), RELAY_SETTINGS.batch_size):
             chunk = events[start : start + RELAY_SETTINGS.batch_size]
-            await write([projections.project(event) for event in chunk])
+            await write([projected(sink, event) for event in chunk])
         return len(events) / (time.perf_counter() - started)
     finally:
         await close()
@@ -235,7 +274,7 @@ def main() -> None:
     parser.add_argument(
         "--mongodb-events", type=int, default=None, help="events for MongoDB (default: --events)"
     )
-    parser.add_argument("--sinks", nargs="+", choices=STORES, default=list(STORES))
+    parser.add_argument("--sinks", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians count")
     parser.add_argument(
         "--results", default="sinks", help="results file name under bench/results/ (no .json)"

@@ -39,12 +39,13 @@ def needs_version_order(sink: object) -> bool:
 
 
 def highest_versions(events: Iterable[StoredEvent]) -> dict[str, int]:
-    """Each aggregate id's highest version among ``events``: any of its versions below that
-    which lies past the batch must be published first."""
+    """Each aggregate id's highest version among ``events``, when above 1: any of its
+    versions below that which lies past the batch must be published first. (Versions start
+    at 1, so an aggregate seen only at version 1 has none before it.)"""
     highest: dict[str, int] = {}
     for event in events:
         aggregate_id, version = event.envelope.aggregate_id, event.envelope.version
-        if version > highest.get(aggregate_id, 0):
+        if version > highest.get(aggregate_id, 1):
             highest[aggregate_id] = version
     return highest
 

@@ -182,7 +182,8 @@ class BatchPipeline:
     ) -> list[StoredEvent]:
         """``fresh`` with its aggregates' earlier versions past the batch added, each
         aggregate's events in version order (see :mod:`gateway.relay.ordering`)."""
-        earlier = await self._context.storage.read_earlier_versions(highest_versions(fresh), last)
+        below = highest_versions(fresh)
+        earlier = await self._context.storage.read_earlier_versions(below, last) if below else []
         return in_version_order([*earlier, *fresh])
 
     async def _finish_oldest(self) -> bool:

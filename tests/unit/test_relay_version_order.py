@@ -119,8 +119,9 @@ def test_each_aggregates_events_are_sorted_by_version_and_kept_once() -> None:
 
 
 def test_earlier_versions_are_looked_up_below_each_aggregates_highest() -> None:
-    events = [stored(1, "a", 3), stored(2, "b", 1), stored(3, "a", 5)]
-    assert highest_versions(events) == {"a": 5, "b": 1}
+    events = [stored(1, "a", 3), stored(2, "b", 1), stored(3, "a", 5), stored(4, "c", 2)]
+    # An aggregate seen only at version 1 has no earlier version to look up.
+    assert highest_versions(events) == {"a": 5, "c": 2}
 
 
 def test_only_a_sink_that_says_so_needs_version_order() -> None:
