@@ -26,7 +26,7 @@ GATEWAY_CONFIG = ROOT / "config" / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 
-STORES = {"postgres", "postgres-replica", "mongo", "redis", "elasticsearch", "influxdb"}
+STORES = {"postgres", "postgres-replica", "mongo", "redis", "elasticsearch", "influxdb", "kafka"}
 GATEWAY_SERVICES = {"migrate", "api", "relay", "loadtest"}
 ONE_SHOT = {"migrate", "loadtest"}
 # Compose variable syntax: $$, ${NAME}, ${NAME:-default}, ${NAME:?error}.
@@ -106,6 +106,10 @@ def test_store_images_have_the_pinned_major_versions(services: dict[str, dict[st
     assert image_tag(services["mongo"]).split(".")[0] == "7"
     assert image_tag(services["redis"]).split(".")[0] == "7"
     assert image_tag(services["influxdb"]).split(".")[0] == "2"
+    ci_kafka = re.search(
+        r"^KAFKA_VERSION=(\S+)$", (ROOT / "scripts" / "services.sh").read_text(), re.M
+    )
+    assert ci_kafka is not None and image_tag(services["kafka"]) == ci_kafka.group(1)
     elasticsearch = image_tag(services["elasticsearch"])
     assert elasticsearch.split(".")[0] == ci_elasticsearch.group(1).split(".")[0]
     assert int(elasticsearch.split(".")[0]) == client_major
@@ -222,6 +226,7 @@ def test_the_stack_configuration_loads_with_the_gateway_settings(
         "redis": "redis",
         "elasticsearch": "elasticsearch",
         "influxdb": "influxdb",
+        "kafka": "kafka",
     }
     assert settings.api.key is not None
     assert settings.api.key.get_secret_value() == secrets["FANOUT_API_KEY"]
