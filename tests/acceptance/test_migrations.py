@@ -109,8 +109,9 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(7)
+    undone = await runner.rollback(8)
     assert [m.name for m in undone] == [
+        "outbox_by_aggregate",
         "backfills",
         "order_history_and_payments",
         "customer_orders_keyset",
