@@ -221,6 +221,9 @@ class KafkaSink:
             await asyncio.wait_for(producer.stop(), self._timeout_s)
         except (KafkaError, TimeoutError) as error:
             log.warning("%s: the producer stopped without flushing: %r", self._name, error)
+            # Its connections closed, what it still holds can no longer go out after (and
+            # ahead of) what a new producer sends.
+            await producer.client.close()
 
     async def health(self) -> Health:
         """Ask the cluster for its brokers."""
@@ -277,10 +280,11 @@ class KafkaSink:
     async def _acknowledgement(
         self, producer: AIOKafkaProducer, event_id: UUID, record: Record
     ) -> asyncio.Future[Any]:
-        """The future of the event's record: the one still pending from an earlier attempt
-        (sending it again would only queue a copy behind it), else that of a new send."""
+        """The future of the event's record: the one of an earlier attempt if it is still
+        pending (sending again would only queue a copy behind it) or has succeeded since, else
+        that of a new send."""
         pending = self._unacknowledged.get(event_id)
-        if pending is not None and not pending.done():
+        if pending is not None and (not pending.done() or _succeeded(pending)):
             return pending
         if len(self._unacknowledged) >= UNACKNOWLEDGED_KEPT:
             # Left by events the relay gave up (dead-lettered) while their send was pending.
@@ -302,6 +306,8 @@ class KafkaSink:
                 f"not acknowledged within {self._timeout_s:g} s (kept queued)"
             )
         self._unacknowledged.pop(event_id, None)
+        if acknowledgement.cancelled():
+            return Delivery.transient("the send was cancelled")
         error = acknowledgement.exception()
         if error is None:
             return None
@@ -405,6 +411,10 @@ class KafkaSink:
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise KafkaError(f"cannot create topic {topic!r}: error {code} {message or ''}")
         self._ready_topics |= missing
+
+
+def _succeeded(acknowledgement: asyncio.Future[Any]) -> bool:
+    return not acknowledgement.cancelled() and acknowledgement.exception() is None
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:

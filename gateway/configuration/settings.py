@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import pydantic
 import yaml
@@ -376,16 +376,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 SINK_TYPES = frozenset(
-    cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-    for cls in (
-        MemorySinkSettings,
-        MongoSinkSettings,
-        RedisSinkSettings,
-        ElasticsearchSinkSettings,
-        InfluxSinkSettings,
-        KafkaSinkSettings,
-    )
+    get_args(model.model_fields["type"].annotation)[0]
+    for model in get_args(get_args(SinkSettings)[0])
 )
+"""The ``type`` of each kind of sink."""
 
 
 def _key_path(location: tuple[int | str, ...]) -> tuple[int | str, ...]:

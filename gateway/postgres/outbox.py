@@ -106,14 +106,7 @@ async def read_batch(
     rows = await connection.fetch(
         query("read_outbox_batch"), after[0], after[1], list(partitions), limit
     )
-    if rows:
-        check_batch_columns(tuple(rows[0].keys()))
-    # By position rather than by name (the columns were checked above): the relay builds an
-    # event per row, and this takes a third of the time.
-    make_envelope = EventEnvelope._make
-    return [
-        StoredEvent(row[_SEQUENCE_COLUMN], row[0], row[1], make_envelope(row[2:])) for row in rows
-    ]
+    return _stored_events(rows)
 
 
 _SEQUENCE_COLUMN = BATCH_COLUMNS.index("sequence")
@@ -134,8 +127,15 @@ async def read_earlier_versions(
     rows = await connection.fetch(
         query("read_earlier_versions"), list(below), list(below.values()), after[0], after[1]
     )
+    return _stored_events(rows)
+
+
+def _stored_events(rows: Sequence[asyncpg.Record]) -> list[StoredEvent]:
+    """Events from rows of :data:`BATCH_COLUMNS`."""
     if rows:
         check_batch_columns(tuple(rows[0].keys()))
+    # By position rather than by name (the columns were checked above): the relay builds an
+    # event per row, and this takes a third of the time.
     make_envelope = EventEnvelope._make
     return [
         StoredEvent(row[_SEQUENCE_COLUMN], row[0], row[1], make_envelope(row[2:])) for row in rows

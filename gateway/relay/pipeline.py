@@ -13,6 +13,8 @@ Invariants kept here:
 - A position only moves forward, and only in a partition the worker holds.
 - When a batch is given up or a commit fails, everything read after the positions in memory
   is dropped and read again (``start_over``): an event is never skipped, only redelivered.
+- For a sink that needs each aggregate's events in version order, one batch is in flight at a
+  time, completed with its aggregates' earlier versions and sorted (``ordering``).
 """
 
 from __future__ import annotations

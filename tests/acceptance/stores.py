@@ -88,9 +88,10 @@ async def drop_namespace(sink: Sink) -> None:
 
 
 @asynccontextmanager
-async def started(kind: str, name: str | None = None) -> AsyncIterator[Sink]:
-    """A started sink of ``kind`` in a fresh namespace, cleaned up afterwards."""
-    sink = make_sink(kind, uuid.uuid4().hex[:10], name)
+async def started(kind: str, name: str | None = None, **options: Any) -> AsyncIterator[Sink]:
+    """A started sink of ``kind`` in a fresh namespace, cleaned up afterwards (``options``
+    override its settings)."""
+    sink = make_sink(kind, uuid.uuid4().hex[:10], name, **options)
     await sink.start()
     try:
         yield sink

@@ -19,7 +19,7 @@ from adapters.kafka import KafkaSink, bootstrap_servers
 from gateway import Event
 from gateway.operations.verify_log import verify_log
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import drop_namespace, make_sink
+from tests.acceptance.stores import started
 from tests.acceptance.test_backfill import keep_ordering
 from tests.eventually import eventually
 from tests.servers import managed, server_url, start_server, stop_server
@@ -29,15 +29,9 @@ from tests.servers import managed, server_url, start_server, stop_server
 async def kafka(request: pytest.FixtureRequest) -> AsyncIterator[KafkaSink]:
     """A Kafka sink with topics of this test's own, deleted afterwards."""
     options: dict[str, Any] = getattr(request, "param", {})
-    sink = make_sink("kafka", uuid.uuid4().hex[:10], **options)
-    assert isinstance(sink, KafkaSink)
-    try:
+    async with started("kafka", **options) as sink:
+        assert isinstance(sink, KafkaSink)
         yield sink
-    finally:
-        try:
-            await drop_namespace(sink)
-        finally:
-            await sink.close()
 
 
 async def consume(topic: str) -> list[Any]:
