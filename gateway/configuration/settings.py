@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -25,6 +26,11 @@ from pydantic_settings import (
 
 from gateway.configuration.interpolation import MissingVariable, interpolate
 from gateway.configuration.secrets import SecretUrl
+from gateway.configuration.sink_environment import (
+    sink_variable,
+    unmatched_variables,
+    with_overrides,
+)
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "FANOUT_"
@@ -323,12 +329,29 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init arguments; the environment must win over it.
-        return env_settings, init_settings
+        return _EnvironmentWithoutSinkKeys(settings_cls), init_settings
 
     @property
     def enabled_sinks(self) -> set[str]:
         """The names of the sinks a relay started with these settings serves."""
         return {name for name, sink in self.sinks.items() if sink.enabled}
+
+
+class _EnvironmentWithoutSinkKeys(EnvSettingsSource):
+    """The environment source, leaving ``FANOUT_SINKS_<NAME>_<KEY>`` variables to
+    :func:`load_settings` (which knows the sinks' names); ``FANOUT_SINKS`` holding a JSON
+    object of whole sinks still works."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        sinks = values.get("sinks")
+        if isinstance(sinks, dict):
+            whole = {name: entry for name, entry in sinks.items() if isinstance(entry, dict)}
+            if whole:
+                values["sinks"] = whole
+            else:
+                del values["sinks"]
+        return values
 
 
 def default_config_path() -> Path:
@@ -353,6 +376,16 @@ def load_settings(path: Path | str | None = None) -> Settings:
     elif explicit or os.environ.get(CONFIG_PATH_VARIABLE):
         raise ConfigError("(file)", "configuration file not found", config_path)
     source = config_path if config_path.exists() else None
+    sinks = values.get("sinks")
+    if isinstance(sinks, dict):
+        unmatched = unmatched_variables(sinks, os.environ)
+        if unmatched:
+            raise ConfigError(
+                unmatched[0],
+                f"names no sink of the file (its sinks: {', '.join(sinks) or 'none'})",
+                source,
+            )
+        values["sinks"] = with_overrides(sinks, os.environ)
     try:
         return Settings(**values)
     except pydantic.ValidationError as error:
@@ -397,7 +430,10 @@ def _config_error(error: pydantic.ValidationError, file: Path | None) -> ConfigE
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     if first["type"] == "missing":
         message = "required value is missing"
-    variable = ENV_PREFIX + "_".join(str(part) for part in location).upper()
+    if len(location) >= 3 and location[0] == "sinks":
+        variable = sink_variable(str(location[1]), str(location[2]))
+    else:
+        variable = ENV_PREFIX + "_".join(str(part) for part in location).upper()
     source: Path | str | None = file
     if variable in os.environ:
         source = f"environment variable {variable}"
