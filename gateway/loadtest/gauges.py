@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Self
 
 import asyncpg
@@ -55,3 +55,21 @@ class RelayGauges:
         async with self._lock:
             backlogs = await backlog(self._connection)
         return {b.sink: b.events for b in backlogs if b.sink in self._sinks}
+
+    async def served(self) -> dict[str, bool]:
+        """Whether a live relay holds a lease on each sink (sinks without positions, which no
+        relay has ever started for, are left out)."""
+        async with self._lock:
+            totals = await tables.sink_totals(self._connection)
+        return {t.sink: t.served for t in totals if t.sink in self._sinks}
+
+
+UNSERVED_GRACE_SECONDS = 5.0
+"""How long the drain waits for a relay to serve a sink before saying none does."""
+
+
+def unserved_sinks(last_served: Mapping[str, float], now: float) -> list[str]:
+    """The sinks no relay has served (no live lease, or never started for) for
+    ``UNSERVED_GRACE_SECONDS`` up to ``now``, given when each was last seen served (or the
+    drain began): their backlog would never drain."""
+    return sorted(s for s, seen in last_served.items() if now - seen >= UNSERVED_GRACE_SECONDS)

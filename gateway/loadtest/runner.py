@@ -22,7 +22,7 @@ from gateway.errors import GatewayError
 from gateway.loadtest.driver import OPERATIONS
 from gateway.loadtest.drivers import DriverProcesses
 from gateway.loadtest.faults import FaultRecord, ServerFault
-from gateway.loadtest.gauges import RelayGauges
+from gateway.loadtest.gauges import RelayGauges, unserved_sinks
 from gateway.loadtest.model import (
     FaultWindow,
     GeneratorCost,
@@ -436,14 +436,25 @@ async def _drain(
     progress: Progress,
 ) -> bool:
     """Wait until every sink's backlog is empty and every sampled write is visible."""
-    deadline = time.monotonic() + plan.drain_timeout_seconds
+    started = time.monotonic()
+    deadline = started + plan.drain_timeout_seconds
     names = set(gateway.settings.sinks) & set(sinks) or set(sinks)
+    last_served = dict.fromkeys(names, started)
     while time.monotonic() < deadline and not control.skip_drain.is_set():
         backlogs = await gauges.backlogs()
         waiting = {name: backlogs.get(name) for name in names}
         pending = watcher.pending if watcher is not None else 0
         if all(count == 0 for count in waiting.values()) and pending == 0:
             return True
+        served, now = await gauges.served(), time.monotonic()
+        last_served.update((name, now) for name in names if served.get(name, False))
+        unserved = unserved_sinks(last_served, now)
+        if unserved:
+            raise GatewayError(
+                f"no relay serves {', '.join(repr(s) for s in unserved)}, so the run's events "
+                "are not delivered: run the load test with --relays 1 (or more), or start "
+                "`fanout relay` with the same configuration"
+            )
         progress("draining", {"backlog": waiting, "pending_samples": pending})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(control.skip_drain.wait(), 0.1)

@@ -382,3 +382,26 @@ async def test_a_run_id_used_before_is_refused_before_any_order(
     assert code == 1
     assert f"the run 'again-{tag}' already has seeded customers" in stderr
     assert await orders_of_run(world, f"again-{tag}") == placed == 5
+
+
+async def test_a_run_with_no_relay_serving_its_sinks_says_so_within_seconds(
+    world: World, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "postgres": {"url": world.settings.postgres.url.get_secret_value()},
+            "sinks": {"memory": {"type": "memory"}},
+        },
+    )
+    started = asyncio.get_running_loop().time()
+
+    code, stdout, stderr = await loadtest(
+        config, "--rate", "20", "--duration", "1", "--drain-timeout", "300"
+    )
+
+    assert code == 1, stdout + stderr
+    assert "no relay serves 'memory'" in stderr
+    assert "--relays 1" in stderr and "fanout relay" in stderr
+    # Told within seconds, not after the 300 s drain timeout.
+    assert asyncio.get_running_loop().time() - started < 120

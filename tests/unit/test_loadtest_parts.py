@@ -20,6 +20,7 @@ from gateway.loadtest import LoadPlan, check_plan
 from gateway.loadtest.driver import LoadDriver, Share
 from gateway.loadtest.drivers import DriverProcesses
 from gateway.loadtest.faults import ServerFault
+from gateway.loadtest.gauges import UNSERVED_GRACE_SECONDS, unserved_sinks
 from gateway.loadtest.plan import driver_processes, parse_payment_mix
 from gateway.loadtest.runner import generator_cost, seed_namespace
 from gateway.loadtest.seed import Buyer, Catalog
@@ -319,3 +320,14 @@ def test_the_payment_mix_is_parsed_and_checked() -> None:
         update={"payments": PaymentsSettings(webhook_secret=["a-secret-of-20-chars"])}
     )
     check_plan(http, signed)
+
+
+def test_a_sink_is_unserved_once_no_relay_has_held_it_for_the_grace_period() -> None:
+    began = 100.0
+    last_served = {"memory": began, "redis": began + 4.0}
+    assert unserved_sinks(last_served, began + UNSERVED_GRACE_SECONDS - 0.1) == []
+    assert unserved_sinks(last_served, began + UNSERVED_GRACE_SECONDS) == ["memory"]
+    assert unserved_sinks(last_served, began + 4.0 + UNSERVED_GRACE_SECONDS) == [
+        "memory",
+        "redis",
+    ]
