@@ -14,9 +14,10 @@ from gateway.api.server import api_server, serve_until_stopped, serve_with_worke
 from gateway.cli.app import app, config_path, configure_logging, err, out, run, settings_of
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
-from gateway.operations.demo import place_demo_order
+from gateway.operations.demo import LIFE, place_demo_order, walk_demo_order
 from gateway.relay import Relay, collector
 from gateway.write_path.gateway import Gateway
+from gateway.write_path.models import Order
 
 
 @app.command("config")
@@ -32,16 +33,41 @@ def show_config(context: typer.Context) -> None:
 
 
 @app.command("demo")
-def demo(context: typer.Context) -> None:
-    """Place a demo order (seeding a demo customer and product on first use)."""
+def demo(
+    context: typer.Context,
+    orders: Annotated[int, typer.Option(help="How many orders to place.", min=1, max=1000)] = 1,
+    walk: Annotated[
+        bool,
+        typer.Option(
+            "--walk", help="Move the first order through confirmed, processing, shipped, delivered."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the orders as JSON.")] = False,
+) -> None:
+    """Place demo orders (seeding a demo customer and product on first use)."""
 
-    async def work() -> None:
+    async def work() -> list[Order]:
         async with await Gateway.connect(settings_of(context)) as gateway:
-            order = await place_demo_order(gateway)
-        out.print(f"placed order {order.order_number} ({order.id})")
-        out.print_json(order.model_dump_json())
+            placed = [await place_demo_order(gateway) for _ in range(orders)]
+            if walk:
+                placed[0] = await walk_demo_order(gateway, placed[0])
+            return placed
 
-    run(work)
+    placed = run(work)
+    if as_json:
+        out.print_json(json.dumps([order.model_dump(mode="json") for order in placed]))
+        return
+    for order in placed:
+        out.print(
+            f"placed order {order.order_number} ({order.id}): {order.status}, v{order.version}",
+            soft_wrap=True,
+        )
+    if walk:
+        first = placed[0]
+        out.print(
+            f"walked order {first.order_number} ({first.id}) through {', '.join(LIFE)}",
+            soft_wrap=True,
+        )
 
 
 @app.command("relay")

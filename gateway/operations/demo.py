@@ -1,4 +1,5 @@
-"""A demo order: seeds one customer, address pair and product (once), then places an order."""
+"""Demo orders: seeds one customer, address pair and product (once), then places orders and
+moves one through its life."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from gateway.write_path.models import Order
 
 DEMO_EMAIL = "demo.customer@example.com"
 DEMO_SKU = "DEMO-MUG-001"
+LIFE = ("confirmed", "processing", "shipped", "delivered")
+"""The statuses a walked demo order goes through, in order."""
 
 
 async def place_demo_order(gateway: Gateway) -> Order:
@@ -28,6 +31,13 @@ async def place_demo_order(gateway: Gateway) -> Order:
         },
         idempotency_key=f"demo-{uuid4()}",
     )
+
+
+async def walk_demo_order(gateway: Gateway, order: Order) -> Order:
+    """Move a placed order through :data:`LIFE`, one event each."""
+    for status in LIFE:
+        order = await gateway.transition(order.id, status)
+    return order
 
 
 async def _demo_customer(gateway: Gateway) -> tuple[UUID, UUID, UUID]:
