@@ -314,4 +314,7 @@ main() {
     log "the compose stack came up healthy, took the load, and every store matches PostgreSQL"
 }
 
-main "$@"
+# Sourced (by the tests), it only defines its functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

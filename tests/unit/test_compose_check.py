@@ -1,0 +1,68 @@
+"""scripts/compose-check.sh builds a stand-in for every image the stack uses, under the name
+Docker would resolve it to, so that docker-compose finds each one without a registry."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "compose-check.sh"
+
+
+def in_script(command: str) -> list[str]:
+    """The lines ``command`` prints in a shell that sourced the script."""
+    result = subprocess.run(
+        ["bash", "-c", f'source "{SCRIPT}"; {command}'],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("name", "qualified"),
+    [
+        ("postgres:16", "docker.io/library/postgres:16"),
+        ("apache/kafka:4.1.1", "docker.io/apache/kafka:4.1.1"),
+        (
+            "docker.elastic.co/elasticsearch/elasticsearch:8.19.7",
+            "docker.elastic.co/elasticsearch/elasticsearch:8.19.7",
+        ),
+        ("fanout-check/jre:17", "localhost/fanout-check/jre:17"),
+    ],
+)
+def test_names_are_qualified_as_docker_resolves_them(name: str, qualified: str) -> None:
+    assert in_script(f"qualify {name}") == [qualified]
+
+
+def test_every_image_of_the_stack_has_a_stand_in() -> None:
+    # Record what would be built instead of building it.
+    built = in_script(
+        'build() { qualify "$1"; }; context() { echo /nonexistent; }; '
+        "require_artifact() { :; }; kafka_libs() { :; }; cp() { :; }; rm() { :; }; "
+        "build_stand_ins"
+    )
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    images = {
+        service["image"]
+        for service in compose["services"].values()
+        if "build" not in service and "image" in service
+    }
+    dockerfile_bases = {
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("FROM ")
+    }
+    wanted = {in_script(f"qualify {image}")[0] for image in images | dockerfile_bases}
+    assert wanted <= set(built), wanted - set(built)
+    stand_ins = {path.name for path in (ROOT / "scripts" / "compose" / "stand-ins").iterdir()}
+    assert all(
+        (ROOT / "scripts" / "compose" / "stand-ins" / s / "Containerfile").exists()
+        for s in stand_ins
+    )
