@@ -376,7 +376,7 @@ def load_settings(path: Path | str | None = None) -> Settings:
     elif explicit or os.environ.get(CONFIG_PATH_VARIABLE):
         raise ConfigError("(file)", "configuration file not found", config_path)
     source = config_path if config_path.exists() else None
-    sinks = values.get("sinks")
+    sinks = values.get("sinks") or {}
     if isinstance(sinks, dict):
         unmatched = unmatched_variables(sinks, os.environ)
         if unmatched:
@@ -385,7 +385,8 @@ def load_settings(path: Path | str | None = None) -> Settings:
                 f"names no sink of the file (its sinks: {', '.join(sinks) or 'none'})",
                 source,
             )
-        values["sinks"] = with_overrides(sinks, os.environ)
+        if sinks:
+            values["sinks"] = with_overrides(sinks, os.environ)
     try:
         return Settings(**values)
     except pydantic.ValidationError as error:

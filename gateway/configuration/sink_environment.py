@@ -29,33 +29,35 @@ def sink_overrides(
     sinks: Mapping[str, Any], environ: Mapping[str, str]
 ) -> dict[str, dict[str, str]]:
     """The keys each of ``sinks`` takes from ``environ``: ``{sink: {key: value}}``."""
-    by_stem = sorted(((variable_stem(name), name) for name in sinks), key=lambda s: -len(s[0]))
     overrides: dict[str, dict[str, str]] = {}
     for variable, value in environ.items():
-        if not variable.startswith(SINKS_PREFIX):
-            continue
-        rest = variable.removeprefix(SINKS_PREFIX)
-        for stem, name in by_stem:
-            if rest.startswith(stem + "_") and len(rest) > len(stem) + 1:
-                overrides.setdefault(name, {})[rest[len(stem) + 1 :].lower()] = value
-                break
+        match = _sink_and_key(variable, sinks)
+        if match is not None:
+            name, key = match
+            overrides.setdefault(name, {})[key] = value
     return overrides
 
 
 def unmatched_variables(sinks: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
     """``FANOUT_SINKS_*`` variables of ``environ`` that name none of ``sinks`` (a typo, or a
     sink the file does not configure)."""
-    stems = [variable_stem(name) + "_" for name in sinks]
     return sorted(
         variable
         for variable in environ
-        if variable.startswith(SINKS_PREFIX)
-        and not any(
-            variable.removeprefix(SINKS_PREFIX).startswith(stem)
-            and len(variable) > len(SINKS_PREFIX) + len(stem)
-            for stem in stems
-        )
+        if variable.startswith(SINKS_PREFIX) and _sink_and_key(variable, sinks) is None
     )
+
+
+def _sink_and_key(variable: str, sinks: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The sink (the longest name that fits) and key a ``FANOUT_SINKS_*`` variable sets."""
+    if not variable.startswith(SINKS_PREFIX):
+        return None
+    rest = variable.removeprefix(SINKS_PREFIX)
+    for name in sorted(sinks, key=lambda n: -len(variable_stem(n))):
+        stem = variable_stem(name) + "_"
+        if rest.startswith(stem) and len(rest) > len(stem):
+            return name, rest.removeprefix(stem).lower()
+    return None
 
 
 def with_overrides(sinks: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -109,3 +109,18 @@ def test_a_variable_naming_no_sink_of_the_file_is_refused(
     assert "FANOUT_SINKS_REDDIS_URL" in message
     assert "its sinks: redis, order_cache, order" in message
     assert str(path) in message
+
+
+def test_a_sink_variable_without_sinks_in_the_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("postgres: {url: 'postgresql://u@h/db'}\n")
+    monkeypatch.setenv("FANOUT_SINKS_REDIS_URL", "redis://nowhere:6379/0")
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+
+    assert "FANOUT_SINKS_REDIS_URL: names no sink of the file (its sinks: none)" in str(
+        raised.value
+    )
