@@ -17,6 +17,7 @@ COPY config/compose.yaml config/compose.yaml
 ENV PATH=/opt/fanout/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
     FANOUT_CONFIG=/app/config/compose.yaml
 USER 10001
 EXPOSE 8000

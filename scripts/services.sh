@@ -381,7 +381,7 @@ elasticsearch_up() {
         command -v unzip >/dev/null || apt_install unzip
         log "fetching Elasticsearch $ELASTICSEARCH_VERSION from Maven Central"
         mkdir -p "$DIR/downloads" "$DIR/elasticsearch"
-        mvn -q dependency:copy \
+        mvn -B -q dependency:copy \
             "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ELASTICSEARCH_VERSION:zip" \
             "-DoutputDirectory=$DIR/downloads" >&2
         rm -rf "$DIR/elasticsearch/unpack"
@@ -497,7 +497,7 @@ kafka_up() {
   </dependencies>
 </project>
 POM
-        mvn -q -f "$home/pom.xml" dependency:build-classpath \
+        mvn -B -q -f "$home/pom.xml" dependency:build-classpath \
             "-Dmdep.outputFile=$home/classpath.partial" >&2
         mv "$home/classpath.partial" "$home/classpath"
     fi
