@@ -66,61 +66,47 @@ def test_the_environment_overrides_a_sinks_keys_in_the_file(
     assert cache.url.get_secret_value() == "redis://cache:6379/0"
 
 
-def test_a_bad_sink_value_from_the_environment_names_the_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+NO_SINKS = "postgres: {url: 'postgresql://u@h/db'}\n"
+
+
+@pytest.mark.parametrize(
+    ("config", "variable", "value", "expected"),
+    [
+        # A bad value: the key and the variable.
+        (CONFIG, "FANOUT_SINKS_ORDER_CACHE_TTL_SECONDS", "soon", ["sinks.order_cache.ttl_seconds"]),
+        # A key the sink does not have.
+        (CONFIG, "FANOUT_SINKS_REDIS_COLOUR", "blue", ["sinks.redis.colour: unknown key"]),
+        # A sink the file does not configure (a typo).
+        (
+            CONFIG,
+            "FANOUT_SINKS_REDDIS_URL",
+            "redis://typo:6379/0",
+            ["its sinks: redis, order_cache, order"],
+        ),
+        (
+            NO_SINKS,
+            "FANOUT_SINKS_REDIS_URL",
+            "redis://nowhere:6379/0",
+            ["names no sink of the file (its sinks: none)"],
+        ),
+    ],
+)
+def test_a_bad_sink_variable_is_refused_naming_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    config: str,
+    variable: str,
+    value: str,
+    expected: list[str],
 ) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG)
-    monkeypatch.setenv("FANOUT_SINKS_ORDER_CACHE_TTL_SECONDS", "soon")
+    path.write_text(config)
+    monkeypatch.setenv(variable, value)
 
     with pytest.raises(ConfigError) as raised:
         load_settings(path)
 
     message = str(raised.value)
-    assert "sinks.order_cache.ttl_seconds" in message
-    assert "FANOUT_SINKS_ORDER_CACHE_TTL_SECONDS" in message
-
-
-def test_an_unknown_sink_key_from_the_environment_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG)
-    monkeypatch.setenv("FANOUT_SINKS_REDIS_COLOUR", "blue")
-
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path)
-
-    assert "sinks.redis.colour: unknown key" in str(raised.value)
-    assert "FANOUT_SINKS_REDIS_COLOUR" in str(raised.value)
-
-
-def test_a_variable_naming_no_sink_of_the_file_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG)
-    monkeypatch.setenv("FANOUT_SINKS_REDDIS_URL", "redis://typo:6379/0")
-
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path)
-
-    message = str(raised.value)
-    assert "FANOUT_SINKS_REDDIS_URL" in message
-    assert "its sinks: redis, order_cache, order" in message
-    assert str(path) in message
-
-
-def test_a_sink_variable_without_sinks_in_the_file_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text("postgres: {url: 'postgresql://u@h/db'}\n")
-    monkeypatch.setenv("FANOUT_SINKS_REDIS_URL", "redis://nowhere:6379/0")
-
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path)
-
-    assert "FANOUT_SINKS_REDIS_URL: names no sink of the file (its sinks: none)" in str(
-        raised.value
-    )
+    assert variable in message
+    for part in expected:
+        assert part in message
