@@ -1,0 +1,1 @@
+"""Spreading customers over several PostgreSQL primaries."""
