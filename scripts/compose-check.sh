@@ -143,7 +143,7 @@ kafka_libs() {
 </project>
 POM
     mvn -B -q -f "$directory/pom.xml" dependency:copy-dependencies \
-        "-DoutputDirectory=$directory/libs" >&2
+        "-DoutputDirectory=$directory/libs" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2
     rm "$directory/pom.xml"
 }
 

@@ -297,6 +297,12 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
+# Maven, quiet, its output (errors only) on stderr without the colour codes Debian's build
+# prints even in batch mode.
+maven() {
+    mvn -B -q "$@" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2
+}
+
 require_go() {
     command -v go >/dev/null || die "Go is needed to build $1 (https://go.dev/dl/)"
 }
@@ -381,9 +387,9 @@ elasticsearch_up() {
         command -v unzip >/dev/null || apt_install unzip
         log "fetching Elasticsearch $ELASTICSEARCH_VERSION from Maven Central"
         mkdir -p "$DIR/downloads" "$DIR/elasticsearch"
-        mvn -B -q dependency:copy \
+        maven dependency:copy \
             "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ELASTICSEARCH_VERSION:zip" \
-            "-DoutputDirectory=$DIR/downloads" >&2
+            "-DoutputDirectory=$DIR/downloads"
         rm -rf "$DIR/elasticsearch/unpack"
         unzip -q "$DIR/downloads/elasticsearch-$ELASTICSEARCH_VERSION.zip" -d "$DIR/elasticsearch/unpack"
         mv "$DIR/elasticsearch/unpack/elasticsearch-$ELASTICSEARCH_VERSION" "$home"
@@ -497,8 +503,8 @@ kafka_up() {
   </dependencies>
 </project>
 POM
-        mvn -B -q -f "$home/pom.xml" dependency:build-classpath \
-            "-Dmdep.outputFile=$home/classpath.partial" >&2
+        maven -f "$home/pom.xml" dependency:build-classpath \
+            "-Dmdep.outputFile=$home/classpath.partial"
         mv "$home/classpath.partial" "$home/classpath"
     fi
     mkdir -p "$DIR/kafka/data"
