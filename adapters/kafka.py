@@ -47,6 +47,7 @@ from aiokafka.errors import (
 )
 
 from adapters.base import Delivery, EventEnvelope, Health
+from adapters.kafka_url import bootstrap_servers
 from adapters.readback import PublishedEvent
 
 log = logging.getLogger("adapters.kafka")
@@ -91,17 +92,6 @@ def delivery_for(error: BaseException) -> Delivery:
     if isinstance(error, PERMANENT_ERRORS):
         return Delivery.permanent(text)
     return Delivery.transient(text)
-
-
-def bootstrap_servers(url: str) -> list[str]:
-    """The ``host:port`` list of a ``kafka://host:port[,host:port…]`` URL."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme != "kafka":
-        raise ValueError(f"a Kafka URL starts with kafka://, not {url!r}")
-    servers = [server.strip() for server in rest.rstrip("/").split(",") if server.strip()]
-    if not servers:
-        raise ValueError(f"the Kafka URL {url!r} names no broker")
-    return servers
 
 
 def waves(keys: Sequence[str]) -> list[list[int]]:

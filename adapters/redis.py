@@ -140,31 +140,24 @@ class RedisSink:
         self._name = name
         # A pooled connection outlives a server restart; the first command on it fails and is
         # sent again on a new connection. (Every command here is idempotent.)
+        self._connection_options: dict[str, Any] = {
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": timeout_seconds,
+            "decode_responses": True,
+        }
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
         self._client: aioredis.Redis | RedisCluster
         if cluster:
-            self._client = RedisCluster.from_url(
-                url,
-                socket_timeout=timeout_seconds,
-                socket_connect_timeout=timeout_seconds,
-                decode_responses=True,
-                retry=retry,
-            )
+            self._client = RedisCluster.from_url(url, retry=retry, **self._connection_options)
         else:
             self._client = aioredis.Redis.from_url(
-                url,
-                socket_timeout=timeout_seconds,
-                socket_connect_timeout=timeout_seconds,
-                decode_responses=True,
-                retry=retry,
-                retry_on_error=[ConnectionError],
+                url, retry=retry, retry_on_error=[ConnectionError], **self._connection_options
             )
         self.cluster = cluster
         self.wait_for_replicas = wait_for_replicas
         # Half the socket timeout: WAIT must answer (with the count so far) before the read
         # of its answer times out.
         self._wait_ms = max(1, int(timeout_seconds * 500))
-        self._timeout_seconds = timeout_seconds
         self._node_clients: dict[str, aioredis.Redis] = {}
         self._script = self._client.register_script(SET_IF_NEWER)
         self.key_prefix = key_prefix
@@ -302,13 +295,7 @@ class RedisSink:
             raise SlotNotCoveredError(f"no master serves the slot of {key!r}")
         client = self._node_clients.get(node.name)
         if client is None:
-            client = aioredis.Redis(
-                host=node.host,
-                port=int(node.port),
-                socket_timeout=self._timeout_seconds,
-                socket_connect_timeout=self._timeout_seconds,
-                decode_responses=True,
-            )
+            client = aioredis.Redis(host=node.host, port=int(node.port), **self._connection_options)
             self._node_clients[node.name] = client
         return client
 

@@ -39,7 +39,8 @@ from pymongo import AsyncMongoClient
 from adapters.base import EventEnvelope, Sink
 from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
-from adapters.kafka import KafkaSink, bootstrap_servers, record_for
+from adapters.kafka import KafkaSink, record_for
+from adapters.kafka_url import bootstrap_servers
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from bench.common import scratch_gateway, synthesize_order_events, write_results

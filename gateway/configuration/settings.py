@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from adapters.kafka_url import bootstrap_servers
 from gateway.configuration.interpolation import MissingVariable, interpolate
 from gateway.configuration.secrets import SecretUrl
 from gateway.configuration.sink_environment import (
@@ -251,9 +252,12 @@ class KafkaSinkSettings(_SinkSection):
     @field_validator("url")
     @classmethod
     def _kafka_url(cls, url: SecretUrl) -> SecretUrl:
-        scheme, separator, servers = url.get_secret_value().partition("://")
-        if scheme != "kafka" or not separator or not servers.strip(" ,/"):
-            raise ValueError("must be kafka://host:port (several brokers: comma-separated)")
+        try:
+            bootstrap_servers(url.get_secret_value())
+        except ValueError:
+            raise ValueError(
+                "must be kafka://host:port (several brokers: comma-separated)"
+            ) from None
         return url
 
 

@@ -24,6 +24,7 @@ from adapters.base import EventEnvelope, Outcome, Sink
 from gateway.backoff import Backoff
 from gateway.errors import GatewayError, ValidationError
 from gateway.postgres.queries import query
+from gateway.relay.sink_calls import apply_safely
 from gateway.write_path import orders
 from gateway.write_path.lifecycle import ORDER_SNAPSHOT
 from gateway.write_path.models import Order
@@ -161,23 +162,17 @@ async def _deliver(
 ) -> None:
     pending = list(envelopes)
     for attempt in range(1, max_attempts + 1):
-        try:
-            deliveries = await sink.apply(pending)
-        except Exception as error:  # a sink that raises is treated as failing transiently
-            retry = pending
-            last_error = repr(error)
-        else:
-            retry = []
-            last_error = ""
-            for envelope, delivery in zip(pending, deliveries, strict=True):
-                if delivery.outcome is Outcome.TRANSIENT:
-                    retry.append(envelope)
-                    last_error = delivery.error or "transient failure"
-                elif delivery.outcome is Outcome.PERMANENT:
-                    result.permanent_failures += 1
-                    failures = result.first_failures = result.first_failures or []
-                    if len(failures) < 10:
-                        failures.append(f"order {envelope.aggregate_id}: {delivery.error}")
+        retry = []
+        last_error = ""
+        for envelope, delivery in zip(pending, await apply_safely(sink, pending), strict=True):
+            if delivery.outcome is Outcome.TRANSIENT:
+                retry.append(envelope)
+                last_error = delivery.error or "transient failure"
+            elif delivery.outcome is Outcome.PERMANENT:
+                result.permanent_failures += 1
+                failures = result.first_failures = result.first_failures or []
+                if len(failures) < 10:
+                    failures.append(f"order {envelope.aggregate_id}: {delivery.error}")
         if not retry:
             return
         pending = retry

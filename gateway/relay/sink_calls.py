@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
-from adapters.base import Delivery, Sink
+from adapters.base import Delivery, EventEnvelope, Sink
 from gateway import metrics
 from gateway.postgres.outbox import StoredEvent
 
@@ -16,19 +17,25 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 
 
 async def apply_events(sink: Sink, events: list[StoredEvent]) -> list[Delivery]:
-    """The sink's outcome for each event; a sink that raises, or answers for the wrong number
-    of events, failed every event transiently."""
+    """The sink's outcome for each event (see :func:`apply_safely`), its time measured."""
     started = time.perf_counter()
     try:
-        results = await sink.apply([event.envelope for event in events])
-    except Exception as error:  # a sink that raises is treated as failing transiently
-        log.warning("%s: apply raised %r", sink.name, error)
-        return [Delivery.transient(f"apply raised {error!r}")] * len(events)
+        return await apply_safely(sink, [event.envelope for event in events])
     finally:
         metrics.BATCH_SECONDS.labels(sink.name).observe(time.perf_counter() - started)
-    if len(results) != len(events):
-        error_text = f"sink returned {len(results)} results for {len(events)} events"
-        return [Delivery.transient(error_text)] * len(events)
+
+
+async def apply_safely(sink: Sink, batch: Sequence[EventEnvelope]) -> list[Delivery]:
+    """The sink's outcome for each event of ``batch``; a sink that raises, or answers for the
+    wrong number of events, failed every event transiently."""
+    try:
+        results = await sink.apply(batch)
+    except Exception as error:  # a sink that raises is treated as failing transiently
+        log.warning("%s: apply raised %r", sink.name, error)
+        return [Delivery.transient(f"apply raised {error!r}")] * len(batch)
+    if len(results) != len(batch):
+        error_text = f"sink returned {len(results)} results for {len(batch)} events"
+        return [Delivery.transient(error_text)] * len(batch)
     return results
 
 

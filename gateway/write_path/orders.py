@@ -246,11 +246,7 @@ async def customer_orders(
     rows = await connection.fetch(
         query("customer_orders_page"), customer_id, created_at, order_id, limit
     )
-    items = await connection.fetch(query("order_items_of_orders"), [row["id"] for row in rows])
-    by_order: dict[UUID, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
-    for item in items:
-        by_order[item["order_id"]].append(item)
-    return [_order(row, by_order[row["id"]]) for row in rows]
+    return await _orders_with_items(connection, rows)
 
 
 async def current_orders(
@@ -261,17 +257,22 @@ async def current_orders(
     rows = await connection.fetch(query("orders_to_backfill"), after, since, limit)
     if not rows:
         return []
-    ids = [row["id"] for row in rows]
-    items = await connection.fetch(query("order_items_of_orders"), ids)
-    by_order: dict[UUID, list[asyncpg.Record]] = {order_id: [] for order_id in ids}
-    for item in items:
-        by_order[item["order_id"]].append(item)
     customer_ids = list({row["customer_id"] for row in rows})
     customers = {
         row["id"]: CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
         for row in await connection.fetch(query("customer_summaries"), customer_ids)
     }
-    return [(_order(row, by_order[row["id"]]), customers[row["customer_id"]]) for row in rows]
+    placed = await _orders_with_items(connection, rows)
+    return [(order, customers[order.customer_id]) for order in placed]
+
+
+async def _orders_with_items(connection: Connection, rows: Sequence[asyncpg.Record]) -> list[Order]:
+    """The orders of ``rows`` (in their order), with their items read in one query."""
+    items = await connection.fetch(query("order_items_of_orders"), [row["id"] for row in rows])
+    by_order: dict[UUID, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
+    for item in items:
+        by_order[item["order_id"]].append(item)
+    return [_order(row, by_order[row["id"]]) for row in rows]
 
 
 def order_event(

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adapters.kafka import KafkaSink, bootstrap_servers
+from adapters.kafka import KafkaSink
+from adapters.kafka_url import bootstrap_servers
 from gateway import Event
 from gateway.operations.verify_log import verify_log
 from tests.acceptance.relay_support import World

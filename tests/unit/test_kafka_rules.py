@@ -16,7 +16,8 @@ from aiokafka.errors import (
 )
 
 from adapters.base import Outcome
-from adapters.kafka import KafkaSink, bootstrap_servers, delivery_for, record_for, waves
+from adapters.kafka import KafkaSink, delivery_for, record_for, waves
+from adapters.kafka_url import bootstrap_servers
 from adapters.readback import PublishedEvent
 from gateway.configuration.settings import load_settings
 from gateway.errors import ConfigError
