@@ -7,7 +7,8 @@
 #   scripts/services.sh status              say what runs
 #   scripts/services.sh env                 print the FANOUT_TEST_*_URL lines
 #
-# Services: postgres, postgres-replica (a hot standby streaming from postgres), redis,
+# Services: postgres, postgres-replica (a hot standby streaming from postgres),
+# postgres-shard-a and postgres-shard-b (two more primaries, the shards of sharded mode), redis,
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
 # server), elasticsearch, influxdb, kafka (one KRaft node, broker and controller).
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
@@ -17,6 +18,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${FANOUT_SERVICES_DIR:-$ROOT/.services}"
 PG_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-55432}"
 PG_REPLICA_PORT="${FANOUT_SERVICES_POSTGRES_REPLICA_PORT:-55433}"
+PG_SHARD_A_PORT="${FANOUT_SERVICES_POSTGRES_SHARD_A_PORT:-55434}"
+PG_SHARD_B_PORT="${FANOUT_SERVICES_POSTGRES_SHARD_B_PORT:-55435}"
 REDIS_PORT="${FANOUT_SERVICES_REDIS_PORT:-56379}"
 # The cluster's six nodes listen on this port and the five after it, and each on its port
 # + 10000 for the cluster bus (so at most 55530).
@@ -37,7 +40,7 @@ PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica redis redis-cluster mongodb elasticsearch influxdb kafka)
+ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b redis redis-cluster mongodb elasticsearch influxdb kafka)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -97,27 +100,33 @@ postgres_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/pos
 postgres_running() { pidfile_alive "$DIR/postgres/data/postmaster.pid"; }
 
 postgres_up() {
+    pg_init postgres
+    pg_start postgres "$PG_PORT" "-c track_commit_timestamp=on"
+}
+
+# Installs PostgreSQL when missing and creates the cluster of $DIR/<name>/data unless it exists.
+pg_init() {
+    local name="$1"
     [ -x "$PG_BIN/pg_ctl" ] || { log "installing postgresql-$PG_MAJOR"; apt_install "postgresql-$PG_MAJOR" postgresql-contrib; }
-    local data="$DIR/postgres/data"
+    local data="$DIR/$name/data"
     if [ ! -f "$data/PG_VERSION" ]; then
         log "initialising a cluster in $data"
-        mkdir -p "$DIR/postgres"
-        [ "$(id -u)" -ne 0 ] || chown postgres: "$DIR/postgres"
-        local pwfile="$DIR/postgres/pwfile"
+        mkdir -p "$DIR/$name"
+        [ "$(id -u)" -ne 0 ] || chown postgres: "$DIR/$name"
+        local pwfile="$DIR/$name/pwfile"
         as_pg_owner bash -c "umask 077; echo '$PG_PASSWORD' > '$pwfile'"
         as_pg_owner "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --pwfile="$pwfile" \
             --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >/dev/null
         rm -f "$pwfile"
         cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR/postgres'
+unix_socket_directories = '$DIR/$name'
 max_connections = 200
 shared_buffers = 256MB
 shared_preload_libraries = 'pg_stat_statements'
 fsync = on
 CONF
     fi
-    pg_start postgres "$PG_PORT" "-c track_commit_timestamp=on"
 }
 
 # Starts the cluster of $DIR/<name>/data on <port> (with extra server <options>) unless it runs,
@@ -139,10 +148,32 @@ pg_start() {
     wait_until "$name" 240 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$port"
 }
 
-postgres_down() {
-    if postgres_running; then
-        log "stopping postgres"
-        as_pg_owner "$PG_BIN/pg_ctl" -D "$DIR/postgres/data" -m fast -w stop >/dev/null
+postgres_down() { pg_stop postgres; }
+
+# --- postgres-shard-a, postgres-shard-b -------------------------------------
+# Two more primaries of their own, so that sharded mode runs over separate servers.
+
+postgres_shard_a_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_SHARD_A_PORT/postgres"; }
+postgres_shard_a_running() { pidfile_alive "$DIR/postgres-shard-a/data/postmaster.pid"; }
+postgres_shard_a_up() {
+    pg_init postgres-shard-a
+    pg_start postgres-shard-a "$PG_SHARD_A_PORT" "-c track_commit_timestamp=on"
+}
+postgres_shard_a_down() { pg_stop postgres-shard-a; }
+
+postgres_shard_b_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_SHARD_B_PORT/postgres"; }
+postgres_shard_b_running() { pidfile_alive "$DIR/postgres-shard-b/data/postmaster.pid"; }
+postgres_shard_b_up() {
+    pg_init postgres-shard-b
+    pg_start postgres-shard-b "$PG_SHARD_B_PORT" "-c track_commit_timestamp=on"
+}
+postgres_shard_b_down() { pg_stop postgres-shard-b; }
+
+pg_stop() {
+    local name="$1"
+    if pidfile_alive "$DIR/$name/data/postmaster.pid"; then
+        log "stopping $name"
+        as_pg_owner "$PG_BIN/pg_ctl" -D "$DIR/$name/data" -m fast -w stop >/dev/null
     fi
 }
 
@@ -187,12 +218,7 @@ replica_streams() {
         -c "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')")" = t ]
 }
 
-postgres_replica_down() {
-    if postgres_replica_running; then
-        log "stopping postgres-replica"
-        as_pg_owner "$PG_BIN/pg_ctl" -D "$DIR/postgres-replica/data" -m fast -w stop >/dev/null
-    fi
-}
+postgres_replica_down() { pg_stop postgres-replica; }
 
 # --- redis ------------------------------------------------------------------
 
@@ -616,7 +642,7 @@ check_services() {
 reserve_ports() {
     local file=/proc/sys/net/ipv4/ip_local_reserved_ports
     [ -w "$file" ] || return 0
-    local ports="$PG_PORT,$PG_REPLICA_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
+    local ports="$PG_PORT,$PG_REPLICA_PORT,$PG_SHARD_A_PORT,$PG_SHARD_B_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
     ports+=",$((ELASTICSEARCH_PORT + 100)),$INFLUXDB_PORT,$((INFLUXDB_PORT + 2))"
     # A cluster node also listens on its port + 10000, the cluster bus.
     ports+=",$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
