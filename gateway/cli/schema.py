@@ -1,23 +1,47 @@
-"""``fanout migrate``: apply, inspect and roll back the schema."""
+"""``fanout migrate``: apply, inspect and roll back the schema (of every database, in sharded
+mode: the catalog and each shard, each with its own history)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 
 from gateway.cli import render
-from gateway.cli.app import connection_of, migrate_app, out, run, settings_of
-from gateway.postgres.database import ensure_database
-from gateway.postgres.migrations import MigrationRunner, MigrationStatus
+from gateway.cli.app import migrate_app, out, run, settings_of
+from gateway.postgres.database import connect, ensure_database
+from gateway.postgres.migrations import MigrationRunner, MigrationStatus, discover_migrations
+from gateway.sharding.topology import Database, databases, is_sharded
+
+T = TypeVar("T")
+
+
+async def _each_database(
+    context: typer.Context, work: Callable[[Database, MigrationRunner], Awaitable[T]]
+) -> list[tuple[Database, T]]:
+    """``work`` over a runner of each configured database's migrations, in turn."""
+    results: list[tuple[Database, T]] = []
+    for database in databases(settings_of(context).postgres):
+        connection = await connect(database.postgres)
+        try:
+            runner = MigrationRunner(connection, discover_migrations(database.role))
+            results.append((database, await work(database, runner)))
+        finally:
+            await connection.close()
+    return results
+
+
+def _prefix(context: typer.Context, database: Database) -> str:
+    return f"{database.name}: " if is_sharded(settings_of(context).postgres) else ""
 
 
 @migrate_app.callback()
 def migrate(
     context: typer.Context,
     create_database: Annotated[
-        bool, typer.Option(help="Create the configured database first if it does not exist.")
+        bool, typer.Option(help="Create the configured databases first if they do not exist.")
     ] = False,
 ) -> None:
     """Apply every pending migration (a no-op when the schema is up to date)."""
@@ -25,14 +49,20 @@ def migrate(
         return
 
     async def work() -> None:
-        if create_database and await ensure_database(settings_of(context).postgres):
-            out.print("created the database")
-        async with connection_of(context) as connection:
-            applied = await MigrationRunner(connection).apply()
-        if not applied:
-            out.print("schema is up to date; nothing to apply")
-        for migration in applied:
-            out.print(f"applied {migration.label}")
+        if create_database:
+            for database in databases(settings_of(context).postgres):
+                if await ensure_database(database.postgres):
+                    out.print(f"{_prefix(context, database)}created the database")
+
+        async def apply(database: Database, runner: MigrationRunner) -> None:
+            applied = await runner.apply()
+            prefix = _prefix(context, database)
+            if not applied:
+                out.print(f"{prefix}schema is up to date; nothing to apply")
+            for migration in applied:
+                out.print(f"{prefix}applied {migration.label}")
+
+        await _each_database(context, apply)
 
     run(work)
 
@@ -44,15 +74,23 @@ def migrate_status(
 ) -> None:
     """Show each migration: applied, pending, changed since applied, or unknown."""
 
-    async def work() -> list[MigrationStatus]:
-        async with connection_of(context) as connection:
-            return await MigrationRunner(connection).status()
+    async def status(_: Database, runner: MigrationRunner) -> list[MigrationStatus]:
+        return await runner.status()
 
-    statuses = run(work)
+    results = run(lambda: _each_database(context, status))
+    sharded = is_sharded(settings_of(context).postgres)
     if as_json:
-        out.print_json(json.dumps(render.migration_rows(statuses)))
-    else:
-        out.print(render.migrations_table(statuses))
+        if sharded:
+            document: object = {db.name: render.migration_rows(rows) for db, rows in results}
+        else:
+            document = render.migration_rows(results[0][1])
+        out.print_json(json.dumps(document))
+        return
+    for database, statuses in results:
+        table = render.migrations_table(statuses)
+        if sharded:
+            table.title = f"{database.name} ({database.role.value})"
+        out.print(table)
 
 
 @migrate_app.command("down")
@@ -60,12 +98,13 @@ def migrate_down(
     context: typer.Context,
     count: Annotated[int, typer.Argument(help="How many of the newest migrations to undo.", min=1)],
 ) -> None:
-    """Roll back the newest COUNT applied migrations, newest first."""
+    """Roll back the newest COUNT applied migrations, newest first (in every database)."""
 
     async def work() -> None:
-        async with connection_of(context) as connection:
-            undone = await MigrationRunner(connection).rollback(count)
-        for migration in undone:
-            out.print(f"rolled back {migration.label}")
+        async def rollback(database: Database, runner: MigrationRunner) -> None:
+            for migration in await runner.rollback(count):
+                out.print(f"{_prefix(context, database)}rolled back {migration.label}")
+
+        await _each_database(context, rollback)
 
     run(work)

@@ -33,6 +33,7 @@ from gateway.configuration.sink_environment import (
     with_overrides,
 )
 from gateway.errors import ConfigError
+from gateway.sharding.order_ids import shard_tag
 
 ENV_PREFIX = "FANOUT_"
 CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"
@@ -44,9 +45,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ShardName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+
+
+class ShardSettings(_Section):
+    """One shard of sharded mode: a PostgreSQL database of its own and its relative weight
+    (its share of new customers)."""
+
+    url: SecretUrl
+    weight: float = Field(default=1.0, gt=0, le=1000)
+
+
 class PostgresSettings(_Section):
     """Connection to the PostgreSQL database that holds orders and the outbox, and to its
-    streaming replicas, which serve reads (``FANOUT_POSTGRES_REPLICAS``: comma-separated)."""
+    streaming replicas, which serve reads (``FANOUT_POSTGRES_REPLICAS``: comma-separated).
+
+    With ``shards``, the gateway runs in sharded mode: ``url`` is the catalog (products,
+    inventory, the customer directory and inventory reservations) and each shard holds its
+    customers, their orders and its own outbox (``FANOUT_POSTGRES_SHARDS``: a JSON object).
+    """
 
     url: SecretUrl
     pool_min_size: int = Field(default=1, ge=0)
@@ -56,6 +73,12 @@ class PostgresSettings(_Section):
     replica_max_lag_seconds: float = Field(default=5.0, gt=0)
     replica_wait_ms: int = Field(default=200, ge=0, le=10_000)
     replica_check_interval_seconds: float = Field(default=1.0, gt=0)
+    shards: dict[ShardName, ShardSettings] = Field(default_factory=dict)
+    reservation_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    """How long an inventory reservation of sharded mode may stay open before the sweeper
+    settles it (commits it if its order exists, else releases its units)."""
+    shard_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    """How long a query over every shard (a report) waits for each before calling it missing."""
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -63,6 +86,33 @@ class PostgresSettings(_Section):
         if isinstance(value, str):
             return [url.strip() for url in value.split(",") if url.strip()]
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _sharding_is_consistent(self) -> PostgresSettings:
+        if not self.shards:
+            return self
+        if self.replicas:
+            raise ValueError("replicas and shards cannot be combined yet; configure one of them")
+        urls = [self.url.get_secret_value()]
+        tags: dict[int, str] = {}
+        for name, shard in self.shards.items():
+            if name == "catalog":
+                raise ValueError("a shard may not be called 'catalog', the catalog's name")
+            url = shard.url.get_secret_value()
+            if url in urls:
+                raise ValueError(
+                    f"shard {name!r} has the URL of the catalog or of another shard; "
+                    "each shard needs a database of its own"
+                )
+            urls.append(url)
+            tag = shard_tag(name)
+            if tag in tags:
+                raise ValueError(
+                    f"shards {tags[tag]!r} and {name!r} hash to the same order-id tag; "
+                    "rename one of them"
+                )
+            tags[tag] = name
+        return self
 
 
 class PricingSettings(_Section):

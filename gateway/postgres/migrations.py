@@ -1,7 +1,9 @@
 """Versioned schema migrations: ordered SQL files shipped in ``gateway/postgres/sql/migrations``.
 
 Files are named ``NNNN_name.up.sql`` with an optional ``NNNN_name.down.sql``. Each migration
-runs in its own transaction together with its row in the history table. A PostgreSQL advisory
+runs in its own transaction together with its row in the history table. In sharded mode the
+catalog also gets the migrations of ``migrations/catalog`` and each shard those of
+``migrations/shard``; every database keeps its own history. A PostgreSQL advisory
 lock serialises runners, and an applied file whose checksum changed stops every operation.
 """
 
@@ -64,11 +66,26 @@ class MigrationStatus:
     reversible: bool
 
 
-def discover_migrations() -> list[Migration]:
-    """The migrations shipped with the package, in version order."""
+class DatabaseRole(StrEnum):
+    """What a database is to the gateway, which decides the migrations it gets."""
+
+    SINGLE = "single"
+    """The one database of unsharded mode."""
+    CATALOG = "catalog"
+    """Sharded mode's catalog: products, inventory, the customer directory, reservations."""
+    SHARD = "shard"
+    """One of sharded mode's shards: customers, orders and an outbox of its own."""
+
+
+def discover_migrations(role: DatabaseRole = DatabaseRole.SINGLE) -> list[Migration]:
+    """The migrations shipped with the package for a database of ``role``, in version order."""
     up: dict[int, tuple[str, str]] = {}
     down: dict[int, str] = {}
-    for entry in (files("gateway.postgres.sql") / "migrations").iterdir():
+    folder = files("gateway.postgres.sql") / "migrations"
+    entries = list(folder.iterdir())
+    if role is not DatabaseRole.SINGLE:
+        entries.extend((folder / role.value).iterdir())
+    for entry in entries:
         match = _FILE_NAME.match(entry.name)
         if match is None:
             continue
