@@ -126,20 +126,28 @@ Projection = Callable[[EventEnvelope], W | None]
 
 @dataclass
 class Projections(Generic[W]):
-    """The projections of one sink, by event type."""
+    """The projections of one sink, by aggregate type and event type.
 
-    by_event_type: dict[str, Projection[W]] = field(default_factory=dict)
+    An event is projected only when both match: another aggregate's event of the same type
+    (the catalog's ``inventory.released`` of a reservation, say, beside an order's) is none of
+    this projection's business.
+    """
 
-    def register(self, event_type: str, projection: Projection[W]) -> None:
-        """Use ``projection`` for events of ``event_type`` (replacing any earlier one)."""
-        self.by_event_type[event_type] = projection
+    by_event_type: dict[tuple[str, str], Projection[W]] = field(default_factory=dict)
+
+    def register(
+        self, event_type: str, projection: Projection[W], *, aggregate_type: str = "order"
+    ) -> None:
+        """Use ``projection`` for events of ``event_type`` of ``aggregate_type`` aggregates
+        (replacing any earlier one)."""
+        self.by_event_type[(aggregate_type, event_type)] = projection
 
     def project(self, event: EventEnvelope) -> W | None:
         """The write for ``event``, or ``None`` when this sink has nothing to do with it.
 
         Raises whatever the projection raises; :meth:`try_project` turns that into a failure.
         """
-        projection = self.by_event_type.get(event.event_type)
+        projection = self.by_event_type.get((event.aggregate_type, event.event_type))
         return projection(event) if projection is not None else None
 
     def try_project(self, event: EventEnvelope) -> W | Delivery | None:

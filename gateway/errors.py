@@ -127,6 +127,18 @@ class AlreadyExists(Conflict):
         super().__init__(f"{entity} with {field} {value!r} already exists")
 
 
+class ReservationLapsed(Conflict):
+    """Sharded mode: an order was created after the sweeper had released its reservation (the
+    shard was slower than ``postgres.reservation_seconds``); the order was cancelled."""
+
+    def __init__(self, order_id: object) -> None:
+        self.order_id = order_id
+        super().__init__(
+            f"order {order_id} was created after its inventory reservation had lapsed "
+            "(postgres.reservation_seconds); it was cancelled, place it again"
+        )
+
+
 class SinkInUse(Conflict):
     """A sink cannot be retired or rewound while a relay still holds a lease on it."""
 

@@ -17,3 +17,6 @@ class AdvisoryLock(IntEnum):
     """Lets one relay at a time cancel the orders whose payment timed out."""
     HISTORY_PRUNE = 0x66616E6F7577
     """Lets one relay at a time delete order events past ``events.retention_days``."""
+    SAGA_SWEEP = 0x66616E6F7578
+    """Lets one relay at a time settle sharded mode's expired reservations and returned units
+    (taken in the catalog)."""

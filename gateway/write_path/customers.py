@@ -15,8 +15,11 @@ CUSTOMER_AGGREGATE = "customer"
 CUSTOMER_CREATED = "customer.created"
 
 
-async def insert_customer(connection: Connection, request: CustomerRequest) -> Customer:
-    """Insert a customer and its addresses (inside the caller's transaction)."""
+async def insert_customer(
+    connection: Connection, request: CustomerRequest, customer_id: UUID | None = None
+) -> Customer:
+    """Insert a customer and its addresses (inside the caller's transaction), with the id
+    ``customer_id`` when given."""
     try:
         row = await fetch_required(
             connection,
@@ -26,6 +29,7 @@ async def insert_customer(connection: Connection, request: CustomerRequest) -> C
             request.last_name,
             request.phone,
             request.date_of_birth,
+            customer_id,
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists("customer", "email", request.email) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -55,6 +55,7 @@ from gateway.write_path.validation import parse
 
 PLACE_ORDER_SCOPE = "place_order"
 R = TypeVar("R", bound=StoredRecord)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,19 @@ class Gateway:
         self._reads = ReadRouter(pool, settings.postgres)
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> Self:
+    async def connect(cls, settings: Settings | None = None) -> Gateway:
         """Open a pool to the configured database (default: :func:`load_settings`), and to
-        its replicas, if any (a replica that is down is used once it answers)."""
+        its replicas, if any (a replica that is down is used once it answers).
+
+        With ``postgres.shards``, the gateway is a :class:`~gateway.sharding.gateway.
+        ShardedGateway` over the catalog and every shard.
+        """
         settings = settings if settings is not None else load_settings()
+        if settings.postgres.shards:
+            # Imported here: the sharded gateway is built on this module.
+            from gateway.sharding.gateway import ShardedGateway
+
+            return await ShardedGateway.open(settings)
         gateway = cls(await create_pool(settings.postgres), settings)
         await gateway._reads.start()
         return gateway
@@ -196,11 +206,14 @@ class Gateway:
         target = _status(new_status)
         if expected_version is not None and expected_version < 1:
             raise ValidationError.single("expected_version", "must be at least 1")
-        async with self._pool.acquire() as connection:
+        pool = await self._order_pool(target_id)
+        async with pool.acquire() as connection:
             async with connection.transaction():
                 change = await orders.change_status(connection, target_id, target, expected_version)
                 await outbox.append_order_events(connection, change.events)
-            return await self._committed(connection, change.order)
+            order = await self._committed(connection, change.order)
+        await self._after_change(order)
+        return order
 
     async def record_payment(
         self, notification: PaymentNotification | Mapping[str, Any]
@@ -216,7 +229,8 @@ class Gateway:
         ``Conflict``. ``NotFound`` if the order does not exist.
         """
         parsed = parse(PaymentNotification, notification)
-        async with self._pool.acquire() as connection:
+        pool = await self._order_pool(parsed.order_id)
+        async with pool.acquire() as connection:
             async with connection.transaction():
                 outcome, change = await recording.record_payment(connection, parsed)
                 if change is not None:
@@ -225,6 +239,7 @@ class Gateway:
                 else:
                     order = await orders.fetch_order(connection, parsed.order_id)
             order = await self._committed(connection, order)
+        await self._after_change(order)
         return RecordedPayment(parsed.payment_id, outcome, change is None, order)
 
     async def order_events(
@@ -238,7 +253,7 @@ class Gateway:
         async def read(connection: Connection) -> list[OrderEvent]:
             return await history.read_stream(connection, target_id)
 
-        return await self._reads.run(read, token)
+        return await self._read(await self._order_pool(target_id), read, token)
 
     async def get_order(
         self, order_id: UUID | str, *, consistency_token: str | None = None
@@ -254,7 +269,7 @@ class Gateway:
         async def read(connection: Connection) -> Order:
             return await orders.fetch_order(connection, target_id)
 
-        return await self._reads.run(read, token)
+        return await self._read(await self._order_pool(target_id), read, token)
 
     async def customer_orders(
         self,
@@ -278,7 +293,7 @@ class Gateway:
         async def read(connection: Connection) -> list[Order]:
             return await orders.customer_orders(connection, target_id, limit + 1, after)
 
-        found = await self._reads.run(read, token)
+        found = await self._read(await self._customer_pool(target_id), read, token)
         page = found[:limit]
         last = page[-1] if len(found) > limit else None
         next_cursor = encode_cursor(last.created_at, last.id) if last is not None else None
@@ -310,7 +325,8 @@ class Gateway:
         """Add a billing or shipping address to a customer."""
         target_id = _uuid(customer_id, "customer_id")
         address_request = parse(AddressRequest, request)
-        async with self._pool.acquire() as connection:
+        pool = await self._customer_pool(target_id)
+        async with pool.acquire() as connection:
             async with connection.transaction():
                 address = await customers.insert_address(connection, target_id, address_request)
             return await self._committed(connection, address)
@@ -331,6 +347,23 @@ class Gateway:
         """Forget idempotency keys older than the retention; return how many were removed."""
         async with self._pool.acquire() as connection:
             return await idempotency.purge_expired(connection)
+
+    async def _order_pool(self, order_id: UUID) -> asyncpg.Pool:
+        """The pool of the database that holds order ``order_id``."""
+        return self._pool
+
+    async def _customer_pool(self, customer_id: UUID) -> asyncpg.Pool:
+        """The pool of the database that holds customer ``customer_id``."""
+        return self._pool
+
+    async def _read(
+        self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
+    ) -> T:
+        """Run ``read`` over ``pool``'s database (or one of its replicas)."""
+        return await self._reads.run(read, token)
+
+    async def _after_change(self, order: Order) -> None:
+        """What follows a committed change of ``order`` (nothing in one database)."""
 
     async def _committed(self, connection: Connection, record: R) -> R:
         """``record``, with the consistency token of the write just committed on

@@ -107,6 +107,18 @@ async def claim(
     return existing
 
 
+async def kept(connection: Connection, scope: str, key: str, fingerprint: str) -> UUID | None:
+    """The resource an earlier request with ``key`` created, while the key is kept (not
+    expired); ``IdempotencyConflict`` when that request differs."""
+    row = await connection.fetchrow(query("get_kept_idempotency_key"), scope, key)
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        raise IdempotencyConflict(key)
+    existing: UUID = row["resource_id"]
+    return existing
+
+
 async def purge_expired(connection: Connection) -> int:
     """Delete expired keys; return how many were deleted."""
     result: str = await connection.execute(query("purge_expired_idempotency_keys"))

@@ -67,10 +67,15 @@ async def insert_order(
     number_prefix: str,
     payment_timeout_seconds: float | None,
     key: KeyClaim | None = None,
+    reserved: Mapping[UUID, Row] | None = None,
 ) -> tuple[Order, CustomerSummary]:
     """Check, price and insert order ``order_id`` with its items, taking units from inventory;
     with ``key``, claim that idempotency key for it first (raising :class:`KeyTaken` when
     another request holds it). With a payment timeout, the order awaits its payment.
+
+    With ``reserved`` (the products' rows, as the catalog held them when it reserved their
+    units: sharded mode), the products are neither read nor checked here and no units are
+    taken.
 
     Two round trips: the key, customer, addresses and products (locked) in one, then the
     order, its items and the units taken in one statement.
@@ -79,7 +84,7 @@ async def insert_order(
         query("lock_order_inputs"),
         request.customer_id,
         list({request.billing_address_id, request.shipping_address_id}),
-        [item.product_id for item in request.items],
+        [item.product_id for item in request.items] if reserved is None else [],
         key.scope if key else None,
         key.key if key else None,
         key.fingerprint if key else None,
@@ -91,8 +96,12 @@ async def insert_order(
         raise KeyTaken(key.key)
     customer = _active_customer(first, request.customer_id)
     check_addresses(request, dict(zip(first["address_ids"], first["address_owners"], strict=True)))
-    products = {row["id"]: row for row in rows if row["id"] is not None}
-    check_products(request, products)
+    products: Mapping[UUID, Row]
+    if reserved is None:
+        products = {row["id"]: row for row in rows if row["id"] is not None}
+        check_products(request, products)
+    else:
+        products = reserved
     quantities = {item.product_id: item.quantity for item in request.items}
     unit_prices = {pid: to_cents(products[pid]["base_price"]) for pid in quantities}
     line_totals = {pid: unit_prices[pid] * quantities[pid] for pid in quantities}
@@ -119,6 +128,7 @@ async def insert_order(
         [unit_prices[pid] for pid in quantities],
         [line_totals[pid] for pid in quantities],
         payment_timeout_seconds,
+        reserved is None,
     )
     order = Order(
         **{key: lines[0][key] for key in _ORDER_COLUMNS},
@@ -130,6 +140,25 @@ async def insert_order(
         ],
     )
     return order, customer
+
+
+async def check_customer_inputs(connection: Connection, request: PlaceOrderRequest) -> None:
+    """The order's customer exists and is active, and both addresses are the customer's: what
+    the shard alone can check, before the catalog reserves units (sharded mode)."""
+    rows = await connection.fetch(
+        query("lock_order_inputs"),
+        request.customer_id,
+        list({request.billing_address_id, request.shipping_address_id}),
+        [],
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    first = rows[0]
+    _active_customer(first, request.customer_id)
+    check_addresses(request, dict(zip(first["address_ids"], first["address_owners"], strict=True)))
 
 
 @dataclass(frozen=True)

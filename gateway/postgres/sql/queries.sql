@@ -55,6 +55,11 @@ RETURNING key;
 -- name: get_idempotency_key
 SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2;
 
+-- name: get_kept_idempotency_key
+SELECT request_hash, resource_id
+FROM idempotency_keys
+WHERE scope = $1 AND key = $2 AND expires_at > now();
+
 -- name: purge_expired_idempotency_keys
 DELETE FROM idempotency_keys WHERE expires_at <= now();
 
@@ -103,7 +108,8 @@ LEFT JOIN LATERAL (
 -- name: insert_order_with_items
 -- The order, its items and the units they take from products already locked (lock_order_inputs),
 -- in one statement; one row per item (ordered by its id), the order's columns on each. With a
--- payment timeout ($20 seconds), the order awaits its payment until then.
+-- payment timeout ($20 seconds), the order awaits its payment until then. $21 false: take no
+-- units (a shard's order, whose units the catalog reserved).
 -- Foreign keys are checked at the end of the statement, when the order exists.
 WITH placed AS (
     INSERT INTO orders (
@@ -125,7 +131,7 @@ taken AS (
     UPDATE products
     SET inventory_quantity = products.inventory_quantity - line.quantity, updated_at = now()
     FROM unnest($14::uuid[], $17::integer[]) AS line (id, quantity)
-    WHERE products.id = line.id
+    WHERE products.id = line.id AND $21::boolean
 ),
 lines AS (
     INSERT INTO order_items (
@@ -179,8 +185,9 @@ SELECT * FROM orders WHERE id = $1;
 SELECT * FROM order_items WHERE order_id = $1 ORDER BY id;
 
 -- name: insert_customer
-INSERT INTO customers (email, first_name, last_name, phone, date_of_birth)
-VALUES ($1, $2, $3, $4, $5)
+-- $6: the customer's id when the caller chose it (sharded mode places the id first), else null.
+INSERT INTO customers (id, email, first_name, last_name, phone, date_of_birth)
+VALUES (coalesce($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5)
 RETURNING *;
 
 -- name: customer_exists
@@ -792,3 +799,123 @@ FROM unnest($2::smallint[], $3::xid8[], $4::bigint[]) AS moved (partition, txid,
 WHERE positions.sink = $1
   AND positions.partition = moved.partition
   AND (moved.txid, moved.id) < (positions.position_txid, positions.position_id);
+
+-- name: directory_shard_of
+SELECT shard FROM customer_directory WHERE customer_id = $1;
+
+-- name: directory_record
+-- The new customer's entry; none when the email is taken.
+INSERT INTO customer_directory (customer_id, shard, email)
+VALUES ($1, $2, $3)
+ON CONFLICT (email) DO NOTHING
+RETURNING customer_id;
+
+-- name: directory_entry_by_email
+SELECT customer_id, shard FROM customer_directory WHERE email = $1;
+
+-- name: directory_forget
+DELETE FROM customer_directory WHERE customer_id = $1;
+
+-- name: directory_customers_per_shard
+SELECT shard, count(*) AS customers FROM customer_directory GROUP BY shard;
+
+-- name: directory_page
+SELECT customer_id, shard
+FROM customer_directory
+WHERE $1::uuid IS NULL OR customer_id > $1
+ORDER BY customer_id
+LIMIT $2;
+
+-- name: lock_products_to_reserve
+-- In id order, so that concurrent reservations over the same products cannot deadlock.
+SELECT id, sku, name, base_price, inventory_quantity, is_active
+FROM products
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR UPDATE;
+
+-- name: products_by_id
+SELECT id, sku, name, base_price, inventory_quantity, is_active
+FROM products
+WHERE id = ANY($1::uuid[]);
+
+-- name: held_reservation_by_key
+SELECT order_id, request_hash
+FROM inventory_reservations
+WHERE idempotency_key = $1 AND status = 'held'
+FOR UPDATE;
+
+-- name: insert_reservation
+-- Takes the units of products already locked (lock_products_to_reserve) for order $1 and
+-- records them, open for $8 seconds.
+WITH taken AS (
+    UPDATE products
+    SET inventory_quantity = products.inventory_quantity - line.quantity, updated_at = now()
+    FROM unnest($4::uuid[], $5::integer[]) AS line (id, quantity)
+    WHERE products.id = line.id
+)
+INSERT INTO inventory_reservations (
+    order_id, shard, customer_id, product_ids, quantities, idempotency_key, request_hash,
+    expires_at
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8::float8))
+RETURNING order_id;
+
+-- name: settle_reservation
+-- Moves reservation $1 from one of the statuses $2 to $3; no row when it is in none of them.
+UPDATE inventory_reservations
+SET status = $3, version = version + 1, settled_at = now()
+WHERE order_id = $1 AND status = ANY($2::text[])
+RETURNING order_id, shard, customer_id, product_ids, quantities, version;
+
+-- name: lock_products_in_order
+SELECT id FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: restore_units
+UPDATE products
+SET inventory_quantity = products.inventory_quantity + line.quantity, updated_at = now()
+FROM unnest($1::uuid[], $2::integer[]) AS line (id, quantity)
+WHERE products.id = line.id;
+
+-- name: reservation_status
+SELECT status FROM inventory_reservations WHERE order_id = $1;
+
+-- name: expired_reservations
+SELECT order_id, shard
+FROM inventory_reservations
+WHERE status = 'held' AND expires_at <= now()
+ORDER BY expires_at
+LIMIT $1;
+
+-- name: reservations_of_status
+SELECT order_id, shard, product_ids, quantities
+FROM inventory_reservations
+WHERE status = ANY($1::text[]);
+
+-- name: existing_orders
+SELECT id, status FROM orders WHERE id = ANY($1::uuid[]);
+
+-- name: queued_inventory_returns
+SELECT order_id FROM inventory_returns ORDER BY queued_at LIMIT $1;
+
+-- name: forget_inventory_returns
+DELETE FROM inventory_returns WHERE order_id = ANY($1::uuid[]);
+
+-- name: orders_report
+-- Orders created in [$1, $2), grouped by $3 ('status', 'day' in UTC, or 'segment'), per
+-- currency: how many, and their total amount.
+SELECT CASE $3::text
+           WHEN 'status' THEN status::text
+           WHEN 'day' THEN to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+           ELSE coalesce(customer_segment, '')
+       END AS bucket,
+       currency,
+       count(*) AS orders,
+       sum(total_amount) AS revenue
+FROM orders
+WHERE created_at >= $1 AND created_at < $2
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- name: shard_counts
+SELECT (SELECT count(*) FROM customers) AS customers, (SELECT count(*) FROM orders) AS orders;

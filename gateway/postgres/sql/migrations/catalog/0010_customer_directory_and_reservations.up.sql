@@ -21,6 +21,8 @@ CREATE TABLE inventory_reservations (
     product_ids     uuid[] NOT NULL,
     quantities      integer[] NOT NULL,
     status          text NOT NULL DEFAULT 'held',
+    -- Its events' version: reserved is 1, each settlement one more.
+    version         integer NOT NULL DEFAULT 1,
     idempotency_key text,
     request_hash    text,
     expires_at      timestamptz NOT NULL,

@@ -1,0 +1,267 @@
+"""The gateway in sharded mode: customers and their orders spread over several PostgreSQL
+primaries, products and inventory in the catalog.
+
+Routing: a customer's shard is in the directory (cached); an order's shard is in its id (see
+``order_ids``). Placing an order is a saga over two databases: reserve the units in the
+catalog, create the order in the customer's shard, commit the reservation. When the order
+certainly was not created the reservation is released at once; when that is unknown (the
+shard went away mid-commit, the process died), the relay's sweeper settles it after it
+expires. Cancelling an order queues its units' return in the shard, in the same transaction;
+they are handed back to the catalog right after, or by the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from gateway.configuration.settings import Settings
+from gateway.errors import AlreadyExists, NotFound, ReservationLapsed
+from gateway.postgres import outbox
+from gateway.postgres.database import Connection, create_pool
+from gateway.relay.errors import DATABASE_ERRORS
+from gateway.sharding import reservations, sweeper
+from gateway.sharding.directory import CustomerDirectory
+from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
+from gateway.sharding.placement import Shard, rendezvous_shard
+from gateway.sharding.reservations import Reservation, ReservationKey, Settlement
+from gateway.sharding.saga import release_at_once
+from gateway.sharding.topology import databases
+from gateway.write_path import customers, idempotency, orders
+from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
+from gateway.write_path.lifecycle import ORDER_PLACED
+from gateway.write_path.models import Customer, CustomerRequest, Order, PlaceOrderRequest
+from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
+from gateway.write_path.validation import parse
+
+log = logging.getLogger("gateway.sharding")
+
+T = TypeVar("T")
+
+
+class ShardedGateway(Gateway):
+    """A :class:`Gateway` over the catalog (``pool``) and the shards (``shards``).
+
+    Made by ``Gateway.connect`` when ``postgres.shards`` is configured; its methods behave as
+    in one database, with the differences the README's sharding section lists.
+    """
+
+    def __init__(
+        self, catalog: asyncpg.Pool, shards: Mapping[str, asyncpg.Pool], settings: Settings
+    ) -> None:
+        super().__init__(catalog, settings)
+        self._shards = dict(shards)
+        self._by_tag = {shard_tag(name): name for name in self._shards}
+        self._placement = [
+            Shard(name, shard.weight) for name, shard in settings.postgres.shards.items()
+        ]
+        self._directory = CustomerDirectory(catalog)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> ShardedGateway:
+        """Open a pool to the catalog and one to each shard."""
+        catalog, *shards = databases(settings.postgres)
+        pools: dict[str, asyncpg.Pool] = {}
+        catalog_pool = await create_pool(catalog.postgres)
+        try:
+            for shard in shards:
+                pools[shard.name] = await create_pool(shard.postgres)
+        except BaseException:
+            for pool in (catalog_pool, *pools.values()):
+                await pool.close()
+            raise
+        return cls(catalog_pool, pools, settings)
+
+    @property
+    def shards(self) -> Mapping[str, asyncpg.Pool]:
+        """Each shard's pool, by shard name (``pool`` is the catalog's)."""
+        return self._shards
+
+    def shard_of_order(self, order_id: UUID) -> str:
+        """The shard an order id names; ``NotFound`` when it names none (not one of ours)."""
+        name = self._by_tag.get(tag_of(order_id))
+        if name is None:
+            raise NotFound("order", order_id, field="order_id")
+        return name
+
+    async def shard_of_customer(self, customer_id: UUID) -> str:
+        """The customer's shard, from the directory; ``NotFound`` if there is no such customer."""
+        return await self._directory.shard_of(customer_id)
+
+    async def close(self) -> None:
+        await super().close()
+        for pool in self._shards.values():
+            await pool.close()
+
+    async def create_customer(self, request: CustomerRequest | Mapping[str, Any]) -> Customer:
+        """Create a customer on the shard placement chooses for its new id, entered in the
+        directory first (which keeps emails unique across shards)."""
+        customer_request = parse(CustomerRequest, request)
+        customer_id = uuid4()
+        shard = rendezvous_shard(str(customer_id), self._placement)
+        if not await self._directory.record(customer_id, shard, customer_request.email):
+            raise AlreadyExists("customer", "email", customer_request.email)
+        try:
+            async with self._shards[shard].acquire() as connection, connection.transaction():
+                customer = await customers.insert_customer(
+                    connection, customer_request, customer_id
+                )
+                await outbox.append(connection, [customers.customer_event(customer)])
+        except BaseException as error:
+            if release_at_once(error):
+                await self._directory.forget(customer_id)
+            raise
+        return customer
+
+    async def purge_expired_idempotency_keys(self) -> int:
+        """Forget expired idempotency keys in every shard; how many were removed."""
+        removed = 0
+        for pool in self._shards.values():
+            async with pool.acquire() as connection:
+                removed += await idempotency.purge_expired(connection)
+        return removed
+
+    async def sweep(self) -> sweeper.SweepResult:
+        """Settle expired reservations and queued returns now (what the relay does
+        periodically)."""
+        return await sweeper.sweep(self._pool, self._shards)
+
+    async def _place(
+        self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
+    ) -> PlacedOrder:
+        order_request = parse(PlaceOrderRequest, request)
+        self._check_order_limits(order_request)
+        key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+        fingerprint = idempotency.request_fingerprint(order_request) if key is not None else ""
+        shard = await self._directory.shard_of(order_request.customer_id)
+        pool = self._shards[shard]
+        async with pool.acquire() as connection:
+            if key is not None:
+                earlier = await self._earlier_order(connection, key, fingerprint)
+                if earlier is not None:
+                    return PlacedOrder(earlier, True)
+            await orders.check_customer_inputs(connection, order_request)
+        reservation = await self._reserve(shard, order_request, key, fingerprint)
+        try:
+            placed = await self._create_order(pool, reservation, order_request, key, fingerprint)
+        except BaseException as error:
+            if release_at_once(error) and not reservation.reused:
+                await self._settle(reservation.order_id, Settlement.RELEASE)
+            raise
+        if placed.replayed and placed.order.id != reservation.order_id:
+            # Another request with this key created its order meanwhile: ours is not needed.
+            await self._settle(reservation.order_id, Settlement.RELEASE)
+            return placed
+        if not await self._settle(reservation.order_id, Settlement.COMMIT):
+            await self._confirm_committed(shard, placed.order)
+        return placed
+
+    async def _earlier_order(
+        self, connection: Connection, key: str, fingerprint: str
+    ) -> Order | None:
+        """The order an earlier request with ``key`` created, if its key is still kept."""
+        existing = await idempotency.kept(connection, PLACE_ORDER_SCOPE, key, fingerprint)
+        return await orders.fetch_order(connection, existing) if existing is not None else None
+
+    async def _reserve(
+        self, shard: str, request: PlaceOrderRequest, key: str | None, fingerprint: str
+    ) -> Reservation:
+        """Saga step 1: take the units in the catalog."""
+        order_id = new_order_id(shard_tag(shard))
+        reservation_key = ReservationKey(key, fingerprint) if key is not None else None
+        seconds = self._settings.postgres.reservation_seconds
+        async with self._pool.acquire() as connection, connection.transaction():
+            return await reservations.reserve(
+                connection, order_id, shard, request, reservation_key, seconds
+            )
+
+    async def _create_order(
+        self,
+        pool: asyncpg.Pool,
+        reservation: Reservation,
+        request: PlaceOrderRequest,
+        key: str | None,
+        fingerprint: str,
+    ) -> PlacedOrder:
+        """Saga step 2: the order, its key and ``order.placed`` in the customer's shard."""
+        claim = (
+            idempotency.KeyClaim(
+                PLACE_ORDER_SCOPE, key, fingerprint, self._settings.idempotency.retention_seconds
+            )
+            if key is not None
+            else None
+        )
+        settings = self._settings.orders
+        async with pool.acquire() as connection, connection.transaction():
+            try:
+                order, customer = await orders.insert_order(
+                    connection,
+                    reservation.order_id,
+                    request,
+                    self._pricing,
+                    settings.number_prefix,
+                    settings.payment_timeout_seconds,
+                    claim,
+                    reservation.products,
+                )
+            except idempotency.KeyTaken:
+                assert claim is not None
+                existing = await idempotency.holder(connection, claim, reservation.order_id)
+                if existing is not None:
+                    return PlacedOrder(await orders.fetch_order(connection, existing), True)
+                order, customer = await orders.insert_order(
+                    connection,
+                    reservation.order_id,
+                    request,
+                    self._pricing,
+                    settings.number_prefix,
+                    settings.payment_timeout_seconds,
+                    None,
+                    reservation.products,
+                )
+            headers = {"idempotency_key": key} if key is not None else None
+            event = orders.order_event(order, ORDER_PLACED, customer, headers=headers)
+            await outbox.append_order_events(connection, [event])
+        return PlacedOrder(order, False)
+
+    async def _confirm_committed(self, shard: str, order: Order) -> None:
+        """Saga step 3 found the reservation not held: committed by a concurrent attempt (or
+        the sweeper), which is fine, or released by the sweeper before the order existed, in
+        which case the order has no units and is cancelled."""
+        async with self._pool.acquire() as connection:
+            status = await reservations.status_of(connection, order.id)
+        if status is reservations.ReservationStatus.COMMITTED:
+            return
+        await self.transition(order.id, OrderStatus.CANCELLED)
+        raise ReservationLapsed(order.id)
+
+    async def _settle(self, order_id: UUID, settlement: Settlement) -> bool:
+        async with self._pool.acquire() as connection, connection.transaction():
+            return await reservations.settle(connection, order_id, settlement)
+
+    async def _order_pool(self, order_id: UUID) -> asyncpg.Pool:
+        return self._shards[self.shard_of_order(order_id)]
+
+    async def _customer_pool(self, customer_id: UUID) -> asyncpg.Pool:
+        return self._shards[await self._directory.shard_of(customer_id)]
+
+    async def _read(
+        self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
+    ) -> T:
+        async with pool.acquire() as connection:
+            return await read(connection)
+
+    async def _after_change(self, order: Order) -> None:
+        """A cancelled order's units go back to the catalog now; if that fails, the sweeper
+        returns them (the shard queued them with the cancellation)."""
+        if order.status not in RESTOCKING_STATUSES:
+            return
+        shard = self._shards[self.shard_of_order(order.id)]
+        try:
+            await sweeper.return_units(self._pool, shard, [order.id])
+        except DATABASE_ERRORS as error:
+            log.warning("order %s: units not returned yet (the sweeper will): %s", order.id, error)
