@@ -16,6 +16,8 @@ from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.operations.demo import LIFE, place_demo_order, walk_demo_order
 from gateway.relay import Relay, collector
+from gateway.sharding.relays import ShardedRelay
+from gateway.sharding.topology import is_sharded
 from gateway.write_path.gateway import Gateway
 from gateway.write_path.models import Order
 
@@ -91,12 +93,18 @@ def relay(
         configure_logging(settings.logging.level)
         if metrics_port is not None:
             start_http_server(metrics_port, addr=metrics_host)
-        async with await Relay.connect(settings, collect_stats=metrics_port is not None) as r:
+        stats = metrics_port is not None
+        relay = (
+            await ShardedRelay.connect(settings, collect_stats=stats)
+            if is_sharded(settings.postgres)
+            else await Relay.connect(settings, collect_stats=stats)
+        )
+        async with relay:
             collector.tune_for_relay()
             loop = asyncio.get_running_loop()
             for signal_number in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signal_number, r.stop)
-            await r.run(until_idle=until_idle)
+                loop.add_signal_handler(signal_number, relay.stop)
+            await relay.run(until_idle=until_idle)
 
     run(work)
 

@@ -20,9 +20,10 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.configuration.settings import Settings
-from gateway.errors import AlreadyExists, NotFound, ReservationLapsed
+from gateway.errors import AlreadyExists, NotFound, ReservationLapsed, ValidationError
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, create_pool
+from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import reservations, sweeper
 from gateway.sharding.directory import CustomerDirectory
@@ -41,6 +42,9 @@ from gateway.write_path.validation import parse
 log = logging.getLogger("gateway.sharding")
 
 T = TypeVar("T")
+
+PLACE_ATTEMPTS = 3
+"""How often a request starts over when a concurrent one with its key settled first."""
 
 
 class ShardedGateway(Gateway):
@@ -137,6 +141,17 @@ class ShardedGateway(Gateway):
         self._check_order_limits(order_request)
         key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
         fingerprint = idempotency.request_fingerprint(order_request) if key is not None else ""
+        for _ in range(PLACE_ATTEMPTS - 1):
+            try:
+                return await self._place_once(order_request, key, fingerprint)
+            except reservations.KeySettledMeanwhile:
+                continue
+        return await self._place_once(order_request, key, fingerprint)
+
+    async def _place_once(
+        self, order_request: PlaceOrderRequest, key: str | None, fingerprint: str
+    ) -> PlacedOrder:
+        """The saga, once: replay or check in the shard, reserve, create, commit."""
         shard = await self._directory.shard_of(order_request.customer_id)
         pool = self._shards[shard]
         async with pool.acquire() as connection:
@@ -144,7 +159,11 @@ class ShardedGateway(Gateway):
                 earlier = await self._earlier_order(connection, key, fingerprint)
                 if earlier is not None:
                     return PlacedOrder(earlier, True)
-            await orders.check_customer_inputs(connection, order_request)
+            try:
+                await orders.check_customer_inputs(connection, order_request)
+            except NotFound as missing:
+                await self._refuse_foreign_address(missing, order_request)
+                raise
         reservation = await self._reserve(shard, order_request, key, fingerprint)
         try:
             placed = await self._create_order(pool, reservation, order_request, key, fingerprint)
@@ -159,6 +178,19 @@ class ShardedGateway(Gateway):
         if not await self._settle(reservation.order_id, Settlement.COMMIT):
             await self._confirm_committed(shard, placed.order)
         return placed
+
+    async def _refuse_foreign_address(self, missing: NotFound, request: PlaceOrderRequest) -> None:
+        """An address not found on the customer's shard may be another customer's, on another
+        shard: refused as it is in one database, as not the customer's."""
+        if missing.field not in ("billing_address_id", "shipping_address_id"):
+            return
+        for pool in self._shards.values():
+            if await pool.fetchval(query("address_exists"), missing.entity_id):
+                raise ValidationError.single(
+                    missing.field,
+                    f"address {missing.entity_id} does not belong to customer "
+                    f"{request.customer_id}",
+                ) from None
 
     async def _earlier_order(
         self, connection: Connection, key: str, fingerprint: str

@@ -72,6 +72,11 @@ class Settlement(StrEnum):
         return f"inventory.{self.target.value}"
 
 
+class KeySettledMeanwhile(Exception):
+    """A concurrent attempt with the same key reserved and settled its reservation while this
+    one waited: its order exists (or failed), so the request starts over."""
+
+
 @dataclass(frozen=True)
 class Reservation:
     """Units held for an order: its id, and the products' rows as they were when reserved
@@ -111,14 +116,14 @@ async def reserve(
         earlier = await _held_with_key(connection, key, product_ids)
         if earlier is not None:
             return earlier
-    products = {
-        row["id"]: row
-        for row in await connection.fetch(query("lock_products_to_reserve"), product_ids)
-    }
-    check_products(request, products)
     quantities = [item.quantity for item in request.items]
     try:
+        # A savepoint around the products' locks too: rolling it back releases them, so that
+        # waiting for the other attempt's reservation below holds no product.
         async with connection.transaction():
+            locked = await connection.fetch(query("lock_products_to_reserve"), product_ids)
+            products = {row["id"]: row for row in locked}
+            check_products(request, products)
             await connection.execute(
                 query("insert_reservation"),
                 order_id,
@@ -135,7 +140,7 @@ async def reserve(
         assert key is not None
         earlier = await _held_with_key(connection, key, product_ids)
         if earlier is None:
-            raise
+            raise KeySettledMeanwhile(key.key) from None
         return earlier
     lines = [
         {"product_id": str(pid), "quantity": quantity}
@@ -148,7 +153,17 @@ async def reserve(
 
 async def settle(connection: Connection, order_id: UUID, settlement: Settlement) -> bool:
     """Apply ``settlement`` to the reservation of ``order_id``, giving its units back when it
-    says so; False (and nothing written) when the reservation is in no status it applies to."""
+    says so; False (and nothing written) when the reservation is in no status it applies to.
+
+    The products are locked before the reservation, as ``reserve`` locks them before it
+    inserts one: the other order deadlocks with a reservation of the same key waiting on this
+    one's index entry.
+    """
+    if settlement.restores_units:
+        product_ids = await connection.fetchval(query("reservation_products"), order_id)
+        if product_ids is None:
+            return False
+        await connection.execute(query("lock_products_in_order"), product_ids)
     row = await connection.fetchrow(
         query("settle_reservation"),
         order_id,
@@ -158,7 +173,6 @@ async def settle(connection: Connection, order_id: UUID, settlement: Settlement)
     if row is None:
         return False
     if settlement.restores_units:
-        await connection.execute(query("lock_products_in_order"), row["product_ids"])
         await connection.execute(query("restore_units"), row["product_ids"], row["quantities"])
     lines = [
         {"product_id": str(pid), "quantity": quantity}

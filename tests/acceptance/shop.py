@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from gateway import Customer, Gateway, Product
+from gateway.sharding.gateway import ShardedGateway
 
 
 def customer_request(
@@ -75,19 +78,32 @@ class Shop:
             **extra,
         }
 
+    def order_databases(self) -> list[asyncpg.Pool]:
+        """The pools of the databases holding orders: the one database, or every shard."""
+        if isinstance(self.gateway, ShardedGateway):
+            return list(self.gateway.shards.values())
+        return [self.gateway.pool]
+
     async def counts(self) -> RowCounts:
-        """Row counts of the write-path tables, and the total units in stock."""
-        row = await self.gateway.pool.fetchrow(
-            """
-            SELECT (SELECT count(*) FROM orders) AS orders,
-                   (SELECT count(*) FROM order_items) AS order_items,
-                   (SELECT count(*) FROM outbox) AS outbox,
-                   (SELECT count(*) FROM idempotency_keys) AS idempotency_keys,
-                   (SELECT coalesce(sum(inventory_quantity), 0) FROM products) AS inventory
-            """
+        """Row counts of the write-path tables (over every shard in sharded mode), and the
+        total units in stock."""
+        totals = dict.fromkeys(("orders", "order_items", "outbox", "idempotency_keys"), 0)
+        for pool in self.order_databases():
+            row = await pool.fetchrow(
+                """
+                SELECT (SELECT count(*) FROM orders) AS orders,
+                       (SELECT count(*) FROM order_items) AS order_items,
+                       (SELECT count(*) FROM outbox) AS outbox,
+                       (SELECT count(*) FROM idempotency_keys) AS idempotency_keys
+                """
+            )
+            assert row is not None
+            for name in totals:
+                totals[name] += row[name]
+        inventory = await self.gateway.pool.fetchval(
+            "SELECT coalesce(sum(inventory_quantity), 0) FROM products"
         )
-        assert row is not None
-        return RowCounts(**dict(row))
+        return RowCounts(**totals, inventory=inventory)
 
     async def stock(self, product: Product) -> int:
         """Units of ``product`` in stock now."""
@@ -97,8 +113,11 @@ class Shop:
         return int(value)
 
     async def events_of(self, aggregate_id: uuid.UUID) -> list[dict[str, Any]]:
-        """The outbox events of one aggregate, in append order."""
-        rows = await self.gateway.pool.fetch(
-            "SELECT * FROM outbox WHERE aggregate_id = $1 ORDER BY id", str(aggregate_id)
-        )
-        return [dict(row) for row in rows]
+        """The outbox events of one aggregate, in append order (wherever they are)."""
+        found: list[dict[str, Any]] = []
+        for pool in self.order_databases():
+            rows = await pool.fetch(
+                "SELECT * FROM outbox WHERE aggregate_id = $1 ORDER BY id", str(aggregate_id)
+            )
+            found.extend(dict(row) for row in rows)
+        return found

@@ -877,6 +877,9 @@ SET inventory_quantity = products.inventory_quantity + line.quantity, updated_at
 FROM unnest($1::uuid[], $2::integer[]) AS line (id, quantity)
 WHERE products.id = line.id;
 
+-- name: reservation_products
+SELECT product_ids FROM inventory_reservations WHERE order_id = $1;
+
 -- name: reservation_status
 SELECT status FROM inventory_reservations WHERE order_id = $1;
 
@@ -891,6 +894,9 @@ LIMIT $1;
 SELECT order_id, shard, product_ids, quantities
 FROM inventory_reservations
 WHERE status = ANY($1::text[]);
+
+-- name: address_exists
+SELECT EXISTS (SELECT 1 FROM addresses WHERE id = $1);
 
 -- name: existing_orders
 SELECT id, status FROM orders WHERE id = ANY($1::uuid[]);

@@ -1,0 +1,71 @@
+"""Sharded mode's test world: a catalog database on the main PostgreSQL server and one shard
+database on each of two more servers (``postgres-shard-a``, ``postgres-shard-b``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from gateway import MigrationRunner, Settings
+from gateway.configuration.settings import PostgresSettings
+from gateway.postgres.migrations import discover_migrations
+from gateway.sharding.topology import databases
+from tests.acceptance.conftest import database_url
+from tests.servers import server_url
+
+SHARD_SERVERS = {"alpha": "postgres-shard-a", "beta": "postgres-shard-b"}
+"""Each test shard's name and the server it lives on."""
+
+
+@dataclass(frozen=True)
+class ShardedDatabases:
+    """The URLs of one sharded deployment's databases."""
+
+    catalog: str
+    shards: dict[str, str]
+
+    def settings(self, **postgres: object) -> Settings:
+        """Settings over these databases (``postgres`` overrides that section's keys)."""
+        section = PostgresSettings(
+            url=self.catalog,
+            pool_max_size=30,
+            shards={name: {"url": url} for name, url in self.shards.items()},
+            **postgres,
+        )
+        return Settings(postgres=section)
+
+
+@asynccontextmanager
+async def sharded_databases() -> AsyncIterator[ShardedDatabases]:
+    """Fresh catalog and shard databases, migrated for their roles, dropped on the way out."""
+    name = f"fanout_sharded_{uuid.uuid4().hex[:10]}"
+    servers = {"catalog": server_url("postgres")} | {
+        shard: server_url(service) for shard, service in SHARD_SERVERS.items()
+    }
+    for server in servers.values():
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+    urls = {role: database_url(server, name) for role, server in servers.items()}
+    found = ShardedDatabases(urls.pop("catalog"), urls)
+    for database in databases(found.settings().postgres):
+        connection = await asyncpg.connect(database.postgres.url.get_secret_value())
+        try:
+            await MigrationRunner(connection, discover_migrations(database.role)).apply()
+        finally:
+            await connection.close()
+    try:
+        yield found
+    finally:
+        for server in servers.values():
+            admin = await asyncpg.connect(server)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
