@@ -10,9 +10,12 @@ from rich.table import Table
 
 from gateway.history.check import FoldCheck
 from gateway.history.store import OrderEvent
+from gateway.operations.report import OrdersReport
 from gateway.operations.verify import Drift
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.migrations import MigrationStatus
+from gateway.sharding.plan import Plan
+from gateway.sharding.status import ShardsStatus
 
 
 def migration_rows(statuses: Sequence[MigrationStatus]) -> list[dict[str, Any]]:
@@ -173,4 +176,41 @@ def fold_check_table(check: FoldCheck) -> Table:
         table.add_section()
         for example in check.examples:
             table.add_row(f"order {example['order_id']}", example["problem"], end_section=False)
+    return table
+
+
+def report_table(report: OrdersReport) -> Table:
+    """The orders report: per group and currency, orders and revenue."""
+    period = f"{report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M}"
+    title = f"orders by {report.group_by.value}, {period}"
+    table = Table(report.group_by.value, "currency", "orders", "revenue", title=title)
+    for row in report.rows:
+        table.add_row(row.bucket or "(none)", row.currency, str(row.orders), str(row.revenue))
+    return table
+
+
+def shards_table(status: ShardsStatus) -> Table:
+    """Per shard: customers (and the directory's count), orders, backlog; the skew below."""
+    table = Table("shard", "customers", "in directory", "orders", "largest backlog")
+    for name, counts in status.counts.items():
+        directory = str(status.directory.get(name, 0))
+        if counts is None:
+            table.add_row(name, "-", directory, "-", f"unreachable: {status.missing.get(name)}")
+        else:
+            table.add_row(
+                name, str(counts.customers), directory, str(counts.orders), str(counts.backlog)
+            )
+    skews = {field: status.skew(field) for field in ("customers", "orders")}
+    table.caption = "skew (largest / mean): " + ", ".join(
+        f"{field} {value:.2f}" if value is not None else f"{field} -"
+        for field, value in skews.items()
+    )
+    return table
+
+
+def plan_table(plan: Plan) -> Table:
+    """How many customers the current placement would move, from which shard to which."""
+    table = Table("from", "to", "customers", title=f"{plan.moving} of {plan.customers} customers")
+    for (source, target), count in plan.moves.items():
+        table.add_row(source, target, str(count))
     return table

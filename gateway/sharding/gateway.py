@@ -275,6 +275,9 @@ class ShardedGateway(Gateway):
         async with self._pool.acquire() as connection, connection.transaction():
             return await reservations.settle(connection, order_id, settlement)
 
+    def _report_databases(self) -> dict[str, asyncpg.Pool]:
+        return dict(self._shards)
+
     async def _order_pool(self, order_id: UUID) -> asyncpg.Pool:
         return self._shards[self.shard_of_order(order_id)]
 

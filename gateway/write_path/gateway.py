@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID, uuid4
@@ -14,6 +16,14 @@ from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import GatewayError, ValidationError
 from gateway.history import store as history
 from gateway.history.store import OrderEvent
+from gateway.operations.report import (
+    GroupBy,
+    OrdersReport,
+    ReportRow,
+    check_period,
+    merge_rows,
+    report_rows,
+)
 from gateway.payments import recording
 from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
@@ -26,6 +36,8 @@ from gateway.postgres.replicas import (
     parse_lsn,
     parse_token,
 )
+from gateway.sharding.scatter import scatter
+from gateway.sharding.topology import SINGLE
 from gateway.write_path import catalog, customers, idempotency, orders
 from gateway.write_path.lifecycle import ORDER_PLACED
 from gateway.write_path.models import (
@@ -347,6 +359,44 @@ class Gateway:
         """Forget idempotency keys older than the retention; return how many were removed."""
         async with self._pool.acquire() as connection:
             return await idempotency.purge_expired(connection)
+
+    async def orders_report(
+        self, since: datetime, until: datetime, group_by: GroupBy | str = GroupBy.STATUS
+    ) -> OrdersReport:
+        """Orders created in ``[since, until)`` and their revenue, grouped by ``status``,
+        ``day`` (UTC) or ``segment``, per currency.
+
+        In sharded mode every shard is asked at once (each within
+        ``postgres.shard_timeout_seconds``) and the answers merged; a shard that does not
+        answer is named in ``missing`` and makes the report ``partial``.
+        """
+        grouping = check_period(since, until, group_by)
+        gathered = await scatter(
+            {
+                name: partial(self._report_rows, pool, since, until, grouping)
+                for name, pool in self._report_databases().items()
+            },
+            self._settings.postgres.shard_timeout_seconds,
+        )
+        return OrdersReport(
+            since,
+            until,
+            grouping,
+            merge_rows(gathered.results.values()),
+            sorted(gathered.results),
+            gathered.missing,
+        )
+
+    def _report_databases(self) -> dict[str, asyncpg.Pool]:
+        """The databases holding orders, by name."""
+        return {SINGLE: self._pool}
+
+    @staticmethod
+    async def _report_rows(
+        pool: asyncpg.Pool, since: datetime, until: datetime, group_by: GroupBy
+    ) -> list[ReportRow]:
+        async with pool.acquire() as connection:
+            return await report_rows(connection, since, until, group_by)
 
     async def _order_pool(self, order_id: UUID) -> asyncpg.Pool:
         """The pool of the database that holds order ``order_id``."""

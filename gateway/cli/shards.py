@@ -1,0 +1,125 @@
+"""``fanout report`` (every mode) and ``fanout shards status|plan`` (sharded mode)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+
+from gateway.cli import render
+from gateway.cli.app import app, config_path, err, out, run, settings_of
+from gateway.configuration.settings import default_config_path
+from gateway.errors import ConfigError
+from gateway.operations.report import GroupBy, OrdersReport
+from gateway.sharding.gateway import ShardedGateway
+from gateway.sharding.placement import Shard
+from gateway.sharding.plan import Plan, directory_entries, plan_moves
+from gateway.sharding.status import ShardsStatus, shards_status
+from gateway.write_path.gateway import Gateway
+
+shards_app = typer.Typer(
+    help="Sharded mode: the shards' load, and where placement would move customers."
+)
+app.add_typer(shards_app, name="shards", no_args_is_help=True)
+
+PARTIAL_EXIT = 3
+
+
+def _when(value: str | None, default: datetime, option: str) -> datetime:
+    if value is None:
+        return default
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO date or time", param_hint=option
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@app.command("report")
+def report(
+    context: typer.Context,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Start, ISO date or time (default: 30 days ago; UTC unless given)."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="End, exclusive (default: now).")] = None,
+    group_by: Annotated[GroupBy, typer.Option(help="What each row is.")] = GroupBy.STATUS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Orders and revenue over a period, grouped, over every shard. Exits 3 when a shard did
+    not answer: the result is partial, and says which shards are missing."""
+    now = datetime.now(UTC)
+    start = _when(since, now - timedelta(days=30), "--since")
+    end = _when(until, now, "--until")
+
+    async def work() -> OrdersReport:
+        async with await Gateway.connect(settings_of(context)) as gateway:
+            return await gateway.orders_report(start, end, group_by)
+
+    result = run(work)
+    if as_json:
+        out.print_json(json.dumps(result.as_json()))
+    else:
+        out.print(render.report_table(result))
+    if result.partial:
+        for name, reason in result.missing.items():
+            err.print(f"partial result: shard {name} did not answer ({reason})", highlight=False)
+        raise typer.Exit(PARTIAL_EXIT)
+
+
+async def _sharded(context: typer.Context) -> ShardedGateway:
+    gateway = await Gateway.connect(settings_of(context))
+    if not isinstance(gateway, ShardedGateway):
+        await gateway.close()
+        source = config_path(context) or default_config_path()
+        raise ConfigError("postgres.shards", "no shards are configured", source)
+    return gateway
+
+
+@shards_app.command("status")
+def status(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per shard: customers, orders and the largest outbox backlog; and the skew."""
+
+    async def work() -> ShardsStatus:
+        async with await _sharded(context) as gateway:
+            timeout = gateway.settings.postgres.shard_timeout_seconds
+            return await shards_status(gateway.pool, gateway.shards, timeout)
+
+    result = run(work)
+    if as_json:
+        out.print_json(json.dumps(result.as_json()))
+    else:
+        out.print(render.shards_table(result))
+
+
+@shards_app.command("plan")
+def plan(
+    context: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """How many existing customers the configured shards' placement would put on another shard
+    than the directory says (after adding, removing or reweighting shards). Moves nothing."""
+
+    async def work() -> Plan:
+        async with await _sharded(context) as gateway:
+            shards = [
+                Shard(name, shard.weight)
+                for name, shard in gateway.settings.postgres.shards.items()
+            ]
+            return plan_moves(await directory_entries(gateway.pool), shards)
+
+    result = run(work)
+    if as_json:
+        moves = [{"from": a, "to": b, "customers": n} for (a, b), n in result.moves.items()]
+        out.print_json(
+            json.dumps({"customers": result.customers, "moving": result.moving, "moves": moves})
+        )
+    else:
+        out.print(render.plan_table(result))
