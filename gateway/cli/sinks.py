@@ -12,7 +12,9 @@ from gateway.cli import render
 from gateway.cli.app import app, connection_of, dlq_app, err, out, run, settings_of, sinks_app
 from gateway.operations.health import sink_status_rows
 from gateway.operations.sinks import registered_sinks, unserved_warnings
+from gateway.postgres.database import connect
 from gateway.relay import tables
+from gateway.sharding.topology import databases, is_sharded
 
 
 @app.command("status")
@@ -20,19 +22,34 @@ def status(
     context: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered."""
+    """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered (in
+    sharded mode, of each database's outbox: the catalog's and every shard's)."""
+    settings = settings_of(context)
 
-    async def work() -> list[dict[str, object]]:
-        async with connection_of(context) as connection:
-            return await sink_status_rows(connection)
+    async def work() -> dict[str, list[dict[str, object]]]:
+        found: dict[str, list[dict[str, object]]] = {}
+        for database in databases(settings.postgres):
+            connection = await connect(database.postgres)
+            try:
+                found[database.name] = await sink_status_rows(connection)
+            finally:
+                await connection.close()
+        return found
 
-    rows = run(work)
-    for warning in unserved_warnings(rows, settings_of(context).enabled_sinks):
-        err.print(f"warning: {warning}", highlight=False)
+    per_database = run(work)
+    sharded = is_sharded(settings.postgres)
+    for name, rows in per_database.items():
+        for warning in unserved_warnings(rows, settings.enabled_sinks):
+            err.print(f"warning: {f'{name}: ' if sharded else ''}{warning}", highlight=False)
     if as_json:
-        out.print_json(json.dumps(rows))
-    else:
-        out.print(render.status_table(rows))
+        document = per_database if sharded else next(iter(per_database.values()))
+        out.print_json(json.dumps(document))
+        return
+    for name, rows in per_database.items():
+        table = render.status_table(rows)
+        if sharded:
+            table.title = name
+        out.print(table)
 
 
 @sinks_app.command("list")

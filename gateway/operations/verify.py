@@ -20,8 +20,10 @@ from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.operations.verify_log import LogDrift, verify_log
 from gateway.postgres.database import create_pool
+from gateway.postgres.migrations import DatabaseRole
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import streaming_replica
+from gateway.sharding.topology import databases, is_sharded
 
 
 class DriftCounts(TypedDict):
@@ -66,26 +68,34 @@ class Drift:
 
 
 async def verify(
-    pool: asyncpg.Pool, sink_name: str, sink: ReadBack, batch_size: int = 1_000
+    pool: asyncpg.Pool | Sequence[asyncpg.Pool],
+    sink_name: str,
+    sink: ReadBack,
+    batch_size: int = 1_000,
 ) -> Drift:
-    """Compare every order's (version, status, total) with what ``sink`` holds."""
+    """Compare every order's (version, status, total) with what ``sink`` holds; the orders
+    of one database, or of several (sharded mode's shards, each order in one of them)."""
+    pools = [pool] if isinstance(pool, asyncpg.Pool) else list(pool)
     drift = Drift(sink_name)
-    async with pool.acquire() as connection, connection.transaction(readonly=True):
-        batch: dict[str, tuple[ProjectedOrder, OrderSpan]] = {}
-        cursor = connection.cursor(query("orders_for_verification"), prefetch=batch_size)
-        async for row in cursor:
-            batch[row["id"]] = (
-                ProjectedOrder(row["version"], row["status"], row["total"]),
-                OrderSpan(row["created_at"], row["updated_at"]),
-            )
-            if len(batch) >= batch_size:
+    for source in pools:
+        async with source.acquire() as connection, connection.transaction(readonly=True):
+            batch: dict[str, tuple[ProjectedOrder, OrderSpan]] = {}
+            cursor = connection.cursor(query("orders_for_verification"), prefetch=batch_size)
+            async for row in cursor:
+                batch[row["id"]] = (
+                    ProjectedOrder(row["version"], row["status"], row["total"]),
+                    OrderSpan(row["created_at"], row["updated_at"]),
+                )
+                if len(batch) >= batch_size:
+                    await _compare(sink, batch, drift)
+                    batch = {}
+            if batch:
                 await _compare(sink, batch, drift)
-                batch = {}
-        if batch:
-            await _compare(sink, batch, drift)
     async for ids in sink.projected_ids(batch_size):
         valid = [i for i in ids if _is_uuid(i)]
-        known = await pool.fetchval(query("count_known_orders"), valid) if valid else 0
+        known = 0
+        for source in pools if valid else []:
+            known += await source.fetchval(query("count_known_orders"), valid)
         drift.extra += len(ids) - known
     return drift
 
@@ -165,20 +175,33 @@ async def verify_configured(
     unknown = [name for name in chosen if name not in settings.sinks]
     if unknown:
         raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
+    if from_replica and is_sharded(settings.postgres):
+        raise GatewayError("sharded mode has no replicas to verify from")
     sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
-    source = await streaming_replica(settings.postgres) if from_replica else settings.postgres
+    if from_replica:
+        sources = [(DatabaseRole.SINGLE, await streaming_replica(settings.postgres))]
+    else:
+        sources = [(database.role, database.postgres) for database in databases(settings.postgres)]
     results: list[Drift | LogDrift] = []
-    pool = await create_pool(source)
+    pools: dict[DatabaseRole, list[asyncpg.Pool]] = {}
     try:
+        for role, source in sources:
+            pools.setdefault(role, []).append(await create_pool(source))
+        every = [pool for role_pools in pools.values() for pool in role_pools]
+        with_orders = [
+            p for role, group in pools.items() if role != DatabaseRole.CATALOG for p in group
+        ]
         for name, candidate in sinks.items():
             if isinstance(candidate, ReadBack):
-                results.append(await verify(pool, name, candidate, batch_size))
+                results.append(await verify(with_orders, name, candidate, batch_size))
             elif isinstance(candidate, PublishedLog):
-                results.append(await verify_log(pool, name, candidate))
+                results.append(await verify_log(every, name, candidate))
             else:
                 raise GatewayError(f"sink {name!r} cannot be read back for verification")
     finally:
-        await pool.close()
+        for role_pools in pools.values():
+            for pool in role_pools:
+                await pool.close()
         for candidate in sinks.values():
             await candidate.close()
     return results

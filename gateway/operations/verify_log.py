@@ -7,6 +7,7 @@ read from their beginning to their current end, a fetch at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -82,17 +83,22 @@ class LogDrift:
         }
 
 
-async def verify_log(pool: asyncpg.Pool, sink_name: str, sink: PublishedLog) -> LogDrift:
-    """Compare the outbox's retained events with what ``sink``'s topics hold."""
+async def verify_log(
+    pool: asyncpg.Pool | Sequence[asyncpg.Pool], sink_name: str, sink: PublishedLog
+) -> LogDrift:
+    """Compare the outbox's retained events (of one database, or of every database of a
+    sharded deployment) with what ``sink``'s topics hold."""
+    pools = [pool] if isinstance(pool, asyncpg.Pool) else list(pool)
     expected: dict[str, bool] = {}
     topics: set[str] = set()
-    async with pool.acquire() as connection, connection.transaction(readonly=True):
-        async for row in connection.cursor(query("outbox_events_for_log_check"), sink_name):
-            topic = sink.topic_for(row["aggregate_type"])
-            if topic is None:
-                continue
-            topics.add(topic)
-            expected[row["event_id"]] = row["expected"]
+    for source in pools:
+        async with source.acquire() as connection, connection.transaction(readonly=True):
+            async for row in connection.cursor(query("outbox_events_for_log_check"), sink_name):
+                topic = sink.topic_for(row["aggregate_type"])
+                if topic is None:
+                    continue
+                topics.add(topic)
+                expected[row["event_id"]] = row["expected"]
     drift = LogDrift(sink_name)
     order = LogOrder()
     async for records in sink.published(topics):
