@@ -1,16 +1,42 @@
-"""Sharded mode against three real PostgreSQL servers: the catalog and two shards."""
+"""Sharded mode against three real PostgreSQL servers: the catalog on the main server and the
+shards ``alpha`` and ``beta`` on ``postgres-shard-a`` and ``postgres-shard-b``.
+
+Routing, the place-order saga with its writing process killed between steps and a shard
+stopped mid-run, the sweeper, cancellation, the scatter-gather report with a shard down, and
+the relay delivering every shard's events to the four real stores with no drift.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
+import asyncpg
 import pytest
 
-from gateway import Gateway, NotFound
+from gateway import Gateway, NotFound, OrderStatus
+from gateway.configuration.settings import Settings
+from gateway.operations.verify import verify
+from gateway.postgres.advisory_locks import AdvisoryLock
+from gateway.postgres.database import is_unavailability
 from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.order_ids import shard_tag, tag_of
-from tests.acceptance.sharding_support import ShardedDatabases, sharded_databases
+from gateway.sharding.relays import ShardedRelay
+from gateway.sharding.reservations import Settlement
+from gateway.sharding.status import shards_status
+from tests.acceptance import saga_crash_process
+from tests.acceptance.sharding_support import SHARD_SERVERS, ShardedDatabases, sharded_databases
 from tests.acceptance.shop import Shop
+from tests.acceptance.stores import STORES, drop_namespace, make_sink, store_settings
+from tests.relay_settings import FAST
+from tests.servers import start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +58,113 @@ def shop(gateway: ShardedGateway) -> Shop:
     return Shop(gateway)
 
 
+async def customers_on_each_shard(gateway: ShardedGateway, shop: Shop) -> dict[str, Any]:
+    """One new customer on each shard."""
+    found: dict[str, Any] = {}
+    while len(found) < len(gateway.shards):
+        customer = await shop.customer()
+        found.setdefault(await gateway.shard_of_customer(customer.id), customer)
+    return found
+
+
+async def reservation(gateway: ShardedGateway, order_id: uuid.UUID) -> str | None:
+    status: str | None = await gateway.pool.fetchval(
+        "SELECT status FROM inventory_reservations WHERE order_id = $1", order_id
+    )
+    return status
+
+
+async def time_passes(gateway: ShardedGateway) -> None:
+    """Stands in for postgres.reservation_seconds passing: every open reservation expires."""
+    await gateway.pool.execute(
+        "UPDATE inventory_reservations SET expires_at = now() WHERE status = 'held'"
+    )
+
+
+async def assert_units_conserved(gateway: ShardedGateway, initial: dict[uuid.UUID, int]) -> None:
+    """For every product: initial stock = inventory + units held by open reservations + units
+    in orders that exist and are not cancelled; and every committed reservation has its order."""
+    ids = list(initial)
+    stock = {
+        row["id"]: row["inventory_quantity"]
+        for row in await gateway.pool.fetch(
+            "SELECT id, inventory_quantity FROM products WHERE id = ANY($1)", ids
+        )
+    }
+    held: dict[uuid.UUID, int] = dict.fromkeys(ids, 0)
+    for row in await gateway.pool.fetch(
+        "SELECT product_ids, quantities FROM inventory_reservations WHERE status = 'held'"
+    ):
+        for product_id, quantity in zip(row["product_ids"], row["quantities"], strict=True):
+            if product_id in held:
+                held[product_id] += quantity
+    ordered: dict[uuid.UUID, int] = dict.fromkeys(ids, 0)
+    existing: set[uuid.UUID] = set()
+    for pool in gateway.shards.values():
+        for row in await pool.fetch(
+            """
+            SELECT order_items.product_id, order_items.quantity, orders.id, orders.status
+            FROM order_items JOIN orders ON orders.id = order_items.order_id
+            WHERE order_items.product_id = ANY($1)
+            """,
+            ids,
+        ):
+            existing.add(row["id"])
+            if row["status"] != "cancelled":
+                ordered[row["product_id"]] += row["quantity"]
+    for product_id, units in initial.items():
+        accounted = stock[product_id] + held[product_id] + ordered[product_id]
+        assert accounted == units, (product_id, stock[product_id], held[product_id], ordered)
+    committed = {
+        row["order_id"]
+        for row in await gateway.pool.fetch(
+            "SELECT order_id FROM inventory_reservations WHERE status = 'committed'"
+            " AND product_ids && $1",
+            ids,
+        )
+    }
+    assert committed <= existing
+
+
+def writer_environment(sharded: ShardedDatabases) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
+    env["FANOUT_POSTGRES_URL"] = sharded.catalog
+    env["FANOUT_POSTGRES_SHARDS"] = json.dumps({n: {"url": u} for n, u in sharded.shards.items()})
+    env["FANOUT_ORDERS_PAYMENT_TIMEOUT_SECONDS"] = "900"
+    return env
+
+
+async def kill_writer_at(
+    sharded: ShardedDatabases, boundary: str, request: dict[str, Any], argument: str
+) -> None:
+    """Run a writing process until it reaches ``boundary`` of the saga, then SIGKILL it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        saga_crash_process.__name__,
+        boundary,
+        json.dumps(request),
+        argument,
+        env=writer_environment(sharded),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert line.decode().strip() == boundary, (await process.stderr.read()).decode()  # type: ignore[union-attr]
+    finally:
+        process.kill()
+        await process.wait()
+
+
+# --- routing -----------------------------------------------------------------------------
+
+
 async def test_customers_and_their_orders_live_on_the_shard_the_directory_names(
     gateway: ShardedGateway, shop: Shop
 ) -> None:
-    placed = {name: 0 for name in gateway.shards}
+    placed = dict.fromkeys(gateway.shards, 0)
     product = await shop.product(stock=100)
     for _ in range(12):
         customer = await shop.customer()
@@ -47,18 +176,325 @@ async def test_customers_and_their_orders_live_on_the_shard_the_directory_names(
             here = await pool.fetchval("SELECT count(*) FROM orders WHERE id = $1", order.id)
             assert here == (1 if name == shard else 0)
         assert await gateway.get_order(order.id) == order
-        page = await gateway.customer_orders(customer.id)
-        assert [o.id for o in page.orders] == [order.id]
+        assert [o.id for o in (await gateway.customer_orders(customer.id)).orders] == [order.id]
+        assert [e.event_type for e in await gateway.order_events(order.id)] == ["order.placed"]
     assert all(count > 0 for count in placed.values()), placed
     assert await shop.stock(product) == 88
+    directory = await gateway.pool.fetchval("SELECT count(*) FROM customer_directory")
+    customers = sum(
+        [await p.fetchval("SELECT count(*) FROM customers") for p in gateway.shards.values()]
+    )
+    assert directory == customers
 
 
-async def test_an_order_id_of_no_shard_is_not_found(gateway: ShardedGateway) -> None:
-    import uuid
-
-    foreign = uuid.UUID(int=uuid.uuid4().int & ~(0xFFFF << 112))
-    if any(tag_of(foreign) == shard_tag(name) for name in gateway.shards):
-        foreign = uuid.UUID(int=foreign.int | (0xFFFF << 112))
+async def test_an_order_id_that_names_no_shard_is_not_found(gateway: ShardedGateway) -> None:
+    tags = {shard_tag(name) for name in gateway.shards}
+    free_tag = next(tag for tag in range(1 << 16) if tag not in tags)
+    foreign = uuid.UUID(int=(free_tag << 112) | (uuid.uuid4().int & ((1 << 112) - 1)))
     with pytest.raises(NotFound) as raised:
         await gateway.get_order(foreign)
     assert raised.value.field == "order_id"
+
+
+async def test_emails_are_unique_across_shards(gateway: ShardedGateway, shop: Shop) -> None:
+    from gateway import AlreadyExists
+
+    first = await shop.customer()
+    for _ in range(6):  # each attempt would land on a random shard
+        with pytest.raises(AlreadyExists):
+            await gateway.create_customer(
+                {"email": first.email, "first_name": "Again", "last_name": "Again"}
+            )
+
+
+# --- the saga ----------------------------------------------------------------------------
+
+
+async def test_an_order_the_shard_refuses_releases_its_reservation_at_once(
+    gateway: ShardedGateway, shop: Shop
+) -> None:
+    customer = await shop.customer()
+    shard = gateway.shards[await gateway.shard_of_customer(customer.id)]
+    product = await shop.product(stock=10)
+    await shard.execute(
+        """
+        CREATE OR REPLACE FUNCTION reject_marked_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.payload->>'notes' = 'reject me' THEN
+                RAISE EXCEPTION 'outbox rejected the event';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER reject_marked_event BEFORE INSERT ON outbox
+            FOR EACH ROW EXECUTE FUNCTION reject_marked_event();
+        """
+    )
+    before = await shop.counts()
+    try:
+        with pytest.raises(asyncpg.RaiseError):
+            await gateway.place_order(shop.order(customer, (product, 4), notes="reject me"))
+    finally:
+        await shard.execute(
+            "DROP TRIGGER reject_marked_event ON outbox; DROP FUNCTION reject_marked_event();"
+        )
+    assert await shop.counts() == before
+    assert await shop.stock(product) == 10
+    statuses = await gateway.pool.fetch(
+        "SELECT status FROM inventory_reservations WHERE $1 = ANY(product_ids)", product.id
+    )
+    assert [row["status"] for row in statuses] == ["released"]
+    events = await gateway.pool.fetch(
+        "SELECT event_type, version FROM outbox WHERE aggregate_type = 'reservation'"
+        " AND payload->'items'->0->>'product_id' = $1 ORDER BY id",
+        str(product.id),
+    )
+    assert [(e["event_type"], e["version"]) for e in events] == [
+        ("inventory.reserved", 1),
+        ("inventory.released", 2),
+    ]
+
+
+async def test_a_writer_killed_after_reserving_leaves_units_the_sweeper_releases(
+    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    request = shop.order(customer, (product, 3))
+
+    await kill_writer_at(sharded, saga_crash_process.AFTER_RESERVE, request, f"k-{uuid.uuid4()}")
+
+    assert await shop.stock(product) == 7
+    assert (await gateway.customer_orders(customer.id)).orders == []
+    await assert_units_conserved(gateway, {product.id: 10})
+    assert (await gateway.sweep()).total == 0  # not expired yet: it may still be created
+    await time_passes(gateway)
+    result = await gateway.sweep()
+    assert result.settled[Settlement.RELEASE] >= 1
+    assert await shop.stock(product) == 10
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_writer_killed_after_creating_the_order_is_committed_and_its_retry_replays(
+    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    request, key = shop.order(customer, (product, 2)), f"k-{uuid.uuid4()}"
+
+    await kill_writer_at(sharded, saga_crash_process.AFTER_CREATE, request, key)
+
+    [order] = (await gateway.customer_orders(customer.id)).orders
+    assert await reservation(gateway, order.id) == "held"
+    retried = await gateway.place_order_once(request, idempotency_key=key)
+    assert retried.replayed and retried.order.id == order.id
+    assert await shop.stock(product) == 8  # the retry reserved nothing
+    await time_passes(gateway)
+    assert (await gateway.sweep()).settled[Settlement.COMMIT] >= 1
+    assert await reservation(gateway, order.id) == "committed"
+    assert await shop.stock(product) == 8
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_retry_after_a_writer_died_before_creating_takes_over_its_reservation(
+    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    request, key = shop.order(customer, (product, 4)), f"k-{uuid.uuid4()}"
+
+    await kill_writer_at(sharded, saga_crash_process.AFTER_RESERVE, request, key)
+    retried = await gateway.place_order_once(request, idempotency_key=key)
+
+    assert not retried.replayed
+    assert await shop.stock(product) == 6  # the units the dead writer reserved, not 4 more
+    assert await reservation(gateway, retried.order.id) == "committed"
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_writer_killed_after_cancelling_leaves_the_return_to_the_sweeper(
+    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await gateway.place_order(shop.order(customer, (product, 5)))
+
+    await kill_writer_at(sharded, saga_crash_process.AFTER_CANCEL, {}, str(order.id))
+
+    assert (await gateway.get_order(order.id)).status is OrderStatus.CANCELLED
+    assert await shop.stock(product) == 5
+    assert (await gateway.sweep()).settled[Settlement.RETURN] >= 1
+    assert await shop.stock(product) == 10
+    assert await reservation(gateway, order.id) == "returned"
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_cancelling_returns_units_through_the_catalog_once(
+    gateway: ShardedGateway, shop: Shop
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await gateway.place_order(shop.order(customer, (product, 3)))
+    await gateway.transition(order.id, "cancelled")
+    assert await shop.stock(product) == 10
+    assert await reservation(gateway, order.id) == "returned"
+    await gateway.sweep()
+    assert await shop.stock(product) == 10
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_one_sweeper_at_a_time(gateway: ShardedGateway, shop: Shop) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await gateway.place_order(shop.order(customer, (product, 1)))
+    await gateway.pool.execute(
+        "UPDATE inventory_reservations SET status = 'held' WHERE order_id = $1", order.id
+    )
+    await time_passes(gateway)
+    async with gateway.pool.acquire() as other, other.transaction():
+        await other.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.SAGA_SWEEP)
+        assert (await gateway.sweep()).total == 0
+    assert (await gateway.sweep()).settled[Settlement.COMMIT] >= 1
+    assert await reservation(gateway, order.id) == "committed"
+
+
+@pytest.fixture
+def beta_restarted_after() -> Iterator[None]:
+    yield
+    start_server(SHARD_SERVERS["beta"])
+
+
+async def test_a_shard_stopped_mid_run_loses_no_units(
+    gateway: ShardedGateway,
+    shop: Shop,
+    beta_restarted_after: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Orders keep coming to both shards while beta stops; one of beta's is caught between
+    its reservation and its creation when the server goes."""
+    customers = await customers_on_each_shard(gateway, shop)
+    products = [await shop.product(stock=1_000) for _ in range(3)]
+    initial = {p.id: 1_000 for p in products}
+    outcomes: dict[str, list[str]] = {"placed": [], "failed": []}
+    twenty_on_beta, caught, server_gone = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    create = gateway._create_order
+
+    async def create_unless_caught(pool: asyncpg.Pool, *args: Any) -> Any:
+        if pool is gateway.shards["beta"] and twenty_on_beta.is_set() and not caught.is_set():
+            caught.set()
+            await server_gone.wait()
+        return await create(pool, *args)
+
+    monkeypatch.setattr(gateway, "_create_order", create_unless_caught)
+
+    async def place(shard: str, number: int) -> None:
+        lines = [(products[number % 3], 1 + number % 4), (products[(number + 1) % 3], 1)]
+        try:
+            await gateway.place_order(shop.order(customers[shard], *lines))
+            outcomes["placed"].append(shard)
+            if outcomes["placed"].count("beta") >= 20:
+                twenty_on_beta.set()
+        except Exception as error:
+            if not is_unavailability(error):
+                raise
+            outcomes["failed"].append(shard)
+
+    async def writers(shard: str) -> None:
+        number = 0
+        while not server_gone.is_set() or number < 80:
+            await asyncio.gather(*(place(shard, number + i) for i in range(4)))
+            number += 4
+
+    async def stop_beta_mid_run() -> None:
+        await caught.wait()
+        await asyncio.to_thread(stop_server, SHARD_SERVERS["beta"])
+        server_gone.set()
+
+    await asyncio.wait_for(
+        asyncio.gather(writers("alpha"), writers("beta"), stop_beta_mid_run()), 120
+    )
+    assert "beta" in outcomes["failed"]
+    assert outcomes["placed"].count("alpha") >= 80
+    # The caught order's units stay held: whether its shard committed it cannot be known.
+    held = "SELECT count(*) FROM inventory_reservations WHERE status = 'held' AND shard = $1"
+    assert await gateway.pool.fetchval(held, "beta") >= 1
+
+    await asyncio.to_thread(start_server, SHARD_SERVERS["beta"])
+    await time_passes(gateway)
+    for _ in range(3):  # the pool's connections to beta died with it: later sweeps reconnect
+        if not (await gateway.sweep()).unreachable:
+            break
+    assert await gateway.pool.fetchval(held, "beta") == 0
+    await assert_units_conserved(gateway, initial)
+
+
+# --- reads over every shard --------------------------------------------------------------
+
+
+async def test_the_report_merges_every_shard_and_says_when_one_is_missing(
+    beta_restarted_after: None,
+) -> None:
+    async with sharded_databases() as own, await sharded_gateway(own) as gateway:
+        shop = Shop(gateway)
+        customers = await customers_on_each_shard(gateway, shop)
+        product = await shop.product("10.00")
+        since = datetime.now(UTC) - timedelta(seconds=1)
+        for shard, count in (("alpha", 3), ("beta", 2)):
+            for _ in range(count):
+                await gateway.place_order(
+                    shop.order(customers[shard], (product, 1), customer_segment=shard)
+                )
+        until = datetime.now(UTC) + timedelta(seconds=1)
+
+        whole = await gateway.orders_report(since, until, "segment")
+        assert not whole.partial and whole.answered == ["alpha", "beta"]
+        by_segment = {row.bucket: (row.orders, row.revenue) for row in whole.rows}
+        # 10.00 + 8% tax + 5.00 shipping each
+        assert by_segment == {"alpha": (3, Decimal("47.40")), "beta": (2, Decimal("31.60"))}
+        [pending] = (await gateway.orders_report(since, until, "status")).rows
+        assert (pending.bucket, pending.orders) == ("pending", 5)
+
+        await asyncio.to_thread(stop_server, SHARD_SERVERS["beta"])
+        partial = await gateway.orders_report(since, until, "segment")
+        assert partial.partial and list(partial.missing) == ["beta"]
+        assert partial.answered == ["alpha"]
+        assert {row.bucket: row.orders for row in partial.rows} == {"alpha": 3}
+
+        status = await shards_status(gateway.pool, gateway.shards, 5)
+        assert status.counts["beta"] is None and "beta" in status.missing
+        assert status.counts["alpha"] is not None
+        await asyncio.to_thread(start_server, SHARD_SERVERS["beta"])
+
+
+async def sharded_gateway(sharded: ShardedDatabases, **postgres: object) -> ShardedGateway:
+    connected = await Gateway.connect(sharded.settings(**postgres))
+    assert isinstance(connected, ShardedGateway)
+    return connected
+
+
+# --- the relay -----------------------------------------------------------------------------
+
+
+async def test_the_relay_delivers_every_shards_events_to_the_stores_with_no_drift() -> None:
+    async with sharded_databases() as own:
+        tag = uuid.uuid4().hex[:10]
+        sinks = {kind: store_settings(kind, tag) for kind in STORES}
+        configured = Settings.model_validate({"postgres": {"url": own.catalog}, "sinks": sinks})
+        settings = own.settings().model_copy(update={"relay": FAST, "sinks": configured.sinks})
+        readers = {kind: make_sink(kind, tag) for kind in STORES}
+        try:
+            async with await sharded_gateway(own) as gateway:
+                shop = Shop(gateway)
+                customers = await customers_on_each_shard(gateway, shop)
+                product = await shop.product(stock=1_000)
+                orders = []
+                for shard in ("alpha", "beta", "alpha", "beta", "beta"):
+                    order = await gateway.place_order(shop.order(customers[shard], (product, 2)))
+                    orders.append(await gateway.transition(order.id, "confirmed"))
+                await gateway.transition(orders[0].id, "cancelled")
+                async with await ShardedRelay.connect(settings) as relay:
+                    await asyncio.wait_for(relay.run(until_idle=True), 120)
+                for kind, reader in readers.items():
+                    drift = await verify(list(gateway.shards.values()), kind, reader)  # type: ignore[arg-type]
+                    assert drift.clean and drift.matched == 5, (kind, drift)
+                status = await shards_status(gateway.pool, gateway.shards, 5)
+                assert all(c is not None and c.backlog == 0 for c in status.counts.values())
+        finally:
+            for reader in readers.values():
+                try:
+                    await drop_namespace(reader)
+                finally:
+                    await reader.close()
