@@ -16,6 +16,7 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.api.server import LOG_FORMAT
 from gateway.configuration.settings import Settings, load_settings
@@ -91,10 +92,12 @@ def run(
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(work())  # type: ignore[arg-type]
     except ConfigError as error:
-        err.print(f"[red]configuration error:[/red] {error}", markup=True, highlight=False)
+        err.print(
+            f"[red]configuration error:[/red] {escape(str(error))}", markup=True, highlight=False
+        )
         raise typer.Exit(2) from None
     except GatewayError as error:
-        err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 

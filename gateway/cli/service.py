@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from prometheus_client import start_http_server
+from rich.markup import escape
 
 from gateway.api.server import api_server, serve_until_stopped, serve_with_workers
 from gateway.cli.app import app, config_path, configure_logging, err, out, run, settings_of
@@ -145,7 +146,7 @@ def serve(
     try:
         started = serve_until_stopped(server)
     except GatewayError as error:
-        err.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     if not started:
         raise typer.Exit(1)

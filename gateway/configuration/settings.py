@@ -87,15 +87,19 @@ class PostgresSettings(_Section):
             return [url.strip() for url in value.split(",") if url.strip()]
         return value
 
-    @pydantic.model_validator(mode="after")
-    def _sharding_is_consistent(self) -> PostgresSettings:
-        if not self.shards:
-            return self
-        if self.replicas:
+    @field_validator("shards")
+    @classmethod
+    def _shards_are_distinct(
+        cls, shards: dict[str, ShardSettings], info: pydantic.ValidationInfo
+    ) -> dict[str, ShardSettings]:
+        if not shards:
+            return shards
+        if info.data.get("replicas"):
             raise ValueError("replicas and shards cannot be combined yet; configure one of them")
-        urls = [self.url.get_secret_value()]
+        catalog = info.data.get("url")
+        urls = [catalog.get_secret_value()] if catalog is not None else []
         tags: dict[int, str] = {}
-        for name, shard in self.shards.items():
+        for name, shard in shards.items():
             if name == "catalog":
                 raise ValueError("a shard may not be called 'catalog', the catalog's name")
             url = shard.url.get_secret_value()
@@ -112,7 +116,7 @@ class PostgresSettings(_Section):
                     "rename one of them"
                 )
             tags[tag] = name
-        return self
+        return shards
 
 
 class PricingSettings(_Section):
