@@ -17,6 +17,7 @@ from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.placement import Shard
 from gateway.sharding.plan import Plan, directory_entries, plan_moves
 from gateway.sharding.status import ShardsStatus, shards_status
+from gateway.sharding.topology import is_sharded
 from gateway.write_path.gateway import Gateway
 
 shards_app = typer.Typer(
@@ -72,11 +73,12 @@ def report(
 
 
 async def _sharded(context: typer.Context) -> ShardedGateway:
-    gateway = await Gateway.connect(settings_of(context))
-    if not isinstance(gateway, ShardedGateway):
-        await gateway.close()
+    settings = settings_of(context)
+    if not is_sharded(settings.postgres):
         source = config_path(context) or default_config_path()
         raise ConfigError("postgres.shards", "no shards are configured", source)
+    gateway = await Gateway.connect(settings)
+    assert isinstance(gateway, ShardedGateway)
     return gateway
 
 

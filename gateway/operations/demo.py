@@ -7,6 +7,7 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 from gateway.postgres.queries import query
+from gateway.sharding.gateway import ShardedGateway
 from gateway.write_path.gateway import Gateway
 from gateway.write_path.models import Order
 
@@ -41,9 +42,11 @@ async def walk_demo_order(gateway: Gateway, order: Order) -> Order:
 
 
 async def _demo_customer(gateway: Gateway) -> tuple[UUID, UUID, UUID]:
-    row = await gateway.pool.fetchrow(query("get_demo_customer"), DEMO_EMAIL)
-    if row is not None:
-        return row["id"], row["billing_id"], row["shipping_id"]
+    holders = gateway.shards.values() if isinstance(gateway, ShardedGateway) else [gateway.pool]
+    for pool in holders:
+        row = await pool.fetchrow(query("get_demo_customer"), DEMO_EMAIL)
+        if row is not None:
+            return row["id"], row["billing_id"], row["shipping_id"]
     address = {"street_address": "1 Example Street", "city": "Springfield", "postal_code": "12345"}
     customer = await gateway.create_customer(
         {

@@ -40,8 +40,9 @@ class ShardedDatabases:
 
 
 @asynccontextmanager
-async def sharded_databases() -> AsyncIterator[ShardedDatabases]:
-    """Fresh catalog and shard databases, migrated for their roles, dropped on the way out."""
+async def sharded_databases(*, migrated: bool = True) -> AsyncIterator[ShardedDatabases]:
+    """Fresh catalog and shard databases (migrated for their roles unless told not to),
+    dropped on the way out."""
     name = f"fanout_sharded_{uuid.uuid4().hex[:10]}"
     servers = {"catalog": server_url("postgres")} | {
         shard: server_url(service) for shard, service in SHARD_SERVERS.items()
@@ -54,7 +55,7 @@ async def sharded_databases() -> AsyncIterator[ShardedDatabases]:
             await admin.close()
     urls = {role: database_url(server, name) for role, server in servers.items()}
     found = ShardedDatabases(urls.pop("catalog"), urls)
-    for database in databases(found.settings().postgres):
+    for database in databases(found.settings().postgres) if migrated else []:
         connection = await asyncpg.connect(database.postgres.url.get_secret_value())
         try:
             await MigrationRunner(connection, discover_migrations(database.role)).apply()

@@ -1,0 +1,88 @@
+"""The ``fanout`` commands in sharded mode, run as a user runs them, over the catalog and two
+shards on three real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.acceptance.sharding_support import ShardedDatabases, sharded_databases
+
+
+@pytest.fixture(scope="module")
+async def unmigrated() -> AsyncIterator[ShardedDatabases]:
+    async with sharded_databases(migrated=False) as found:
+        yield found
+
+
+def fanout(databases: ShardedDatabases, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
+    env["FANOUT_POSTGRES_URL"] = databases.catalog
+    env["FANOUT_POSTGRES_SHARDS"] = json.dumps(
+        {name: {"url": url} for name, url in databases.shards.items()}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True
+    )
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def test_the_commands_of_sharded_mode(unmigrated: ShardedDatabases) -> None:
+    before = as_json(fanout(unmigrated, "migrate", "status", "--json"))
+    assert set(before) == {"catalog", "alpha", "beta"}
+    assert all(m["state"] == "pending" for rows in before.values() for m in rows)
+
+    migrated = fanout(unmigrated, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "catalog: applied 0010_customer_directory_and_reservations" in migrated.stdout
+    assert "alpha: applied 0011_shard_orders" in migrated.stdout
+    assert "beta: applied 0011_shard_orders" in migrated.stdout
+    after = as_json(fanout(unmigrated, "migrate", "status", "--json"))
+    assert all(m["state"] == "applied" for rows in after.values() for m in rows)
+    assert "shard_orders" not in {m["name"] for m in after["catalog"]}
+    assert "customer_directory_and_reservations" not in {m["name"] for m in after["alpha"]}
+    assert "up to date" in fanout(unmigrated, "migrate").stdout
+
+    placed = as_json(fanout(unmigrated, "demo", "--orders", "3", "--walk", "--json"))
+    again = as_json(fanout(unmigrated, "demo", "--orders", "2", "--json"))
+    assert len({order["customer_id"] for order in placed + again}) == 1
+
+    status = as_json(fanout(unmigrated, "shards", "status", "--json"))
+    shards = status["shards"]
+    assert sum(s["customers"] for s in shards.values()) == 1
+    assert sum(s["orders"] for s in shards.values()) == 5
+    assert sum(s["directory_customers"] for s in shards.values()) == 1
+    assert status["skew"]["customers"] == 2.0  # one customer on one of two shards
+
+    plan = as_json(fanout(unmigrated, "shards", "plan", "--json"))
+    assert plan == {"customers": 1, "moving": 0, "moves": []}
+
+    report = as_json(fanout(unmigrated, "report", "--group-by", "status", "--json"))
+    assert not report["partial"] and report["answered"] == ["alpha", "beta"]
+    assert {row["bucket"]: row["orders"] for row in report["rows"]} == {
+        "delivered": 1,
+        "pending": 4,
+    }
+
+    per_database = as_json(fanout(unmigrated, "status", "--json"))
+    assert set(per_database) == {"catalog", "alpha", "beta"}
+
+
+def test_shard_commands_need_shards(tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
+    env["FANOUT_POSTGRES_URL"] = "postgresql://fanout:fanout@127.0.0.1:1/none"
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "shards", "plan"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "postgres.shards: no shards are configured" in result.stderr
