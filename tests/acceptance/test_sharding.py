@@ -35,6 +35,7 @@ from tests.acceptance import saga_crash_process
 from tests.acceptance.sharding_support import SHARD_SERVERS, ShardedDatabases, sharded_databases
 from tests.acceptance.shop import Shop
 from tests.acceptance.stores import STORES, drop_namespace, make_sink, store_settings
+from tests.eventually import eventually
 from tests.relay_settings import FAST
 from tests.servers import start_server, stop_server
 
@@ -498,3 +499,39 @@ async def test_the_relay_delivers_every_shards_events_to_the_stores_with_no_drif
                     await drop_namespace(reader)
                 finally:
                     await reader.close()
+
+
+async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_units() -> None:
+    async with sharded_databases() as own, await sharded_gateway(own) as gateway:
+        shop = Shop(gateway)
+        customers = await customers_on_each_shard(gateway, shop)
+        product = await shop.product(stock=10)
+        orders = [
+            await gateway.place_order(shop.order(customer, (product, 2)))
+            for customer in customers.values()
+        ]
+        for order in orders:  # stands in for the payment timeout passing
+            await gateway.shards[gateway.shard_of_order(order.id)].execute(
+                "UPDATE orders SET payment_due_at = now() - interval '1 second' WHERE id = $1",
+                order.id,
+            )
+        assert await shop.stock(product) == 6
+        fast = FAST.model_copy(update={"payment_sweep_interval_seconds": 0.05})
+        memory = {"postgres": {"url": own.catalog}, "sinks": {"memory": {"type": "memory"}}}
+        sinks = Settings.model_validate(memory).sinks
+        settings = own.settings().model_copy(update={"relay": fast, "sinks": sinks})
+        async with await ShardedRelay.connect(settings) as relay:
+            running = asyncio.create_task(relay.run())
+
+            async def restocked() -> bool:
+                return await shop.stock(product) == 10
+
+            try:
+                await eventually(restocked)
+            finally:
+                relay.stop()
+                await running
+        for order in orders:
+            assert (await gateway.get_order(order.id)).status is OrderStatus.CANCELLED
+            assert await reservation(gateway, order.id) == "returned"
+        await assert_units_conserved(gateway, {product.id: 10})
