@@ -155,12 +155,15 @@ class ShardedGateway(Gateway):
         shard = await self._directory.shard_of(order_request.customer_id)
         pool = self._shards[shard]
         async with pool.acquire() as connection:
+            inputs = await orders.customer_inputs(connection, order_request, PLACE_ORDER_SCOPE, key)
             if key is not None:
-                earlier = await self._earlier_order(connection, key, fingerprint)
+                earlier = idempotency.earlier_resource(
+                    inputs["request_hash"], inputs["resource_id"], key, fingerprint
+                )
                 if earlier is not None:
-                    return PlacedOrder(earlier, True)
+                    return PlacedOrder(await orders.fetch_order(connection, earlier), True)
             try:
-                await orders.check_customer_inputs(connection, order_request)
+                orders.check_customer_inputs(inputs, order_request)
             except NotFound as missing:
                 await self._refuse_foreign_address(missing, order_request)
                 raise
@@ -191,13 +194,6 @@ class ShardedGateway(Gateway):
                     f"address {missing.entity_id} does not belong to customer "
                     f"{request.customer_id}",
                 ) from None
-
-    async def _earlier_order(
-        self, connection: Connection, key: str, fingerprint: str
-    ) -> Order | None:
-        """The order an earlier request with ``key`` created, if its key is still kept."""
-        existing = await idempotency.kept(connection, PLACE_ORDER_SCOPE, key, fingerprint)
-        return await orders.fetch_order(connection, existing) if existing is not None else None
 
     async def _reserve(
         self, shard: str, request: PlaceOrderRequest, key: str | None, fingerprint: str
@@ -272,8 +268,7 @@ class ShardedGateway(Gateway):
         raise ReservationLapsed(order.id)
 
     async def _settle(self, order_id: UUID, settlement: Settlement) -> bool:
-        async with self._pool.acquire() as connection, connection.transaction():
-            return await reservations.settle(connection, order_id, settlement)
+        return await sweeper.settle_one(self._pool, order_id, settlement)
 
     def _report_databases(self) -> dict[str, asyncpg.Pool]:
         return dict(self._shards)

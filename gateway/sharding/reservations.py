@@ -3,8 +3,8 @@
 A reservation takes an order's units in the catalog before the order exists in its shard,
 keyed by the order's id. It is ``held`` until the order is known to exist (``committed``), and
 gives its units back when the order was never created (``released``) or is cancelled
-(``returned``). Each change appends its event to the catalog's outbox in the same transaction:
-``inventory.reserved``, ``inventory.committed``, ``inventory.released``, ``inventory.returned``.
+(``returned``). Each change of inventory appends its event to the catalog's outbox in the same
+transaction: ``inventory.reserved``, ``inventory.released``, ``inventory.returned``.
 These functions run inside a transaction the caller opened on the catalog.
 """
 
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
-
-import asyncpg
 
 from gateway.errors import IdempotencyConflict
 from gateway.postgres import outbox
@@ -67,9 +65,10 @@ class Settlement(StrEnum):
         return self is not Settlement.COMMIT
 
     @property
-    def event_type(self) -> str:
-        """The event it appends."""
-        return f"inventory.{self.target.value}"
+    def event_type(self) -> str | None:
+        """The event it appends: none for a commit, which the order's own ``order.placed``
+        in its shard already tells (so that it is one statement, on every order's path)."""
+        return f"inventory.{self.target.value}" if self.restores_units else None
 
 
 class KeySettledMeanwhile(Exception):
@@ -117,30 +116,27 @@ async def reserve(
         if earlier is not None:
             return earlier
     quantities = [item.quantity for item in request.items]
-    try:
-        # A savepoint around the products' locks too: rolling it back releases them, so that
-        # waiting for the other attempt's reservation below holds no product.
-        async with connection.transaction():
-            locked = await connection.fetch(query("lock_products_to_reserve"), product_ids)
-            products = {row["id"]: row for row in locked}
-            check_products(request, products)
-            await connection.execute(
-                query("insert_reservation"),
-                order_id,
-                shard,
-                request.customer_id,
-                product_ids,
-                quantities,
-                key.key if key else None,
-                key.fingerprint if key else None,
-                seconds,
-            )
-    except asyncpg.UniqueViolationError:
-        # A concurrent attempt with the same key reserved first (and has committed).
+    locked = await connection.fetch(query("lock_products_to_reserve"), product_ids)
+    products = {row["id"]: row for row in locked}
+    check_products(request, products)
+    reserved = await connection.fetchval(
+        query("insert_reservation"),
+        order_id,
+        shard,
+        request.customer_id,
+        product_ids,
+        quantities,
+        key.key if key else None,
+        key.fingerprint if key else None,
+        seconds,
+    )
+    if reserved is None:
+        # A concurrent attempt with the same key reserved first (and has committed): no lock
+        # is waited for while holding the products (every path locks products first).
         assert key is not None
         earlier = await _held_with_key(connection, key, product_ids)
         if earlier is None:
-            raise KeySettledMeanwhile(key.key) from None
+            raise KeySettledMeanwhile(key.key)
         return earlier
     lines = [
         {"product_id": str(pid), "quantity": quantity}
@@ -154,6 +150,7 @@ async def reserve(
 async def settle(connection: Connection, order_id: UUID, settlement: Settlement) -> bool:
     """Apply ``settlement`` to the reservation of ``order_id``, giving its units back when it
     says so; False (and nothing written) when the reservation is in no status it applies to.
+    A settlement that restores units must run in a transaction; a commit is one statement.
 
     The products are locked before the reservation, as ``reserve`` locks them before it
     inserts one: the other order deadlocks with a reservation of the same key waiting on this
@@ -169,11 +166,14 @@ async def settle(connection: Connection, order_id: UUID, settlement: Settlement)
         order_id,
         settlement.sources,
         settlement.target.value,
+        settlement.event_type is not None,
     )
     if row is None:
         return False
     if settlement.restores_units:
         await connection.execute(query("restore_units"), row["product_ids"], row["quantities"])
+    if settlement.event_type is None:
+        return True
     lines = [
         {"product_id": str(pid), "quantity": quantity}
         for pid, quantity in zip(row["product_ids"], row["quantities"], strict=True)

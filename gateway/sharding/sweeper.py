@@ -119,6 +119,10 @@ async def settle_expired(
 
 
 async def settle_one(catalog: asyncpg.Pool, order_id: UUID, settlement: Settlement) -> bool:
-    """Apply ``settlement`` to one reservation in a transaction of its own."""
-    async with catalog.acquire() as connection, connection.transaction():
-        return await reservations.settle(connection, order_id, settlement)
+    """Apply ``settlement`` to one reservation (in a transaction of its own when it gives
+    units back; a commit is one statement)."""
+    async with catalog.acquire() as connection:
+        if not settlement.restores_units:
+            return await reservations.settle(connection, order_id, settlement)
+        async with connection.transaction():
+            return await reservations.settle(connection, order_id, settlement)

@@ -107,16 +107,17 @@ async def claim(
     return existing
 
 
-async def kept(connection: Connection, scope: str, key: str, fingerprint: str) -> UUID | None:
-    """The resource an earlier request with ``key`` created, while the key is kept (not
-    expired); ``IdempotencyConflict`` when that request differs."""
-    row = await connection.fetchrow(query("get_kept_idempotency_key"), scope, key)
-    if row is None:
+def earlier_resource(
+    request_hash: str | None, resource_id: UUID | None, key: str, fingerprint: str
+) -> UUID | None:
+    """The resource an earlier request with ``key`` created (its kept key's ``request_hash``
+    and ``resource_id``, both ``None`` when no key is kept); ``IdempotencyConflict`` when that
+    request differs."""
+    if resource_id is None:
         return None
-    if row["request_hash"] != fingerprint:
+    if request_hash != fingerprint:
         raise IdempotencyConflict(key)
-    existing: UUID = row["resource_id"]
-    return existing
+    return resource_id
 
 
 async def purge_expired(connection: Connection) -> int:

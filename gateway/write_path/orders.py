@@ -142,23 +142,27 @@ async def insert_order(
     return order, customer
 
 
-async def check_customer_inputs(connection: Connection, request: PlaceOrderRequest) -> None:
-    """The order's customer exists and is active, and both addresses are the customer's: what
-    the shard alone can check, before the catalog reserves units (sharded mode)."""
-    rows = await connection.fetch(
-        query("lock_order_inputs"),
+async def customer_inputs(
+    connection: Connection, request: PlaceOrderRequest, key_scope: str, key: str | None
+) -> asyncpg.Record:
+    """What the shard alone can check of a new order before the catalog reserves its units
+    (sharded mode), in one round trip: the customer, the given addresses and whose they are,
+    and the earlier request's ``request_hash`` and ``resource_id`` while ``key`` is kept."""
+    return await fetch_required(
+        connection,
+        query("customer_inputs"),
         request.customer_id,
         list({request.billing_address_id, request.shipping_address_id}),
-        [],
-        None,
-        None,
-        None,
-        None,
-        None,
+        key_scope,
+        key,
     )
-    first = rows[0]
-    _active_customer(first, request.customer_id)
-    check_addresses(request, dict(zip(first["address_ids"], first["address_owners"], strict=True)))
+
+
+def check_customer_inputs(row: Row, request: PlaceOrderRequest) -> None:
+    """The order's customer exists and is active, and both addresses are the customer's (a
+    :func:`customer_inputs` row)."""
+    _active_customer(row, request.customer_id)
+    check_addresses(request, dict(zip(row["address_ids"], row["address_owners"], strict=True)))
 
 
 @dataclass(frozen=True)
@@ -348,7 +352,7 @@ async def _customer_summary(connection: Connection, customer_id: UUID) -> Custom
     return CustomerSummary(row["id"], row["email"], row["first_name"], row["last_name"])
 
 
-def _active_customer(row: asyncpg.Record, customer_id: UUID) -> CustomerSummary:
+def _active_customer(row: Row, customer_id: UUID) -> CustomerSummary:
     """The customer of a ``lock_order_inputs`` row, which must exist and be active."""
     if row["customer_id"] is None:
         raise NotFound("customer", customer_id, field="customer_id")

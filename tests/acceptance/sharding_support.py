@@ -30,11 +30,11 @@ class ShardedDatabases:
 
     def settings(self, **postgres: object) -> Settings:
         """Settings over these databases (``postgres`` overrides that section's keys)."""
+        keys: dict[str, object] = {"pool_max_size": 30, **postgres}
         section = PostgresSettings(
             url=self.catalog,
-            pool_max_size=30,
             shards={name: {"url": url} for name, url in self.shards.items()},
-            **postgres,
+            **keys,
         )
         return Settings(postgres=section)
 

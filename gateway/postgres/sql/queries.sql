@@ -55,11 +55,6 @@ RETURNING key;
 -- name: get_idempotency_key
 SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2;
 
--- name: get_kept_idempotency_key
-SELECT request_hash, resource_id
-FROM idempotency_keys
-WHERE scope = $1 AND key = $2 AND expires_at > now();
-
 -- name: purge_expired_idempotency_keys
 DELETE FROM idempotency_keys WHERE expires_at <= now();
 
@@ -847,24 +842,31 @@ FOR UPDATE;
 
 -- name: insert_reservation
 -- Takes the units of products already locked (lock_products_to_reserve) for order $1 and
--- records them, open for $8 seconds.
-WITH taken AS (
+-- records them, open for $8 seconds; nothing (no row) when another open reservation holds
+-- the idempotency key $6.
+WITH reserved AS (
+    INSERT INTO inventory_reservations (
+        order_id, shard, customer_id, product_ids, quantities, idempotency_key, request_hash,
+        expires_at
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8::float8))
+    ON CONFLICT (idempotency_key) WHERE status = 'held' AND idempotency_key IS NOT NULL
+        DO NOTHING
+    RETURNING order_id
+),
+taken AS (
     UPDATE products
     SET inventory_quantity = products.inventory_quantity - line.quantity, updated_at = now()
     FROM unnest($4::uuid[], $5::integer[]) AS line (id, quantity)
-    WHERE products.id = line.id
+    WHERE products.id = line.id AND EXISTS (SELECT 1 FROM reserved)
 )
-INSERT INTO inventory_reservations (
-    order_id, shard, customer_id, product_ids, quantities, idempotency_key, request_hash,
-    expires_at
-)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8::float8))
-RETURNING order_id;
+SELECT order_id FROM reserved;
 
 -- name: settle_reservation
--- Moves reservation $1 from one of the statuses $2 to $3; no row when it is in none of them.
+-- Moves reservation $1 from one of the statuses $2 to $3 (a new version when $4: the change
+-- has an event); no row when it is in none of them.
 UPDATE inventory_reservations
-SET status = $3, version = version + 1, settled_at = now()
+SET status = $3, version = version + $4::boolean::integer, settled_at = now()
 WHERE order_id = $1 AND status = ANY($2::text[])
 RETURNING order_id, shard, customer_id, product_ids, quantities, version;
 
@@ -894,6 +896,21 @@ LIMIT $1;
 SELECT order_id, shard, product_ids, quantities
 FROM inventory_reservations
 WHERE status = ANY($1::text[]);
+
+-- name: customer_inputs
+-- A new order's customer (null columns when it does not exist), its given addresses ($2) and
+-- whose they are, and idempotency key ($3 scope, $4 key) while an earlier request keeps it.
+SELECT customers.id AS customer_id, customers.email, customers.first_name, customers.last_name,
+       customers.is_active AS customer_is_active,
+       ARRAY(SELECT a.id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
+           AS address_ids,
+       ARRAY(SELECT a.customer_id FROM addresses AS a WHERE a.id = ANY($2::uuid[]) ORDER BY a.id)
+           AS address_owners,
+       kept.request_hash, kept.resource_id
+FROM (VALUES ($1::uuid)) AS wanted (id)
+LEFT JOIN customers ON customers.id = wanted.id
+LEFT JOIN idempotency_keys AS kept
+    ON kept.scope = $3 AND kept.key = $4::text AND kept.expires_at > now();
 
 -- name: address_exists
 SELECT EXISTS (SELECT 1 FROM addresses WHERE id = $1);
