@@ -22,6 +22,7 @@ from gateway.api.server import LOG_FORMAT
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.postgres.database import connect
+from gateway.sharding.topology import databases
 
 T = TypeVar("T")
 
@@ -71,10 +72,27 @@ def settings_of(context: typer.Context) -> Settings:
     return load_settings(config_path(context))
 
 
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Sharded mode: the catalog's outbox ('catalog', the default) or a shard's (its name).",
+    ),
+]
+
+
 @asynccontextmanager
-async def connection_of(context: typer.Context) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the configured PostgreSQL, closed on the way out."""
-    connection = await connect(settings_of(context).postgres)
+async def connection_of(
+    context: typer.Context, database: str | None = None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the configured PostgreSQL (in sharded mode, to ``database``: the
+    catalog by default, or a shard), closed on the way out."""
+    known = databases(settings_of(context).postgres)
+    chosen = known[0] if database is None else next((d for d in known if d.name == database), None)
+    if chosen is None:
+        names = ", ".join(d.name for d in known)
+        raise GatewayError(f"no database named {database!r} (the databases: {names})")
+    connection = await connect(chosen.postgres)
     try:
         yield connection
     finally:

@@ -15,6 +15,7 @@ from gateway.operations.doctor_tables import render as render_doctor_report
 from gateway.operations.verify import Drift, verify_configured
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.database import create_pool
+from gateway.sharding.topology import order_databases
 
 
 @app.command("doctor")
@@ -88,8 +89,14 @@ def verify_events(context: typer.Context, batch_size: int, as_json: bool) -> Non
     """``verify --events``: every order against the fold of its stream."""
 
     async def work() -> FoldCheck:
-        async with await create_pool(settings_of(context).postgres) as pool:
-            return await check_folds(pool, batch_size)
+        pools = []
+        try:
+            for database in order_databases(settings_of(context).postgres):
+                pools.append(await create_pool(database.postgres))
+            return await check_folds(pools, batch_size)
+        finally:
+            for pool in pools:
+                await pool.close()
 
     check = run(work)
     if as_json:

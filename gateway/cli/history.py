@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from typing import Annotated
-from uuid import UUID
 
 import typer
 
 from gateway.cli import render
-from gateway.cli.app import app, connection_of, out, run
-from gateway.errors import ValidationError
-from gateway.history.store import OrderEvent, read_stream
+from gateway.cli.app import app, out, run, settings_of
+from gateway.history.store import OrderEvent
+from gateway.write_path.gateway import Gateway
 
 
 @app.command("events")
@@ -23,12 +22,8 @@ def events_command(
     """An order's events in version order: its whole history."""
 
     async def work() -> list[OrderEvent]:
-        try:
-            target = UUID(order_id)
-        except ValueError:
-            raise ValidationError.single("order_id", f"{order_id!r} is not a valid UUID") from None
-        async with connection_of(context) as connection:
-            return await read_stream(connection, target)
+        async with await Gateway.connect(settings_of(context)) as gateway:
+            return await gateway.order_events(order_id)
 
     events = run(work)
     if as_json:

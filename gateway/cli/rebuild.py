@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
 from gateway.backoff import Backoff
-from gateway.cli.app import app, config_path, connection_of, err, out, run, settings_of
+from gateway.cli.app import (
+    DatabaseOption,
+    app,
+    config_path,
+    connection_of,
+    err,
+    out,
+    run,
+    settings_of,
+)
 from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.operations.backfill import BackfillResult, backfill
 from gateway.operations.rewind import RewindPlan, plan_rewind, rewind
+from gateway.sharding.topology import is_sharded, order_databases
 
 
 @app.command("backfill")
@@ -42,7 +53,7 @@ def backfill_command(
 
     changed_since = _time(since)
 
-    async def work() -> BackfillResult:
+    async def work() -> list[BackfillResult]:
         settings = settings_of(context)
         if sink not in settings.sinks:
             source = config_path(context) or default_config_path()
@@ -54,40 +65,63 @@ def backfill_command(
                 await target.start()
             except Exception as error:  # any client's own error: the store cannot be used
                 raise GatewayError(f"sink {sink!r} cannot be started: {error!r}") from None
-            async with await create_pool(settings.postgres) as pool:
-                with Progress(
-                    "[progress.description]{task.description}",
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeRemainingColumn(),
-                    console=err,
-                    transient=True,
-                ) as bar:
-                    task = bar.add_task(f"backfill {sink}", total=None)
-                    return await backfill(
-                        pool,
-                        target,
-                        since=changed_since,
-                        rate=rate,
-                        batch_size=batch_size,
-                        restart=restart,
-                        backoff=Backoff(relay.backoff_initial_seconds, relay.backoff_max_seconds),
-                        max_attempts=relay.max_attempts,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    )
+            results = []
+            # In sharded mode each shard's orders in turn, each shard resuming on its own.
+            for database in order_databases(settings.postgres):
+                async with await create_pool(database.postgres) as pool:
+                    with Progress(
+                        "[progress.description]{task.description}",
+                        BarColumn(),
+                        MofNCompleteColumn(),
+                        TimeRemainingColumn(),
+                        console=err,
+                        transient=True,
+                    ) as bar:
+                        task = bar.add_task(f"backfill {sink}", total=None)
+                        results.append(
+                            await backfill(
+                                pool,
+                                target,
+                                since=changed_since,
+                                rate=rate,
+                                batch_size=batch_size,
+                                restart=restart,
+                                backoff=Backoff(
+                                    relay.backoff_initial_seconds, relay.backoff_max_seconds
+                                ),
+                                max_attempts=relay.max_attempts,
+                                progress=partial(_advance, bar, task),
+                            )
+                        )
+            return results
         finally:
             await target.close()
 
-    result = run(work)
+    results = run(work)
+    sharded = is_sharded(settings_of(context).postgres)
+    names = [database.name for database in order_databases(settings_of(context).postgres)]
     if as_json:
-        out.print_json(json.dumps(result.as_json()))
+        documents = [result.as_json() for result in results]
+        if sharded:
+            out.print_json(json.dumps(dict(zip(names, documents, strict=True))))
+        else:
+            out.print_json(json.dumps(documents[0]))
     else:
-        resumed = f" (resumed after {result.resumed_after:,})" if result.resumed_after else ""
-        out.print(f"backfill of {sink}: {result.orders:,} orders sent{resumed}", highlight=False)
-        for failure in result.first_failures or []:
-            err.print(f"refused by the store: {failure}", highlight=False)
-    if result.permanent_failures:
+        for name, result in zip(names, results, strict=True):
+            resumed = f" (resumed after {result.resumed_after:,})" if result.resumed_after else ""
+            where = f" from {name}" if sharded else ""
+            out.print(
+                f"backfill of {sink}{where}: {result.orders:,} orders sent{resumed}",
+                highlight=False,
+            )
+            for failure in result.first_failures or []:
+                err.print(f"refused by the store: {failure}", highlight=False)
+    if any(result.permanent_failures for result in results):
         raise typer.Exit(1)
+
+
+def _advance(bar: Progress, task: TaskID, done: int, total: int) -> None:
+    bar.update(task, completed=done, total=total)
 
 
 @app.command("rewind")
@@ -102,6 +136,7 @@ def rewind_command(
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Move a sink's positions back so that the relay delivers the events the outbox keeps
     since a time again; refused while a relay serves the sink."""
@@ -109,11 +144,11 @@ def rewind_command(
     assert since is not None
 
     async def planned() -> RewindPlan:
-        async with connection_of(context) as connection:
+        async with connection_of(context, database) as connection:
             return await plan_rewind(connection, sink, since)
 
     async def rewound() -> RewindPlan:
-        async with connection_of(context) as connection:
+        async with connection_of(context, database) as connection:
             return await rewind(connection, sink, since)
 
     plan = run(planned)

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from gateway.cli import render
-from gateway.cli.app import app, connection_of, dlq_app, err, out, run, settings_of, sinks_app
+from gateway.cli.app import (
+    DatabaseOption,
+    app,
+    connection_of,
+    dlq_app,
+    err,
+    out,
+    run,
+    settings_of,
+    sinks_app,
+)
 from gateway.operations.health import sink_status_rows
 from gateway.operations.sinks import registered_sinks, unserved_warnings
 from gateway.postgres.database import connect
@@ -55,12 +65,13 @@ def status(
 @sinks_app.command("list")
 def sinks_list(
     context: typer.Context,
+    database: DatabaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Every sink with positions in the outbox: configured here or not, served or not."""
 
     async def work() -> list[dict[str, Any]]:
-        async with connection_of(context) as connection:
+        async with connection_of(context, database) as connection:
             return await registered_sinks(connection, settings_of(context).enabled_sinks)
 
     rows = run(work)
@@ -74,6 +85,7 @@ def sinks_list(
 def sinks_retire(
     context: typer.Context,
     name: Annotated[str, typer.Argument(help="The sink to retire.")],
+    database: DatabaseOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a sink no relay serves any more: its positions, leases and dead letters, so
@@ -91,7 +103,7 @@ def sinks_retire(
         raise typer.Exit(1)
 
     async def work() -> tables.RetiredSink:
-        async with connection_of(context) as connection:
+        async with connection_of(context, database) as connection:
             return await tables.retire_sink(connection, name)
 
     retired = run(work)
@@ -107,12 +119,13 @@ def dlq_list(
     context: typer.Context,
     sink: Annotated[str | None, typer.Option(help="Only this sink's dead letters.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 100,
+    database: DatabaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List dead letters not yet replayed, oldest first, with the reason and last error."""
 
     async def work() -> list[dict[str, Any]]:
-        async with connection_of(context) as connection:
+        async with connection_of(context, database) as connection:
             return await tables.list_dead_letters(connection, sink, limit)
 
     letters = run(work)
@@ -128,6 +141,7 @@ def dlq_replay(
     sink: Annotated[str, typer.Option(help="The sink whose dead letters to replay.")],
     event: Annotated[uuid.UUID | None, typer.Option(help="Replay only this event id.")] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    database: DatabaseOption = None,
 ) -> None:
     """Ask the relays to deliver dead letters again (after the cause was fixed)."""
     if (event is None) == (not replay_all):
@@ -135,7 +149,7 @@ def dlq_replay(
         raise typer.Exit(2)
 
     async def work() -> int:
-        async with connection_of(context) as connection:
+        async with connection_of(context, database) as connection:
             return await tables.request_replay(connection, sink, event)
 
     count = run(work)

@@ -84,9 +84,18 @@ class FoldCheck:
             self.examples.append({"order_id": str(order_id), "problem": problem})
 
 
-async def check_folds(pool: asyncpg.Pool, batch_size: int = 1_000) -> FoldCheck:
-    """Fold every order's stream and compare it with the order, ``batch_size`` at a time."""
+async def check_folds(
+    pool: asyncpg.Pool | Sequence[asyncpg.Pool], batch_size: int = 1_000
+) -> FoldCheck:
+    """Fold every order's stream and compare it with the order, ``batch_size`` at a time (in
+    one database, or in each of several: sharded mode's shards)."""
     check = FoldCheck()
+    for source in [pool] if isinstance(pool, asyncpg.Pool) else pool:
+        await _check_database(source, batch_size, check)
+    return check
+
+
+async def _check_database(pool: asyncpg.Pool, batch_size: int, check: FoldCheck) -> None:
     after: UUID | None = None
     while True:
         async with (
@@ -95,7 +104,7 @@ async def check_folds(pool: asyncpg.Pool, batch_size: int = 1_000) -> FoldCheck:
         ):
             rows = await connection.fetch(query("orders_for_fold_check"), after, batch_size)
             if not rows:
-                return check
+                return
             ids = [row["id"] for row in rows]
             events = await connection.fetch(query("order_streams"), ids)
         streams = {

@@ -38,3 +38,8 @@ def databases(postgres: PostgresSettings) -> list[Database]:
         settings = postgres.model_copy(update={"url": shard.url, "shards": {}})
         found.append(Database(name, DatabaseRole.SHARD, settings))
     return found
+
+
+def order_databases(postgres: PostgresSettings) -> list[Database]:
+    """The databases that hold orders: the one database, or every shard."""
+    return [database for database in databases(postgres) if database.role != DatabaseRole.CATALOG]

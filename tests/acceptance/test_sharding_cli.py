@@ -77,6 +77,19 @@ async def test_the_commands_of_sharded_mode(unmigrated: ShardedDatabases) -> Non
     per_database = as_json(fanout(unmigrated, "status", "--json"))
     assert set(per_database) == {"catalog", "alpha", "beta"}
 
+    folds = as_json(fanout(unmigrated, "verify", "--events", "--json"))
+    assert folds["checked"] == folds["matched"] == 5
+    walked = as_json(fanout(unmigrated, "events", placed[0]["id"], "--json"))
+    assert [event["version"] for event in walked] == [1, 2, 3, 4, 5]
+    backfilled = as_json(fanout(unmigrated, "backfill", "--sink", "memory", "--json"))
+    assert set(backfilled) == {"alpha", "beta"}
+    assert sum(result["orders"] for result in backfilled.values()) == 5
+    home = next(name for name, shard in shards.items() if shard["customers"] == 1)
+    assert as_json(fanout(unmigrated, "dlq", "list", "--database", home, "--json")) == []
+    unknown = fanout(unmigrated, "dlq", "list", "--database", "gamma")
+    assert unknown.returncode == 1
+    assert "no database named 'gamma' (the databases: catalog, alpha, beta)" in unknown.stderr
+
 
 def test_shard_commands_need_shards(tmp_path: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
