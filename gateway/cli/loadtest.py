@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from gateway.cli.app import app, config_path, err, out, run, settings_of
+from gateway.configuration.settings import default_config_path
+from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.loadtest.model import LoadReport
@@ -168,6 +170,13 @@ def loadtest(
 
     async def work() -> LoadReport:
         settings = settings_of(context)
+        if settings.postgres.shards:
+            raise ConfigError(
+                "postgres.shards",
+                "fanout loadtest measures one database; run it without shards "
+                "(bench/sharding.py measures sharded mode)",
+                config_path(context) or default_config_path(),
+            )
         control = RunControl()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, control.interrupt)
         with ProgressDisplay(out, plan) as display:

@@ -179,7 +179,7 @@ class ShardedGateway(Gateway):
             await self._settle(reservation.order_id, Settlement.RELEASE)
             return placed
         if not await self._settle(reservation.order_id, Settlement.COMMIT):
-            await self._confirm_committed(shard, placed.order)
+            await self._confirm_committed(placed.order)
         return placed
 
     async def _refuse_foreign_address(self, missing: NotFound, request: PlaceOrderRequest) -> None:
@@ -256,7 +256,7 @@ class ShardedGateway(Gateway):
             await outbox.append_order_events(connection, [event])
         return PlacedOrder(order, False)
 
-    async def _confirm_committed(self, shard: str, order: Order) -> None:
+    async def _confirm_committed(self, order: Order) -> None:
         """Saga step 3 found the reservation not held: committed by a concurrent attempt (or
         the sweeper), which is fine, or released by the sweeper before the order existed, in
         which case the order has no units and is cancelled."""

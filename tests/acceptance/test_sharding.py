@@ -535,3 +535,27 @@ async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_
             assert (await gateway.get_order(order.id)).status is OrderStatus.CANCELLED
             assert await reservation(gateway, order.id) == "returned"
         await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_an_order_created_after_its_reservation_lapsed_is_cancelled(
+    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.errors import ReservationLapsed
+
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    create = gateway._create_order
+
+    async def create_after_the_sweeper(*args: Any) -> Any:
+        await time_passes(gateway)  # the shard is slower than reservation_seconds
+        assert (await gateway.sweep()).settled[Settlement.RELEASE] >= 1
+        return await create(*args)
+
+    monkeypatch.setattr(gateway, "_create_order", create_after_the_sweeper)
+    with pytest.raises(ReservationLapsed) as lapsed:
+        await gateway.place_order(shop.order(customer, (product, 3)))
+
+    order = await gateway.get_order(lapsed.value.order_id)  # type: ignore[arg-type]
+    assert order.status is OrderStatus.CANCELLED
+    assert await reservation(gateway, order.id) == "released"
+    assert await shop.stock(product) == 10
+    await assert_units_conserved(gateway, {product.id: 10})
