@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -117,6 +118,25 @@ def run(
     except GatewayError as error:
         err.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
+
+
+def iso_time(text: str, option: str, *, naive_is_utc: bool = False) -> datetime:
+    """``text`` as an ISO 8601 time with its offset (or, with ``naive_is_utc``, a date or time
+    without one, taken as UTC); else exit 2 naming ``option``."""
+    try:
+        value: datetime | None = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is not None and value.tzinfo is None and naive_is_utc:
+        value = value.replace(tzinfo=UTC)
+    if value is None or value.tzinfo is None:
+        err.print(
+            f"error: {option}: {text!r} is not an ISO 8601 time with its offset "
+            "(e.g. 2026-11-30T10:00:00Z)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    return value
 
 
 def configure_logging(level: str) -> None:

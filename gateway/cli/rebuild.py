@@ -18,6 +18,7 @@ from gateway.cli.app import (
     config_path,
     connection_of,
     err,
+    iso_time,
     out,
     run,
     settings_of,
@@ -183,17 +184,4 @@ def _print_plan(plan: RewindPlan, as_json: bool, *, done: bool) -> None:
 
 
 def _time(text: str | None, option: str = "--since") -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        err.print(
-            f"error: {option}: {text!r} is not an ISO 8601 time with its offset "
-            "(e.g. 2026-11-30T10:00:00Z)",
-            highlight=False,
-        )
-        raise typer.Exit(2)
-    return value
+    return iso_time(text, option) if text is not None else None

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli import render
-from gateway.cli.app import app, config_path, err, out, run, settings_of
+from gateway.cli.app import app, config_path, err, iso_time, out, run, settings_of
 from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError
 from gateway.operations.report import GroupBy, OrdersReport
@@ -28,24 +28,12 @@ app.add_typer(shards_app, name="shards", no_args_is_help=True)
 PARTIAL_EXIT = 3
 
 
-def _when(value: str | None, default: datetime, option: str) -> datetime:
-    if value is None:
-        return default
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO date or time", param_hint=option
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 @app.command("report")
 def report(
     context: typer.Context,
     since: Annotated[
         str | None,
-        typer.Option(help="Start, ISO date or time (default: 30 days ago; UTC unless given)."),
+        typer.Option(help="Start, ISO date or time (default: 30 days ago; UTC unless it says)."),
     ] = None,
     until: Annotated[str | None, typer.Option(help="End, exclusive (default: now).")] = None,
     group_by: Annotated[GroupBy, typer.Option(help="What each row is.")] = GroupBy.STATUS,
@@ -54,8 +42,8 @@ def report(
     """Orders and revenue over a period, grouped, over every shard. Exits 3 when a shard did
     not answer: the result is partial, and says which shards are missing."""
     now = datetime.now(UTC)
-    start = _when(since, now - timedelta(days=30), "--since")
-    end = _when(until, now, "--until")
+    start = iso_time(since, "--since", naive_is_utc=True) if since else now - timedelta(days=30)
+    end = iso_time(until, "--until", naive_is_utc=True) if until else now
 
     async def work() -> OrdersReport:
         async with await Gateway.connect(settings_of(context)) as gateway:

@@ -34,7 +34,6 @@ from gateway.sharding.saga import release_at_once
 from gateway.sharding.topology import databases
 from gateway.write_path import customers, idempotency, orders
 from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
-from gateway.write_path.lifecycle import ORDER_PLACED
 from gateway.write_path.models import Customer, CustomerRequest, Order, PlaceOrderRequest
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
 from gateway.write_path.validation import parse
@@ -137,28 +136,26 @@ class ShardedGateway(Gateway):
     async def _place(
         self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
     ) -> PlacedOrder:
-        order_request = parse(PlaceOrderRequest, request)
-        self._check_order_limits(order_request)
-        key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-        fingerprint = idempotency.request_fingerprint(order_request) if key is not None else ""
+        order_request, claim = self._parse_placement(request, idempotency_key)
         for _ in range(PLACE_ATTEMPTS - 1):
             try:
-                return await self._place_once(order_request, key, fingerprint)
+                return await self._place_once(order_request, claim)
             except reservations.KeySettledMeanwhile:
                 continue
-        return await self._place_once(order_request, key, fingerprint)
+        return await self._place_once(order_request, claim)
 
     async def _place_once(
-        self, order_request: PlaceOrderRequest, key: str | None, fingerprint: str
+        self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
     ) -> PlacedOrder:
         """The saga, once: replay or check in the shard, reserve, create, commit."""
         shard = await self._directory.shard_of(order_request.customer_id)
         pool = self._shards[shard]
         async with pool.acquire() as connection:
+            key = claim.key if claim is not None else None
             inputs = await orders.customer_inputs(connection, order_request, PLACE_ORDER_SCOPE, key)
-            if key is not None:
+            if claim is not None:
                 earlier = idempotency.earlier_resource(
-                    inputs["request_hash"], inputs["resource_id"], key, fingerprint
+                    inputs["request_hash"], inputs["resource_id"], claim.key, claim.fingerprint
                 )
                 if earlier is not None:
                     return PlacedOrder(await orders.fetch_order(connection, earlier), True)
@@ -167,9 +164,9 @@ class ShardedGateway(Gateway):
             except NotFound as missing:
                 await self._refuse_foreign_address(missing, order_request)
                 raise
-        reservation = await self._reserve(shard, order_request, key, fingerprint)
+        reservation = await self._reserve(shard, order_request, claim)
         try:
-            placed = await self._create_order(pool, reservation, order_request, key, fingerprint)
+            placed = await self._create_order(pool, reservation, order_request, claim)
         except BaseException as error:
             if release_at_once(error) and not reservation.reused:
                 await self._settle(reservation.order_id, Settlement.RELEASE)
@@ -196,11 +193,11 @@ class ShardedGateway(Gateway):
                 ) from None
 
     async def _reserve(
-        self, shard: str, request: PlaceOrderRequest, key: str | None, fingerprint: str
+        self, shard: str, request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
     ) -> Reservation:
         """Saga step 1: take the units in the catalog."""
         order_id = new_order_id(shard_tag(shard))
-        reservation_key = ReservationKey(key, fingerprint) if key is not None else None
+        reservation_key = ReservationKey(claim.key, claim.fingerprint) if claim else None
         seconds = self._settings.postgres.reservation_seconds
         async with self._pool.acquire() as connection, connection.transaction():
             return await reservations.reserve(
@@ -212,49 +209,13 @@ class ShardedGateway(Gateway):
         pool: asyncpg.Pool,
         reservation: Reservation,
         request: PlaceOrderRequest,
-        key: str | None,
-        fingerprint: str,
+        claim: idempotency.KeyClaim | None,
     ) -> PlacedOrder:
         """Saga step 2: the order, its key and ``order.placed`` in the customer's shard."""
-        claim = (
-            idempotency.KeyClaim(
-                PLACE_ORDER_SCOPE, key, fingerprint, self._settings.idempotency.retention_seconds
-            )
-            if key is not None
-            else None
-        )
-        settings = self._settings.orders
         async with pool.acquire() as connection, connection.transaction():
-            try:
-                order, customer = await orders.insert_order(
-                    connection,
-                    reservation.order_id,
-                    request,
-                    self._pricing,
-                    settings.number_prefix,
-                    settings.payment_timeout_seconds,
-                    claim,
-                    reservation.products,
-                )
-            except idempotency.KeyTaken:
-                assert claim is not None
-                existing = await idempotency.holder(connection, claim, reservation.order_id)
-                if existing is not None:
-                    return PlacedOrder(await orders.fetch_order(connection, existing), True)
-                order, customer = await orders.insert_order(
-                    connection,
-                    reservation.order_id,
-                    request,
-                    self._pricing,
-                    settings.number_prefix,
-                    settings.payment_timeout_seconds,
-                    None,
-                    reservation.products,
-                )
-            headers = {"idempotency_key": key} if key is not None else None
-            event = orders.order_event(order, ORDER_PLACED, customer, headers=headers)
-            await outbox.append_order_events(connection, [event])
-        return PlacedOrder(order, False)
+            return await self._insert_placed(
+                connection, reservation.order_id, request, claim, reservation.products
+            )
 
     async def _confirm_committed(self, order: Order) -> None:
         """Saga step 3 found the reservation not held: committed by a concurrent attempt (or

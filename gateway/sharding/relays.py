@@ -42,11 +42,6 @@ class ShardedRelay:
             raise
         return cls(relays, settings.relay.payment_sweep_interval_seconds)
 
-    @property
-    def ready(self) -> bool:
-        """Whether every database's relay has taken its first leases."""
-        return all(relay.ready.is_set() for relay in self.relays.values())
-
     async def sweep(self) -> sweeper.SweepResult:
         """One sweep of the saga's expired reservations and queued returns."""
         pools = {name: relay.pool for name, relay in self.relays.items() if relay.pool}
@@ -64,14 +59,22 @@ class ShardedRelay:
             upkeep.every(self._sweep_interval_seconds, "reservations settled", sweep_count),
             name="relay-saga-sweep",
         )
+        runs = [
+            asyncio.create_task(relay.run(until_idle=until_idle), name=f"relay-{name}")
+            for name, relay in self.relays.items()
+        ]
         try:
-            await asyncio.gather(
-                *(relay.run(until_idle=until_idle) for relay in self.relays.values())
-            )
+            await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+            # One database's relay failing stops the others: the process exits as one.
+            self.stop()
+            outcomes = await asyncio.gather(*runs, return_exceptions=True)
         finally:
             self.stop()
             sweeping.cancel()
             await asyncio.gather(sweeping, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def stop(self) -> None:
         """Stop every database's relay."""

@@ -152,9 +152,8 @@ async def settle(connection: Connection, order_id: UUID, settlement: Settlement)
     says so; False (and nothing written) when the reservation is in no status it applies to.
     A settlement that restores units must run in a transaction; a commit is one statement.
 
-    The products are locked before the reservation, as ``reserve`` locks them before it
-    inserts one: the other order deadlocks with a reservation of the same key waiting on this
-    one's index entry.
+    The products are locked before the reservation's row, the order ``reserve`` takes too
+    (it locks them before inserting a row), so that no two of them wait on each other.
     """
     if settlement.restores_units:
         product_ids = await connection.fetchval(query("reservation_products"), order_id)

@@ -169,37 +169,12 @@ class Gateway:
     async def _place(
         self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
     ) -> PlacedOrder:
-        order_request = parse(PlaceOrderRequest, request)
-        self._check_order_limits(order_request)
-        key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-        claim = (
-            idempotency.KeyClaim(
-                PLACE_ORDER_SCOPE,
-                key,
-                idempotency.request_fingerprint(order_request),
-                self._settings.idempotency.retention_seconds,
-            )
-            if key is not None
-            else None
-        )
+        order_request, claim = self._parse_placement(request, idempotency_key)
         order_id = uuid4()
         async with self._pool.acquire() as connection:
             async with connection.transaction():
-                try:
-                    order, customer = await self._insert_order(
-                        connection, order_id, order_request, claim
-                    )
-                except idempotency.KeyTaken:
-                    assert claim is not None
-                    existing = await idempotency.holder(connection, claim, order_id)
-                    if existing is not None:
-                        earlier = await orders.fetch_order(connection, existing)
-                        return PlacedOrder(await self._committed(connection, earlier), True)
-                    order, customer = await self._insert_order(connection, order_id, order_request)
-                headers = {"idempotency_key": key} if key is not None else None
-                event = orders.order_event(order, ORDER_PLACED, customer, headers=headers)
-                await outbox.append_order_events(connection, [event])
-            return PlacedOrder(await self._committed(connection, order), False)
+                placed = await self._insert_placed(connection, order_id, order_request, claim)
+            return PlacedOrder(await self._committed(connection, placed.order), placed.replayed)
 
     async def transition(
         self,
@@ -423,12 +398,56 @@ class Gateway:
             record._consistency_token = format_token(parse_lsn(position))
         return record
 
+    def _parse_placement(
+        self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
+    ) -> tuple[PlaceOrderRequest, idempotency.KeyClaim | None]:
+        """The request, checked against the limits, and the claim of its key (if given)."""
+        order_request = parse(PlaceOrderRequest, request)
+        self._check_order_limits(order_request)
+        if idempotency_key is None:
+            return order_request, None
+        claim = idempotency.KeyClaim(
+            PLACE_ORDER_SCOPE,
+            idempotency.validate_key(idempotency_key),
+            idempotency.request_fingerprint(order_request),
+            self._settings.idempotency.retention_seconds,
+        )
+        return order_request, claim
+
+    async def _insert_placed(
+        self,
+        connection: Connection,
+        order_id: UUID,
+        request: PlaceOrderRequest,
+        claim: idempotency.KeyClaim | None,
+        reserved: Mapping[UUID, orders.Row] | None = None,
+    ) -> PlacedOrder:
+        """In the caller's transaction: order ``order_id`` with ``order.placed``, claiming the
+        key; or, when an earlier request holds the key, that request's order (replayed)."""
+        try:
+            order, customer = await self._insert_order(
+                connection, order_id, request, claim, reserved
+            )
+        except idempotency.KeyTaken:
+            assert claim is not None
+            existing = await idempotency.holder(connection, claim, order_id)
+            if existing is not None:
+                return PlacedOrder(await orders.fetch_order(connection, existing), True)
+            order, customer = await self._insert_order(
+                connection, order_id, request, None, reserved
+            )
+        headers = {"idempotency_key": claim.key} if claim is not None else None
+        event = orders.order_event(order, ORDER_PLACED, customer, headers=headers)
+        await outbox.append_order_events(connection, [event])
+        return PlacedOrder(order, False)
+
     async def _insert_order(
         self,
         connection: Connection,
         order_id: UUID,
         request: PlaceOrderRequest,
-        claim: idempotency.KeyClaim | None = None,
+        claim: idempotency.KeyClaim | None,
+        reserved: Mapping[UUID, orders.Row] | None,
     ) -> tuple[Order, orders.CustomerSummary]:
         return await orders.insert_order(
             connection,
@@ -438,6 +457,7 @@ class Gateway:
             self._settings.orders.number_prefix,
             self._settings.orders.payment_timeout_seconds,
             claim,
+            reserved,
         )
 
     def _check_order_limits(self, request: PlaceOrderRequest) -> None:

@@ -4,15 +4,16 @@ database on each of two more servers (``postgres-shard-a``, ``postgres-shard-b``
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
 
-from gateway import MigrationRunner, Settings
+from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
 from gateway.postgres.migrations import discover_migrations
+from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.topology import databases
 from tests.acceptance.conftest import database_url
 from tests.servers import server_url
@@ -47,12 +48,7 @@ async def sharded_databases(*, migrated: bool = True) -> AsyncIterator[ShardedDa
     servers = {"catalog": server_url("postgres")} | {
         shard: server_url(service) for shard, service in SHARD_SERVERS.items()
     }
-    for server in servers.values():
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
+    await _on_each(servers.values(), f'CREATE DATABASE "{name}"')
     urls = {role: database_url(server, name) for role, server in servers.items()}
     found = ShardedDatabases(urls.pop("catalog"), urls)
     for database in databases(found.settings().postgres) if migrated else []:
@@ -64,9 +60,20 @@ async def sharded_databases(*, migrated: bool = True) -> AsyncIterator[ShardedDa
     try:
         yield found
     finally:
-        for server in servers.values():
-            admin = await asyncpg.connect(server)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+        await _on_each(servers.values(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _on_each(servers: Iterable[str], statement: str) -> None:
+    for server in servers:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()
+
+
+async def connect_sharded(databases: ShardedDatabases, **postgres: object) -> ShardedGateway:
+    """A sharded gateway over ``databases`` (``postgres`` overrides that section's keys)."""
+    connected = await Gateway.connect(databases.settings(**postgres))
+    assert isinstance(connected, ShardedGateway)
+    return connected

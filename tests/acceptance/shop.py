@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -121,3 +123,33 @@ class Shop:
             )
             found.extend(dict(row) for row in rows)
         return found
+
+
+REJECTED_NOTES = "reject me"
+"""The notes of an order whose ``order.placed`` :func:`outbox_rejecting` refuses."""
+
+
+@asynccontextmanager
+async def outbox_rejecting(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """While open, the outbox of ``pool``'s database refuses (raises on) an event whose payload
+    has the notes :data:`REJECTED_NOTES`: a failure after an order's rows, inside its
+    transaction."""
+    await pool.execute(
+        f"""
+        CREATE FUNCTION reject_marked_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.payload->>'notes' = '{REJECTED_NOTES}' THEN
+                RAISE EXCEPTION 'outbox rejected the event';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER reject_marked_event BEFORE INSERT ON outbox
+            FOR EACH ROW EXECUTE FUNCTION reject_marked_event();
+        """
+    )
+    try:
+        yield
+    finally:
+        await pool.execute(
+            "DROP TRIGGER reject_marked_event ON outbox; DROP FUNCTION reject_marked_event();"
+        )

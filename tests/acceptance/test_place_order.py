@@ -17,7 +17,7 @@ from gateway import (
     OrderStatus,
     ValidationError,
 )
-from tests.acceptance.shop import Shop
+from tests.acceptance.shop import REJECTED_NOTES, Shop, outbox_rejecting
 
 
 async def test_places_an_order_with_its_items_totals_and_event(shop: Shop) -> None:
@@ -156,30 +156,13 @@ async def test_a_failure_after_the_order_rows_rolls_everything_back(shop: Shop) 
     """The outbox insert fails last: the order, its items and the inventory change go too."""
     customer = await shop.customer()
     product = await shop.product(stock=10)
-    await shop.gateway.pool.execute(
-        """
-        CREATE FUNCTION reject_marked_event() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.payload->>'notes' = 'reject me' THEN
-                RAISE EXCEPTION 'outbox rejected the event';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER reject_marked_event BEFORE INSERT ON outbox
-            FOR EACH ROW EXECUTE FUNCTION reject_marked_event();
-        """
-    )
     before = await shop.counts()
-    try:
+    async with outbox_rejecting(shop.gateway.pool):
         with pytest.raises(asyncpg.RaiseError):
             await shop.gateway.place_order(
-                shop.order(customer, (product, 4), notes="reject me"),
+                shop.order(customer, (product, 4), notes=REJECTED_NOTES),
                 idempotency_key=f"rollback-{uuid.uuid4()}",
             )
-    finally:
-        await shop.gateway.pool.execute(
-            "DROP TRIGGER reject_marked_event ON outbox; DROP FUNCTION reject_marked_event();"
-        )
     assert await shop.counts() == before
     assert await shop.stock(product) == 10
 

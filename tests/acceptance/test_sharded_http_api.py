@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway import Gateway
-from gateway.sharding.gateway import ShardedGateway
 from tests.acceptance.api_process import ApiServer, api_server, write_config
-from tests.acceptance.sharding_support import ShardedDatabases, sharded_databases
+from tests.acceptance.sharding_support import ShardedDatabases, connect_sharded, sharded_databases
 from tests.acceptance.shop import Shop
 
 # Collected again here, over this module's sharded server and gateway.
@@ -57,9 +56,7 @@ async def server(
 
 @pytest.fixture(scope="module")
 async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
-    connected = await Gateway.connect(sharded.settings())
-    assert isinstance(connected, ShardedGateway)
-    async with connected:
+    async with await connect_sharded(sharded) as connected:
         yield connected
 
 

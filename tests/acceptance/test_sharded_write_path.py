@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway import Gateway
-from gateway.sharding.gateway import ShardedGateway
-from tests.acceptance.sharding_support import sharded_databases
+from tests.acceptance.sharding_support import connect_sharded, sharded_databases
 from tests.acceptance.shop import Shop
 
 # Collected again here, over this module's sharded gateway.
@@ -66,11 +65,8 @@ from tests.acceptance.test_transitions import (  # noqa: F401
 @pytest.fixture(scope="module")
 async def gateway() -> AsyncIterator[Gateway]:
     """A sharded gateway over fresh catalog and shard databases."""
-    async with sharded_databases() as found:
-        connected = await Gateway.connect(found.settings())
-        assert isinstance(connected, ShardedGateway)
-        async with connected:
-            yield connected
+    async with sharded_databases() as found, await connect_sharded(found) as connected:
+        yield connected
 
 
 @pytest.fixture

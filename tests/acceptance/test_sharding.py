@@ -21,8 +21,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway import Gateway, NotFound, OrderStatus
+from gateway import AlreadyExists, NotFound, OrderStatus
 from gateway.configuration.settings import Settings
+from gateway.errors import ReservationLapsed
 from gateway.operations.verify import verify
 from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.database import is_unavailability
@@ -32,8 +33,13 @@ from gateway.sharding.relays import ShardedRelay
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.status import shards_status
 from tests.acceptance import saga_crash_process
-from tests.acceptance.sharding_support import SHARD_SERVERS, ShardedDatabases, sharded_databases
-from tests.acceptance.shop import Shop
+from tests.acceptance.sharding_support import (
+    SHARD_SERVERS,
+    ShardedDatabases,
+    connect_sharded,
+    sharded_databases,
+)
+from tests.acceptance.shop import REJECTED_NOTES, Shop, outbox_rejecting
 from tests.acceptance.stores import STORES, drop_namespace, make_sink, store_settings
 from tests.eventually import eventually
 from tests.relay_settings import FAST
@@ -48,9 +54,7 @@ async def sharded() -> AsyncIterator[ShardedDatabases]:
 
 @pytest.fixture(scope="module")
 async def gateway(sharded: ShardedDatabases) -> AsyncIterator[ShardedGateway]:
-    connected = await Gateway.connect(sharded.settings())
-    assert isinstance(connected, ShardedGateway)
-    async with connected:
+    async with await connect_sharded(sharded) as connected:
         yield connected
 
 
@@ -198,8 +202,6 @@ async def test_an_order_id_that_names_no_shard_is_not_found(gateway: ShardedGate
 
 
 async def test_emails_are_unique_across_shards(gateway: ShardedGateway, shop: Shop) -> None:
-    from gateway import AlreadyExists
-
     first = await shop.customer()
     for _ in range(6):  # each attempt would land on a random shard
         with pytest.raises(AlreadyExists):
@@ -217,27 +219,10 @@ async def test_an_order_the_shard_refuses_releases_its_reservation_at_once(
     customer = await shop.customer()
     shard = gateway.shards[await gateway.shard_of_customer(customer.id)]
     product = await shop.product(stock=10)
-    await shard.execute(
-        """
-        CREATE OR REPLACE FUNCTION reject_marked_event() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.payload->>'notes' = 'reject me' THEN
-                RAISE EXCEPTION 'outbox rejected the event';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER reject_marked_event BEFORE INSERT ON outbox
-            FOR EACH ROW EXECUTE FUNCTION reject_marked_event();
-        """
-    )
     before = await shop.counts()
-    try:
+    async with outbox_rejecting(shard):
         with pytest.raises(asyncpg.RaiseError):
-            await gateway.place_order(shop.order(customer, (product, 4), notes="reject me"))
-    finally:
-        await shard.execute(
-            "DROP TRIGGER reject_marked_event ON outbox; DROP FUNCTION reject_marked_event();"
-        )
+            await gateway.place_order(shop.order(customer, (product, 4), notes=REJECTED_NOTES))
     assert await shop.counts() == before
     assert await shop.stock(product) == 10
     statuses = await gateway.pool.fetch(
@@ -428,7 +413,7 @@ async def test_a_shard_stopped_mid_run_loses_no_units(
 async def test_the_report_merges_every_shard_and_says_when_one_is_missing(
     beta_restarted_after: None,
 ) -> None:
-    async with sharded_databases() as own, await sharded_gateway(own) as gateway:
+    async with sharded_databases() as own, await connect_sharded(own) as gateway:
         shop = Shop(gateway)
         customers = await customers_on_each_shard(gateway, shop)
         product = await shop.product("10.00")
@@ -460,12 +445,6 @@ async def test_the_report_merges_every_shard_and_says_when_one_is_missing(
         await asyncio.to_thread(start_server, SHARD_SERVERS["beta"])
 
 
-async def sharded_gateway(sharded: ShardedDatabases, **postgres: object) -> ShardedGateway:
-    connected = await Gateway.connect(sharded.settings(**postgres))
-    assert isinstance(connected, ShardedGateway)
-    return connected
-
-
 # --- the relay -----------------------------------------------------------------------------
 
 
@@ -477,7 +456,7 @@ async def test_the_relay_delivers_every_shards_events_to_the_stores_with_no_drif
         settings = own.settings().model_copy(update={"relay": FAST, "sinks": configured.sinks})
         readers = {kind: make_sink(kind, tag) for kind in STORES}
         try:
-            async with await sharded_gateway(own) as gateway:
+            async with await connect_sharded(own) as gateway:
                 shop = Shop(gateway)
                 customers = await customers_on_each_shard(gateway, shop)
                 product = await shop.product(stock=1_000)
@@ -502,7 +481,7 @@ async def test_the_relay_delivers_every_shards_events_to_the_stores_with_no_drif
 
 
 async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_units() -> None:
-    async with sharded_databases() as own, await sharded_gateway(own) as gateway:
+    async with sharded_databases() as own, await connect_sharded(own) as gateway:
         shop = Shop(gateway)
         customers = await customers_on_each_shard(gateway, shop)
         product = await shop.product(stock=10)
@@ -540,8 +519,6 @@ async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_
 async def test_an_order_created_after_its_reservation_lapsed_is_cancelled(
     gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.errors import ReservationLapsed
-
     customer, product = await shop.customer(), await shop.product(stock=10)
     create = gateway._create_order
 

@@ -892,11 +892,6 @@ WHERE status = 'held' AND expires_at <= now()
 ORDER BY expires_at
 LIMIT $1;
 
--- name: reservations_of_status
-SELECT order_id, shard, product_ids, quantities
-FROM inventory_reservations
-WHERE status = ANY($1::text[]);
-
 -- name: customer_inputs
 -- A new order's customer (null columns when it does not exist), its given addresses ($2) and
 -- whose they are, and idempotency key ($3 scope, $4 key) while an earlier request keeps it.
