@@ -1,6 +1,7 @@
 """The HTTP API fuzzed from its own OpenAPI document by schemathesis, against ``fanout serve``
-on a real PostgreSQL: every check, every phase (examples, coverage, fuzzing, and stateful
-sequences that follow the document's links from a placed order to its transitions).
+on a real PostgreSQL (one database, and sharded mode's catalog and two shards): every check,
+every phase (examples, coverage, fuzzing, and stateful sequences that follow the document's
+links from a placed order to its transitions).
 
 A failure of any kind fails the test. The seed is fixed so that CI runs the same cases every
 time; ``FANOUT_TEST_FUZZ_SEED`` (a number, or ``random``) and ``FANOUT_TEST_FUZZ_EXAMPLES``
@@ -13,15 +14,20 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import Gateway
+from gateway import Gateway, Settings
 from tests.acceptance.api_process import api_server, clean_environment, write_config
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, settings_for
-from tests.acceptance.shop import customer_request
+from tests.acceptance.sharding_support import sharded_databases
+from tests.acceptance.shop import Shop, customer_request
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = os.environ.get("FANOUT_TEST_FUZZ_SEED", "1")
@@ -90,17 +96,35 @@ async def seed_references(gateway: Gateway, path: Path) -> None:
     await asyncio.to_thread(path.write_text, text)
 
 
+@asynccontextmanager
+async def deployment(
+    mode: str, create_database: DatabaseFactory
+) -> AsyncIterator[tuple[Settings, dict[str, Any]]]:
+    """Fresh databases for ``mode`` (one database, or a catalog and two shards): settings
+    over them, and the configuration file's ``postgres`` section."""
+    if mode == "single":
+        url = await create_migrated_database(create_database)
+        yield settings_for(url), {"url": url}
+        return
+    async with sharded_databases() as found:
+        shards = {name: {"url": url} for name, url in found.shards.items()}
+        yield found.settings(), {"url": found.catalog, "shards": shards}
+
+
+@pytest.mark.parametrize("mode", ["single", "sharded"])
 async def test_the_api_holds_up_to_schemathesis_with_every_check(
-    create_database: DatabaseFactory, tmp_path: Path
+    create_database: DatabaseFactory, tmp_path: Path, mode: str
 ) -> None:
-    url = await create_migrated_database(create_database)
     references = tmp_path / "references.json"
-    async with await Gateway.connect(settings_for(url)) as gateway:
+    async with (
+        deployment(mode, create_database) as (settings, postgres),
+        await Gateway.connect(settings) as gateway,
+    ):
         await seed_references(gateway, references)
         config = write_config(
             tmp_path,
             {
-                "postgres": {"url": url},
+                "postgres": postgres,
                 "orders": {"max_items": MAX_ITEMS},
                 "payments": {"webhook_secret": [WEBHOOK_SECRET]},
                 "sinks": {"memory": {"type": "memory"}},
@@ -133,7 +157,7 @@ async def test_the_api_holds_up_to_schemathesis_with_every_check(
             async with httpx.AsyncClient(base_url=server.url) as client:
                 answered = answers_by_route((await client.get("/metrics")).text)
             server_log = server.server.log_text
-        placed = await gateway.pool.fetchval("SELECT count(*) FROM orders") - SEEDED_ORDERS
+        placed = (await Shop(gateway).counts()).orders - SEEDED_ORDERS
 
     assert fuzzer.returncode == 0, f"{report}\n--- fanout serve ---\n{server_log}"
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
