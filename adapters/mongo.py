@@ -27,6 +27,7 @@ from pymongo.errors import (
 )
 
 from adapters.base import Delivery, EventEnvelope, Health, Projections
+from adapters.key_locks import KeyLocks
 from adapters.projections import ORDER_EVENT_TYPES, order_document
 from adapters.readback import OrderSpan, ProjectedOrder
 
@@ -87,6 +88,7 @@ class MongoSink:
         )
         self.collection = self._client[database][collection]
         self.projections = projections if projections is not None else default_projections()
+        self._writing = KeyLocks()
 
     @property
     def name(self) -> str:
@@ -112,13 +114,26 @@ class MongoSink:
         return Health(True, "ping ok")
 
     async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-        """Write the newest document of each order in the batch, version-guarded."""
+        """Write the newest document of each order in the batch, version-guarded.
+
+        Two batches applied at once (``relay.batches_in_flight``) never write the same order
+        at the same time: the version guard needs each conditional update to be atomic, which
+        MongoDB's are and FerretDB's are not (two concurrent guarded updates of one document
+        can both pass the guard, and the older one land last).
+        """
         results: list[Delivery] = [Delivery.ok()] * len(batch)
         newest: dict[str, tuple[int, dict[str, Any]]] = {}
         for index, document in self.projections.project_batch(batch, results):
             key = document["order_id"]
             if key not in newest or newest[key][1]["version"] < document["version"]:
                 newest[key] = (index, document)
+        async with self._writing.holding(newest):
+            await self._write_newest(newest, results)
+        return results
+
+    async def _write_newest(
+        self, newest: dict[str, tuple[int, dict[str, Any]]], results: list[Delivery]
+    ) -> None:
         # An order's first version creates its document; a document already there holds
         # that version or a newer one, so only later versions need the stored versions read.
         creations = [write for write in newest.values() if write[1]["version"] == 1]
@@ -140,7 +155,6 @@ class MongoSink:
             upserts += await self._bulk_insert(creations[start : start + self.bulk_size], results)
         for start in range(0, len(upserts), self.bulk_size):
             await self._bulk_upsert(upserts[start : start + self.bulk_size], results)
-        return results
 
     async def _bulk_insert(
         self, creations: list[tuple[int, dict[str, Any]]], results: list[Delivery]

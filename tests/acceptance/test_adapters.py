@@ -85,6 +85,32 @@ async def test_versions_in_one_batch_converge_on_the_newest(sink: Sink) -> None:
     assert await projected(sink, events[1]) == {order: ProjectedOrder(4, "shipped", "42.50")}
 
 
+async def test_concurrent_batches_over_the_same_orders_converge_on_the_newest(
+    sink: Sink,
+) -> None:
+    """As the relay applies up to ``relay.batches_in_flight`` batches of a sink at once, two
+    of them may carry versions of one order: the newest wins whatever finishes first."""
+    orders = [new_id() for _ in range(20)]
+    # Each event a sequence of its own, as the outbox gives (a point's time in InfluxDB).
+    placed = [order_event(order, 1, sequence=n) for n, order in enumerate(orders)]
+    await sink.apply(placed)
+    batches = [
+        [
+            order_event(order, version, "confirmed", sequence=version * 100 + n)
+            for n, order in enumerate(orders)
+        ]
+        for version in range(2, 8)
+    ]
+
+    results = await asyncio.gather(*(sink.apply(batch) for batch in reversed(batches)))
+
+    assert all(r.outcome is Outcome.DELIVERED for batch in results for r in batch)
+    held = await projected(sink, *placed, *batches[-1])
+    assert {order: projection.version for order, projection in held.items()} == dict.fromkeys(
+        orders, 7
+    )
+
+
 async def test_read_back_finds_an_order_the_store_holds_behind(sink: Sink) -> None:
     order = new_id()
     placed, shipped = order_event(order, 1), order_event(order, 3, "shipped")
