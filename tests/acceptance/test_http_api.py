@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -9,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -82,6 +84,83 @@ def key() -> dict[str, str]:
 async def order_count(gateway: Gateway) -> int:
     """Orders in the gateway's database (every shard's, in sharded mode)."""
     return (await Shop(gateway).counts()).orders
+
+
+async def test_probes_and_the_openapi_document_need_no_key(server: ApiServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        health = await anonymous.get("/healthz")
+        ready = await anonymous.get("/readyz")
+        document = await anonymous.get("/openapi.json")
+
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200
+    readiness = ready.json()
+    assert readiness["status"] == "ready" and readiness["postgres"]["ok"] is True
+    assert [(s["name"], s["ok"]) for s in readiness["sinks"]] == [("memory", True)]
+    assert document.status_code == 200
+    paths = document.json()["paths"]
+    assert {"/orders", "/orders/{order_id}", "/orders/{order_id}/transitions", "/customers"} <= set(
+        paths
+    )
+    assert "422" in paths["/orders"]["post"]["responses"]
+    assert "HTTPBearer" in document.json()["components"]["securitySchemes"]
+
+
+async def healthz_over(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+) -> bytes:
+    """The status line of ``GET /healthz`` sent on an open connection, or b"" if it closed."""
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_a_connection_idle_past_a_client_pools_expiry_is_still_open(
+    server: ApiServer,
+) -> None:
+    """A pooled client never sends a request on a connection the server is closing.
+
+    The idle time is what is tested: past httpx's pool expiry, where uvicorn's own default
+    (5 s, the same as httpx's) would already have closed the connection.
+    """
+    url = urlsplit(server.url)
+    assert url.hostname is not None and url.port is not None
+    idle = httpx.Limits().keepalive_expiry or 0.0
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        first = await healthz_over(reader, writer, url.hostname)
+        await asyncio.sleep(idle + 1)
+        second = await healthz_over(reader, writer, url.hostname)
+    finally:
+        writer.close()
+
+    assert (first, second) == (b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-key-0123456789", f"Basic {API_KEY}"])
+async def test_without_the_api_key_requests_are_refused(
+    server: ApiServer, gateway: Gateway, customer: Customer, product: Product, authorization: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    before = await order_count(gateway)
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+        placed = await http.post("/orders", json=Shop.order(customer, (product, 1)), headers=key())
+        metrics = await http.get("/metrics")
+
+    for response in (placed, metrics):
+        problem(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert await order_count(gateway) == before
 
 
 async def test_place_order_creates_then_replays_then_conflicts(
