@@ -99,8 +99,9 @@ def backfill_command(
             await target.close()
 
     results = run(work)
-    sharded = is_sharded(settings_of(context).postgres)
-    names = [database.name for database in order_databases(settings_of(context).postgres)]
+    postgres = settings_of(context).postgres
+    sharded = is_sharded(postgres)
+    names = [database.name for database in order_databases(postgres)]
     if as_json:
         documents = [result.as_json() for result in results]
         if sharded:

@@ -12,8 +12,13 @@ import typer
 from gateway.cli import render
 from gateway.cli.app import migrate_app, out, run, settings_of
 from gateway.postgres.database import connect, ensure_database
-from gateway.postgres.migrations import MigrationRunner, MigrationStatus, discover_migrations
-from gateway.sharding.topology import Database, databases, is_sharded
+from gateway.postgres.migrations import (
+    DatabaseRole,
+    MigrationRunner,
+    MigrationStatus,
+    discover_migrations,
+)
+from gateway.sharding.topology import Database, databases
 
 T = TypeVar("T")
 
@@ -33,8 +38,9 @@ async def _each_database(
     return results
 
 
-def _prefix(context: typer.Context, database: Database) -> str:
-    return f"{database.name}: " if is_sharded(settings_of(context).postgres) else ""
+def _prefix(database: Database) -> str:
+    """What a line about ``database`` starts with: its name, in sharded mode."""
+    return "" if database.role is DatabaseRole.SINGLE else f"{database.name}: "
 
 
 @migrate_app.callback()
@@ -52,11 +58,11 @@ def migrate(
         if create_database:
             for database in databases(settings_of(context).postgres):
                 if await ensure_database(database.postgres):
-                    out.print(f"{_prefix(context, database)}created the database")
+                    out.print(f"{_prefix(database)}created the database")
 
         async def apply(database: Database, runner: MigrationRunner) -> None:
             applied = await runner.apply()
-            prefix = _prefix(context, database)
+            prefix = _prefix(database)
             if not applied:
                 out.print(f"{prefix}schema is up to date; nothing to apply")
             for migration in applied:
@@ -78,7 +84,7 @@ def migrate_status(
         return await runner.status()
 
     results = run(lambda: _each_database(context, status))
-    sharded = is_sharded(settings_of(context).postgres)
+    sharded = results[0][0].role is not DatabaseRole.SINGLE
     if as_json:
         if sharded:
             document: object = {db.name: render.migration_rows(rows) for db, rows in results}
@@ -103,7 +109,7 @@ def migrate_down(
     async def work() -> None:
         async def rollback(database: Database, runner: MigrationRunner) -> None:
             for migration in await runner.rollback(count):
-                out.print(f"{_prefix(context, database)}rolled back {migration.label}")
+                out.print(f"{_prefix(database)}rolled back {migration.label}")
 
         await _each_database(context, rollback)
 

@@ -23,7 +23,7 @@ from gateway.postgres.database import create_pool
 from gateway.postgres.migrations import DatabaseRole
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import streaming_replica
-from gateway.sharding.topology import databases, is_sharded
+from gateway.sharding.topology import SINGLE, Database, databases, holds_orders, is_sharded
 
 
 class DriftCounts(TypedDict):
@@ -179,18 +179,18 @@ async def verify_configured(
         raise GatewayError("sharded mode has no replicas to verify from")
     sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
     if from_replica:
-        sources = [(DatabaseRole.SINGLE, await streaming_replica(settings.postgres))]
-    else:
-        sources = [(database.role, database.postgres) for database in databases(settings.postgres)]
-    results: list[Drift | LogDrift] = []
-    pools: dict[DatabaseRole, list[asyncpg.Pool]] = {}
-    try:
-        for role, source in sources:
-            pools.setdefault(role, []).append(await create_pool(source))
-        every = [pool for role_pools in pools.values() for pool in role_pools]
-        with_orders = [
-            p for role, group in pools.items() if role != DatabaseRole.CATALOG for p in group
+        sources = [
+            Database(SINGLE, DatabaseRole.SINGLE, await streaming_replica(settings.postgres))
         ]
+    else:
+        sources = databases(settings.postgres)
+    results: list[Drift | LogDrift] = []
+    pools: dict[str, asyncpg.Pool] = {}
+    try:
+        for source in sources:
+            pools[source.name] = await create_pool(source.postgres)
+        every = list(pools.values())
+        with_orders = [pools[source.name] for source in sources if holds_orders(source)]
         for name, candidate in sinks.items():
             if isinstance(candidate, ReadBack):
                 results.append(await verify(with_orders, name, candidate, batch_size))
@@ -199,9 +199,8 @@ async def verify_configured(
             else:
                 raise GatewayError(f"sink {name!r} cannot be read back for verification")
     finally:
-        for role_pools in pools.values():
-            for pool in role_pools:
-                await pool.close()
+        for pool in pools.values():
+            await pool.close()
         for candidate in sinks.values():
             await candidate.close()
     return results

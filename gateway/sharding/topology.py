@@ -40,6 +40,11 @@ def databases(postgres: PostgresSettings) -> list[Database]:
     return found
 
 
+def holds_orders(database: Database) -> bool:
+    """Whether ``database`` holds orders: the one database, or a shard (not the catalog)."""
+    return database.role != DatabaseRole.CATALOG
+
+
 def order_databases(postgres: PostgresSettings) -> list[Database]:
     """The databases that hold orders: the one database, or every shard."""
-    return [database for database in databases(postgres) if database.role != DatabaseRole.CATALOG]
+    return [database for database in databases(postgres) if holds_orders(database)]

@@ -94,8 +94,7 @@ async def insert_order(
     first = rows[0]  # one row at least, whatever exists
     if key is not None and first["claimed"] is None:
         raise KeyTaken(key.key)
-    customer = _active_customer(first, request.customer_id)
-    check_addresses(request, dict(zip(first["address_ids"], first["address_owners"], strict=True)))
+    customer = check_customer_inputs(first, request)
     products: Mapping[UUID, Row]
     if reserved is None:
         products = {row["id"]: row for row in rows if row["id"] is not None}
@@ -158,11 +157,12 @@ async def customer_inputs(
     )
 
 
-def check_customer_inputs(row: Row, request: PlaceOrderRequest) -> None:
+def check_customer_inputs(row: Row, request: PlaceOrderRequest) -> CustomerSummary:
     """The order's customer exists and is active, and both addresses are the customer's (a
-    :func:`customer_inputs` row)."""
-    _active_customer(row, request.customer_id)
+    row of :func:`customer_inputs` or ``lock_order_inputs``); the customer."""
+    customer = _active_customer(row, request.customer_id)
     check_addresses(request, dict(zip(row["address_ids"], row["address_owners"], strict=True)))
+    return customer
 
 
 @dataclass(frozen=True)
