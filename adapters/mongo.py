@@ -41,6 +41,13 @@ INTERNAL_ERROR = 1
 TRANSIENT_CODES = frozenset(
     {INTERNAL_ERROR, 6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
 )
+# FerretDB 1.x holds a backend connection for each update of a command until the whole command
+# ends, and its pool (50 connections on PostgreSQL, 100 on SQLite) is shared by every client: a
+# command with more updates than the pool has free never finishes, and the server stops
+# answering. Ten per request keeps two relays with two batches in flight each under 50; the
+# size of an update request does not change FerretDB's rate of upserts (measured: 45/s on
+# SQLite and about 600/s on PostgreSQL from 5 to 25 per request).
+FERRETDB_UPDATES_PER_REQUEST = 10
 
 
 def default_projections() -> Projections[dict[str, Any]]:
@@ -49,6 +56,14 @@ def default_projections() -> Projections[dict[str, Any]]:
     for event_type in ORDER_EVENT_TYPES:
         projections.register(event_type, order_document)
     return projections
+
+
+def update_request_limit(build_info: Mapping[str, Any], bulk_size: int) -> int:
+    """How many guarded upserts one request may carry on the server that answered
+    ``build_info``: ``bulk_size``, and on FerretDB at most ``FERRETDB_UPDATES_PER_REQUEST``."""
+    if "ferretdbVersion" in build_info:
+        return min(bulk_size, FERRETDB_UPDATES_PER_REQUEST)
+    return bulk_size
 
 
 def classify(error: PyMongoError) -> Delivery:
@@ -89,6 +104,7 @@ class MongoSink:
         self.collection = self._client[database][collection]
         self.projections = projections if projections is not None else default_projections()
         self._writing = KeyLocks()
+        self._updates_per_request: int | None = None
 
     @property
     def name(self) -> str:
@@ -96,10 +112,26 @@ class MongoSink:
         return self._name
 
     async def start(self) -> None:
-        """Create the indexes the projection's readers use (idempotent)."""
+        """Create the indexes the projection's readers use (idempotent), and learn how many
+        upserts the server takes per request."""
         await self.collection.create_index([("customer_id", ASCENDING)])
         await self.collection.create_index([("status", ASCENDING)])
         await self.collection.create_index([("created_at", ASCENDING)])
+        await self.updates_per_request()
+
+    async def updates_per_request(self) -> int:
+        """How many guarded upserts go in one request to this server (asked once)."""
+        if self._updates_per_request is None:
+            build_info = await self._client.admin.command("buildInfo")
+            self._updates_per_request = update_request_limit(build_info, self.bulk_size)
+            if self._updates_per_request < self.bulk_size:
+                log.info(
+                    "%s: the server is FerretDB %s; at most %d upserts per request",
+                    self.name,
+                    build_info["ferretdbVersion"],
+                    self._updates_per_request,
+                )
+        return self._updates_per_request
 
     async def close(self) -> None:
         """Close the client."""
@@ -153,8 +185,17 @@ class MongoSink:
                 ]
         for start in range(0, len(creations), self.bulk_size):
             upserts += await self._bulk_insert(creations[start : start + self.bulk_size], results)
-        for start in range(0, len(upserts), self.bulk_size):
-            await self._bulk_upsert(upserts[start : start + self.bulk_size], results)
+        if not upserts:
+            return
+        try:
+            per_request = await self.updates_per_request()
+        except PyMongoError as error:
+            outcome = classify(error)
+            for index, _ in upserts:
+                results[index] = outcome
+            return
+        for start in range(0, len(upserts), per_request):
+            await self._bulk_upsert(upserts[start : start + per_request], results)
 
     async def _bulk_insert(
         self, creations: list[tuple[int, dict[str, Any]]], results: list[Delivery]

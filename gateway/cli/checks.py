@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli import render
-from gateway.cli.app import app, out, run, settings_of
+from gateway.cli.app import app, err, out, run, settings_of
 from gateway.history.check import FoldCheck, check_folds
 from gateway.operations.doctor import Report, diagnose_configured, healthy
 from gateway.operations.doctor_tables import render as render_doctor_report
@@ -81,6 +81,8 @@ def verify_command(
             out.print(render.drift_table(stores))
         if logs:
             out.print(render.log_drift_table(logs))
+    for line in render.unreadable_lines(results):
+        err.print(line, highlight=False, markup=False)
     if not all(drift.clean for drift in results):
         raise typer.Exit(1)
 

@@ -100,6 +100,23 @@ def dead_letters_table(letters: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
+def verdict(drift: Drift | LogDrift) -> str:
+    """A comparison's result in one word: ok, DRIFT, or UNREADABLE (the sink could not be
+    read, so its counts are partial)."""
+    if drift.unreadable is not None:
+        return "UNREADABLE"
+    return "ok" if drift.clean else "DRIFT"
+
+
+def unreadable_lines(results: Sequence[Drift | LogDrift]) -> list[str]:
+    """A line for each sink that could not be read, saying how."""
+    return [
+        f"{drift.sink}: could not be read: {drift.unreadable}"
+        for drift in results
+        if drift.unreadable is not None
+    ]
+
+
 def drift_table(results: Sequence[Drift]) -> Table:
     """Each sink's comparison with PostgreSQL."""
     table = Table("sink", "matched", "missing", "stale", "mismatched", "extra", "result")
@@ -111,7 +128,7 @@ def drift_table(results: Sequence[Drift]) -> Table:
             str(drift.stale),
             str(drift.mismatched),
             str(drift.extra),
-            "ok" if drift.clean else "DRIFT",
+            verdict(drift),
         )
     return table
 
@@ -129,7 +146,7 @@ def log_drift_table(results: Sequence[LogDrift]) -> Table:
             str(drift.out_of_order),
             str(drift.repeated),
             str(drift.not_retained),
-            "ok" if drift.clean else "DRIFT",
+            verdict(drift),
         )
     return table
 

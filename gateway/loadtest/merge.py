@@ -160,6 +160,7 @@ def _merge_sink(sinks: list[SinkReport], lag: Latencies | None) -> SinkReport:
         "stale": counts["stale"],
         "mismatched": counts["mismatched"],
         "extra": counts["extra"],
+        "unreadable": next((d["unreadable"] for d in drifts if d.get("unreadable")), None),
         "clean": all(d["clean"] for d in drifts),
     }
     merged: SinkReport = {"drift": drift}

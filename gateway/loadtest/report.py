@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.loadtest.model import LatencySummary, LoadReport, PhaseReport
@@ -168,6 +169,8 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _drift_text(drift: DriftCounts) -> str:
+    if drift.get("unreadable"):
+        return f"[red]unreadable: {escape(str(drift['unreadable']))}[/red]"
     if drift["clean"]:
         return f"none ({drift['matched']:,} matched)"
     parts = [f"{k} {drift[k]:,}" for k in ("missing", "stale", "mismatched") if drift[k]]

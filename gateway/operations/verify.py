@@ -18,6 +18,7 @@ from adapters.readback import OrderSpan, ProjectedOrder, PublishedLog, ReadBack
 from adapters.registry import build_sink
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
+from gateway.operations.store_reads import StoreUnreadable, read, read_batches
 from gateway.operations.verify_log import LogDrift, verify_log
 from gateway.postgres.database import create_pool
 from gateway.postgres.migrations import DatabaseRole
@@ -35,6 +36,7 @@ class DriftCounts(TypedDict):
     stale: int
     mismatched: int
     extra: int
+    unreadable: str | None
     clean: bool
 
 
@@ -48,11 +50,13 @@ class Drift:
     stale: int = 0
     mismatched: int = 0
     extra: int = 0
+    unreadable: str | None = None
+    """How reading the sink failed, which stopped the comparison (the counts are partial)."""
 
     @property
     def clean(self) -> bool:
-        """No order missing, stale, different or extra."""
-        return not (self.missing or self.stale or self.mismatched or self.extra)
+        """The sink was read, and no order is missing, stale, different or extra."""
+        return not (self.missing or self.stale or self.mismatched or self.extra or self.unreadable)
 
     def counts(self) -> DriftCounts:
         """The counts, and whether the sink is clean."""
@@ -63,6 +67,7 @@ class Drift:
             "stale": self.stale,
             "mismatched": self.mismatched,
             "extra": self.extra,
+            "unreadable": self.unreadable,
             "clean": self.clean,
         }
 
@@ -74,30 +79,46 @@ async def verify(
     batch_size: int = 1_000,
 ) -> Drift:
     """Compare every order's (version, status, total) with what ``sink`` holds; the orders
-    of one database, or of several (sharded mode's shards, each order in one of them)."""
+    of one database, or of several (sharded mode's shards, each order in one of them). A
+    failure to read the sink ends the comparison with the drift's ``unreadable`` set."""
     pools = [pool] if isinstance(pool, asyncpg.Pool) else list(pool)
     drift = Drift(sink_name)
-    for source in pools:
-        async with source.acquire() as connection, connection.transaction(readonly=True):
-            batch: dict[str, tuple[ProjectedOrder, OrderSpan]] = {}
-            cursor = connection.cursor(query("orders_for_verification"), prefetch=batch_size)
-            async for row in cursor:
-                batch[row["id"]] = (
-                    ProjectedOrder(row["version"], row["status"], row["total"]),
-                    OrderSpan(row["created_at"], row["updated_at"]),
-                )
-                if len(batch) >= batch_size:
-                    await _compare(sink, batch, drift)
-                    batch = {}
-            if batch:
+    try:
+        for source in pools:
+            await _compare_orders_of(source, sink, drift, batch_size)
+        await _count_extras(pools, sink, drift, batch_size)
+    except StoreUnreadable as failure:
+        drift.unreadable = str(failure)
+    return drift
+
+
+async def _compare_orders_of(
+    source: asyncpg.Pool, sink: ReadBack, drift: Drift, batch_size: int
+) -> None:
+    async with source.acquire() as connection, connection.transaction(readonly=True):
+        batch: dict[str, tuple[ProjectedOrder, OrderSpan]] = {}
+        cursor = connection.cursor(query("orders_for_verification"), prefetch=batch_size)
+        async for row in cursor:
+            batch[row["id"]] = (
+                ProjectedOrder(row["version"], row["status"], row["total"]),
+                OrderSpan(row["created_at"], row["updated_at"]),
+            )
+            if len(batch) >= batch_size:
                 await _compare(sink, batch, drift)
-    async for ids in sink.projected_ids(batch_size):
+                batch = {}
+        if batch:
+            await _compare(sink, batch, drift)
+
+
+async def _count_extras(
+    pools: Sequence[asyncpg.Pool], sink: ReadBack, drift: Drift, batch_size: int
+) -> None:
+    async for ids in read_batches(sink.projected_ids(batch_size)):
         valid = [i for i in ids if _is_uuid(i)]
         known = 0
         for source in pools if valid else []:
             known += await source.fetchval(query("count_known_orders"), valid)
         drift.extra += len(ids) - known
-    return drift
 
 
 async def verify_orders(
@@ -111,7 +132,8 @@ async def verify_orders(
     """Compare only the given orders with ``sink`` (no search for extras).
 
     For checking what one run wrote in a database that holds other orders too. The ids of
-    orders the sink does not hold as PostgreSQL does are added to ``behind`` when given.
+    orders the sink does not hold as PostgreSQL does are added to ``behind`` when given. A
+    failure to read the sink ends the comparison with the drift's ``unreadable`` set.
     """
     drift = Drift(sink_name)
     for start in range(0, len(order_ids), batch_size):
@@ -125,7 +147,11 @@ async def verify_orders(
             )
             for row in rows
         }
-        await _compare(sink, batch, drift, behind)
+        try:
+            await _compare(sink, batch, drift, behind)
+        except StoreUnreadable as failure:
+            drift.unreadable = str(failure)
+            break
     return drift
 
 
@@ -135,7 +161,9 @@ async def _compare(
     drift: Drift,
     behind: set[str] | None = None,
 ) -> None:
-    held = await sink.projected_orders({order_id: span for order_id, (_, span) in batch.items()})
+    held = await read(
+        sink.projected_orders({order_id: span for order_id, (_, span) in batch.items()})
+    )
     for order_id, (expected, _) in batch.items():
         projection = held.get(order_id)
         if projection is None:

@@ -14,6 +14,7 @@ from typing import TypedDict
 import asyncpg
 
 from adapters.readback import PublishedEvent, PublishedLog
+from gateway.operations.store_reads import StoreUnreadable, read_batches
 from gateway.postgres.queries import query
 
 
@@ -26,6 +27,7 @@ class LogDriftCounts(TypedDict):
     out_of_order: int
     repeated: int
     not_retained: int
+    unreadable: str | None
     clean: bool
 
 
@@ -64,11 +66,13 @@ class LogDrift:
     """Records of an event already published (redeliveries: consumers drop them)."""
     not_retained: int = 0
     """Records of events no longer in the outbox (pruned), or of another outbox."""
+    unreadable: str | None = None
+    """How reading the topics failed, which stopped the comparison (the counts are partial)."""
 
     @property
     def clean(self) -> bool:
-        """Nothing missing and nothing out of order."""
-        return not (self.missing or self.out_of_order)
+        """The topics were read, and nothing is missing or out of order."""
+        return not (self.missing or self.out_of_order or self.unreadable)
 
     def counts(self) -> LogDriftCounts:
         """The counts, and whether the sink is clean."""
@@ -79,6 +83,7 @@ class LogDrift:
             "out_of_order": self.out_of_order,
             "repeated": self.repeated,
             "not_retained": self.not_retained,
+            "unreadable": self.unreadable,
             "clean": self.clean,
         }
 
@@ -87,7 +92,8 @@ async def verify_log(
     pool: asyncpg.Pool | Sequence[asyncpg.Pool], sink_name: str, sink: PublishedLog
 ) -> LogDrift:
     """Compare the outbox's retained events (of one database, or of every database of a
-    sharded deployment) with what ``sink``'s topics hold."""
+    sharded deployment) with what ``sink``'s topics hold. A failure to read the topics ends
+    the comparison with the drift's ``unreadable`` set."""
     pools = [pool] if isinstance(pool, asyncpg.Pool) else list(pool)
     expected: dict[str, bool] = {}
     topics: set[str] = set()
@@ -101,16 +107,20 @@ async def verify_log(
                 expected[row["event_id"]] = row["expected"]
     drift = LogDrift(sink_name)
     order = LogOrder()
-    async for records in sink.published(topics):
-        for record in records:
-            seen = order.observe(record)
-            if seen == "repeat":
-                drift.repeated += 1
-                continue
-            if record.event_id not in expected:
-                drift.not_retained += 1
-            if seen == "out_of_order":
-                drift.out_of_order += 1
+    try:
+        async for records in read_batches(sink.published(topics)):
+            for record in records:
+                seen = order.observe(record)
+                if seen == "repeat":
+                    drift.repeated += 1
+                    continue
+                if record.event_id not in expected:
+                    drift.not_retained += 1
+                if seen == "out_of_order":
+                    drift.out_of_order += 1
+    except StoreUnreadable as failure:
+        drift.unreadable = str(failure)
+        return drift
     for event_id, should_be_there in expected.items():
         if event_id in order.seen:
             drift.matched += 1

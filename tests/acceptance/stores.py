@@ -25,14 +25,7 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
     """The ``sinks`` entry of a configuration for ``kind``, namespaced by ``tag``."""
     url = server_url(kind.removesuffix("-v2"))
     variants: dict[str, dict[str, Any]] = {
-        # FerretDB 1.24 answers an update command in time quadratic in its upserts and stops
-        # answering at all from about a hundred: keep each bulk request small.
-        "mongodb": {
-            "type": "mongodb",
-            "url": url,
-            "database": f"fanout_{tag}",
-            "bulk_size": 25,
-        },
+        "mongodb": {"type": "mongodb", "url": url, "database": f"fanout_{tag}"},
         "redis": {"type": "redis", "url": url, "key_prefix": f"{tag}:order:"},
         # Three masters with a replica each; a write counts once a replica has it.
         "redis-cluster": {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.base import EventEnvelope, Outcome, Sink
-from adapters.mongo import MongoSink
+from adapters.mongo import FERRETDB_UPDATES_PER_REQUEST, MongoSink
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
 from adapters.redis import SCRIPT_KEYS, RedisSink
 from gateway import Gateway
@@ -212,11 +212,13 @@ async def test_mongo_keeps_the_newer_version_even_when_its_read_misses_it() -> N
 async def test_mongo_writes_in_requests_of_bulk_size_and_keeps_a_newer_version(
     version: int, status: str, request_kind: str
 ) -> None:
-    """A batch of 60 orders at ``version`` goes out in requests of at most bulk_size, of the
-    kind its version calls for; an order already stored at version 9 keeps it, and its event
+    """A batch of 60 orders at ``version`` goes out in requests of the kind its version calls
+    for: inserts of at most bulk_size, upserts of at most as many as the server takes in one
+    request (FerretDB: ten); an order already stored at version 9 keeps it, and its event
     counts as applied (for a first version, the insert's duplicate key says so)."""
-    async with started("mongodb") as sink:
+    async with started("mongodb", bulk_size=25) as sink:
         assert isinstance(sink, MongoSink) and sink.bulk_size == 25
+        largest = 25 if request_kind == "insert_many" else await sink.updates_per_request()
         orders = [new_id() for _ in range(60)]
         await sink.apply([order_event(orders[40], 9, "delivered")])
         batch = [order_event(order, version, status, sequence=i) for i, order in enumerate(orders)]
@@ -232,11 +234,32 @@ async def test_mongo_writes_in_requests_of_bulk_size_and_keeps_a_newer_version(
         results = await sink.apply(batch)
 
         assert all(r.outcome is Outcome.DELIVERED for r in results)
-        assert max(request_sizes) == 25 and sum(request_sizes) >= 59, request_sizes
+        assert max(request_sizes) == largest and sum(request_sizes) >= 59, request_sizes
         held = await projected(sink, *batch, order_event(orders[40], 9))
         assert len(held) == 60
         assert held[orders[40]] == ProjectedOrder(9, "delivered", "42.50")
         assert held[orders[0]] == ProjectedOrder(version, status, "42.50")
+
+
+async def test_mongo_keeps_ferretdb_update_requests_within_its_connection_pool() -> None:
+    """FerretDB (the server these tests run against) stops answering for good when one update
+    command carries more upserts than its connection pool has connections: with the default
+    bulk_size (1,000), a batch changing 150 stored orders still goes out in requests FerretDB
+    finishes, and every order ends at the new version."""
+    async with started("mongodb") as sink:
+        assert isinstance(sink, MongoSink) and sink.bulk_size == 1_000
+        assert await sink.updates_per_request() == FERRETDB_UPDATES_PER_REQUEST
+        orders = [new_id() for _ in range(150)]
+        created = await sink.apply([order_event(order, 1) for order in orders])
+        assert all(r.outcome is Outcome.DELIVERED for r in created)
+        batch = [order_event(order, 2, "confirmed", sequence=i) for i, order in enumerate(orders)]
+
+        results = await sink.apply(batch)
+
+        assert [r.outcome for r in results] == [Outcome.DELIVERED] * len(batch)
+        held = await projected(sink, *batch)
+        assert set(held.values()) == {ProjectedOrder(2, "confirmed", "42.50")}
+        assert len(held) == len(orders)
 
 
 async def test_redis_fails_only_the_order_whose_key_holds_another_type() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,7 @@ import yaml
 
 from adapters.base import Outcome, Sink
 from adapters.readback import ReadBack
-from gateway.operations.verify import verify
+from gateway.operations.verify import verify, verify_orders
 from gateway.relay.tables import sink_totals
 from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, make_sink, order_event, store_settings
@@ -52,10 +53,16 @@ async def drift_of(world: World, sinks: dict[str, Sink]) -> dict[str, object]:
     return results
 
 
-def fanout_verify(world: World, tag: str, directory: Path) -> subprocess.CompletedProcess[str]:
+def fanout_verify(
+    world: World, tag: str, directory: Path, **overrides: dict[str, object]
+) -> subprocess.CompletedProcess[str]:
+    """``fanout verify --json`` over the four stores in namespace ``tag`` (``overrides``
+    change a store's settings)."""
     config = {
         "postgres": {"url": world.settings.postgres.url.get_secret_value()},
-        "sinks": {kind: store_settings(kind, tag) for kind in STORES},
+        "sinks": {
+            kind: {**store_settings(kind, tag), **overrides.get(kind, {})} for kind in STORES
+        },
     }
     path = directory / "verify.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -100,6 +107,54 @@ async def test_verify_reports_drift_and_exits_one(
     assert result.returncode == 1
     for row in json.loads(result.stdout):
         assert (row["matched"], row["stale"], row["extra"], row["clean"]) == (4, 1, 1, False), row
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_verify_names_a_store_it_cannot_read_and_exits_one(
+    world: World, stores: tuple[str, dict[str, Sink]], tmp_path: Path
+) -> None:
+    """Redis configured at a port nothing listens on: the other stores are still compared,
+    Redis is reported unreadable with its client's error, and the exit code is 1, with no
+    traceback."""
+    tag, sinks = stores
+    await world.place_orders(3)
+    await world.drain(*sinks.values())
+
+    result = fanout_verify(
+        world, tag, tmp_path, redis={"url": f"redis://127.0.0.1:{unused_port()}/0"}
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    report = {row["sink"]: row for row in json.loads(result.stdout)}
+    assert report["redis"]["clean"] is False
+    assert report["redis"]["unreadable"].startswith("ConnectionError"), report["redis"]
+    assert f"redis: could not be read: {report['redis']['unreadable']}" in result.stderr
+    for kind in set(STORES) - {"redis"}:
+        row = report[kind]
+        assert (row["matched"], row["unreadable"], row["clean"]) == (3, None, True), row
+
+
+async def test_a_run_check_of_a_store_it_cannot_read_says_so(world: World) -> None:
+    """What a load test's drift check calls: an unreadable store ends the comparison with
+    the store's error recorded, instead of raising."""
+    orders = await world.place_orders(2)
+    sink = make_sink("redis", "unread", url=f"redis://127.0.0.1:{unused_port()}/0")
+    assert isinstance(sink, ReadBack)
+    try:
+        drift = await verify_orders(world.gateway.pool, "redis", sink, [o.id for o in orders])
+    finally:
+        await sink.close()
+
+    assert drift.unreadable is not None and drift.unreadable.startswith("ConnectionError")
+    assert not drift.clean
+    assert drift.counts()["unreadable"] == drift.unreadable
 
 
 @pytest.mark.parametrize("kind", STORES)
