@@ -7,6 +7,7 @@ servers itself with ``scripts/services.sh up`` (local binaries, installed when m
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -50,3 +51,10 @@ def stop_server(service: str) -> None:
 def start_server(service: str) -> None:
     """Start the real server of ``service`` again and wait until it answers."""
     subprocess.run(["bash", str(SERVICES_SCRIPT), "up", service], check=True, capture_output=True)
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

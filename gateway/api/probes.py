@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -17,8 +18,10 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.operations.health import postgres_health, sinks_health
+from gateway.operations.health import postgres_health, readiness, shards_health, sinks_health
 from gateway.postgres.replicas import primary_replication
+from gateway.sharding.gateway import ShardedGateway
+from gateway.write_path.gateway import Gateway
 
 probes = APIRouter(tags=["operations"])
 metrics = APIRouter(tags=["operations"])
@@ -32,22 +35,27 @@ async def healthz() -> dict[str, str]:
 
 @probes.get(
     "/readyz",
-    responses={503: {"description": "PostgreSQL cannot be reached"}},
+    responses={503: {"description": "PostgreSQL (in sharded mode, the catalog) cannot be reached"}},
 )
 async def readyz(request: Request) -> JSONResponse:
     """Ready when PostgreSQL answers; each sink's health and backlog, and each replica's state
-    and lag, are given as detail.
+    and lag, are given as detail. In sharded mode PostgreSQL is the catalog, and each shard's
+    state and backlog are given too: a shard that does not answer makes the status
+    ``degraded``, still 200, since every other shard's customers are served.
 
     A sink that is down does not make the API unready: orders are still accepted and the
     relay delivers them when the store returns.
     """
     state = request.app.state
     timeout: float = state.settings.api.health_timeout_seconds
-    database = await postgres_health(state.gateway.pool, timeout)
+    database, shards = await asyncio.gather(
+        postgres_health(state.gateway.pool, timeout),
+        shards_health(shard_pools(state.gateway), timeout),
+    )
     sinks = await sinks_health(state.gateway.pool if database.ok else None, state.sinks, timeout)
     standbys = await standbys_of(state.gateway.pool, timeout) if database.ok else []
     body: dict[str, Any] = {
-        "status": "ready" if database.ok else "unavailable",
+        "status": readiness(database.ok, [shard.ok for shard in shards]),
         "postgres": {
             "ok": database.ok,
             "detail": database.detail,
@@ -60,7 +68,14 @@ async def readyz(request: Request) -> JSONResponse:
         ],
         "standbys": standbys,
     }
+    if isinstance(state.gateway, ShardedGateway):
+        body["shards"] = [shard.as_dict() for shard in shards]
     return JSONResponse(body, status_code=200 if database.ok else 503)
+
+
+def shard_pools(gateway: Gateway) -> Mapping[str, asyncpg.Pool]:
+    """Each shard's pool in sharded mode; none otherwise."""
+    return gateway.shards if isinstance(gateway, ShardedGateway) else {}
 
 
 async def standbys_of(pool: asyncpg.Pool, within_seconds: float) -> list[dict[str, object]]:

@@ -8,6 +8,7 @@ scanned indexes flagged.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -18,10 +19,12 @@ import asyncpg
 from adapters.base import Sink
 from adapters.registry import build_sink
 from gateway.configuration.settings import PostgresSettings, Settings
-from gateway.operations.health import sink_status_rows, sinks_health
+from gateway.operations.health import postgres_health, sink_status_rows, sinks_health
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
+from gateway.postgres.migrations import DatabaseRole
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import ReadRouter
+from gateway.sharding.topology import Database, databases, is_sharded
 
 Report = dict[str, Any]
 
@@ -130,7 +133,38 @@ async def diagnose(
         report["sinks"] = [s.as_dict() for s in await sinks_health(pool, sinks, timeout_seconds)]
     finally:
         await pool.close()
+    if is_sharded(postgres):
+        report["shards"] = await shards_section(postgres, timeout_seconds)
     return report
+
+
+async def shards_section(postgres: PostgresSettings, timeout_seconds: float) -> list[Report]:
+    """Each shard of a sharded deployment, checked at once: whether it answers, and its
+    outbox's state per sink (as the catalog's ``outbox.sinks``)."""
+    shards = [d for d in databases(postgres) if d.role is DatabaseRole.SHARD]
+    return list(await asyncio.gather(*(_shard_section(d, timeout_seconds) for d in shards)))
+
+
+async def _shard_section(shard: Database, timeout_seconds: float) -> Report:
+    try:
+        pool = await create_pool(shard.postgres)
+    except DatabaseUnavailable as error:
+        return {"name": shard.name, "ok": False, "detail": str(error), "sinks": []}
+    try:
+        health = await postgres_health(pool, timeout_seconds)
+        section: Report = {
+            "name": shard.name,
+            "ok": health.ok,
+            "detail": health.detail,
+            "latency_ms": health.latency_ms,
+            "sinks": [],
+        }
+        if health.ok:
+            async with pool.acquire() as connection:
+                section["sinks"] = await sink_status_rows(connection)
+        return section
+    finally:
+        await pool.close()
 
 
 async def replication_section(
@@ -149,10 +183,11 @@ async def replication_section(
 
 
 def healthy(report: Report) -> bool:
-    """Whether PostgreSQL, every configured replica and every sink answered."""
+    """Whether PostgreSQL, every shard, every configured replica and every sink answered."""
     replicas = report.get("replication", {}).get("replicas", [])
     return (
         bool(report["postgres"]["ok"])
+        and all(shard["ok"] for shard in report.get("shards", []))
         and all(replica["state"] == "streaming" for replica in replicas)
         and all(sink["ok"] for sink in report["sinks"])
     )

@@ -129,8 +129,31 @@ def render(report: Report, console: Console) -> None:
             )
     else:
         console.print(f"PostgreSQL: {_ok(False)} {postgres['detail']}")
+    for shard in report.get("shards", []):
+        _render_shard(shard, console)
     sinks = [{**sink, "health": _ok(sink["ok"])} for sink in report["sinks"]]
     console.print(_table("Sinks", sinks, ["name", "health", "detail", "backlog", "last_error"]))
+
+
+def _render_shard(shard: Report, console: Console) -> None:
+    if not shard["ok"]:
+        console.print(f"Shard {shard['name']}: {_ok(False)} {shard['detail']}")
+        return
+    console.print(
+        _table(
+            f"Shard {shard['name']}: {_ok(True)} ({shard['latency_ms']:,.1f} ms); its outbox",
+            shard["sinks"],
+            [
+                "sink",
+                "backlog",
+                "oldest_undelivered_seconds",
+                "delivered",
+                "retrying",
+                "dead_lettered",
+                "relays",
+            ],
+        )
+    )
 
 
 def _render_payments(payments: Report, console: Console) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,6 +58,57 @@ async def postgres_health(pool: asyncpg.Pool, timeout_seconds: float) -> Postgre
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable) as error:
         return PostgresHealth(False, f"{type(error).__name__}: {error}", None)
     return PostgresHealth(True, "SELECT 1 ok", (time.perf_counter() - started) * 1000)
+
+
+@dataclass(frozen=True)
+class ShardHealth:
+    """One shard of a sharded deployment: whether it answers, and what its outbox still owes
+    each sink (``None`` when it could not be read)."""
+
+    name: str
+    ok: bool
+    detail: str
+    latency_ms: float | None
+    backlog: dict[str, int] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+
+async def shard_health(name: str, pool: asyncpg.Pool, timeout_seconds: float) -> ShardHealth:
+    """Whether the shard answers ``SELECT 1``, and its outbox's backlog per sink, each within
+    ``timeout_seconds``."""
+    database = await postgres_health(pool, timeout_seconds)
+    backlog: dict[str, int] | None = None
+    if database.ok:
+        try:
+            async with asyncio.timeout(timeout_seconds), pool.acquire() as connection:
+                backlog = {b.sink: b.events for b in await outbox.backlog(connection)}
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+    return ShardHealth(name, database.ok, database.detail, database.latency_ms, backlog)
+
+
+async def shards_health(
+    shards: Mapping[str, asyncpg.Pool], timeout_seconds: float
+) -> list[ShardHealth]:
+    """Every shard's health, asked concurrently."""
+    return list(
+        await asyncio.gather(
+            *(shard_health(name, pool, timeout_seconds) for name, pool in shards.items())
+        )
+    )
+
+
+def readiness(catalog_ok: bool, shards_ok: Sequence[bool]) -> str:
+    """The API's readiness: ``unavailable`` when its database (the catalog, in sharded mode)
+    does not answer; ``degraded`` when it does but a shard does not, since the customers of
+    every other shard are still served (and every instance of the API sees the same shard
+    down, so turning them all unready would refuse those customers too); else ``ready``."""
+    if not catalog_ok:
+        return "unavailable"
+    return "ready" if all(shards_ok) else "degraded"
 
 
 async def store_health(sink: Sink, timeout_seconds: float) -> Health:

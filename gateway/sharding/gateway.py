@@ -22,7 +22,7 @@ import asyncpg
 from gateway.configuration.settings import Settings
 from gateway.errors import AlreadyExists, NotFound, ReservationLapsed, ValidationError
 from gateway.postgres import outbox
-from gateway.postgres.database import Connection, create_pool
+from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import reservations, sweeper
@@ -31,7 +31,7 @@ from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.reservations import Reservation, ReservationKey, Settlement
 from gateway.sharding.saga import release_at_once
-from gateway.sharding.topology import databases
+from gateway.sharding.topology import Database, databases
 from gateway.write_path import customers, idempotency, orders
 from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
 from gateway.write_path.models import Customer, CustomerRequest, Order, PlaceOrderRequest
@@ -66,13 +66,17 @@ class ShardedGateway(Gateway):
 
     @classmethod
     async def open(cls, settings: Settings) -> ShardedGateway:
-        """Open a pool to the catalog and one to each shard."""
+        """Open a pool to the catalog and one to each shard.
+
+        The catalog must answer. A shard that does not gets a pool that connects on first use,
+        so the other shards' customers are served meanwhile and this one's once it answers.
+        """
         catalog, *shards = databases(settings.postgres)
         pools: dict[str, asyncpg.Pool] = {}
         catalog_pool = await create_pool(catalog.postgres)
         try:
             for shard in shards:
-                pools[shard.name] = await create_pool(shard.postgres)
+                pools[shard.name] = await _shard_pool(shard)
         except BaseException:
             for pool in (catalog_pool, *pools.values()):
                 await pool.close()
@@ -256,3 +260,11 @@ class ShardedGateway(Gateway):
             await sweeper.return_units(self._pool, shard, [order.id])
         except DATABASE_ERRORS as error:
             log.warning("order %s: units not returned yet (the sweeper will): %s", order.id, error)
+
+
+async def _shard_pool(shard: Database) -> asyncpg.Pool:
+    try:
+        return await create_pool(shard.postgres)
+    except DatabaseUnavailable as error:
+        log.warning("shard %s does not answer; connecting on first use: %s", shard.name, error)
+        return await create_pool(shard.postgres.model_copy(update={"pool_min_size": 0}))

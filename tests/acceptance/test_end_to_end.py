@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,7 +21,7 @@ from gateway.relay.tables import sink_totals
 from tests.acceptance.relay_support import World
 from tests.acceptance.stores import STORES, make_sink, order_event, store_settings
 from tests.eventually import eventually
-from tests.servers import managed, start_server, stop_server
+from tests.servers import managed, start_server, stop_server, unused_port
 
 PATH = ["confirmed", "processing", "shipped", "delivered", "refunded"]
 
@@ -107,13 +106,6 @@ async def test_verify_reports_drift_and_exits_one(
     assert result.returncode == 1
     for row in json.loads(result.stdout):
         assert (row["matched"], row["stale"], row["extra"], row["clean"]) == (4, 1, 1, False), row
-
-
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_verify_names_a_store_it_cannot_read_and_exits_one(

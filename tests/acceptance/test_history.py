@@ -104,8 +104,11 @@ async def test_thousands_of_random_lifecycles_fold_to_their_orders(
 
     # An order changed behind the event store's back is reported, naming what differs.
     tampered = orders[0]
+    status = await gateway.pool.fetchval("SELECT status FROM orders WHERE id = $1", tampered.id)
     await gateway.pool.execute(
-        "UPDATE orders SET status = 'shipped', version = version + 1 WHERE id = $1", tampered.id
+        "UPDATE orders SET status = $2, version = version + 1 WHERE id = $1",
+        tampered.id,
+        "delivered" if status == "shipped" else "shipped",
     )
     differing = await fanout(config, "verify", "--events", "--json")
     assert differing.returncode == 1

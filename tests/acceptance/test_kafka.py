@@ -87,6 +87,7 @@ async def test_every_event_is_published_on_its_aggregate_types_topic(
         "out_of_order": 0,
         "repeated": 0,
         "not_retained": 0,
+        "unreadable": None,
         "clean": True,
     }
     orders = await consume(kafka.topic_for("order") or "")

@@ -3,11 +3,15 @@ mode (the catalog and two shards on three servers)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 
-from gateway import Gateway
+from gateway import Customer, Gateway
+from gateway.sharding.gateway import ShardedGateway
 from tests.acceptance.api_process import ApiServer, api_server, write_config
 from tests.acceptance.sharding_support import ShardedDatabases, connect_sharded, sharded_databases
 from tests.acceptance.shop import Shop
@@ -18,6 +22,8 @@ from tests.acceptance.test_http_api import (  # noqa: F401
     MAX_BODY,
     client,
     customer,
+    key,
+    problem,
     product,
     test_bad_bodies_get_a_problem_and_write_nothing,
     test_customers_are_created_and_duplicates_conflict,
@@ -26,6 +32,7 @@ from tests.acceptance.test_http_api import (  # noqa: F401
     test_the_idempotency_key_is_required_and_checked,
     test_transitions_check_the_version_and_the_state_machine,
 )
+from tests.servers import unused_port
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +70,68 @@ async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
 @pytest.fixture
 def shop(gateway: Gateway) -> Shop:
     return Shop(gateway)
+
+
+async def test_with_a_shard_down_the_api_starts_and_serves_the_other_shard(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop, tmp_path: Path
+) -> None:
+    """``fanout serve`` started while beta does not answer (its URL names a port nothing
+    listens on): it starts; ``/readyz`` answers 200 ``degraded`` with alpha up and beta down;
+    an order of a customer of alpha is placed, one of beta's gets 503 with Retry-After."""
+    assert isinstance(gateway, ShardedGateway)
+    stocked = await shop.product(stock=10)
+    placed_on: dict[str, Customer] = {}
+    for _ in range(64):
+        created = await shop.customer()
+        placed_on.setdefault(await gateway.shard_of_customer(created.id), created)
+        if len(placed_on) == 2:
+            break
+    assert set(placed_on) == {"alpha", "beta"}
+    shards = {**sharded.shards, "beta": f"postgresql://fanout@127.0.0.1:{unused_port()}/gone"}
+    config = write_config(
+        tmp_path,
+        {
+            "postgres": {
+                "url": sharded.catalog,
+                "shards": {name: {"url": url} for name, url in shards.items()},
+            },
+            "api": {"key": API_KEY},
+            "sinks": {"memory": {"type": "memory"}},
+        },
+    )
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with (
+        api_server(config) as running,
+        httpx.AsyncClient(base_url=running.url, headers=headers, timeout=30) as http,
+    ):
+        ready = await http.get("/readyz")
+        on_alpha = await http.post(
+            "/orders", json=Shop.order(placed_on["alpha"], (stocked, 1)), headers=key()
+        )
+        on_beta = await http.post(
+            "/orders", json=Shop.order(placed_on["beta"], (stocked, 1)), headers=key()
+        )
+
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "degraded" and body["postgres"]["ok"] is True
+    states = {shard["name"]: shard for shard in body["shards"]}
+    assert states["alpha"]["ok"] is True and states["alpha"]["backlog"] is not None
+    assert states["beta"]["ok"] is False and states["beta"]["backlog"] is None
+    assert on_alpha.status_code == 201, on_alpha.text
+    assert uuid.UUID(on_alpha.json()["id"])
+    assert problem(on_beta, 503, "database-unavailable")
+    assert on_beta.headers["retry-after"] == "1"
+
+
+async def test_readyz_lists_every_shard_when_all_answer(server: ApiServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        ready = await http.get("/readyz")
+
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert [(shard["name"], shard["ok"]) for shard in body["shards"]] == [
+        ("alpha", True),
+        ("beta", True),
+    ]

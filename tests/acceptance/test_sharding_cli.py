@@ -13,11 +13,18 @@ from typing import Any
 import pytest
 
 from tests.acceptance.sharding_support import ShardedDatabases, sharded_databases
+from tests.servers import unused_port
 
 
 @pytest.fixture(scope="module")
 async def unmigrated() -> AsyncIterator[ShardedDatabases]:
     async with sharded_databases(migrated=False) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+async def migrated() -> AsyncIterator[ShardedDatabases]:
+    async with sharded_databases() as found:
         yield found
 
 
@@ -99,3 +106,28 @@ def test_shard_commands_need_shards(tmp_path: Any) -> None:
     )
     assert result.returncode == 2
     assert "postgres.shards: no shards are configured" in result.stderr
+
+
+async def test_doctor_checks_every_shard(migrated: ShardedDatabases) -> None:
+    """``fanout doctor`` reports each shard; with beta's URL naming a port nothing listens
+    on, beta is reported down with the reason, alpha still checked, and the exit code is 1."""
+    healthy = as_json(fanout(migrated, "doctor", "--json"))
+    assert [(shard["name"], shard["ok"]) for shard in healthy["shards"]] == [
+        ("alpha", True),
+        ("beta", True),
+    ]
+    gone = f"postgresql://fanout@127.0.0.1:{unused_port()}/gone"
+    beta_down = ShardedDatabases(migrated.catalog, {**migrated.shards, "beta": gone})
+
+    result = fanout(beta_down, "doctor", "--json")
+
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    shards = {shard["name"]: shard for shard in report["shards"]}
+    assert shards["alpha"]["ok"] is True and shards["alpha"]["latency_ms"] > 0
+    assert shards["beta"]["ok"] is False
+    assert "cannot connect to PostgreSQL" in shards["beta"]["detail"]
+    assert report["postgres"]["ok"] is True
+    table = fanout(beta_down, "doctor")
+    assert table.returncode == 1
+    assert "Shard beta: DOWN" in table.stdout and "Shard alpha: ok" in table.stdout

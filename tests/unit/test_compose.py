@@ -254,3 +254,16 @@ def test_the_image_is_multi_stage_non_root_and_without_secrets() -> None:
     assert re.search(r'^ENTRYPOINT \["fanout"\]', text, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".git", ".venv", ".services"} <= set(ignored)
+
+
+def test_elasticsearch_places_shards_while_gigabytes_are_free(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Disk watermarks as free space: the default shares (90 %) leave a large host disk with
+    tens of gigabytes free refusing to place the orders index."""
+    environment = services["elasticsearch"]["environment"]
+    free = {
+        level: environment[f"cluster.routing.allocation.disk.watermark.{level}"]
+        for level in ("low", "high", "flood_stage")
+    }
+    assert all(re.fullmatch(r"\d+(mb|gb)", value) for value in free.values()), free

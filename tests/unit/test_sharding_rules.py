@@ -15,6 +15,8 @@ import pytest
 from adapters.memory import MemorySink
 from gateway import ConfigError, load_settings
 from gateway.errors import ValidationError
+from gateway.operations.doctor import healthy
+from gateway.operations.health import readiness
 from gateway.operations.report import GroupBy, ReportRow, check_period, merge_rows
 from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.migrations import DatabaseRole, discover_migrations
@@ -252,3 +254,18 @@ def test_skew_is_the_largest_over_the_mean() -> None:
     assert skew([30, 10]) == 1.5
     assert skew([0, 0]) is None
     assert skew([]) is None
+
+
+def test_readiness_needs_the_catalog_and_names_a_missing_shard_degraded() -> None:
+    assert readiness(True, []) == "ready"
+    assert readiness(True, [True, True]) == "ready"
+    assert readiness(True, [True, False]) == "degraded"
+    assert readiness(False, [True, True]) == "unavailable"
+    assert readiness(False, [False]) == "unavailable"
+
+
+def test_doctor_is_unhealthy_when_a_shard_is_down() -> None:
+    report = {"postgres": {"ok": True}, "sinks": [{"ok": True}]}
+    assert healthy(report)
+    assert healthy({**report, "shards": [{"ok": True}, {"ok": True}]})
+    assert not healthy({**report, "shards": [{"ok": True}, {"ok": False}]})
