@@ -79,6 +79,9 @@ class PostgresSettings(_Section):
     settles it (commits it if its order exists, else releases its units)."""
     shard_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     """How long a query over every shard (a report) waits for each before calling it missing."""
+    directory_cache_size: int = Field(default=100_000, ge=1)
+    """How many customers' shards each process of sharded mode remembers (the least recently
+    used are forgotten first, and looked up in the catalog again when needed)."""
 
     @field_validator("replicas", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """The customer directory: which shard each customer lives on, kept in the catalog.
 
 A customer's shard is chosen once, when the customer is created, and changes only by an
-explicit move; so each process caches what it looked up, without expiry.
+explicit move; so each process caches what it looked up, without expiry, up to a number of
+customers (the least recently used are forgotten first).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from uuid import UUID
 
 import asyncpg
+from cachetools import LRUCache
 
 from gateway.errors import NotFound
 from gateway.postgres.queries import query
@@ -17,9 +19,9 @@ from gateway.postgres.queries import query
 class CustomerDirectory:
     """Looks customers' shards up in the catalog, remembering each answer."""
 
-    def __init__(self, catalog: asyncpg.Pool) -> None:
+    def __init__(self, catalog: asyncpg.Pool, cache_size: int) -> None:
         self._catalog = catalog
-        self._shards: dict[UUID, str] = {}
+        self._shards: LRUCache[UUID, str] = LRUCache(maxsize=cache_size)
 
     async def shard_of(self, customer_id: UUID) -> str:
         """The customer's shard; ``NotFound`` (field ``customer_id``) if there is no such

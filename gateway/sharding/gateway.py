@@ -62,7 +62,7 @@ class ShardedGateway(Gateway):
         self._placement = [
             Shard(name, shard.weight) for name, shard in settings.postgres.shards.items()
         ]
-        self._directory = CustomerDirectory(catalog)
+        self._directory = CustomerDirectory(catalog, settings.postgres.directory_cache_size)
 
     @classmethod
     async def open(cls, settings: Settings) -> ShardedGateway:

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -20,6 +21,7 @@ from gateway.operations.health import readiness
 from gateway.operations.report import GroupBy, ReportRow, check_period, merge_rows
 from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.migrations import DatabaseRole, discover_migrations
+from gateway.sharding.directory import CustomerDirectory
 from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.plan import plan_moves
@@ -269,3 +271,28 @@ def test_doctor_is_unhealthy_when_a_shard_is_down() -> None:
     assert healthy(report)
     assert healthy({**report, "shards": [{"ok": True}, {"ok": True}]})
     assert not healthy({**report, "shards": [{"ok": True}, {"ok": False}]})
+
+
+class CountingCatalog:
+    """Answers the directory's lookups from a dict, counting them."""
+
+    def __init__(self, shards: dict[uuid.UUID, str]) -> None:
+        self.shards = shards
+        self.lookups = 0
+
+    async def fetchval(self, statement: str, customer_id: uuid.UUID) -> str | None:
+        self.lookups += 1
+        return self.shards.get(customer_id)
+
+
+async def test_the_directory_remembers_its_cache_size_of_customers_least_recent_out_first() -> None:
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    catalog = CountingCatalog({a: "alpha", b: "beta", c: "alpha"})
+    directory = CustomerDirectory(cast(asyncpg.Pool, catalog), cache_size=2)
+
+    shards = [await directory.shard_of(customer) for customer in (a, b, a, c)]
+
+    assert shards == ["alpha", "beta", "alpha", "alpha"]
+    assert catalog.lookups == 3  # a's second lookup was remembered
+    assert await directory.shard_of(a) == "alpha" and catalog.lookups == 3
+    assert await directory.shard_of(b) == "beta" and catalog.lookups == 4  # b made way for c
