@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from adapters.readback import OrderSpan, ReadBack
 from gateway import AlreadyExists, NotFound, OrderStatus
 from gateway.configuration.settings import Settings
 from gateway.errors import ReservationLapsed
@@ -478,6 +479,59 @@ async def test_the_relay_delivers_every_shards_events_to_the_stores_with_no_drif
                     await drop_namespace(reader)
                 finally:
                     await reader.close()
+
+
+async def test_the_relay_starts_with_a_shard_down_and_relays_it_once_it_answers(
+    beta_restarted_after: None,
+) -> None:
+    """beta's server is stopped when the relay starts: the relay starts, alpha's orders reach
+    Redis meanwhile, and once beta's server is back beta's orders do too, with no drift."""
+    async with sharded_databases() as own, await connect_sharded(own) as gateway:
+        tag = uuid.uuid4().hex[:10]
+        configured = Settings.model_validate(
+            {"postgres": {"url": own.catalog}, "sinks": {"redis": store_settings("redis", tag)}}
+        )
+        settings = own.settings().model_copy(update={"relay": FAST, "sinks": configured.sinks})
+        reader = make_sink("redis", tag)
+        assert isinstance(reader, ReadBack)
+        shop = Shop(gateway)
+        customers = await customers_on_each_shard(gateway, shop)
+        product = await shop.product(stock=10)
+        placed = {
+            shard: await gateway.place_order(shop.order(customer, (product, 1)))
+            for shard, customer in customers.items()
+        }
+
+        async def holds(shard: str) -> bool:
+            order = placed[shard]
+            span = OrderSpan(order.created_at, order.updated_at)
+            held = await reader.projected_orders({str(order.id): span})
+            return str(order.id) in held
+
+        await asyncio.to_thread(stop_server, SHARD_SERVERS["beta"])
+        relay = await ShardedRelay.connect(settings)
+        running = asyncio.create_task(relay.run())
+        try:
+            assert set(relay.waiting) == {"beta"} and "alpha" in relay.relays
+            await eventually(lambda: holds("alpha"), within=60)
+            assert "beta" in relay.waiting
+
+            await asyncio.to_thread(start_server, SHARD_SERVERS["beta"])
+            await eventually(lambda: holds("beta"), within=120)
+
+            assert not relay.waiting and "beta" in relay.relays
+        finally:
+            relay.stop()
+            await running
+            await relay.close()
+        try:
+            drift = await verify(list(gateway.shards.values()), "redis", reader)
+            assert drift.clean and drift.matched == 2, drift
+        finally:
+            try:
+                await drop_namespace(reader)
+            finally:
+                await reader.close()
 
 
 async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_units() -> None:
