@@ -10,6 +10,17 @@ from rich.table import Table
 
 from gateway.operations.doctor import Report
 
+# What an outbox owes each sink: the catalog's (or the one database's) and each shard's.
+OUTBOX_SINK_COLUMNS = (
+    "sink",
+    "backlog",
+    "oldest_undelivered_seconds",
+    "delivered",
+    "retrying",
+    "dead_lettered",
+    "relays",
+)
+
 
 def _cell(value: Any) -> str:
     if value is None:
@@ -91,15 +102,7 @@ def render(report: Report, console: Console) -> None:
             _table(
                 f"Outbox: {outbox['events']:,} events kept, oldest {outbox['oldest_event_at']}",
                 outbox["sinks"],
-                [
-                    "sink",
-                    "backlog",
-                    "oldest_undelivered_seconds",
-                    "delivered",
-                    "retrying",
-                    "dead_lettered",
-                    "relays",
-                ],
+                OUTBOX_SINK_COLUMNS,
             )
         )
         _render_payments(report["payments"], console)
@@ -143,15 +146,7 @@ def _render_shard(shard: Report, console: Console) -> None:
         _table(
             f"Shard {shard['name']}: {_ok(True)} ({shard['latency_ms']:,.1f} ms); its outbox",
             shard["sinks"],
-            [
-                "sink",
-                "backlog",
-                "oldest_undelivered_seconds",
-                "delivered",
-                "retrying",
-                "dead_lettered",
-                "relays",
-            ],
+            OUTBOX_SINK_COLUMNS,
         )
     )
 
