@@ -48,9 +48,9 @@ async def readyz(request: Request) -> JSONResponse:
     """
     state = request.app.state
     timeout: float = state.settings.api.health_timeout_seconds
+    pools = shard_pools(state.gateway)
     database, shards = await asyncio.gather(
-        postgres_health(state.gateway.pool, timeout),
-        shards_health(shard_pools(state.gateway), timeout),
+        postgres_health(state.gateway.pool, timeout), shards_health(pools, timeout)
     )
     sinks = await sinks_health(state.gateway.pool if database.ok else None, state.sinks, timeout)
     standbys = await standbys_of(state.gateway.pool, timeout) if database.ok else []
@@ -68,7 +68,7 @@ async def readyz(request: Request) -> JSONResponse:
         ],
         "standbys": standbys,
     }
-    if isinstance(state.gateway, ShardedGateway):
+    if pools:
         body["shards"] = [shard.as_dict() for shard in shards]
     return JSONResponse(body, status_code=200 if database.ok else 503)
 

@@ -21,10 +21,9 @@ from adapters.registry import build_sink
 from gateway.configuration.settings import PostgresSettings, Settings
 from gateway.operations.health import postgres_health, sink_status_rows, sinks_health
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
-from gateway.postgres.migrations import DatabaseRole
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import ReadRouter
-from gateway.sharding.topology import Database, databases, is_sharded
+from gateway.sharding.topology import Database, is_sharded, order_databases
 
 Report = dict[str, Any]
 
@@ -141,7 +140,7 @@ async def diagnose(
 async def shards_section(postgres: PostgresSettings, timeout_seconds: float) -> list[Report]:
     """Each shard of a sharded deployment, checked at once: whether it answers, and its
     outbox's state per sink (as the catalog's ``outbox.sinks``)."""
-    shards = [d for d in databases(postgres) if d.role is DatabaseRole.SHARD]
+    shards = order_databases(postgres)
     return list(await asyncio.gather(*(_shard_section(d, timeout_seconds) for d in shards)))
 
 

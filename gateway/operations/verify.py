@@ -136,22 +136,21 @@ async def verify_orders(
     failure to read the sink ends the comparison with the drift's ``unreadable`` set.
     """
     drift = Drift(sink_name)
-    for start in range(0, len(order_ids), batch_size):
-        rows = await pool.fetch(
-            query("orders_for_verification_by_id"), list(order_ids[start : start + batch_size])
-        )
-        batch = {
-            row["id"]: (
-                ProjectedOrder(row["version"], row["status"], row["total"]),
-                OrderSpan(row["created_at"], row["updated_at"]),
+    try:
+        for start in range(0, len(order_ids), batch_size):
+            rows = await pool.fetch(
+                query("orders_for_verification_by_id"), list(order_ids[start : start + batch_size])
             )
-            for row in rows
-        }
-        try:
+            batch = {
+                row["id"]: (
+                    ProjectedOrder(row["version"], row["status"], row["total"]),
+                    OrderSpan(row["created_at"], row["updated_at"]),
+                )
+                for row in rows
+            }
             await _compare(sink, batch, drift, behind)
-        except StoreUnreadable as failure:
-            drift.unreadable = str(failure)
-            break
+    except StoreUnreadable as failure:
+        drift.unreadable = str(failure)
     return drift
 
 
