@@ -90,13 +90,14 @@ async def test_a_lease_taken_by_another_relay_is_forgotten_at_the_next_renewal()
     assert len(leases.owned) == 15
 
 
-async def test_a_lease_that_expired_is_not_renewed() -> None:
+async def test_a_lease_another_relay_took_once_it_expired_is_not_renewed() -> None:
     clock = Clock()
     storage = InMemoryRelayStorage(clock=clock)
     await storage.register_sink("s", from_beginning=True)
     leases = SinkLeases("s", context(storage, "a", ["a"]))
     await leases.rebalance()
     clock.now += 11
+    await storage.claim_leases("s", "b", list(PARTITIONS), 10)
     await leases.renew()
     assert leases.owned == set()
 
