@@ -128,14 +128,26 @@ class AlreadyExists(Conflict):
 
 
 class ReservationLapsed(Conflict):
-    """Sharded mode: an order was created after the sweeper had released its reservation (the
-    shard was slower than ``postgres.reservation_seconds``); the order was cancelled."""
+    """Sharded mode: the order's inventory reservation lapsed before the shard created the
+    order (the shard was slower than ``postgres.reservation_seconds``), so no order was
+    created and its units were given back; the request may be sent again, with its key."""
 
     def __init__(self, order_id: object) -> None:
         self.order_id = order_id
         super().__init__(
-            f"order {order_id} was created after its inventory reservation had lapsed "
-            "(postgres.reservation_seconds); it was cancelled, place it again"
+            f"the inventory reservation of order {order_id} lapsed before the order was created "
+            "(postgres.reservation_seconds); no order was created, place it again"
+        )
+
+
+class RequestInProgress(Conflict):
+    """Sharded mode: concurrent requests with the same idempotency key kept settling each
+    other's reservations; this one gave up without writing anything and may be retried."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"a concurrent request with idempotency key {key!r} is being placed; retry this request"
         )
 
 

@@ -3,11 +3,13 @@ primaries, products and inventory in the catalog.
 
 Routing: a customer's shard is in the directory (cached); an order's shard is in its id (see
 ``order_ids``). Placing an order is a saga over two databases: reserve the units in the
-catalog, create the order in the customer's shard, commit the reservation. When the order
-certainly was not created the reservation is released at once; when that is unknown (the
-shard went away mid-commit, the process died), the relay's sweeper settles it after it
-expires. Cancelling an order queues its units' return in the shard, in the same transaction;
-they are handed back to the catalog right after, or by the sweeper.
+catalog, create the order in the customer's shard (recording the decision ``created`` in the
+same transaction), commit the reservation. When the order certainly was not created, the
+writer records ``abandoned`` in the shard and releases the reservation at once; when that is
+unknown (the shard went away mid-commit, the process died), the relay's sweeper settles it
+after it expires, by the same decision (see ``decisions``). Cancelling an order queues its
+units' return in the shard, in the same transaction; they are handed back to the catalog
+right after, or by the sweeper.
 """
 
 from __future__ import annotations
@@ -20,22 +22,34 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.configuration.settings import Settings
-from gateway.errors import AlreadyExists, NotFound, ReservationLapsed, ValidationError
+from gateway.errors import (
+    AlreadyExists,
+    NotFound,
+    RequestInProgress,
+    ReservationLapsed,
+    ValidationError,
+)
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import reservations, sweeper
+from gateway.sharding import decisions, reservations, sweeper
+from gateway.sharding.decisions import Decision
 from gateway.sharding.directory import CustomerDirectory
 from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
-from gateway.sharding.reservations import Reservation, ReservationKey, Settlement
-from gateway.sharding.saga import release_at_once
+from gateway.sharding.reservations import (
+    Reservation,
+    ReservationKey,
+    ReservationStatus,
+    Settlement,
+)
+from gateway.sharding.saga import release_at_once, released_after_abandoning
 from gateway.sharding.topology import Database, databases
 from gateway.write_path import customers, idempotency, orders
 from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
 from gateway.write_path.models import Customer, CustomerRequest, Order, PlaceOrderRequest
-from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
+from gateway.write_path.order_status import RESTOCKING_STATUSES
 from gateway.write_path.validation import parse
 
 log = logging.getLogger("gateway.sharding")
@@ -135,18 +149,20 @@ class ShardedGateway(Gateway):
     async def sweep(self) -> sweeper.SweepResult:
         """Settle expired reservations and queued returns now (what the relay does
         periodically)."""
-        return await sweeper.sweep(self._pool, self._shards)
+        timeout = self._settings.postgres.shard_timeout_seconds
+        return await sweeper.sweep(self._pool, self._shards, timeout_seconds=timeout)
 
     async def _place(
         self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
     ) -> PlacedOrder:
         order_request, claim = self._parse_placement(request, idempotency_key)
-        for _ in range(PLACE_ATTEMPTS - 1):
+        for _ in range(PLACE_ATTEMPTS):
             try:
                 return await self._place_once(order_request, claim)
             except reservations.KeySettledMeanwhile:
                 continue
-        return await self._place_once(order_request, claim)
+        assert claim is not None  # only a keyed request is settled meanwhile
+        raise RequestInProgress(claim.key)
 
     async def _place_once(
         self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
@@ -173,11 +189,11 @@ class ShardedGateway(Gateway):
             placed = await self._create_order(pool, reservation, order_request, claim)
         except BaseException as error:
             if release_at_once(error) and not reservation.reused:
-                await self._settle(reservation.order_id, Settlement.RELEASE)
+                await self._abandon(pool, reservation.order_id)
             raise
         if placed.replayed and placed.order.id != reservation.order_id:
             # Another request with this key created its order meanwhile: ours is not needed.
-            await self._settle(reservation.order_id, Settlement.RELEASE)
+            await self._abandon(pool, reservation.order_id)
             return placed
         if not await self._settle(reservation.order_id, Settlement.COMMIT):
             await self._confirm_committed(placed.order)
@@ -215,22 +231,43 @@ class ShardedGateway(Gateway):
         request: PlaceOrderRequest,
         claim: idempotency.KeyClaim | None,
     ) -> PlacedOrder:
-        """Saga step 2: the order, its key and ``order.placed`` in the customer's shard."""
+        """Saga step 2: the order, its key, ``order.placed`` and the decision ``created`` in
+        the customer's shard; ``ReservationLapsed`` (nothing written) when the order was
+        abandoned first."""
         async with pool.acquire() as connection, connection.transaction():
-            return await self._insert_placed(
+            placed = await self._insert_placed(
                 connection, reservation.order_id, request, claim, reservation.products
             )
+            if placed.replayed:
+                return placed
+            decided = await decisions.decide(connection, reservation.order_id, Decision.CREATED)
+            if decided is not Decision.CREATED:
+                raise ReservationLapsed(reservation.order_id)
+            return placed
 
     async def _confirm_committed(self, order: Order) -> None:
-        """Saga step 3 found the reservation not held: committed by a concurrent attempt (or
-        the sweeper), which is fine, or released by the sweeper before the order existed, in
-        which case the order has no units and is cancelled."""
+        """Saga step 3 found the reservation not held: committed by a concurrent attempt or
+        the sweeper, or returned because the order was cancelled meanwhile, both fine. Any
+        other status breaks the decision the order was created with; ``fanout shards
+        reconcile`` repairs such a break, and it is logged."""
         async with self._pool.acquire() as connection:
             status = await reservations.status_of(connection, order.id)
-        if status is reservations.ReservationStatus.COMMITTED:
+        if status in (ReservationStatus.COMMITTED, ReservationStatus.RETURNED):
             return
-        await self.transition(order.id, OrderStatus.CANCELLED)
-        raise ReservationLapsed(order.id)
+        log.error("order %s was created but its reservation is %s", order.id, status)
+
+    async def _abandon(self, pool: asyncpg.Pool, order_id: UUID) -> None:
+        """Give up on order ``order_id`` before it exists: record ``abandoned`` in its shard,
+        then release its units, unless a concurrent attempt created the order first. When the
+        shard does not answer, the reservation is left to the sweeper."""
+        try:
+            async with pool.acquire() as connection:
+                decided = await decisions.decide(connection, order_id, Decision.ABANDONED)
+        except DATABASE_ERRORS as error:
+            log.warning("order %s: reservation left to the sweeper: %s", order_id, error)
+            return
+        if released_after_abandoning(decided):
+            await self._settle(order_id, Settlement.RELEASE)
 
     async def _settle(self, order_id: UUID, settlement: Settlement) -> bool:
         return await sweeper.settle_one(self._pool, order_id, settlement)

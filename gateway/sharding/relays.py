@@ -42,6 +42,7 @@ class ShardedRelay:
         """The settings of each shard that did not answer yet, by name: its relay connects,
         and starts, once it does."""
         self._sweep_interval_seconds = settings.relay.payment_sweep_interval_seconds
+        self._shard_timeout_seconds = settings.postgres.shard_timeout_seconds
         self._backoff = Backoff(
             settings.relay.backoff_initial_seconds, settings.relay.backoff_max_seconds
         )
@@ -75,7 +76,7 @@ class ShardedRelay:
         """One sweep of the saga's expired reservations and queued returns."""
         pools = {name: relay.pool for name, relay in self.relays.items() if relay.pool}
         catalog = pools.pop(CATALOG)
-        return await sweeper.sweep(catalog, pools)
+        return await sweeper.sweep(catalog, pools, timeout_seconds=self._shard_timeout_seconds)
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Run every database's relay until stopped (or, with ``until_idle``, until none has

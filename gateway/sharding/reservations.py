@@ -105,14 +105,14 @@ async def reserve(
 ) -> Reservation:
     """Take the units of ``request`` for order ``order_id`` and hold them for ``seconds``.
 
-    With ``key``, an open reservation left by an earlier attempt with the same key is returned
-    instead (``IdempotencyConflict`` if that attempt's request differs), so a retried request
-    never reserves twice. Raises what ``check_products`` raises when a product is missing, not
-    for sale or short of units.
+    With ``key``, an open reservation left by an earlier attempt with the same key in the same
+    shard (keys are kept per shard) is returned instead (``IdempotencyConflict`` if that
+    attempt's request differs), so a retried request never reserves twice. Raises what
+    ``check_products`` raises when a product is missing, not for sale or short of units.
     """
     product_ids = [item.product_id for item in request.items]
     if key is not None:
-        earlier = await _held_with_key(connection, key, product_ids)
+        earlier = await _held_with_key(connection, shard, key, product_ids)
         if earlier is not None:
             return earlier
     quantities = [item.quantity for item in request.items]
@@ -134,7 +134,7 @@ async def reserve(
         # A concurrent attempt with the same key reserved first (and has committed): no lock
         # is waited for while holding the products (every path locks products first).
         assert key is not None
-        earlier = await _held_with_key(connection, key, product_ids)
+        earlier = await _held_with_key(connection, shard, key, product_ids)
         if earlier is None:
             raise KeySettledMeanwhile(key.key)
         return earlier
@@ -190,16 +190,24 @@ async def status_of(connection: Connection, order_id: UUID) -> ReservationStatus
     return ReservationStatus(status) if status is not None else None
 
 
-async def expired(connection: Connection, limit: int) -> list[tuple[UUID, str]]:
-    """Up to ``limit`` held reservations past their expiry: (order id, shard), oldest first."""
-    rows = await connection.fetch(query("expired_reservations"), limit)
-    return [(row["order_id"], row["shard"]) for row in rows]
+async def expired(connection: Connection, shard: str, limit: int) -> list[UUID]:
+    """The order ids of up to ``limit`` held reservations of ``shard`` past their expiry,
+    oldest first."""
+    rows = await connection.fetch(query("expired_reservations"), shard, limit)
+    return [row["order_id"] for row in rows]
+
+
+async def shards_with_expired(connection: Connection) -> set[str]:
+    """The shards that have held reservations past their expiry."""
+    return {
+        row["shard"] for row in await connection.fetch(query("shards_with_expired_reservations"))
+    }
 
 
 async def _held_with_key(
-    connection: Connection, key: ReservationKey, product_ids: Sequence[UUID]
+    connection: Connection, shard: str, key: ReservationKey, product_ids: Sequence[UUID]
 ) -> Reservation | None:
-    row = await connection.fetchrow(query("held_reservation_by_key"), key.key)
+    row = await connection.fetchrow(query("held_reservation_by_key"), shard, key.key)
     if row is None:
         return None
     if row["request_hash"] != key.fingerprint:

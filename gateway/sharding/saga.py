@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.postgres.database import is_unavailability
+from gateway.sharding.decisions import Decision
 from gateway.sharding.reservations import Settlement
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
 
@@ -22,11 +23,28 @@ def release_at_once(error: BaseException) -> bool:
     )
 
 
-def settlement_of_expired(order_status: OrderStatus | None) -> Settlement:
-    """How the sweeper settles an expired held reservation, given its order's status in the
-    shard (``None``: the order does not exist)."""
-    if order_status is None:
+def settlement_of_expired(
+    decision: Decision, order_status: OrderStatus | None
+) -> Settlement | None:
+    """How the sweeper settles an expired held reservation, given the decision that stands in
+    the order's shard and the order's status there (``None``: the order does not exist).
+
+    Abandoned: the order can no longer be created, so its units go back. Created: the order
+    was committed with that decision; its units stay with it, or go back if it was cancelled.
+    A created order that is missing was removed by hand: nothing is settled, the
+    reconciliation reports it.
+    """
+    if decision is Decision.ABANDONED:
         return Settlement.RELEASE
+    if order_status is None:
+        return None
     if order_status in RESTOCKING_STATUSES:
         return Settlement.RETURN
     return Settlement.COMMIT
+
+
+def released_after_abandoning(decision: Decision) -> bool:
+    """Whether a writer that gave up on its order may release the reservation, given the
+    decision that stands after it recorded ``abandoned``: not when a concurrent attempt with
+    the same reservation created the order first."""
+    return decision is Decision.ABANDONED

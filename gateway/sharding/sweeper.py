@@ -3,15 +3,20 @@ writing process could not.
 
 - Units an order's cancellation queued for return in its shard (``inventory_returns``, written
   by the shard's trigger in the cancelling transaction) go back to the catalog's inventory.
-- Held reservations past their expiry are committed when their order exists in its shard, and
-  released when it does not.
+- Held reservations past their expiry are settled by the decision that stands in the order's
+  shard: the sweeper records ``abandoned`` unless the creating transaction recorded
+  ``created`` first (see ``decisions``), then releases the units, or commits them to the order
+  (returns them when the order was cancelled).
 
 Every step is idempotent (a reservation settles once), so a sweep that dies half-way is
-finished by the next one. A shard that does not answer is skipped until the next sweep.
+finished by the next one. Each shard is settled on its own, every call to it bounded by the
+sweep's timeout: a shard that does not answer is skipped until the next sweep, and never holds
+up the others.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +27,8 @@ import asyncpg
 from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import reservations
+from gateway.sharding import decisions, reservations
+from gateway.sharding.decisions import Decision
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.saga import settlement_of_expired
 from gateway.write_path.order_status import OrderStatus
@@ -30,6 +36,7 @@ from gateway.write_path.order_status import OrderStatus
 log = logging.getLogger("gateway.sharding")
 
 SWEEP_CHUNK = 200
+DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -46,76 +53,130 @@ class SweepResult:
 
 
 async def sweep(
-    catalog: asyncpg.Pool, shards: Mapping[str, asyncpg.Pool], limit: int = SWEEP_CHUNK
+    catalog: asyncpg.Pool,
+    shards: Mapping[str, asyncpg.Pool],
+    limit: int = SWEEP_CHUNK,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> SweepResult:
-    """One sweep (nothing when another process is sweeping)."""
+    """One sweep (nothing when another process is sweeping). Each call to a shard waits at
+    most ``timeout_seconds``; the shards are asked whether they answer all at once, before
+    the sweep takes its lock."""
     result = SweepResult()
+    answering = await _answering(shards, timeout_seconds, result)
     async with catalog.acquire() as guard, guard.transaction():
         if not await guard.fetchval(query("try_advisory_xact_lock"), AdvisoryLock.SAGA_SWEEP):
             return result
-        for name, pool in shards.items():
+        for name, pool in answering.items():
             try:
-                await return_queued_units(catalog, pool, limit, result)
+                await return_queued_units(catalog, pool, limit, result, timeout_seconds)
+                await settle_expired(catalog, name, pool, limit, result, timeout_seconds)
             except DATABASE_ERRORS as error:
-                log.warning("shard %s: cannot collect returned units: %s", name, error)
+                log.warning("shard %s: reservations left for the next sweep: %s", name, error)
                 result.unreachable.add(name)
-        await settle_expired(catalog, shards, limit, result)
+        async with catalog.acquire() as connection:
+            named = await reservations.shards_with_expired(connection)
+        for name in sorted(named - set(shards)):
+            log.warning("reservations name shard %r, which this sweep cannot reach", name)
+            result.unreachable.add(name)
     return result
 
 
+async def _answering(
+    shards: Mapping[str, asyncpg.Pool], timeout_seconds: float, result: SweepResult
+) -> dict[str, asyncpg.Pool]:
+    """The shards that answer within ``timeout_seconds`` (asked at once); the others are
+    added to ``result.unreachable``."""
+
+    async def answers(pool: asyncpg.Pool) -> None:
+        async with pool.acquire(timeout=timeout_seconds) as connection:
+            await connection.fetchval("SELECT 1", timeout=timeout_seconds)
+
+    names = list(shards)
+    outcomes = await asyncio.gather(
+        *(asyncio.wait_for(answers(shards[name]), timeout_seconds) for name in names),
+        return_exceptions=True,
+    )
+    answering: dict[str, asyncpg.Pool] = {}
+    for name, outcome in zip(names, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, DATABASE_ERRORS):
+                raise outcome
+            log.warning("shard %s does not answer; skipped by this sweep: %s", name, outcome)
+            result.unreachable.add(name)
+        else:
+            answering[name] = shards[name]
+    return answering
+
+
 async def return_queued_units(
-    catalog: asyncpg.Pool, shard: asyncpg.Pool, limit: int, result: SweepResult
+    catalog: asyncpg.Pool,
+    shard: asyncpg.Pool,
+    limit: int,
+    result: SweepResult,
+    timeout_seconds: float | None = None,
 ) -> None:
     """Give back to the catalog the units of the shard's cancelled orders, then forget them."""
     while True:
-        queued = [
-            row["order_id"] for row in await shard.fetch(query("queued_inventory_returns"), limit)
-        ]
+        rows = await shard.fetch(query("queued_inventory_returns"), limit, timeout=timeout_seconds)
+        queued = [row["order_id"] for row in rows]
         if not queued:
             return
-        result.settled[Settlement.RETURN] += await return_units(catalog, shard, queued)
+        result.settled[Settlement.RETURN] += await return_units(
+            catalog, shard, queued, timeout_seconds
+        )
         if len(queued) < limit:
             return
 
 
-async def return_units(catalog: asyncpg.Pool, shard: asyncpg.Pool, order_ids: list[UUID]) -> int:
+async def return_units(
+    catalog: asyncpg.Pool,
+    shard: asyncpg.Pool,
+    order_ids: list[UUID],
+    timeout_seconds: float | None = None,
+) -> int:
     """Give back the units of the cancelled orders ``order_ids`` (queued in ``shard``), then
     forget them there; how many reservations this returned (one already returned counts
     none)."""
     returned = 0
     for order_id in order_ids:
         returned += await settle_one(catalog, order_id, Settlement.RETURN)
-    await shard.execute(query("forget_inventory_returns"), order_ids)
+    await shard.execute(query("forget_inventory_returns"), order_ids, timeout=timeout_seconds)
     return returned
 
 
 async def settle_expired(
-    catalog: asyncpg.Pool, shards: Mapping[str, asyncpg.Pool], limit: int, result: SweepResult
+    catalog: asyncpg.Pool,
+    name: str,
+    shard: asyncpg.Pool,
+    limit: int,
+    result: SweepResult,
+    timeout_seconds: float | None = None,
 ) -> None:
-    """Commit or release every held reservation past its expiry, asking each order's shard
-    whether the order exists."""
+    """Settle up to ``limit`` held reservations of shard ``name`` past their expiry, by the
+    decision that stands in the shard (recording ``abandoned`` where none was taken)."""
     async with catalog.acquire() as connection:
-        due = await reservations.expired(connection, limit)
-    by_shard: dict[str, list[UUID]] = {}
-    for order_id, shard in due:
-        by_shard.setdefault(shard, []).append(order_id)
-    for name, order_ids in by_shard.items():
-        pool = shards.get(name)
-        if pool is None:
-            log.warning("reservations name shard %r, which is not configured", name)
-            result.unreachable.add(name)
-            continue
-        try:
-            rows = await pool.fetch(query("existing_orders"), order_ids)
-        except DATABASE_ERRORS as error:
-            log.warning("shard %s: cannot settle expired reservations: %s", name, error)
-            result.unreachable.add(name)
-            continue
-        statuses = {row["id"]: OrderStatus(row["status"]) for row in rows}
-        for order_id in order_ids:
-            settlement = settlement_of_expired(statuses.get(order_id))
-            if await settle_one(catalog, order_id, settlement):
-                result.settled[settlement] += 1
+        due = await reservations.expired(connection, name, limit)
+    if not due:
+        return
+    decided: dict[UUID, Decision] = {}
+    async with shard.acquire(timeout=timeout_seconds) as connection:
+        for order_id in due:
+            try:
+                decided[order_id] = await decisions.decide(
+                    connection, order_id, Decision.ABANDONED, timeout_seconds
+                )
+            except TimeoutError:
+                # The creating transaction holds the decision's row: settled by a later sweep.
+                log.warning("shard %s: order %s is still being decided", name, order_id)
+        created = [order_id for order_id, taken in decided.items() if taken is Decision.CREATED]
+        rows = await connection.fetch(query("existing_orders"), created, timeout=timeout_seconds)
+    statuses = {row["id"]: OrderStatus(row["status"]) for row in rows}
+    for order_id, decision in decided.items():
+        settlement = settlement_of_expired(decision, statuses.get(order_id))
+        if settlement is None:
+            log.error("shard %s: order %s was created but is gone; see reconcile", name, order_id)
+        elif await settle_one(catalog, order_id, settlement):
+            result.settled[settlement] += 1
 
 
 async def settle_one(catalog: asyncpg.Pool, order_id: UUID, settlement: Settlement) -> bool:

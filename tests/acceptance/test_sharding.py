@@ -9,6 +9,7 @@ the relay delivering every shard's events to the four real stores with no drift.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -23,11 +24,14 @@ import pytest
 
 from adapters.readback import OrderSpan, ReadBack
 from gateway import AlreadyExists, NotFound, OrderStatus
+from gateway.api.problems import problem_of
 from gateway.configuration.settings import Settings
-from gateway.errors import ReservationLapsed
+from gateway.errors import RequestInProgress, ReservationLapsed
 from gateway.operations.verify import verify
 from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.database import is_unavailability
+from gateway.sharding import decisions, reservations, sweeper
+from gateway.sharding.decisions import Decision
 from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.order_ids import shard_tag, tag_of
 from gateway.sharding.relays import ShardedRelay
@@ -570,23 +574,247 @@ async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_
         await assert_units_conserved(gateway, {product.id: 10})
 
 
-async def test_an_order_created_after_its_reservation_lapsed_is_cancelled(
+async def live_orders_without_a_committed_reservation(gateway: ShardedGateway) -> list[Any]:
+    """Orders in any shard that are not cancelled and whose reservation is not committed."""
+    broken = []
+    for pool in gateway.shards.values():
+        for row in await pool.fetch("SELECT id FROM orders WHERE status <> 'cancelled'"):
+            status = await reservation(gateway, row["id"])
+            if status not in ("committed", "held"):
+                broken.append((row["id"], status))
+    return broken
+
+
+async def test_an_order_cannot_be_created_once_the_sweeper_released_its_reservation(
     gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
-    create = gateway._create_order
+    insert_placed = gateway._insert_placed
+    key = f"k-{uuid.uuid4()}"
 
-    async def create_after_the_sweeper(*args: Any) -> Any:
+    async def sweeper_runs_while_creating(*args: Any) -> Any:
+        placed = await insert_placed(*args)  # the order's row, not committed yet
         await time_passes(gateway)  # the shard is slower than reservation_seconds
         assert (await gateway.sweep()).settled[Settlement.RELEASE] >= 1
+        return placed
+
+    monkeypatch.setattr(gateway, "_insert_placed", sweeper_runs_while_creating)
+    with pytest.raises(ReservationLapsed) as lapsed:
+        await gateway.place_order(shop.order(customer, (product, 3)), idempotency_key=key)
+    monkeypatch.undo()
+
+    with pytest.raises(NotFound):
+        await gateway.get_order(lapsed.value.order_id)  # type: ignore[arg-type]
+    assert await reservation(gateway, lapsed.value.order_id) == "released"  # type: ignore[arg-type]
+    assert await shop.stock(product) == 10
+    # The key was not kept with an order: a retry places the order, alive and with its units.
+    retried = await gateway.place_order_once(
+        shop.order(customer, (product, 3)), idempotency_key=key
+    )
+    assert not retried.replayed
+    assert retried.order.status is OrderStatus.PENDING
+    assert await reservation(gateway, retried.order.id) == "committed"
+    assert await shop.stock(product) == 7
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_slow_create_and_the_sweeper_cannot_both_win(
+    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper settles the reservation while the create step's transaction is open and the
+    process dies before any compensation: the order and its units still agree."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    create = gateway._create_order
+    sweeping: list[asyncio.Task[Any]] = []
+
+    async def sweeper_runs_before_the_commit(*args: Any) -> Any:
+        insert_placed = gateway._insert_placed
+
+        async def and_then_the_sweeper(*inner: Any) -> Any:
+            placed = await insert_placed(*inner)
+            await time_passes(gateway)
+            sweeping.append(asyncio.create_task(gateway.sweep()))
+            shard = await gateway.shard_of_customer(customer.id)
+
+            async def sweeper_waits_or_is_done() -> bool:
+                if sweeping[0].done():
+                    return True
+                waiting = await gateway.shards[shard].fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return bool(waiting)
+
+            await eventually(sweeper_waits_or_is_done)
+            return placed
+
+        monkeypatch.setattr(gateway, "_insert_placed", and_then_the_sweeper)
         return await create(*args)
 
-    monkeypatch.setattr(gateway, "_create_order", create_after_the_sweeper)
-    with pytest.raises(ReservationLapsed) as lapsed:
-        await gateway.place_order(shop.order(customer, (product, 3)))
+    async def dies(*_: Any, **__: Any) -> Any:
+        raise asyncio.CancelledError  # the process dies before any compensation
 
-    order = await gateway.get_order(lapsed.value.order_id)  # type: ignore[arg-type]
-    assert order.status is OrderStatus.CANCELLED
-    assert await reservation(gateway, order.id) == "released"
-    assert await shop.stock(product) == 10
+    monkeypatch.setattr(gateway, "_create_order", sweeper_runs_before_the_commit)
+    monkeypatch.setattr(gateway, "_settle", dies)
+    monkeypatch.setattr(gateway, "transition", dies)
+    with pytest.raises((asyncio.CancelledError, ReservationLapsed)):
+        await gateway.place_order(shop.order(customer, (product, 3)))
+    monkeypatch.undo()
+    await sweeping[0]
+    await time_passes(gateway)
+    await gateway.sweep()
+
+    assert await live_orders_without_a_committed_reservation(gateway) == []
     await assert_units_conserved(gateway, {product.id: 10})
+
+
+@contextlib.asynccontextmanager
+async def blackholed_shard() -> AsyncIterator[asyncpg.Pool]:
+    """A pool to a server that accepts connections and never answers (a blackholed host)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = await asyncpg.create_pool(
+        f"postgresql://nobody@127.0.0.1:{port}/nothing", min_size=0, timeout=120
+    )
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_a_shard_that_does_not_answer_does_not_starve_the_others(
+    gateway: ShardedGateway, shop: Shop
+) -> None:
+    """Expired reservations of a blackholed shard, the oldest, fill more than a sweep's limit:
+    the other shard's reservation is settled all the same, and the sweep ends promptly."""
+    product = await shop.product(stock=100)
+    on_beta = (await customers_on_each_shard(gateway, shop))["beta"]
+    limit = 5
+    for _ in range(limit + 2):
+        await gateway.pool.execute(
+            "INSERT INTO inventory_reservations (order_id, shard, customer_id, product_ids,"
+            " quantities, expires_at) VALUES ($1, 'alpha', $2, $3, $4, now() - interval '1 hour')",
+            uuid.uuid4(),
+            uuid.uuid4(),
+            [product.id],
+            [1],
+        )
+    await gateway.pool.execute(
+        "UPDATE products SET inventory_quantity = 93 WHERE id = $1", product.id
+    )
+    beta_order = await gateway.place_order(shop.order(on_beta, (product, 1)))
+    await gateway.pool.execute(
+        "UPDATE inventory_reservations SET status = 'held', expires_at = now() WHERE order_id = $1",
+        beta_order.id,
+    )
+
+    async with blackholed_shard() as alpha:
+        shards = dict(gateway.shards) | {"alpha": alpha}
+        result = await asyncio.wait_for(
+            sweeper.sweep(gateway.pool, shards, limit=limit, timeout_seconds=1.0), 60
+        )
+
+    assert result.unreachable == {"alpha"}
+    assert await reservation(gateway, beta_order.id) == "committed"
+    held_on_alpha = await gateway.pool.fetchval(
+        "SELECT count(*) FROM inventory_reservations WHERE shard = 'alpha' AND status = 'held'"
+        " AND $1 = ANY(product_ids)",
+        product.id,
+    )
+    assert held_on_alpha == limit + 2  # nobody could ask alpha: left for a later sweep
+    await gateway.pool.execute(
+        "DELETE FROM inventory_reservations WHERE shard = 'alpha' AND $1 = ANY(product_ids)"
+        " AND status = 'held'",
+        product.id,
+    )
+
+
+async def test_idempotency_keys_of_reservations_are_scoped_by_shard(
+    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+) -> None:
+    """A key a customer on one shard holds in an open reservation does not conflict with the
+    same key used by a customer on another shard (keys are kept per shard, as in the shards)."""
+    on_shard = await customers_on_each_shard(gateway, shop)
+    product = await shop.product(stock=10)
+    key = f"k-{uuid.uuid4()}"
+    await kill_writer_at(
+        sharded, saga_crash_process.AFTER_RESERVE, shop.order(on_shard["alpha"], (product, 1)), key
+    )
+
+    placed = await gateway.place_order_once(
+        shop.order(on_shard["beta"], (product, 2)), idempotency_key=key
+    )
+
+    assert not placed.replayed
+    assert placed.order.customer_id == on_shard["beta"].id
+    assert await shop.stock(product) == 7
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_sweeper_that_finds_the_order_being_created_waits_and_leaves_it_its_units(
+    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create step recorded its decision but has not committed when the reservation
+    expires: the sweeper waits for that transaction and leaves the units with the order (it
+    or the writer commits them, whichever comes first)."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    shard = gateway.shards[await gateway.shard_of_customer(customer.id)]
+    decide = decisions.decide
+    sweeping: list[asyncio.Task[sweeper.SweepResult]] = []
+
+    async def sweeper_runs_after_the_decision(*args: Any, **kwargs: Any) -> Decision:
+        decided = await decide(*args, **kwargs)
+        if decided is Decision.CREATED and not sweeping:
+            await time_passes(gateway)
+            sweeping.append(asyncio.create_task(gateway.sweep()))
+
+            async def sweeper_waits_for_the_decision() -> bool:
+                waiting = await shard.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return bool(waiting)
+
+            await eventually(sweeper_waits_for_the_decision)
+        return decided
+
+    monkeypatch.setattr(decisions, "decide", sweeper_runs_after_the_decision)
+    order = await gateway.place_order(shop.order(customer, (product, 3)))
+    monkeypatch.undo()
+    result = await sweeping[0]
+
+    assert result.settled[Settlement.RELEASE] == 0
+    assert (await gateway.get_order(order.id)).status is OrderStatus.PENDING
+    assert await reservation(gateway, order.id) == "committed"
+    assert await shop.stock(product) == 7
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_key_settled_meanwhile_on_every_attempt_is_a_documented_conflict(
+    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    attempts: list[str] = []
+
+    async def settled_meanwhile(*args: Any) -> Any:
+        attempts.append("reserve")
+        raise reservations.KeySettledMeanwhile("k")
+
+    monkeypatch.setattr(reservations, "reserve", settled_meanwhile)
+    before = await shop.counts()
+    with pytest.raises(RequestInProgress) as busy:
+        await gateway.place_order(shop.order(customer, (product, 1)), idempotency_key="k-busy")
+
+    assert len(attempts) == 3
+    problem = problem_of(busy.value)
+    assert (problem.status, problem.kind) == (409, "conflict")
+    assert "k-busy" in problem.detail
+    assert await shop.counts() == before

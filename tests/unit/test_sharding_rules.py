@@ -21,12 +21,17 @@ from gateway.operations.health import readiness
 from gateway.operations.report import GroupBy, ReportRow, check_period, merge_rows
 from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.migrations import DatabaseRole, discover_migrations
+from gateway.sharding.decisions import Decision
 from gateway.sharding.directory import CustomerDirectory
 from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.plan import plan_moves
 from gateway.sharding.reservations import ReservationStatus, Settlement
-from gateway.sharding.saga import release_at_once, settlement_of_expired
+from gateway.sharding.saga import (
+    release_at_once,
+    released_after_abandoning,
+    settlement_of_expired,
+)
 from gateway.sharding.scatter import scatter
 from gateway.sharding.status import skew
 from gateway.sharding.topology import CATALOG, databases
@@ -86,18 +91,24 @@ def test_a_reservation_is_released_at_once_only_when_the_shard_certainly_wrote_n
 
 
 @pytest.mark.parametrize(
-    ("status", "settlement"),
+    ("decision", "status", "settlement"),
     [
-        (None, Settlement.RELEASE),
-        (OrderStatus.PENDING, Settlement.COMMIT),
-        (OrderStatus.DELIVERED, Settlement.COMMIT),
-        (OrderStatus.CANCELLED, Settlement.RETURN),
+        (Decision.ABANDONED, None, Settlement.RELEASE),
+        (Decision.CREATED, OrderStatus.PENDING, Settlement.COMMIT),
+        (Decision.CREATED, OrderStatus.DELIVERED, Settlement.COMMIT),
+        (Decision.CREATED, OrderStatus.CANCELLED, Settlement.RETURN),
+        (Decision.CREATED, None, None),
     ],
 )
-def test_an_expired_reservation_is_settled_by_what_the_shard_holds(
-    status: OrderStatus | None, settlement: Settlement
+def test_an_expired_reservation_is_settled_by_the_decision_that_stands(
+    decision: Decision, status: OrderStatus | None, settlement: Settlement | None
 ) -> None:
-    assert settlement_of_expired(status) is settlement
+    assert settlement_of_expired(decision, status) is settlement
+
+
+def test_a_writer_releases_what_it_abandoned_only_when_its_decision_stands() -> None:
+    assert released_after_abandoning(Decision.ABANDONED)
+    assert not released_after_abandoning(Decision.CREATED)
 
 
 def test_settlements_move_between_the_right_statuses() -> None:

@@ -837,20 +837,20 @@ WHERE id = ANY($1::uuid[]);
 -- name: held_reservation_by_key
 SELECT order_id, request_hash
 FROM inventory_reservations
-WHERE idempotency_key = $1 AND status = 'held'
+WHERE shard = $1 AND idempotency_key = $2 AND status = 'held'
 FOR UPDATE;
 
 -- name: insert_reservation
 -- Takes the units of products already locked (lock_products_to_reserve) for order $1 and
--- records them, open for $8 seconds; nothing (no row) when another open reservation holds
--- the idempotency key $6.
+-- records them, open for $8 seconds; nothing (no row) when another open reservation of shard
+-- $2 holds the idempotency key $6.
 WITH reserved AS (
     INSERT INTO inventory_reservations (
         order_id, shard, customer_id, product_ids, quantities, idempotency_key, request_hash,
         expires_at
     )
     VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8::float8))
-    ON CONFLICT (idempotency_key) WHERE status = 'held' AND idempotency_key IS NOT NULL
+    ON CONFLICT (shard, idempotency_key) WHERE status = 'held' AND idempotency_key IS NOT NULL
         DO NOTHING
     RETURNING order_id
 ),
@@ -886,11 +886,23 @@ SELECT product_ids FROM inventory_reservations WHERE order_id = $1;
 SELECT status FROM inventory_reservations WHERE order_id = $1;
 
 -- name: expired_reservations
-SELECT order_id, shard
+-- Up to $2 held reservations of shard $1 past their expiry, oldest first.
+SELECT order_id
 FROM inventory_reservations
-WHERE status = 'held' AND expires_at <= now()
+WHERE status = 'held' AND shard = $1 AND expires_at <= now()
 ORDER BY expires_at
-LIMIT $1;
+LIMIT $2;
+
+-- name: shards_with_expired_reservations
+SELECT DISTINCT shard FROM inventory_reservations WHERE status = 'held' AND expires_at <= now();
+
+-- name: decide_reservation
+-- The decision on order $1's reservation: $2 when none was taken yet, else the one taken
+-- (waiting for a transaction that is taking one). The no-op update returns the kept row.
+INSERT INTO reservation_decisions (order_id, decision)
+VALUES ($1, $2)
+ON CONFLICT (order_id) DO UPDATE SET decision = reservation_decisions.decision
+RETURNING decision;
 
 -- name: customer_inputs
 -- A new order's customer (null columns when it does not exist), its given addresses ($2) and
