@@ -15,6 +15,7 @@ from gateway.operations.verify import Drift
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.migrations import MigrationStatus
 from gateway.sharding.plan import Plan
+from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus
 
 
@@ -230,4 +231,25 @@ def plan_table(plan: Plan) -> Table:
     table = Table("from", "to", "customers", title=f"{plan.moving} of {plan.customers} customers")
     for (source, target), count in plan.moves.items():
         table.add_row(source, target, str(count))
+    return table
+
+
+def reconciliation_table(result: Reconciliation) -> Table:
+    """Each reservation that disagrees with its order, and what was done about it."""
+    title = (
+        f"{result.orders_checked} live orders and {result.reservations_checked} committed "
+        f"reservations checked: {len(result.breaks)} broken, {len(result.unrepaired)} left"
+    )
+    table = Table(
+        "order", "shard", "reservation", "order status", "repair", "repaired", title=title
+    )
+    for found in result.breaks:
+        table.add_row(
+            str(found.order_id),
+            found.shard,
+            found.reservation.value if found.reservation else "none",
+            found.order.value if found.order else "none",
+            found.repair.value if found.repair else "none: an operator decides",
+            "yes" if found.repaired else "no",
+        )
     return table

@@ -16,6 +16,7 @@ from gateway.operations.report import GroupBy, OrdersReport
 from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.placement import Shard
 from gateway.sharding.plan import Plan, directory_entries, plan_moves
+from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus, shards_status
 from gateway.sharding.topology import is_sharded
 from gateway.write_path.gateway import Gateway
@@ -113,3 +114,34 @@ def plan(
         )
     else:
         out.print(render.plan_table(result))
+
+
+@shards_app.command("reconcile")
+def reconcile(
+    context: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what is broken; repair nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Check every live order against its reservation in the catalog and every committed
+    reservation against its order, and repair what disagrees: units taken again for a live
+    order (or a pending order cancelled when the stock no longer has them), units returned for
+    a cancelled or missing order. Exits 1 when a break is left (with --dry-run, any break),
+    3 when a shard did not answer."""
+
+    async def work() -> Reconciliation:
+        async with await _sharded(context) as gateway:
+            return await gateway.reconcile(repair=not dry_run)
+
+    result = run(work)
+    if as_json:
+        out.print_json(json.dumps(result.as_json()))
+    else:
+        out.print(render.reconciliation_table(result))
+    for name, reason in result.missing.items():
+        err.print(f"partial result: shard {name} did not answer ({reason})", highlight=False)
+    if result.unrepaired:
+        raise typer.Exit(1)
+    if result.missing:
+        raise typer.Exit(PARTIAL_EXIT)

@@ -38,6 +38,7 @@ from gateway.sharding.decisions import Decision
 from gateway.sharding.directory import CustomerDirectory
 from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
+from gateway.sharding.reconcile import Reconciliation, reconcile
 from gateway.sharding.reservations import (
     Reservation,
     ReservationKey,
@@ -49,7 +50,7 @@ from gateway.sharding.topology import Database, databases
 from gateway.write_path import customers, idempotency, orders
 from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
 from gateway.write_path.models import Customer, CustomerRequest, Order, PlaceOrderRequest
-from gateway.write_path.order_status import RESTOCKING_STATUSES
+from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
 from gateway.write_path.validation import parse
 
 log = logging.getLogger("gateway.sharding")
@@ -151,6 +152,16 @@ class ShardedGateway(Gateway):
         periodically)."""
         timeout = self._settings.postgres.shard_timeout_seconds
         return await sweeper.sweep(self._pool, self._shards, timeout_seconds=timeout)
+
+    async def reconcile(self, *, repair: bool = True) -> Reconciliation:
+        """Find every live order whose units are not committed to it and every committed
+        reservation without a live order, and repair them (unless ``repair`` is false); see
+        :mod:`gateway.sharding.reconcile`."""
+
+        async def cancel(order_id: UUID) -> None:
+            await self.transition(order_id, OrderStatus.CANCELLED)
+
+        return await reconcile(self._pool, self._shards, cancel, repair=repair)
 
     async def _place(
         self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None

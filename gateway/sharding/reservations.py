@@ -25,6 +25,7 @@ from gateway.write_path.orders import Row, check_products
 
 RESERVATION_AGGREGATE = "reservation"
 INVENTORY_RESERVED = "inventory.reserved"
+INVENTORY_RETAKEN = "inventory.retaken"
 
 
 class ReservationStatus(StrEnum):
@@ -179,6 +180,34 @@ async def settle(connection: Connection, order_id: UUID, settlement: Settlement)
     ]
     event = _event(
         order_id, settlement.event_type, row["version"], row["shard"], row["customer_id"], lines
+    )
+    await outbox.append(connection, [event])
+    return True
+
+
+async def retake(connection: Connection, order_id: UUID) -> bool:
+    """Take again from inventory the units of order ``order_id``'s released or returned
+    reservation, which becomes committed (``inventory.retaken``); False (nothing written) when
+    the reservation is in another status or a product no longer has the units. Runs in a
+    transaction; locks the products before the reservation's row, as ``settle`` does."""
+    lines = await connection.fetchrow(query("reservation_lines"), order_id)
+    if lines is None:
+        return False
+    locked = await connection.fetch(query("lock_products_to_reserve"), lines["product_ids"])
+    stock = {row["id"]: row["inventory_quantity"] for row in locked}
+    wanted = zip(lines["product_ids"], lines["quantities"], strict=True)
+    if any(stock.get(product_id, 0) < quantity for product_id, quantity in wanted):
+        return False
+    row = await connection.fetchrow(query("retake_reservation"), order_id)
+    if row is None:
+        return False
+    await connection.execute(query("take_units"), row["product_ids"], row["quantities"])
+    items = [
+        {"product_id": str(pid), "quantity": quantity}
+        for pid, quantity in zip(row["product_ids"], row["quantities"], strict=True)
+    ]
+    event = _event(
+        order_id, INVENTORY_RETAKEN, row["version"], row["shard"], row["customer_id"], items
     )
     await outbox.append(connection, [event])
     return True

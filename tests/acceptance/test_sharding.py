@@ -34,6 +34,7 @@ from gateway.sharding import decisions, reservations, sweeper
 from gateway.sharding.decisions import Decision
 from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.order_ids import shard_tag, tag_of
+from gateway.sharding.reconcile import Repair
 from gateway.sharding.relays import ShardedRelay
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.status import shards_status
@@ -818,3 +819,78 @@ async def test_a_key_settled_meanwhile_on_every_attempt_is_a_documented_conflict
     assert (problem.status, problem.kind) == (409, "conflict")
     assert "k-busy" in problem.detail
     assert await shop.counts() == before
+
+
+# --- reconciliation ----------------------------------------------------------------------
+
+
+async def test_reconcile_repairs_every_reservation_that_disagrees_with_its_order() -> None:
+    async with sharded_databases() as fresh, await connect_sharded(fresh) as gateway:
+        shop = Shop(gateway)
+        customer = await shop.customer()
+        product, scarce = await shop.product(stock=10), await shop.product(stock=4)
+        orders = [await gateway.place_order(shop.order(customer, (product, 2))) for _ in range(3)]
+        pending_scarce = await gateway.place_order(shop.order(customer, (scarce, 2)))
+        confirmed_scarce = await gateway.place_order(shop.order(customer, (scarce, 2)))
+        await gateway.transition(confirmed_scarce.id, OrderStatus.CONFIRMED)
+        intact = await gateway.place_order(shop.order(customer, (product, 1)))
+        # Breaks as a defect or a hand would leave them (units given back, order alive; order
+        # cancelled, units kept):
+        released, returned, cancelled = orders
+        await gateway.pool.execute(
+            "UPDATE inventory_reservations SET status = 'released' WHERE order_id = ANY($1)",
+            [released.id, pending_scarce.id, confirmed_scarce.id],
+        )
+        await gateway.pool.execute(
+            "UPDATE inventory_reservations SET status = 'returned' WHERE order_id = $1",
+            returned.id,
+        )
+        await gateway.pool.execute(
+            "UPDATE products SET inventory_quantity = inventory_quantity + 4 WHERE id = $1",
+            product.id,
+        )
+        await gateway.transition(cancelled.id, OrderStatus.CANCELLED)
+        await gateway.pool.execute(
+            "UPDATE inventory_reservations SET status = 'committed' WHERE order_id = $1",
+            cancelled.id,
+        )
+        await gateway.pool.execute(
+            "UPDATE products SET inventory_quantity = inventory_quantity - 2 WHERE id = $1",
+            product.id,
+        )
+        # The scarce product's units went to somebody else meanwhile.
+        await gateway.pool.execute(
+            "UPDATE products SET inventory_quantity = 0 WHERE id = $1", scarce.id
+        )
+        stock_before = await shop.stock(product)
+
+        report = await gateway.reconcile(repair=False)
+        assert await shop.stock(product) == stock_before  # a dry run repairs nothing
+        found = {b.order_id: b.repair for b in report.breaks}
+        assert found == {
+            released.id: Repair.RETAKE,
+            returned.id: Repair.RETAKE,
+            cancelled.id: Repair.RETURN,
+            pending_scarce.id: Repair.RETAKE,
+            confirmed_scarce.id: Repair.RETAKE,
+        }
+        assert intact.id not in found
+
+        result = await gateway.reconcile()
+
+        repairs = {b.order_id: (b.repair, b.repaired) for b in result.breaks}
+        assert repairs == {
+            released.id: (Repair.RETAKE, True),
+            returned.id: (Repair.RETAKE, True),
+            cancelled.id: (Repair.RETURN, True),
+            pending_scarce.id: (Repair.CANCEL, True),
+            confirmed_scarce.id: (None, False),  # sold without units: an operator decides
+        }
+        for order in (released, returned):
+            assert await reservation(gateway, order.id) == "committed"
+        assert await reservation(gateway, cancelled.id) == "returned"
+        cancelled_now = await gateway.get_order(pending_scarce.id)
+        assert cancelled_now.status is OrderStatus.CANCELLED
+        await assert_units_conserved(gateway, {product.id: 10})
+        again = await gateway.reconcile()
+        assert [b.order_id for b in again.breaks] == [confirmed_scarce.id]

@@ -26,6 +26,7 @@ from gateway.sharding.directory import CustomerDirectory
 from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.plan import plan_moves
+from gateway.sharding.reconcile import Repair, is_break, repair_of
 from gateway.sharding.reservations import ReservationStatus, Settlement
 from gateway.sharding.saga import (
     release_at_once,
@@ -307,3 +308,47 @@ async def test_the_directory_remembers_its_cache_size_of_customers_least_recent_
     assert catalog.lookups == 3  # a's second lookup was remembered
     assert await directory.shard_of(a) == "alpha" and catalog.lookups == 3
     assert await directory.shard_of(b) == "beta" and catalog.lookups == 4  # b made way for c
+
+
+@pytest.mark.parametrize(
+    ("reservation", "order", "in_stock", "repair"),
+    [
+        (ReservationStatus.COMMITTED, OrderStatus.PENDING, False, None),
+        (ReservationStatus.COMMITTED, OrderStatus.CANCELLED, False, Repair.RETURN),
+        (ReservationStatus.COMMITTED, None, False, Repair.RETURN),
+        (ReservationStatus.RELEASED, OrderStatus.PENDING, True, Repair.RETAKE),
+        (ReservationStatus.RETURNED, OrderStatus.SHIPPED, True, Repair.RETAKE),
+        (ReservationStatus.RELEASED, OrderStatus.PENDING, False, Repair.CANCEL),
+        (ReservationStatus.RELEASED, OrderStatus.CONFIRMED, False, None),
+        (ReservationStatus.RELEASED, OrderStatus.CANCELLED, True, None),
+        (ReservationStatus.HELD, OrderStatus.PENDING, True, None),
+        (None, OrderStatus.PENDING, True, None),
+    ],
+)
+def test_a_broken_reservation_is_repaired_by_what_the_order_and_the_stock_allow(
+    reservation: ReservationStatus | None,
+    order: OrderStatus | None,
+    in_stock: bool,
+    repair: Repair | None,
+) -> None:
+    assert repair_of(reservation, order, in_stock) is repair
+
+
+@pytest.mark.parametrize(
+    ("reservation", "order", "broken"),
+    [
+        (ReservationStatus.COMMITTED, OrderStatus.DELIVERED, False),
+        (ReservationStatus.COMMITTED, OrderStatus.CANCELLED, True),
+        (ReservationStatus.COMMITTED, None, True),
+        (ReservationStatus.RELEASED, OrderStatus.PENDING, True),
+        (ReservationStatus.RETURNED, OrderStatus.CANCELLED, False),
+        (ReservationStatus.RELEASED, None, False),
+        (None, OrderStatus.PENDING, True),
+        (ReservationStatus.HELD, OrderStatus.PENDING, False),
+        (ReservationStatus.HELD, None, False),
+    ],
+)
+def test_a_reservation_and_its_order_disagree_when_units_and_a_live_order_do_not_go_together(
+    reservation: ReservationStatus | None, order: OrderStatus | None, broken: bool
+) -> None:
+    assert is_break(reservation, order) is broken

@@ -904,6 +904,43 @@ VALUES ($1, $2)
 ON CONFLICT (order_id) DO UPDATE SET decision = reservation_decisions.decision
 RETURNING decision;
 
+-- name: retake_reservation
+-- Commits again the released or returned reservation of order $1, whose products are locked
+-- (lock_products_in_order) and hold its units; no row when it is in another status.
+UPDATE inventory_reservations
+SET status = 'committed', version = version + 1, settled_at = now()
+WHERE order_id = $1 AND status IN ('released', 'returned')
+RETURNING order_id, shard, customer_id, product_ids, quantities, version;
+
+-- name: take_units
+UPDATE products
+SET inventory_quantity = products.inventory_quantity - line.quantity, updated_at = now()
+FROM unnest($1::uuid[], $2::integer[]) AS line (id, quantity)
+WHERE products.id = line.id;
+
+-- name: reservation_lines
+SELECT product_ids, quantities FROM inventory_reservations WHERE order_id = $1;
+
+-- name: reservations_of_orders
+SELECT order_id, status FROM inventory_reservations WHERE order_id = ANY($1::uuid[]);
+
+-- name: committed_reservations_page
+SELECT order_id AS id, shard
+FROM inventory_reservations
+WHERE status = 'committed' AND ($1::uuid IS NULL OR order_id > $1)
+ORDER BY order_id
+LIMIT $2;
+
+-- name: live_orders_page
+SELECT id, status
+FROM orders
+WHERE status <> 'cancelled' AND ($1::uuid IS NULL OR id > $1)
+ORDER BY id
+LIMIT $2;
+
+-- name: lock_order_status
+SELECT status FROM orders WHERE id = $1 FOR UPDATE;
+
 -- name: customer_inputs
 -- A new order's customer (null columns when it does not exist), its given addresses ($2) and
 -- whose they are, and idempotency key ($3 scope, $4 key) while an earlier request keeps it.

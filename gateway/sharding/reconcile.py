@@ -1,0 +1,242 @@
+"""Reconciliation of the saga's two halves: every live order (in its shard) has its units
+committed to it (in the catalog), and every committed reservation has a live order.
+
+The saga keeps this true by itself (see ``decisions``); a reconciliation finds and repairs
+what an operator's hand, a restored backup or a defect broke:
+
+- a live order whose reservation was released or returned: its units are taken again when
+  the stock has them; otherwise the order is cancelled while it is still pending, and reported
+  when it is not (it was sold without units: an operator decides);
+- a committed reservation whose order was cancelled or is gone: its units are returned.
+
+Held reservations belong to the sweeper and are left alone. A shard that does not answer is
+named in the result, never silently left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from gateway.postgres.queries import query
+from gateway.relay.errors import DATABASE_ERRORS
+from gateway.sharding import reservations
+from gateway.sharding.reservations import ReservationStatus, Settlement
+from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
+
+log = logging.getLogger("gateway.sharding")
+
+PAGE = 500
+
+
+class Repair(StrEnum):
+    """What the reconciliation does about one break."""
+
+    RETAKE = "retake"
+    """Take the order's units from inventory again; the reservation is committed."""
+    CANCEL = "cancel"
+    """Cancel the order: the stock no longer has its units."""
+    RETURN = "return"
+    """Give the reservation's units back: its order is cancelled or gone."""
+
+
+def repair_of(
+    reservation: ReservationStatus | None, order: OrderStatus | None, units_in_stock: bool
+) -> Repair | None:
+    """What repairs a reservation in status ``reservation`` (``None``: there is none) whose
+    order has status ``order`` (``None``: there is none); ``None`` when nothing is broken or
+    nothing can be done without an operator."""
+    live = order is not None and order not in RESTOCKING_STATUSES
+    if reservation is ReservationStatus.COMMITTED:
+        return None if live else Repair.RETURN
+    if reservation is ReservationStatus.HELD or not live or reservation is None:
+        # Held: the sweeper's. No reservation at all: nothing tells which units to take.
+        return None
+    if units_in_stock:
+        return Repair.RETAKE
+    return Repair.CANCEL if order is OrderStatus.PENDING else None
+
+
+def is_break(reservation: ReservationStatus | None, order: OrderStatus | None) -> bool:
+    """Whether a reservation and its order disagree: a live order without committed units, or
+    committed units without a live order."""
+    live = order is not None and order not in RESTOCKING_STATUSES
+    if reservation is ReservationStatus.HELD:
+        return False
+    return live != (reservation is ReservationStatus.COMMITTED)
+
+
+@dataclass(frozen=True)
+class Break:
+    """A reservation and its order that disagree, and what was (or would be) done."""
+
+    order_id: UUID
+    shard: str
+    reservation: ReservationStatus | None
+    order: OrderStatus | None
+    repair: Repair | None
+    repaired: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The break as JSON-ready values."""
+        return {
+            "order_id": str(self.order_id),
+            "shard": self.shard,
+            "reservation": self.reservation.value if self.reservation else None,
+            "order": self.order.value if self.order else None,
+            "repair": self.repair.value if self.repair else None,
+            "repaired": self.repaired,
+        }
+
+
+@dataclass
+class Reconciliation:
+    """What one reconciliation found, and the shards it could not check."""
+
+    breaks: list[Break] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    orders_checked: int = 0
+    reservations_checked: int = 0
+
+    @property
+    def unrepaired(self) -> list[Break]:
+        """The breaks still there."""
+        return [found for found in self.breaks if not found.repaired]
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {
+            "orders_checked": self.orders_checked,
+            "reservations_checked": self.reservations_checked,
+            "breaks": [found.as_json() for found in self.breaks],
+            "missing": dict(self.missing),
+        }
+
+
+Cancel = Callable[[UUID], Awaitable[object]]
+
+
+async def reconcile(
+    catalog: asyncpg.Pool,
+    shards: Mapping[str, asyncpg.Pool],
+    cancel: Cancel,
+    *,
+    repair: bool = True,
+) -> Reconciliation:
+    """Check every shard's live orders against the catalog's reservations and every committed
+    reservation against its shard; repair what breaks (unless ``repair`` is false), cancelling
+    orders with ``cancel``."""
+    result = Reconciliation()
+    for name, shard in shards.items():
+        try:
+            await _check_live_orders(catalog, name, shard, cancel, repair, result)
+        except DATABASE_ERRORS as error:
+            log.warning("shard %s: its orders were not reconciled: %s", name, error)
+            result.missing[name] = f"{type(error).__name__}: {error}".rstrip(": ")
+    await _check_committed(catalog, shards, repair, result)
+    return result
+
+
+async def _check_live_orders(
+    catalog: asyncpg.Pool,
+    name: str,
+    shard: asyncpg.Pool,
+    cancel: Cancel,
+    repair: bool,
+    result: Reconciliation,
+) -> None:
+    async for page in _pages(shard, "live_orders_page"):
+        result.orders_checked += len(page)
+        orders = {row["id"]: OrderStatus(row["status"]) for row in page}
+        rows = await catalog.fetch(query("reservations_of_orders"), list(orders))
+        statuses = {row["order_id"]: ReservationStatus(row["status"]) for row in rows}
+        for order_id, order in orders.items():
+            reservation = statuses.get(order_id)
+            if not is_break(reservation, order):
+                continue
+            if not repair:
+                chosen = repair_of(reservation, order, units_in_stock=True)
+                result.breaks.append(Break(order_id, name, reservation, order, chosen, False))
+                continue
+            found = await _repair_live_order(catalog, name, shard, order_id, cancel)
+            if found is not None:
+                result.breaks.append(found)
+
+
+async def _repair_live_order(
+    catalog: asyncpg.Pool, name: str, shard: asyncpg.Pool, order_id: UUID, cancel: Cancel
+) -> Break | None:
+    """Retake the units of a live order, holding its row so that no cancellation slips in;
+    cancel it when the stock has them no more and it is still pending. ``None`` when, looked at
+    again under the lock, nothing is broken."""
+    async with shard.acquire() as connection, connection.transaction():
+        status = await connection.fetchval(query("lock_order_status"), order_id)
+        order = OrderStatus(status) if status is not None else None
+        async with catalog.acquire() as catalog_connection:
+            reservation = await reservations.status_of(catalog_connection, order_id)
+            if not is_break(reservation, order):
+                return None
+            chosen = repair_of(reservation, order, units_in_stock=True)
+            if chosen is Repair.RETAKE:
+                async with catalog_connection.transaction():
+                    retaken = await reservations.retake(catalog_connection, order_id)
+                if not retaken:
+                    chosen = repair_of(reservation, order, units_in_stock=False)
+    if chosen is Repair.CANCEL:
+        await cancel(order_id)
+    log.warning(
+        "order %s (shard %s): reservation %s, repair %s", order_id, name, reservation, chosen
+    )
+    return Break(order_id, name, reservation, order, chosen, chosen is not None)
+
+
+async def _check_committed(
+    catalog: asyncpg.Pool, shards: Mapping[str, asyncpg.Pool], repair: bool, result: Reconciliation
+) -> None:
+    async for page in _pages(catalog, "committed_reservations_page"):
+        result.reservations_checked += len(page)
+        by_shard: dict[str, list[UUID]] = {}
+        for row in page:
+            by_shard.setdefault(row["shard"], []).append(row["id"])
+        for name, order_ids in by_shard.items():
+            if name in result.missing:
+                continue
+            shard = shards.get(name)
+            if shard is None:
+                result.missing[name] = "not configured"
+                continue
+            try:
+                rows = await shard.fetch(query("existing_orders"), order_ids)
+            except DATABASE_ERRORS as error:
+                result.missing[name] = f"{type(error).__name__}: {error}".rstrip(": ")
+                continue
+            orders = {row["id"]: OrderStatus(row["status"]) for row in rows}
+            for order_id in order_ids:
+                order = orders.get(order_id)
+                committed = ReservationStatus.COMMITTED
+                if not is_break(committed, order):
+                    continue
+                chosen = repair_of(committed, order, units_in_stock=False)
+                repaired = False
+                if repair and chosen is Repair.RETURN:
+                    async with catalog.acquire() as connection, connection.transaction():
+                        await reservations.settle(connection, order_id, Settlement.RETURN)
+                    repaired = True
+                result.breaks.append(Break(order_id, name, committed, order, chosen, repaired))
+
+
+async def _pages(pool: asyncpg.Pool, query_name: str) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every row of a keyset-paged query (``$1`` the last id seen, ``$2`` the page size)."""
+    after: UUID | None = None
+    while True:
+        page = await pool.fetch(query(query_name), after, PAGE)
+        if not page:
+            return
+        yield page
+        after = page[-1]["id"]
