@@ -8,7 +8,10 @@ otherwise by the primary. A read without a token goes to a replica whose lag, me
 background, is under ``replica_max_lag_seconds``; it may miss writes made within that lag.
 
 A replica that is down, lagging, or not in recovery (promoted) is skipped; reads go to the
-primary with no error to the caller, and return to the replica once it is healthy again.
+primary with no error to the caller, and return to the replica once it is healthy again. A
+replica whose pool has no connection free in time is busy, not down: that read goes to the
+primary and the next ones try the replica again. A read the standby cancels for a conflict
+with recovery (replay removing rows its snapshot may need) runs again on the primary.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ log = logging.getLogger("gateway.replicas")
 T = TypeVar("T")
 
 _CHECK_TIMEOUT_SECONDS = 2.0
+_ACQUIRE_TIMEOUT_SECONDS = 2.0
 _TOKEN_POLL_SECONDS = 0.002
 TOKEN_PATTERN = r"^[0-9A-Fa-f]{1,16}$"
 """A consistency token: a WAL position as one hexadecimal number."""
@@ -53,6 +57,33 @@ _REPLICA_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+_RECOVERY_CONFLICT_STATES = frozenset({"40001", "40P01"})
+
+
+class ReplicaBusy(Exception):
+    """No connection of a replica's pool came free in time: every one is serving a read."""
+
+
+def is_recovery_conflict(error: BaseException) -> bool:
+    """Whether ``error`` is a standby cancelling a statement that conflicted with WAL replay
+    (SQLSTATE 40001, or 40P01 for a buffer deadlock with the startup process): the standby is
+    healthy, and the read can run on the primary."""
+    return isinstance(error, asyncpg.PostgresError) and error.sqlstate in _RECOVERY_CONFLICT_STATES
+
+
+def marks_replica_down(error: BaseException) -> bool:
+    """Whether ``error``, met reading from a replica, says the replica cannot be reached (it
+    refused or dropped the connection, or did not answer in time). A busy pool or a recovery
+    conflict says nothing of the replica's health."""
+    if isinstance(error, ReplicaBusy) or is_recovery_conflict(error):
+        return False
+    return is_unavailability(error)
+
+
+def read_moves_to_primary(error: BaseException) -> bool:
+    """Whether a read that failed on a replica with ``error`` runs again on the primary: the
+    replica failed or cancelled it; any other error is the read's own and reaches the caller."""
+    return marks_replica_down(error) or is_recovery_conflict(error)
 
 
 def parse_lsn(text: str) -> int:
@@ -161,6 +192,8 @@ class _Replica:
     settings: PostgresSettings
     state: ReplicaState
     pool: asyncpg.Pool | None = None
+    monitor: asyncpg.Connection | None = None
+    """The checks' own connection, so that a pool busy with reads does not fail them."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -202,6 +235,9 @@ class ReadRouter:
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
         for replica in self._replicas:
+            if replica.monitor is not None:
+                await replica.monitor.close()
+                replica.monitor = None
             if replica.pool is not None:
                 await replica.pool.close()
                 replica.pool = None
@@ -213,18 +249,21 @@ class ReadRouter:
     async def run(self, read: Callable[[Connection], Awaitable[T]], token: int | None = None) -> T:
         """Run ``read`` on a replica that has the writes up to ``token`` (or, with none, on one
         lagging less than the limit), else on the primary. A replica that fails during the
-        read is marked down and the read runs again on the primary."""
+        read is marked down and the read runs again on the primary; so does a read the
+        replica cancels for a conflict with recovery, leaving the replica in use."""
         chosen = await self._replica_for(token)
         if chosen is not None:
             replica, connection = chosen
             try:
                 result = await read(connection)
             except Exception as error:
-                if not is_unavailability(error):
+                if not read_moves_to_primary(error):
                     raise
-                log.warning("replica %s failed a read: %s", replica.state.name, error)
-                replica.state.reachable = False
-                replica.state.error = str(error) or type(error).__name__
+                if marks_replica_down(error):
+                    log.warning("replica %s failed a read: %s", replica.state.name, error)
+                    self._mark_down(replica, error)
+                else:
+                    log.info("replica %s cancelled a read: %s", replica.state.name, error)
             else:
                 replica.state.reads += 1
                 metrics.READS.labels("replica").inc()
@@ -250,18 +289,26 @@ class ReadRouter:
             if pool is None:
                 continue
             try:
-                connection = await asyncio.wait_for(pool.acquire(), _CHECK_TIMEOUT_SECONDS)
-            except _REPLICA_ERRORS:
-                replica.state.reachable = False
+                connection = await _acquire(pool)
+            except (ReplicaBusy, *_REPLICA_ERRORS) as error:
+                if marks_replica_down(error):
+                    self._mark_down(replica, error)
                 continue
             try:
                 if token is None or await self._replayed(connection, token, deadline):
                     return replica, connection
             except _REPLICA_ERRORS as error:
-                replica.state.reachable = False
-                replica.state.error = str(error) or type(error).__name__
+                if marks_replica_down(error):
+                    self._mark_down(replica, error)
             await pool.release(connection)
         return None
+
+    @staticmethod
+    def _mark_down(replica: _Replica, error: BaseException) -> None:
+        """Keep reads off ``replica`` until a check finds it again."""
+        replica.state.reachable = False
+        replica.state.error = str(error) or type(error).__name__
+        metrics.REPLICA_USABLE.labels(replica.state.name).set(0)
 
     async def _replayed(self, connection: Connection, token: int, deadline: float) -> bool:
         """Whether the replica replays past ``token`` before ``deadline`` (checked on the
@@ -287,11 +334,16 @@ class ReadRouter:
         state = replica.state
         async with replica.lock:
             try:
+                async with asyncio.timeout(_CHECK_TIMEOUT_SECONDS):
+                    if replica.monitor is None:
+                        replica.monitor = await connect(replica.settings)
+                    row = await replica.monitor.fetchrow(query("replica_status"))
                 if replica.pool is None:
                     replica.pool = await create_pool(replica.settings)
-                async with asyncio.timeout(_CHECK_TIMEOUT_SECONDS):
-                    row = await replica.pool.fetchrow(query("replica_status"))
             except _REPLICA_ERRORS as error:
+                if replica.monitor is not None:
+                    replica.monitor.terminate()
+                    replica.monitor = None
                 if state.reachable:
                     log.warning("replica %s is unreachable: %s", state.name, error)
                 state.reachable = False
@@ -312,6 +364,23 @@ class ReadRouter:
         usable = usable_without_token(state, self._settings.replica_max_lag_seconds)
         metrics.REPLICA_USABLE.labels(state.name).set(1 if usable else 0)
         metrics.REPLICA_LAG_SECONDS.labels(state.name).set(state.lag_seconds)
+
+
+async def _acquire(pool: asyncpg.Pool) -> PoolConnectionProxy[asyncpg.Record]:
+    """A connection of a replica's pool; :class:`ReplicaBusy` if none comes free in time.
+
+    A replica that stops answering is found by the background checks, over a connection of
+    their own; a wait for the pool alone does not tell a busy replica from a silent one.
+    """
+    try:
+        async with asyncio.timeout(_ACQUIRE_TIMEOUT_SECONDS) as waiting:
+            return await pool.acquire()
+    except TimeoutError as error:
+        if waiting.expired():
+            raise ReplicaBusy(
+                f"no connection came free in {_ACQUIRE_TIMEOUT_SECONDS:g} s"
+            ) from error
+        raise
 
 
 async def primary_replication(connection: Connection) -> list[dict[str, object]]:

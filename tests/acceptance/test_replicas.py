@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +19,8 @@ from gateway.configuration.settings import PostgresSettings, RedisSinkSettings
 from gateway.errors import GatewayError
 from gateway.operations.doctor import diagnose, healthy
 from gateway.operations.verify import verify_configured
-from gateway.postgres.replicas import streaming_replica
+from gateway.postgres.database import Connection, create_pool
+from gateway.postgres.replicas import ReadRouter, parse_lsn, streaming_replica
 from tests.acceptance.api_process import api_server, write_config
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, database_url
 from tests.acceptance.relay_support import World
@@ -56,6 +59,34 @@ def replicated_settings(primary_url: str, replica_server: str, **postgres: Any) 
             **postgres,
         )
     )
+
+
+@asynccontextmanager
+async def replica_router(
+    primary_url: str, replica_server: str, **postgres: Any
+) -> AsyncIterator[ReadRouter]:
+    """A read router over ``primary_url`` and its standby, once the standby streams it."""
+    settings = replicated_settings(primary_url, replica_server, **postgres).postgres
+    primary = await create_pool(settings)
+    router = ReadRouter(primary, settings)
+    try:
+        await router.start()
+        [replica] = router.states
+        await eventually(lambda: replica.usable and replica.lag_seconds == 0.0, within=30)
+        yield router
+    finally:
+        await router.close()
+        await primary.close()
+
+
+async def on_standby(connection: Connection) -> bool:
+    """Whether a read runs on a standby (rather than on the primary)."""
+    return bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
+
+
+async def flushed_position(connection: Connection) -> int:
+    """The primary's WAL position flushed so far."""
+    return parse_lsn(await connection.fetchval("SELECT pg_current_wal_flush_lsn()::text"))
 
 
 @pytest.fixture
@@ -273,3 +304,82 @@ async def test_the_api_hands_out_tokens_and_serves_pages_of_a_customer_s_orders(
         ready = (await http.get("/readyz")).json()
         assert ready["replicas"][0]["state"] == "streaming"
         assert ready["standbys"]
+
+
+async def test_a_read_that_finds_the_replica_s_pool_busy_goes_to_the_primary_and_leaves_it_up(
+    create_database: DatabaseFactory, replica_server: str
+) -> None:
+    url = await create_database()
+    async with replica_router(url, replica_server, pool_min_size=1, pool_max_size=1) as router:
+        [replica] = router.states
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_connection(connection: Connection) -> bool:
+            holding.set()
+            await release.wait()
+            return await on_standby(connection)
+
+        holder = asyncio.create_task(router.run(hold_the_connection))
+        try:
+            await asyncio.wait_for(holding.wait(), 30)
+            # The replica's only connection stays taken: the read waits for one, then goes
+            # to the primary; the replica is busy, not down.
+            assert await router.run(on_standby) is False
+            assert replica.reachable and replica.error is None
+            checked = replica.checked_at
+            await eventually(lambda: replica.checked_at > checked, within=30)
+            assert replica.usable and replica.error is None
+        finally:
+            release.set()
+        assert await holder is True
+        assert await router.run(on_standby) is True
+
+
+async def test_a_read_the_standby_cancels_for_a_recovery_conflict_runs_on_the_primary(
+    create_database: DatabaseFactory, replica_server: str, replica_admin: asyncpg.Connection
+) -> None:
+    url = await create_database()
+    name = urlsplit(url).path.lstrip("/")
+    primary = await asyncpg.connect(url)
+    await replica_admin.execute("ALTER SYSTEM SET max_standby_streaming_delay = 0")
+    await replica_admin.execute("SELECT pg_reload_conf()")
+    try:
+        await primary.execute(
+            "CREATE TABLE conflict_probe (n int);"
+            "INSERT INTO conflict_probe SELECT generate_series(1, 1000)"
+        )
+        written = await flushed_position(primary)
+        async with replica_router(url, replica_server, replica_wait_ms=10_000) as router:
+            [replica] = router.states
+
+            async def count_slowly(connection: Connection) -> tuple[bool, int]:
+                # Holds its snapshot on the standby until replay cancels it (at most a minute).
+                row = await connection.fetchrow(
+                    "SELECT pg_is_in_recovery() AS on_standby, count(*) AS rows"
+                    " FROM conflict_probe,"
+                    " pg_sleep(CASE WHEN pg_is_in_recovery() THEN 60 ELSE 0 END)"
+                )
+                assert row is not None
+                return row["on_standby"], row["rows"]
+
+            read = asyncio.create_task(router.run(count_slowly, written))
+
+            async def standby_runs_the_read() -> bool:
+                return bool(
+                    await replica_admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                        " AND state = 'active' AND query LIKE '%conflict_probe%'",
+                        name,
+                    )
+                )
+
+            await eventually(standby_runs_the_read, within=30)
+            await primary.execute("DELETE FROM conflict_probe")
+            await primary.execute("VACUUM conflict_probe")
+            assert await asyncio.wait_for(read, 60) == (False, 0)
+            assert replica.reachable and replica.error is None
+            assert await router.run(on_standby) is True
+    finally:
+        await replica_admin.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
+        await replica_admin.execute("SELECT pg_reload_conf()")
+        await primary.close()

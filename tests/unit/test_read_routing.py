@@ -5,18 +5,24 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 
 from gateway.configuration.settings import Settings
 from gateway.errors import ValidationError
+from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.replicas import (
+    ReplicaBusy,
     ReplicaState,
     format_lsn,
     format_token,
+    is_recovery_conflict,
     lag_seconds,
+    marks_replica_down,
     parse_lsn,
     parse_token,
     read_candidates,
+    read_moves_to_primary,
     replica_state_name,
     usable_without_token,
 )
@@ -79,6 +85,45 @@ def test_a_token_read_tries_replicas_known_to_have_it_first_and_any_usable_one_a
         ReplicaState("down", replay_lsn=99),
     ]
     assert read_candidates(states, 40, max_lag_seconds=5) == [1, 0]
+
+
+RECOVERY_CONFLICTS = [
+    asyncpg.SerializationError("canceling statement due to conflict with recovery"),
+    asyncpg.DeadlockDetectedError("canceling statement due to conflict with recovery"),
+]
+UNAVAILABLE = [
+    ConnectionRefusedError(111, "Connection refused"),
+    TimeoutError(),
+    asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    asyncpg.CannotConnectNowError("the database system is starting up"),
+    asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+    DatabaseUnavailable("cannot connect to PostgreSQL"),
+]
+
+
+def test_a_replica_is_marked_down_only_when_it_cannot_be_reached() -> None:
+    for error in UNAVAILABLE:
+        assert marks_replica_down(error), error
+    assert not marks_replica_down(ReplicaBusy("no connection of the pool came free"))
+    for error in RECOVERY_CONFLICTS:
+        assert not marks_replica_down(error), error
+    assert not marks_replica_down(asyncpg.UndefinedTableError('relation "x" does not exist'))
+
+
+def test_recovery_conflicts_are_told_by_their_sqlstate() -> None:
+    for error in RECOVERY_CONFLICTS:
+        assert is_recovery_conflict(error), error
+    assert not is_recovery_conflict(asyncpg.TransactionRollbackError("rolled back"))
+    assert not is_recovery_conflict(asyncpg.UniqueViolationError("duplicate key"))
+    assert not is_recovery_conflict(TimeoutError())
+
+
+def test_a_read_moves_to_the_primary_when_the_replica_fails_or_cancels_it() -> None:
+    for error in [*UNAVAILABLE, *RECOVERY_CONFLICTS]:
+        assert read_moves_to_primary(error), error
+    # The read's own mistakes are the caller's to see, wherever the read ran.
+    assert not read_moves_to_primary(asyncpg.UndefinedTableError('relation "x" does not exist'))
+    assert not read_moves_to_primary(ValidationError.single("order_id", "not a UUID"))
 
 
 def test_a_cursor_says_where_the_next_page_starts_and_nothing_else_is_one() -> None:
