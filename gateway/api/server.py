@@ -17,12 +17,20 @@ import uvicorn
 from fastapi import FastAPI
 
 from gateway.api.app import create_app
+from gateway.configuration.secrets import RedactingFormatter
 from gateway.configuration.settings import CONFIG_PATH_VARIABLE, Settings, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 """Where worker processes write their metrics, for ``/metrics`` to add them up (the
 prometheus_client multiprocess mode)."""
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at ``level``, with times and logger names, secrets masked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def api_server(
@@ -74,7 +82,7 @@ def serve_with_workers(
 def app_from_environment() -> FastAPI:
     """The API of the settings in the environment: what each worker process serves."""
     settings = load_settings()
-    logging.basicConfig(level=settings.logging.level, format=LOG_FORMAT)
+    configure_logging(settings.logging.level)
     return create_app(settings)
 
 

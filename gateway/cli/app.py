@@ -7,7 +7,6 @@ packages, usable and tested without the CLI.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -19,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gateway.api.server import LOG_FORMAT
+from gateway.api.server import configure_logging as configure_logging
+from gateway.configuration.secrets import redact_url
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.postgres.database import connect
@@ -112,11 +112,15 @@ def run(
             return runner.run(work())  # type: ignore[arg-type]
     except ConfigError as error:
         err.print(
-            f"[red]configuration error:[/red] {escape(str(error))}", markup=True, highlight=False
+            f"[red]configuration error:[/red] {escape(redact_url(str(error)))}",
+            markup=True,
+            highlight=False,
         )
         raise typer.Exit(2) from None
     except GatewayError as error:
-        err.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
+        err.print(
+            f"[red]error:[/red] {escape(redact_url(str(error)))}", markup=True, highlight=False
+        )
         raise typer.Exit(1) from None
 
 
@@ -137,11 +141,6 @@ def iso_time(text: str, option: str, *, naive_is_utc: bool = False) -> datetime:
         )
         raise typer.Exit(2)
     return value
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level``, with times and logger names."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def main() -> None:

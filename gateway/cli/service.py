@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from gateway.api.server import api_server, serve_until_stopped, serve_with_workers
 from gateway.cli.app import app, config_path, configure_logging, err, out, run, settings_of
+from gateway.configuration.secrets import redact_url
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.operations.demo import LIFE, place_demo_order, walk_demo_order
@@ -146,7 +147,9 @@ def serve(
     try:
         started = serve_until_stopped(server)
     except GatewayError as error:
-        err.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
+        err.print(
+            f"[red]error:[/red] {escape(redact_url(str(error)))}", markup=True, highlight=False
+        )
         raise typer.Exit(1) from None
     if not started:
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Health, Sink
+from gateway.configuration.secrets import redact_url
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, DatabaseUnavailable
 from gateway.relay import tables
@@ -56,7 +57,7 @@ async def postgres_health(pool: asyncpg.Pool, timeout_seconds: float) -> Postgre
     except TimeoutError:
         return PostgresHealth(False, f"no answer within {timeout_seconds:g} s", None)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable) as error:
-        return PostgresHealth(False, f"{type(error).__name__}: {error}", None)
+        return PostgresHealth(False, redact_url(f"{type(error).__name__}: {error}"), None)
     return PostgresHealth(True, "SELECT 1 ok", (time.perf_counter() - started) * 1000)
 
 
@@ -147,7 +148,7 @@ async def sinks_health(
             SinkHealth(
                 name=name,
                 ok=health.ok,
-                detail=health.detail,
+                detail=redact_url(health.detail),
                 backlog=backlog.events if backlog else None,
                 oldest_undelivered_seconds=backlog.oldest_age_seconds if backlog else None,
                 dead_lettered=total.dead_lettered if total else None,

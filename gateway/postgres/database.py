@@ -107,7 +107,7 @@ async def connect(settings: PostgresSettings) -> asyncpg.Connection:
 
 def _describe(url: str, error: BaseException) -> str:
     detail = str(error).replace(url, redact_url(url)) or type(error).__name__
-    return f"cannot connect to PostgreSQL at {redact_url(url)}: {detail}"
+    return redact_url(f"cannot connect to PostgreSQL at {redact_url(url)}: {detail}")
 
 
 async def ensure_database(settings: PostgresSettings) -> bool:

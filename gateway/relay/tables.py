@@ -14,6 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway.configuration.secrets import redact_url
 from gateway.errors import SinkInUse, UnknownSink
 from gateway.postgres.database import Connection
 from gateway.postgres.outbox import PARTITION_COUNT, StoredEvent, envelope_of
@@ -160,7 +161,7 @@ def _dead_letter_row(sink: str, letter: DeadLetter) -> tuple[object, ...]:
         envelope.headers,
         envelope.occurred_at,
         letter.reason,
-        letter.error,
+        redact_url(letter.error),
         letter.attempts,
     )
 
@@ -182,7 +183,7 @@ async def record_retrying(
         sink,
         partitions,
         [retrying[p] for p in partitions],
-        error,
+        error and redact_url(error),
         owner,
     )
 
