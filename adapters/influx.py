@@ -106,10 +106,12 @@ class InfluxSink:
         self.create_database = create_database
         self.org = org
         self.bucket = bucket or (f"{database}/{retention_policy}" if retention_policy else database)
-        self._credentials = {"u": username, "p": password} if username else {}
+        # Credentials go in the Authorization header (v1 accepts Basic; v2 a token), never in
+        # the query string, where the client's log and its errors would show them.
+        auth = httpx.BasicAuth(username, password or "") if username else None
         headers = {"Authorization": f"Token {token}"} if token else {}
         self._client = httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=timeout_seconds, verify=verify_ssl
+            base_url=url, auth=auth, headers=headers, timeout=timeout_seconds, verify=verify_ssl
         )
         self.projections = (
             projections if projections is not None else default_projections(measurement)
@@ -124,7 +126,7 @@ class InfluxSink:
         """Create the database when configured to (v1 query API; idempotent)."""
         if self.create_database:
             response = await self._client.post(
-                "/query", params={"q": f'CREATE DATABASE "{self.database}"', **self._credentials}
+                "/query", params={"q": f'CREATE DATABASE "{self.database}"'}
             )
             response.raise_for_status()
 
@@ -159,7 +161,7 @@ class InfluxSink:
     async def _write(self, lines: list[str]) -> Delivery:
         if self.api == "v1":
             path = "/write"
-            params: dict[str, Any] = {"db": self.database, "precision": "ns", **self._credentials}
+            params: dict[str, Any] = {"db": self.database, "precision": "ns"}
             if self.retention_policy:
                 params["rp"] = self.retention_policy
         else:
@@ -176,7 +178,7 @@ class InfluxSink:
     async def _query(self, statement: str) -> list[dict[str, Any]]:
         response = await self._client.get(
             "/query",
-            params={"db": self.database, "q": statement, "epoch": "ns", **self._credentials},
+            params={"db": self.database, "q": statement, "epoch": "ns"},
         )
         response.raise_for_status()
         rows: list[dict[str, Any]] = []
@@ -243,7 +245,6 @@ class InfluxSink:
             "q": f'SELECT "order_id" FROM "{self.measurement}"',
             "chunked": "true",
             "chunk_size": str(batch_size),
-            **self._credentials,
         }
         async with self._client.stream("GET", "/query", params=params) as response:
             response.raise_for_status()

@@ -10,7 +10,8 @@
 # Services: postgres, postgres-replica (a hot standby streaming from postgres),
 # postgres-shard-a and postgres-shard-b (two more primaries, the shards of sharded mode), redis,
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
-# server), elasticsearch, influxdb, kafka (one KRaft node, broker and controller).
+# server), elasticsearch, influxdb, influxdb-auth (InfluxDB with authentication on and one
+# admin user), kafka (one KRaft node, broker and controller).
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
 set -euo pipefail
 
@@ -27,6 +28,7 @@ REDIS_CLUSTER_PORT="${FANOUT_SERVICES_REDIS_CLUSTER_PORT:-46400}"
 MONGODB_PORT="${FANOUT_SERVICES_MONGODB_PORT:-57017}"
 ELASTICSEARCH_PORT="${FANOUT_SERVICES_ELASTICSEARCH_PORT:-59200}"
 INFLUXDB_PORT="${FANOUT_SERVICES_INFLUXDB_PORT:-58086}"
+INFLUXDB_AUTH_PORT="${FANOUT_SERVICES_INFLUXDB_AUTH_PORT:-58186}"
 # The broker listens on this port, its controller on the next.
 KAFKA_PORT="${FANOUT_SERVICES_KAFKA_PORT:-59092}"
 FERRETDB_VERSION=v1.24.0
@@ -34,13 +36,15 @@ ELASTICSEARCH_VERSION=8.19.7
 INFLUXDB_VERSION=v1.8.10
 KAFKA_VERSION=4.1.1
 ES_USER=fanout-es
+INFLUXDB_AUTH_USER=fanout
+INFLUXDB_AUTH_PASSWORD=fanout-influx
 PG_MAJOR=15
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b redis redis-cluster mongodb elasticsearch influxdb kafka)
+ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -456,7 +460,8 @@ elasticsearch_down() { stop_pidfile elasticsearch "$DIR/elasticsearch/es.pid"; }
 influxdb_url() { echo "http://127.0.0.1:$INFLUXDB_PORT"; }
 influxdb_running() { pidfile_alive "$DIR/influxdb/influxd.pid"; }
 
-influxdb_up() {
+# Builds influxd when missing; prints its path.
+influxdb_binary() {
     local binary="$DIR/bin/influxd-$INFLUXDB_VERSION"
     if [ ! -x "$binary" ]; then
         require_go InfluxDB
@@ -467,6 +472,12 @@ influxdb_up() {
         mv "$DIR/build/influxdb-bin/influxd" "$binary"
         rm -rf "$DIR/build/influxdb-bin"
     fi
+    echo "$binary"
+}
+
+influxdb_up() {
+    local binary
+    binary="$(influxdb_binary)"
     mkdir -p "$DIR/influxdb"
     cat >"$DIR/influxdb/influxdb.conf" <<CONF
 reporting-disabled = true
@@ -495,6 +506,48 @@ CONF
 }
 
 influxdb_down() { stop_pidfile influxdb "$DIR/influxdb/influxd.pid"; }
+
+influxdb_auth_url() {
+    echo "http://$INFLUXDB_AUTH_USER:$INFLUXDB_AUTH_PASSWORD@127.0.0.1:$INFLUXDB_AUTH_PORT"
+}
+influxdb_auth_running() { pidfile_alive "$DIR/influxdb-auth/influxd.pid"; }
+
+influxdb_auth_up() {
+    local binary home="$DIR/influxdb-auth" url="http://127.0.0.1:$INFLUXDB_AUTH_PORT"
+    binary="$(influxdb_binary)"
+    mkdir -p "$home"
+    cat >"$home/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((INFLUXDB_AUTH_PORT + 2))"
+[meta]
+  dir = "$home/meta"
+[data]
+  dir = "$home/data"
+  wal-dir = "$home/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$INFLUXDB_AUTH_PORT"
+  auth-enabled = true
+  log-enabled = false
+[logging]
+  level = "warn"
+CONF
+    if influxdb_auth_running; then
+        log "influxdb-auth already running on 127.0.0.1:$INFLUXDB_AUTH_PORT"
+    else
+        require_free_port influxdb_auth "$INFLUXDB_AUTH_PORT"
+        log "starting InfluxDB with authentication on 127.0.0.1:$INFLUXDB_AUTH_PORT"
+        spawn "$home/influxd.pid" "$home/server.log" "$binary" -config "$home/influxdb.conf"
+    fi
+    wait_until influxdb-auth 360 curl -sf "$url/ping"
+    # Without users, InfluxDB accepts the first admin's creation unauthenticated.
+    curl -s -o /dev/null -XPOST "$url/query" --data-urlencode \
+        "q=CREATE USER $INFLUXDB_AUTH_USER WITH PASSWORD '$INFLUXDB_AUTH_PASSWORD' WITH ALL PRIVILEGES"
+    curl -sf -o /dev/null -u "$INFLUXDB_AUTH_USER:$INFLUXDB_AUTH_PASSWORD" \
+        --data-urlencode "q=SHOW USERS" "$url/query" || die "influxdb-auth: the admin cannot log in"
+}
+
+influxdb_auth_down() { stop_pidfile influxdb-auth "$DIR/influxdb-auth/influxd.pid"; }
 
 # --- kafka --------------------------------------------------------------------
 # Apache Kafka in KRaft mode, one node as broker and controller, run from its jars on Maven
@@ -644,6 +697,7 @@ reserve_ports() {
     [ -w "$file" ] || return 0
     local ports="$PG_PORT,$PG_REPLICA_PORT,$PG_SHARD_A_PORT,$PG_SHARD_B_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
     ports+=",$((ELASTICSEARCH_PORT + 100)),$INFLUXDB_PORT,$((INFLUXDB_PORT + 2))"
+    ports+=",$INFLUXDB_AUTH_PORT,$((INFLUXDB_AUTH_PORT + 2))"
     # A cluster node also listens on its port + 10000, the cluster bus.
     ports+=",$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
     ports+=",$((REDIS_CLUSTER_PORT + 10000))-$((REDIS_CLUSTER_PORT + 10005))"
