@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.acceptance.sharding_support import ShardedDatabases, sharded_databases
@@ -73,6 +74,23 @@ async def test_the_commands_of_sharded_mode(unmigrated: ShardedDatabases) -> Non
 
     plan = as_json(fanout(unmigrated, "shards", "plan", "--json"))
     assert plan == {"customers": 1, "moving": 0, "moves": []}
+
+    clean = as_json(fanout(unmigrated, "shards", "reconcile", "--json"))
+    assert (clean["orders_checked"], clean["breaks"], clean["missing"]) == (5, [], {})
+    catalog = await asyncpg.connect(unmigrated.catalog)
+    try:
+        broken = await catalog.fetchval(
+            "UPDATE inventory_reservations SET status = 'released' WHERE order_id ="
+            " (SELECT order_id FROM inventory_reservations LIMIT 1) RETURNING order_id"
+        )
+    finally:
+        await catalog.close()
+    found = fanout(unmigrated, "shards", "reconcile", "--dry-run", "--json")
+    assert found.returncode == 1, found.stderr
+    assert [b["order_id"] for b in json.loads(found.stdout)["breaks"]] == [str(broken)]
+    repaired = as_json(fanout(unmigrated, "shards", "reconcile", "--json"))
+    assert [(b["repair"], b["repaired"]) for b in repaired["breaks"]] == [("retake", True)]
+    assert as_json(fanout(unmigrated, "shards", "reconcile", "--json"))["breaks"] == []
 
     report = as_json(fanout(unmigrated, "report", "--group-by", "status", "--json"))
     assert not report["partial"] and report["answered"] == ["alpha", "beta"]
