@@ -18,6 +18,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.api.auth import authorized
+from gateway.configuration.secrets import redact_url
 from gateway.operations.health import postgres_health, readiness, shards_health, sinks_health
 from gateway.postgres.replicas import primary_replication
 from gateway.sharding.gateway import ShardedGateway
@@ -38,10 +40,11 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "PostgreSQL (in sharded mode, the catalog) cannot be reached"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when PostgreSQL answers; each sink's health and backlog, and each replica's state
-    and lag, are given as detail. In sharded mode PostgreSQL is the catalog, and each shard's
-    state and backlog are given too: a shard that does not answer makes the status
-    ``degraded``, still 200, since every other shard's customers are served.
+    """Ready when PostgreSQL answers. With the API key (or when none is configured), each
+    sink's health and backlog, and each replica's state and lag, are given as detail; without
+    it, only the status. In sharded mode PostgreSQL is the catalog, and each shard's state and
+    backlog are given too: a shard that does not answer makes the status ``degraded``, still
+    200, since every other shard's customers are served.
 
     A sink that is down does not make the API unready: orders are still accepted and the
     relay delivers them when the store returns.
@@ -52,10 +55,14 @@ async def readyz(request: Request) -> JSONResponse:
     database, shards = await asyncio.gather(
         postgres_health(state.gateway.pool, timeout), shards_health(pools, timeout)
     )
+    status = readiness(database.ok, [shard.ok for shard in shards])
+    status_code = 200 if database.ok else 503
+    if not authorized(request.headers.get("authorization"), state.settings.api.key):
+        return JSONResponse({"status": status}, status_code=status_code)
     sinks = await sinks_health(state.gateway.pool if database.ok else None, state.sinks, timeout)
     standbys = await standbys_of(state.gateway.pool, timeout) if database.ok else []
     body: dict[str, Any] = {
-        "status": readiness(database.ok, [shard.ok for shard in shards]),
+        "status": status,
         "postgres": {
             "ok": database.ok,
             "detail": database.detail,
@@ -70,7 +77,19 @@ async def readyz(request: Request) -> JSONResponse:
     }
     if pools:
         body["shards"] = [shard.as_dict() for shard in shards]
-    return JSONResponse(body, status_code=200 if database.ok else 503)
+    return JSONResponse(redacted(body), status_code=status_code)
+
+
+def redacted(value: Any) -> Any:
+    """``value`` (JSON-ready) with every string passed through :func:`redact_url`: replica
+    addresses and client errors can hold a URL."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {key: redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redacted(item) for item in value]
+    return value
 
 
 def shard_pools(gateway: Gateway) -> Mapping[str, asyncpg.Pool]:

@@ -126,8 +126,11 @@ async def test_with_a_shard_down_the_api_starts_and_serves_the_other_shard(
 
 async def test_readyz_lists_every_shard_when_all_answer(server: ApiServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        ready = await http.get("/readyz")
+        anonymous = await http.get("/readyz")
+        ready = await http.get("/readyz", headers={"Authorization": f"Bearer {API_KEY}"})
 
+    # Shard names are details: only a caller with the key sees them.
+    assert (anonymous.status_code, anonymous.json()) == (200, {"status": "ready"})
     assert ready.status_code == 200, ready.text
     body = ready.json()
     assert body["status"] == "ready"
