@@ -177,6 +177,18 @@ def read_candidates(
     return sorted(chosen, key=lambda i: (states[i].replay_lsn < token, states[i].reads))
 
 
+def commit_position(synchronous_commit: str, inserted: int, flushed: int) -> int:
+    """The consistency token of a commit just made, from the WAL positions read right after it.
+
+    A commit that waited for its WAL flush (every ``synchronous_commit`` but ``off``) ends at
+    or before the flushed position: the tightest bound a standby can reach, since the primary
+    sends only flushed WAL. The inserted position may run past it (other sessions' WAL not yet
+    flushed, or the next page's header), which a standby receives only after the next flush.
+    An asynchronous commit may not be flushed yet: only the inserted position covers it.
+    """
+    return inserted if synchronous_commit == "off" else flushed
+
+
 def lag_seconds(
     receive_lsn: int | None, replay_lsn: int | None, since_last_replay: float | None
 ) -> float:
@@ -381,6 +393,16 @@ async def _acquire(pool: asyncpg.Pool) -> PoolConnectionProxy[asyncpg.Record]:
                 f"no connection came free in {_ACQUIRE_TIMEOUT_SECONDS:g} s"
             ) from error
         raise
+
+
+async def consistency_position(connection: Connection) -> int:
+    """The WAL position a standby must have replayed to show what ``connection`` has just
+    committed (the consistency token of that write)."""
+    row = await connection.fetchrow(query("commit_wal_positions"))
+    assert row is not None
+    return commit_position(
+        row["synchronous_commit"], parse_lsn(row["inserted"]), parse_lsn(row["flushed"])
+    )
 
 
 async def primary_replication(connection: Connection) -> list[dict[str, object]]:

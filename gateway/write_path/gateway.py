@@ -28,12 +28,11 @@ from gateway.payments import recording
 from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, create_pool
-from gateway.postgres.queries import query
 from gateway.postgres.replicas import (
     ReadRouter,
     ReplicaState,
+    consistency_position,
     format_token,
-    parse_lsn,
     parse_token,
 )
 from gateway.sharding.scatter import scatter
@@ -394,8 +393,7 @@ class Gateway:
         """``record``, with the consistency token of the write just committed on
         ``connection`` when replicas are configured."""
         if self._reads.enabled:
-            position = await connection.fetchval(query("current_wal_position"))
-            record._consistency_token = format_token(parse_lsn(position))
+            record._consistency_token = format_token(await consistency_position(connection))
         return record
 
     def _parse_placement(

@@ -20,7 +20,12 @@ from gateway.errors import GatewayError
 from gateway.operations.doctor import diagnose, healthy
 from gateway.operations.verify import verify_configured
 from gateway.postgres.database import Connection, create_pool
-from gateway.postgres.replicas import ReadRouter, parse_lsn, streaming_replica
+from gateway.postgres.replicas import (
+    ReadRouter,
+    consistency_position,
+    parse_lsn,
+    streaming_replica,
+)
 from tests.acceptance.api_process import api_server, write_config
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, database_url
 from tests.acceptance.relay_support import World
@@ -383,3 +388,57 @@ async def test_a_read_the_standby_cancels_for_a_recovery_conflict_runs_on_the_pr
         await replica_admin.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
         await replica_admin.execute("SELECT pg_reload_conf()")
         await primary.close()
+
+
+async def newest_probe(connection: Connection) -> tuple[bool, int]:
+    """Where the read ran (True: a standby) and the newest row of ``token_probe`` it sees."""
+    row = await connection.fetchrow(
+        "SELECT pg_is_in_recovery() AS on_standby, max(n) AS newest FROM token_probe"
+    )
+    assert row is not None
+    return row["on_standby"], row["newest"]
+
+
+async def test_a_token_asks_a_standby_for_no_wal_the_primary_has_not_sent(
+    create_database: DatabaseFactory, replica_server: str
+) -> None:
+    url = await create_database()
+    writer, other = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        await writer.execute("CREATE TABLE token_probe (n int)")
+        async with replica_router(url, replica_server, replica_wait_ms=10_000) as router:
+            for n in range(20):
+                await writer.execute("INSERT INTO token_probe VALUES ($1)", n)
+                # WAL written after the commit and flushed only later (by the WAL writer or
+                # the next commit), as the relay's asynchronous commits and page pruning are.
+                await other.execute("SELECT pg_logical_emit_message(false, 'probe', 'later')")
+                token = await consistency_position(writer)
+                # A standby receives flushed WAL only: a token past it would keep reads off
+                # every replica until something else is flushed.
+                assert token <= await flushed_position(writer)
+                assert await router.run(newest_probe, token) == (True, n)
+    finally:
+        await writer.close()
+        await other.close()
+
+
+async def test_after_an_asynchronous_commit_a_token_still_covers_the_write(
+    create_database: DatabaseFactory, replica_server: str
+) -> None:
+    url = await create_database()
+    writer = await asyncpg.connect(url)
+    try:
+        await writer.execute("CREATE TABLE token_probe (n int)")
+        await writer.execute("SET synchronous_commit TO off")
+        async with replica_router(url, replica_server, replica_wait_ms=10_000) as router:
+            for n in range(20):
+                await writer.execute("INSERT INTO token_probe VALUES ($1)", n)
+                # Past the commit record, which need not be flushed yet.
+                written = parse_lsn(
+                    await writer.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+                )
+                token = await consistency_position(writer)
+                assert token >= written
+                assert (await router.run(newest_probe, token))[1] == n
+    finally:
+        await writer.close()

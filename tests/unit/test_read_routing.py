@@ -14,6 +14,7 @@ from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.replicas import (
     ReplicaBusy,
     ReplicaState,
+    commit_position,
     format_lsn,
     format_token,
     is_recovery_conflict,
@@ -85,6 +86,12 @@ def test_a_token_read_tries_replicas_known_to_have_it_first_and_any_usable_one_a
         ReplicaState("down", replay_lsn=99),
     ]
     assert read_candidates(states, 40, max_lag_seconds=5) == [1, 0]
+
+
+def test_a_commit_s_token_is_the_flushed_position_unless_the_commit_did_not_wait_for_it() -> None:
+    for waited in ["on", "local", "remote_write", "remote_apply"]:
+        assert commit_position(waited, inserted=0x2000, flushed=0x1F40) == 0x1F40
+    assert commit_position("off", inserted=0x2000, flushed=0x1F40) == 0x2000
 
 
 RECOVERY_CONFLICTS = [

@@ -601,9 +601,12 @@ LIMIT $4;
 -- name: order_items_of_orders
 SELECT * FROM order_items WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, id;
 
--- name: current_wal_position
--- After a commit: a WAL position at or past the commit record (a consistency token).
-SELECT pg_current_wal_insert_lsn()::text;
+-- name: commit_wal_positions
+-- After a commit: whether it waited for its WAL to be flushed, how far WAL is inserted, and
+-- how far it is flushed (what a standby can receive).
+SELECT current_setting('synchronous_commit') AS synchronous_commit,
+       pg_current_wal_insert_lsn()::text AS inserted,
+       pg_current_wal_flush_lsn()::text AS flushed;
 
 -- name: replica_replay_lsn
 SELECT pg_last_wal_replay_lsn()::text;
