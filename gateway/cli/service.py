@@ -11,12 +11,15 @@ import typer
 from prometheus_client import start_http_server
 from rich.markup import escape
 
+from gateway.api.exposure import check_exposure
 from gateway.api.server import api_server, serve_until_stopped, serve_with_workers
+from gateway.backoff import Backoff
 from gateway.cli.app import app, config_path, configure_logging, err, out, run, settings_of
 from gateway.configuration.secrets import redact_url
-from gateway.configuration.settings import Settings
+from gateway.configuration.settings import Settings, default_config_path
 from gateway.errors import GatewayError
 from gateway.operations.demo import LIFE, place_demo_order, walk_demo_order
+from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import Relay, collector
 from gateway.sharding.relays import ShardedRelay
 from gateway.sharding.topology import is_sharded
@@ -95,20 +98,41 @@ def relay(
         configure_logging(settings.logging.level)
         if metrics_port is not None:
             start_http_server(metrics_port, addr=metrics_host)
-        stats = metrics_port is not None
-        relay = (
-            await ShardedRelay.connect(settings, collect_stats=stats)
-            if is_sharded(settings.postgres)
-            else await Relay.connect(settings, collect_stats=stats)
-        )
+        stop_asked = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signal_number, stop_asked.set)
+        relay = await connect_relay(settings, stop_asked, collect_stats=metrics_port is not None)
+        if relay is None:
+            return
         async with relay:
             collector.tune_for_relay()
-            loop = asyncio.get_running_loop()
             for signal_number in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signal_number, relay.stop)
+            if stop_asked.is_set():
+                relay.stop()
             await relay.run(until_idle=until_idle)
 
     run(work)
+
+
+async def connect_relay(
+    settings: Settings, stop_asked: asyncio.Event, *, collect_stats: bool
+) -> Relay | ShardedRelay | None:
+    """The configured relay, connected once PostgreSQL (in sharded mode, the catalog) answers:
+    until then it waits and tries again, with backoff; ``None`` if a stop is asked first."""
+
+    async def attempt() -> Relay | ShardedRelay:
+        if is_sharded(settings.postgres):
+            return await ShardedRelay.connect(settings, collect_stats=collect_stats)
+        return await Relay.connect(settings, collect_stats=collect_stats)
+
+    return await wait_for_postgres(
+        attempt,
+        url=settings.postgres.url.get_secret_value(),
+        backoff=Backoff(settings.relay.backoff_initial_seconds, settings.relay.backoff_max_seconds),
+        stopping=stop_asked,
+    )
 
 
 @app.command("serve")
@@ -128,7 +152,10 @@ def serve(
     """Serve the HTTP API until SIGTERM or SIGINT (then finish open requests and exit 0)."""
 
     async def work() -> Settings:
-        return settings_of(context)
+        settings = settings_of(context)
+        file = config_path(context) or default_config_path()
+        check_exposure(settings.api, host, file if file.exists() else None)
+        return settings
 
     settings = run(work)
     configure_logging(settings.logging.level)

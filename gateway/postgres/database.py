@@ -21,6 +21,11 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 class DatabaseUnavailable(GatewayError):
     """PostgreSQL cannot be reached or refused the connection."""
 
+    def __init__(self, message: str, *, reason: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """The error the connection attempt met, if any."""
+
 
 def is_unavailability(error: BaseException) -> bool:
     """Whether ``error`` says PostgreSQL could not be reached or dropped the connection (it is
@@ -89,7 +94,7 @@ async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
             reset=keep_session,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise DatabaseUnavailable(_describe(url, error)) from None
+        raise DatabaseUnavailable(_describe(url, error), reason=error) from None
     assert pool is not None
     return pool
 
@@ -100,7 +105,7 @@ async def connect(settings: PostgresSettings) -> asyncpg.Connection:
     try:
         connection = await asyncpg.connect(url, command_timeout=settings.command_timeout_seconds)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise DatabaseUnavailable(_describe(url, error)) from None
+        raise DatabaseUnavailable(_describe(url, error), reason=error) from None
     await _configure(connection)
     return connection
 
@@ -124,7 +129,7 @@ async def ensure_database(settings: PostgresSettings) -> bool:
     try:
         connection = await asyncpg.connect(maintenance)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise DatabaseUnavailable(_describe(maintenance, error)) from None
+        raise DatabaseUnavailable(_describe(maintenance, error), reason=error) from None
     try:
         if await connection.fetchval(query("database_exists"), name):
             return False

@@ -25,6 +25,7 @@ from gateway.backoff import Backoff
 from gateway.configuration.settings import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.errors import GatewayError
 from gateway.postgres.database import create_pool
+from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import upkeep
 from gateway.relay.context import WorkerContext
 from gateway.relay.errors import DATABASE_ERRORS
@@ -128,8 +129,16 @@ class Relay:
         # history's pruning.
         size = 2 * len(sinks) + 5
         postgres = settings.postgres.model_copy(update={"pool_min_size": 1, "pool_max_size": size})
+        try:
+            pool = await create_pool(postgres)
+        except BaseException:
+            # Tried again while PostgreSQL does not answer: each try's clients are closed.
+            if built:
+                for sink in sinks:
+                    await sink.close()
+            raise
         relay = cls(
-            await create_pool(postgres),
+            pool,
             settings.postgres,
             sinks,
             settings.relay,
@@ -170,11 +179,11 @@ class Relay:
         return await upkeep.prune(self.storage, self.settings.retention_seconds)
 
     async def run(self, *, until_idle: bool = False) -> None:
-        """Run until stopped (or, with ``until_idle``, until nothing is left to deliver)."""
-        for worker in self.workers:
-            start = self._start_from.get(worker.sink.name, self.settings.start_from)
-            await self.storage.register_sink(worker.sink.name, from_beginning=start == "beginning")
-        await self._heartbeat()
+        """Run until stopped (or, with ``until_idle``, until nothing is left to deliver).
+
+        While PostgreSQL cannot be reached, at start as later, it waits and tries again."""
+        if not await self._join():
+            return
         settings = self.settings
         background = [
             asyncio.create_task(self._heartbeat_periodically(), name="relay-heartbeat"),
@@ -217,6 +226,25 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._leave()
+
+    async def _join(self) -> bool:
+        """Register every sink and record this relay as live, waiting while PostgreSQL cannot
+        be reached; False if stopped first."""
+
+        async def register() -> bool:
+            for worker in self.workers:
+                start = self._start_from.get(worker.sink.name, self.settings.start_from)
+                await self.storage.register_sink(
+                    worker.sink.name, from_beginning=start == "beginning"
+                )
+            await self._heartbeat()
+            return True
+
+        url = self.postgres.url.get_secret_value() if self.postgres is not None else None
+        joined = await wait_for_postgres(
+            register, url=url, backoff=self.backoff, stopping=self.stopping
+        )
+        return joined is not None
 
     def _order_upkeep(self, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
         """The sweeper of unpaid orders and, with a retention, the pruning of their history."""
