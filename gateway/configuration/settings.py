@@ -336,6 +336,8 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     key: SecretStr | None = None
+    allow_unauthenticated: bool = False
+    """Serve on a non-loopback address without ``key`` (otherwise refused)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     health_timeout_seconds: float = Field(default=2.0, gt=0)
     # Longer than the idle expiry of client pools and load balancers (httpx 5 s, AWS ALB 60 s),

@@ -17,6 +17,7 @@ import pytest
 import typer.main
 import yaml
 
+from gateway.api.exposure import check_exposure
 from gateway.cli.app import app
 from gateway.configuration.settings import ENV_PREFIX, Settings, load_settings
 
@@ -231,6 +232,7 @@ def test_the_stack_configuration_loads_with_the_gateway_settings(
     assert settings.api.key is not None
     assert settings.api.key.get_secret_value() == secrets["FANOUT_API_KEY"]
     assert (settings.api.host, settings.api.port) == ("0.0.0.0", 8000)
+    check_exposure(settings.api, None, GATEWAY_CONFIG)  # the stack's API may start
     influx = settings.sinks["influxdb"]
     assert influx.type == "influxdb" and influx.token is not None
     assert influx.token.get_secret_value() == secrets["INFLUXDB_TOKEN"]
