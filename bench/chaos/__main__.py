@@ -13,6 +13,7 @@ from bench.chaos import __doc__ as DESCRIPTION
 from bench.chaos.chart import draw
 from bench.chaos.plan import ChaosPlan, fault_schedule
 from bench.chaos.run import run_chaos, verdict
+from bench.chaos.watch import ProcessEnded
 from bench.common import RESULTS, write_results
 from tests.acceptance.stores import STORES
 
@@ -38,7 +39,11 @@ def main() -> None:
     plan = replace(plan, faults=fault_schedule(plan, arguments.repeats))
     logs = Path(tempfile.mkdtemp(prefix="fanout-chaos-"))
     print(f"process logs in {logs}")
-    report = asyncio.run(run_chaos(plan, logs))
+    try:
+        report = asyncio.run(run_chaos(plan, logs))
+    except ProcessEnded as ended:
+        print(f"verdict: {ended}")
+        sys.exit(1)
     broken = verdict(report)
     report["verdict"] = broken or "0 lost, 0 stale, 0 mismatched in every store"
     path = write_results(arguments.name, report)

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bench.chaos.plan import RETRY_FOR_SECONDS
+from bench.chaos.plan import RETRY_FOR_SECONDS, FailedAttempt
 
 
 @dataclass
@@ -38,7 +38,9 @@ class ChaosClient:
         self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0))
         self.counts = counts
         self.origin = origin
-        self.failures: list[tuple[float, str]] = []
+        self.failures: list[FailedAttempt] = []
+        self.successes: list[tuple[float, float]] = []
+        """When each answered attempt was sent and answered (a 4xx is an answer too)."""
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -88,24 +90,30 @@ class ChaosClient:
         deadline = time.perf_counter() + RETRY_FOR_SECONDS
         for attempt in itertools.count():
             self.counts.attempts += 1
+            sent = self._now()
             try:
                 response = await self.http.request(method, path, json=body, headers=headers)
             except httpx.TransportError as error:
-                self._failed(type(error).__name__)
+                self._failed(type(error).__name__, sent)
                 pause = min(2.0, 0.1 * 2**attempt)
             else:
                 if response.status_code != 503:
                     if response.status_code >= 500:
-                        self._failed(f"HTTP {response.status_code}")
+                        self._failed(f"HTTP {response.status_code}", sent)
+                    else:
+                        self.successes.append((sent, self._now()))
                     return response
                 retry_after = response.headers.get("Retry-After")
-                self._failed("HTTP 503" + ("" if retry_after else " without Retry-After"))
+                self._failed("HTTP 503" + ("" if retry_after else " without Retry-After"), sent)
                 pause = float(retry_after or 1)
             if time.perf_counter() + pause > deadline:
                 return None
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
         return None
 
-    def _failed(self, kind: str) -> None:
-        self.failures.append((time.perf_counter() - self.origin, kind))
+    def _now(self) -> float:
+        return time.perf_counter() - self.origin
+
+    def _failed(self, kind: str, sent: float) -> None:
+        self.failures.append(FailedAttempt(kind, sent, self._now()))
         self.counts.failed_attempts[kind] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,9 +11,6 @@ from tests.acceptance.stores import STORES
 FaultKind = Literal["kill-relay", "stop-store", "restart-postgres", "kill-api"]
 
 HAPPY_PATH = ("confirmed", "processing", "shipped")
-# A failed attempt this long after a fault ended still counts as caused by it: pools
-# reconnect and a restarted process warms up.
-FAULT_GRACE_SECONDS = 10.0
 # How long a client keeps retrying one request before it gives up.
 RETRY_FOR_SECONDS = 180.0
 
@@ -66,22 +64,45 @@ def fault_schedule(plan: ChaosPlan, repeats: int) -> tuple[Fault, ...]:
 
 @dataclass
 class FaultWindow:
-    """When a fault began and ended, in seconds since the load began."""
+    """When a fault began and ended, and when the gateway was next seen answering, in seconds
+    since the load began."""
 
     kind: FaultKind
     target: str
     began: float
     ended: float | None = None
+    settled: float | None = None
+    """When the first request sent after the fault ended was answered: until then pools
+    reconnect and a restarted process warms up, however long a busy machine takes."""
 
 
-def explained(kind: str, at: float, windows: list[FaultWindow]) -> bool:
-    """Whether a failed attempt of ``kind`` at ``at`` is what a fault running then causes:
-    a 503 with Retry-After while PostgreSQL restarts, a lost or refused connection while the
-    API is down (or restarts after PostgreSQL did). Nothing else may fail."""
+@dataclass(frozen=True)
+class FailedAttempt:
+    """A request attempt that failed: how (``HTTP 503``, ``ConnectError``, ...), when it was
+    sent and when it failed, in seconds since the load began."""
+
+    kind: str
+    started: float
+    ended: float
+
+
+def settled_at(fault_ended: float, successes: Iterable[tuple[float, float]]) -> float | None:
+    """When the gateway answered again after a fault: the earliest end of a successful request
+    (``(sent, answered)``) sent once the fault had ended; ``None`` if none was."""
+    answered = [done for sent, done in successes if sent >= fault_ended]
+    return min(answered, default=None)
+
+
+def explained(failure: FailedAttempt, windows: list[FaultWindow]) -> bool:
+    """Whether ``failure`` is what a fault in force while it was in flight causes: a 503 with
+    Retry-After while PostgreSQL restarts, a lost or refused connection while the API is down
+    (or restarts after PostgreSQL did). A fault is in force from its start until the gateway
+    is seen answering after it. Nothing else may fail."""
     for window in windows:
-        ended = window.ended if window.ended is not None else float("inf")
-        if not window.began <= at <= ended + FAULT_GRACE_SECONDS:
+        until = window.settled if window.settled is not None else float("inf")
+        if not (failure.ended >= window.began and failure.started <= until):
             continue
+        kind = failure.kind
         if window.kind == "restart-postgres" and (kind == "HTTP 503" or kind.endswith("Error")):
             return True
         if window.kind == "kill-api" and kind.endswith("Error"):

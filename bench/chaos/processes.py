@@ -25,6 +25,19 @@ class FanoutProcess:
         self.args = args
         self.log_path = logs / f"{name}.log"
         self.process: asyncio.subprocess.Process | None = None
+        self.held_down = False
+        """Whether a fault killed the process and is to start it again."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process ended; ``None`` while it runs or before it started."""
+        return None if self.process is None else self.process.returncode
+
+    def log_tail(self, lines: int) -> str:
+        """The last ``lines`` lines of the process's log."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     async def start(self) -> None:
         """Start the process, its output appended to its log file."""
@@ -49,6 +62,16 @@ class FanoutProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+    async def kill_and_restart(self, after_seconds: float) -> None:
+        """SIGKILL, then start again ``after_seconds`` later; meanwhile its end is the fault's."""
+        self.held_down = True
+        try:
+            await self.kill()
+            await asyncio.sleep(after_seconds)
+            await self.start()
+        finally:
+            self.held_down = False
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within a minute."""

@@ -9,7 +9,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,23 @@ import yaml
 
 from adapters.readback import ReadBack
 from bench.chaos.client import ChaosClient, ClientCounts
-from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explained
+from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explained, settled_at
 from bench.chaos.processes import FanoutProcess, free_port, services
+from bench.chaos.watch import ended_on_their_own, state_of, watched
 from bench.common import scratch_gateway
 from gateway import Gateway
 from gateway.operations.verify import verify
 from gateway.postgres import outbox
 from gateway.postgres.database import DatabaseUnavailable, connect
 from gateway.relay.errors import DATABASE_ERRORS
+from gateway.relay.tables import list_dead_letters
 from tests.acceptance.shop import customer_request
 from tests.acceptance.stores import drop_namespace, make_sink, store_settings
 
 log = logging.getLogger("bench.chaos")
+
+DEAD_LETTERS_LISTED = 100_000
+ERRORS_SHOWN = 3
 
 
 def config_for(url: str, tag: str, plan: ChaosPlan, port: int, directory: Path) -> Path:
@@ -45,7 +51,10 @@ def config_for(url: str, tag: str, plan: ChaosPlan, port: int, directory: Path) 
             "poll_interval_seconds": 0.2,
             "lease_ttl_seconds": 6,
             "backoff_max_seconds": 2,
-            "max_attempts": 12,
+            # A transient failure the store's health check does not call an outage (a store
+            # answering its ping before it takes writes again) retries for minutes, not
+            # seconds: a busy machine brings a store back slowly.
+            "max_attempts": 100,
             "stats_interval_seconds": 2,
         },
         "sinks": {kind: store_settings(kind, tag) for kind in plan.stores},
@@ -130,14 +139,9 @@ class Chaos:
         self.windows.append(window)
         match fault.kind:
             case "kill-relay":
-                relay = self.relays[int(fault.target)]
-                await relay.kill()
-                await asyncio.sleep(fault.seconds)
-                await relay.start()
+                await self.relays[int(fault.target)].kill_and_restart(fault.seconds)
             case "kill-api":
-                await self.api.kill()
-                await asyncio.sleep(fault.seconds)
-                await self.api.start()
+                await self.api.kill_and_restart(fault.seconds)
                 await self.wait_for_api(url)
             case "stop-store":
                 await services("down", fault.target)
@@ -172,8 +176,8 @@ class Chaos:
                 connection = None
             self.timeline.append(row)
 
-    async def drive(self, client: ChaosClient, requests: list[dict[str, Any]]) -> None:
-        """Place the plan's orders at its rate; move some of them along."""
+    async def drive(self, client: ChaosClient, requests: list[dict[str, Any]]) -> float:
+        """Place the plan's orders at its rate, moving some of them along; how long it took."""
         slots = asyncio.Semaphore(self.plan.in_flight)
         lifecycles: set[asyncio.Task[None]] = set()
 
@@ -189,29 +193,29 @@ class Chaos:
             finally:
                 slots.release()
 
-        for number in range(self.plan.orders):
-            due = number / self.plan.rate - (time.perf_counter() - self.origin)
-            await asyncio.sleep(max(0.0, due))
-            await slots.acquire()
-            task = asyncio.create_task(lifecycle(requests[number % len(requests)]))
-            lifecycles.add(task)
-            task.add_done_callback(lifecycles.discard)
-        await asyncio.gather(*lifecycles)
+        try:
+            for number in range(self.plan.orders):
+                due = number / self.plan.rate - (time.perf_counter() - self.origin)
+                await asyncio.sleep(max(0.0, due))
+                await slots.acquire()
+                task = asyncio.create_task(lifecycle(requests[number % len(requests)]))
+                lifecycles.add(task)
+                task.add_done_callback(lifecycles.discard)
+            await asyncio.gather(*lifecycles)
+        finally:
+            for task in list(lifecycles):
+                task.cancel()
+        return self.now()
 
-    def exited(self) -> list[str]:
-        """The processes that ended on their own (every fault that kills one restarts it)."""
-        return [
-            process.name
-            for process in (self.api, *self.relays)
-            if process.process is not None and process.process.returncode is not None
-        ]
+    @property
+    def processes(self) -> list[FanoutProcess]:
+        """The API and the relays."""
+        return [self.api, *self.relays]
 
     async def drain(self) -> bool:
-        """Until no sink has a backlog (or the plan's drain timeout passes, or no relay runs)."""
+        """Until no sink has a backlog (or the plan's drain timeout passes)."""
         deadline = time.perf_counter() + self.plan.drain_timeout_seconds
         while time.perf_counter() < deadline:
-            if all(relay.name in self.exited() for relay in self.relays):
-                return False
             async with self.gateway.pool.acquire() as connection:
                 backlogs = {b.sink: b.events for b in await outbox.backlog(connection)}
             if all(backlogs.get(store, 1) == 0 for store in self.plan.stores):
@@ -230,14 +234,13 @@ class Chaos:
         sampler = asyncio.create_task(self.sample())
         faults = [asyncio.create_task(self.inject(fault, url)) for fault in self.plan.faults]
         try:
-            await self.drive(client, requests)
-            load_seconds = self.now()
-            await asyncio.gather(*faults)
+            load_seconds = await watched(self.drive(client, requests), self.processes)
+            await watched(asyncio.gather(*faults), self.processes)
             # Pooled connections died with the PostgreSQL restarts.
             await self.gateway.pool.expire_connections()
-            drained = await self.drain()
+            drained = await watched(self.drain(), self.processes)
             drain_seconds = self.now() - load_seconds
-            exited = self.exited()
+            exited = ended_on_their_own(state_of(process) for process in self.processes)
         finally:
             for task in faults:
                 task.cancel()
@@ -268,16 +271,13 @@ class Chaos:
         in_postgres = await self.gateway.pool.fetchval("SELECT count(*) FROM orders")
         moved = await self.gateway.pool.fetchval("SELECT sum(version - 1) FROM orders")
         # Every event of the run is valid: a dead letter is an event a store never got.
-        dead_letters = {
-            row["sink"]: row["letters"]
-            for row in await self.gateway.pool.fetch(
-                "SELECT sink, count(*) AS letters FROM dead_letters GROUP BY sink"
-            )
-        }
+        async with self.gateway.pool.acquire() as connection:
+            letters = await list_dead_letters(connection, None, DEAD_LETTERS_LISTED)
+        for window in self.windows:
+            if window.ended is not None:
+                window.settled = settled_at(window.ended, client.successes)
         unexplained = [
-            {"t": round(at, 2), "kind": kind}
-            for at, kind in client.failures
-            if not explained(kind, at, self.windows)
+            asdict(failure) for failure in client.failures if not explained(failure, self.windows)
         ]
         counts = self.counts
         return {
@@ -304,7 +304,7 @@ class Chaos:
                 "transitions_found_already_applied": counts.transitions_found_applied,
             },
             "stores": stores,
-            "dead_letters": dead_letters,
+            "dead_letters": summarize_dead_letters(letters),
             "faults": [asdict(window) for window in self.windows],
             "timeline": self.timeline,
         }
@@ -350,8 +350,7 @@ def verdict(report: dict[str, Any]) -> list[str]:
     orders = report["orders"]
     if report.get("processes_exited"):
         broken.append(f"processes exited on their own: {report['processes_exited']}")
-    if report.get("dead_letters"):
-        broken.append(f"dead letters: {report['dead_letters']}")
+    broken += dead_letter_findings(report.get("dead_letters", {}))
     if orders["in_postgres"] != orders["placed"]:
         broken.append(f"{orders['in_postgres']} orders in PostgreSQL, {orders['placed']} placed")
     if orders["transitions_in_postgres"] != orders["transitions"]:
@@ -364,3 +363,31 @@ def verdict(report: dict[str, Any]) -> list[str]:
     if report["requests"]["operations_given_up"]:
         broken.append(f"operations given up: {report['requests']['operations_given_up']}")
     return broken
+
+
+def summarize_dead_letters(letters: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per sink: how many dead letters, how many of each reason, and the first few distinct
+    errors."""
+    summary: dict[str, dict[str, Any]] = {}
+    for letter in letters:
+        sink = summary.setdefault(letter["sink"], {"count": 0, "reasons": Counter(), "errors": []})
+        sink["count"] += 1
+        sink["reasons"][letter["reason"]] += 1
+        if letter["last_error"] not in sink["errors"] and len(sink["errors"]) < ERRORS_SHOWN:
+            sink["errors"].append(letter["last_error"])
+    for sink in summary.values():
+        sink["reasons"] = dict(sink["reasons"])
+    return summary
+
+
+def dead_letter_findings(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the dead letters break: every event of a chaos run is valid, so each is an event a
+    store never got; one line per sink with its count, reasons and errors."""
+    return [
+        f"{sink}: {letters['count']} dead letters ("
+        + ", ".join(f"{reason}: {count}" for reason, count in letters["reasons"].items())
+        + "); last errors: "
+        + " | ".join(letters["errors"])
+        for sink, letters in summary.items()
+        if letters["count"]
+    ]

@@ -6,8 +6,16 @@ import itertools
 from collections import Counter
 from typing import Any
 
-from bench.chaos.plan import ChaosPlan, FaultWindow, explained, fault_schedule
-from bench.chaos.run import verdict
+from bench.chaos.plan import (
+    ChaosPlan,
+    FailedAttempt,
+    FaultWindow,
+    explained,
+    fault_schedule,
+    settled_at,
+)
+from bench.chaos.run import dead_letter_findings, summarize_dead_letters, verdict
+from bench.chaos.watch import ProcessState, ended_on_their_own
 
 
 def test_every_fault_runs_as_often_as_asked_within_the_load() -> None:
@@ -23,20 +31,46 @@ def test_every_fault_runs_as_often_as_asked_within_the_load() -> None:
     assert all(a.kind != b.kind or a.target != b.target for a, b in itertools.pairwise(schedule))
 
 
-def test_only_a_running_fault_explains_a_failure_and_only_its_own_kind() -> None:
-    restart = FaultWindow("restart-postgres", "", began=10.0, ended=12.0)
-    api = FaultWindow("kill-api", "", began=30.0, ended=33.0)
-    store = FaultWindow("stop-store", "redis", began=50.0, ended=70.0)
+def failed(kind: str, started: float, ended: float | None = None) -> FailedAttempt:
+    return FailedAttempt(kind, started, started if ended is None else ended)
+
+
+def test_only_a_fault_in_force_explains_a_failure_and_only_its_own_kind() -> None:
+    restart = FaultWindow("restart-postgres", "", began=10.0, ended=12.0, settled=14.0)
+    api = FaultWindow("kill-api", "", began=30.0, ended=33.0, settled=33.5)
+    store = FaultWindow("stop-store", "redis", began=50.0, ended=70.0, settled=70.0)
     windows = [restart, api, store]
 
-    assert explained("HTTP 503", 11.0, windows)
-    assert explained("HTTP 503", 12.0 + 9.0, windows)  # pools reconnecting just after
-    assert not explained("HTTP 503", 40.0, windows)
-    assert not explained("HTTP 503 without Retry-After", 11.0, windows)
-    assert not explained("HTTP 500", 11.0, windows)
-    assert explained("ConnectError", 31.0, windows)
-    assert not explained("HTTP 503", 31.0, windows)  # a dead API answers nothing
-    assert not explained("ConnectError", 60.0, windows)  # a store outage fails no request
+    assert explained(failed("HTTP 503", 11.0), windows)
+    assert explained(failed("HTTP 503", 13.9), windows)  # pools reconnecting just after
+    assert not explained(failed("HTTP 503", 40.0), windows)
+    assert not explained(failed("HTTP 503 without Retry-After", 11.0), windows)
+    assert not explained(failed("HTTP 500", 11.0), windows)
+    assert explained(failed("ConnectError", 31.0), windows)
+    assert not explained(failed("HTTP 503", 31.0), windows)  # a dead API answers nothing
+    assert not explained(failed("ConnectError", 60.0), windows)  # a store outage fails no request
+
+
+def test_a_fault_explains_failures_until_the_gateway_is_seen_answering_again() -> None:
+    """However long a busy machine takes to recover, not a fixed grace after the fault."""
+    slow = FaultWindow("restart-postgres", "", began=10.0, ended=12.0, settled=95.0)
+    unsettled = FaultWindow("kill-api", "", began=200.0, ended=203.0)
+
+    assert explained(failed("HTTP 503", 90.0), [slow])
+    assert not explained(failed("HTTP 503", 95.5), [slow])  # sent after it answered again
+    assert explained(failed("ReadError", 94.0, 96.0), [slow])  # sent before, failed after
+    assert explained(failed("RemoteProtocolError", 9.0, 10.5), [slow])  # in flight at the fault
+    assert not explained(failed("ReadError", 5.0, 9.0), [slow])  # over before the fault
+    assert explained(failed("ConnectError", 500.0), [unsettled])  # never answered again
+
+
+def test_the_gateway_settles_with_the_first_success_sent_after_the_fault() -> None:
+    successes = [(1.0, 2.0), (11.0, 13.0), (12.5, 12.9), (12.0, 30.0), (14.0, 14.2)]
+
+    assert settled_at(12.0, successes) == 12.9
+    assert settled_at(3.0, successes) == 12.9
+    assert settled_at(0.5, successes) == 2.0
+    assert settled_at(15.0, successes) is None
 
 
 def clean_report() -> dict[str, Any]:
@@ -51,9 +85,48 @@ def clean_report() -> dict[str, Any]:
 
 def test_a_chaos_run_is_broken_by_a_dead_letter_or_a_crash_as_by_drift() -> None:
     assert verdict(clean_report()) == []
-    dead = clean_report() | {"dead_letters": {"mongodb": 3}}
-    assert verdict(dead) == ["dead letters: {'mongodb': 3}"]
+    letters = {"mongodb": {"count": 3, "reasons": {"attempts_exhausted": 3}, "errors": ["x"]}}
+    dead = clean_report() | {"dead_letters": letters}
+    assert verdict(dead) == ["mongodb: 3 dead letters (attempts_exhausted: 3); last errors: x"]
     crashed = clean_report() | {"processes_exited": ["relay-1"]}
     assert verdict(crashed) == ["processes exited on their own: ['relay-1']"]
     drifted = clean_report() | {"stores": {"redis": {"clean": False}}}
     assert verdict(drifted) == ["redis: {'clean': False}"]
+
+
+def test_dead_letters_are_told_per_sink_with_their_reasons_and_errors() -> None:
+    letters = [
+        {"sink": "redis", "reason": "attempts_exhausted", "last_error": "timed out"},
+        {"sink": "redis", "reason": "permanent", "last_error": "bad key"},
+        {"sink": "redis", "reason": "attempts_exhausted", "last_error": "timed out"},
+        {"sink": "elasticsearch", "reason": "permanent", "last_error": "mapping"},
+    ]
+
+    summary = summarize_dead_letters(letters)
+
+    assert summary == {
+        "redis": {
+            "count": 3,
+            "reasons": {"attempts_exhausted": 2, "permanent": 1},
+            "errors": ["timed out", "bad key"],
+        },
+        "elasticsearch": {"count": 1, "reasons": {"permanent": 1}, "errors": ["mapping"]},
+    }
+    assert dead_letter_findings(summary) == [
+        "redis: 3 dead letters (attempts_exhausted: 2, permanent: 1); last errors: timed out | "
+        "bad key",
+        "elasticsearch: 1 dead letters (permanent: 1); last errors: mapping",
+    ]
+    assert dead_letter_findings(summarize_dead_letters([])) == []
+
+
+def test_a_process_ended_on_its_own_unless_the_fault_schedule_holds_it_down() -> None:
+    states = [
+        ProcessState("api", returncode=None, held_down=False),  # running
+        ProcessState("relay-0", returncode=-9, held_down=True),  # killed, restarting soon
+        ProcessState("relay-1", returncode=1, held_down=False),  # gave up by itself
+        ProcessState("relay-2", returncode=0, held_down=False),  # exited by itself, cleanly
+    ]
+
+    assert ended_on_their_own(states) == ["relay-1", "relay-2"]
+    assert ended_on_their_own(states[:2]) == []
