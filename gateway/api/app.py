@@ -10,12 +10,12 @@ from fastapi import Depends, FastAPI
 import gateway
 from adapters.base import Sink
 from adapters.registry import build_sink
-from gateway.api.auth import require_api_key
+from gateway.api.auth import ApiKeyCheck
 from gateway.api.middleware import BodySizeLimit, RequestMetrics
 from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
 from gateway.api.problems import install_problem_handlers
-from gateway.api.routes import router
+from gateway.api.routes import problem_responses, router
 from gateway.api.webhooks import webhooks
 from gateway.configuration.settings import Settings
 from gateway.write_path.gateway import Gateway
@@ -52,9 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         redoc_url=None,
     )
-    guarded = [Depends(require_api_key(settings.api.key))] if settings.api.key else []
-    app.include_router(router, dependencies=guarded)
-    app.include_router(metrics, dependencies=guarded)
+    guarded = [Depends(ApiKeyCheck(settings.api.key))] if settings.api.key else []
+    unauthorized = problem_responses(401) if settings.api.key else {}
+    app.include_router(router, dependencies=guarded, responses=unauthorized)
+    app.include_router(metrics, dependencies=guarded, responses=unauthorized)
     app.include_router(webhooks)
     app.include_router(probes)
     install_problem_handlers(app)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends
@@ -26,15 +25,19 @@ def authorized(authorization: str | None, key: SecretStr | None) -> bool:
     return hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode())
 
 
-def require_api_key(key: SecretStr) -> Callable[..., Awaitable[None]]:
+class ApiKeyCheck:
     """A dependency that answers 401 unless the request carries ``key`` as a bearer token."""
-    expected = key.get_secret_value().encode()
 
-    async def check(
+    def __init__(self, key: SecretStr) -> None:
+        self._expected = key.get_secret_value().encode()
+
+    async def __call__(
+        self,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
+        """Raise the 401 problem unless ``credentials`` hold the key."""
         given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(given, self._expected):
             raise Problem(
                 401,
                 "unauthorized",
@@ -42,5 +45,3 @@ def require_api_key(key: SecretStr) -> Callable[..., Awaitable[None]]:
                 "this endpoint needs the API key as 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-
-    return check

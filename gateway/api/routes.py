@@ -76,6 +76,7 @@ class TransitionRequest(BaseModel):
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these problem statuses."""
     descriptions = {
         400: "Malformed JSON, or (POST /orders) a missing Idempotency-Key header",
         401: "Missing or wrong API key",
@@ -119,9 +120,13 @@ async def require_json(request: Request) -> None:
 
 
 def gateway_of(request: Request) -> Gateway:
-    """The gateway the app was started with."""
+    """The gateway the app was started with (a dependency of every route that reads or writes
+    the database, which answers 503 while PostgreSQL cannot be reached)."""
     gateway: Gateway = request.app.state.gateway
     return gateway
+
+
+UsesGateway = Annotated[Gateway, Depends(gateway_of)]
 
 
 router = APIRouter(dependencies=[Depends(require_json)])
@@ -133,13 +138,13 @@ router = APIRouter(dependencies=[Depends(require_json)])
     response_model=Order,
     responses={
         200: {"description": "A replay of an earlier request with the same key"},
-        **problem_responses(400, 401, 409, 413, 415, 422, 503),
+        **problem_responses(400, 409, 413, 415, 422, 503),
     },
     tags=["orders"],
 )
 async def place_order(
     body: PlaceOrderRequest,
-    request: Request,
+    gateway: UsesGateway,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -160,7 +165,7 @@ async def place_order(
         )
     with header_field(IDEMPOTENCY_HEADER, "idempotency_key"):
         key = idempotency.validate_key(idempotency_key)
-    placed = await gateway_of(request).place_order_once(body, idempotency_key=key)
+    placed = await gateway.place_order_once(body, idempotency_key=key)
     response.headers["Location"] = f"/orders/{placed.order.id}"
     set_consistency_token(response, placed.order)
     if placed.replayed:
@@ -175,16 +180,16 @@ async def place_order(
 @router.get(
     "/orders/{order_id}",
     response_model=Order,
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(404, 422, 503),
     tags=["orders"],
 )
 async def get_order(
-    order_id: UUID, request: Request, consistency_token: ConsistencyToken = None
+    order_id: UUID, gateway: UsesGateway, consistency_token: ConsistencyToken = None
 ) -> Order:
     """The order, read from a replica when replicas are configured (one that has the write
     of the ``Fanout-Consistency-Token`` given, else the primary)."""
     with path_resource("order"), header_field(CONSISTENCY_HEADER, "consistency_token"):
-        return await gateway_of(request).get_order(order_id, consistency_token=consistency_token)
+        return await gateway.get_order(order_id, consistency_token=consistency_token)
 
 
 class OrderHistory(BaseModel):
@@ -197,32 +202,30 @@ class OrderHistory(BaseModel):
 @router.get(
     "/orders/{order_id}/events",
     response_model=OrderHistory,
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(404, 422, 503),
     tags=["orders"],
 )
 async def order_events(
-    order_id: UUID, request: Request, consistency_token: ConsistencyToken = None
+    order_id: UUID, gateway: UsesGateway, consistency_token: ConsistencyToken = None
 ) -> OrderHistory:
     """The order's events in version order (read like GET /orders/{id})."""
     with path_resource("order"), header_field(CONSISTENCY_HEADER, "consistency_token"):
-        events = await gateway_of(request).order_events(
-            order_id, consistency_token=consistency_token
-        )
+        events = await gateway.order_events(order_id, consistency_token=consistency_token)
     return OrderHistory(order_id=order_id, events=events)
 
 
 @router.post(
     "/orders/{order_id}/transitions",
     response_model=Order,
-    responses=problem_responses(400, 401, 404, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
     tags=["orders"],
 )
 async def transition_order(
-    order_id: UUID, body: TransitionRequest, request: Request, response: Response
+    order_id: UUID, body: TransitionRequest, gateway: UsesGateway, response: Response
 ) -> Order:
     """Move the order to a new status: 409 on a stale ``expected_version``, 422 if illegal."""
     with path_resource("order"):
-        order = await gateway_of(request).transition(
+        order = await gateway.transition(
             order_id, body.status, expected_version=body.expected_version
         )
     ORDER_TRANSITIONS.labels(order.status.value).inc()
@@ -234,12 +237,14 @@ async def transition_order(
     "/customers",
     status_code=status.HTTP_201_CREATED,
     response_model=Customer,
-    responses=problem_responses(400, 401, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 409, 413, 415, 422, 503),
     tags=["customers"],
 )
-async def create_customer(body: CustomerRequest, request: Request, response: Response) -> Customer:
+async def create_customer(
+    body: CustomerRequest, gateway: UsesGateway, response: Response
+) -> Customer:
     """Create a customer with its addresses; 409 when the email is taken."""
-    customer = await gateway_of(request).create_customer(body)
+    customer = await gateway.create_customer(body)
     response.headers["Location"] = f"/customers/{customer.id}"
     set_consistency_token(response, customer)
     return customer
@@ -248,12 +253,13 @@ async def create_customer(body: CustomerRequest, request: Request, response: Res
 @router.get(
     "/customers/{customer_id}/orders",
     response_model=OrderPage,
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(404, 422, 503),
     tags=["customers"],
 )
 async def customer_orders(
     customer_id: UUID,
     request: Request,
+    gateway: UsesGateway,
     response: Response,
     limit: Annotated[
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Orders per page, newest first.")
@@ -270,7 +276,7 @@ async def customer_orders(
         header_field(CONSISTENCY_HEADER, "consistency_token"),
         header_field("cursor", "before"),
     ):
-        page = await gateway_of(request).customer_orders(
+        page = await gateway.customer_orders(
             customer_id, limit=limit, before=cursor, consistency_token=consistency_token
         )
     if page.next_cursor is not None:
@@ -283,15 +289,15 @@ async def customer_orders(
     "/customers/{customer_id}/addresses",
     status_code=status.HTTP_201_CREATED,
     response_model=Address,
-    responses=problem_responses(400, 401, 404, 413, 415, 422, 503),
+    responses=problem_responses(400, 404, 413, 415, 422, 503),
     tags=["customers"],
 )
 async def add_address(
-    customer_id: UUID, body: AddressRequest, request: Request, response: Response
+    customer_id: UUID, body: AddressRequest, gateway: UsesGateway, response: Response
 ) -> Address:
     """Add a billing or shipping address to a customer."""
     with path_resource("customer"):
-        address = await gateway_of(request).add_address(customer_id, body)
+        address = await gateway.add_address(customer_id, body)
     set_consistency_token(response, address)
     return address
 
@@ -300,9 +306,9 @@ async def add_address(
     "/products",
     status_code=status.HTTP_201_CREATED,
     response_model=Product,
-    responses=problem_responses(400, 401, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 409, 413, 415, 422, 503),
     tags=["products"],
 )
-async def create_product(body: ProductRequest, request: Request) -> Product:
+async def create_product(body: ProductRequest, gateway: UsesGateway) -> Product:
     """Create a product with its price and initial stock."""
-    return await gateway_of(request).create_product(body)
+    return await gateway.create_product(body)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict
 
 from gateway.api.problems import Problem, malformed_json, validation_problem
-from gateway.api.routes import gateway_of, problem_responses, require_json
+from gateway.api.routes import UsesGateway, problem_responses, require_json
 from gateway.configuration.settings import Settings
 from gateway.errors import FieldError
 from gateway.payments.decision import PaymentOutcome
@@ -58,6 +58,7 @@ class PaymentReceipt(BaseModel):
 )
 async def payment_notification(
     request: Request,
+    gateway: UsesGateway,
     signature: Annotated[
         str | None,
         Header(
@@ -87,7 +88,7 @@ async def payment_notification(
             str(rejected),
             extra={"field": SIGNATURE_HEADER},
         ) from None
-    recorded = await gateway_of(request).record_payment(_json_object(body))
+    recorded = await gateway.record_payment(_json_object(body))
     return PaymentReceipt(
         payment_id=recorded.payment_id,
         outcome=recorded.outcome,
