@@ -13,15 +13,23 @@ Order: the relay hands this sink each aggregate's events in version order (it as
 :attr:`KafkaSink.needs_version_order`), and the sink keeps that order within a batch by sending
 in *waves*: an aggregate's second event goes out only once its first is acknowledged, and after
 a failure its later events are held (failed as transient) so that a retry sends them in order.
+
+Replacing the producer (after an error that leaves it unusable, or on close and start) stops
+the old one first. When its stop does not finish within the timeout (a broker that does not
+answer), what it still holds is failed, its sender task cancelled and its connections closed;
+no new producer is started until the old one is proven stopped (its sender task ended, none of
+its connections open), so nothing it held goes out after (and ahead of) what the new one sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 from uuid import UUID
 
@@ -84,6 +92,31 @@ PRODUCER_ERRORS: tuple[type[KafkaError], ...] = (
     InvalidProducerEpoch,
     ProducerClosed,
 )
+
+
+def replaces_producer(error: BaseException | None) -> bool:
+    """Whether a send that failed with ``error`` leaves the producer unusable, so that the next
+    batch goes out on a new one."""
+    return isinstance(error, PRODUCER_ERRORS)
+
+
+@dataclass(frozen=True)
+class ProducerRemains:
+    """What still runs of a producer that was told to stop."""
+
+    sender_running: bool
+    open_connections: int
+
+
+def may_send(stopping: Iterable[ProducerRemains]) -> bool:
+    """Whether a new producer may send: only once every producer it replaces has stopped for
+    good (its sender task ended and none of its connections open), since a record one of them
+    still holds would otherwise go out after what the new one sends."""
+    return all(not r.sender_running and r.open_connections == 0 for r in stopping)
+
+
+class PreviousProducerRunning(Exception):
+    """A producer being replaced could not be stopped yet: nothing is sent until it is."""
 
 
 def delivery_for(error: BaseException) -> Delivery:
@@ -175,6 +208,7 @@ class KafkaSink:
         self._admin: AIOKafkaAdminClient | None = None
         self._ready_topics: set[str] = set()
         self._renew_producer = False
+        self._stopping: list[AIOKafkaProducer] = []
         self._unacknowledged: dict[UUID, asyncio.Future[Any]] = {}
 
     @property
@@ -188,32 +222,52 @@ class KafkaSink:
         return f"{self._topic_prefix}{aggregate_type}"
 
     async def start(self) -> None:
-        """Connect the producer and the admin client, and create the gateway's topics."""
+        """Connect the producer and the admin client, and create the gateway's topics.
+
+        Raises :class:`PreviousProducerRunning` while a producer this sink replaced cannot be
+        proven stopped."""
         await self._admin_client()
         if self._producer is None:
+            await self._finish_stopping()
             self._producer = await self._started_producer()
         known = [*KNOWN_AGGREGATE_TYPES, *self._topics]
         await self._ensure_topics({t for a in known if (t := self.topic_for(a)) is not None})
 
     async def close(self) -> None:
-        """Flush and stop the producer, and close the admin client."""
+        """Flush and stop the producer (forcing it closed when it cannot flush within the
+        timeout), and close the admin client."""
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         if producer is not None:
-            await self._stop_producer(producer)
+            self._stopping.append(producer)
+        try:
+            await self._finish_stopping()
+        except PreviousProducerRunning as error:
+            log.warning("%s: %s", self._name, error)
         if admin is not None:
             await admin.close()
 
-    async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
+    async def _finish_stopping(self) -> None:
+        """Stop every producer being replaced; raise :class:`PreviousProducerRunning` if one
+        of them may still send."""
+        remains = {producer: await self._stop_producer(producer) for producer in self._stopping}
+        self._stopping = [p for p, left in remains.items() if not may_send([left])]
+        if not may_send(remains.values()):
+            raise PreviousProducerRunning(
+                f"a replaced producer is still running: {list(remains.values())}"
+            )
+
+    async def _stop_producer(self, producer: AIOKafkaProducer) -> ProducerRemains:
         """Stop a producer, flushing what it holds for at most the timeout (a broker that is
-        down would otherwise hold the stop forever)."""
+        down would otherwise hold the stop forever), then force what is left closed."""
         try:
             await asyncio.wait_for(producer.stop(), self._timeout_s)
         except (KafkaError, TimeoutError) as error:
             log.warning("%s: the producer stopped without flushing: %r", self._name, error)
-            # Its connections closed, what it still holds can no longer go out after (and
-            # ahead of) what a new producer sends.
-            await producer.client.close()
+        remains = remains_of(producer)
+        if may_send([remains]):
+            return remains
+        return await force_close(producer, self._timeout_s)
 
     async def health(self) -> Health:
         """Ask the cluster for its brokers."""
@@ -261,7 +315,7 @@ class KafkaSink:
             if sending:
                 await asyncio.wait([a for _, a in sending.values()], timeout=self._timeout_s)
             for index, (record, acknowledgement) in sending.items():
-                outcome = self._outcome(batch[index].event_id, acknowledgement)
+                outcome = self._outcome(producer, batch[index].event_id, acknowledgement)
                 if outcome is not None:
                     results[index] = outcome
                     failed_keys[(record.topic, record.key)] = outcome.error or ""
@@ -289,8 +343,11 @@ class KafkaSink:
         self._unacknowledged[event_id] = acknowledgement
         return acknowledgement
 
-    def _outcome(self, event_id: UUID, acknowledgement: asyncio.Future[Any]) -> Delivery | None:
-        """None when the broker acknowledged the record; else why it is not delivered."""
+    def _outcome(
+        self, producer: AIOKafkaProducer, event_id: UUID, acknowledgement: asyncio.Future[Any]
+    ) -> Delivery | None:
+        """None when the broker acknowledged the record that ``producer`` sent; else why it is
+        not delivered."""
         if not acknowledgement.done():
             return Delivery.transient(
                 f"not acknowledged within {self._timeout_s:g} s (kept queued)"
@@ -301,7 +358,7 @@ class KafkaSink:
         error = acknowledgement.exception()
         if error is None:
             return None
-        if isinstance(error, PRODUCER_ERRORS):
+        if replaces_producer(error) and producer is self._producer:
             self._renew_producer = True
         return delivery_for(error)
 
@@ -360,14 +417,13 @@ class KafkaSink:
         return self._admin
 
     async def _producer_for_batch(self) -> AIOKafkaProducer:
+        if self._producer is not None and self._renew_producer:
+            self._stopping.append(self._producer)
+            self._producer = None
+            self._unacknowledged.clear()
+        self._renew_producer = False
         if self._producer is None:
             await self.start()
-        elif self._renew_producer:
-            old, self._producer = self._producer, None
-            await self._stop_producer(old)
-            self._unacknowledged.clear()
-            self._producer = await self._started_producer()
-        self._renew_producer = False
         assert self._producer is not None
         return self._producer
 
@@ -401,6 +457,45 @@ class KafkaSink:
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise KafkaError(f"cannot create topic {topic!r}: error {code} {message or ''}")
         self._ready_topics |= missing
+
+
+def remains_of(producer: AIOKafkaProducer) -> ProducerRemains:
+    """What still runs of ``producer``: aiokafka tells neither, so this reads the sender task
+    and the connections its own ``stop()`` and its client's ``close()`` act on."""
+    sender = producer._sender.sender_task
+    connections = producer.client._conns.values()
+    return ProducerRemains(
+        sender_running=sender is not None and not sender.done(),
+        open_connections=sum(1 for connection in connections if connection.connected()),
+    )
+
+
+async def force_close(producer: AIOKafkaProducer, within: float) -> ProducerRemains:
+    """Close what is left of a producer whose ``stop()`` did not finish, for at most
+    ``within`` seconds: fail the records it holds, cancel its sender task and close its
+    connections. What is left of it afterwards (nothing, unless the time ran out)."""
+    sender = producer._sender.sender_task
+    accumulator = producer._message_accumulator
+    held = [*accumulator._pending_batches, *chain.from_iterable(accumulator._batches.values())]
+    accumulator.fail_all(ProducerClosed())
+    for batch in held:
+        # Whoever waited on these (its sender, the sink's retired sends) no longer does: the
+        # error is taken so that asyncio does not report it as never retrieved.
+        for future in (batch._drain_waiter, *(f for f, _ in batch._msg_futures)):
+            if future.done() and not future.cancelled():
+                future.exception()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while sender is not None and not sender.done():
+                # A cancelled sender first waits for its requests in flight: closing the
+                # connections fails them, and cancelling again ends a wait that closing does
+                # not (for metadata its closed client no longer fetches).
+                sender.cancel()
+                await producer.client.close()
+                await asyncio.wait({sender}, timeout=0.1)
+            # A request in flight may have opened a connection meanwhile.
+            await producer.client.close()
+    return remains_of(producer)
 
 
 def _succeeded(acknowledgement: asyncio.Future[Any]) -> bool:

@@ -7,8 +7,11 @@ servers itself with ``scripts/services.sh up`` (local binaries, installed when m
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +54,19 @@ def stop_server(service: str) -> None:
 def start_server(service: str) -> None:
     """Start the real server of ``service`` again and wait until it answers."""
     subprocess.run(["bash", str(SERVICES_SCRIPT), "up", service], check=True, capture_output=True)
+
+
+@contextmanager
+def paused_server(service: str) -> Iterator[None]:
+    """Freeze the real server of ``service`` (SIGSTOP) for the block, then let it run again:
+    its connections stay open and take requests it answers only once resumed."""
+    services_dir = Path(os.environ.get("FANOUT_SERVICES_DIR", ROOT / ".services"))
+    pid = int((services_dir / service / f"{service}.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def unused_port() -> int:

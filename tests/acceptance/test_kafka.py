@@ -1,7 +1,8 @@
 """The Kafka sink against a real broker (Apache Kafka 4.1, KRaft, one node): every outbox
 event on its aggregate type's topic, keyed by aggregate, each aggregate's versions in order
-even when the outbox's read order inverts them, a record too large dead-lettered, and a broker
-outage that loses nothing."""
+even when the outbox's read order inverts them, a record too large dead-lettered, a broker
+outage that loses nothing, and a producer replaced while the broker stalls stopped for good
+before its successor sends."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from adapters.base import Delivery, EventEnvelope, Outcome
 from adapters.kafka import KafkaSink
 from adapters.kafka_url import bootstrap_servers
 from gateway import Event
 from gateway.operations.verify_log import verify_log
+from gateway.relay.sink_calls import apply_safely
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import started
+from tests.acceptance.stores import order_event, started
 from tests.acceptance.test_backfill import keep_ordering
 from tests.eventually import eventually
-from tests.servers import managed, server_url, start_server, stop_server
+from tests.servers import managed, paused_server, server_url, start_server, stop_server
 
 
 @pytest.fixture
@@ -234,3 +237,62 @@ async def test_a_broker_stopped_mid_delivery_loses_nothing(world: World, kafka: 
     drift = await verify_log(pool, kafka.name, kafka)
     assert drift.clean, drift.counts()
     assert drift.matched == await outbox_count(world)
+
+
+def still_running(producer: AIOKafkaProducer) -> list[str]:
+    """What of ``producer`` could still send: its sender task, its open connections."""
+    left: list[str] = []
+    sender = producer._sender.sender_task
+    if sender is not None and not sender.done():
+        left.append("its sender task")
+    connections = producer.client._conns.values()
+    left += [f"a connection to {c._host}:{c._port}" for c in connections if c.connected()]
+    return left
+
+
+async def deliver(sink: KafkaSink, events: list[EventEnvelope]) -> None:
+    """Apply ``events`` until every one is delivered, as the relay retries them."""
+
+    async def delivered() -> bool:
+        results = await apply_safely(sink, events)
+        return all(result.outcome is Outcome.DELIVERED for result in results)
+
+    await eventually(delivered, within=60)
+
+
+@pytest.mark.parametrize("kafka", [{"timeout_seconds": 2}], indirect=True)
+@pytest.mark.parametrize("replaced_on", ["renewal", "close"])
+async def test_a_producer_replaced_while_the_broker_stalls_is_stopped_before_the_next_sends(
+    kafka: KafkaSink, replaced_on: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the broker frozen, the producer cannot flush the version it holds within its
+    stop's timeout: it is forced closed (sender task ended, connections closed) before its
+    successor sends, so it cannot append that version after the later ones."""
+    assert managed("kafka"), "the test pauses the broker scripts/services.sh runs"
+    order = str(uuid.uuid4())
+    await deliver(kafka, [order_event(order, 1)])
+    old = kafka._producer
+    assert old is not None
+    replacing: asyncio.Task[list[Delivery]] | None = None
+    with paused_server("kafka"):
+        [held] = await kafka.apply([order_event(order, 2)])
+        assert held.outcome is Outcome.TRANSIENT, held
+        assert "not acknowledged" in (held.error or "")
+        if replaced_on == "close":
+            await kafka.close()
+        else:
+            kafka._renew_producer = True  # as an error that leaves a producer unusable does
+            replacing = asyncio.create_task(apply_safely(kafka, [order_event(order, 2)]))
+
+        await eventually(lambda: "stopped without flushing" in caplog.text, within=30)
+    if replacing is not None:
+        await replacing
+    await deliver(kafka, [order_event(order, 2), order_event(order, 3)])
+
+    assert kafka._producer is not old
+    assert still_running(old) == []
+    records = await consume(kafka.topic_for("order") or "")
+    versions = [int(dict(r.headers)["version"]) for r in records if r.key == order.encode()]
+    # Version 2 was on the wire when the broker froze, so it may be there twice; never after 3.
+    assert set(versions) == {1, 2, 3}
+    assert versions == sorted(versions)

@@ -1,4 +1,5 @@
-"""The Kafka sink's decisions: sending rounds, error classes, records, and the log check."""
+"""The Kafka sink's decisions: sending rounds, error classes, when a producer is replaced and
+when its successor may send, records, and the log check."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     NotLeaderForPartitionError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
     TopicAuthorizationFailedError,
+    UnknownProducerId,
     UnknownTopicOrPartitionError,
 )
 
 from adapters.base import Outcome
-from adapters.kafka import KafkaSink, delivery_for, record_for, waves
+from adapters.kafka import (
+    KafkaSink,
+    ProducerRemains,
+    delivery_for,
+    may_send,
+    record_for,
+    replaces_producer,
+    waves,
+)
 from adapters.kafka_url import bootstrap_servers
 from adapters.readback import PublishedEvent
 from gateway.configuration.settings import load_settings
@@ -49,6 +62,34 @@ def test_only_errors_about_the_record_itself_are_permanent(
     delivery = delivery_for(error)
     assert delivery.outcome is outcome
     assert type(error).__name__ in (delivery.error or "")
+
+
+@pytest.mark.parametrize(
+    ("error", "replaced"),
+    [
+        (OutOfOrderSequenceNumber(), True),
+        (UnknownProducerId(), True),
+        (ProducerFenced(), True),
+        (ProducerClosed(), True),
+        (None, False),
+        (KafkaTimeoutError(), False),  # the broker is slow, the producer is fine
+        (KafkaConnectionError("refused"), False),
+        (MessageSizeTooLargeError("too big"), False),
+    ],
+)
+def test_only_errors_that_leave_the_producer_unusable_replace_it(
+    error: BaseException | None, replaced: bool
+) -> None:
+    assert replaces_producer(error) is replaced
+
+
+def test_a_new_producer_sends_only_once_every_producer_it_replaces_has_stopped() -> None:
+    stopped = ProducerRemains(sender_running=False, open_connections=0)
+    assert may_send([])
+    assert may_send([stopped, stopped])
+    assert not may_send([stopped, ProducerRemains(sender_running=True, open_connections=0)])
+    assert not may_send([ProducerRemains(sender_running=False, open_connections=1)])
+    assert not may_send([ProducerRemains(sender_running=True, open_connections=2)])
 
 
 def test_a_kafka_url_names_its_brokers() -> None:
