@@ -83,7 +83,7 @@ async def wait_for_postgres(
                 "waiting for %s: attempt %d failed (%s), trying again in %.1f s",
                 server,
                 failures,
-                redact_url(f"{type(error).__name__}: {error}"),
+                describe(error),
                 delay,
             )
             with contextlib.suppress(TimeoutError):
@@ -93,3 +93,12 @@ async def wait_for_postgres(
             log.warning("%s answers after %d failed attempts", server, failures)
         return result
     return None
+
+
+def describe(error: BaseException) -> str:
+    """``error`` in a log line: its type and message, passwords redacted; a
+    :class:`DatabaseUnavailable` by the error its connection attempt met."""
+    if isinstance(error, DatabaseUnavailable) and error.reason is not None:
+        error = error.reason
+    detail = str(error)
+    return redact_url(f"{type(error).__name__}: {detail}" if detail else type(error).__name__)

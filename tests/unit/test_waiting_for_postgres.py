@@ -59,7 +59,14 @@ def test_a_refusal_that_waiting_does_not_mend_is_not(error: BaseException) -> No
 async def test_waits_through_resets_logging_each_wait_once_without_the_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    failures = [ConnectionResetError(104, f"reset talking to {URL}"), TimeoutError()]
+    failures = [
+        ConnectionResetError(104, f"reset talking to {URL}"),
+        TimeoutError(),
+        DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {URL}: [Errno 111] Connection refused",
+            reason=ConnectionRefusedError(111, "Connection refused"),
+        ),
+    ]
 
     async def attempt() -> str:
         if failures:
@@ -73,9 +80,10 @@ async def test_waits_through_resets_logging_each_wait_once_without_the_password(
 
     assert result == "connected"
     waits = [r.getMessage() for r in caplog.records if "waiting for PostgreSQL" in r.getMessage()]
-    assert len(waits) == 2
-    assert "attempt 1" in waits[0] and "ConnectionResetError" in waits[0]
-    assert "attempt 2" in waits[1] and "TimeoutError" in waits[1]
+    assert len(waits) == 3
+    assert "attempt 1 failed (ConnectionResetError: [Errno 104] reset talking to" in waits[0]
+    assert "attempt 2 failed (TimeoutError)" in waits[1]
+    assert "attempt 3 failed (ConnectionRefusedError: [Errno 111] Connection refused)" in waits[2]
     assert "postgresql://fanout:***@db.example:5432/orders" in waits[0]
     assert "PostgreSQL at postgresql://fanout:***@db.example:5432/orders answers" in caplog.text
     assert "s3cret-pw" not in caplog.text
