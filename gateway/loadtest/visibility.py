@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from adapters.readback import OrderSpan, ReadBack
+from gateway.configuration.secrets import redact_url
 from gateway.loadtest.stats import Recorder
 from gateway.loadtest.targets import Written
 
@@ -103,4 +104,4 @@ class VisibilityWatcher:
     def _read_failed(self, name: str, error: Exception) -> None:
         watch = self.watches[name]
         watch.read_errors += 1
-        watch.last_error = f"{type(error).__name__}: {error}"[:300]
+        watch.last_error = redact_url(f"{type(error).__name__}: {error}")[:300]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
+from gateway.configuration.secrets import redact_url
+
 T = TypeVar("T")
 
 
@@ -14,8 +16,9 @@ class StoreUnreadable(Exception):
 
 
 def describe(error: BaseException) -> str:
-    """The error's type and message, short enough for a table cell or a log line."""
-    return f"{type(error).__name__}: {error}"[:300]
+    """The error's type and message, secrets masked, short enough for a table cell or a log
+    line."""
+    return redact_url(f"{type(error).__name__}: {error}")[:300]
 
 
 async def read(call: Awaitable[T]) -> T:

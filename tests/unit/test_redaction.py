@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.configuration.secrets import REDACTED, RedactingFormatter, redact_url
+from gateway.operations.store_reads import describe
 
 SECRET = "s3cr3t-Pa55"
 
@@ -145,3 +146,10 @@ def test_no_secret_survives_and_the_address_stays_readable(
     assert quote(secret, safe="") not in redacted
     for part in readable:
         assert part in redacted
+
+
+def test_a_store_clients_error_is_described_without_its_secret() -> None:
+    error = OSError(f"cannot reach http://i.example:8086/query?db=o&u=a&p={SECRET}")
+    described = describe(error)
+    assert SECRET not in described
+    assert described == "OSError: cannot reach http://i.example:8086/query?db=o&u=a&p=***"
