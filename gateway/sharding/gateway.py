@@ -24,10 +24,12 @@ import asyncpg
 from gateway.configuration.settings import Settings
 from gateway.errors import (
     AlreadyExists,
+    IllegalTransition,
     NotFound,
     RequestInProgress,
     ReservationLapsed,
     ValidationError,
+    VersionConflict,
 )
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
@@ -158,8 +160,12 @@ class ShardedGateway(Gateway):
         reservation without a live order, and repair them (unless ``repair`` is false); see
         :mod:`gateway.sharding.reconcile`."""
 
-        async def cancel(order_id: UUID) -> None:
-            await self.transition(order_id, OrderStatus.CANCELLED)
+        async def cancel(order_id: UUID, version: int) -> bool:
+            try:
+                await self.transition(order_id, OrderStatus.CANCELLED, expected_version=version)
+            except (IllegalTransition, VersionConflict, NotFound):
+                return False
+            return True
 
         return await reconcile(self._pool, self._shards, cancel, repair=repair)
 

@@ -119,7 +119,8 @@ class Reconciliation:
         }
 
 
-Cancel = Callable[[UUID], Awaitable[object]]
+Cancel = Callable[[UUID, int], Awaitable[bool]]
+"""Cancels an order if it is still at the given version; whether it did."""
 
 
 async def reconcile(
@@ -176,8 +177,9 @@ async def _repair_live_order(
     cancel it when the stock has them no more and it is still pending. ``None`` when, looked at
     again under the lock, nothing is broken."""
     async with shard.acquire() as connection, connection.transaction():
-        status = await connection.fetchval(query("lock_order_status"), order_id)
-        order = OrderStatus(status) if status is not None else None
+        row = await connection.fetchrow(query("lock_order_status"), order_id)
+        order = OrderStatus(row["status"]) if row is not None else None
+        version = row["version"] if row is not None else 0
         async with catalog.acquire() as catalog_connection:
             reservation = await reservations.status_of(catalog_connection, order_id)
             if not is_break(reservation, order):
@@ -188,12 +190,15 @@ async def _repair_live_order(
                     retaken = await reservations.retake(catalog_connection, order_id)
                 if not retaken:
                     chosen = repair_of(reservation, order, units_in_stock=False)
+    repaired = chosen is not None
     if chosen is Repair.CANCEL:
-        await cancel(order_id)
+        # Only the version looked at under the lock: a payment or a timeout that changed the
+        # order since wins, and the break is left to the next run.
+        repaired = await cancel(order_id, version)
     log.warning(
         "order %s (shard %s): reservation %s, repair %s", order_id, name, reservation, chosen
     )
-    return Break(order_id, name, reservation, order, chosen, chosen is not None)
+    return Break(order_id, name, reservation, order, chosen, repaired)
 
 
 async def _check_committed(

@@ -23,22 +23,17 @@ def release_at_once(error: BaseException) -> bool:
     )
 
 
-def settlement_of_expired(
-    decision: Decision, order_status: OrderStatus | None
-) -> Settlement | None:
+def settlement_of_expired(decision: Decision, order_status: OrderStatus | None) -> Settlement:
     """How the sweeper settles an expired held reservation, given the decision that stands in
     the order's shard and the order's status there (``None``: the order does not exist).
 
     Abandoned: the order can no longer be created, so its units go back. Created: the order
-    was committed with that decision; its units stay with it, or go back if it was cancelled.
-    A created order that is missing was removed by hand: nothing is settled, the
-    reconciliation reports it.
+    was committed with that decision; its units stay with it, or go back if it was cancelled
+    or, removed by hand since, is gone.
     """
     if decision is Decision.ABANDONED:
         return Settlement.RELEASE
-    if order_status is None:
-        return None
-    if order_status in RESTOCKING_STATUSES:
+    if order_status is None or order_status in RESTOCKING_STATUSES:
         return Settlement.RETURN
     return Settlement.COMMIT
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from gateway.postgres.advisory_locks import AdvisoryLock
+from gateway.postgres.database import Connection
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import decisions, reservations
@@ -68,8 +71,9 @@ async def sweep(
             return result
         for name, pool in answering.items():
             try:
-                await return_queued_units(catalog, pool, limit, result, timeout_seconds)
-                await settle_expired(catalog, name, pool, limit, result, timeout_seconds)
+                async with bounded_connection(pool, timeout_seconds) as shard:
+                    await return_queued_units(catalog, shard, limit, result, timeout_seconds)
+                    await settle_expired(catalog, name, shard, limit, result, timeout_seconds)
             except DATABASE_ERRORS as error:
                 log.warning("shard %s: reservations left for the next sweep: %s", name, error)
                 result.unreachable.add(name)
@@ -79,6 +83,21 @@ async def sweep(
             log.warning("reservations name shard %r, which this sweep cannot reach", name)
             result.unreachable.add(name)
     return result
+
+
+@asynccontextmanager
+async def bounded_connection(pool: asyncpg.Pool, timeout_seconds: float) -> AsyncIterator[Any]:
+    """A connection of ``pool`` taken within ``timeout_seconds``. When the work fails (a call
+    past its timeout among others), the connection is closed at once rather than reset: a
+    server that stopped answering would hold the reset for the pool's command timeout."""
+    connection = await pool.acquire(timeout=timeout_seconds)
+    try:
+        yield connection
+    except BaseException:
+        connection.terminate()
+        raise
+    finally:
+        await pool.release(connection, timeout=timeout_seconds)
 
 
 async def _answering(
@@ -110,7 +129,7 @@ async def _answering(
 
 async def return_queued_units(
     catalog: asyncpg.Pool,
-    shard: asyncpg.Pool,
+    shard: Connection,
     limit: int,
     result: SweepResult,
     timeout_seconds: float | None = None,
@@ -130,7 +149,7 @@ async def return_queued_units(
 
 async def return_units(
     catalog: asyncpg.Pool,
-    shard: asyncpg.Pool,
+    shard: asyncpg.Pool | Connection,
     order_ids: list[UUID],
     timeout_seconds: float | None = None,
 ) -> int:
@@ -147,7 +166,7 @@ async def return_units(
 async def settle_expired(
     catalog: asyncpg.Pool,
     name: str,
-    shard: asyncpg.Pool,
+    shard: Connection,
     limit: int,
     result: SweepResult,
     timeout_seconds: float | None = None,
@@ -159,23 +178,30 @@ async def settle_expired(
     if not due:
         return
     decided: dict[UUID, Decision] = {}
-    async with shard.acquire(timeout=timeout_seconds) as connection:
-        for order_id in due:
-            try:
+    # A creating transaction that holds a decision's row is waited for at most half the
+    # timeout (the server then answers), so that only a shard that stopped answering exceeds
+    # the timeout and ends this shard's sweep.
+    lock_wait = f"{int((timeout_seconds or DEFAULT_TIMEOUT_SECONDS) * 500)}ms"
+    for order_id in due:
+        try:
+            async with shard.transaction():
+                await shard.execute(query("set_lock_timeout"), lock_wait, timeout=timeout_seconds)
                 decided[order_id] = await decisions.decide(
-                    connection, order_id, Decision.ABANDONED, timeout_seconds
+                    shard, order_id, Decision.ABANDONED, timeout_seconds
                 )
-            except TimeoutError:
-                # The creating transaction holds the decision's row: settled by a later sweep.
-                log.warning("shard %s: order %s is still being decided", name, order_id)
-        created = [order_id for order_id, taken in decided.items() if taken is Decision.CREATED]
-        rows = await connection.fetch(query("existing_orders"), created, timeout=timeout_seconds)
+        except asyncpg.LockNotAvailableError:
+            log.warning("shard %s: order %s is still being decided", name, order_id)
+    created = [order_id for order_id, taken in decided.items() if taken is Decision.CREATED]
+    rows = await shard.fetch(query("existing_orders"), created, timeout=timeout_seconds)
     statuses = {row["id"]: OrderStatus(row["status"]) for row in rows}
     for order_id, decision in decided.items():
-        settlement = settlement_of_expired(decision, statuses.get(order_id))
-        if settlement is None:
-            log.error("shard %s: order %s was created but is gone; see reconcile", name, order_id)
-        elif await settle_one(catalog, order_id, settlement):
+        status = statuses.get(order_id)
+        if decision is Decision.CREATED and status is None:
+            log.warning(
+                "shard %s: order %s was created and is gone; units returned", name, order_id
+            )
+        settlement = settlement_of_expired(decision, status)
+        if await settle_one(catalog, order_id, settlement):
             result.settled[settlement] += 1
 
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -894,3 +895,137 @@ async def test_reconcile_repairs_every_reservation_that_disagrees_with_its_order
         await assert_units_conserved(gateway, {product.id: 10})
         again = await gateway.reconcile()
         assert [b.order_id for b in again.breaks] == [confirmed_scarce.id]
+
+
+class FreezingProxy:
+    """Forwards TCP connections to a PostgreSQL server until ``freeze``; from then on it
+    passes nothing either way and keeps every connection open (a server that stopped
+    answering, as behind a network partition)."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target_port = target_port
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> FreezingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._flowing.set()
+        for writer in self._writers:
+            writer.transport.abort()
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self._target_port
+        )
+        self._writers += [writer, upstream_writer]
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer),
+            self._pipe(upstream_reader, writer),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self._flowing.wait()
+            writer.write(data)
+            await writer.drain()
+
+
+async def test_a_shard_that_stops_answering_during_a_sweep_holds_up_no_other_shard(
+    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alpha answers the sweep's first question, then nothing: the sweep gives up on it within
+    its timeout (not the pool's 60 s command timeout) and settles beta's reservation."""
+    product = await shop.product(stock=10)
+    on_beta = (await customers_on_each_shard(gateway, shop))["beta"]
+    order = await gateway.place_order(shop.order(on_beta, (product, 1)))
+    await gateway.pool.execute(
+        "UPDATE inventory_reservations SET status = 'held', expires_at = now() WHERE order_id = $1",
+        order.id,
+    )
+    alpha_url = urlsplit(sharded.shards["alpha"])
+    async with FreezingProxy(alpha_url.port or 5432) as proxy:
+        through_proxy = alpha_url._replace(
+            netloc=f"{alpha_url.netloc.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}"
+        )
+        alpha = await asyncpg.create_pool(through_proxy.geturl(), min_size=1, command_timeout=60)
+        answering = sweeper._answering
+
+        async def then_alpha_freezes(*args: Any) -> Any:
+            found = await answering(*args)
+            proxy.freeze()
+            return found
+
+        monkeypatch.setattr(sweeper, "_answering", then_alpha_freezes)
+        shards = dict(gateway.shards) | {"alpha": alpha}
+        try:
+            result = await asyncio.wait_for(
+                sweeper.sweep(gateway.pool, shards, timeout_seconds=1.0), 20
+            )
+        finally:
+            alpha.terminate()
+
+    assert result.unreachable == {"alpha"}
+    assert await reservation(gateway, order.id) == "committed"
+
+
+async def test_an_expired_reservation_whose_created_order_is_gone_gives_its_units_back(
+    gateway: ShardedGateway, shop: Shop
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await gateway.place_order(shop.order(customer, (product, 4)))
+    shard = gateway.shards[gateway.shard_of_order(order.id)]
+    await gateway.pool.execute(
+        "UPDATE inventory_reservations SET status = 'held', expires_at = now() WHERE order_id = $1",
+        order.id,
+    )
+    async with shard.acquire() as connection, connection.transaction():  # removed by hand
+        for table in ("order_status_history", "payments", "order_items"):
+            if await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                await connection.execute(f"DELETE FROM {table} WHERE order_id = $1", order.id)
+        await connection.execute("DELETE FROM orders WHERE id = $1", order.id)
+
+    assert (await gateway.sweep()).settled[Settlement.RETURN] >= 1
+
+    assert await reservation(gateway, order.id) == "returned"
+    assert await shop.stock(product) == 10
+
+
+async def test_reconcile_never_cancels_an_order_that_changed_after_it_looked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A payment confirms the order between the reconciliation's look and its cancel: the
+    confirmed order stays confirmed, and the break is reported for the next run."""
+    async with sharded_databases() as fresh, await connect_sharded(fresh) as gateway:
+        shop = Shop(gateway)
+        customer, scarce = await shop.customer(), await shop.product(stock=2)
+        order = await gateway.place_order(shop.order(customer, (scarce, 2)))
+        await gateway.pool.execute(
+            "UPDATE inventory_reservations SET status = 'released' WHERE order_id = $1", order.id
+        )
+        transition = gateway.transition
+
+        async def a_payment_comes_first(order_id: Any, status: Any, **kwargs: Any) -> Any:
+            await transition(order_id, OrderStatus.CONFIRMED)
+            return await transition(order_id, status, **kwargs)
+
+        monkeypatch.setattr(gateway, "transition", a_payment_comes_first)
+        result = await gateway.reconcile()
+
+        assert [(b.repair, b.repaired) for b in result.breaks] == [(Repair.CANCEL, False)]
+        assert (await gateway.get_order(order.id)).status is OrderStatus.CONFIRMED

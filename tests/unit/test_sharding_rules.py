@@ -98,11 +98,11 @@ def test_a_reservation_is_released_at_once_only_when_the_shard_certainly_wrote_n
         (Decision.CREATED, OrderStatus.PENDING, Settlement.COMMIT),
         (Decision.CREATED, OrderStatus.DELIVERED, Settlement.COMMIT),
         (Decision.CREATED, OrderStatus.CANCELLED, Settlement.RETURN),
-        (Decision.CREATED, None, None),
+        (Decision.CREATED, None, Settlement.RETURN),
     ],
 )
 def test_an_expired_reservation_is_settled_by_the_decision_that_stands(
-    decision: Decision, status: OrderStatus | None, settlement: Settlement | None
+    decision: Decision, status: OrderStatus | None, settlement: Settlement
 ) -> None:
     assert settlement_of_expired(decision, status) is settlement
 

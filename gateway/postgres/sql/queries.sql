@@ -899,6 +899,10 @@ LIMIT $2;
 -- name: shards_with_expired_reservations
 SELECT DISTINCT shard FROM inventory_reservations WHERE status = 'held' AND expires_at <= now();
 
+-- name: set_lock_timeout
+-- For the rest of the transaction: a lock not granted within $1 fails the statement.
+SELECT set_config('lock_timeout', $1, true);
+
 -- name: decide_reservation
 -- The decision on order $1's reservation: $2 when none was taken yet, else the one taken
 -- (waiting for a transaction that is taking one). The no-op update returns the kept row.
@@ -942,7 +946,7 @@ ORDER BY id
 LIMIT $2;
 
 -- name: lock_order_status
-SELECT status FROM orders WHERE id = $1 FOR UPDATE;
+SELECT status, version FROM orders WHERE id = $1 FOR UPDATE;
 
 -- name: customer_inputs
 -- A new order's customer (null columns when it does not exist), its given addresses ($2) and
