@@ -1,0 +1,128 @@
+"""``python -m simulation.mutants``: put known relay defects back, one at a time, by patching
+the real modules in this process, and count the seeds the simulation needs to find each.
+
+A defect the simulation does not find within ``--max-seeds`` is reported as missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+from gateway.postgres.outbox import PARTITION_COUNT
+from gateway.relay import leases, retries
+from simulation.relay_storage import InMemoryRelayStorage
+from simulation.world import Faults, simulate
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A defect, how to put it back, and the faults that can reveal it."""
+
+    name: str
+    patch: Callable[[], AbstractContextManager[Any]]
+    faults: Faults
+
+
+@contextmanager
+def none() -> Iterator[None]:
+    """The relay as it is."""
+    yield
+
+
+def reads_past_running_transactions() -> AbstractContextManager[Any]:
+    """(a) Read every committed event past the position, as ``id > last_seen`` would: a
+    transaction still running is passed over, and its events skipped once it commits."""
+    return mock.patch.object(InMemoryRelayStorage, "snapshot_xmin", lambda self: 2**62)
+
+
+def outage_counts_attempts() -> AbstractContextManager[Any]:
+    """(b) Count the failures of an outage toward the dead-letter limit."""
+    judge = retries.judge
+
+    def counting(*args: Any, **kwargs: Any) -> retries.Verdict:
+        return judge(*args, **{**kwargs, "store_down": False})
+
+    return mock.patch.object(retries, "judge", counting)
+
+
+def misaligned_split() -> AbstractContextManager[Any]:
+    """(c) Blocks that leave a gap when several relays share the partitions."""
+
+    def with_gap(instance: str, live: Sequence[str]) -> set[int]:
+        members = sorted({*live, instance})
+        rank, count = members.index(instance), len(members)
+        end = (rank + 1) * PARTITION_COUNT // count
+        return set(range(rank * PARTITION_COUNT // count, end - (1 if count > 1 else 0)))
+
+    return mock.patch.object(leases, "partitions_for", with_gap)
+
+
+def positions_kept_across_loss() -> AbstractContextManager[Any]:
+    """(d) Keep a lost partition's position in memory and use it when it is held again."""
+
+    async def hold(self: leases.SinkLeases, owned: set[int]) -> None:
+        if unknown := owned - set(self.positions):
+            storage = self._context.storage
+            self.positions.update(await storage.positions(self.sink, sorted(unknown)))
+        self.owned = owned
+
+    return mock.patch.object(leases.SinkLeases, "_hold", hold)
+
+
+MUTANTS = [
+    Mutant("as it is, without hangs or rewinds", none, Faults(hangs=False, rewinds=False)),
+    Mutant(
+        "(a) skip: reads past running transactions",
+        reads_past_running_transactions,
+        Faults(hangs=False, rewinds=False),
+    ),
+    Mutant(
+        "(b) an outage counts attempts", outage_counts_attempts, Faults(hangs=False, rewinds=False)
+    ),
+    Mutant("(c) a misaligned lease split", misaligned_split, Faults(hangs=False, rewinds=False)),
+    Mutant(
+        "(d) positions kept across a lease's loss",
+        positions_kept_across_loss,
+        Faults(hangs=False, rewinds=True),
+    ),
+    Mutant("(d') as it is, with rewinds", none, Faults(hangs=False, rewinds=True)),
+    Mutant(
+        "(e) as it is, with sink calls that never answer", none, Faults(hangs=True, rewinds=False)
+    ),
+]
+
+
+def seeds_to_find(mutant: Mutant, max_seeds: int, steps: int) -> tuple[int, str] | None:
+    """The first seed that breaks an invariant under ``mutant``, and what broke."""
+    with mutant.patch():
+        for seed in range(max_seeds):
+            outcome = simulate(seed, steps, mutant.faults)
+            if not outcome.ok:
+                return seed, outcome.violations[0]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Report, for each defect, the seeds needed to find it."""
+    parser = argparse.ArgumentParser(prog="python -m simulation.mutants", description=__doc__)
+    parser.add_argument("--max-seeds", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args(argv)
+    for mutant in MUTANTS:
+        found = seeds_to_find(mutant, args.max_seeds, args.steps)
+        if found is None:
+            print(f"{mutant.name}: not found in {args.max_seeds} seeds")
+        else:
+            seed, violation = found
+            print(f"{mutant.name}: found by seed {seed} ({seed + 1} seeds): {violation}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
