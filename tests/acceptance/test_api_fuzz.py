@@ -3,9 +3,11 @@ on a real PostgreSQL (one database, and sharded mode's catalog and two shards): 
 every phase (examples, coverage, fuzzing, and stateful sequences that follow the document's
 links from a placed order to its transitions).
 
-A failure of any kind fails the test. The seed is fixed so that CI runs the same cases every
-time; ``FANOUT_TEST_FUZZ_SEED`` (a number, or ``random``) and ``FANOUT_TEST_FUZZ_EXAMPLES``
-(cases per operation) make a longer or different run.
+A failure of any kind fails the test. Each mode runs twice: with a fixed seed, so that every
+run covers the same cases, and with a seed drawn afresh on every run, so that runs over time
+cover more; the drawn seed is printed (and named in a failure) with the command that replays
+it. ``FANOUT_TEST_FUZZ_SEED`` (a number) runs that seed alone; ``FANOUT_TEST_FUZZ_EXAMPLES``
+(cases per operation) makes a longer or shorter run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +33,12 @@ from tests.acceptance.sharding_support import sharded_databases
 from tests.acceptance.shop import Shop, customer_request
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = os.environ.get("FANOUT_TEST_FUZZ_SEED", "1")
+FIXED_SEED = 1
+SEEDS = (
+    {"given": int(os.environ["FANOUT_TEST_FUZZ_SEED"])}
+    if os.environ.get("FANOUT_TEST_FUZZ_SEED")
+    else {"fixed": FIXED_SEED, "drawn": random.SystemRandom().randrange(2**32)}
+)
 EXAMPLES = int(os.environ.get("FANOUT_TEST_FUZZ_EXAMPLES", "300"))
 MAX_ITEMS = 20
 WEBHOOK_SECRET = "fuzz-webhook-secret-0123456789"
@@ -111,10 +119,21 @@ async def deployment(
         yield found.settings(), {"url": found.catalog, "shards": shards}
 
 
+def replay_line(seed: int, mode: str) -> str:
+    """How to run this seed again."""
+    return (
+        f"schemathesis seed {seed} ({mode}); replay with: FANOUT_TEST_FUZZ_SEED={seed} "
+        f"pytest {Path(__file__).relative_to(ROOT)} -k {mode}"
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS.values(), ids=SEEDS.keys())
 @pytest.mark.parametrize("mode", ["single", "sharded"])
 async def test_the_api_holds_up_to_schemathesis_with_every_check(
-    create_database: DatabaseFactory, tmp_path: Path, mode: str
+    create_database: DatabaseFactory, tmp_path: Path, mode: str, seed: int
 ) -> None:
+    replay = replay_line(seed, mode)
+    print(replay)
     references = tmp_path / "references.json"
     async with (
         deployment(mode, create_database) as (settings, postgres),
@@ -131,14 +150,13 @@ async def test_the_api_holds_up_to_schemathesis_with_every_check(
             },
         )
         async with api_server(config) as server:
-            seed = [] if SEED == "random" else ["--seed", SEED]
             fuzzer = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).with_name("st")),
                 "run",
                 f"{server.url}/openapi.json",
                 "--checks", "all",
                 "--max-examples", str(EXAMPLES),
-                *seed,
+                "--seed", str(seed),
                 "--workers", "1",
                 "--generation-database", "none",
                 "--no-color",
@@ -159,11 +177,11 @@ async def test_the_api_holds_up_to_schemathesis_with_every_check(
             server_log = server.server.log_text
         placed = (await Shop(gateway).counts()).orders - SEEDED_ORDERS
 
-    assert fuzzer.returncode == 0, f"{report}\n--- fanout serve ---\n{server_log}"
+    assert fuzzer.returncode == 0, f"{replay}\n{report}\n--- fanout serve ---\n{server_log}"
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
-        assert f"✅ {phase}" in report, report
-    assert "Internal error" not in server_log and "Traceback" not in server_log
-    assert not any(status.startswith("5") for _, status in answered), answered
+        assert f"✅ {phase}" in report, f"{replay}\n{report}"
+    assert "Internal error" not in server_log and "Traceback" not in server_log, replay
+    assert not any(status.startswith("5") for _, status in answered), (replay, answered)
     # Generated orders were placed, then their transitions asked for: answers other than 404
     # (no such order) and 422 (a malformed request) are about an order that exists.
     transitions = {
