@@ -19,7 +19,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.api.auth import authorized
-from gateway.configuration.secrets import redact_url
+from gateway.configuration.secrets import redact_values
 from gateway.operations.health import postgres_health, readiness, shards_health, sinks_health
 from gateway.postgres.replicas import primary_replication
 from gateway.sharding.gateway import ShardedGateway
@@ -77,19 +77,8 @@ async def readyz(request: Request) -> JSONResponse:
     }
     if pools:
         body["shards"] = [shard.as_dict() for shard in shards]
-    return JSONResponse(redacted(body), status_code=status_code)
-
-
-def redacted(value: Any) -> Any:
-    """``value`` (JSON-ready) with every string passed through :func:`redact_url`: replica
-    addresses and client errors can hold a URL."""
-    if isinstance(value, str):
-        return redact_url(value)
-    if isinstance(value, dict):
-        return {key: redacted(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redacted(item) for item in value]
-    return value
+    # Replica addresses and client errors can hold a URL.
+    return JSONResponse(redact_values(body), status_code=status_code)
 
 
 def shard_pools(gateway: Gateway) -> Mapping[str, asyncpg.Pool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -42,6 +43,18 @@ def redact_url(text: str) -> str:
     text = _USERINFO_PASSWORD.sub(_mask, text)
     text = _QUERY_PARAMETER.sub(_mask, text)
     return _KEYWORD_VALUE.sub(_mask, text)
+
+
+def redact_values(value: Any) -> Any:
+    """``value`` (JSON-ready: a report, a response body) with every string in it passed
+    through :func:`redact_url`."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {key: redact_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(item) for item in value]
+    return value
 
 
 class RedactingFormatter(logging.Formatter):

@@ -18,6 +18,7 @@ import asyncpg
 
 from adapters.base import Sink
 from adapters.registry import build_sink
+from gateway.configuration.secrets import redact_values
 from gateway.configuration.settings import PostgresSettings, Settings
 from gateway.operations.health import postgres_health, sink_status_rows, sinks_health
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
@@ -196,12 +197,15 @@ async def diagnose_configured(settings: Settings, *, statements_limit: int = 10)
     """The report for the configured PostgreSQL and every enabled sink."""
     sinks = {name: build_sink(name, sink) for name, sink in settings.sinks.items() if sink.enabled}
     try:
-        return await diagnose(
+        report = await diagnose(
             settings.postgres,
             sinks,
             timeout_seconds=settings.api.health_timeout_seconds,
             statements_limit=statements_limit,
         )
+        # Replica addresses and client errors can hold a URL.
+        redacted: Report = redact_values(report)
+        return redacted
     finally:
         for sink in sinks.values():
             await sink.close()

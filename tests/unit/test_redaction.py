@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.configuration.secrets import REDACTED, RedactingFormatter, redact_url
+from gateway.configuration.secrets import (
+    REDACTED,
+    RedactingFormatter,
+    redact_url,
+    redact_values,
+)
 from gateway.operations.store_reads import describe
 
 SECRET = "s3cr3t-Pa55"
@@ -153,3 +158,14 @@ def test_a_store_clients_error_is_described_without_its_secret() -> None:
     described = describe(error)
     assert SECRET not in described
     assert described == "OSError: cannot reach http://i.example:8086/query?db=o&u=a&p=***"
+
+
+def test_every_string_of_a_report_is_redacted() -> None:
+    report = {
+        "replicas": [{"replica": f"postgresql://u:{SECRET}@h/db", "lag": 1.5, "error": None}],
+        "detail": (f"token={SECRET}",),
+    }
+    assert redact_values(report) == {
+        "replicas": [{"replica": "postgresql://u:***@h/db", "lag": 1.5, "error": None}],
+        "detail": ["token=***"],
+    }
