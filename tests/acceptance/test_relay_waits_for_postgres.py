@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
@@ -126,3 +127,24 @@ async def test_a_relay_started_while_postgres_resets_connections_waits_then_deli
     assert code == 0, relay.output()[-3000:]
     password = world.settings.postgres.url.get_secret_value().split("@")[0].rsplit(":", 1)[1]
     assert f":{password}@" not in relay.output()
+
+
+async def test_a_relay_refused_by_postgres_exits_with_the_error_not_waiting(
+    world: World, tmp_path: Path
+) -> None:
+    """A wrong password is not mended by waiting: exit 1 at once, password hidden."""
+    parts = urlsplit(world.settings.postgres.url.get_secret_value())
+    wrong = f"{parts.username}:Wr0ngSecret@{parts.hostname}:{parts.port}"
+    config, _ = relay_config(urlunsplit(parts._replace(netloc=wrong)), tmp_path)
+
+    relay = RelayProcess(config, tmp_path / "relay.log")
+    try:
+        code = await asyncio.wait_for(asyncio.to_thread(relay.process.wait), 60)
+    finally:
+        await relay.stop()
+
+    assert code == 1, relay.output()
+    assert "error: cannot connect to PostgreSQL" in relay.output()
+    assert "password authentication failed" in relay.output()
+    assert "waiting for PostgreSQL" not in relay.output()
+    assert "Wr0ngSecret" not in relay.output()
