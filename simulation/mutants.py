@@ -66,7 +66,9 @@ def misaligned_split() -> AbstractContextManager[Any]:
 def positions_kept_across_loss() -> AbstractContextManager[Any]:
     """(d) Keep a lost partition's position in memory and use it when it is held again."""
 
-    async def hold(self: leases.SinkLeases, owned: set[int]) -> None:
+    async def hold(
+        self: leases.SinkLeases, owned: set[int], claimed: set[int] | None = None
+    ) -> None:
         if unknown := owned - set(self.positions):
             storage = self._context.storage
             self.positions.update(await storage.positions(self.sink, sorted(unknown)))

@@ -87,9 +87,11 @@ class SinkLeases:
         if changes.release:
             await storage.release_leases(self.sink, me, sorted(changes.release))
             owned -= changes.release
+        claimed: set[int] = set()
         if changes.claim:
-            owned |= await storage.claim_leases(self.sink, me, sorted(changes.claim), ttl)
-        await self._hold(owned)
+            claimed = await storage.claim_leases(self.sink, me, sorted(changes.claim), ttl)
+            owned |= claimed
+        await self._hold(owned, claimed)
 
     def advance(self, moves: Mapping[int, Move]) -> None:
         """Take the positions a batch moved (in memory; the batch's commit records them)."""
@@ -109,9 +111,11 @@ class SinkLeases:
     def _checked(self) -> None:
         self._next_check = time.monotonic() + self._context.settings.lease_ttl_seconds / 3
 
-    async def _hold(self, owned: set[int]) -> None:
-        if unknown := owned - set(self.positions):
-            self.positions.update(await self._context.storage.positions(self.sink, sorted(unknown)))
+    async def _hold(self, owned: set[int], claimed: set[int] | None = None) -> None:
+        # A claimed partition may have been held by another relay, or rewound, since this
+        # worker last held it: its position in memory is stale.
+        if stale := (claimed or set()) | (owned - set(self.positions)):
+            self.positions.update(await self._context.storage.positions(self.sink, sorted(stale)))
         if owned != self.owned:
             log.info("%s: holding partitions %s", self.sink, sorted(owned))
         self.owned = owned

@@ -122,3 +122,25 @@ async def test_positions_move_in_memory_only_by_a_batch_s_moves() -> None:
     assert leases.positions[3] == (9, 9) and leases.positions[4] == (0, 0)
     leases.forget()
     assert leases.owned == set() and leases.positions == {}
+
+
+async def test_a_partition_lost_and_claimed_again_resumes_from_its_stored_position() -> None:
+    clock = Clock()
+    storage = InMemoryRelayStorage(clock=clock)
+    await storage.register_sink("s", from_beginning=True)
+    leases = SinkLeases("s", context(storage, "a", ["a"]))
+    await leases.rebalance()
+    moved = {5: Move((7, 70), 3)}
+    assert await storage.commit_batch("s", "a", moved, [])
+    leases.advance(moved)
+
+    # Its leases expire; another relay takes and gives back every partition; an operator
+    # rewinds partition 5 meanwhile (no lease is live).
+    clock.now += 11
+    assert await storage.claim_leases("s", "b", list(PARTITIONS), 10) == set(PARTITIONS)
+    await storage.release_leases("s", "b", list(PARTITIONS))
+    storage.rewind("s", {5: (0, 0)})
+    await leases.rebalance()
+
+    assert leases.owned == set(PARTITIONS)
+    assert leases.positions[5] == (0, 0)
