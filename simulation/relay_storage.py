@@ -131,6 +131,8 @@ class InMemoryRelayStorage:
     leases: dict[tuple[str, int], Lease] = field(default_factory=dict)
     dead_letter_rows: list[DeadLetterRow] = field(default_factory=list)
     instances: dict[str, float] = field(default_factory=dict)
+    stalled_sinks: dict[str, frozenset[str]] = field(default_factory=dict)
+    """The sinks each live relay has stalled on, as of its last heartbeat."""
     committed_at: dict[int, float] = field(default_factory=dict)
     """When each committed event's transaction committed (outbox id -> clock)."""
     reads: list[tuple[Position, tuple[int, ...]]] = field(default_factory=list)
@@ -447,22 +449,30 @@ class InMemoryRelayStorage:
                 row.replay_requested = row.replay_requested and keep_requested
 
     async def heartbeat(
-        self, instance: str, hostname: str, pid: int, ttl_seconds: float
-    ) -> list[str]:
+        self,
+        instance: str,
+        hostname: str,
+        pid: int,
+        ttl_seconds: float,
+        stalled_sinks: Sequence[str] = (),
+    ) -> dict[str, frozenset[str]]:
         now = self.clock()
         self.instances[instance] = now
-        for lease in self.leases.values():
-            if lease.owner == instance:
+        self.stalled_sinks[instance] = frozenset(stalled_sinks)
+        for (sink, _), lease in self.leases.items():
+            if lease.owner == instance and sink not in stalled_sinks:
                 lease.expires = now + ttl_seconds
         stale = [i for i, seen in self.instances.items() if seen < now - ttl_seconds]
         for gone in stale:
             del self.instances[gone]
-        return sorted(self.instances)
+            self.stalled_sinks.pop(gone, None)
+        return {i: self.stalled_sinks.get(i, frozenset()) for i in sorted(self.instances)}
 
     async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:
         for sink, partitions in held.items():
             await self.release_leases(sink, instance, partitions)
         self.instances.pop(instance, None)
+        self.stalled_sinks.pop(instance, None)
 
     async def prune(self, retention_seconds: int, limit: int) -> int | None:
         floors: dict[int, Position] = {}

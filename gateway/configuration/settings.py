@@ -198,6 +198,9 @@ class RelaySettings(_Section):
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     lease_ttl_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=10, ge=1)
+    apply_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How long a sink may take to apply a batch (or to start) before the call counts as a
+    transient failure; a worker stuck in one a lease's life longer gives its partitions up."""
     backoff_initial_seconds: float = Field(default=0.1, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
     start_from: StartFrom = "beginning"
@@ -213,6 +216,8 @@ class _SinkSection(_Section):
     enabled: bool = True
     start_from: StartFrom | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
+    apply_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    """Overrides ``relay.apply_timeout_seconds`` for this sink."""
 
 
 class MemorySinkSettings(_SinkSection):

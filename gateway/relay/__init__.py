@@ -8,7 +8,8 @@ Its parts, each in a module of its own:
 - ``read_ahead``: where a batch is read, ahead of the workers and once for all that keep pace.
 - ``pipeline``: where a position moves; batches in flight between read and commit.
 - ``retries``: where a batch is retried; the retry and dead-letter decision.
-- ``sink_calls``: calls into a sink that nothing the sink raises escapes.
+- ``sink_calls``: calls into a sink that nothing the sink raises escapes, each bounded.
+- ``stalls``: when a worker stuck in a sink call gives its leases up.
 - ``upkeep``: wake-ups on commit (LISTEN), pruning, backlog gauges.
 - ``storage``: everything the relay reads and writes, as one interface (``RelayStorage``).
 - ``tables``: the SQL of the relay's own tables (positions, leases, dead letters).

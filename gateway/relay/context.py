@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 
 from gateway.backoff import Backoff
 from gateway.configuration.settings import RelaySettings
@@ -25,6 +25,9 @@ class WorkerContext:
     """Set when the process is asked to stop."""
     live_instances: Callable[[], Sequence[str]]
     """The relays sharing the partitions, as of the process's last heartbeat."""
+    stalled_relays: Callable[[str], Collection[str]] = field(default=lambda sink: frozenset())
+    """Those of them whose worker for a sink has stalled, as of the last heartbeat: they no
+    longer serve it."""
 
     async def pause(self, seconds: float, wakeup: asyncio.Event | None = None) -> None:
         """Sleep up to ``seconds``; a stop request (or ``wakeup``, if given) ends it early."""

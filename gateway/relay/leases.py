@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway import metrics
@@ -37,6 +37,12 @@ def partitions_for(instance: str, live: Sequence[str]) -> set[int]:
     members = sorted({*live, instance})
     rank, count = members.index(instance), len(members)
     return set(range(rank * PARTITION_COUNT // count, (rank + 1) * PARTITION_COUNT // count))
+
+
+def relays_serving(live: Iterable[str], stalled: Collection[str]) -> list[str]:
+    """The live relays that share a sink's partitions: all but those whose worker for it has
+    stalled (they keep their other sinks)."""
+    return [relay for relay in live if relay not in stalled]
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,10 @@ class SinkLeases:
         self._checked()
         me, ttl = self._context.instance_id, self._context.settings.lease_ttl_seconds
         storage = self._context.storage
-        target = partitions_for(me, self._context.live_instances())
+        serving = relays_serving(
+            self._context.live_instances(), self._context.stalled_relays(self.sink)
+        )
+        target = partitions_for(me, serving)
         owned = await storage.renew_leases(self.sink, me, ttl)
         changes = lease_changes(owned, target)
         if changes.release:

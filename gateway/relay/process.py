@@ -3,8 +3,9 @@
 Work is shared between relay processes by leasing (sink, partition) pairs (``leases``). The
 process's heartbeat records it as live and renews every lease it holds, so leases live as long
 as the process: a worker applying a batch longer than a lease (a slow store) keeps its
-partitions, and shows as serving its sink. On stop, the process releases its leases so that
-another relay takes them at once rather than after they expire.
+partitions, and shows as serving its sink; but not a worker stuck in a call into its sink past
+its timeout (``stalls``): the other relays take its partitions. On stop, the process releases
+its leases so that another relay takes them at once rather than after they expire.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Relay:
         settings: RelaySettings,
         *,
         start_from: Mapping[str, StartFrom] | None = None,
+        apply_timeouts: Mapping[str, float] | None = None,
         collect_stats: bool = False,
         shared_reads: bool = True,
         storage: RelayStorage | None = None,
@@ -75,6 +77,8 @@ class Relay:
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.live_instances: list[str] = [self.instance_id]
         """The relays sharing the partitions, as of the last heartbeat."""
+        self.stalled_sinks: dict[str, frozenset[str]] = {}
+        """The sinks each live relay has stalled on, as of the last heartbeat."""
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         """Set once every sink's worker has registered and taken its first leases."""
@@ -98,10 +102,16 @@ class Relay:
             instance_id=self.instance_id,
             stopping=self.stopping,
             live_instances=lambda: self.live_instances,
+            stalled_relays=lambda sink: {r for r, s in self.stalled_sinks.items() if sink in s},
         )
-        self.workers = [SinkWorker(sink, context) for sink in sinks]
+        timeouts = dict(apply_timeouts or {})
+        self.workers = [
+            SinkWorker(sink, context, apply_timeout_seconds=timeouts.get(sink.name))
+            for sink in sinks
+        ]
         self._owns_pool = False
         self._owns_sinks = False
+        self._stalled: list[str] = []
 
     @classmethod
     async def connect(
@@ -124,6 +134,11 @@ class Relay:
             for name, sink_settings in settings.sinks.items()
             if sink_settings.start_from is not None
         }
+        apply_timeouts = {
+            name: sink_settings.apply_timeout_seconds
+            for name, sink_settings in settings.sinks.items()
+            if sink_settings.apply_timeout_seconds is not None
+        }
         # Each worker holds at most two connections at a time (a batch's commit while the next
         # batch is read ahead), plus heartbeat, prune, stats, the payment sweeper and the
         # history's pruning.
@@ -143,6 +158,7 @@ class Relay:
             sinks,
             settings.relay,
             start_from=start_from,
+            apply_timeouts=apply_timeouts,
             collect_stats=collect_stats,
             history_retention_days=settings.events.retention_days,
         )
@@ -314,9 +330,19 @@ class Relay:
             worker.leases.forget()
 
     async def _heartbeat(self) -> None:
-        self.live_instances = await self.storage.heartbeat(
-            self.instance_id, socket.gethostname(), os.getpid(), self.settings.lease_ttl_seconds
+        stalled = [w.sink.name for w in self.workers if not w.keeps_leases()]
+        if stalled != self._stalled:
+            log.warning("workers stuck in a call into their sink (leases given up): %s", stalled)
+            self._stalled = stalled
+        live = await self.storage.heartbeat(
+            self.instance_id,
+            socket.gethostname(),
+            os.getpid(),
+            self.settings.lease_ttl_seconds,
+            stalled,
         )
+        self.live_instances = list(live)
+        self.stalled_sinks = dict(live)
 
     async def _heartbeat_periodically(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""Calls into a sink, made safe for the relay: nothing a sink raises escapes them."""
+"""Calls into a sink, made safe for the relay: nothing a sink raises escapes them, and each is
+bounded by a timeout."""
 
 from __future__ import annotations
 
@@ -16,27 +17,52 @@ log = logging.getLogger("gateway.relay")
 HEALTH_TIMEOUT_SECONDS = 5.0
 
 
-async def apply_events(sink: Sink, events: list[StoredEvent]) -> list[Delivery]:
+async def apply_events(
+    sink: Sink, events: list[StoredEvent], *, timeout_seconds: float | None = None
+) -> list[Delivery]:
     """The sink's outcome for each event (see :func:`apply_safely`), its time measured."""
     started = time.perf_counter()
     try:
-        return await apply_safely(sink, [event.envelope for event in events])
+        return await apply_safely(
+            sink, [event.envelope for event in events], timeout_seconds=timeout_seconds
+        )
     finally:
         metrics.BATCH_SECONDS.labels(sink.name).observe(time.perf_counter() - started)
 
 
-async def apply_safely(sink: Sink, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-    """The sink's outcome for each event of ``batch``; a sink that raises, or answers for the
-    wrong number of events, failed every event transiently."""
+async def apply_safely(
+    sink: Sink, batch: Sequence[EventEnvelope], *, timeout_seconds: float | None = None
+) -> list[Delivery]:
+    """The sink's outcome for each event of ``batch``; a sink that raises, answers for the
+    wrong number of events, or does not answer within ``timeout_seconds`` (if given), failed
+    every event transiently."""
+    bound = asyncio.timeout(timeout_seconds)
     try:
-        results = await sink.apply(batch)
+        async with bound:
+            results = await sink.apply(batch)
     except Exception as error:  # a sink that raises is treated as failing transiently
-        log.warning("%s: apply raised %r", sink.name, error)
-        return [Delivery.transient(f"apply raised {error!r}")] * len(batch)
+        if bound.expired():
+            error_text = f"apply did not return within {timeout_seconds:g} s"
+        else:
+            error_text = f"apply raised {error!r}"
+        log.warning("%s: %s", sink.name, error_text)
+        return [Delivery.transient(error_text)] * len(batch)
     if len(results) != len(batch):
         error_text = f"sink returned {len(results)} results for {len(batch)} events"
         return [Delivery.transient(error_text)] * len(batch)
     return results
+
+
+async def start_safely(sink: Sink, timeout_seconds: float) -> bool:
+    """Start the sink; False (logged) if it raised or did not return within
+    ``timeout_seconds``."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await sink.start()
+    except Exception as error:  # any failure to start is the store's: try again later
+        log.warning("%s: cannot start the sink, trying again: %r", sink.name, error)
+        return False
+    return True
 
 
 async def is_healthy(sink: Sink) -> bool:

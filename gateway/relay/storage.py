@@ -89,9 +89,16 @@ class RelayStorage(Protocol):
         ...
 
     async def heartbeat(
-        self, instance: str, hostname: str, pid: int, ttl_seconds: float
-    ) -> list[str]:
-        """Record that ``instance`` is alive and renew all its leases; the live relays."""
+        self,
+        instance: str,
+        hostname: str,
+        pid: int,
+        ttl_seconds: float,
+        stalled_sinks: Sequence[str] = (),
+    ) -> dict[str, frozenset[str]]:
+        """Record that ``instance`` is alive, and stalled on ``stalled_sinks``; renew all its
+        leases but those on ``stalled_sinks``; the live relays, each with the sinks it has
+        stalled on."""
         ...
 
     async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:
@@ -185,11 +192,16 @@ class PostgresRelayStorage:
             await tables.finish_replays(connection, delivered, failed)
 
     async def heartbeat(
-        self, instance: str, hostname: str, pid: int, ttl_seconds: float
-    ) -> list[str]:
+        self,
+        instance: str,
+        hostname: str,
+        pid: int,
+        ttl_seconds: float,
+        stalled_sinks: Sequence[str] = (),
+    ) -> dict[str, frozenset[str]]:
         async with self.pool.acquire() as connection:
-            await tables.heartbeat(connection, instance, hostname, pid)
-            await tables.renew_instance_leases(connection, instance, ttl_seconds)
+            await tables.heartbeat(connection, instance, hostname, pid, stalled_sinks)
+            await tables.renew_instance_leases(connection, instance, ttl_seconds, stalled_sinks)
             return await tables.live_instances(connection, ttl_seconds)
 
     async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:

@@ -44,15 +44,24 @@ async def positions(
     return {row["partition"]: (row["position_txid"], row["position_id"]) for row in rows}
 
 
-async def heartbeat(connection: Connection, instance: str, hostname: str, pid: int) -> None:
-    """Record that relay ``instance`` is alive."""
-    await connection.execute(query("heartbeat_instance"), instance, hostname, pid)
+async def heartbeat(
+    connection: Connection,
+    instance: str,
+    hostname: str,
+    pid: int,
+    stalled_sinks: Sequence[str] = (),
+) -> None:
+    """Record that relay ``instance`` is alive, and the sinks it has stalled on."""
+    await connection.execute(
+        query("heartbeat_instance"), instance, hostname, pid, sorted(stalled_sinks)
+    )
 
 
-async def live_instances(connection: Connection, ttl_seconds: float) -> list[str]:
-    """The relays that sent a heartbeat within ``ttl_seconds``, by id (forgetting the others)."""
+async def live_instances(connection: Connection, ttl_seconds: float) -> dict[str, frozenset[str]]:
+    """The relays that sent a heartbeat within ``ttl_seconds``, by id (forgetting the others),
+    each with the sinks it has stalled on."""
     rows = await connection.fetch(query("live_instances"), ttl_seconds)
-    return [row["id"] for row in rows]
+    return {row["id"]: frozenset(row["stalled_sinks"]) for row in rows}
 
 
 async def forget_instance(connection: Connection, instance: str) -> None:
@@ -68,9 +77,12 @@ async def renew_leases(
     return {row["partition"] for row in rows}
 
 
-async def renew_instance_leases(connection: Connection, owner: str, ttl_seconds: float) -> None:
-    """Extend every lease ``owner`` holds, on every sink (the relay's heartbeat does this)."""
-    await connection.execute(query("renew_instance_leases"), owner, ttl_seconds)
+async def renew_instance_leases(
+    connection: Connection, owner: str, ttl_seconds: float, except_sinks: Sequence[str] = ()
+) -> None:
+    """Extend every lease ``owner`` holds, on every sink but ``except_sinks`` (the relay's
+    heartbeat does this)."""
+    await connection.execute(query("renew_instance_leases"), owner, ttl_seconds, list(except_sinks))
 
 
 async def claim_leases(

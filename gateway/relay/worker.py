@@ -24,7 +24,8 @@ from gateway.relay.leases import SinkLeases
 from gateway.relay.ordering import needs_version_order
 from gateway.relay.pipeline import BatchPipeline
 from gateway.relay.retries import Pending, Retrier, retrying_per_partition
-from gateway.relay.sink_calls import apply_events, is_healthy
+from gateway.relay.sink_calls import HEALTH_TIMEOUT_SECONDS, apply_events, is_healthy, start_safely
+from gateway.relay.stalls import SinkCallWatch
 
 log = logging.getLogger("gateway.relay")
 
@@ -32,10 +33,20 @@ log = logging.getLogger("gateway.relay")
 class SinkWorker:
     """Delivers one sink's events: leases, reads, applies with retries, commits positions."""
 
-    def __init__(self, sink: Sink, context: WorkerContext) -> None:
+    def __init__(
+        self, sink: Sink, context: WorkerContext, *, apply_timeout_seconds: float | None = None
+    ) -> None:
         self.sink = sink
         self.context = context
         self.settings = context.settings
+        self.apply_timeout_seconds = (
+            context.settings.apply_timeout_seconds
+            if apply_timeout_seconds is None
+            else apply_timeout_seconds
+        )
+        """The bound of each call to the sink's ``apply`` and ``start``."""
+        self.calls = SinkCallWatch()
+        """The calls into the sink still running."""
         self.wakeup = asyncio.Event()
         """Set when new events may be readable."""
         self.leased = asyncio.Event()
@@ -50,7 +61,7 @@ class SinkWorker:
             self._apply,
             Retrier(
                 apply=self._apply,
-                healthy=lambda: is_healthy(sink),
+                healthy=self._healthy,
                 wait=self._wait_holding_leases,
                 report=self._record_retrying,
                 backoff=context.backoff,
@@ -65,6 +76,11 @@ class SinkWorker:
     def owned(self) -> set[int]:
         """The partitions this worker holds."""
         return self.leases.owned
+
+    def keeps_leases(self) -> bool:
+        """Whether the process is to renew this worker's leases: not once a call into its
+        sink has outlived its timeout by a lease's life (see :mod:`gateway.relay.stalls`)."""
+        return self.calls.keeps_leases(self.settings.lease_ttl_seconds)
 
     async def run(self, until_idle: bool) -> None:
         """The worker's loop; what is not committed when it ends is redelivered later."""
@@ -114,10 +130,9 @@ class SinkWorker:
     async def _start_sink(self, attempt: int) -> bool:
         """Start the sink; on failure (its store is down) pause and say so, so that the relay
         starts, and its other sinks deliver, whichever store is down."""
-        try:
-            await self.sink.start()
-        except Exception as error:  # any failure to start is the store's: try again later
-            log.warning("%s: cannot start the sink, trying again: %r", self.sink.name, error)
+        with self.calls.call(self.apply_timeout_seconds):
+            started = await start_safely(self.sink, self.apply_timeout_seconds)
+        if not started:
             await self.context.pause(self.context.backoff.ceiling(attempt))
             return False
         self.started = True
@@ -157,7 +172,13 @@ class SinkWorker:
         return bool(delivered)
 
     async def _apply(self, events: list[StoredEvent]) -> list[Delivery]:
-        return await apply_events(self.sink, events)
+        timeout = self.apply_timeout_seconds
+        with self.calls.call(timeout):
+            return await apply_events(self.sink, events, timeout_seconds=timeout)
+
+    async def _healthy(self) -> bool:
+        with self.calls.call(HEALTH_TIMEOUT_SECONDS):
+            return await is_healthy(self.sink)
 
     def _count_failure(self, outcome: Outcome) -> None:
         kind = "permanent" if outcome is Outcome.PERMANENT else "transient"

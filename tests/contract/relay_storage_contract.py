@@ -214,6 +214,22 @@ class RelayStorageContract:
         live = await harness.storage.heartbeat(first, "host", 1, TTL)
         assert first in live and second not in live
 
+    async def test_a_heartbeat_leaves_the_leases_of_a_stalled_sink_to_expire_and_says_so(
+        self, harness: Harness
+    ) -> None:
+        stalled, healthy, first, second = name("sink"), name("sink"), name("a"), name("b")
+        for s in (stalled, healthy):
+            await harness.storage.register_sink(s, from_beginning=True)
+        await harness.storage.claim_leases(stalled, first, [0], TTL)
+        await harness.storage.claim_leases(healthy, first, [1], TTL)
+        live = await harness.storage.heartbeat(first, "host", 1, LONG, [stalled])
+        assert live[first] == {stalled}
+        await harness.elapse(TTL * 1.5)
+        assert await harness.storage.claim_leases(healthy, second, [1], LONG) == set()
+        assert await harness.storage.claim_leases(stalled, second, [0], LONG) == {0}
+        live = await harness.storage.heartbeat(first, "host", 1, LONG)
+        assert live[first] == frozenset()
+
     async def test_leaving_releases_the_leases_and_forgets_the_instance(
         self, harness: Harness
     ) -> None:

@@ -77,6 +77,17 @@ def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.Monkey
             "orders.payment_timeout_seconds",
             "greater than 0",
         ),
+        (
+            f"postgres:\n  url: {URL}\nrelay:\n  apply_timeout_seconds: 0\n",
+            "relay.apply_timeout_seconds",
+            "greater than 0",
+        ),
+        (
+            f"postgres:\n  url: {URL}\nsinks:\n  cache:\n    type: memory\n"
+            "    apply_timeout_seconds: soon\n",
+            "sinks.cache.apply_timeout_seconds",
+            "number",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(
@@ -90,6 +101,19 @@ def test_errors_name_the_key_and_the_file(
     assert raised.value.source == str(path)
     assert key in str(raised.value) and str(path) in str(raised.value)
     assert "s3cret" not in str(raised.value)
+
+
+def test_a_sink_s_apply_timeout_overrides_the_relay_s(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"postgres:\n  url: {URL}\nrelay:\n  apply_timeout_seconds: 12\n"
+        "sinks:\n  slow:\n    type: memory\n    apply_timeout_seconds: 90\n"
+        "  quick:\n    type: memory\n",
+    )
+    settings = load_settings(path)
+    assert settings.relay.apply_timeout_seconds == 12
+    assert settings.sinks["slow"].apply_timeout_seconds == 90
+    assert settings.sinks["quick"].apply_timeout_seconds is None
 
 
 def test_a_bad_environment_value_names_the_variable(

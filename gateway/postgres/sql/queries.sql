@@ -305,24 +305,29 @@ FROM relay_positions
 WHERE sink = $1 AND partition = ANY($2::smallint[]);
 
 -- name: heartbeat_instance
-INSERT INTO relay_instances (id, hostname, pid) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
+-- $4: the sinks whose worker has stalled (the relay no longer serves them).
+INSERT INTO relay_instances (id, hostname, pid, stalled_sinks) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stalled_sinks = EXCLUDED.stalled_sinks;
 
 -- name: live_instances
 WITH stale AS (
     DELETE FROM relay_instances WHERE heartbeat_at < now() - make_interval(secs => $1)
 )
-SELECT id FROM relay_instances WHERE heartbeat_at >= now() - make_interval(secs => $1) ORDER BY id;
+SELECT id, stalled_sinks
+FROM relay_instances
+WHERE heartbeat_at >= now() - make_interval(secs => $1)
+ORDER BY id;
 
 -- name: forget_instance
 DELETE FROM relay_instances WHERE id = $1;
 
 -- name: renew_instance_leases
--- Every lease the relay $1 holds, on any sink: a relay that is alive keeps its partitions,
--- even while one of its workers spends longer than a lease on one batch.
+-- Every lease the relay $1 holds, on any sink but the stalled ones ($3): a relay that is
+-- alive keeps its partitions, even while one of its workers spends longer than a lease on
+-- one batch, unless that worker is stuck in a call past its timeout.
 UPDATE relay_positions
 SET lease_expires_at = now() + make_interval(secs => $2)
-WHERE owner = $1;
+WHERE owner = $1 AND sink <> ALL($3::varchar[]);
 
 -- name: renew_leases
 UPDATE relay_positions
