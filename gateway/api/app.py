@@ -11,6 +11,7 @@ import gateway
 from adapters.base import Sink
 from adapters.registry import build_sink
 from gateway.api.auth import ApiKeyCheck
+from gateway.api.connection import GatewayConnection
 from gateway.api.middleware import BodySizeLimit, RequestMetrics
 from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
@@ -18,16 +19,17 @@ from gateway.api.problems import install_problem_handlers
 from gateway.api.routes import problem_responses, router
 from gateway.api.webhooks import webhooks
 from gateway.configuration.settings import Settings
-from gateway.write_path.gateway import Gateway
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The HTTP API over the gateway configured by ``settings``.
 
     On startup it opens the gateway's PostgreSQL pool and builds a client of every enabled sink
-    (for the readiness probe); both are closed on shutdown. With ``api.key`` set, every route
-    but ``/healthz``, ``/readyz``, the OpenAPI document and the payment webhook (which is
-    signed instead) needs ``Authorization: Bearer``.
+    (for the readiness probe); both are closed on shutdown. While PostgreSQL (in sharded mode,
+    the catalog) cannot be reached, the API starts anyway and keeps connecting in the
+    background: ``/healthz`` answers 200, ``/readyz`` and every database route 503. With
+    ``api.key`` set, every route but ``/healthz``, ``/readyz``, the OpenAPI document and the
+    payment webhook (which is signed instead) needs ``Authorization: Bearer``.
     """
 
     @asynccontextmanager
@@ -37,13 +39,15 @@ def create_app(settings: Settings) -> FastAPI:
         }
         app.state.settings = settings
         app.state.sinks = sinks
-        async with await Gateway.connect(settings) as connected:
-            app.state.gateway = connected
-            try:
-                yield
-            finally:
-                for sink in sinks.values():
-                    await sink.close()
+        connection = GatewayConnection(settings)
+        app.state.connection = connection
+        try:
+            await connection.start()
+            yield
+        finally:
+            await connection.close()
+            for sink in sinks.values():
+                await sink.close()
 
     app = FastAPI(
         title="fanout gateway",

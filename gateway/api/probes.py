@@ -50,17 +50,20 @@ async def readyz(request: Request) -> JSONResponse:
     relay delivers them when the store returns.
     """
     state = request.app.state
+    gateway: Gateway | None = state.connection.gateway
+    if gateway is None:
+        return not_connected(request)
     timeout: float = state.settings.api.health_timeout_seconds
-    pools = shard_pools(state.gateway)
+    pools = shard_pools(gateway)
     database, shards = await asyncio.gather(
-        postgres_health(state.gateway.pool, timeout), shards_health(pools, timeout)
+        postgres_health(gateway.pool, timeout), shards_health(pools, timeout)
     )
     status = readiness(database.ok, [shard.ok for shard in shards])
     status_code = 200 if database.ok else 503
     if not authorized(request.headers.get("authorization"), state.settings.api.key):
         return JSONResponse({"status": status}, status_code=status_code)
-    sinks = await sinks_health(state.gateway.pool if database.ok else None, state.sinks, timeout)
-    standbys = await standbys_of(state.gateway.pool, timeout) if database.ok else []
+    sinks = await sinks_health(gateway.pool if database.ok else None, state.sinks, timeout)
+    standbys = await standbys_of(gateway.pool, timeout) if database.ok else []
     body: dict[str, Any] = {
         "status": status,
         "postgres": {
@@ -71,7 +74,7 @@ async def readyz(request: Request) -> JSONResponse:
         "sinks": [sink.as_dict() for sink in sinks],
         "replicas": [
             replica.as_dict(state.settings.postgres.replica_max_lag_seconds)
-            for replica in state.gateway.replicas
+            for replica in gateway.replicas
         ],
         "standbys": standbys,
     }
@@ -79,6 +82,15 @@ async def readyz(request: Request) -> JSONResponse:
         body["shards"] = [shard.as_dict() for shard in shards]
     # Replica addresses and client errors can hold a URL.
     return JSONResponse(redact_values(body), status_code=status_code)
+
+
+def not_connected(request: Request) -> JSONResponse:
+    """503 while the API has not yet connected to PostgreSQL since it started; with the API key
+    (or when none is configured), saying so."""
+    body: dict[str, Any] = {"status": readiness(False, [])}
+    if authorized(request.headers.get("authorization"), request.app.state.settings.api.key):
+        body["postgres"] = {"ok": False, "detail": "not connected yet", "latency_ms": None}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 def shard_pools(gateway: Gateway) -> Mapping[str, asyncpg.Pool]:

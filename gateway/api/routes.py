@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
-from gateway.api.problems import PROBLEM_JSON, Problem
+from gateway.api.problems import PROBLEM_JSON, Problem, database_unavailable
 from gateway.errors import NotFound, ValidationError
 from gateway.history.store import OrderEvent
 from gateway.write_path import idempotency
@@ -122,7 +122,9 @@ async def require_json(request: Request) -> None:
 def gateway_of(request: Request) -> Gateway:
     """The gateway the app was started with (a dependency of every route that reads or writes
     the database, which answers 503 while PostgreSQL cannot be reached)."""
-    gateway: Gateway = request.app.state.gateway
+    gateway: Gateway | None = request.app.state.connection.gateway
+    if gateway is None:
+        raise database_unavailable()
     return gateway
 
 
