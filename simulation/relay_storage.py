@@ -249,8 +249,9 @@ class InMemoryRelayStorage:
             raise SinkInUse(sink, owners, doing)
 
     def rewind(self, sink: str, moves: Mapping[int, Position]) -> dict[int, Position]:
-        """Move ``sink``'s positions back to ``moves`` (never forward); the partitions moved,
-        with where they were. ``SinkInUse`` while a live lease covers the sink."""
+        """Move ``sink``'s positions back to ``moves`` (never forward), taking the moved
+        partitions' expired leases; the partitions moved, with where they were. ``SinkInUse``
+        while a live lease covers the sink."""
         self._lock_idle_sink(sink, "rewinding it")
         moved = {}
         for partition, position in moves.items():
@@ -259,6 +260,7 @@ class InMemoryRelayStorage:
                 moved[partition] = row.position
                 row.position = position
                 row.updated = self.clock()
+                self.leases.pop((sink, partition), None)
         return moved
 
     def retire(self, sink: str) -> tuple[int, int]:

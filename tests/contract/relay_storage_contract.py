@@ -463,6 +463,26 @@ class RelayStorageContract:
         positions = await harness.storage.positions(sink, [0, 1])
         assert positions == {0: (0, 0), 1: events[0].position}
 
+    async def test_a_rewind_takes_the_expired_leases_of_the_partitions_it_moves(
+        self, harness: Harness
+    ) -> None:
+        """A relay whose lease expired unclaimed cannot renew it after a rewind, nor commit
+        over the rewound position: it claims the partition again (and so reloads it)."""
+        sink, owner = name("sink"), name("a")
+        events = [await publish(harness, name("x")) for _ in range(2)]
+        await harness.storage.register_sink(sink, from_beginning=True)
+        await harness.storage.claim_leases(sink, owner, PARTITIONS, TTL)
+        moves = {p: Move(events[0].position, 0) for p in PARTITIONS}
+        assert await harness.storage.commit_batch(sink, owner, moves, [])
+        await harness.elapse(TTL * 1.5)
+        await harness.rewind(sink, {0: (0, 0)})
+
+        renewed = await harness.storage.renew_leases(sink, owner, LONG)
+        assert 0 not in renewed and 1 in renewed
+        forward = {0: Move(events[1].position, 1)}
+        assert not await harness.storage.commit_batch(sink, owner, forward, [])
+        assert (await harness.storage.positions(sink, [0]))[0] == (0, 0)
+
     async def test_retiring_removes_an_idle_sink_and_is_refused_for_a_served_one(
         self, harness: Harness
     ) -> None:

@@ -7,10 +7,8 @@ from simulation.world import Faults, simulate
 
 SEEDS = range(300)
 STEPS = 100
-CI_FAULTS = Faults(hangs=False, rewinds=False)
-"""Sink calls that never answer and rewinds between a lease's loss and its renewal break the
-relay as it stands (see the README's "Deterministic simulation"); ``python -m simulation``
-runs them."""
+CI_FAULTS = Faults()
+"""Every fault: sink calls that never answer and rewinds included."""
 
 
 def test_the_same_seed_gives_the_same_trace() -> None:
@@ -27,6 +25,6 @@ def test_every_seed_keeps_every_invariant() -> None:
         if not outcome.ok:
             failures.append(
                 f"seed {seed}, step {outcome.step}: {outcome.violations[0]} (replay: python -m "
-                f"simulation --seed {seed} --steps {STEPS} --no-hangs --no-rewinds --verbose)"
+                f"simulation --seed {seed} --steps {STEPS} --verbose)"
             )
     assert not failures, "\n".join(failures)

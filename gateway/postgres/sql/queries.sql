@@ -796,8 +796,11 @@ GROUP BY bounds.partition;
 
 -- name: rewind_positions
 -- Only backwards, and only while no relay holds the sink (checked under lock_sink_positions).
+-- The moved partitions' expired leases go too: a relay that held one must claim it again, and
+-- so reload its position, instead of renewing it and committing past the rewind.
 UPDATE relay_positions AS positions
-SET position_txid = moved.txid, position_id = moved.id, updated_at = now()
+SET position_txid = moved.txid, position_id = moved.id, owner = NULL, lease_expires_at = NULL,
+    updated_at = now()
 FROM unnest($2::smallint[], $3::xid8[], $4::bigint[]) AS moved (partition, txid, id)
 WHERE positions.sink = $1
   AND positions.partition = moved.partition
