@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
+from adapters.base import Delivery, EventEnvelope, Sink
 from gateway.postgres.outbox import PARTITION_COUNT
-from gateway.relay import leases, retries
+from gateway.relay import leases, retries, sink_calls, stalls
+from gateway.relay.tables import Position
 from simulation.relay_storage import InMemoryRelayStorage
 from simulation.world import Faults, simulate
 
@@ -77,8 +79,41 @@ def positions_kept_across_loss() -> AbstractContextManager[Any]:
     return mock.patch.object(leases.SinkLeases, "_hold", hold)
 
 
+def rewind_keeps_expired_leases() -> AbstractContextManager[Any]:
+    """(d') A rewind leaves the moved partitions' expired leases, which their relay then renews
+    with its position still in memory."""
+
+    def rewind(
+        self: InMemoryRelayStorage, sink: str, moves: Mapping[int, Position]
+    ) -> dict[int, Position]:
+        kept = {key: lease for key, lease in self.leases.items() if key[0] == sink}
+        moved = original(self, sink, moves)
+        self.leases.update(kept)
+        return moved
+
+    original = InMemoryRelayStorage.rewind
+    return mock.patch.object(InMemoryRelayStorage, "rewind", rewind)
+
+
+@contextmanager
+def unbounded_sink_calls() -> Iterator[None]:
+    """(e) A sink call has no timeout, and a worker stuck in one keeps renewing its leases."""
+    original = sink_calls.apply_safely
+
+    async def apply_safely(
+        sink: Sink, batch: Sequence[EventEnvelope], *, timeout_seconds: float | None = None
+    ) -> list[Delivery]:
+        return await original(sink, batch)
+
+    with (
+        mock.patch.object(sink_calls, "apply_safely", apply_safely),
+        mock.patch.object(stalls, "keeps_leases", lambda *_: True),
+    ):
+        yield
+
+
 MUTANTS = [
-    Mutant("as it is, without hangs or rewinds", none, Faults(hangs=False, rewinds=False)),
+    Mutant("as it is, with every fault", none, Faults()),
     Mutant(
         "(a) skip: reads past running transactions",
         reads_past_running_transactions,
@@ -93,9 +128,15 @@ MUTANTS = [
         positions_kept_across_loss,
         Faults(hangs=False, rewinds=True),
     ),
-    Mutant("(d') as it is, with rewinds", none, Faults(hangs=False, rewinds=True)),
     Mutant(
-        "(e) as it is, with sink calls that never answer", none, Faults(hangs=True, rewinds=False)
+        "(d') a rewind leaves expired leases",
+        rewind_keeps_expired_leases,
+        Faults(hangs=False, rewinds=True),
+    ),
+    Mutant(
+        "(e) sink calls unbounded, leases renewed",
+        unbounded_sink_calls,
+        Faults(hangs=True, rewinds=False),
     ),
 ]
 
