@@ -27,7 +27,6 @@ from gateway.errors import (
     IllegalTransition,
     NotFound,
     RequestInProgress,
-    ReservationLapsed,
     ValidationError,
     VersionConflict,
 )
@@ -35,19 +34,20 @@ from gateway.postgres import outbox
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import decisions, reservations, sweeper
-from gateway.sharding.decisions import Decision
+from gateway.sharding import reservations, sweeper
 from gateway.sharding.directory import CustomerDirectory
-from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
+from gateway.sharding.order_ids import shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
-from gateway.sharding.reconcile import Reconciliation, reconcile
-from gateway.sharding.reservations import (
-    Reservation,
-    ReservationKey,
-    ReservationStatus,
-    Settlement,
+from gateway.sharding.postgres_saga_storage import (
+    PostgresCatalog,
+    PostgresShard,
+    PostgresShardRecords,
 )
-from gateway.sharding.saga import release_at_once, released_after_abandoning
+from gateway.sharding.reconcile import Reconciliation, reconcile
+from gateway.sharding.reservations import Reservation
+from gateway.sharding.saga import release_at_once
+from gateway.sharding.saga_steps import SagaSteps
+from gateway.sharding.saga_storage import CatalogStorage
 from gateway.sharding.topology import Database, databases
 from gateway.write_path import customers, idempotency, orders
 from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
@@ -63,7 +63,7 @@ PLACE_ATTEMPTS = 3
 """How often a request starts over when a concurrent one with its key settled first."""
 
 
-class ShardedGateway(Gateway):
+class ShardedGateway(Gateway, SagaSteps):
     """A :class:`Gateway` over the catalog (``pool``) and the shards (``shards``).
 
     Made by ``Gateway.connect`` when ``postgres.shards`` is configured; its methods behave as
@@ -80,6 +80,8 @@ class ShardedGateway(Gateway):
             Shard(name, shard.weight) for name, shard in settings.postgres.shards.items()
         ]
         self._directory = CustomerDirectory(catalog, settings.postgres.directory_cache_size)
+        self._saga_catalog = PostgresCatalog(catalog)
+        self._reservation_seconds = settings.postgres.reservation_seconds
 
     @classmethod
     async def open(cls, settings: Settings) -> ShardedGateway:
@@ -159,15 +161,8 @@ class ShardedGateway(Gateway):
         """Find every live order whose units are not committed to it and every committed
         reservation without a live order, and repair them (unless ``repair`` is false); see
         :mod:`gateway.sharding.reconcile`."""
-
-        async def cancel(order_id: UUID, version: int) -> bool:
-            try:
-                await self.transition(order_id, OrderStatus.CANCELLED, expected_version=version)
-            except (IllegalTransition, VersionConflict, NotFound):
-                return False
-            return True
-
-        return await reconcile(self._pool, self._shards, cancel, repair=repair)
+        shards = {name: self._saga_shard(pool) for name, pool in self._shards.items()}
+        return await reconcile(self._saga_catalog, shards, repair=repair)
 
     async def _place(
         self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
@@ -202,19 +197,11 @@ class ShardedGateway(Gateway):
                 await self._refuse_foreign_address(missing, order_request)
                 raise
         reservation = await self._reserve(shard, order_request, claim)
-        try:
-            placed = await self._create_order(pool, reservation, order_request, claim)
-        except BaseException as error:
-            if release_at_once(error) and not reservation.reused:
-                await self._abandon(pool, reservation.order_id)
-            raise
-        if placed.replayed and placed.order.id != reservation.order_id:
-            # Another request with this key created its order meanwhile: ours is not needed.
-            await self._abandon(pool, reservation.order_id)
-            return placed
-        if not await self._settle(reservation.order_id, Settlement.COMMIT):
-            await self._confirm_committed(placed.order)
-        return placed
+        return await self._complete(
+            self._saga_shard(pool),
+            reservation,
+            lambda: self._create_order(pool, reservation, order_request, claim),
+        )
 
     async def _refuse_foreign_address(self, missing: NotFound, request: PlaceOrderRequest) -> None:
         """An address not found on the customer's shard may be another customer's, on another
@@ -229,18 +216,6 @@ class ShardedGateway(Gateway):
                     f"{request.customer_id}",
                 ) from None
 
-    async def _reserve(
-        self, shard: str, request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
-    ) -> Reservation:
-        """Saga step 1: take the units in the catalog."""
-        order_id = new_order_id(shard_tag(shard))
-        reservation_key = ReservationKey(claim.key, claim.fingerprint) if claim else None
-        seconds = self._settings.postgres.reservation_seconds
-        async with self._pool.acquire() as connection, connection.transaction():
-            return await reservations.reserve(
-                connection, order_id, shard, request, reservation_key, seconds
-            )
-
     async def _create_order(
         self,
         pool: asyncpg.Pool,
@@ -251,43 +226,38 @@ class ShardedGateway(Gateway):
         """Saga step 2: the order, its key, ``order.placed`` and the decision ``created`` in
         the customer's shard; ``ReservationLapsed`` (nothing written) when the order was
         abandoned first."""
-        async with pool.acquire() as connection, connection.transaction():
-            placed = await self._insert_placed(
-                connection, reservation.order_id, request, claim, reservation.products
-            )
-            if placed.replayed:
-                return placed
-            decided = await decisions.decide(connection, reservation.order_id, Decision.CREATED)
-            if decided is not Decision.CREATED:
-                raise ReservationLapsed(reservation.order_id)
-            return placed
+        shard = self._saga_shard(pool)
+        return await shard.create_order(reservation.order_id, request, claim, reservation.products)
 
-    async def _confirm_committed(self, order: Order) -> None:
-        """Saga step 3 found the reservation not held: committed by a concurrent attempt or
-        the sweeper, or returned because the order was cancelled meanwhile, both fine. Any
-        other status breaks the decision the order was created with; ``fanout shards
-        reconcile`` repairs such a break, and it is logged."""
-        async with self._pool.acquire() as connection:
-            status = await reservations.status_of(connection, order.id)
-        if status in (ReservationStatus.COMMITTED, ReservationStatus.RETURNED):
-            return
-        log.error("order %s was created but its reservation is %s", order.id, status)
+    def _saga_shard(self, pool: asyncpg.Pool) -> PostgresShard:
+        """The saga's storage over the shard ``pool``, writing orders with this gateway."""
 
-    async def _abandon(self, pool: asyncpg.Pool, order_id: UUID) -> None:
-        """Give up on order ``order_id`` before it exists: record ``abandoned`` in its shard,
-        then release its units, unless a concurrent attempt created the order first. When the
-        shard does not answer, the reservation is left to the sweeper."""
-        try:
-            async with pool.acquire() as connection:
-                decided = await decisions.decide(connection, order_id, Decision.ABANDONED)
-        except DATABASE_ERRORS as error:
-            log.warning("order %s: reservation left to the sweeper: %s", order_id, error)
-            return
-        if released_after_abandoning(decided):
-            await self._settle(order_id, Settlement.RELEASE)
+        async def insert_placed(
+            connection: Connection,
+            order_id: UUID,
+            request: PlaceOrderRequest,
+            claim: idempotency.KeyClaim | None,
+            products: Mapping[UUID, orders.Row],
+        ) -> PlacedOrder:
+            return await self._insert_placed(connection, order_id, request, claim, products)
 
-    async def _settle(self, order_id: UUID, settlement: Settlement) -> bool:
-        return await sweeper.settle_one(self._pool, order_id, settlement)
+        async def cancel(order_id: UUID, version: int | None) -> bool:
+            try:
+                await self.transition(order_id, OrderStatus.CANCELLED, expected_version=version)
+            except (IllegalTransition, VersionConflict, NotFound):
+                return False
+            return True
+
+        return PostgresShard(pool, insert_placed, cancel)
+
+    def saga_shard(self, name: str) -> PostgresShard:
+        """The saga's storage over shard ``name``."""
+        return self._saga_shard(self._shards[name])
+
+    @property
+    def saga_catalog(self) -> CatalogStorage:
+        """The saga's storage over the catalog."""
+        return self._saga_catalog
 
     def _report_databases(self) -> dict[str, asyncpg.Pool]:
         return dict(self._shards)
@@ -311,7 +281,7 @@ class ShardedGateway(Gateway):
             return
         shard = self._shards[self.shard_of_order(order.id)]
         try:
-            await sweeper.return_units(self._pool, shard, [order.id])
+            await sweeper.return_units(self._saga_catalog, PostgresShardRecords(shard), [order.id])
         except DATABASE_ERRORS as error:
             log.warning("order %s: units not returned yet (the sweeper will): %s", order.id, error)
 

@@ -16,18 +16,15 @@ named in the result, never silently left out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
-from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import reservations
 from gateway.sharding.reservations import ReservationStatus, Settlement
+from gateway.sharding.saga_storage import CatalogStorage, ShardStorage
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
 
 log = logging.getLogger("gateway.sharding")
@@ -119,24 +116,15 @@ class Reconciliation:
         }
 
 
-Cancel = Callable[[UUID, int], Awaitable[bool]]
-"""Cancels an order if it is still at the given version; whether it did."""
-
-
 async def reconcile(
-    catalog: asyncpg.Pool,
-    shards: Mapping[str, asyncpg.Pool],
-    cancel: Cancel,
-    *,
-    repair: bool = True,
+    catalog: CatalogStorage, shards: Mapping[str, ShardStorage], *, repair: bool = True
 ) -> Reconciliation:
     """Check every shard's live orders against the catalog's reservations and every committed
-    reservation against its shard; repair what breaks (unless ``repair`` is false), cancelling
-    orders with ``cancel``."""
+    reservation against its shard; repair what breaks (unless ``repair`` is false)."""
     result = Reconciliation()
     for name, shard in shards.items():
         try:
-            await _check_live_orders(catalog, name, shard, cancel, repair, result)
+            await _check_live_orders(catalog, name, shard, repair, result)
         except DATABASE_ERRORS as error:
             log.warning("shard %s: its orders were not reconciled: %s", name, error)
             result.missing[name] = f"{type(error).__name__}: {error}".rstrip(": ")
@@ -145,18 +133,14 @@ async def reconcile(
 
 
 async def _check_live_orders(
-    catalog: asyncpg.Pool,
-    name: str,
-    shard: asyncpg.Pool,
-    cancel: Cancel,
-    repair: bool,
-    result: Reconciliation,
+    catalog: CatalogStorage, name: str, shard: ShardStorage, repair: bool, result: Reconciliation
 ) -> None:
-    async for page in _pages(shard, "live_orders_page"):
+    after: UUID | None = None
+    while page := await shard.live_orders_page(after, PAGE):
+        after = page[-1][0]
         result.orders_checked += len(page)
-        orders = {row["id"]: OrderStatus(row["status"]) for row in page}
-        rows = await catalog.fetch(query("reservations_of_orders"), list(orders))
-        statuses = {row["order_id"]: ReservationStatus(row["status"]) for row in rows}
+        orders = dict(page)
+        statuses = await catalog.statuses_of(list(orders))
         for order_id, order in orders.items():
             reservation = statuses.get(order_id)
             if not is_break(reservation, order):
@@ -165,36 +149,29 @@ async def _check_live_orders(
                 chosen = repair_of(reservation, order, units_in_stock=True)
                 result.breaks.append(Break(order_id, name, reservation, order, chosen, False))
                 continue
-            found = await _repair_live_order(catalog, name, shard, order_id, cancel)
+            found = await _repair_live_order(catalog, name, shard, order_id)
             if found is not None:
                 result.breaks.append(found)
 
 
 async def _repair_live_order(
-    catalog: asyncpg.Pool, name: str, shard: asyncpg.Pool, order_id: UUID, cancel: Cancel
+    catalog: CatalogStorage, name: str, shard: ShardStorage, order_id: UUID
 ) -> Break | None:
     """Retake the units of a live order, holding its row so that no cancellation slips in;
     cancel it when the stock has them no more and it is still pending. ``None`` when, looked at
     again under the lock, nothing is broken."""
-    async with shard.acquire() as connection, connection.transaction():
-        row = await connection.fetchrow(query("lock_order_status"), order_id)
-        order = OrderStatus(row["status"]) if row is not None else None
-        version = row["version"] if row is not None else 0
-        async with catalog.acquire() as catalog_connection:
-            reservation = await reservations.status_of(catalog_connection, order_id)
-            if not is_break(reservation, order):
-                return None
-            chosen = repair_of(reservation, order, units_in_stock=True)
-            if chosen is Repair.RETAKE:
-                async with catalog_connection.transaction():
-                    retaken = await reservations.retake(catalog_connection, order_id)
-                if not retaken:
-                    chosen = repair_of(reservation, order, units_in_stock=False)
+    async with shard.locked_order(order_id) as (order, version):
+        reservation = await catalog.status_of(order_id)
+        if not is_break(reservation, order):
+            return None
+        chosen = repair_of(reservation, order, units_in_stock=True)
+        if chosen is Repair.RETAKE and not await catalog.retake(order_id):
+            chosen = repair_of(reservation, order, units_in_stock=False)
     repaired = chosen is not None
     if chosen is Repair.CANCEL:
         # Only the version looked at under the lock: a payment or a timeout that changed the
         # order since wins, and the break is left to the next run.
-        repaired = await cancel(order_id, version)
+        repaired = await shard.cancel_order(order_id, version)
     log.warning(
         "order %s (shard %s): reservation %s, repair %s", order_id, name, reservation, chosen
     )
@@ -202,13 +179,18 @@ async def _repair_live_order(
 
 
 async def _check_committed(
-    catalog: asyncpg.Pool, shards: Mapping[str, asyncpg.Pool], repair: bool, result: Reconciliation
+    catalog: CatalogStorage,
+    shards: Mapping[str, ShardStorage],
+    repair: bool,
+    result: Reconciliation,
 ) -> None:
-    async for page in _pages(catalog, "committed_reservations_page"):
+    after: UUID | None = None
+    while page := await catalog.committed_page(after, PAGE):
+        after = page[-1][0]
         result.reservations_checked += len(page)
         by_shard: dict[str, list[UUID]] = {}
-        for row in page:
-            by_shard.setdefault(row["shard"], []).append(row["id"])
+        for order_id, shard_name in page:
+            by_shard.setdefault(shard_name, []).append(order_id)
         for name, order_ids in by_shard.items():
             if name in result.missing:
                 continue
@@ -217,11 +199,10 @@ async def _check_committed(
                 result.missing[name] = "not configured"
                 continue
             try:
-                rows = await shard.fetch(query("existing_orders"), order_ids)
+                orders = await shard.order_statuses(order_ids)
             except DATABASE_ERRORS as error:
                 result.missing[name] = f"{type(error).__name__}: {error}".rstrip(": ")
                 continue
-            orders = {row["id"]: OrderStatus(row["status"]) for row in rows}
             for order_id in order_ids:
                 order = orders.get(order_id)
                 committed = ReservationStatus.COMMITTED
@@ -230,18 +211,6 @@ async def _check_committed(
                 chosen = repair_of(committed, order, units_in_stock=False)
                 repaired = False
                 if repair and chosen is Repair.RETURN:
-                    async with catalog.acquire() as connection, connection.transaction():
-                        await reservations.settle(connection, order_id, Settlement.RETURN)
+                    await catalog.settle(order_id, Settlement.RETURN)
                     repaired = True
                 result.breaks.append(Break(order_id, name, committed, order, chosen, repaired))
-
-
-async def _pages(pool: asyncpg.Pool, query_name: str) -> AsyncIterator[list[asyncpg.Record]]:
-    """Every row of a keyset-paged query (``$1`` the last id seen, ``$2`` the page size)."""
-    after: UUID | None = None
-    while True:
-        page = await pool.fetch(query(query_name), after, PAGE)
-        if not page:
-            return
-        yield page
-        after = page[-1]["id"]

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from gateway.postgres.advisory_locks import AdvisoryLock
-from gateway.postgres.database import Connection
-from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import decisions, reservations
 from gateway.sharding.decisions import Decision
+from gateway.sharding.postgres_saga_storage import PostgresCatalog, PostgresShardRecords
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.saga import settlement_of_expired
-from gateway.write_path.order_status import OrderStatus
+from gateway.sharding.saga_storage import CatalogStorage, DecisionBusy, ShardRecords
 
 log = logging.getLogger("gateway.sharding")
 
@@ -61,61 +56,58 @@ async def sweep(
     limit: int = SWEEP_CHUNK,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> SweepResult:
+    """One sweep over the PostgreSQL databases (see :func:`sweep_storages`)."""
+    return await sweep_storages(
+        PostgresCatalog(catalog),
+        {name: PostgresShardRecords(pool) for name, pool in shards.items()},
+        limit,
+        timeout_seconds,
+    )
+
+
+async def sweep_storages(
+    catalog: CatalogStorage,
+    shards: Mapping[str, ShardRecords],
+    limit: int = SWEEP_CHUNK,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> SweepResult:
     """One sweep (nothing when another process is sweeping). Each call to a shard waits at
     most ``timeout_seconds``; the shards are asked whether they answer all at once, before
     the sweep takes its lock."""
     result = SweepResult()
     answering = await _answering(shards, timeout_seconds, result)
-    async with catalog.acquire() as guard, guard.transaction():
-        if not await guard.fetchval(query("try_advisory_xact_lock"), AdvisoryLock.SAGA_SWEEP):
+    async with catalog.sweeping() as sweeping:
+        if not sweeping:
             return result
-        for name, pool in answering.items():
+        for name, records in answering.items():
             try:
-                async with bounded_connection(pool, timeout_seconds) as shard:
-                    await return_queued_units(catalog, shard, limit, result, timeout_seconds)
+                async with records.session(timeout_seconds) as shard:
+                    await return_queued_units(catalog, shard, limit, result)
                     await settle_expired(catalog, name, shard, limit, result, timeout_seconds)
             except DATABASE_ERRORS as error:
                 log.warning("shard %s: reservations left for the next sweep: %s", name, error)
                 result.unreachable.add(name)
-        async with catalog.acquire() as connection:
-            named = await reservations.shards_with_expired(connection)
+        named = await catalog.shards_with_expired()
         for name in sorted(named - set(shards)):
             log.warning("reservations name shard %r, which this sweep cannot reach", name)
             result.unreachable.add(name)
     return result
 
 
-@asynccontextmanager
-async def bounded_connection(pool: asyncpg.Pool, timeout_seconds: float) -> AsyncIterator[Any]:
-    """A connection of ``pool`` taken within ``timeout_seconds``. When the work fails (a call
-    past its timeout among others), the connection is closed at once rather than reset: a
-    server that stopped answering would hold the reset for the pool's command timeout."""
-    connection = await pool.acquire(timeout=timeout_seconds)
-    try:
-        yield connection
-    except BaseException:
-        connection.terminate()
-        raise
-    finally:
-        await pool.release(connection, timeout=timeout_seconds)
-
-
 async def _answering(
-    shards: Mapping[str, asyncpg.Pool], timeout_seconds: float, result: SweepResult
-) -> dict[str, asyncpg.Pool]:
+    shards: Mapping[str, ShardRecords], timeout_seconds: float, result: SweepResult
+) -> dict[str, ShardRecords]:
     """The shards that answer within ``timeout_seconds`` (asked at once); the others are
     added to ``result.unreachable``."""
-
-    async def answers(pool: asyncpg.Pool) -> None:
-        async with pool.acquire(timeout=timeout_seconds) as connection:
-            await connection.fetchval("SELECT 1", timeout=timeout_seconds)
-
     names = list(shards)
     outcomes = await asyncio.gather(
-        *(asyncio.wait_for(answers(shards[name]), timeout_seconds) for name in names),
+        *(
+            asyncio.wait_for(shards[name].answers(timeout_seconds), timeout_seconds)
+            for name in names
+        ),
         return_exceptions=True,
     )
-    answering: dict[str, asyncpg.Pool] = {}
+    answering: dict[str, ShardRecords] = {}
     for name, outcome in zip(names, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, DATABASE_ERRORS):
@@ -128,72 +120,54 @@ async def _answering(
 
 
 async def return_queued_units(
-    catalog: asyncpg.Pool,
-    shard: Connection,
-    limit: int,
-    result: SweepResult,
-    timeout_seconds: float | None = None,
+    catalog: CatalogStorage, shard: ShardRecords, limit: int, result: SweepResult
 ) -> None:
     """Give back to the catalog the units of the shard's cancelled orders, then forget them."""
     while True:
-        rows = await shard.fetch(query("queued_inventory_returns"), limit, timeout=timeout_seconds)
-        queued = [row["order_id"] for row in rows]
+        queued = await shard.queued_returns(limit)
         if not queued:
             return
-        result.settled[Settlement.RETURN] += await return_units(
-            catalog, shard, queued, timeout_seconds
-        )
+        result.settled[Settlement.RETURN] += await return_units(catalog, shard, queued)
         if len(queued) < limit:
             return
 
 
-async def return_units(
-    catalog: asyncpg.Pool,
-    shard: asyncpg.Pool | Connection,
-    order_ids: list[UUID],
-    timeout_seconds: float | None = None,
-) -> int:
+async def return_units(catalog: CatalogStorage, shard: ShardRecords, order_ids: list[UUID]) -> int:
     """Give back the units of the cancelled orders ``order_ids`` (queued in ``shard``), then
     forget them there; how many reservations this returned (one already returned counts
     none)."""
     returned = 0
     for order_id in order_ids:
-        returned += await settle_one(catalog, order_id, Settlement.RETURN)
-    await shard.execute(query("forget_inventory_returns"), order_ids, timeout=timeout_seconds)
+        returned += await catalog.settle(order_id, Settlement.RETURN)
+    await shard.forget_returns(order_ids)
     return returned
 
 
 async def settle_expired(
-    catalog: asyncpg.Pool,
+    catalog: CatalogStorage,
     name: str,
-    shard: Connection,
+    shard: ShardRecords,
     limit: int,
     result: SweepResult,
     timeout_seconds: float | None = None,
 ) -> None:
     """Settle up to ``limit`` held reservations of shard ``name`` past their expiry, by the
     decision that stands in the shard (recording ``abandoned`` where none was taken)."""
-    async with catalog.acquire() as connection:
-        due = await reservations.expired(connection, name, limit)
+    due = await catalog.expired(name, limit)
     if not due:
         return
     decided: dict[UUID, Decision] = {}
     # A creating transaction that holds a decision's row is waited for at most half the
     # timeout (the server then answers), so that only a shard that stopped answering exceeds
     # the timeout and ends this shard's sweep.
-    lock_wait = f"{int((timeout_seconds or DEFAULT_TIMEOUT_SECONDS) * 500)}ms"
+    lock_wait = (timeout_seconds or DEFAULT_TIMEOUT_SECONDS) / 2
     for order_id in due:
         try:
-            async with shard.transaction():
-                await shard.execute(query("set_lock_timeout"), lock_wait, timeout=timeout_seconds)
-                decided[order_id] = await decisions.decide(
-                    shard, order_id, Decision.ABANDONED, timeout_seconds
-                )
-        except asyncpg.LockNotAvailableError:
+            decided[order_id] = await shard.decide(order_id, Decision.ABANDONED, lock_wait)
+        except DecisionBusy:
             log.warning("shard %s: order %s is still being decided", name, order_id)
     created = [order_id for order_id, taken in decided.items() if taken is Decision.CREATED]
-    rows = await shard.fetch(query("existing_orders"), created, timeout=timeout_seconds)
-    statuses = {row["id"]: OrderStatus(row["status"]) for row in rows}
+    statuses = await shard.order_statuses(created)
     for order_id, decision in decided.items():
         status = statuses.get(order_id)
         if decision is Decision.CREATED and status is None:
@@ -201,15 +175,5 @@ async def settle_expired(
                 "shard %s: order %s was created and is gone; units returned", name, order_id
             )
         settlement = settlement_of_expired(decision, status)
-        if await settle_one(catalog, order_id, settlement):
+        if await catalog.settle(order_id, settlement):
             result.settled[settlement] += 1
-
-
-async def settle_one(catalog: asyncpg.Pool, order_id: UUID, settlement: Settlement) -> bool:
-    """Apply ``settlement`` to one reservation (in a transaction of its own when it gives
-    units back; a commit is one statement)."""
-    async with catalog.acquire() as connection:
-        if not settlement.restores_units:
-            return await reservations.settle(connection, order_id, settlement)
-        async with connection.transaction():
-            return await reservations.settle(connection, order_id, settlement)

@@ -759,6 +759,9 @@ async def test_idempotency_keys_of_reservations_are_scoped_by_shard(
     assert placed.order.customer_id == on_shard["beta"].id
     assert await shop.stock(product) == 7
     await assert_units_conserved(gateway, {product.id: 10})
+    # The killed writer's reservation is settled here, not by a later test's sweep.
+    await time_passes(gateway)
+    assert (await gateway.sweep()).settled[Settlement.RELEASE] == 1
 
 
 async def test_a_sweeper_that_finds_the_order_being_created_waits_and_leaves_it_its_units(
