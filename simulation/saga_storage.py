@@ -1,0 +1,381 @@
+"""The saga's storage in memory, with the rules of the PostgreSQL one: a reservation settles
+only from its settlement's source statuses, a held key is unique per shard, the first decision
+about a reservation wins, a cancellation queues its order's return, a retake needs the stock.
+
+Every operation is one transaction: its state changes happen between two awaits of the
+``Hooks`` it is given, where the simulation injects its faults (a crash, a lost connection, a
+shard that does not answer) before or after the change lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from gateway.errors import IdempotencyConflict, ReservationLapsed
+from gateway.sharding.decisions import Decision
+from gateway.sharding.reservations import (
+    Reservation,
+    ReservationKey,
+    ReservationStatus,
+    Settlement,
+)
+from gateway.sharding.saga_storage import ShardRecords
+from gateway.write_path.gateway import PlacedOrder
+from gateway.write_path.idempotency import KeyClaim
+from gateway.write_path.models import Order, PlaceOrderRequest
+from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
+from gateway.write_path.orders import Row, check_products
+
+
+class Hooks:
+    """Called around every operation's change; the simulation's faults subclass it."""
+
+    async def before(self, place: str, operation: str) -> None:
+        """Before the change of ``operation`` on ``place`` (a shard's name, or ``catalog``)."""
+
+    async def after(self, place: str, operation: str) -> None:
+        """After the change landed."""
+
+
+@dataclass
+class StoredReservation:
+    """One reservation row."""
+
+    order_id: UUID
+    shard: str
+    lines: list[tuple[UUID, int]]
+    key: str | None
+    fingerprint: str | None
+    expires_at: float
+    status: ReservationStatus = ReservationStatus.HELD
+    version: int = 1
+
+
+class InMemoryCatalog:
+    """The catalog: products with their stock, and the reservations."""
+
+    def __init__(
+        self, stock: Mapping[UUID, int], clock: Callable[[], float], hooks: Hooks | None = None
+    ) -> None:
+        self.stock = dict(stock)
+        self.reservations: dict[UUID, StoredReservation] = {}
+        self._clock = clock
+        self._hooks = hooks or Hooks()
+        self._sweeping = False
+
+    async def reserve(
+        self,
+        order_id: UUID,
+        shard: str,
+        request: PlaceOrderRequest,
+        key: ReservationKey | None,
+        seconds: float,
+    ) -> Reservation:
+        await self._hooks.before("catalog", "reserve")
+        product_ids = [item.product_id for item in request.items]
+        earlier = self._held_with_key(shard, key) if key is not None else None
+        if earlier is not None:
+            reservation = Reservation(earlier.order_id, self._rows(product_ids), reused=True)
+        else:
+            rows = self._rows(product_ids)
+            check_products(request, rows)
+            lines = [(item.product_id, item.quantity) for item in request.items]
+            for product_id, quantity in lines:
+                self.stock[product_id] -= quantity
+            self.reservations[order_id] = StoredReservation(
+                order_id,
+                shard,
+                lines,
+                key.key if key else None,
+                key.fingerprint if key else None,
+                self._clock() + seconds,
+            )
+            reservation = Reservation(order_id, rows, reused=False)
+        await self._hooks.after("catalog", "reserve")
+        return reservation
+
+    async def settle(self, order_id: UUID, settlement: Settlement) -> bool:
+        await self._hooks.before("catalog", "settle")
+        found = self.reservations.get(order_id)
+        settled = found is not None and found.status in settlement.sources
+        if found is not None and settled:
+            found.status = settlement.target
+            if settlement.restores_units:
+                found.version += 1
+                for product_id, quantity in found.lines:
+                    self.stock[product_id] += quantity
+        await self._hooks.after("catalog", "settle")
+        return settled
+
+    async def retake(self, order_id: UUID) -> bool:
+        await self._hooks.before("catalog", "retake")
+        found = self.reservations.get(order_id)
+        retaken = (
+            found is not None
+            and found.status in (ReservationStatus.RELEASED, ReservationStatus.RETURNED)
+            and all(self.stock[product] >= quantity for product, quantity in found.lines)
+        )
+        if found is not None and retaken:
+            found.status = ReservationStatus.COMMITTED
+            found.version += 1
+            for product_id, quantity in found.lines:
+                self.stock[product_id] -= quantity
+        await self._hooks.after("catalog", "retake")
+        return retaken
+
+    async def status_of(self, order_id: UUID) -> ReservationStatus | None:
+        await self._hooks.before("catalog", "status_of")
+        found = self.reservations.get(order_id)
+        return found.status if found is not None else None
+
+    async def statuses_of(self, order_ids: Sequence[UUID]) -> dict[UUID, ReservationStatus]:
+        await self._hooks.before("catalog", "statuses_of")
+        return {
+            order_id: self.reservations[order_id].status
+            for order_id in order_ids
+            if order_id in self.reservations
+        }
+
+    async def expired(self, shard: str, limit: int) -> list[UUID]:
+        await self._hooks.before("catalog", "expired")
+        due = sorted(
+            (found for found in self._expired() if found.shard == shard),
+            key=lambda found: found.expires_at,
+        )
+        return [found.order_id for found in due[:limit]]
+
+    async def shards_with_expired(self) -> set[str]:
+        await self._hooks.before("catalog", "shards_with_expired")
+        return {found.shard for found in self._expired()}
+
+    async def committed_page(self, after: UUID | None, limit: int) -> list[tuple[UUID, str]]:
+        await self._hooks.before("catalog", "committed_page")
+        committed = sorted(
+            (found.order_id, found.shard)
+            for found in self.reservations.values()
+            if found.status is ReservationStatus.COMMITTED
+            and (after is None or found.order_id > after)
+        )
+        return committed[:limit]
+
+    @asynccontextmanager
+    async def sweeping(self) -> AsyncIterator[bool]:
+        await self._hooks.before("catalog", "sweeping")
+        if self._sweeping:
+            yield False
+            return
+        self._sweeping = True
+        try:
+            yield True
+        finally:
+            self._sweeping = False
+
+    def _expired(self) -> list[StoredReservation]:
+        now = self._clock()
+        return [
+            found
+            for found in self.reservations.values()
+            if found.status is ReservationStatus.HELD and found.expires_at <= now
+        ]
+
+    def _held_with_key(self, shard: str, key: ReservationKey) -> StoredReservation | None:
+        for found in self.reservations.values():
+            if (
+                found.shard == shard
+                and found.key == key.key
+                and found.status is ReservationStatus.HELD
+            ):
+                if found.fingerprint != key.fingerprint:
+                    raise IdempotencyConflict(key.key)
+                return found
+        return None
+
+    def _rows(self, product_ids: Sequence[UUID]) -> dict[UUID, Row]:
+        return {
+            product_id: {
+                "id": product_id,
+                "sku": f"SKU-{product_id.hex[:8]}",
+                "name": f"Product {product_id.hex[:8]}",
+                "base_price": Decimal("10.00"),
+                "inventory_quantity": self.stock[product_id],
+                "is_active": True,
+            }
+            for product_id in product_ids
+            if product_id in self.stock
+        }
+
+
+@dataclass
+class StoredOrder:
+    """One order row (what the saga reads of it)."""
+
+    order_id: UUID
+    customer_id: UUID
+    status: OrderStatus = OrderStatus.PENDING
+    version: int = 1
+
+    def as_order(self) -> Order:
+        """The order as the gateway returns it (the fields the saga reads)."""
+        now = datetime.fromtimestamp(0, UTC)
+        zero = Decimal("0.00")
+        return Order(
+            id=self.order_id,
+            order_number=f"ORD-{self.order_id.hex[:12]}",
+            customer_id=self.customer_id,
+            status=self.status,
+            subtotal=zero,
+            tax_amount=zero,
+            shipping_amount=zero,
+            total_amount=zero,
+            currency="USD",
+            billing_address_id=None,
+            shipping_address_id=None,
+            customer_segment=None,
+            metadata={},
+            notes=None,
+            version=self.version,
+            created_at=now,
+            updated_at=now,
+            items=[],
+        )
+
+
+@dataclass
+class InMemoryShard:
+    """One shard: its orders, idempotency keys, decisions and queued returns."""
+
+    name: str
+    hooks: Hooks = field(default_factory=Hooks)
+    orders: dict[UUID, StoredOrder] = field(default_factory=dict)
+    keys: dict[str, tuple[str, UUID]] = field(default_factory=dict)
+    decisions: dict[UUID, Decision] = field(default_factory=dict)
+    returns: list[UUID] = field(default_factory=list)
+    decision_log: list[tuple[UUID, Decision]] = field(default_factory=list)
+    """Every decision recorded, in order (the rules keep one per order)."""
+    _locks: dict[UUID, asyncio.Lock] = field(default_factory=dict)
+
+    async def answers(self, timeout_seconds: float) -> None:
+        await self.hooks.before(self.name, "answers")
+
+    @asynccontextmanager
+    async def session(self, timeout_seconds: float) -> AsyncIterator[ShardRecords]:
+        await self.hooks.before(self.name, "session")
+        yield self
+
+    async def decide(
+        self, order_id: UUID, wanted: Decision, lock_wait_seconds: float | None = None
+    ) -> Decision:
+        await self.hooks.before(self.name, "decide")
+        decided = self.record_decision(order_id, wanted)
+        await self.hooks.after(self.name, "decide")
+        return decided
+
+    def record_decision(self, order_id: UUID, wanted: Decision) -> Decision:
+        """The rule of ``decide``: the first decision stands."""
+        if order_id not in self.decisions:
+            self.decisions[order_id] = wanted
+            self.decision_log.append((order_id, wanted))
+        return self.decisions[order_id]
+
+    async def order_statuses(self, order_ids: Sequence[UUID]) -> dict[UUID, OrderStatus]:
+        await self.hooks.before(self.name, "order_statuses")
+        return {
+            order_id: self.orders[order_id].status
+            for order_id in order_ids
+            if order_id in self.orders
+        }
+
+    async def live_orders_page(
+        self, after: UUID | None, limit: int
+    ) -> list[tuple[UUID, OrderStatus]]:
+        await self.hooks.before(self.name, "live_orders_page")
+        live = sorted(
+            (order.order_id, order.status)
+            for order in self.orders.values()
+            if order.status not in RESTOCKING_STATUSES and (after is None or order.order_id > after)
+        )
+        return live[:limit]
+
+    @asynccontextmanager
+    async def locked_order(self, order_id: UUID) -> AsyncIterator[tuple[OrderStatus | None, int]]:
+        await self.hooks.before(self.name, "locked_order")
+        async with self._lock(order_id):
+            found = self.orders.get(order_id)
+            yield (found.status, found.version) if found is not None else (None, 0)
+
+    async def queued_returns(self, limit: int) -> list[UUID]:
+        await self.hooks.before(self.name, "queued_returns")
+        return self.returns[:limit]
+
+    async def forget_returns(self, order_ids: Sequence[UUID]) -> None:
+        await self.hooks.before(self.name, "forget_returns")
+        self.returns = [order_id for order_id in self.returns if order_id not in order_ids]
+        await self.hooks.after(self.name, "forget_returns")
+
+    async def create_order(
+        self,
+        order_id: UUID,
+        request: PlaceOrderRequest,
+        claim: KeyClaim | None,
+        products: Mapping[UUID, Row],
+    ) -> PlacedOrder:
+        await self.hooks.before(self.name, "create_order")
+        kept = self.keys.get(claim.key) if claim is not None else None
+        if claim is not None and kept is not None:
+            if kept[0] != claim.fingerprint:
+                raise IdempotencyConflict(claim.key)
+            placed = PlacedOrder(self.orders[kept[1]].as_order(), True)
+        else:
+            if self.record_decision(order_id, Decision.CREATED) is not Decision.CREATED:
+                raise ReservationLapsed(order_id)
+            created = StoredOrder(order_id, request.customer_id)
+            self.orders[order_id] = created
+            if claim is not None:
+                self.keys[claim.key] = (claim.fingerprint, order_id)
+            placed = PlacedOrder(created.as_order(), False)
+        await self.hooks.after(self.name, "create_order")
+        return placed
+
+    async def cancel_order(self, order_id: UUID, expected_version: int | None = None) -> bool:
+        return await self.transition(order_id, OrderStatus.CANCELLED, expected_version)
+
+    async def transition(
+        self, order_id: UUID, target: OrderStatus, expected_version: int | None = None
+    ) -> bool:
+        """Move the order to ``target`` (a cancellation queues its return); False when it
+        cannot be."""
+        await self.hooks.before(self.name, "transition")
+        async with self._lock(order_id):
+            found = self.orders.get(order_id)
+            moved = (
+                found is not None
+                and can_transition(found.status, target)
+                and expected_version in (None, found.version)
+            )
+            if found is not None and moved:
+                found.status = target
+                found.version += 1
+                if target in RESTOCKING_STATUSES:
+                    self.returns.append(order_id)
+        await self.hooks.after(self.name, "transition")
+        return moved
+
+    def _lock(self, order_id: UUID) -> asyncio.Lock:
+        return self._locks.setdefault(order_id, asyncio.Lock())
+
+
+def units(catalog: InMemoryCatalog, product_id: UUID, statuses: set[ReservationStatus]) -> int:
+    """The units of ``product_id`` in the catalog's reservations in ``statuses``."""
+    return sum(
+        quantity
+        for found in catalog.reservations.values()
+        if found.status in statuses
+        for product, quantity in found.lines
+        if product == product_id
+    )
