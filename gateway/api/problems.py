@@ -29,7 +29,11 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
-from gateway.postgres.database import DatabaseUnavailable, is_unavailability
+from gateway.postgres.database import (
+    UNAVAILABILITY_ERRORS,
+    DatabaseUnavailable,
+    is_unavailability,
+)
 from gateway.write_path.order_status import ALLOWED_TRANSITIONS, OrderStatus
 from gateway.write_path.validation import field_path
 
@@ -245,14 +249,21 @@ def install_problem_handlers(app: FastAPI) -> None:
             request, Problem(error.status_code, kind, title, str(error.detail), headers=headers)
         )
 
+    async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
+        log.warning("PostgreSQL unavailable: %r", error)
+        return problem_response(request, database_unavailable())
+
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         if is_unavailability(error):
-            log.warning("PostgreSQL unavailable: %r", error)
-            return problem_response(request, database_unavailable())
+            return await on_unavailable(request, error)
         return problem_response(request, internal_error(error))
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    # Handled by type, not by the catch-all: Starlette re-raises what the catch-all handled,
+    # and uvicorn then logs it as an error and closes the client's kept-alive connection.
+    for unavailability in UNAVAILABILITY_ERRORS:
+        app.add_exception_handler(unavailability, on_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

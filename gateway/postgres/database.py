@@ -27,6 +27,20 @@ class DatabaseUnavailable(GatewayError):
         """The error the connection attempt met, if any."""
 
 
+UNAVAILABILITY_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""The errors that say PostgreSQL could not be reached or dropped the connection."""
+
+
 def is_unavailability(error: BaseException) -> bool:
     """Whether ``error`` says PostgreSQL could not be reached or dropped the connection (it is
     shutting down, starting up, restarting, or the network failed), rather than refused what
@@ -35,18 +49,7 @@ def is_unavailability(error: BaseException) -> bool:
     A transaction whose connection dropped was committed or not, never half; a retry that
     carries the same idempotency key finds out which.
     """
-    return isinstance(
-        error,
-        DatabaseUnavailable
-        | OSError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.AdminShutdownError
-        | asyncpg.CrashShutdownError
-        | asyncpg.TooManyConnectionsError
-        | asyncpg.InterfaceError
-        | asyncpg.InternalClientError,
-    )
+    return isinstance(error, UNAVAILABILITY_ERRORS)
 
 
 async def fetch_required(connection: Connection, sql: str, *args: Any) -> asyncpg.Record:

@@ -180,3 +180,53 @@ async def test_sharded_serve_started_while_the_catalog_resets_connections_waits_
                 assert placed.status_code == 201, placed.text
         finally:
             await catalog.close()
+
+
+async def exchange(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, path: str) -> str:
+    """Send ``GET path`` on a kept-alive connection; the response's status line and headers
+    (its body read and dropped), or ``""`` if the server closed the connection instead."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode() if not reader.at_eof() else ""
+    length = next(
+        (
+            int(line.split(":", 1)[1])
+            for line in head.lower().splitlines()
+            if line.startswith("content-length:")
+        ),
+        0,
+    )
+    await reader.readexactly(length)
+    return head
+
+
+async def test_a_503_for_postgres_gone_mid_run_is_an_answer_not_a_server_error(
+    world: World, proxy: ResettingProxy, tmp_path: Path
+) -> None:
+    """PostgreSQL going away under a connected API: each request gets its 503, the client's
+    connection stays open for the next one, and the log holds no unhandled error."""
+    proxy.forwarding = True
+    async with api_server(serve_config(proxy.url, tmp_path)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+
+            async def ready_now() -> bool:
+                return alive(server) and (await http.get("/readyz")).status_code == 200
+
+            await eventually(ready_now, within=120)
+        proxy.forwarding = False
+        proxy.reset_open_connections()
+
+        host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            first = await exchange(writer, reader, f"/orders/{uuid.uuid4()}")
+            second = await exchange(writer, reader, f"/orders/{uuid.uuid4()}")
+            third = await exchange(writer, reader, "/healthz")
+        finally:
+            writer.close()
+
+    for answer in (first, second):
+        assert answer.startswith("HTTP/1.1 503"), answer
+        assert "retry-after: 1" in answer.lower()
+    assert third.startswith("HTTP/1.1 200"), third
+    assert "Exception in ASGI application" not in server.server.log_text
