@@ -1,5 +1,6 @@
-"""``python -m simulation.mutants``: put known relay defects back, one at a time, by patching
-the real modules in this process, and count the seeds the simulation needs to find each.
+"""``python -m simulation.mutants [--saga]``: put known relay defects (the saga's, with
+``--saga``, see ``saga_mutants``) back, one at a time, by patching the real modules in this
+process, and count the seeds the simulation needs to find each.
 
 A defect the simulation does not find within ``--max-seeds`` is reported as missed.
 """
@@ -19,6 +20,7 @@ from gateway.postgres.outbox import PARTITION_COUNT
 from gateway.relay import leases, retries, sink_calls, stalls
 from gateway.relay.tables import Position
 from simulation.relay_storage import InMemoryRelayStorage
+from simulation.saga_mutants import SAGA_MUTANTS, saga_seeds_to_find
 from simulation.world import Faults, simulate
 
 
@@ -156,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulation.mutants", description=__doc__)
     parser.add_argument("--max-seeds", type=int, default=300)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--saga", action="store_true", help="the saga's defects")
     args = parser.parse_args(argv)
+    if args.saga:
+        for saga_mutant in SAGA_MUTANTS:
+            found_saga = saga_seeds_to_find(saga_mutant, args.max_seeds, args.steps)
+            report(saga_mutant.name, found_saga, args.max_seeds)
+        return 0
     for mutant in MUTANTS:
         found = seeds_to_find(mutant, args.max_seeds, args.steps)
         if found is None:
@@ -165,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             seed, violation = found
             print(f"{mutant.name}: found by seed {seed} ({seed + 1} seeds): {violation}")
     return 0
+
+
+def report(name: str, found: tuple[int, str] | None, max_seeds: int) -> None:
+    """Print what the seeds found of defect ``name``."""
+    if found is None:
+        print(f"{name}: not found in {max_seeds} seeds")
+    else:
+        seed, violation = found
+        print(f"{name}: found by seed {seed} ({seed + 1} seeds): {violation}")
 
 
 if __name__ == "__main__":
