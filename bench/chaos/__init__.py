@@ -12,6 +12,14 @@ every order of PostgreSQL in every store: nothing lost, stale or different.
 
     .venv/bin/python -m bench.chaos                   # 100,000 orders, each fault 3 times
     .venv/bin/python -m bench.chaos --orders 3000 --rate 40 --repeats 1   # a short run
+    .venv/bin/python -m bench.chaos --sharded --name chaos_sharded         # sharded mode
+
+In sharded mode (``--sharded``) the catalog is on ``postgres`` and a shard on each of
+``postgres-shard-a`` and ``postgres-shard-b``; the faults are the relays and the API killed
+(the API while a placement holds units, which lapse after the short ``reservation_seconds``),
+each shard's server stopped and started, and the catalog's server restarted; after the drain
+a final sweep must leave no reservation held, every product's stock must be accounted for,
+and a reconciliation must find no break.
 
 The report goes to ``bench/results/chaos.json`` and its chart to ``bench/results/chaos.png``.
 """

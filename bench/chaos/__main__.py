@@ -15,6 +15,7 @@ from bench.chaos.plan import ChaosPlan, fault_schedule
 from bench.chaos.run import run_chaos, verdict
 from bench.chaos.watch import ProcessEnded
 from bench.common import RESULTS, write_results
+from tests.acceptance.sharding_support import SHARD_SERVERS
 from tests.acceptance.stores import STORES
 
 
@@ -29,12 +30,23 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=20.0, help="seconds a store is down")
     parser.add_argument("--stores", default=",".join(STORES))
     parser.add_argument("--name", default="chaos", help="results file name")
+    parser.add_argument(
+        "--sharded",
+        action="store_true",
+        help="sharded mode: the catalog on postgres, a shard on each of postgres-shard-a and -b",
+    )
+    parser.add_argument(
+        "--reservation-seconds", type=float, default=2.0, help="sharded mode: reservations last"
+    )
     arguments = parser.parse_args()
     plan = ChaosPlan(
         orders=arguments.orders,
         rate=arguments.rate,
         stores=tuple(arguments.stores.split(",")),
         store_outage_seconds=arguments.outage,
+        shards=tuple(SHARD_SERVERS.values()) if arguments.sharded else (),
+        reservation_seconds=arguments.reservation_seconds,
+        shard_outage_seconds=arguments.outage,
     )
     plan = replace(plan, faults=fault_schedule(plan, arguments.repeats))
     logs = Path(tempfile.mkdtemp(prefix="fanout-chaos-"))
@@ -53,6 +65,8 @@ def main() -> None:
     )
     print(f"stores: {report['stores']}")
     print(f"requests: {report['requests']}; duplicates: {report['duplicates_absorbed']}")
+    if "saga" in report:
+        print(f"saga: {report['saga']['reservations']}")
     print(f"verdict: {report['verdict']}; written to {path}")
     sys.exit(1 if broken else 0)
 

@@ -29,6 +29,7 @@ def draw(report: dict[str, Any], path: Path) -> None:
         "stop-store": "tab:orange",
         "restart-postgres": "tab:red",
         "kill-api": "tab:green",
+        "stop-shard": "tab:brown",
     }
     for window in report["faults"]:
         end = window["ended"] if window["ended"] is not None else window["began"]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from tests.acceptance.stores import STORES
 
-FaultKind = Literal["kill-relay", "stop-store", "restart-postgres", "kill-api"]
+FaultKind = Literal["kill-relay", "stop-store", "restart-postgres", "kill-api", "stop-shard"]
 
 HAPPY_PATH = ("confirmed", "processing", "shipped")
 # How long a client keeps retrying one request before it gives up.
@@ -38,6 +38,13 @@ class ChaosPlan:
     store_outage_seconds: float = 20.0
     drain_timeout_seconds: float = 900.0
     faults: tuple[Fault, ...] = ()
+    shards: tuple[str, ...] = ()
+    """Sharded mode: the servers (of ``scripts/services.sh``) of the shards, the catalog on
+    ``postgres``; none: one database."""
+    reservation_seconds: float = 2.0
+    """Sharded mode: how long a reservation holds its units before the sweeper may let it
+    lapse (short, so that the placements a killed API leaves half done lapse during the run)."""
+    shard_outage_seconds: float = 10.0
 
     @property
     def load_seconds(self) -> float:
@@ -47,12 +54,12 @@ class ChaosPlan:
 
 def fault_schedule(plan: ChaosPlan, repeats: int) -> tuple[Fault, ...]:
     """Each fault ``repeats`` times, spread evenly over the load (from 5 % to 80 % of it),
-    the kinds interleaved so that no two of a kind follow each other."""
-    kinds: list[tuple[FaultKind, str, float]] = [("kill-relay", "0", 3.0)]
-    kinds += [("stop-store", store, plan.store_outage_seconds) for store in plan.stores]
-    kinds += [("restart-postgres", "", 0.0), ("kill-api", "", 2.0)]
-    if plan.relays > 1:
-        kinds.insert(len(plan.stores) // 2 + 1, ("kill-relay", "1", 3.0))
+    the kinds interleaved so that no two of a kind follow each other.
+
+    One database: a relay killed, each store stopped, PostgreSQL restarted, the API killed.
+    Sharded mode: a relay killed, each shard's server stopped, the API killed, the catalog's
+    server restarted."""
+    kinds = sharded_kinds(plan) if plan.shards else single_database_kinds(plan)
     rounds = [kind for _ in range(repeats) for kind in kinds]
     start, end = 0.05 * plan.load_seconds, 0.80 * plan.load_seconds
     step = (end - start) / max(1, len(rounds) - 1)
@@ -60,6 +67,29 @@ def fault_schedule(plan: ChaosPlan, repeats: int) -> tuple[Fault, ...]:
         Fault(kind, round(start + index * step, 1), target, seconds)
         for index, (kind, target, seconds) in enumerate(rounds)
     )
+
+
+def single_database_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
+    """One round of faults over one database: (kind, target, seconds)."""
+    kinds: list[tuple[FaultKind, str, float]] = [("kill-relay", "0", 3.0)]
+    kinds += [("stop-store", store, plan.store_outage_seconds) for store in plan.stores]
+    kinds += [("restart-postgres", "", 0.0), ("kill-api", "", 2.0)]
+    if plan.relays > 1:
+        kinds.insert(len(plan.stores) // 2 + 1, ("kill-relay", "1", 3.0))
+    return kinds
+
+
+def sharded_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
+    """One round of faults in sharded mode: each relay killed, each shard's server stopped,
+    the API killed (while a placement holds units), the catalog's server restarted."""
+    kinds: list[tuple[FaultKind, str, float]] = []
+    for number, shard in enumerate(plan.shards):
+        kinds.append(("kill-relay", str(number % plan.relays), 3.0))
+        kinds.append(("stop-shard", shard, plan.shard_outage_seconds))
+        kinds.append(("kill-api", "", 2.0) if number % 2 == 0 else ("restart-postgres", "", 0.0))
+    if len(plan.shards) < 2:
+        kinds.append(("restart-postgres", "", 0.0))
+    return kinds
 
 
 @dataclass
@@ -95,9 +125,10 @@ def settled_at(fault_ended: float, successes: Iterable[tuple[float, float]]) -> 
 
 def explained(failure: FailedAttempt, windows: list[FaultWindow]) -> bool:
     """Whether ``failure`` is what a fault in force while it was in flight causes: a 503 with
-    Retry-After while PostgreSQL restarts, a lost or refused connection while the API is down
-    (or restarts after PostgreSQL did). A fault is in force from its start until the gateway
-    is seen answering after it. Nothing else may fail."""
+    Retry-After while PostgreSQL (or the catalog) restarts or a shard is down, a lost or
+    refused connection while the API is down (or restarts after PostgreSQL did). A fault is in
+    force from its start until the gateway is seen answering after it. Nothing else may
+    fail."""
     for window in windows:
         until = window.settled if window.settled is not None else float("inf")
         if not (failure.ended >= window.began and failure.started <= until):
@@ -106,5 +137,8 @@ def explained(failure: FailedAttempt, windows: list[FaultWindow]) -> bool:
         if window.kind == "restart-postgres" and (kind == "HTTP 503" or kind.endswith("Error")):
             return True
         if window.kind == "kill-api" and kind.endswith("Error"):
+            return True
+        # The API answers for the shard that is down with 503 and Retry-After.
+        if window.kind == "stop-shard" and kind == "HTTP 503":
             return True
     return False

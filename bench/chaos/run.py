@@ -23,6 +23,7 @@ from adapters.readback import ReadBack
 from bench.chaos.client import ChaosClient, ClientCounts
 from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explained, settled_at
 from bench.chaos.processes import FanoutProcess, free_port, services
+from bench.chaos.saga_check import initial_stock, saga_findings, saga_report, units_held
 from bench.chaos.watch import ended_on_their_own, state_of, watched
 from bench.common import scratch_gateway
 from gateway import Gateway
@@ -31,6 +32,9 @@ from gateway.postgres import outbox
 from gateway.postgres.database import DatabaseUnavailable, connect
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.tables import list_dead_letters
+from gateway.sharding.gateway import ShardedGateway
+from gateway.sharding.topology import databases
+from tests.acceptance.sharding_support import sharded_databases
 from tests.acceptance.shop import customer_request
 from tests.acceptance.stores import drop_namespace, make_sink, store_settings
 
@@ -40,11 +44,23 @@ DEAD_LETTERS_LISTED = 100_000
 ERRORS_SHOWN = 3
 
 
-def config_for(url: str, tag: str, plan: ChaosPlan, port: int, directory: Path) -> Path:
-    """The configuration the API and the relays share."""
+def config_for(
+    url: str,
+    tag: str,
+    plan: ChaosPlan,
+    port: int,
+    directory: Path,
+    shards: Mapping[str, str] | None = None,
+) -> Path:
+    """The configuration the API and the relays share; with ``shards`` (each shard's URL by
+    name), sharded mode over the catalog at ``url``."""
     path = directory / "gateway.yaml"
+    postgres: dict[str, Any] = {"url": url, "pool_max_size": 20}
+    if shards:
+        postgres["shards"] = {name: {"url": shard} for name, shard in shards.items()}
+        postgres["reservation_seconds"] = plan.reservation_seconds
     config = {
-        "postgres": {"url": url, "pool_max_size": 20},
+        "postgres": postgres,
         "api": {"port": port},
         "relay": {
             "batch_size": 500,
@@ -56,6 +72,8 @@ def config_for(url: str, tag: str, plan: ChaosPlan, port: int, directory: Path) 
             # seconds: a busy machine brings a store back slowly.
             "max_attempts": 100,
             "stats_interval_seconds": 2,
+            # In sharded mode, also how often each relay sweeps the saga's reservations.
+            "payment_sweep_interval_seconds": 1,
         },
         "sinks": {kind: store_settings(kind, tag) for kind in plan.stores},
     }
@@ -107,7 +125,9 @@ class Chaos:
         self.gateway = gateway
         self.tag = tag
         """The stores' namespace of this run."""
-        self.postgres = gateway.settings.postgres
+        self.config = config
+        self.databases = {d.name: d.postgres for d in databases(gateway.settings.postgres)}
+        """Each database with an outbox: the one database, or the catalog and every shard."""
         self.api = FanoutProcess("api", config, ["serve"], logs)
         self.relays = [
             FanoutProcess(f"relay-{n}", config, ["relay"], logs) for n in range(plan.relays)
@@ -132,6 +152,36 @@ class Chaos:
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"the API did not answer within {within} s; see {self.api.log_path}")
 
+    @property
+    def sharded(self) -> ShardedGateway | None:
+        """The gateway in sharded mode; ``None`` over one database."""
+        return self.gateway if isinstance(self.gateway, ShardedGateway) else None
+
+    @property
+    def pools(self) -> list[asyncpg.Pool]:
+        """A pool of each database with an outbox (the catalog first in sharded mode)."""
+        sharded = self.sharded
+        return [self.gateway.pool, *(sharded.shards.values() if sharded else ())]
+
+    @property
+    def order_pools(self) -> list[asyncpg.Pool]:
+        """A pool of each database holding orders: the one database, or every shard."""
+        sharded = self.sharded
+        return list(sharded.shards.values()) if sharded else [self.gateway.pool]
+
+    async def kill_api(self, fault: Fault, url: str) -> None:
+        """SIGKILL the API and restart it; in sharded mode, at a moment some placement holds
+        units (reserved, not yet committed), which then lapse and the sweeper settles."""
+        if self.sharded is not None:
+            deadline = time.perf_counter() + 10
+            while time.perf_counter() < deadline:
+                with contextlib.suppress(*DATABASE_ERRORS, TimeoutError):
+                    if await asyncio.wait_for(units_held(self.gateway.pool), 2):
+                        break
+                await asyncio.sleep(0.005)
+        await self.api.kill_and_restart(fault.seconds)
+        await self.wait_for_api(url)
+
     async def inject(self, fault: Fault, url: str) -> None:
         """Run one fault at its time."""
         await asyncio.sleep(max(0.0, fault.at - (time.perf_counter() - self.origin)))
@@ -141,9 +191,8 @@ class Chaos:
             case "kill-relay":
                 await self.relays[int(fault.target)].kill_and_restart(fault.seconds)
             case "kill-api":
-                await self.api.kill_and_restart(fault.seconds)
-                await self.wait_for_api(url)
-            case "stop-store":
+                await self.kill_api(fault, url)
+            case "stop-store" | "stop-shard":
                 await services("down", fault.target)
                 await asyncio.sleep(fault.seconds)
                 await services("up", fault.target)
@@ -153,8 +202,9 @@ class Chaos:
         window.ended = self.now()
 
     async def sample(self) -> None:
-        """Once a second: each sink's backlog and the age of its oldest undelivered event."""
-        connection: asyncpg.Connection | None = None
+        """Once a second: each sink's backlog and the age of its oldest undelivered event (over
+        every database: the sum, and the oldest)."""
+        connections: dict[str, asyncpg.Connection] = {}
         while True:
             await asyncio.sleep(1.0)
             row: dict[str, Any] = {
@@ -164,16 +214,24 @@ class Chaos:
                 "backlog": {},
                 "oldest_undelivered_seconds": {},
             }
+            backlogs: dict[str, int] = {}
+            ages: dict[str, float] = {}
             try:
-                if connection is None or connection.is_closed():
-                    connection = await asyncio.wait_for(connect(self.postgres), 2)
-                for backlog in await asyncio.wait_for(outbox.backlog(connection), 5):
-                    row["backlog"][backlog.sink] = backlog.events
-                    row["oldest_undelivered_seconds"][backlog.sink] = backlog.oldest_age_seconds
+                for name, postgres in self.databases.items():
+                    connection = connections.get(name)
+                    if connection is None or connection.is_closed():
+                        connection = await asyncio.wait_for(connect(postgres), 2)
+                        connections[name] = connection
+                    for backlog in await asyncio.wait_for(outbox.backlog(connection), 5):
+                        backlogs[backlog.sink] = backlogs.get(backlog.sink, 0) + backlog.events
+                        age = backlog.oldest_age_seconds or 0.0
+                        ages[backlog.sink] = max(ages.get(backlog.sink, 0.0), age)
             except (TimeoutError, *DATABASE_ERRORS, DatabaseUnavailable) as error:
-                # PostgreSQL is restarting: this second has no reading.
+                # PostgreSQL (or a shard) is restarting: this second has no reading.
                 log.info("no backlog reading at %.1f s: %r", row["t"], error)
-                connection = None
+                connections.pop(name, None)
+            else:
+                row["backlog"], row["oldest_undelivered_seconds"] = backlogs, ages
             self.timeline.append(row)
 
     async def drive(self, client: ChaosClient, requests: list[dict[str, Any]]) -> float:
@@ -216,8 +274,10 @@ class Chaos:
         """Until no sink has a backlog (or the plan's drain timeout passes)."""
         deadline = time.perf_counter() + self.plan.drain_timeout_seconds
         while time.perf_counter() < deadline:
-            async with self.gateway.pool.acquire() as connection:
-                backlogs = {b.sink: b.events for b in await outbox.backlog(connection)}
+            backlogs: Counter[str] = Counter()
+            for pool in self.pools:
+                async with pool.acquire() as connection:
+                    backlogs.update({b.sink: b.events for b in await outbox.backlog(connection)})
             if all(backlogs.get(store, 1) == 0 for store in self.plan.stores):
                 return True
             await asyncio.sleep(1.0)
@@ -225,6 +285,7 @@ class Chaos:
 
     async def run(self, url: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
         """Start the processes, drive the load through the faults, drain, and report."""
+        stock = await initial_stock(self.gateway.pool) if self.sharded is not None else {}
         await self.api.start()
         await self.wait_for_api(url)
         for relay in self.relays:
@@ -237,7 +298,8 @@ class Chaos:
             load_seconds = await watched(self.drive(client, requests), self.processes)
             await watched(asyncio.gather(*faults), self.processes)
             # Pooled connections died with the PostgreSQL restarts.
-            await self.gateway.pool.expire_connections()
+            for pool in self.pools:
+                await pool.expire_connections()
             drained = await watched(self.drain(), self.processes)
             drain_seconds = self.now() - load_seconds
             exited = ended_on_their_own(state_of(process) for process in self.processes)
@@ -249,7 +311,10 @@ class Chaos:
             await self.api.stop()
             for relay in self.relays:
                 await relay.stop()
-        return await self.report(client, load_seconds, drained, drain_seconds, exited)
+        report = await self.report(client, load_seconds, drained, drain_seconds, exited)
+        if self.sharded is not None:
+            report["saga"] = await saga_report(self.sharded, stock, self.config)
+        return report
 
     async def report(
         self,
@@ -265,14 +330,18 @@ class Chaos:
             sink = make_sink(kind, self.tag)
             try:
                 assert isinstance(sink, ReadBack)
-                stores[kind] = (await verify(self.gateway.pool, kind, sink)).counts()
+                stores[kind] = (await verify(self.order_pools, kind, sink)).counts()
             finally:
                 await sink.close()
-        in_postgres = await self.gateway.pool.fetchval("SELECT count(*) FROM orders")
-        moved = await self.gateway.pool.fetchval("SELECT sum(version - 1) FROM orders")
+        in_postgres = moved = 0
+        for pool in self.order_pools:
+            in_postgres += await pool.fetchval("SELECT count(*) FROM orders")
+            moved += await pool.fetchval("SELECT coalesce(sum(version - 1), 0) FROM orders")
         # Every event of the run is valid: a dead letter is an event a store never got.
-        async with self.gateway.pool.acquire() as connection:
-            letters = await list_dead_letters(connection, None, DEAD_LETTERS_LISTED)
+        letters = []
+        for pool in self.pools:
+            async with pool.acquire() as connection:
+                letters += await list_dead_letters(connection, None, DEAD_LETTERS_LISTED)
         for window in self.windows:
             if window.ended is not None:
                 window.settled = settled_at(window.ended, client.successes)
@@ -291,7 +360,7 @@ class Chaos:
                 "placed": counts.placed,
                 "in_postgres": in_postgres,
                 "transitions": counts.transitions,
-                "transitions_in_postgres": moved or 0,
+                "transitions_in_postgres": moved,
             },
             "requests": {
                 "attempts": counts.attempts,
@@ -311,13 +380,29 @@ class Chaos:
 
 
 @contextlib.asynccontextmanager
+async def scratch_databases(plan: ChaosPlan) -> AsyncIterator[tuple[Gateway, dict[str, str]]]:
+    """A gateway over fresh databases, and each shard's URL: one database, or in sharded mode
+    a catalog on ``postgres`` and a shard on each of ``postgres-shard-a`` and ``-b``."""
+    if not plan.shards:
+        async with scratch_gateway(pool_size=4) as gateway:
+            yield gateway, {}
+        return
+    async with sharded_databases() as found:
+        gateway = await Gateway.connect(found.settings(pool_max_size=8))
+        try:
+            yield gateway, found.shards
+        finally:
+            await gateway.close()
+
+
+@contextlib.asynccontextmanager
 async def chaos_world(plan: ChaosPlan, directory: Path) -> AsyncIterator[tuple[Chaos, str]]:
-    """A scratch database, the stores' namespaces, the shared configuration."""
-    async with scratch_gateway(pool_size=4) as gateway:
+    """Scratch databases, the stores' namespaces, the shared configuration."""
+    async with scratch_databases(plan) as (gateway, shards):
         url = gateway.settings.postgres.url.get_secret_value()
         tag = url.rsplit("_", 1)[-1]
         port = free_port()
-        config = config_for(url, tag, plan, port, directory)
+        config = config_for(url, tag, plan, port, directory, shards)
         chaos = Chaos(plan, gateway, tag, config, directory)
         try:
             yield chaos, f"http://127.0.0.1:{port}"
@@ -351,6 +436,8 @@ def verdict(report: dict[str, Any]) -> list[str]:
     if report.get("processes_exited"):
         broken.append(f"processes exited on their own: {report['processes_exited']}")
     broken += dead_letter_findings(report.get("dead_letters", {}))
+    if "saga" in report:
+        broken += saga_findings(report["saga"])
     if orders["in_postgres"] != orders["placed"]:
         broken.append(f"{orders['in_postgres']} orders in PostgreSQL, {orders['placed']} placed")
     if orders["transitions_in_postgres"] != orders["transitions"]:

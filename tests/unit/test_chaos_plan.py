@@ -15,6 +15,7 @@ from bench.chaos.plan import (
     settled_at,
 )
 from bench.chaos.run import dead_letter_findings, summarize_dead_letters, verdict
+from bench.chaos.saga_check import saga_findings
 from bench.chaos.watch import ProcessState, ended_on_their_own
 
 
@@ -29,6 +30,35 @@ def test_every_fault_runs_as_often_as_asked_within_the_load() -> None:
     times = [fault.at for fault in schedule]
     assert times == sorted(times) and times[0] > 0 and times[-1] <= 0.8 * plan.load_seconds
     assert all(a.kind != b.kind or a.target != b.target for a, b in itertools.pairwise(schedule))
+
+
+def test_a_sharded_schedule_kills_each_relay_and_the_api_and_stops_each_shard_and_the_catalog() -> (
+    None
+):
+    plan = ChaosPlan(orders=6_000, rate=60, shards=("postgres-shard-a", "postgres-shard-b"))
+    schedule = fault_schedule(plan, repeats=2)
+    kinds = Counter((fault.kind, fault.target) for fault in schedule)
+    assert kinds == {
+        ("kill-relay", "0"): 2,
+        ("kill-relay", "1"): 2,
+        ("stop-shard", "postgres-shard-a"): 2,
+        ("stop-shard", "postgres-shard-b"): 2,
+        ("kill-api", ""): 2,
+        ("restart-postgres", ""): 2,
+    }
+    assert all(f.seconds == plan.shard_outage_seconds for f in schedule if f.kind == "stop-shard")
+    times = [fault.at for fault in schedule]
+    assert times == sorted(times) and times[-1] <= 0.8 * plan.load_seconds
+
+
+def test_a_shard_down_explains_503s_only() -> None:
+    shard = FaultWindow("stop-shard", "postgres-shard-a", began=10.0, ended=20.0, settled=21.0)
+
+    assert explained(failed("HTTP 503", 15.0), [shard])
+    assert not explained(failed("HTTP 503 without Retry-After", 15.0), [shard])
+    assert not explained(failed("HTTP 500", 15.0), [shard])
+    assert not explained(failed("ConnectError", 15.0), [shard])  # the API stays up
+    assert not explained(failed("HTTP 503", 22.0), [shard])
 
 
 def failed(kind: str, started: float, ended: float | None = None) -> FailedAttempt:
@@ -130,3 +160,24 @@ def test_a_process_ended_on_its_own_unless_the_fault_schedule_holds_it_down() ->
 
     assert ended_on_their_own(states) == ["relay-1", "relay-2"]
     assert ended_on_their_own(states[:2]) == []
+
+
+def saga(**changes: Any) -> dict[str, Any]:
+    clean: dict[str, Any] = {
+        "held_after_final_sweep": 0,
+        "stock_discrepancies": [],
+        "reconciliation": {"exit_code": 0, "breaks": [], "missing": {}},
+        "reservations": {"by_status": {"committed": 10}, "settled_after_expiry": {}},
+    }
+    return clean | changes
+
+
+def test_the_saga_check_fails_on_units_held_unaccounted_or_a_break() -> None:
+    assert saga_findings(saga()) == []
+    assert saga_findings(saga(held_after_final_sweep=2)) == ["2 reservations held after the sweep"]
+    lost = {"product_id": "p", "initial": 10, "inventory": 7, "held": 0, "in_live_orders": 2}
+    assert "stock not accounted for" in saga_findings(saga(stock_discrepancies=[lost]))[0]
+    broken = {"exit_code": 1, "breaks": [{"kind": "live order without committed units"}]}
+    assert "reconciliation found breaks" in saga_findings(saga(reconciliation=broken))[0]
+    unreachable = {"exit_code": 1, "breaks": [], "missing": {"beta": "refused"}}
+    assert saga_findings(saga(reconciliation=unreachable))
