@@ -26,6 +26,8 @@ from gateway.errors import (
     IllegalTransition,
     InsufficientInventory,
     NotFound,
+    RequestInProgress,
+    ReservationLapsed,
     ValidationError,
     VersionConflict,
 )
@@ -159,6 +161,25 @@ def problem_of(error: GatewayError) -> Problem:
                     "requested": error.requested,
                     "available": error.available,
                 },
+            )
+        case ReservationLapsed():
+            # Nothing was written: the same request, with its key, places the order.
+            return Problem(
+                409,
+                "reservation-lapsed",
+                "Reservation lapsed",
+                str(error),
+                extra={"order_id": str(error.order_id)},
+                headers={"Retry-After": "1"},
+            )
+        case RequestInProgress():
+            return Problem(
+                409,
+                "request-in-progress",
+                "Request in progress",
+                str(error),
+                extra={"field": "Idempotency-Key"},
+                headers={"Retry-After": "1"},
             )
         case Conflict():
             return Problem(409, "conflict", "Conflict", str(error))
