@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bench.chaos.plan import RETRY_FOR_SECONDS, FailedAttempt
+from bench.chaos.plan import RETRY_FOR_SECONDS, FailedAttempt, asks_to_send_again
 
 
 @dataclass
@@ -28,6 +28,20 @@ class ClientCounts:
     operations_given_up: Counter[str] = field(default_factory=Counter)
     placed: int = 0
     transitions: int = 0
+    placements_sent_again: Counter[str] = field(default_factory=Counter)
+    """Placements answered with a problem asking for the request again, by problem type."""
+
+
+def problem_type(response: httpx.Response) -> str | None:
+    """The type of the problem ``response`` carries, if it is one."""
+    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 class ChaosClient:
@@ -49,7 +63,17 @@ class ChaosClient:
     async def place(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Place an order; its idempotency key makes every retry safe."""
         key = f"chaos-{uuid.uuid4()}"
-        response = await self._send("POST", "/orders", request, {"Idempotency-Key": key})
+        deadline = time.perf_counter() + RETRY_FOR_SECONDS
+        while True:
+            response = await self._send("POST", "/orders", request, {"Idempotency-Key": key})
+            if response is None or time.perf_counter() > deadline:
+                break
+            kind = problem_type(response)
+            if not asks_to_send_again(response.status_code, kind):
+                break
+            self.counts.placements_sent_again[str(kind).rsplit(":", 1)[-1]] += 1
+            pause = float(response.headers.get("Retry-After", "1"))
+            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
         if response is None or response.status_code not in (200, 201):
             self._give_up("place", response)
             return None
@@ -82,7 +106,9 @@ class ChaosClient:
 
     def _give_up(self, operation: str, response: httpx.Response | None) -> None:
         status = "no answer" if response is None else f"HTTP {response.status_code}"
-        self.counts.operations_given_up[f"{operation}: {status}"] += 1
+        kind = problem_type(response) if response is not None else None
+        detail = f" {kind.rsplit(':', 1)[-1]}" if kind else ""
+        self.counts.operations_given_up[f"{operation}: {status}{detail}"] += 1
 
     async def _send(
         self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]

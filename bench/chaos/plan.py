@@ -15,6 +15,20 @@ HAPPY_PATH = ("confirmed", "processing", "shipped")
 RETRY_FOR_SECONDS = 180.0
 
 
+SEND_AGAIN = frozenset(
+    {"urn:fanout:problem:reservation-lapsed", "urn:fanout:problem:request-in-progress"}
+)
+"""The problems that say nothing was written and the same request, with its key, may be sent
+again (sharded mode: a reservation that lapsed before its order was created, and concurrent
+requests with one key)."""
+
+
+def asks_to_send_again(status: int, problem_type: str | None) -> bool:
+    """Whether an answer asks the client to send the same request again (rather than being
+    its outcome)."""
+    return status == 409 and problem_type in SEND_AGAIN
+
+
 @dataclass(frozen=True)
 class Fault:
     """One fault of the schedule: what, ``at`` seconds into the load, for how long."""

@@ -371,6 +371,7 @@ class Chaos:
             "duplicates_absorbed": {
                 "placements_replayed_by_idempotency_key": counts.placements_replayed,
                 "transitions_found_already_applied": counts.transitions_found_applied,
+                "placements_sent_again_when_asked": dict(counts.placements_sent_again),
             },
             "stores": stores,
             "dead_letters": summarize_dead_letters(letters),

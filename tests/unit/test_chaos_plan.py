@@ -10,6 +10,7 @@ from bench.chaos.plan import (
     ChaosPlan,
     FailedAttempt,
     FaultWindow,
+    asks_to_send_again,
     explained,
     fault_schedule,
     settled_at,
@@ -181,3 +182,12 @@ def test_the_saga_check_fails_on_units_held_unaccounted_or_a_break() -> None:
     assert "reconciliation found breaks" in saga_findings(saga(reconciliation=broken))[0]
     unreachable = {"exit_code": 1, "breaks": [], "missing": {"beta": "refused"}}
     assert saga_findings(saga(reconciliation=unreachable))
+
+
+def test_only_a_conflict_that_asks_for_the_request_again_is_sent_again() -> None:
+    assert asks_to_send_again(409, "urn:fanout:problem:reservation-lapsed")
+    assert asks_to_send_again(409, "urn:fanout:problem:request-in-progress")
+    assert not asks_to_send_again(409, "urn:fanout:problem:conflict")
+    assert not asks_to_send_again(409, "urn:fanout:problem:idempotency-key-reused")
+    assert not asks_to_send_again(409, None)
+    assert not asks_to_send_again(422, "urn:fanout:problem:reservation-lapsed")
