@@ -1,7 +1,8 @@
 """What must hold of the saga's storage: after every step (stock conservation, no live order
 without its units, a cancelled order's committed units queued for return, one decision each),
-and at the end, once everything expired and was swept (every reservation settled, committed
-units exactly those of live orders)."""
+after every sweep (what was due in each shard it reached is settled), and at the end, once
+everything expired and was swept (every reservation settled, committed units exactly those of
+live orders)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from uuid import UUID
 
 from gateway.sharding.decisions import Decision
 from gateway.sharding.reservations import ReservationStatus
+from gateway.sharding.sweeper import SweepResult
 from gateway.write_path.order_status import RESTOCKING_STATUSES
 from simulation.saga_storage import InMemoryCatalog, InMemoryShard
 
@@ -61,6 +63,28 @@ def at_the_end(
             found.append(f"order {order_id} is {state}, its reservation {reservation.status}")
     for shard in shards.values():
         found += [f"shard {shard.name}: return of {o} still queued" for o in shard.returns]
+    return found
+
+
+def after_a_sweep(
+    catalog: InMemoryCatalog,
+    due: Mapping[str, list[UUID]],
+    result: SweepResult,
+    limit: int,
+) -> list[str]:
+    """What a sweep that ran must have done: settle every reservation that was due when it
+    began in each shard it reached, when there were no more than ``limit`` (a shard that
+    does not answer never holds up another)."""
+    found = []
+    for shard, order_ids in due.items():
+        if shard in result.unreachable or len(order_ids) > limit:
+            continue
+        left = [o for o in order_ids if catalog.reservations[o].status is HELD]
+        if left:
+            found.append(
+                f"a sweep that reached shard {shard} left {len(left)} of its {len(order_ids)}"
+                f" due reservations held (unreachable: {sorted(result.unreachable)})"
+            )
     return found
 
 

@@ -124,6 +124,19 @@ def released_when_unknown_unguarded() -> AbstractContextManager[Any]:
     return stack
 
 
+def oldest_first_across_shards() -> AbstractContextManager[Any]:
+    """(e) Head-of-line blocking: each sweep takes the ``limit`` oldest expired reservations
+    of every shard together, so those of a shard that does not answer, the oldest, keep the
+    others' from being settled."""
+
+    async def global_window(self: InMemoryCatalog, shard: str, limit: int) -> list[UUID]:
+        await self._hooks.before("catalog", "expired")
+        oldest = sorted(self._expired(), key=lambda found: found.expires_at)[:limit]
+        return [found.order_id for found in oldest if found.shard == shard]
+
+    return mock.patch.object(InMemoryCatalog, "expired", global_window)
+
+
 SAGA_MUTANTS = [
     SagaMutant("saga as it is", as_it_is),
     SagaMutant("(a) no decision row", no_decision_row),
@@ -131,6 +144,7 @@ SAGA_MUTANTS = [
     SagaMutant("(c) reservation keys global across shards", keys_across_shards),
     SagaMutant("(d) released at once on a lost connection", released_when_unknown),
     SagaMutant("(d') as (d), whatever decision stands", released_when_unknown_unguarded),
+    SagaMutant("(e) oldest expired first across shards", oldest_first_across_shards),
 ]
 
 

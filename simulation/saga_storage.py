@@ -176,6 +176,14 @@ class InMemoryCatalog:
         finally:
             self._sweeping = False
 
+    def due_by_shard(self) -> dict[str, list[UUID]]:
+        """The held reservations past their expiry now, by shard (for the simulation's
+        checks: no fault, no hook)."""
+        due: dict[str, list[UUID]] = {}
+        for found in self._expired():
+            due.setdefault(found.shard, []).append(found.order_id)
+        return due
+
     def _expired(self) -> list[StoredReservation]:
         now = self._clock()
         return [

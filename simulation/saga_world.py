@@ -221,12 +221,15 @@ class SagaWorld:
 
     async def _sweep(self) -> None:
         limit = self.rng.randint(1, 8)
+        due = self.catalog.due_by_shard()
         result = await sweeper.sweep_storages(
             self.catalog, self.shards, limit, SWEEP_TIMEOUT_SECONDS
         )
         self.trace.append(
             f"  swept {dict(result.settled)} unreachable {sorted(result.unreachable)}"
         )
+        if result.swept:
+            self.violations += saga_invariants.after_a_sweep(self.catalog, due, result, limit)
 
     async def _reconcile(self) -> None:
         result = await reconcile(self.catalog, self.shards)

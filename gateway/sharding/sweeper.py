@@ -43,6 +43,8 @@ class SweepResult:
 
     settled: dict[Settlement, int] = field(default_factory=lambda: dict.fromkeys(Settlement, 0))
     unreachable: set[str] = field(default_factory=set)
+    swept: bool = False
+    """Whether this sweep ran (False: another process was sweeping)."""
 
     @property
     def total(self) -> int:
@@ -79,6 +81,7 @@ async def sweep_storages(
     async with catalog.sweeping() as sweeping:
         if not sweeping:
             return result
+        result.swept = True
         for name, records in answering.items():
             try:
                 async with records.session(timeout_seconds) as shard:
