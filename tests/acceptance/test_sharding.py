@@ -820,7 +820,8 @@ async def test_a_key_settled_meanwhile_on_every_attempt_is_a_documented_conflict
 
     assert len(attempts) == 3
     problem = problem_of(busy.value)
-    assert (problem.status, problem.kind) == (409, "conflict")
+    assert (problem.status, problem.kind) == (409, "request-in-progress")
+    assert problem.headers["Retry-After"] == "1"
     assert "k-busy" in problem.detail
     assert await shop.counts() == before
 
