@@ -18,6 +18,8 @@ from decimal import Decimal
 from uuid import UUID
 
 from gateway.errors import IdempotencyConflict, ReservationLapsed
+from gateway.payments.decision import PaymentOutcome
+from gateway.payments.notification import PaymentNotification
 from gateway.sharding.decisions import Decision
 from gateway.sharding.reservations import (
     Reservation,
@@ -28,6 +30,7 @@ from gateway.sharding.reservations import (
 from gateway.sharding.saga_storage import ShardRecords
 from gateway.write_path.gateway import PlacedOrder
 from gateway.write_path.idempotency import KeyClaim
+from gateway.write_path.lifecycle import PaymentStatus
 from gateway.write_path.models import Order, PlaceOrderRequest
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
 from gateway.write_path.orders import Row, check_products
@@ -227,6 +230,11 @@ class StoredOrder:
     customer_id: UUID
     status: OrderStatus = OrderStatus.PENDING
     version: int = 1
+    total_amount: Decimal = Decimal("0.00")
+    currency: str = "USD"
+    payment_status: PaymentStatus | None = PaymentStatus.AWAITING
+    events: list[str] = field(default_factory=list)
+    """The payment events appended to the order, in order."""
 
     def as_order(self) -> Order:
         """The order as the gateway returns it (the fields the saga reads)."""
@@ -240,8 +248,8 @@ class StoredOrder:
             subtotal=zero,
             tax_amount=zero,
             shipping_amount=zero,
-            total_amount=zero,
-            currency="USD",
+            total_amount=self.total_amount,
+            currency=self.currency,
             billing_address_id=None,
             shipping_address_id=None,
             customer_segment=None,
@@ -266,6 +274,10 @@ class InMemoryShard:
     returns: list[UUID] = field(default_factory=list)
     decision_log: list[tuple[UUID, Decision]] = field(default_factory=list)
     """Every decision recorded, in order (the rules keep one per order)."""
+    payments: dict[str, tuple[PaymentNotification, PaymentOutcome]] = field(default_factory=dict)
+    """Each payment id recorded, with its notification and outcome."""
+    payment_log: list[tuple[str, PaymentOutcome]] = field(default_factory=list)
+    """Every payment recorded, in order (the rules keep one per payment id)."""
     _locks: dict[UUID, asyncio.Lock] = field(default_factory=dict)
 
     async def answers(self, timeout_seconds: float) -> None:
@@ -342,7 +354,11 @@ class InMemoryShard:
         else:
             if self.record_decision(order_id, Decision.CREATED) is not Decision.CREATED:
                 raise ReservationLapsed(order_id)
-            created = StoredOrder(order_id, request.customer_id)
+            total = sum(
+                (products[item.product_id]["base_price"] * item.quantity for item in request.items),
+                Decimal("0.00"),
+            )
+            created = StoredOrder(order_id, request.customer_id, total_amount=total)
             self.orders[order_id] = created
             if claim is not None:
                 self.keys[claim.key] = (claim.fingerprint, order_id)
@@ -374,8 +390,12 @@ class InMemoryShard:
         await self.hooks.after(self.name, "transition")
         return moved
 
-    def _lock(self, order_id: UUID) -> asyncio.Lock:
+    def order_lock(self, order_id: UUID) -> asyncio.Lock:
+        """The lock of the order's row."""
         return self._locks.setdefault(order_id, asyncio.Lock())
+
+    def _lock(self, order_id: UUID) -> asyncio.Lock:
+        return self.order_lock(order_id)
 
 
 def units(catalog: InMemoryCatalog, product_id: UUID, statuses: set[ReservationStatus]) -> int:
