@@ -1,17 +1,26 @@
 """What must hold of the saga's storage: after every step (stock conservation, no live order
 without its units, a cancelled order's committed units queued for return, one decision each),
-after every sweep (what was due in each shard it reached is settled), and at the end, once
+after every sweep (what was due in each shard it reached is settled), after every step of the
+payments (one outcome per payment id, each delivery answered it, no order both confirmed by a
+payment and cancelled by the timeout), and at the end, once
 everything expired and was swept (every reservation settled, committed units exactly those of
 live orders)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
+from gateway.payments.decision import PaymentOutcome
 from gateway.sharding.decisions import Decision
 from gateway.sharding.reservations import ReservationStatus
 from gateway.sharding.sweeper import SweepResult
+from gateway.write_path.lifecycle import (
+    ORDER_CONFIRMED,
+    PAYMENT_REFUND_REQUIRED,
+    PAYMENT_TIMED_OUT,
+)
 from gateway.write_path.order_status import RESTOCKING_STATUSES
 from simulation.saga_storage import InMemoryCatalog, InMemoryShard
 
@@ -63,6 +72,29 @@ def at_the_end(
             found.append(f"order {order_id} is {state}, its reservation {reservation.status}")
     for shard in shards.values():
         found += [f"shard {shard.name}: return of {o} still queued" for o in shard.returns]
+    return found
+
+
+def of_payments(
+    shards: Mapping[str, InMemoryShard], answers: Sequence[tuple[str, str, PaymentOutcome]]
+) -> list[str]:
+    """What breaks the payment rules: a payment id recorded more than once, a delivery
+    answered other than what its id recorded, an order both confirmed by a payment and
+    cancelled by the timeout without a refund_required payment recorded after both."""
+    found = []
+    for shard in shards.values():
+        counts = Counter(payment_id for payment_id, _ in shard.payment_log)
+        found += [f"payment {p} was recorded {n} times" for p, n in counts.items() if n > 1]
+        for order_id, order in shard.orders.items():
+            if ORDER_CONFIRMED not in order.events or PAYMENT_TIMED_OUT not in order.events:
+                continue
+            both = max(order.events.index(ORDER_CONFIRMED), order.events.index(PAYMENT_TIMED_OUT))
+            if PAYMENT_REFUND_REQUIRED not in order.events[both:]:
+                found.append(f"order {order_id} was confirmed by a payment and timed out")
+    for shard_name, payment_id, outcome in answers:
+        recorded = shards[shard_name].payments[payment_id][1]
+        if recorded is not outcome:
+            found.append(f"payment {payment_id} was answered {outcome}, recorded {recorded}")
     return found
 
 

@@ -12,12 +12,15 @@ from typing import Any
 from unittest import mock
 from uuid import UUID
 
+from gateway.payments.decision import timeout_steps
+from gateway.payments.notification import PaymentNotification
 from gateway.sharding import saga_steps, sweeper
 from gateway.sharding.decisions import Decision
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.saga import settlement_of_expired
 from gateway.sharding.saga_storage import CatalogStorage, ShardRecords
 from gateway.write_path.order_status import RESTOCKING_STATUSES
+from simulation.payment_storage import InMemoryPayments
 from simulation.saga_storage import InMemoryCatalog, InMemoryShard, StoredReservation
 from simulation.saga_world import simulate_saga
 
@@ -137,6 +140,30 @@ def oldest_first_across_shards() -> AbstractContextManager[Any]:
     return mock.patch.object(InMemoryCatalog, "expired", global_window)
 
 
+def redelivered_payment_applied_again() -> AbstractContextManager[Any]:
+    """(f) A redelivered payment is recorded and applied again, as if its id were new."""
+    record_payment = InMemoryPayments.record_payment
+
+    async def forgetful(self: InMemoryPayments, notification: PaymentNotification) -> Any:
+        self.shard.payments.pop(notification.payment_id, None)
+        return await record_payment(self, notification)
+
+    return mock.patch.object(InMemoryPayments, "record_payment", forgetful)
+
+
+def timeout_cancels_a_paid_order() -> AbstractContextManager[Any]:
+    """(g) The payment timeout cancels an order whatever its status, a confirmed one too."""
+
+    async def regardless(self: InMemoryPayments, order_id: UUID) -> bool:
+        found = self.shard.orders.get(order_id)
+        cancellable = found is not None and found.status not in RESTOCKING_STATUSES
+        if found is not None and cancellable:
+            self.apply_steps(found, timeout_steps())
+        return cancellable
+
+    return mock.patch.object(InMemoryPayments, "time_out", regardless)
+
+
 SAGA_MUTANTS = [
     SagaMutant("saga as it is", as_it_is),
     SagaMutant("(a) no decision row", no_decision_row),
@@ -145,6 +172,8 @@ SAGA_MUTANTS = [
     SagaMutant("(d) released at once on a lost connection", released_when_unknown),
     SagaMutant("(d') as (d), whatever decision stands", released_when_unknown_unguarded),
     SagaMutant("(e) oldest expired first across shards", oldest_first_across_shards),
+    SagaMutant("(f) redelivered payment applied again", redelivered_payment_applied_again),
+    SagaMutant("(g) payment timeout cancels a paid order", timeout_cancels_a_paid_order),
 ]
 
 

@@ -1,9 +1,10 @@
 """One simulated run of sharded mode's place-order saga: the real saga steps, sweeper and
 reconciliation over the in-memory saga storage, driven by one seed through writers (with and
 without idempotency keys, retries, concurrent duplicates), cancellations and confirmations,
-sweeps at random times, clock jumps past reservations' expiry, crashes and lost connections
-before or after any storage operation, shards that stop answering for a while, and
-reconciliations mid-run. The invariants are checked after every step and at the end."""
+payment notifications (succeeded or failed, of the right amount or not, redelivered) raced by
+the payment timeout, sweeps at random times, clock jumps past reservations' expiry, crashes
+and lost connections before or after any storage operation, shards that stop answering for a
+while, and reconciliations mid-run. The invariants are checked after every step and at the end."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ import uuid
 from collections.abc import Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from unittest import mock
 from uuid import UUID
 
 from gateway.errors import IdempotencyConflict, InsufficientInventory, ReservationLapsed
+from gateway.payments.decision import PaymentOutcome
+from gateway.payments.notification import PaymentNotification
+from gateway.payments.recording import PaymentIdReused
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import order_ids, sweeper
 from gateway.sharding.reconcile import reconcile
@@ -32,6 +38,7 @@ from gateway.write_path.order_status import OrderStatus
 from simulation import saga_invariants
 from simulation.clock import Stalled, VirtualTimeLoop
 from simulation.determinism import deterministic
+from simulation.payment_storage import InMemoryPayments
 from simulation.saga_faults import PLAN, Plan, SagaFaults
 from simulation.saga_storage import InMemoryCatalog, InMemoryShard
 
@@ -44,10 +51,13 @@ KEYS = 20
 is used on both shards."""
 RESERVATION_SECONDS = 30.0
 SWEEP_TIMEOUT_SECONDS = 5.0
+PAYMENT_SECONDS = 45.0
+"""How long after it appears an order's payment is due."""
 EXPECTED = (
     InsufficientInventory,
     ReservationLapsed,
     IdempotencyConflict,
+    PaymentIdReused,
     *DATABASE_ERRORS,
 )
 """What a writer may be answered besides its order."""
@@ -112,6 +122,12 @@ class SagaWorld:
     """Per shard and key, the fingerprints of the requests that used it."""
     sent: list[tuple[str, PlaceOrderRequest, KeyClaim]] = field(default_factory=list)
     """The keyed requests sent so far, which a client may send again."""
+    notifications: list[tuple[str, PaymentNotification]] = field(default_factory=list)
+    """The payment notifications sent so far, by shard, which a provider may send again."""
+    answers: list[tuple[str, str, PaymentOutcome]] = field(default_factory=list)
+    """Every answer a payment delivery got: shard, payment id, outcome."""
+    first_seen: dict[UUID, float] = field(default_factory=dict)
+    """When each order was first seen: its payment is due ``PAYMENT_SECONDS`` later."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -123,6 +139,7 @@ class SagaWorld:
         self.initial = dict.fromkeys(self.products, STOCK)
         self.catalog = InMemoryCatalog(self.initial, loop.time, self.faults)
         self.shards = {name: InMemoryShard(name, self.faults) for name in SHARDS}
+        self.payments = {name: InMemoryPayments(shard) for name, shard in self.shards.items()}
         self.customers = [
             (name, uuid.UUID(int=self.rng.getrandbits(128)))
             for name in SHARDS
@@ -139,14 +156,20 @@ class SagaWorld:
 
     def _act(self, step: int) -> None:
         draw = self.rng.random()
-        if draw < 0.40:
+        if draw < 0.36:
             self._place(step)
-        elif draw < 0.50:
+        elif draw < 0.44:
             self._change_an_order(step, OrderStatus.CANCELLED)
-        elif draw < 0.56:
+        elif draw < 0.48:
             self._change_an_order(step, OrderStatus.CONFIRMED)
-        elif draw < 0.72:
+        elif draw < 0.58:
+            self._pay(step)
+        elif draw < 0.70:
             self._spawn(step, "sweep", self._sweep(), self._maybe_plan())
+        elif draw < 0.74:
+            shard = self.rng.choice(SHARDS)
+            label = f"payment timeout on {shard}"
+            self._spawn(step, label, self._time_out(shard), self._maybe_plan())
         elif draw < 0.84:
             seconds = self.rng.uniform(RESERVATION_SECONDS / 2, RESERVATION_SECONDS * 2)
             self._log(step, f"the clock jumps {seconds:.1f} s")
@@ -212,8 +235,64 @@ class SagaWorld:
     async def _change(self, shard: InMemoryShard, order_id: UUID, status: OrderStatus) -> None:
         """As the gateway does: the transition, then (a cancellation) its units back at once,
         left to the sweeper when that fails."""
-        if not await shard.transition(order_id, status) or status is not OrderStatus.CANCELLED:
+        if await shard.transition(order_id, status) and status is OrderStatus.CANCELLED:
+            await self._return_at_once(shard, order_id)
+
+    def _pay(self, step: int) -> None:
+        if self.notifications and self.rng.random() < 0.3:
+            shard, notification = self.rng.choice(self.notifications)
+            if self.rng.random() < 0.2:
+                changed = notification.amount + Decimal("1.00")
+                notification = notification.model_copy(update={"amount": changed})
+            label = f"redeliver {notification.payment_id} on {shard}"
+            self._spawn(step, label, self._record(shard, notification), self._maybe_plan())
             return
+        shard = self.rng.choice(SHARDS)
+        orders = self.shards[shard].orders
+        if not orders:
+            self._log(step, f"no order on {shard} to pay")
+            return
+        order = orders[self.rng.choice(sorted(orders))]
+        status = "succeeded" if self.rng.random() < 0.75 else "failed"
+        amount = order.total_amount
+        if self.rng.random() < 0.15:
+            amount += Decimal("1.00")
+        notification = PaymentNotification(
+            payment_id=f"pay-{len(self.notifications)}",
+            order_id=order.order_id,
+            status=status,
+            amount=amount,
+            currency=order.currency,
+            occurred_at=datetime.fromtimestamp(self.loop.time(), UTC),
+        )
+        self.notifications.append((shard, notification))
+        label = f"payment {notification.payment_id} {status} {amount} on {shard}"
+        self._spawn(step, label, self._record(shard, notification), self._maybe_plan())
+
+    async def _record(self, shard: str, notification: PaymentNotification) -> None:
+        """As the gateway does: record the payment, then (a cancellation) its units back at
+        once, left to the sweeper when that fails."""
+        answer = await self.payments[shard].record_payment(notification)
+        self.answers.append((shard, notification.payment_id, answer.outcome))
+        self.trace.append(f"  {notification.payment_id}: {answer.outcome} {answer.replayed=}")
+        if answer.outcome is PaymentOutcome.CANCELLED and not answer.replayed:
+            await self._return_at_once(self.shards[shard], notification.order_id)
+
+    async def _time_out(self, shard: str) -> None:
+        """The payment timeout: cancel the pending orders whose payment is due."""
+        now = self.loop.time()
+        due = sorted(
+            order_id
+            for order_id, order in self.shards[shard].orders.items()
+            if order.status is OrderStatus.PENDING
+            and self.first_seen[order_id] + PAYMENT_SECONDS <= now
+        )
+        for order_id in due:
+            if await self.payments[shard].time_out(order_id):
+                self.trace.append(f"  timed out {order_id}")
+                await self._return_at_once(self.shards[shard], order_id)
+
+    async def _return_at_once(self, shard: InMemoryShard, order_id: UUID) -> None:
         try:
             await sweeper.return_units(self.catalog, shard, [order_id])
         except DATABASE_ERRORS:
@@ -278,7 +357,11 @@ class SagaWorld:
         self.violations += [f"reconcile found {b.as_json()}" for b in found.breaks]
 
     def _check(self, step: int, invariant: Any) -> None:
+        for shard in self.shards.values():
+            for order_id in shard.orders:
+                self.first_seen.setdefault(order_id, self.loop.time())
         found = invariant(self.initial, self.catalog, self.shards)
+        found += saga_invariants.of_payments(self.shards, self.answers)
         if (found or self.violations) and self.failed_at is None:
             self.failed_at = step
         self.violations += found

@@ -26,6 +26,11 @@ def test_a_run_goes_through_every_fault() -> None:
         "the clock jumps",
         "reconciled",
         "ReservationLapsed",
+        "answer.replayed=True",
+        "refund_required",
+        "mismatch",
+        "timed out",
+        "PaymentIdReused",
     ):
         assert seen in trace
 
