@@ -5,12 +5,10 @@ position (a rewind done while it was away holds)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from adapters.base import Delivery, EventEnvelope
 from adapters.memory import MemorySink
 from gateway.backoff import Backoff
 from gateway.configuration.settings import MemorySinkSettings
@@ -24,24 +22,7 @@ from gateway.relay.storage import PostgresRelayStorage
 from tests.acceptance.relay_support import World, memory_state, positions_owned
 from tests.eventually import eventually
 from tests.relay_settings import FAST
-
-
-class WedgedSink(MemorySink):
-    """A sink whose ``apply`` ignores cancellation until ``release`` is set."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.release = asyncio.Event()
-        self.entered = asyncio.Event()
-
-    async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-        self.entered.set()
-        while not self.release.is_set():
-            try:
-                await self.release.wait()
-            except asyncio.CancelledError:
-                continue  # a call the relay's timeout cannot interrupt
-        return await super().apply(batch)
+from tests.wedged_sink import WedgedSink
 
 
 async def test_a_relay_stuck_in_a_sink_call_hands_that_sink_to_another_relay(

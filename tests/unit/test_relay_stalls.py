@@ -15,6 +15,7 @@ from gateway.relay.stalls import SinkCallWatch, keeps_leases
 from tests.eventually import eventually
 from tests.unit.relay_fakes import InMemoryRelayStorage
 from tests.unit.test_relay_worker import FAST, relay, running
+from tests.wedged_sink import WedgedSink
 
 
 def test_a_worker_with_no_sink_call_running_keeps_its_leases() -> None:
@@ -57,24 +58,6 @@ class HangingSink(MemorySink):
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-        return await super().apply(batch)
-
-
-class WedgedSink(MemorySink):
-    """A sink whose ``apply`` ignores cancellation until ``release`` is set."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.release = asyncio.Event()
-        self.entered = asyncio.Event()
-
-    async def apply(self, batch: Sequence[EventEnvelope]) -> list[Delivery]:
-        self.entered.set()
-        while not self.release.is_set():
-            try:
-                await self.release.wait()
-            except asyncio.CancelledError:
-                continue  # a call the relay's timeout cannot interrupt
         return await super().apply(batch)
 
 
