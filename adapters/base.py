@@ -60,6 +60,8 @@ class Delivery:
 
     outcome: Outcome
     error: str | None = None
+    attempted: bool = True
+    """False for an event the sink did not try (see :meth:`held`)."""
 
     @classmethod
     def ok(cls) -> Delivery:
@@ -70,6 +72,13 @@ class Delivery:
     def transient(cls, error: str) -> Delivery:
         """Failed for a reason that may pass (connection lost, timeout, overload)."""
         return cls(Outcome.TRANSIENT, error)
+
+    @classmethod
+    def held(cls, error: str) -> Delivery:
+        """Not tried, because an earlier event of its aggregate failed in this batch (a sink
+        keeping each aggregate's order): retried like a transient failure, but the attempt is
+        not the event's own, so it does not count toward its dead-letter limit."""
+        return cls(Outcome.TRANSIENT, error, attempted=False)
 
     @classmethod
     def permanent(cls, error: str) -> Delivery:

@@ -301,7 +301,7 @@ class KafkaSink:
             for index, record in (records[position] for position in wave):
                 held_by = failed_keys.get((record.topic, record.key))
                 if held_by is not None:
-                    results[index] = Delivery.transient(f"held behind a failed version: {held_by}")
+                    results[index] = Delivery.held(f"held behind a failed version: {held_by}")
                     continue
                 try:
                     acknowledgement = await self._acknowledgement(

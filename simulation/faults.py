@@ -97,7 +97,7 @@ class ProcessSink:
         for event in batch:
             if store.ordered and event.aggregate_id in failed:
                 # As a log's sink does: nothing of an aggregate goes out past a failed version.
-                results.append(Delivery.transient("an earlier version failed"))
+                results.append(Delivery.held("an earlier version failed"))
                 continue
             result = store.apply_one(event)
             if result.outcome is not Outcome.DELIVERED:

@@ -8,6 +8,8 @@ Invariants kept here:
   once it has failed ``max_attempts`` times.
 - While the store is down (every event failed transiently and its health check fails), no
   attempt is counted: an outage, however long, dead-letters nothing.
+- An event the sink held back untried, behind a failed earlier version of its aggregate, has
+  no attempt counted: only an event's own failures bring it to the dead-letter limit.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def judge(
 ) -> Verdict:
     """Sort an attempt's results: delivered, dead (permanent, or out of attempts), retried.
 
-    With ``store_down`` the failed attempts are not counted.
+    With ``store_down`` the failed attempts are not counted, nor ever those of events held
+    back untried.
     """
     delivered: list[StoredEvent] = []
     dead: list[DeadLetter] = []
@@ -69,7 +72,7 @@ def judge(
             delivered.append(event)
         elif result.outcome is Outcome.PERMANENT:
             dead.append(DeadLetter(event, "permanent", error, failures + 1))
-        elif store_down:
+        elif store_down or not result.attempted:
             retry.append(Pending(event, failures))
             last_error = error
         elif failures + 1 >= max_attempts:

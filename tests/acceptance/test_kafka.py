@@ -191,6 +191,19 @@ async def test_a_record_too_large_is_dead_lettered_and_the_next_version_still_go
     assert drift.clean and drift.matched == 2  # the dead letter is not counted missing
 
 
+@pytest.mark.parametrize("kafka", [{"max_request_bytes": 2048}], indirect=True)
+async def test_a_version_behind_a_failed_one_is_held_untried(kafka: KafkaSink) -> None:
+    """The version behind a refused one is not sent, and says it was not tried: the relay
+    counts no attempt of its own against it."""
+    order = str(uuid.uuid4())
+    too_large = order_event(order, 1, blob="x" * 5000)
+    refused, held = await kafka.apply([too_large, order_event(order, 2)])
+    assert refused.outcome is Outcome.PERMANENT, refused
+    assert held.outcome is Outcome.TRANSIENT and not held.attempted, held
+    assert "held behind a failed version" in (held.error or "")
+    assert first_versions(await consume(kafka.topic_for("order") or ""), order) == []
+
+
 @pytest.mark.parametrize("kafka", [{"timeout_seconds": 3}], indirect=True)
 async def test_a_broker_stopped_mid_delivery_loses_nothing(world: World, kafka: KafkaSink) -> None:
     assert managed("kafka"), "the outage test stops the broker scripts/services.sh runs"

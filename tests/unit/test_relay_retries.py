@@ -62,6 +62,19 @@ def test_while_the_store_is_down_no_attempt_is_counted() -> None:
     assert verdict.retry == [Pending(event, 4)]
 
 
+def test_an_event_held_behind_a_failed_one_is_retried_without_an_attempt_counted() -> None:
+    earlier, later = events(2)
+    verdict = judge(
+        [Pending(earlier, 1), Pending(later, 2)],
+        [TRANSIENT, Delivery.held("held behind a failed version")],
+        max_attempts=3,
+        store_down=False,
+    )
+    assert verdict.dead == []
+    assert verdict.retry == [Pending(earlier, 2), Pending(later, 2)]
+    assert verdict.last_error == "held behind a failed version"
+
+
 def test_only_a_batch_that_failed_whole_and_transiently_may_mean_the_store_is_down() -> None:
     assert store_may_be_down([TRANSIENT, TRANSIENT])
     assert not store_may_be_down([TRANSIENT, DELIVERED])
