@@ -15,8 +15,8 @@ import asyncpg
 
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
-from tests.acceptance.conftest import database_url
-from tests.servers import server_url
+from support.databases import database_url
+from support.servers import server_url
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -33,7 +33,7 @@ import yaml
 
 from bench.common import write_results
 from bench.write_path import run as run_write_path
-from tests.acceptance.api_process import api_server, start_fanout, write_config
+from support.api_process import api_server, start_fanout, write_config
 
 P99_BOUND_MS = 250.0
 KEEP_UP = 0.97

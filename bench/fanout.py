@@ -22,7 +22,7 @@ from bench.common import scratch_gateway, write_results
 from bench.sinks import RELAY_SETTINGS, order_events_only, relay_until_idle
 from gateway import Gateway
 from gateway.relay import collector
-from tests.acceptance.stores import STORES
+from support.stores import STORES
 
 DEFAULT_SINKS = ["redis", "elasticsearch", "influxdb"]
 

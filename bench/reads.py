@@ -33,11 +33,11 @@ import httpx
 from bench.common import scratch_gateway, write_results
 from gateway import Gateway, Settings
 from gateway.configuration.settings import PostgresSettings
-from tests.acceptance.api_process import api_server, write_config
-from tests.acceptance.conftest import database_url
-from tests.acceptance.shop import Shop
-from tests.eventually import eventually
-from tests.servers import server_url
+from support.api_process import api_server, write_config
+from support.databases import database_url
+from support.eventually import eventually
+from support.servers import server_url
+from support.shop import Shop
 
 
 async def seed(gateway: Gateway, customers: int, orders_each: int) -> tuple[list[str], list[str]]:

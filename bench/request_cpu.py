@@ -33,7 +33,7 @@ import aiohttp
 from bench.common import scratch_gateway, write_results
 from bench.write_path import seed
 from gateway import Gateway, PlaceOrderRequest
-from tests.acceptance.api_process import api_server, write_config
+from support.api_process import api_server, write_config
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -83,7 +83,7 @@ VARIANTS = ("single_database", "catalog_and_one_shard", "catalog_and_two_shards"
 @asynccontextmanager
 async def sharded_gateway(shards: int, pool_size: int) -> AsyncIterator[Gateway]:
     """A gateway over fresh catalog and shard databases, with the first ``shards`` shards."""
-    from tests.acceptance.sharding_support import sharded_databases
+    from support.sharding import sharded_databases
 
     async with sharded_databases() as found:
         chosen = dict(list(found.shards.items())[:shards])

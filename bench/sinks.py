@@ -50,8 +50,8 @@ from gateway.configuration.settings import RelaySettings
 from gateway.postgres.outbox import envelope_of
 from gateway.relay import Relay, collector
 from gateway.relay.tables import sink_totals
-from tests.acceptance.stores import STORES, drop_namespace, make_sink
-from tests.servers import server_url
+from support.servers import server_url
+from support.stores import STORES, drop_namespace, make_sink
 
 KINDS = (*STORES, "kafka")
 RELAY_SETTINGS = RelaySettings(batch_size=500, linger_ms=5, poll_interval_seconds=1.0)

@@ -25,7 +25,7 @@ from bench.common import scratch_gateway, write_results
 from gateway import Gateway, PlaceOrderRequest
 from gateway.write_path.orders import insert_order
 from gateway.write_path.pricing import PricingPolicy
-from tests.acceptance.shop import customer_request
+from support.shop import customer_request
 
 Placer = Callable[[PlaceOrderRequest], Awaitable[Any]]
 

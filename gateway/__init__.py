@@ -18,9 +18,10 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
+from gateway.facade.gateway import Gateway
 from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.migrations import Migration, MigrationRunner, MigrationState, MigrationStatus
-from gateway.write_path.gateway import Gateway, PlacedOrder
+from gateway.postgres.outbox import Event
 from gateway.write_path.models import (
     Address,
     AddressRequest,
@@ -28,7 +29,6 @@ from gateway.write_path.models import (
     CategoryRequest,
     Customer,
     CustomerRequest,
-    Event,
     Order,
     OrderItem,
     OrderItemRequest,
@@ -38,6 +38,7 @@ from gateway.write_path.models import (
     ProductRequest,
 )
 from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.placement import PlacedOrder
 
 __version__ = _version("fanout-gateway")
 

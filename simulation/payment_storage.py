@@ -11,11 +11,11 @@ from uuid import UUID
 import asyncpg
 
 from gateway.errors import NotFound
+from gateway.facade.gateway import Gateway
 from gateway.payments.decision import PaymentOutcome, decide_payment, payment_steps, timeout_steps
 from gateway.payments.notification import PaymentNotification
 from gateway.payments.recording import PaymentIdReused
 from gateway.relay import upkeep
-from gateway.write_path.gateway import Gateway
 from gateway.write_path.lifecycle import Step
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
 from simulation.saga_storage import InMemoryShard, StoredOrder

@@ -28,12 +28,12 @@ from gateway.sharding.reservations import (
     Settlement,
 )
 from gateway.sharding.saga_storage import ShardRecords
-from gateway.write_path.gateway import PlacedOrder
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.lifecycle import PaymentStatus
 from gateway.write_path.models import Order, PlaceOrderRequest
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
 from gateway.write_path.orders import Row, check_products
+from gateway.write_path.placement import PlacedOrder
 
 
 class Hooks:

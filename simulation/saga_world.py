@@ -22,19 +22,20 @@ from typing import Any
 from unittest import mock
 from uuid import UUID
 
+from gateway import order_ids
 from gateway.errors import IdempotencyConflict, InsufficientInventory, ReservationLapsed
 from gateway.payments.decision import PaymentOutcome
 from gateway.payments.notification import PaymentNotification
 from gateway.payments.recording import PaymentIdReused
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import order_ids, sweeper
+from gateway.sharding import sweeper
 from gateway.sharding.reconcile import reconcile
 from gateway.sharding.saga_steps import SagaSteps
 from gateway.sharding.saga_storage import CatalogStorage, ShardStorage
-from gateway.write_path.gateway import PlacedOrder
 from gateway.write_path.idempotency import KeyClaim, request_fingerprint
 from gateway.write_path.models import PlaceOrderRequest
 from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.placement import PlacedOrder
 from simulation import saga_invariants
 from simulation.clock import Stalled, VirtualTimeLoop
 from simulation.determinism import deterministic

@@ -15,8 +15,8 @@ from bench.chaos.plan import ChaosPlan, fault_schedule
 from bench.chaos.run import run_chaos, verdict
 from bench.chaos.watch import ProcessEnded
 from bench.common import RESULTS, write_results
-from tests.acceptance.sharding_support import SHARD_SERVERS
-from tests.acceptance.stores import STORES
+from support.sharding import SHARD_SERVERS
+from support.stores import STORES
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from tests.acceptance.stores import STORES
+from support.stores import STORES
 
 FaultKind = Literal["kill-relay", "stop-store", "restart-postgres", "kill-api", "stop-shard"]
 

@@ -30,13 +30,12 @@ from gateway import Gateway
 from gateway.operations.verify import verify
 from gateway.postgres import outbox
 from gateway.postgres.database import DatabaseUnavailable, connect
+from gateway.postgres.topology import databases
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.tables import list_dead_letters
-from gateway.sharding.gateway import ShardedGateway
-from gateway.sharding.topology import databases
-from tests.acceptance.sharding_support import sharded_databases
-from tests.acceptance.shop import customer_request
-from tests.acceptance.stores import drop_namespace, make_sink, store_settings
+from support.sharding import sharded_databases
+from support.shop import customer_request
+from support.stores import drop_namespace, make_sink, store_settings
 
 log = logging.getLogger("bench.chaos")
 
@@ -153,21 +152,21 @@ class Chaos:
         raise RuntimeError(f"the API did not answer within {within} s; see {self.api.log_path}")
 
     @property
-    def sharded(self) -> ShardedGateway | None:
+    def sharded(self) -> Gateway | None:
         """The gateway in sharded mode; ``None`` over one database."""
-        return self.gateway if isinstance(self.gateway, ShardedGateway) else None
+        return self.gateway if self.gateway.topology.sharded else None
 
     @property
     def pools(self) -> list[asyncpg.Pool]:
         """A pool of each database with an outbox (the catalog first in sharded mode)."""
-        sharded = self.sharded
-        return [self.gateway.pool, *(sharded.shards.values() if sharded else ())]
+        if self.gateway.topology.sharded:
+            return [self.gateway.pool, *self.gateway.order_pools().values()]
+        return [self.gateway.pool]
 
     @property
     def order_pools(self) -> list[asyncpg.Pool]:
         """A pool of each database holding orders: the one database, or every shard."""
-        sharded = self.sharded
-        return list(sharded.shards.values()) if sharded else [self.gateway.pool]
+        return list(self.gateway.order_pools().values())
 
     async def kill_api(self, fault: Fault, url: str) -> None:
         """SIGKILL the API and restart it; in sharded mode, at a moment some placement holds

@@ -18,8 +18,8 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway import Gateway
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding.gateway import ShardedGateway
 
 HELD = "SELECT count(*) FROM inventory_reservations WHERE status = 'held'"
 
@@ -39,13 +39,13 @@ async def units_held(catalog: asyncpg.Pool) -> bool:
     )
 
 
-async def sweep_until_none_held(gateway: ShardedGateway, within: float) -> int:
+async def sweep_until_none_held(gateway: Gateway, within: float) -> int:
     """Sweep (what each relay does periodically) until no reservation is held, every one
     being past its expiry by then; the number still held when ``within`` seconds ran out."""
     deadline = time.monotonic() + within
     while True:
         try:
-            await gateway.sweep()
+            await gateway.sharding.sweep()
             held: int = await gateway.pool.fetchval(HELD)
         except DATABASE_ERRORS:
             held = -1  # a pool reconnecting after the run's restarts: sweep again
@@ -55,7 +55,7 @@ async def sweep_until_none_held(gateway: ShardedGateway, within: float) -> int:
 
 
 async def stock_discrepancies(
-    gateway: ShardedGateway, initial: Mapping[UUID, int]
+    gateway: Gateway, initial: Mapping[UUID, int]
 ) -> list[dict[str, Any]]:
     """Each product whose initial stock is not its inventory plus the units held by open
     reservations plus the units of its live (not cancelled) orders on every shard."""
@@ -74,7 +74,7 @@ async def stock_discrepancies(
             if product_id in held:
                 held[product_id] += quantity
     ordered = dict.fromkeys(ids, 0)
-    for pool in gateway.shards.values():
+    for pool in gateway.sharding.shards.values():
         for row in await pool.fetch(
             """
             SELECT order_items.product_id, sum(order_items.quantity) AS units
@@ -145,12 +145,12 @@ async def reconcile_dry_run(config: Path) -> dict[str, Any]:
 
 
 async def saga_report(
-    gateway: ShardedGateway, initial: Mapping[UUID, int], config: Path, within: float = 120
+    gateway: Gateway, initial: Mapping[UUID, int], config: Path, within: float = 120
 ) -> dict[str, Any]:
     """The saga's state after the run: reservations left held after the final sweep, each
     product whose stock is not accounted for, what the reconciliation found, and how the
     reservations ended."""
-    for pool in (gateway.pool, *gateway.shards.values()):
+    for pool in (gateway.pool, *gateway.sharding.shards.values()):
         # Pooled connections died with the servers' restarts.
         await pool.expire_connections()
     held = await sweep_until_none_held(gateway, within)

@@ -9,7 +9,6 @@ from fastapi import Depends, FastAPI
 
 import gateway
 from adapters.base import Sink
-from adapters.registry import build_sink
 from gateway.api.auth import ApiKeyCheck
 from gateway.api.connection import GatewayConnection
 from gateway.api.middleware import BodySizeLimit, RequestMetrics
@@ -19,6 +18,7 @@ from gateway.api.problems import install_problem_handlers
 from gateway.api.routes import problem_responses, router
 from gateway.api.webhooks import webhooks
 from gateway.configuration.settings import Settings
+from gateway.relay.sinks import enabled_sinks
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -34,9 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sinks: dict[str, Sink] = {
-            name: build_sink(name, sink) for name, sink in settings.sinks.items() if sink.enabled
-        }
+        sinks: dict[str, Sink] = enabled_sinks(settings)
         app.state.settings = settings
         app.state.sinks = sinks
         connection = GatewayConnection(settings)

@@ -11,8 +11,8 @@ import logging
 from gateway.backoff import Backoff
 from gateway.configuration.secrets import redact_url
 from gateway.configuration.settings import Settings
+from gateway.facade.gateway import Gateway
 from gateway.postgres.waiting import describe, is_reason_to_wait, wait_for_postgres
-from gateway.write_path.gateway import Gateway
 
 log = logging.getLogger("gateway.api")
 

@@ -20,10 +20,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.api.auth import authorized
 from gateway.configuration.secrets import redact_values
+from gateway.facade.gateway import Gateway
 from gateway.operations.health import postgres_health, readiness, shards_health, sinks_health
 from gateway.postgres.replicas import primary_replication
-from gateway.sharding.gateway import ShardedGateway
-from gateway.write_path.gateway import Gateway
 
 probes = APIRouter(tags=["operations"])
 metrics = APIRouter(tags=["operations"])
@@ -95,7 +94,7 @@ def not_connected(request: Request) -> JSONResponse:
 
 def shard_pools(gateway: Gateway) -> Mapping[str, asyncpg.Pool]:
     """Each shard's pool in sharded mode; none otherwise."""
-    return gateway.shards if isinstance(gateway, ShardedGateway) else {}
+    return gateway.sharding.shards if gateway.topology.sharded else {}
 
 
 async def standbys_of(pool: asyncpg.Pool, within_seconds: float) -> list[dict[str, object]]:

@@ -14,9 +14,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from gateway.api.metrics import ORDER_TRANSITIONS, ORDERS_PLACED, ORDERS_REPLAYED
 from gateway.api.problems import PROBLEM_JSON, Problem, database_unavailable
 from gateway.errors import NotFound, ValidationError
+from gateway.facade.gateway import Gateway
 from gateway.history.store import OrderEvent
 from gateway.write_path import idempotency
-from gateway.write_path.gateway import Gateway
 from gateway.write_path.models import (
     Address,
     AddressRequest,

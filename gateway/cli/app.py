@@ -23,7 +23,7 @@ from gateway.configuration.secrets import redact_url
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.postgres.database import connect
-from gateway.sharding.topology import databases
+from gateway.postgres.topology import databases
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from gateway.operations.doctor_tables import render as render_doctor_report
 from gateway.operations.verify import Drift, verify_configured
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.database import create_pool
-from gateway.sharding.topology import order_databases
+from gateway.postgres.topology import Topology
 
 
 @app.command("doctor")
@@ -93,7 +93,7 @@ def verify_events(context: typer.Context, batch_size: int, as_json: bool) -> Non
     async def work() -> FoldCheck:
         pools = []
         try:
-            for database in order_databases(settings_of(context).postgres):
+            for database in Topology.of(settings_of(context).postgres).order_databases:
                 pools.append(await create_pool(database.postgres))
             return await check_folds(pools, batch_size)
         finally:

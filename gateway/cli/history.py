@@ -9,8 +9,8 @@ import typer
 
 from gateway.cli import render
 from gateway.cli.app import app, out, run, settings_of
+from gateway.facade.gateway import Gateway
 from gateway.history.store import OrderEvent
-from gateway.write_path.gateway import Gateway
 
 
 @app.command("events")

@@ -13,6 +13,7 @@ from rich.console import Console
 from gateway.cli.app import app, config_path, err, out, run, settings_of
 from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError
+from gateway.postgres.topology import Topology
 
 if TYPE_CHECKING:
     from gateway.loadtest.model import LoadReport
@@ -170,7 +171,7 @@ def loadtest(
 
     async def work() -> LoadReport:
         settings = settings_of(context)
-        if settings.postgres.shards:
+        if Topology.of(settings.postgres).sharded:
             raise ConfigError(
                 "postgres.shards",
                 "fanout loadtest measures one database; run it without shards "

@@ -27,7 +27,7 @@ from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.operations.backfill import BackfillResult, backfill
 from gateway.operations.rewind import RewindPlan, plan_rewind, rewind
-from gateway.sharding.topology import is_sharded, order_databases
+from gateway.postgres.topology import Topology
 
 
 @app.command("backfill")
@@ -49,8 +49,8 @@ def backfill_command(
 ) -> None:
     """Send every order's current state (or of those changed since a time) to a store, while
     relays keep delivering live events; resumes an interrupted run where it stopped."""
-    from adapters.registry import build_sink
     from gateway.postgres.database import create_pool
+    from gateway.relay.sinks import build_sink
 
     changed_since = _time(since)
 
@@ -68,7 +68,7 @@ def backfill_command(
                 raise GatewayError(f"sink {sink!r} cannot be started: {error!r}") from None
             results = []
             # In sharded mode each shard's orders in turn, each shard resuming on its own.
-            for database in order_databases(settings.postgres):
+            for database in Topology.of(settings.postgres).order_databases:
                 async with await create_pool(database.postgres) as pool:
                     with Progress(
                         "[progress.description]{task.description}",
@@ -99,9 +99,9 @@ def backfill_command(
             await target.close()
 
     results = run(work)
-    postgres = settings_of(context).postgres
-    sharded = is_sharded(postgres)
-    names = [database.name for database in order_databases(postgres)]
+    topology = Topology.of(settings_of(context).postgres)
+    sharded = topology.sharded
+    names = [database.name for database in topology.order_databases]
     if as_json:
         documents = [result.as_json() for result in results]
         if sharded:

@@ -10,13 +10,13 @@ from rich.table import Table
 
 from gateway.history.check import FoldCheck
 from gateway.history.store import OrderEvent
-from gateway.operations.report import OrdersReport
 from gateway.operations.verify import Drift
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.migrations import MigrationStatus
 from gateway.sharding.plan import Plan
 from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus
+from gateway.write_path.orders_report import OrdersReport
 
 
 def migration_rows(statuses: Sequence[MigrationStatus]) -> list[dict[str, Any]]:

@@ -13,12 +13,11 @@ from gateway.cli import render
 from gateway.cli.app import migrate_app, out, run, settings_of
 from gateway.postgres.database import connect, ensure_database
 from gateway.postgres.migrations import (
-    DatabaseRole,
     MigrationRunner,
     MigrationStatus,
     discover_migrations,
 )
-from gateway.sharding.topology import Database, databases
+from gateway.postgres.topology import Database, Topology
 
 T = TypeVar("T")
 
@@ -28,7 +27,7 @@ async def _each_database(
 ) -> list[tuple[Database, T]]:
     """``work`` over a runner of each configured database's migrations, in turn."""
     results: list[tuple[Database, T]] = []
-    for database in databases(settings_of(context).postgres):
+    for database in Topology.of(settings_of(context).postgres).databases:
         connection = await connect(database.postgres)
         try:
             runner = MigrationRunner(connection, discover_migrations(database.role))
@@ -36,11 +35,6 @@ async def _each_database(
         finally:
             await connection.close()
     return results
-
-
-def _prefix(database: Database) -> str:
-    """What a line about ``database`` starts with: its name, in sharded mode."""
-    return "" if database.role is DatabaseRole.SINGLE else f"{database.name}: "
 
 
 @migrate_app.callback()
@@ -54,15 +48,17 @@ def migrate(
     if context.invoked_subcommand is not None:
         return
 
+    topology = Topology.of(settings_of(context).postgres)
+
     async def work() -> None:
         if create_database:
-            for database in databases(settings_of(context).postgres):
+            for database in topology.databases:
                 if await ensure_database(database.postgres):
-                    out.print(f"{_prefix(database)}created the database")
+                    out.print(f"{topology.name_of(database)}created the database")
 
         async def apply(database: Database, runner: MigrationRunner) -> None:
             applied = await runner.apply()
-            prefix = _prefix(database)
+            prefix = topology.name_of(database)
             if not applied:
                 out.print(f"{prefix}schema is up to date; nothing to apply")
             for migration in applied:
@@ -84,7 +80,7 @@ def migrate_status(
         return await runner.status()
 
     results = run(lambda: _each_database(context, status))
-    sharded = results[0][0].role is not DatabaseRole.SINGLE
+    sharded = Topology.of(settings_of(context).postgres).sharded
     if as_json:
         if sharded:
             document: object = {db.name: render.migration_rows(rows) for db, rows in results}
@@ -105,11 +101,12 @@ def migrate_down(
     count: Annotated[int, typer.Argument(help="How many of the newest migrations to undo.", min=1)],
 ) -> None:
     """Roll back the newest COUNT applied migrations, newest first (in every database)."""
+    topology = Topology.of(settings_of(context).postgres)
 
     async def work() -> None:
         async def rollback(database: Database, runner: MigrationRunner) -> None:
             for migration in await runner.rollback(count):
-                out.print(f"{_prefix(database)}rolled back {migration.label}")
+                out.print(f"{topology.name_of(database)}rolled back {migration.label}")
 
         await _each_database(context, rollback)
 

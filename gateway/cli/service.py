@@ -18,12 +18,12 @@ from gateway.cli.app import app, config_path, configure_logging, err, out, run, 
 from gateway.configuration.secrets import redact_url
 from gateway.configuration.settings import Settings, default_config_path
 from gateway.errors import GatewayError
+from gateway.facade.gateway import Gateway
 from gateway.operations.demo import LIFE, place_demo_order, walk_demo_order
+from gateway.postgres.topology import Topology
 from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import Relay, collector
 from gateway.sharding.relays import ShardedRelay
-from gateway.sharding.topology import is_sharded
-from gateway.write_path.gateway import Gateway
 from gateway.write_path.models import Order
 
 
@@ -123,7 +123,7 @@ async def connect_relay(
     until then it waits and tries again, with backoff; ``None`` if a stop is asked first."""
 
     async def attempt() -> Relay | ShardedRelay:
-        if is_sharded(settings.postgres):
+        if Topology.of(settings.postgres).sharded:
             return await ShardedRelay.connect(settings, collect_stats=collect_stats)
         return await Relay.connect(settings, collect_stats=collect_stats)
 

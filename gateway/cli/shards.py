@@ -12,14 +12,13 @@ from gateway.cli import render
 from gateway.cli.app import app, config_path, err, iso_time, out, run, settings_of
 from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError
-from gateway.operations.report import GroupBy, OrdersReport
-from gateway.sharding.gateway import ShardedGateway
+from gateway.facade.gateway import Gateway
+from gateway.postgres.topology import Topology
 from gateway.sharding.placement import Shard
 from gateway.sharding.plan import Plan, directory_entries, plan_moves
 from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus, shards_status
-from gateway.sharding.topology import is_sharded
-from gateway.write_path.gateway import Gateway
+from gateway.write_path.orders_report import GroupBy, OrdersReport
 
 shards_app = typer.Typer(
     help="Sharded mode: the shards' load, and where placement would move customers."
@@ -61,14 +60,12 @@ def report(
         raise typer.Exit(PARTIAL_EXIT)
 
 
-async def _sharded(context: typer.Context) -> ShardedGateway:
+async def _sharded(context: typer.Context) -> Gateway:
     settings = settings_of(context)
-    if not is_sharded(settings.postgres):
+    if not Topology.of(settings.postgres).sharded:
         source = config_path(context) or default_config_path()
         raise ConfigError("postgres.shards", "no shards are configured", source)
-    gateway = await Gateway.connect(settings)
-    assert isinstance(gateway, ShardedGateway)
-    return gateway
+    return await Gateway.connect(settings)
 
 
 @shards_app.command("status")
@@ -81,7 +78,7 @@ def status(
     async def work() -> ShardsStatus:
         async with await _sharded(context) as gateway:
             timeout = gateway.settings.postgres.shard_timeout_seconds
-            return await shards_status(gateway.pool, gateway.shards, timeout)
+            return await shards_status(gateway.pool, gateway.sharding.shards, timeout)
 
     result = run(work)
     if as_json:
@@ -132,7 +129,7 @@ def reconcile(
 
     async def work() -> Reconciliation:
         async with await _sharded(context) as gateway:
-            return await gateway.reconcile(repair=not dry_run)
+            return await gateway.sharding.reconcile(repair=not dry_run)
 
     result = run(work)
     if as_json:

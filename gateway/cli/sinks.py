@@ -23,8 +23,8 @@ from gateway.cli.app import (
 from gateway.operations.health import sink_status_rows
 from gateway.operations.sinks import registered_sinks, unserved_warnings
 from gateway.postgres.database import connect
+from gateway.postgres.topology import Topology
 from gateway.relay import tables
-from gateway.sharding.topology import databases, is_sharded
 
 
 @app.command("status")
@@ -35,10 +35,11 @@ def status(
     """Per sink: backlog, oldest undelivered age, delivered, retrying, dead-lettered (in
     sharded mode, of each database's outbox: the catalog's and every shard's)."""
     settings = settings_of(context)
+    topology = Topology.of(settings.postgres)
 
     async def work() -> dict[str, list[dict[str, object]]]:
         found: dict[str, list[dict[str, object]]] = {}
-        for database in databases(settings.postgres):
+        for database in topology.databases:
             connection = await connect(database.postgres)
             try:
                 found[database.name] = await sink_status_rows(connection)
@@ -47,7 +48,7 @@ def status(
         return found
 
     per_database = run(work)
-    sharded = is_sharded(settings.postgres)
+    sharded = topology.sharded
     for name, rows in per_database.items():
         for warning in unserved_warnings(rows, settings.enabled_sinks):
             err.print(f"warning: {f'{name}: ' if sharded else ''}{warning}", highlight=False)

@@ -33,7 +33,7 @@ from gateway.configuration.sink_environment import (
     with_overrides,
 )
 from gateway.errors import ConfigError
-from gateway.sharding.order_ids import shard_tag
+from gateway.order_ids import shard_tag
 
 ENV_PREFIX = "FANOUT_"
 CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"

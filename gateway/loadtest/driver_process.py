@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from gateway.configuration.settings import Settings, load_settings
+from gateway.facade.gateway import Gateway
 from gateway.loadtest.driver import OPERATIONS, LoadDriver
 from gateway.loadtest.event_loop import fast_loop_factory
 from gateway.loadtest.stores import DUAL_WRITE_SUFFIX, closing, enabled_sinks
@@ -39,7 +40,6 @@ from gateway.loadtest.wire import (
     sample_row,
     share_of,
 )
-from gateway.write_path.gateway import Gateway
 
 FLUSH_SECONDS = 0.01
 """How often returned writes are passed on: sampled writes are timed from their return."""

@@ -19,6 +19,7 @@ from typing import Any
 from adapters.readback import ReadBack
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
+from gateway.facade.gateway import Gateway
 from gateway.loadtest.driver import OPERATIONS
 from gateway.loadtest.drivers import DriverProcesses
 from gateway.loadtest.faults import FaultRecord, ServerFault
@@ -39,7 +40,6 @@ from gateway.loadtest.wire import PhaseName, job_of
 from gateway.operations.verify import verify_orders
 from gateway.postgres.queries import query
 from gateway.relay import tables
-from gateway.write_path.gateway import Gateway
 
 Progress = Callable[[str, Mapping[str, Any]], None]
 TICK_GRACE_SECONDS = 0.05

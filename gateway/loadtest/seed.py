@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import AlreadyExists, GatewayError
-from gateway.write_path.gateway import Gateway
+from gateway.facade.gateway import Gateway
 
 STOCK = 1_000_000_000
 SEGMENTS = ("retail", "vip", "wholesale")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 
 from adapters.base import Sink
-from adapters.registry import build_sink
 from gateway.configuration.settings import Settings, SinkSettings
+from gateway.relay import sinks
 
 DUAL_WRITE_SUFFIX = "_dualwrite"
 
 
 def enabled_sinks(settings: Settings, suffix: str = "") -> dict[str, Sink]:
     """A client of every enabled sink; with ``suffix``, writing under names of its own."""
-    return {
-        name: build_sink(name, namespaced(sink, suffix) if suffix else sink)
-        for name, sink in settings.sinks.items()
-        if sink.enabled
-    }
+    return sinks.enabled_sinks(settings, partial(namespaced, suffix=suffix) if suffix else None)
 
 
 def namespaced(sink: SinkSettings, suffix: str) -> SinkSettings:

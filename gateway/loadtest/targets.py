@@ -20,11 +20,12 @@ import aiohttp
 
 from adapters.base import Outcome, Sink
 from gateway.errors import GatewayError
+from gateway.facade.gateway import Gateway
 from gateway.payments.signature import SIGNATURE_HEADER, signature_header
+from gateway.postgres.outbox import Event
 from gateway.write_path import orders
-from gateway.write_path.gateway import Gateway
 from gateway.write_path.lifecycle import ORDER_PLACED
-from gateway.write_path.models import Event, Order, PlaceOrderRequest
+from gateway.write_path.models import Order, PlaceOrderRequest
 from gateway.write_path.order_status import OrderStatus
 from gateway.write_path.pricing import PricingPolicy
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+from gateway.facade.gateway import Gateway
 from gateway.postgres.queries import query
-from gateway.sharding.gateway import ShardedGateway
-from gateway.write_path.gateway import Gateway
 from gateway.write_path.models import Order
 
 DEMO_EMAIL = "demo.customer@example.com"
@@ -42,8 +41,7 @@ async def walk_demo_order(gateway: Gateway, order: Order) -> Order:
 
 
 async def _demo_customer(gateway: Gateway) -> tuple[UUID, UUID, UUID]:
-    holders = gateway.shards.values() if isinstance(gateway, ShardedGateway) else [gateway.pool]
-    for pool in holders:
+    for pool in gateway.order_pools().values():
         row = await pool.fetchrow(query("get_demo_customer"), DEMO_EMAIL)
         if row is not None:
             return row["id"], row["billing_id"], row["shipping_id"]

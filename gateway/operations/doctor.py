@@ -17,14 +17,14 @@ from typing import Any
 import asyncpg
 
 from adapters.base import Sink
-from adapters.registry import build_sink
 from gateway.configuration.secrets import redact_values
 from gateway.configuration.settings import PostgresSettings, Settings
 from gateway.operations.health import postgres_health, sink_status_rows, sinks_health
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import ReadRouter
-from gateway.sharding.topology import Database, is_sharded, order_databases
+from gateway.postgres.topology import Database, Topology
+from gateway.relay.sinks import enabled_sinks
 
 Report = dict[str, Any]
 
@@ -133,7 +133,7 @@ async def diagnose(
         report["sinks"] = [s.as_dict() for s in await sinks_health(pool, sinks, timeout_seconds)]
     finally:
         await pool.close()
-    if is_sharded(postgres):
+    if Topology.of(postgres).sharded:
         report["shards"] = await shards_section(postgres, timeout_seconds)
     return report
 
@@ -141,7 +141,7 @@ async def diagnose(
 async def shards_section(postgres: PostgresSettings, timeout_seconds: float) -> list[Report]:
     """Each shard of a sharded deployment, checked at once: whether it answers, and its
     outbox's state per sink (as the catalog's ``outbox.sinks``)."""
-    shards = order_databases(postgres)
+    shards = Topology.of(postgres).order_databases
     return list(await asyncio.gather(*(_shard_section(d, timeout_seconds) for d in shards)))
 
 
@@ -195,7 +195,7 @@ def healthy(report: Report) -> bool:
 
 async def diagnose_configured(settings: Settings, *, statements_limit: int = 10) -> Report:
     """The report for the configured PostgreSQL and every enabled sink."""
-    sinks = {name: build_sink(name, sink) for name, sink in settings.sinks.items() if sink.enabled}
+    sinks = enabled_sinks(settings)
     try:
         report = await diagnose(
             settings.postgres,

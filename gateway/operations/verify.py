@@ -15,7 +15,6 @@ from typing import TypedDict
 import asyncpg
 
 from adapters.readback import OrderSpan, ProjectedOrder, PublishedLog, ReadBack
-from adapters.registry import build_sink
 from gateway.configuration.settings import Settings
 from gateway.errors import GatewayError
 from gateway.operations.store_reads import StoreUnreadable, read, read_batches
@@ -24,7 +23,8 @@ from gateway.postgres.database import create_pool
 from gateway.postgres.migrations import DatabaseRole
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import streaming_replica
-from gateway.sharding.topology import SINGLE, Database, databases, holds_orders, is_sharded
+from gateway.postgres.topology import SINGLE, Database, Topology, holds_orders
+from gateway.relay.sinks import build_sink
 
 
 class DriftCounts(TypedDict):
@@ -202,7 +202,8 @@ async def verify_configured(
     unknown = [name for name in chosen if name not in settings.sinks]
     if unknown:
         raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
-    if from_replica and is_sharded(settings.postgres):
+    topology = Topology.of(settings.postgres)
+    if from_replica and topology.sharded:
         raise GatewayError("sharded mode has no replicas to verify from")
     sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
     if from_replica:
@@ -210,7 +211,7 @@ async def verify_configured(
             Database(SINGLE, DatabaseRole.SINGLE, await streaming_replica(settings.postgres))
         ]
     else:
-        sources = databases(settings.postgres)
+        sources = list(topology.databases)
     results: list[Drift | LogDrift] = []
     pools: dict[str, asyncpg.Pool] = {}
     try:

@@ -5,19 +5,38 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Annotated, Any, NamedTuple
+from uuid import UUID, uuid4
 
 import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters.base import EventEnvelope
 from gateway.errors import GatewayError
 from gateway.postgres.database import Connection
 from gateway.postgres.queries import query
-from gateway.write_path.models import Event
 
 # Every insert into the outbox notifies this channel when its transaction commits (a trigger
 # of migration 0002 does it), so a relay can LISTEN instead of polling.
 CHANNEL = "fanout_outbox"
+
+
+class Event(BaseModel):
+    """An event to append to the outbox with :meth:`gateway.Gateway.publish`.
+
+    ``version`` is the aggregate's version after the change; sinks use it to ignore events
+    older than what they already hold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aggregate_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,99}$")]
+    aggregate_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    event_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,99}$")]
+    version: int = Field(default=1, ge=1)
+    payload: dict[str, Any]
+    headers: dict[str, str] = Field(default_factory=dict)
+    event_id: UUID = Field(default_factory=uuid4)
 
 
 def _row(event: Event) -> tuple[object, ...]:

@@ -21,7 +21,6 @@ from typing import Self
 import asyncpg
 
 from adapters.base import Sink
-from adapters.registry import build_sink
 from gateway.backoff import Backoff
 from gateway.configuration.settings import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.errors import GatewayError
@@ -31,6 +30,7 @@ from gateway.relay import upkeep
 from gateway.relay.context import WorkerContext
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.read_ahead import OutboxReads
+from gateway.relay.sinks import enabled_sinks
 from gateway.relay.storage import PostgresRelayStorage, RelayStorage
 from gateway.relay.worker import SinkWorker
 
@@ -124,11 +124,7 @@ class Relay:
         """A relay with its own pool, over ``sinks`` (default: the enabled configured sinks)."""
         built = sinks is None
         if sinks is None:
-            sinks = [
-                build_sink(name, sink_settings)
-                for name, sink_settings in settings.sinks.items()
-                if sink_settings.enabled
-            ]
+            sinks = list(enabled_sinks(settings).values())
         start_from = {
             name: sink_settings.start_from
             for name, sink_settings in settings.sinks.items()

@@ -23,11 +23,11 @@ from gateway.sharding.reservations import (
     Settlement,
 )
 from gateway.sharding.saga_storage import DecisionBusy, ShardRecords
-from gateway.write_path.gateway import PlacedOrder
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.models import PlaceOrderRequest
 from gateway.write_path.order_status import OrderStatus
 from gateway.write_path.orders import Row
+from gateway.write_path.placement import PlacedOrder
 
 InsertPlaced = Callable[
     [Connection, UUID, PlaceOrderRequest, KeyClaim | None, Mapping[UUID, Row]],

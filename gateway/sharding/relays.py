@@ -17,10 +17,10 @@ from gateway.backoff import Backoff
 from gateway.configuration.settings import Settings
 from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.migrations import DatabaseRole
+from gateway.postgres.topology import CATALOG, databases
 from gateway.relay import upkeep
 from gateway.relay.process import Relay
 from gateway.sharding import sweeper
-from gateway.sharding.topology import CATALOG, databases
 
 log = logging.getLogger("gateway.relay")
 

@@ -19,8 +19,9 @@ from uuid import UUID
 from gateway.errors import IdempotencyConflict
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection
+from gateway.postgres.outbox import Event
 from gateway.postgres.queries import query
-from gateway.write_path.models import Event, PlaceOrderRequest
+from gateway.write_path.models import PlaceOrderRequest
 from gateway.write_path.orders import Row, check_products
 
 RESERVATION_AGGREGATE = "reservation"

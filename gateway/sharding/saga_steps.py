@@ -9,9 +9,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
+from gateway.order_ids import new_order_id, shard_tag
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding.decisions import Decision
-from gateway.sharding.order_ids import new_order_id, shard_tag
 from gateway.sharding.reservations import (
     Reservation,
     ReservationKey,
@@ -20,9 +20,9 @@ from gateway.sharding.reservations import (
 )
 from gateway.sharding.saga import release_at_once, released_after_abandoning
 from gateway.sharding.saga_storage import CatalogStorage, ShardRecords
-from gateway.write_path.gateway import PlacedOrder
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.models import Order, PlaceOrderRequest
+from gateway.write_path.placement import PlacedOrder
 
 log = logging.getLogger("gateway.sharding")
 

@@ -21,11 +21,11 @@ from gateway.sharding.reservations import (
     ReservationStatus,
     Settlement,
 )
-from gateway.write_path.gateway import PlacedOrder
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.models import PlaceOrderRequest
 from gateway.write_path.order_status import OrderStatus
 from gateway.write_path.orders import Row
+from gateway.write_path.placement import PlacedOrder
 
 
 class DecisionBusy(Exception):

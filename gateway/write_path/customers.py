@@ -8,8 +8,9 @@ import asyncpg
 
 from gateway.errors import AlreadyExists, NotFound, ValidationError
 from gateway.postgres.database import Connection, fetch_required
+from gateway.postgres.outbox import Event
 from gateway.postgres.queries import query
-from gateway.write_path.models import Address, AddressRequest, Customer, CustomerRequest, Event
+from gateway.write_path.models import Address, AddressRequest, Customer, CustomerRequest
 
 CUSTOMER_AGGREGATE = "customer"
 CUSTOMER_CREATED = "customer.created"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import (
     AfterValidator,
@@ -377,19 +377,3 @@ class Product(StoredRecord):
     is_active: bool
     created_at: datetime
     updated_at: datetime
-
-
-class Event(_Request):
-    """An event to append to the outbox with :meth:`gateway.Gateway.publish`.
-
-    ``version`` is the aggregate's version after the change; sinks use it to ignore events
-    older than what they already hold.
-    """
-
-    aggregate_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,99}$")]
-    aggregate_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    event_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,99}$")]
-    version: int = Field(default=1, ge=1)
-    payload: dict[str, Any]
-    headers: dict[str, str] = Field(default_factory=dict)
-    event_id: UUID = Field(default_factory=uuid4)

@@ -23,7 +23,9 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
+from gateway.postgres import outbox
 from gateway.postgres.database import Connection, fetch_required
+from gateway.postgres.outbox import Event
 from gateway.postgres.queries import query
 from gateway.write_path.idempotency import KeyClaim, KeyTaken
 from gateway.write_path.lifecycle import (
@@ -33,7 +35,7 @@ from gateway.write_path.lifecycle import (
     PaymentStatus,
     Step,
 )
-from gateway.write_path.models import Event, Order, OrderItem, PlaceOrderRequest
+from gateway.write_path.models import Order, OrderItem, PlaceOrderRequest
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus, can_transition
 from gateway.write_path.pricing import PricingPolicy, to_cents
 
@@ -212,6 +214,20 @@ async def change_status(
     check_transition(order_id, current.status, current.version, target, expected_version)
     step = Step(ORDER_STATUS_CHANGED, target, current.payment_status)
     return await apply_steps(connection, current, [step])
+
+
+async def transition(
+    connection: Connection,
+    order_id: UUID,
+    target: OrderStatus,
+    expected_version: int | None,
+) -> Order:
+    """In a transaction of its own on ``connection``: :func:`change_status` and its events in
+    the outbox."""
+    async with connection.transaction():
+        change = await change_status(connection, order_id, target, expected_version)
+        await outbox.append_order_events(connection, change.events)
+    return change.order
 
 
 async def apply_steps(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -12,15 +11,11 @@ import pytest
 from adapters.base import Sink
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
+from support.databases import database_url
+from support.servers import server_url
+from support.shop import Shop
+from support.stores import STORES, drop_namespace, make_sink
 from tests.acceptance.relay_support import World
-from tests.acceptance.shop import Shop
-from tests.acceptance.stores import STORES, drop_namespace, make_sink
-from tests.servers import server_url
-
-
-def database_url(server: str, name: str) -> str:
-    """The URL of database ``name`` on the server at ``server``."""
-    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")

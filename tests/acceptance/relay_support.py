@@ -12,7 +12,7 @@ from adapters.base import Sink
 from adapters.memory import MemorySink
 from gateway import Event, Gateway, Settings
 from gateway.relay import Relay
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 from tests.relay_settings import FAST
 
 

@@ -16,7 +16,6 @@ from uuid import UUID
 
 from gateway import Gateway
 from gateway.sharding import sweeper
-from gateway.sharding.gateway import ShardedGateway
 from gateway.sharding.reservations import Settlement
 
 AFTER_RESERVE = "after-reserve"
@@ -31,23 +30,23 @@ async def _stop_here(boundary: str) -> None:
 
 async def main(boundary: str, request: dict[str, Any], argument: str) -> None:
     gateway = await Gateway.connect()
-    assert isinstance(gateway, ShardedGateway)
+    assert gateway.topology.sharded
     if boundary == AFTER_RESERVE:
 
         async def no_create(*_: object) -> None:
             await _stop_here(boundary)
 
-        gateway._create_order = no_create  # type: ignore[method-assign,assignment]
+        gateway.sharding._create_order = no_create  # type: ignore[method-assign,assignment]
         await gateway.place_order(request, idempotency_key=argument)
     elif boundary == AFTER_CREATE:
-        settle = gateway._settle
+        settle = gateway.sharding._settle
 
         async def no_commit(order_id: UUID, settlement: Settlement) -> bool:
             if settlement is Settlement.COMMIT:
                 await _stop_here(boundary)
             return await settle(order_id, settlement)
 
-        gateway._settle = no_commit  # type: ignore[method-assign]
+        gateway.sharding._settle = no_commit  # type: ignore[method-assign]
         await gateway.place_order(request, idempotency_key=argument)
     elif boundary == AFTER_CANCEL:
 

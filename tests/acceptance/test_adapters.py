@@ -15,9 +15,9 @@ from adapters.mongo import FERRETDB_UPDATES_PER_REQUEST, MongoSink
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
 from adapters.redis import SCRIPT_KEYS, RedisSink
 from gateway import Gateway
-from tests.acceptance.stores import ADAPTER_VARIANTS, order_event, started
-from tests.eventually import eventually
-from tests.servers import managed, start_server, stop_server
+from support.eventually import eventually
+from support.servers import managed, start_server, stop_server
+from support.stores import ADAPTER_VARIANTS, order_event, started
 
 
 @pytest.fixture(params=ADAPTER_VARIANTS)

@@ -27,10 +27,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import Gateway, Settings
-from tests.acceptance.api_process import api_server, clean_environment, write_config
+from support.api_process import api_server, clean_environment, write_config
+from support.sharding import sharded_databases
+from support.shop import Shop, customer_request
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, settings_for
-from tests.acceptance.sharding_support import sharded_databases
-from tests.acceptance.shop import Shop, customer_request
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED_SEED = 1

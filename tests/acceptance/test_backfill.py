@@ -15,11 +15,11 @@ from adapters.mongo import MongoSink
 from adapters.readback import ReadBack
 from adapters.redis import RedisSink
 from gateway.operations.verify import verify
-from tests.acceptance.api_process import start_fanout, write_config
+from support.api_process import start_fanout, write_config
+from support.eventually import eventually
+from support.stores import STORES, make_sink, store_settings
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import STORES, make_sink, store_settings
 from tests.acceptance.test_history import fanout
-from tests.eventually import eventually
 
 PATH = ["confirmed", "processing", "shipped", "delivered"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 
 from adapters.memory import MemorySink
-from tests.acceptance.api_process import clean_environment, write_config
+from support.api_process import clean_environment, write_config
+from support.servers import server_url
 from tests.acceptance.relay_support import World
-from tests.servers import server_url
 
 
 async def doctor(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,10 +18,10 @@ from adapters.base import Outcome, Sink
 from adapters.readback import ReadBack
 from gateway.operations.verify import verify, verify_orders
 from gateway.relay.tables import sink_totals
+from support.eventually import eventually
+from support.servers import managed, start_server, stop_server, unused_port
+from support.stores import STORES, make_sink, order_event, store_settings
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import STORES, make_sink, order_event, store_settings
-from tests.eventually import eventually
-from tests.servers import managed, start_server, stop_server, unused_port
 
 PATH = ["confirmed", "processing", "shipped", "delivered", "refunded"]
 

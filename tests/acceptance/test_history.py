@@ -13,7 +13,7 @@ from gateway import Gateway, Order
 from gateway.errors import GatewayError
 from gateway.history.check import check_folds
 from gateway.relay import upkeep
-from tests.acceptance.api_process import start_fanout, write_config
+from support.api_process import start_fanout, write_config
 from tests.acceptance.payment_support import notification
 from tests.acceptance.relay_support import World
 

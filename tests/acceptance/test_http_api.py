@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from gateway import Customer, Gateway, Product
-from tests.acceptance.api_process import ApiServer, api_server, write_config
+from support.api_process import ApiServer, api_server, write_config
+from support.shop import Shop
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database
-from tests.acceptance.shop import Shop
 
 API_KEY = "test-api-key-0123456789"
 MAX_BODY = 65_536

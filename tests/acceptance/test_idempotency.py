@@ -9,7 +9,7 @@ import pytest
 
 from gateway import IdempotencyConflict, InsufficientInventory, ValidationError
 from gateway.write_path import idempotency
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 
 
 def new_key() -> str:

@@ -15,8 +15,8 @@ import pytest
 from adapters.base import Outcome
 from adapters.influx import InfluxSink
 from adapters.readback import OrderSpan
-from tests.acceptance.stores import order_event
-from tests.servers import server_url
+from support.servers import server_url
+from support.stores import order_event
 
 
 def auth_server() -> tuple[str, str, str]:

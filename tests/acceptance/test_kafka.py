@@ -22,11 +22,11 @@ from adapters.kafka_url import bootstrap_servers
 from gateway import Event
 from gateway.operations.verify_log import verify_log
 from gateway.relay.sink_calls import apply_safely
+from support.eventually import eventually
+from support.servers import managed, paused_server, server_url, start_server, stop_server
+from support.stores import order_event, started
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import order_event, started
 from tests.acceptance.test_backfill import keep_ordering
-from tests.eventually import eventually
-from tests.servers import managed, paused_server, server_url, start_server, stop_server
 
 
 @pytest.fixture

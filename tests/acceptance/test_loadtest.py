@@ -23,10 +23,10 @@ from gateway.loadtest.gauges import RelayGauges
 from gateway.loadtest.merge import merged_latencies
 from gateway.loadtest.seed import email_pattern
 from gateway.relay import tables
-from tests.acceptance.api_process import api_server, start_fanout, write_config
+from support.api_process import api_server, start_fanout, write_config
+from support.servers import managed
+from support.stores import STORES, store_settings
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import STORES, store_settings
-from tests.servers import managed
 
 API_KEY = "loadtest-api-key-0123456789"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -204,7 +204,7 @@ async def test_the_cli_applies_reports_and_rolls_back(fresh_url: str) -> None:
 
 
 async def test_the_cli_creates_a_missing_database(postgres_server: str) -> None:
-    from tests.acceptance.conftest import database_url
+    from support.databases import database_url
 
     name = "fanout_cli_created"
     url = database_url(postgres_server, name)

@@ -13,9 +13,9 @@ import pytest
 
 from gateway import Gateway, Order
 from gateway.payments.signature import SIGNATURE_HEADER, signature_header
-from tests.acceptance.api_process import ApiServer, api_server, write_config
+from support.api_process import ApiServer, api_server, write_config
+from support.shop import Shop
 from tests.acceptance.payment_support import notification
-from tests.acceptance.shop import Shop
 
 API_KEY = "test-api-key-0123456789"
 CURRENT = "whsec-current-0123456789"

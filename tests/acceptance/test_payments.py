@@ -17,10 +17,10 @@ from gateway.errors import Conflict, NotFound, ValidationError
 from gateway.operations.verify import verify_orders
 from gateway.payments.decision import PaymentOutcome
 from gateway.relay import upkeep
+from support.eventually import eventually
+from support.shop import Shop
 from tests.acceptance.payment_support import notification
 from tests.acceptance.relay_support import World
-from tests.acceptance.shop import Shop
-from tests.eventually import eventually
 
 
 async def event_types(gateway: Gateway, order_id: UUID) -> list[str]:

@@ -17,7 +17,7 @@ from gateway import (
     OrderStatus,
     ValidationError,
 )
-from tests.acceptance.shop import REJECTED_NOTES, Shop, outbox_rejecting
+from support.shop import REJECTED_NOTES, Shop, outbox_rejecting
 
 
 async def test_places_an_order_with_its_items_totals_and_event(shop: Shop) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway import AlreadyExists, Event, Gateway, GatewayError, ValidationError
 from gateway.postgres.outbox import CHANNEL
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 
 
 def shipment_event(aggregate_id: str) -> Event:

@@ -16,11 +16,11 @@ from adapters.base import Outcome
 from adapters.readback import ReadBack
 from adapters.redis import RedisSink, slot_groups
 from gateway.operations.verify import verify
+from support.eventually import eventually
+from support.servers import ROOT, managed, server_url, start_server
+from support.stores import drop_namespace, make_sink, order_event
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import drop_namespace, make_sink, order_event
 from tests.acceptance.test_backfill import keep_ordering
-from tests.eventually import eventually
-from tests.servers import ROOT, managed, server_url, start_server
 
 
 def node_pid(port: int) -> int:

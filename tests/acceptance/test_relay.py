@@ -17,8 +17,8 @@ from gateway.postgres import outbox
 from gateway.postgres.database import Connection, fetch_required
 from gateway.relay import Relay, tables
 from gateway.relay.leases import partitions_for
+from support.eventually import eventually
 from tests.acceptance.relay_support import World, memory_state, positions_owned
-from tests.eventually import eventually
 from tests.relay_settings import FAST
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from adapters.base import Outcome
 from adapters.memory import MemorySink
+from support.eventually import eventually
 from tests.acceptance.relay_support import World, memory_state, positions_owned
-from tests.eventually import eventually
 
 
 def fanout(world: World, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:

@@ -16,12 +16,13 @@ import pytest
 from adapters.memory import MemorySink
 from gateway import Gateway, MigrationRunner
 from gateway.relay import Relay
-from tests.acceptance.conftest import database_url, settings_for
+from support.databases import database_url
+from support.eventually import eventually
+from support.servers import ROOT, SERVICES_SCRIPT
+from support.shop import Shop
+from tests.acceptance.conftest import settings_for
 from tests.acceptance.relay_support import World, memory_state
-from tests.acceptance.shop import Shop
-from tests.eventually import eventually
 from tests.relay_settings import FAST
-from tests.servers import ROOT, SERVICES_SCRIPT
 
 
 class OwnPostgres:

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from gateway.relay.collector import YOUNG_GENERATION_THRESHOLD
+from support.eventually import eventually
 from tests.acceptance.relay_support import World, positions_owned
-from tests.eventually import eventually
 
 
 def write_config(

@@ -19,8 +19,8 @@ from gateway.relay.context import WorkerContext
 from gateway.relay.leases import SinkLeases
 from gateway.relay.read_ahead import OutboxReads
 from gateway.relay.storage import PostgresRelayStorage
+from support.eventually import eventually
 from tests.acceptance.relay_support import World, memory_state, positions_owned
-from tests.eventually import eventually
 from tests.relay_settings import FAST
 from tests.wedged_sink import WedgedSink
 

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from gateway.configuration.secrets import redact_url
+from support.eventually import eventually
 from tests.acceptance.postgres_proxy import ResettingProxy
 from tests.acceptance.relay_support import World
-from tests.eventually import eventually
 
 
 @pytest.fixture

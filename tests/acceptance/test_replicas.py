@@ -26,12 +26,13 @@ from gateway.postgres.replicas import (
     parse_lsn,
     streaming_replica,
 )
-from tests.acceptance.api_process import api_server, write_config
-from tests.acceptance.conftest import DatabaseFactory, create_migrated_database, database_url
+from support.api_process import api_server, write_config
+from support.databases import database_url
+from support.eventually import eventually
+from support.servers import managed, server_url, start_server, stop_server
+from support.shop import Shop
+from tests.acceptance.conftest import DatabaseFactory, create_migrated_database
 from tests.acceptance.relay_support import World
-from tests.acceptance.shop import Shop
-from tests.eventually import eventually
-from tests.servers import managed, server_url, start_server, stop_server
 
 REPLICA = "postgres-replica"
 

@@ -13,9 +13,9 @@ import pytest
 from adapters.readback import ReadBack
 from adapters.redis import RedisSink
 from gateway.operations.verify import verify
-from tests.acceptance.api_process import write_config
+from support.api_process import write_config
+from support.stores import make_sink, store_settings
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import make_sink, store_settings
 from tests.acceptance.test_history import fanout
 
 

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from gateway import Gateway
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 
 
 async def test_no_category_is_its_own_parent(gateway: Gateway) -> None:

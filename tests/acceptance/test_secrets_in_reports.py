@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.acceptance.api_process import api_server, clean_environment, write_config
-from tests.servers import unused_port
+from support.api_process import api_server, clean_environment, write_config
+from support.servers import unused_port
 
 API_KEY = "reports-api-key-0123456789"
 SECRET = "Replica-Sekret-77"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.acceptance.api_process import spawn, write_config
-from tests.eventually import eventually
+from support.api_process import spawn, write_config
+from support.eventually import eventually
 
 LISTENING_EVERYWHERE = re.compile(r"Uvicorn running on http://0\.0\.0\.0:(\d+)")
 

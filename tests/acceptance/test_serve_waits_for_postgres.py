@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from gateway.configuration.secrets import redact_url
-from tests.acceptance.api_process import ApiServer, api_server, spawn, write_config
+from support.api_process import ApiServer, api_server, spawn, write_config
+from support.eventually import eventually
+from support.sharding import connect_sharded, sharded_databases
+from support.shop import Shop
 from tests.acceptance.postgres_proxy import ResettingProxy
 from tests.acceptance.relay_support import World
-from tests.acceptance.sharding_support import connect_sharded, sharded_databases
-from tests.acceptance.shop import Shop
-from tests.eventually import eventually
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.acceptance.api_process import api_server, write_config
-from tests.eventually import eventually
+from support.api_process import api_server, write_config
+from support.eventually import eventually
 
 REQUESTS = 120
 

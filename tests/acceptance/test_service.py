@@ -14,10 +14,10 @@ import httpx
 
 from adapters.base import Sink
 from gateway.operations.health import sink_status_rows
-from tests.acceptance.api_process import api_server, clean_environment, spawn, write_config
+from support.api_process import api_server, clean_environment, spawn, write_config
+from support.eventually import eventually
+from support.stores import STORES, store_settings
 from tests.acceptance.relay_support import World
-from tests.acceptance.stores import STORES, store_settings
-from tests.eventually import eventually
 
 API_KEY = "service-test-key-0123456789"
 ORDERS = 500

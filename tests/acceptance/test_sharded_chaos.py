@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.chaos import ChaosPlan, fault_schedule, run_chaos, verdict
 from gateway import Gateway
-from tests.acceptance.sharding_support import SHARD_SERVERS
+from support.sharding import SHARD_SERVERS
 
 STORES = ("redis", "elasticsearch")
 

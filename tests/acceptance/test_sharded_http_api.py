@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from gateway import Customer, Gateway
-from gateway.sharding.gateway import ShardedGateway
-from tests.acceptance.api_process import ApiServer, api_server, write_config
-from tests.acceptance.sharding_support import ShardedDatabases, connect_sharded, sharded_databases
-from tests.acceptance.shop import Shop
+from support.api_process import ApiServer, api_server, write_config
+from support.servers import unused_port
+from support.sharding import ShardedDatabases, connect_sharded, sharded_databases
+from support.shop import Shop
 
 # Collected again here, over this module's sharded server and gateway.
 from tests.acceptance.test_http_api import (  # noqa: F401
@@ -32,7 +32,6 @@ from tests.acceptance.test_http_api import (  # noqa: F401
     test_the_idempotency_key_is_required_and_checked,
     test_transitions_check_the_version_and_the_state_machine,
 )
-from tests.servers import unused_port
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +77,12 @@ async def test_with_a_shard_down_the_api_starts_and_serves_the_other_shard(
     """``fanout serve`` started while beta does not answer (its URL names a port nothing
     listens on): it starts; ``/readyz`` answers 200 ``degraded`` with alpha up and beta down;
     an order of a customer of alpha is placed, one of beta's gets 503 with Retry-After."""
-    assert isinstance(gateway, ShardedGateway)
+    assert gateway.topology.sharded
     stocked = await shop.product(stock=10)
     placed_on: dict[str, Customer] = {}
     for _ in range(64):
         created = await shop.customer()
-        placed_on.setdefault(await gateway.shard_of_customer(created.id), created)
+        placed_on.setdefault(await gateway.sharding.shard_of_customer(created.id), created)
         if len(placed_on) == 2:
             break
     assert set(placed_on) == {"alpha", "beta"}

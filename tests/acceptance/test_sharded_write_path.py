@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway import Gateway
-from tests.acceptance.sharding_support import connect_sharded, sharded_databases
-from tests.acceptance.shop import Shop
+from support.sharding import connect_sharded, sharded_databases
+from support.shop import Shop
 
 # Collected again here, over this module's sharded gateway.
 from tests.acceptance.test_idempotency import (  # noqa: F401

@@ -24,33 +24,33 @@ import asyncpg
 import pytest
 
 from adapters.readback import OrderSpan, ReadBack
-from gateway import AlreadyExists, NotFound, OrderStatus
+from gateway import AlreadyExists, Gateway, NotFound, OrderStatus
 from gateway.api.problems import problem_of
 from gateway.configuration.settings import Settings
 from gateway.errors import RequestInProgress, ReservationLapsed
 from gateway.operations.verify import verify
+from gateway.order_ids import shard_tag, tag_of
 from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.database import is_unavailability
 from gateway.sharding import decisions, reservations, sweeper
 from gateway.sharding.decisions import Decision
-from gateway.sharding.gateway import ShardedGateway
-from gateway.sharding.order_ids import shard_tag, tag_of
 from gateway.sharding.reconcile import Repair
 from gateway.sharding.relays import ShardedRelay
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.status import shards_status
-from tests.acceptance import saga_crash_process
-from tests.acceptance.sharding_support import (
+from gateway.write_path import orders
+from support.eventually import eventually
+from support.servers import start_server, stop_server
+from support.sharding import (
     SHARD_SERVERS,
     ShardedDatabases,
     connect_sharded,
     sharded_databases,
 )
-from tests.acceptance.shop import REJECTED_NOTES, Shop, outbox_rejecting
-from tests.acceptance.stores import STORES, drop_namespace, make_sink, store_settings
-from tests.eventually import eventually
+from support.shop import REJECTED_NOTES, Shop, outbox_rejecting
+from support.stores import STORES, drop_namespace, make_sink, store_settings
+from tests.acceptance import saga_crash_process
 from tests.relay_settings import FAST
-from tests.servers import start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -60,40 +60,40 @@ async def sharded() -> AsyncIterator[ShardedDatabases]:
 
 
 @pytest.fixture(scope="module")
-async def gateway(sharded: ShardedDatabases) -> AsyncIterator[ShardedGateway]:
+async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
     async with await connect_sharded(sharded) as connected:
         yield connected
 
 
 @pytest.fixture
-def shop(gateway: ShardedGateway) -> Shop:
+def shop(gateway: Gateway) -> Shop:
     return Shop(gateway)
 
 
-async def customers_on_each_shard(gateway: ShardedGateway, shop: Shop) -> dict[str, Any]:
+async def customers_on_each_shard(gateway: Gateway, shop: Shop) -> dict[str, Any]:
     """One new customer on each shard."""
     found: dict[str, Any] = {}
-    while len(found) < len(gateway.shards):
+    while len(found) < len(gateway.sharding.shards):
         customer = await shop.customer()
-        found.setdefault(await gateway.shard_of_customer(customer.id), customer)
+        found.setdefault(await gateway.sharding.shard_of_customer(customer.id), customer)
     return found
 
 
-async def reservation(gateway: ShardedGateway, order_id: uuid.UUID) -> str | None:
+async def reservation(gateway: Gateway, order_id: uuid.UUID) -> str | None:
     status: str | None = await gateway.pool.fetchval(
         "SELECT status FROM inventory_reservations WHERE order_id = $1", order_id
     )
     return status
 
 
-async def time_passes(gateway: ShardedGateway) -> None:
+async def time_passes(gateway: Gateway) -> None:
     """Stands in for postgres.reservation_seconds passing: every open reservation expires."""
     await gateway.pool.execute(
         "UPDATE inventory_reservations SET expires_at = now() WHERE status = 'held'"
     )
 
 
-async def assert_units_conserved(gateway: ShardedGateway, initial: dict[uuid.UUID, int]) -> None:
+async def assert_units_conserved(gateway: Gateway, initial: dict[uuid.UUID, int]) -> None:
     """For every product: initial stock = inventory + units held by open reservations + units
     in orders that exist and are not cancelled; and every committed reservation has its order."""
     ids = list(initial)
@@ -112,7 +112,7 @@ async def assert_units_conserved(gateway: ShardedGateway, initial: dict[uuid.UUI
                 held[product_id] += quantity
     ordered: dict[uuid.UUID, int] = dict.fromkeys(ids, 0)
     existing: set[uuid.UUID] = set()
-    for pool in gateway.shards.values():
+    for pool in gateway.sharding.shards.values():
         for row in await pool.fetch(
             """
             SELECT order_items.product_id, order_items.quantity, orders.id, orders.status
@@ -174,17 +174,17 @@ async def kill_writer_at(
 
 
 async def test_customers_and_their_orders_live_on_the_shard_the_directory_names(
-    gateway: ShardedGateway, shop: Shop
+    gateway: Gateway, shop: Shop
 ) -> None:
-    placed = dict.fromkeys(gateway.shards, 0)
+    placed = dict.fromkeys(gateway.sharding.shards, 0)
     product = await shop.product(stock=100)
     for _ in range(12):
         customer = await shop.customer()
-        shard = await gateway.shard_of_customer(customer.id)
+        shard = await gateway.sharding.shard_of_customer(customer.id)
         placed[shard] += 1
         order = await gateway.place_order(shop.order(customer, (product, 1)))
         assert tag_of(order.id) == shard_tag(shard)
-        for name, pool in gateway.shards.items():
+        for name, pool in gateway.sharding.shards.items():
             here = await pool.fetchval("SELECT count(*) FROM orders WHERE id = $1", order.id)
             assert here == (1 if name == shard else 0)
         assert await gateway.get_order(order.id) == order
@@ -194,13 +194,16 @@ async def test_customers_and_their_orders_live_on_the_shard_the_directory_names(
     assert await shop.stock(product) == 88
     directory = await gateway.pool.fetchval("SELECT count(*) FROM customer_directory")
     customers = sum(
-        [await p.fetchval("SELECT count(*) FROM customers") for p in gateway.shards.values()]
+        [
+            await p.fetchval("SELECT count(*) FROM customers")
+            for p in gateway.sharding.shards.values()
+        ]
     )
     assert directory == customers
 
 
-async def test_an_order_id_that_names_no_shard_is_not_found(gateway: ShardedGateway) -> None:
-    tags = {shard_tag(name) for name in gateway.shards}
+async def test_an_order_id_that_names_no_shard_is_not_found(gateway: Gateway) -> None:
+    tags = {shard_tag(name) for name in gateway.sharding.shards}
     free_tag = next(tag for tag in range(1 << 16) if tag not in tags)
     foreign = uuid.UUID(int=(free_tag << 112) | (uuid.uuid4().int & ((1 << 112) - 1)))
     with pytest.raises(NotFound) as raised:
@@ -208,7 +211,7 @@ async def test_an_order_id_that_names_no_shard_is_not_found(gateway: ShardedGate
     assert raised.value.field == "order_id"
 
 
-async def test_emails_are_unique_across_shards(gateway: ShardedGateway, shop: Shop) -> None:
+async def test_emails_are_unique_across_shards(gateway: Gateway, shop: Shop) -> None:
     first = await shop.customer()
     for _ in range(6):  # each attempt would land on a random shard
         with pytest.raises(AlreadyExists):
@@ -221,10 +224,10 @@ async def test_emails_are_unique_across_shards(gateway: ShardedGateway, shop: Sh
 
 
 async def test_an_order_the_shard_refuses_releases_its_reservation_at_once(
-    gateway: ShardedGateway, shop: Shop
+    gateway: Gateway, shop: Shop
 ) -> None:
     customer = await shop.customer()
-    shard = gateway.shards[await gateway.shard_of_customer(customer.id)]
+    shard = gateway.sharding.shards[await gateway.sharding.shard_of_customer(customer.id)]
     product = await shop.product(stock=10)
     before = await shop.counts()
     async with outbox_rejecting(shard):
@@ -248,7 +251,7 @@ async def test_an_order_the_shard_refuses_releases_its_reservation_at_once(
 
 
 async def test_a_writer_killed_after_reserving_leaves_units_the_sweeper_releases(
-    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+    gateway: Gateway, shop: Shop, sharded: ShardedDatabases
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     request = shop.order(customer, (product, 3))
@@ -258,16 +261,16 @@ async def test_a_writer_killed_after_reserving_leaves_units_the_sweeper_releases
     assert await shop.stock(product) == 7
     assert (await gateway.customer_orders(customer.id)).orders == []
     await assert_units_conserved(gateway, {product.id: 10})
-    assert (await gateway.sweep()).total == 0  # not expired yet: it may still be created
+    assert (await gateway.sharding.sweep()).total == 0  # not expired yet: it may still be created
     await time_passes(gateway)
-    result = await gateway.sweep()
+    result = await gateway.sharding.sweep()
     assert result.settled[Settlement.RELEASE] >= 1
     assert await shop.stock(product) == 10
     await assert_units_conserved(gateway, {product.id: 10})
 
 
 async def test_a_writer_killed_after_creating_the_order_is_committed_and_its_retry_replays(
-    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+    gateway: Gateway, shop: Shop, sharded: ShardedDatabases
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     request, key = shop.order(customer, (product, 2)), f"k-{uuid.uuid4()}"
@@ -280,14 +283,14 @@ async def test_a_writer_killed_after_creating_the_order_is_committed_and_its_ret
     assert retried.replayed and retried.order.id == order.id
     assert await shop.stock(product) == 8  # the retry reserved nothing
     await time_passes(gateway)
-    assert (await gateway.sweep()).settled[Settlement.COMMIT] >= 1
+    assert (await gateway.sharding.sweep()).settled[Settlement.COMMIT] >= 1
     assert await reservation(gateway, order.id) == "committed"
     assert await shop.stock(product) == 8
     await assert_units_conserved(gateway, {product.id: 10})
 
 
 async def test_a_retry_after_a_writer_died_before_creating_takes_over_its_reservation(
-    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+    gateway: Gateway, shop: Shop, sharded: ShardedDatabases
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     request, key = shop.order(customer, (product, 4)), f"k-{uuid.uuid4()}"
@@ -302,7 +305,7 @@ async def test_a_retry_after_a_writer_died_before_creating_takes_over_its_reserv
 
 
 async def test_a_writer_killed_after_cancelling_leaves_the_return_to_the_sweeper(
-    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+    gateway: Gateway, shop: Shop, sharded: ShardedDatabases
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     order = await gateway.place_order(shop.order(customer, (product, 5)))
@@ -311,26 +314,26 @@ async def test_a_writer_killed_after_cancelling_leaves_the_return_to_the_sweeper
 
     assert (await gateway.get_order(order.id)).status is OrderStatus.CANCELLED
     assert await shop.stock(product) == 5
-    assert (await gateway.sweep()).settled[Settlement.RETURN] >= 1
+    assert (await gateway.sharding.sweep()).settled[Settlement.RETURN] >= 1
     assert await shop.stock(product) == 10
     assert await reservation(gateway, order.id) == "returned"
     await assert_units_conserved(gateway, {product.id: 10})
 
 
 async def test_cancelling_returns_units_through_the_catalog_once(
-    gateway: ShardedGateway, shop: Shop
+    gateway: Gateway, shop: Shop
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     order = await gateway.place_order(shop.order(customer, (product, 3)))
     await gateway.transition(order.id, "cancelled")
     assert await shop.stock(product) == 10
     assert await reservation(gateway, order.id) == "returned"
-    await gateway.sweep()
+    await gateway.sharding.sweep()
     assert await shop.stock(product) == 10
     await assert_units_conserved(gateway, {product.id: 10})
 
 
-async def test_one_sweeper_at_a_time(gateway: ShardedGateway, shop: Shop) -> None:
+async def test_one_sweeper_at_a_time(gateway: Gateway, shop: Shop) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     order = await gateway.place_order(shop.order(customer, (product, 1)))
     await gateway.pool.execute(
@@ -339,8 +342,8 @@ async def test_one_sweeper_at_a_time(gateway: ShardedGateway, shop: Shop) -> Non
     await time_passes(gateway)
     async with gateway.pool.acquire() as other, other.transaction():
         await other.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.SAGA_SWEEP)
-        assert (await gateway.sweep()).total == 0
-    assert (await gateway.sweep()).settled[Settlement.COMMIT] >= 1
+        assert (await gateway.sharding.sweep()).total == 0
+    assert (await gateway.sharding.sweep()).settled[Settlement.COMMIT] >= 1
     assert await reservation(gateway, order.id) == "committed"
 
 
@@ -351,7 +354,7 @@ def beta_restarted_after() -> Iterator[None]:
 
 
 async def test_a_shard_stopped_mid_run_loses_no_units(
-    gateway: ShardedGateway,
+    gateway: Gateway,
     shop: Shop,
     beta_restarted_after: None,
     monkeypatch: pytest.MonkeyPatch,
@@ -363,15 +366,19 @@ async def test_a_shard_stopped_mid_run_loses_no_units(
     initial = {p.id: 1_000 for p in products}
     outcomes: dict[str, list[str]] = {"placed": [], "failed": []}
     twenty_on_beta, caught, server_gone = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    create = gateway._create_order
+    create = gateway.sharding._create_order
 
     async def create_unless_caught(pool: asyncpg.Pool, *args: Any) -> Any:
-        if pool is gateway.shards["beta"] and twenty_on_beta.is_set() and not caught.is_set():
+        if (
+            pool is gateway.sharding.shards["beta"]
+            and twenty_on_beta.is_set()
+            and not caught.is_set()
+        ):
             caught.set()
             await server_gone.wait()
         return await create(pool, *args)
 
-    monkeypatch.setattr(gateway, "_create_order", create_unless_caught)
+    monkeypatch.setattr(gateway.sharding, "_create_order", create_unless_caught)
 
     async def place(shard: str, number: int) -> None:
         lines = [(products[number % 3], 1 + number % 4), (products[(number + 1) % 3], 1)]
@@ -408,7 +415,7 @@ async def test_a_shard_stopped_mid_run_loses_no_units(
     await asyncio.to_thread(start_server, SHARD_SERVERS["beta"])
     await time_passes(gateway)
     for _ in range(3):  # the pool's connections to beta died with it: later sweeps reconnect
-        if not (await gateway.sweep()).unreachable:
+        if not (await gateway.sharding.sweep()).unreachable:
             break
     assert await gateway.pool.fetchval(held, "beta") == 0
     await assert_units_conserved(gateway, initial)
@@ -446,7 +453,7 @@ async def test_the_report_merges_every_shard_and_says_when_one_is_missing(
         assert partial.answered == ["alpha"]
         assert {row.bucket: row.orders for row in partial.rows} == {"alpha": 3}
 
-        status = await shards_status(gateway.pool, gateway.shards, 5)
+        status = await shards_status(gateway.pool, gateway.sharding.shards, 5)
         assert status.counts["beta"] is None and "beta" in status.missing
         assert status.counts["alpha"] is not None
         await asyncio.to_thread(start_server, SHARD_SERVERS["beta"])
@@ -475,9 +482,9 @@ async def test_the_relay_delivers_every_shards_events_to_the_stores_with_no_drif
                 async with await ShardedRelay.connect(settings) as relay:
                     await asyncio.wait_for(relay.run(until_idle=True), 120)
                 for kind, reader in readers.items():
-                    drift = await verify(list(gateway.shards.values()), kind, reader)  # type: ignore[arg-type]
+                    drift = await verify(list(gateway.sharding.shards.values()), kind, reader)  # type: ignore[arg-type]
                     assert drift.clean and drift.matched == 5, (kind, drift)
-                status = await shards_status(gateway.pool, gateway.shards, 5)
+                status = await shards_status(gateway.pool, gateway.sharding.shards, 5)
                 assert all(c is not None and c.backlog == 0 for c in status.counts.values())
         finally:
             for reader in readers.values():
@@ -531,7 +538,7 @@ async def test_the_relay_starts_with_a_shard_down_and_relays_it_once_it_answers(
             await running
             await relay.close()
         try:
-            drift = await verify(list(gateway.shards.values()), "redis", reader)
+            drift = await verify(list(gateway.sharding.shards.values()), "redis", reader)
             assert drift.clean and drift.matched == 2, drift
         finally:
             try:
@@ -550,7 +557,7 @@ async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_
             for customer in customers.values()
         ]
         for order in orders:  # stands in for the payment timeout passing
-            await gateway.shards[gateway.shard_of_order(order.id)].execute(
+            await gateway.sharding.shards[gateway.sharding.shard_of_order(order.id)].execute(
                 "UPDATE orders SET payment_due_at = now() - interval '1 second' WHERE id = $1",
                 order.id,
             )
@@ -576,10 +583,10 @@ async def test_the_relay_cancels_unpaid_orders_on_every_shard_and_returns_their_
         await assert_units_conserved(gateway, {product.id: 10})
 
 
-async def live_orders_without_a_committed_reservation(gateway: ShardedGateway) -> list[Any]:
+async def live_orders_without_a_committed_reservation(gateway: Gateway) -> list[Any]:
     """Orders in any shard that are not cancelled and whose reservation is not committed."""
     broken = []
-    for pool in gateway.shards.values():
+    for pool in gateway.sharding.shards.values():
         for row in await pool.fetch("SELECT id FROM orders WHERE status <> 'cancelled'"):
             status = await reservation(gateway, row["id"])
             if status not in ("committed", "held"):
@@ -588,19 +595,19 @@ async def live_orders_without_a_committed_reservation(gateway: ShardedGateway) -
 
 
 async def test_an_order_cannot_be_created_once_the_sweeper_released_its_reservation(
-    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
-    insert_placed = gateway._insert_placed
+    insert_placed = gateway.sharding._placer.insert_placed
     key = f"k-{uuid.uuid4()}"
 
     async def sweeper_runs_while_creating(*args: Any) -> Any:
         placed = await insert_placed(*args)  # the order's row, not committed yet
         await time_passes(gateway)  # the shard is slower than reservation_seconds
-        assert (await gateway.sweep()).settled[Settlement.RELEASE] >= 1
+        assert (await gateway.sharding.sweep()).settled[Settlement.RELEASE] >= 1
         return placed
 
-    monkeypatch.setattr(gateway, "_insert_placed", sweeper_runs_while_creating)
+    monkeypatch.setattr(gateway.sharding._placer, "insert_placed", sweeper_runs_while_creating)
     with pytest.raises(ReservationLapsed) as lapsed:
         await gateway.place_order(shop.order(customer, (product, 3)), idempotency_key=key)
     monkeypatch.undo()
@@ -621,27 +628,27 @@ async def test_an_order_cannot_be_created_once_the_sweeper_released_its_reservat
 
 
 async def test_a_slow_create_and_the_sweeper_cannot_both_win(
-    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sweeper settles the reservation while the create step's transaction is open and the
     process dies before any compensation: the order and its units still agree."""
     customer, product = await shop.customer(), await shop.product(stock=10)
-    create = gateway._create_order
+    create = gateway.sharding._create_order
     sweeping: list[asyncio.Task[Any]] = []
 
     async def sweeper_runs_before_the_commit(*args: Any) -> Any:
-        insert_placed = gateway._insert_placed
+        insert_placed = gateway.sharding._placer.insert_placed
 
         async def and_then_the_sweeper(*inner: Any) -> Any:
             placed = await insert_placed(*inner)
             await time_passes(gateway)
-            sweeping.append(asyncio.create_task(gateway.sweep()))
-            shard = await gateway.shard_of_customer(customer.id)
+            sweeping.append(asyncio.create_task(gateway.sharding.sweep()))
+            shard = await gateway.sharding.shard_of_customer(customer.id)
 
             async def sweeper_waits_or_is_done() -> bool:
                 if sweeping[0].done():
                     return True
-                waiting = await gateway.shards[shard].fetchval(
+                waiting = await gateway.sharding.shards[shard].fetchval(
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
@@ -650,21 +657,21 @@ async def test_a_slow_create_and_the_sweeper_cannot_both_win(
             await eventually(sweeper_waits_or_is_done)
             return placed
 
-        monkeypatch.setattr(gateway, "_insert_placed", and_then_the_sweeper)
+        monkeypatch.setattr(gateway.sharding._placer, "insert_placed", and_then_the_sweeper)
         return await create(*args)
 
     async def dies(*_: Any, **__: Any) -> Any:
         raise asyncio.CancelledError  # the process dies before any compensation
 
-    monkeypatch.setattr(gateway, "_create_order", sweeper_runs_before_the_commit)
-    monkeypatch.setattr(gateway, "_settle", dies)
+    monkeypatch.setattr(gateway.sharding, "_create_order", sweeper_runs_before_the_commit)
+    monkeypatch.setattr(gateway.sharding, "_settle", dies)
     monkeypatch.setattr(gateway, "transition", dies)
     with pytest.raises((asyncio.CancelledError, ReservationLapsed)):
         await gateway.place_order(shop.order(customer, (product, 3)))
     monkeypatch.undo()
     await sweeping[0]
     await time_passes(gateway)
-    await gateway.sweep()
+    await gateway.sharding.sweep()
 
     assert await live_orders_without_a_committed_reservation(gateway) == []
     await assert_units_conserved(gateway, {product.id: 10})
@@ -693,7 +700,7 @@ async def blackholed_shard() -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_a_shard_that_does_not_answer_does_not_starve_the_others(
-    gateway: ShardedGateway, shop: Shop
+    gateway: Gateway, shop: Shop
 ) -> None:
     """Expired reservations of a blackholed shard, the oldest, fill more than a sweep's limit:
     the other shard's reservation is settled all the same, and the sweep ends promptly."""
@@ -719,7 +726,7 @@ async def test_a_shard_that_does_not_answer_does_not_starve_the_others(
     )
 
     async with blackholed_shard() as alpha:
-        shards = dict(gateway.shards) | {"alpha": alpha}
+        shards = dict(gateway.sharding.shards) | {"alpha": alpha}
         result = await asyncio.wait_for(
             sweeper.sweep(gateway.pool, shards, limit=limit, timeout_seconds=1.0), 60
         )
@@ -740,7 +747,7 @@ async def test_a_shard_that_does_not_answer_does_not_starve_the_others(
 
 
 async def test_idempotency_keys_of_reservations_are_scoped_by_shard(
-    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases
+    gateway: Gateway, shop: Shop, sharded: ShardedDatabases
 ) -> None:
     """A key a customer on one shard holds in an open reservation does not conflict with the
     same key used by a customer on another shard (keys are kept per shard, as in the shards)."""
@@ -761,17 +768,17 @@ async def test_idempotency_keys_of_reservations_are_scoped_by_shard(
     await assert_units_conserved(gateway, {product.id: 10})
     # The killed writer's reservation is settled here, not by a later test's sweep.
     await time_passes(gateway)
-    assert (await gateway.sweep()).settled[Settlement.RELEASE] == 1
+    assert (await gateway.sharding.sweep()).settled[Settlement.RELEASE] == 1
 
 
 async def test_a_sweeper_that_finds_the_order_being_created_waits_and_leaves_it_its_units(
-    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The create step recorded its decision but has not committed when the reservation
     expires: the sweeper waits for that transaction and leaves the units with the order (it
     or the writer commits them, whichever comes first)."""
     customer, product = await shop.customer(), await shop.product(stock=10)
-    shard = gateway.shards[await gateway.shard_of_customer(customer.id)]
+    shard = gateway.sharding.shards[await gateway.sharding.shard_of_customer(customer.id)]
     decide = decisions.decide
     sweeping: list[asyncio.Task[sweeper.SweepResult]] = []
 
@@ -779,7 +786,7 @@ async def test_a_sweeper_that_finds_the_order_being_created_waits_and_leaves_it_
         decided = await decide(*args, **kwargs)
         if decided is Decision.CREATED and not sweeping:
             await time_passes(gateway)
-            sweeping.append(asyncio.create_task(gateway.sweep()))
+            sweeping.append(asyncio.create_task(gateway.sharding.sweep()))
 
             async def sweeper_waits_for_the_decision() -> bool:
                 waiting = await shard.fetchval(
@@ -804,7 +811,7 @@ async def test_a_sweeper_that_finds_the_order_being_created_waits_and_leaves_it_
 
 
 async def test_a_key_settled_meanwhile_on_every_attempt_is_a_documented_conflict(
-    gateway: ShardedGateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     attempts: list[str] = []
@@ -869,7 +876,7 @@ async def test_reconcile_repairs_every_reservation_that_disagrees_with_its_order
         )
         stock_before = await shop.stock(product)
 
-        report = await gateway.reconcile(repair=False)
+        report = await gateway.sharding.reconcile(repair=False)
         assert await shop.stock(product) == stock_before  # a dry run repairs nothing
         found = {b.order_id: b.repair for b in report.breaks}
         assert found == {
@@ -881,7 +888,7 @@ async def test_reconcile_repairs_every_reservation_that_disagrees_with_its_order
         }
         assert intact.id not in found
 
-        result = await gateway.reconcile()
+        result = await gateway.sharding.reconcile()
 
         repairs = {b.order_id: (b.repair, b.repaired) for b in result.breaks}
         assert repairs == {
@@ -897,7 +904,7 @@ async def test_reconcile_repairs_every_reservation_that_disagrees_with_its_order
         cancelled_now = await gateway.get_order(pending_scarce.id)
         assert cancelled_now.status is OrderStatus.CANCELLED
         await assert_units_conserved(gateway, {product.id: 10})
-        again = await gateway.reconcile()
+        again = await gateway.sharding.reconcile()
         assert [b.order_id for b in again.breaks] == [confirmed_scarce.id]
 
 
@@ -951,7 +958,7 @@ class FreezingProxy:
 
 
 async def test_a_shard_that_stops_answering_during_a_sweep_holds_up_no_other_shard(
-    gateway: ShardedGateway, shop: Shop, sharded: ShardedDatabases, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, shop: Shop, sharded: ShardedDatabases, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Alpha answers the sweep's first question, then nothing: the sweep gives up on it within
     its timeout (not the pool's 60 s command timeout) and settles beta's reservation."""
@@ -976,7 +983,7 @@ async def test_a_shard_that_stops_answering_during_a_sweep_holds_up_no_other_sha
             return found
 
         monkeypatch.setattr(sweeper, "_answering", then_alpha_freezes)
-        shards = dict(gateway.shards) | {"alpha": alpha}
+        shards = dict(gateway.sharding.shards) | {"alpha": alpha}
         try:
             result = await asyncio.wait_for(
                 sweeper.sweep(gateway.pool, shards, timeout_seconds=1.0), 20
@@ -989,11 +996,11 @@ async def test_a_shard_that_stops_answering_during_a_sweep_holds_up_no_other_sha
 
 
 async def test_an_expired_reservation_whose_created_order_is_gone_gives_its_units_back(
-    gateway: ShardedGateway, shop: Shop
+    gateway: Gateway, shop: Shop
 ) -> None:
     customer, product = await shop.customer(), await shop.product(stock=10)
     order = await gateway.place_order(shop.order(customer, (product, 4)))
-    shard = gateway.shards[gateway.shard_of_order(order.id)]
+    shard = gateway.sharding.shards[gateway.sharding.shard_of_order(order.id)]
     await gateway.pool.execute(
         "UPDATE inventory_reservations SET status = 'held', expires_at = now() WHERE order_id = $1",
         order.id,
@@ -1004,7 +1011,7 @@ async def test_an_expired_reservation_whose_created_order_is_gone_gives_its_unit
                 await connection.execute(f"DELETE FROM {table} WHERE order_id = $1", order.id)
         await connection.execute("DELETE FROM orders WHERE id = $1", order.id)
 
-    assert (await gateway.sweep()).settled[Settlement.RETURN] >= 1
+    assert (await gateway.sharding.sweep()).settled[Settlement.RETURN] >= 1
 
     assert await reservation(gateway, order.id) == "returned"
     assert await shop.stock(product) == 10
@@ -1022,14 +1029,17 @@ async def test_reconcile_never_cancels_an_order_that_changed_after_it_looked(
         await gateway.pool.execute(
             "UPDATE inventory_reservations SET status = 'released' WHERE order_id = $1", order.id
         )
-        transition = gateway.transition
+        transition = orders.transition
 
-        async def a_payment_comes_first(order_id: Any, status: Any, **kwargs: Any) -> Any:
-            await transition(order_id, OrderStatus.CONFIRMED)
-            return await transition(order_id, status, **kwargs)
+        async def a_payment_comes_first(
+            connection: Any, order_id: Any, status: Any, *args: Any
+        ) -> Any:
+            if status is OrderStatus.CANCELLED:
+                await gateway.transition(order_id, OrderStatus.CONFIRMED)
+            return await transition(connection, order_id, status, *args)
 
-        monkeypatch.setattr(gateway, "transition", a_payment_comes_first)
-        result = await gateway.reconcile()
+        monkeypatch.setattr(orders, "transition", a_payment_comes_first)
+        result = await gateway.sharding.reconcile()
 
         assert [(b.repair, b.repaired) for b in result.breaks] == [(Repair.CANCEL, False)]
         assert (await gateway.get_order(order.id)).status is OrderStatus.CONFIRMED

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.acceptance.sharding_support import ShardedDatabases, sharded_databases
-from tests.servers import unused_port
+from support.servers import unused_port
+from support.sharding import ShardedDatabases, sharded_databases
 
 
 @pytest.fixture(scope="module")

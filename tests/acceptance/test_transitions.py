@@ -15,7 +15,7 @@ from gateway import (
     ValidationError,
     VersionConflict,
 )
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 
 
 async def placed(shop: Shop, stock: int = 10, quantity: int = 1) -> tuple[Order, Shop]:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
-from gateway.write_path.gateway import Gateway
+from gateway.facade.gateway import Gateway
 from gateway.write_path.lifecycle import PaymentStatus
 from gateway.write_path.order_status import OrderStatus
 from simulation.payment_storage import InMemoryPayments, PaymentRecording, PostgresPayments
 from simulation.saga_storage import InMemoryShard, StoredOrder
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 
 STOCK = 10
 QUANTITY = 2

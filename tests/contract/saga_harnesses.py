@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from gateway.sharding.gateway import ShardedGateway
+from gateway import Gateway
 from gateway.sharding.saga_storage import CatalogStorage, ShardStorage
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.models import PlaceOrderRequest
 from simulation.saga_storage import InMemoryCatalog, InMemoryShard
-from tests.acceptance.shop import Shop
+from support.shop import Shop
 
 SHARDS = ("alpha", "beta")
 
@@ -99,13 +99,13 @@ class MemoryHarness(SagaHarness):
 class PostgresHarness(SagaHarness):
     """The PostgreSQL storage of a sharded gateway over fresh databases."""
 
-    def __init__(self, gateway: ShardedGateway) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.shop = Shop(gateway)
-        self.catalog = gateway.saga_catalog
+        self.catalog = gateway.sharding.saga_catalog
 
     def shard(self, name: str) -> ShardStorage:
-        return self.gateway.saga_shard(name)
+        return self.gateway.sharding.saga_shard(name)
 
     async def product(self, stock: int) -> UUID:
         return (await self.shop.product(stock=stock)).id
@@ -119,7 +119,7 @@ class PostgresHarness(SagaHarness):
     async def buyer(self, shard: str) -> Buyer:
         while True:
             customer = await self.shop.customer()
-            if await self.gateway.shard_of_customer(customer.id) == shard:
+            if await self.gateway.sharding.shard_of_customer(customer.id) == shard:
                 break
         addresses: dict[str, Any] = {a.address_type: a.id for a in customer.addresses}
         return Buyer(customer.id, shard, addresses["billing"], addresses["shipping"])

@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 from gateway.errors import IdempotencyConflict, InsufficientInventory, ReservationLapsed
+from gateway.order_ids import new_order_id, shard_tag
 from gateway.sharding.decisions import Decision
-from gateway.sharding.order_ids import new_order_id, shard_tag
 from gateway.sharding.reservations import (
     Reservation,
     ReservationKey,

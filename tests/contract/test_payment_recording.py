@@ -12,13 +12,13 @@ import pytest
 
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
+from support.servers import server_url
 from tests.contract.payment_harnesses import (
     MemoryPaymentHarness,
     PaymentHarness,
     PostgresPaymentHarness,
 )
 from tests.contract.payment_recording_contract import PaymentRecordingContract
-from tests.servers import server_url
 
 
 class TestInMemoryPaymentRecording(PaymentRecordingContract):

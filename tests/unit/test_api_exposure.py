@@ -12,7 +12,7 @@ import yaml
 from gateway.api.exposure import check_exposure, is_loopback
 from gateway.configuration.settings import ApiSettings
 from gateway.errors import ConfigError
-from tests.servers import unused_port
+from support.servers import unused_port
 
 KEY = "an-api-key-0123456789"
 

@@ -12,7 +12,7 @@ from gateway.postgres.outbox import PARTITIONS
 from gateway.relay import Relay
 from gateway.relay.leases import relays_serving
 from gateway.relay.stalls import SinkCallWatch, keeps_leases
-from tests.eventually import eventually
+from support.eventually import eventually
 from tests.unit.relay_fakes import InMemoryRelayStorage
 from tests.unit.test_relay_worker import FAST, relay, running
 from tests.wedged_sink import WedgedSink

@@ -14,8 +14,8 @@ from adapters.base import Outcome
 from adapters.memory import MemorySink
 from gateway.postgres.outbox import PARTITIONS
 from gateway.relay import Relay
+from support.eventually import eventually
 from tests import relay_settings
-from tests.eventually import eventually
 from tests.unit.relay_fakes import InMemoryRelayStorage
 
 FAST = relay_settings.FAST.model_copy(

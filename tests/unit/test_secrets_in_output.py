@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.servers import unused_port
+from support.servers import unused_port
 
 SECRETS = [f"Sekret{number}Value" for number in range(7)]
 

@@ -18,12 +18,12 @@ from gateway import ConfigError, load_settings
 from gateway.errors import ValidationError
 from gateway.operations.doctor import healthy
 from gateway.operations.health import readiness
-from gateway.operations.report import GroupBy, ReportRow, check_period, merge_rows
+from gateway.order_ids import new_order_id, shard_tag, tag_of
 from gateway.postgres.database import DatabaseUnavailable
 from gateway.postgres.migrations import DatabaseRole, discover_migrations
+from gateway.postgres.topology import CATALOG, databases
 from gateway.sharding.decisions import Decision
 from gateway.sharding.directory import CustomerDirectory
-from gateway.sharding.order_ids import new_order_id, shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.plan import plan_moves
 from gateway.sharding.reconcile import Repair, is_break, repair_of
@@ -35,9 +35,9 @@ from gateway.sharding.saga import (
 )
 from gateway.sharding.scatter import scatter
 from gateway.sharding.status import skew
-from gateway.sharding.topology import CATALOG, databases
 from gateway.write_path.order_status import OrderStatus
-from tests.acceptance.stores import order_event
+from gateway.write_path.orders_report import GroupBy, ReportRow, check_period, merge_rows
+from support.stores import order_event
 
 CATALOG_URL = "postgresql://app:s3cret@catalog.internal/shop"
 

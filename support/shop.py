@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 
 from gateway import Customer, Gateway, Product
-from gateway.sharding.gateway import ShardedGateway
 
 
 def customer_request(
@@ -82,8 +81,8 @@ class Shop:
 
     def order_databases(self) -> list[asyncpg.Pool]:
         """The pools of the databases holding orders: the one database, or every shard."""
-        if isinstance(self.gateway, ShardedGateway):
-            return list(self.gateway.shards.values())
+        if self.gateway.topology.sharded:
+            return list(self.gateway.sharding.shards.values())
         return [self.gateway.pool]
 
     async def counts(self) -> RowCounts:

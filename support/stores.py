@@ -14,7 +14,7 @@ from adapters.influx import InfluxSink
 from adapters.kafka import KafkaSink
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
-from tests.servers import server_url
+from support.servers import server_url
 
 STORES = ("mongodb", "redis", "elasticsearch", "influxdb")
 # Every store, and InfluxDB once more through its v2 write API.
@@ -53,8 +53,8 @@ def store_settings(kind: str, tag: str) -> dict[str, Any]:
 def make_sink(kind: str, tag: str, name: str | None = None, **options: Any) -> Sink:
     """A sink of ``kind`` over its real server, namespaced by ``tag`` (``options`` override its
     settings)."""
-    from adapters.registry import build_sink
     from gateway.configuration.settings import Settings
+    from gateway.relay.sinks import build_sink
 
     entry = {**store_settings(kind, tag), **options}
     settings = Settings.model_validate(

@@ -1,44 +1,32 @@
-"""The :class:`Gateway`: the write path's public entry point."""
+"""The :class:`Gateway`: the public entry point, over the databases' layout."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import GatewayError, ValidationError
+from gateway.facade.layout import Layout
+from gateway.facade.one_database import OneDatabase
 from gateway.history import store as history
 from gateway.history.store import OrderEvent
-from gateway.operations.report import (
-    GroupBy,
-    OrdersReport,
-    ReportRow,
-    check_period,
-    merge_rows,
-    report_rows,
-)
 from gateway.payments import recording
 from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
-from gateway.postgres.database import Connection, create_pool
-from gateway.postgres.replicas import (
-    ReadRouter,
-    ReplicaState,
-    consistency_position,
-    format_token,
-    parse_token,
-)
+from gateway.postgres.database import Connection
+from gateway.postgres.outbox import Event
+from gateway.postgres.replicas import ReplicaState, parse_token
+from gateway.postgres.topology import Topology
+from gateway.sharding.layout import ShardedLayout
 from gateway.sharding.scatter import scatter
-from gateway.sharding.topology import SINGLE
-from gateway.write_path import catalog, customers, idempotency, orders
-from gateway.write_path.lifecycle import ORDER_PLACED
+from gateway.write_path import catalog, customers, orders
 from gateway.write_path.models import (
     Address,
     AddressRequest,
@@ -46,35 +34,31 @@ from gateway.write_path.models import (
     CategoryRequest,
     Customer,
     CustomerRequest,
-    Event,
     Order,
     OrderPage,
     PlaceOrderRequest,
     Product,
     ProductRequest,
-    StoredRecord,
 )
 from gateway.write_path.order_status import OrderStatus
+from gateway.write_path.orders_report import (
+    GroupBy,
+    OrdersReport,
+    ReportRow,
+    check_period,
+    merge_rows,
+    report_rows,
+)
 from gateway.write_path.pages import (
     DEFAULT_PAGE_SIZE,
     check_page_size,
     decode_cursor,
     encode_cursor,
 )
-from gateway.write_path.pricing import PricingPolicy
+from gateway.write_path.placement import OrderPlacer, PlacedOrder
 from gateway.write_path.validation import parse
 
-PLACE_ORDER_SCOPE = "place_order"
-R = TypeVar("R", bound=StoredRecord)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class PlacedOrder:
-    """The outcome of :meth:`Gateway.place_order_once`."""
-
-    order: Order
-    replayed: bool
 
 
 class Gateway:
@@ -85,34 +69,50 @@ class Gateway:
     raises, nothing it did is kept.
     """
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
-        self._pool = pool
+    def __init__(self, layout: Layout, placer: OrderPlacer, settings: Settings) -> None:
+        self._layout = layout
+        self._placer = placer
         self._settings = settings
-        self._pricing = PricingPolicy.from_settings(settings.pricing)
-        self._reads = ReadRouter(pool, settings.postgres)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> Gateway:
         """Open a pool to the configured database (default: :func:`load_settings`), and to
         its replicas, if any (a replica that is down is used once it answers).
 
-        With ``postgres.shards``, the gateway is a :class:`~gateway.sharding.gateway.
-        ShardedGateway` over the catalog and every shard.
+        With ``postgres.shards``, pools to the catalog and to every shard (see
+        :attr:`sharding`).
         """
         settings = settings if settings is not None else load_settings()
-        if settings.postgres.shards:
-            # Imported here: the sharded gateway is built on this module.
-            from gateway.sharding.gateway import ShardedGateway
-
-            return await ShardedGateway.open(settings)
-        gateway = cls(await create_pool(settings.postgres), settings)
-        await gateway._reads.start()
-        return gateway
+        placer = OrderPlacer(settings)
+        layout: Layout
+        if Topology.of(settings.postgres).sharded:
+            layout = await ShardedLayout.open(settings, placer)
+        else:
+            layout = await OneDatabase.open(settings, placer)
+        return cls(layout, placer, settings)
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The asyncpg pool, for callers that write their own rows next to events."""
-        return self._pool
+        """The asyncpg pool, for callers that write their own rows next to events (in sharded
+        mode, the catalog's)."""
+        return self._layout.pool
+
+    @property
+    def topology(self) -> Topology:
+        """The databases behind this gateway, and whether it is sharded."""
+        return self._layout.topology
+
+    @property
+    def sharding(self) -> ShardedLayout:
+        """What only sharded mode has: the shards' pools, routing, the sweeper and
+        reconciliation; ``GatewayError`` when the gateway is not sharded."""
+        if not isinstance(self._layout, ShardedLayout):
+            raise GatewayError("the gateway is not sharded (no postgres.shards configured)")
+        return self._layout
+
+    def order_pools(self) -> Mapping[str, asyncpg.Pool]:
+        """The pools of the databases that hold orders, by database name."""
+        return self._layout.order_pools()
 
     @property
     def settings(self) -> Settings:
@@ -122,12 +122,11 @@ class Gateway:
     @property
     def replicas(self) -> list[ReplicaState]:
         """Each configured replica's state, as last checked."""
-        return self._reads.states
+        return self._layout.replicas
 
     async def close(self) -> None:
         """Close the pools, waiting for connections in use to be released."""
-        await self._reads.close()
-        await self._pool.close()
+        await self._layout.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -152,7 +151,8 @@ class Gateway:
         is now) and appends nothing; the same key with a different request raises
         ``IdempotencyConflict``. Keys are kept for ``idempotency.retention_seconds``.
         """
-        placed = await self._place(request, idempotency_key)
+        order_request, claim = self._placer.parse(request, idempotency_key)
+        placed = await self._layout.place(order_request, claim)
         return placed.order
 
     async def place_order_once(
@@ -163,17 +163,8 @@ class Gateway:
         ``PlacedOrder.replayed`` is true when the key was already used for the same request:
         nothing was written and ``order`` is that earlier order as it is now.
         """
-        return await self._place(request, idempotency_key)
-
-    async def _place(
-        self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
-    ) -> PlacedOrder:
-        order_request, claim = self._parse_placement(request, idempotency_key)
-        order_id = uuid4()
-        async with self._pool.acquire() as connection:
-            async with connection.transaction():
-                placed = await self._insert_placed(connection, order_id, order_request, claim)
-            return PlacedOrder(await self._committed(connection, placed.order), placed.replayed)
+        order_request, claim = self._placer.parse(request, idempotency_key)
+        return await self._layout.place(order_request, claim)
 
     async def transition(
         self,
@@ -192,13 +183,11 @@ class Gateway:
         target = _status(new_status)
         if expected_version is not None and expected_version < 1:
             raise ValidationError.single("expected_version", "must be at least 1")
-        pool = await self._order_pool(target_id)
+        pool = await self._layout.order_pool(target_id)
         async with pool.acquire() as connection:
-            async with connection.transaction():
-                change = await orders.change_status(connection, target_id, target, expected_version)
-                await outbox.append_order_events(connection, change.events)
-            order = await self._committed(connection, change.order)
-        await self._after_change(order)
+            order = await orders.transition(connection, target_id, target, expected_version)
+            order = await self._layout.committed(connection, order)
+        await self._layout.after_change(order)
         return order
 
     async def record_payment(
@@ -215,7 +204,7 @@ class Gateway:
         ``Conflict``. ``NotFound`` if the order does not exist.
         """
         parsed = parse(PaymentNotification, notification)
-        pool = await self._order_pool(parsed.order_id)
+        pool = await self._layout.order_pool(parsed.order_id)
         async with pool.acquire() as connection:
             async with connection.transaction():
                 outcome, change = await recording.record_payment(connection, parsed)
@@ -224,8 +213,8 @@ class Gateway:
                     order = change.order
                 else:
                     order = await orders.fetch_order(connection, parsed.order_id)
-            order = await self._committed(connection, order)
-        await self._after_change(order)
+            order = await self._layout.committed(connection, order)
+        await self._layout.after_change(order)
         return RecordedPayment(parsed.payment_id, outcome, change is None, order)
 
     async def order_events(
@@ -239,7 +228,7 @@ class Gateway:
         async def read(connection: Connection) -> list[OrderEvent]:
             return await history.read_stream(connection, target_id)
 
-        return await self._read(await self._order_pool(target_id), read, token)
+        return await self._layout.read(await self._layout.order_pool(target_id), read, token)
 
     async def get_order(
         self, order_id: UUID | str, *, consistency_token: str | None = None
@@ -255,7 +244,7 @@ class Gateway:
         async def read(connection: Connection) -> Order:
             return await orders.fetch_order(connection, target_id)
 
-        return await self._read(await self._order_pool(target_id), read, token)
+        return await self._layout.read(await self._layout.order_pool(target_id), read, token)
 
     async def customer_orders(
         self,
@@ -279,7 +268,8 @@ class Gateway:
         async def read(connection: Connection) -> list[Order]:
             return await orders.customer_orders(connection, target_id, limit + 1, after)
 
-        found = await self._read(await self._customer_pool(target_id), read, token)
+        pool = await self._layout.customer_pool(target_id)
+        found = await self._layout.read(pool, read, token)
         page = found[:limit]
         last = page[-1] if len(found) > limit else None
         next_cursor = encode_cursor(last.created_at, last.id) if last is not None else None
@@ -298,12 +288,7 @@ class Gateway:
 
     async def create_customer(self, request: CustomerRequest | Mapping[str, Any]) -> Customer:
         """Create a customer (and its addresses) and append ``customer.created``."""
-        customer_request = parse(CustomerRequest, request)
-        async with self._pool.acquire() as connection:
-            async with connection.transaction():
-                customer = await customers.insert_customer(connection, customer_request)
-                await outbox.append(connection, [customers.customer_event(customer)])
-            return await self._committed(connection, customer)
+        return await self._layout.create_customer(parse(CustomerRequest, request))
 
     async def add_address(
         self, customer_id: UUID | str, request: AddressRequest | Mapping[str, Any]
@@ -311,28 +296,27 @@ class Gateway:
         """Add a billing or shipping address to a customer."""
         target_id = _uuid(customer_id, "customer_id")
         address_request = parse(AddressRequest, request)
-        pool = await self._customer_pool(target_id)
+        pool = await self._layout.customer_pool(target_id)
         async with pool.acquire() as connection:
             async with connection.transaction():
                 address = await customers.insert_address(connection, target_id, address_request)
-            return await self._committed(connection, address)
+            return await self._layout.committed(connection, address)
 
     async def create_category(self, request: CategoryRequest | Mapping[str, Any]) -> Category:
         """Create a product category."""
         category_request = parse(CategoryRequest, request)
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self.pool.acquire() as connection, connection.transaction():
             return await catalog.insert_category(connection, category_request)
 
     async def create_product(self, request: ProductRequest | Mapping[str, Any]) -> Product:
         """Create a product with its price and initial stock."""
         product_request = parse(ProductRequest, request)
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self.pool.acquire() as connection, connection.transaction():
             return await catalog.insert_product(connection, product_request)
 
     async def purge_expired_idempotency_keys(self) -> int:
         """Forget idempotency keys older than the retention; return how many were removed."""
-        async with self._pool.acquire() as connection:
-            return await idempotency.purge_expired(connection)
+        return await self._layout.purge_expired_idempotency_keys()
 
     async def orders_report(
         self, since: datetime, until: datetime, group_by: GroupBy | str = GroupBy.STATUS
@@ -348,7 +332,7 @@ class Gateway:
         gathered = await scatter(
             {
                 name: partial(self._report_rows, pool, since, until, grouping)
-                for name, pool in self._report_databases().items()
+                for name, pool in self._layout.order_pools().items()
             },
             self._settings.postgres.shard_timeout_seconds,
         )
@@ -361,112 +345,12 @@ class Gateway:
             gathered.missing,
         )
 
-    def _report_databases(self) -> dict[str, asyncpg.Pool]:
-        """The databases holding orders, by name."""
-        return {SINGLE: self._pool}
-
     @staticmethod
     async def _report_rows(
         pool: asyncpg.Pool, since: datetime, until: datetime, group_by: GroupBy
     ) -> list[ReportRow]:
         async with pool.acquire() as connection:
             return await report_rows(connection, since, until, group_by)
-
-    async def _order_pool(self, order_id: UUID) -> asyncpg.Pool:
-        """The pool of the database that holds order ``order_id``."""
-        return self._pool
-
-    async def _customer_pool(self, customer_id: UUID) -> asyncpg.Pool:
-        """The pool of the database that holds customer ``customer_id``."""
-        return self._pool
-
-    async def _read(
-        self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
-    ) -> T:
-        """Run ``read`` over ``pool``'s database (or one of its replicas)."""
-        return await self._reads.run(read, token)
-
-    async def _after_change(self, order: Order) -> None:
-        """What follows a committed change of ``order`` (nothing in one database)."""
-
-    async def _committed(self, connection: Connection, record: R) -> R:
-        """``record``, with the consistency token of the write just committed on
-        ``connection`` when replicas are configured."""
-        if self._reads.enabled:
-            record._consistency_token = format_token(await consistency_position(connection))
-        return record
-
-    def _parse_placement(
-        self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
-    ) -> tuple[PlaceOrderRequest, idempotency.KeyClaim | None]:
-        """The request, checked against the limits, and the claim of its key (if given)."""
-        order_request = parse(PlaceOrderRequest, request)
-        self._check_order_limits(order_request)
-        if idempotency_key is None:
-            return order_request, None
-        claim = idempotency.KeyClaim(
-            PLACE_ORDER_SCOPE,
-            idempotency.validate_key(idempotency_key),
-            idempotency.request_fingerprint(order_request),
-            self._settings.idempotency.retention_seconds,
-        )
-        return order_request, claim
-
-    async def _insert_placed(
-        self,
-        connection: Connection,
-        order_id: UUID,
-        request: PlaceOrderRequest,
-        claim: idempotency.KeyClaim | None,
-        reserved: Mapping[UUID, orders.Row] | None = None,
-    ) -> PlacedOrder:
-        """In the caller's transaction: order ``order_id`` with ``order.placed``, claiming the
-        key; or, when an earlier request holds the key, that request's order (replayed)."""
-        try:
-            order, customer = await self._insert_order(
-                connection, order_id, request, claim, reserved
-            )
-        except idempotency.KeyTaken:
-            assert claim is not None
-            existing = await idempotency.holder(connection, claim, order_id)
-            if existing is not None:
-                return PlacedOrder(await orders.fetch_order(connection, existing), True)
-            order, customer = await self._insert_order(
-                connection, order_id, request, None, reserved
-            )
-        headers = {"idempotency_key": claim.key} if claim is not None else None
-        event = orders.order_event(order, ORDER_PLACED, customer, headers=headers)
-        await outbox.append_order_events(connection, [event])
-        return PlacedOrder(order, False)
-
-    async def _insert_order(
-        self,
-        connection: Connection,
-        order_id: UUID,
-        request: PlaceOrderRequest,
-        claim: idempotency.KeyClaim | None,
-        reserved: Mapping[UUID, orders.Row] | None,
-    ) -> tuple[Order, orders.CustomerSummary]:
-        return await orders.insert_order(
-            connection,
-            order_id,
-            request,
-            self._pricing,
-            self._settings.orders.number_prefix,
-            self._settings.orders.payment_timeout_seconds,
-            claim,
-            reserved,
-        )
-
-    def _check_order_limits(self, request: PlaceOrderRequest) -> None:
-        limits = self._settings.orders
-        if len(request.items) > limits.max_items:
-            raise ValidationError.single("items", f"at most {limits.max_items} items per order")
-        for index, item in enumerate(request.items):
-            if item.quantity > limits.max_quantity:
-                raise ValidationError.single(
-                    f"items[{index}].quantity", f"must be at most {limits.max_quantity}"
-                )
 
 
 def _uuid(value: UUID | str, field: str) -> UUID:

@@ -13,10 +13,9 @@ import asyncpg
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
 from gateway.postgres.migrations import discover_migrations
-from gateway.sharding.gateway import ShardedGateway
-from gateway.sharding.topology import databases
-from tests.acceptance.conftest import database_url
-from tests.servers import server_url
+from gateway.postgres.topology import databases
+from support.databases import database_url
+from support.servers import server_url
 
 SHARD_SERVERS = {"alpha": "postgres-shard-a", "beta": "postgres-shard-b"}
 """Each test shard's name and the server it lives on."""
@@ -72,8 +71,8 @@ async def _on_each(servers: Iterable[str], statement: str) -> None:
             await admin.close()
 
 
-async def connect_sharded(databases: ShardedDatabases, **postgres: object) -> ShardedGateway:
+async def connect_sharded(databases: ShardedDatabases, **postgres: object) -> Gateway:
     """A sharded gateway over ``databases`` (``postgres`` overrides that section's keys)."""
     connected = await Gateway.connect(databases.settings(**postgres))
-    assert isinstance(connected, ShardedGateway)
+    assert connected.topology.sharded
     return connected

@@ -1,6 +1,8 @@
-"""Building the configured sinks."""
+"""The relay's wiring of the sink library: a client for each configured sink."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from adapters.base import Sink
 from adapters.elasticsearch import ElasticsearchSink
@@ -16,8 +18,21 @@ from gateway.configuration.settings import (
     MemorySinkSettings,
     MongoSinkSettings,
     RedisSinkSettings,
+    Settings,
     SinkSettings,
 )
+
+
+def enabled_sinks(
+    settings: Settings, adjust: Callable[[SinkSettings], SinkSettings] | None = None
+) -> dict[str, Sink]:
+    """A client of every enabled sink, by name (each sink's settings passed through
+    ``adjust`` first, if given)."""
+    return {
+        name: build_sink(name, adjust(sink) if adjust is not None else sink)
+        for name, sink in settings.sinks.items()
+        if sink.enabled
+    }
 
 
 def build_sink(name: str, settings: SinkSettings) -> Sink:

@@ -23,14 +23,9 @@ class Database:
     postgres: PostgresSettings
 
 
-def is_sharded(postgres: PostgresSettings) -> bool:
-    """Whether the settings configure sharded mode."""
-    return bool(postgres.shards)
-
-
 def databases(postgres: PostgresSettings) -> list[Database]:
     """Every database of the deployment, the catalog first in sharded mode."""
-    if not is_sharded(postgres):
+    if not postgres.shards:
         return [Database(SINGLE, DatabaseRole.SINGLE, postgres)]
     catalog = postgres.model_copy(update={"shards": {}})
     found = [Database(CATALOG, DatabaseRole.CATALOG, catalog)]
@@ -45,6 +40,33 @@ def holds_orders(database: Database) -> bool:
     return database.role != DatabaseRole.CATALOG
 
 
-def order_databases(postgres: PostgresSettings) -> list[Database]:
-    """The databases that hold orders: the one database, or every shard."""
-    return [database for database in databases(postgres) if holds_orders(database)]
+@dataclass(frozen=True)
+class Topology:
+    """The deployment's databases, read once from the settings: whether it is sharded, and
+    which database plays which role. Callers ask it instead of testing the mode themselves."""
+
+    databases: tuple[Database, ...]
+
+    @classmethod
+    def of(cls, postgres: PostgresSettings) -> Topology:
+        """The topology the settings configure."""
+        return cls(tuple(databases(postgres)))
+
+    @property
+    def sharded(self) -> bool:
+        """Whether customers and orders are spread over shards (with a catalog)."""
+        return self.databases[0].role is DatabaseRole.CATALOG
+
+    @property
+    def primary(self) -> Database:
+        """The database every process must reach first: the one database, or the catalog."""
+        return self.databases[0]
+
+    @property
+    def order_databases(self) -> tuple[Database, ...]:
+        """The databases that hold orders: the one database, or every shard."""
+        return tuple(database for database in self.databases if holds_orders(database))
+
+    def name_of(self, database: Database) -> str:
+        """How a line about ``database`` names it: by name when sharded, else not at all."""
+        return f"{database.name}: " if self.sharded else ""

@@ -1,4 +1,4 @@
-"""The gateway in sharded mode: customers and their orders spread over several PostgreSQL
+"""The layout of sharded mode: customers and their orders spread over several PostgreSQL
 primaries, products and inventory in the catalog.
 
 Routing: a customer's shard is in the directory (cached); an order's shard is in its id (see
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -30,13 +30,15 @@ from gateway.errors import (
     ValidationError,
     VersionConflict,
 )
+from gateway.order_ids import shard_tag, tag_of
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
+from gateway.postgres.replicas import ReplicaState
+from gateway.postgres.topology import Database, Topology
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import reservations, sweeper
 from gateway.sharding.directory import CustomerDirectory
-from gateway.sharding.order_ids import shard_tag, tag_of
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.postgres_saga_storage import (
     PostgresCatalog,
@@ -48,32 +50,45 @@ from gateway.sharding.reservations import Reservation
 from gateway.sharding.saga import release_at_once
 from gateway.sharding.saga_steps import SagaSteps
 from gateway.sharding.saga_storage import CatalogStorage
-from gateway.sharding.topology import Database, databases
 from gateway.write_path import customers, idempotency, orders
-from gateway.write_path.gateway import PLACE_ORDER_SCOPE, Gateway, PlacedOrder
-from gateway.write_path.models import Customer, CustomerRequest, Order, PlaceOrderRequest
+from gateway.write_path.models import (
+    Customer,
+    CustomerRequest,
+    Order,
+    PlaceOrderRequest,
+    StoredRecord,
+)
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
-from gateway.write_path.validation import parse
+from gateway.write_path.placement import PLACE_ORDER_SCOPE, OrderPlacer, PlacedOrder
 
 log = logging.getLogger("gateway.sharding")
 
 T = TypeVar("T")
+R = TypeVar("R", bound=StoredRecord)
 
 PLACE_ATTEMPTS = 3
 """How often a request starts over when a concurrent one with its key settled first."""
 
 
-class ShardedGateway(Gateway, SagaSteps):
-    """A :class:`Gateway` over the catalog (``pool``) and the shards (``shards``).
+class ShardedLayout(SagaSteps):
+    """The catalog (``pool``) and the shards (``shards``), behind a gateway whose methods
+    behave as in one database, with the differences the README's sharding section lists.
 
-    Made by ``Gateway.connect`` when ``postgres.shards`` is configured; its methods behave as
-    in one database, with the differences the README's sharding section lists.
+    Also what only sharded mode has: routing by shard, the sweeper and reconciliation
+    (``gateway.sharding``).
     """
 
     def __init__(
-        self, catalog: asyncpg.Pool, shards: Mapping[str, asyncpg.Pool], settings: Settings
+        self,
+        catalog: asyncpg.Pool,
+        shards: Mapping[str, asyncpg.Pool],
+        settings: Settings,
+        placer: OrderPlacer,
     ) -> None:
-        super().__init__(catalog, settings)
+        self._pool = catalog
+        self._settings = settings
+        self._placer = placer
+        self._topology = Topology.of(settings.postgres)
         self._shards = dict(shards)
         self._by_tag = {shard_tag(name): name for name in self._shards}
         self._placement = [
@@ -84,13 +99,13 @@ class ShardedGateway(Gateway, SagaSteps):
         self._reservation_seconds = settings.postgres.reservation_seconds
 
     @classmethod
-    async def open(cls, settings: Settings) -> ShardedGateway:
+    async def open(cls, settings: Settings, placer: OrderPlacer) -> ShardedLayout:
         """Open a pool to the catalog and one to each shard.
 
         The catalog must answer. A shard that does not gets a pool that connects on first use,
         so the other shards' customers are served meanwhile and this one's once it answers.
         """
-        catalog, *shards = databases(settings.postgres)
+        catalog, *shards = Topology.of(settings.postgres).databases
         pools: dict[str, asyncpg.Pool] = {}
         catalog_pool = await create_pool(catalog.postgres)
         try:
@@ -100,7 +115,21 @@ class ShardedGateway(Gateway, SagaSteps):
             for pool in (catalog_pool, *pools.values()):
                 await pool.close()
             raise
-        return cls(catalog_pool, pools, settings)
+        return cls(catalog_pool, pools, settings, placer)
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The catalog's pool."""
+        return self._pool
+
+    @property
+    def replicas(self) -> list[ReplicaState]:
+        """None: shards and read replicas cannot be combined yet."""
+        return []
 
     @property
     def shards(self) -> Mapping[str, asyncpg.Pool]:
@@ -119,14 +148,13 @@ class ShardedGateway(Gateway, SagaSteps):
         return await self._directory.shard_of(customer_id)
 
     async def close(self) -> None:
-        await super().close()
+        await self._pool.close()
         for pool in self._shards.values():
             await pool.close()
 
-    async def create_customer(self, request: CustomerRequest | Mapping[str, Any]) -> Customer:
+    async def create_customer(self, customer_request: CustomerRequest) -> Customer:
         """Create a customer on the shard placement chooses for its new id, entered in the
         directory first (which keeps emails unique across shards)."""
-        customer_request = parse(CustomerRequest, request)
         customer_id = uuid4()
         shard = rendezvous_shard(str(customer_id), self._placement)
         if not await self._directory.record(customer_id, shard, customer_request.email):
@@ -164,10 +192,11 @@ class ShardedGateway(Gateway, SagaSteps):
         shards = {name: self._saga_shard(pool) for name, pool in self._shards.items()}
         return await reconcile(self._saga_catalog, shards, repair=repair)
 
-    async def _place(
-        self, request: PlaceOrderRequest | Mapping[str, Any], idempotency_key: str | None
+    async def place(
+        self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
     ) -> PlacedOrder:
-        order_request, claim = self._parse_placement(request, idempotency_key)
+        """The saga, started over (at most ``PLACE_ATTEMPTS`` times) when a concurrent request
+        with the key settled first."""
         for _ in range(PLACE_ATTEMPTS):
             try:
                 return await self._place_once(order_request, claim)
@@ -239,13 +268,17 @@ class ShardedGateway(Gateway, SagaSteps):
             claim: idempotency.KeyClaim | None,
             products: Mapping[UUID, orders.Row],
         ) -> PlacedOrder:
-            return await self._insert_placed(connection, order_id, request, claim, products)
+            return await self._placer.insert_placed(connection, order_id, request, claim, products)
 
         async def cancel(order_id: UUID, version: int | None) -> bool:
             try:
-                await self.transition(order_id, OrderStatus.CANCELLED, expected_version=version)
+                async with pool.acquire() as connection:
+                    order = await orders.transition(
+                        connection, order_id, OrderStatus.CANCELLED, version
+                    )
             except (IllegalTransition, VersionConflict, NotFound):
                 return False
+            await self.after_change(order)
             return True
 
         return PostgresShard(pool, insert_placed, cancel)
@@ -259,22 +292,26 @@ class ShardedGateway(Gateway, SagaSteps):
         """The saga's storage over the catalog."""
         return self._saga_catalog
 
-    def _report_databases(self) -> dict[str, asyncpg.Pool]:
+    def order_pools(self) -> Mapping[str, asyncpg.Pool]:
         return dict(self._shards)
 
-    async def _order_pool(self, order_id: UUID) -> asyncpg.Pool:
+    async def order_pool(self, order_id: UUID) -> asyncpg.Pool:
         return self._shards[self.shard_of_order(order_id)]
 
-    async def _customer_pool(self, customer_id: UUID) -> asyncpg.Pool:
+    async def customer_pool(self, customer_id: UUID) -> asyncpg.Pool:
         return self._shards[await self._directory.shard_of(customer_id)]
 
-    async def _read(
+    async def read(
         self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
     ) -> T:
         async with pool.acquire() as connection:
             return await read(connection)
 
-    async def _after_change(self, order: Order) -> None:
+    async def committed(self, connection: Connection, record: R) -> R:
+        """``record`` as it is: without replicas, no token is needed."""
+        return record
+
+    async def after_change(self, order: Order) -> None:
         """A cancelled order's units go back to the catalog now; if that fails, the sweeper
         returns them (the shard queued them with the cancellation)."""
         if order.status not in RESTOCKING_STATUSES:
