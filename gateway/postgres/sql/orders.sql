@@ -3,6 +3,8 @@
 -- outbox's appends (gateway/postgres/outbox.py).
 -- Each query starts with a "-- name:" line and runs to the next one. gateway/postgres/queries.py
 -- loads every .sql file of this folder; a name is defined in one file only.
+-- A "-- fragment:" block is SQL that queries share: a query's "-- include: <fragment>" line is
+-- replaced by it (the idempotency key claim, written once for the two queries that claim a key).
 
 -- Outbox appends ------------------------------------------------------------------------------
 
@@ -26,16 +28,26 @@ FROM appended;
 
 -- Idempotency keys ----------------------------------------------------------------------------
 
--- name: claim_idempotency_key
+-- fragment: claim_wanted_key
+-- The claim of the key in "wanted_key" (scope, key, request_hash, resource_id,
+-- retention_seconds; no row: no key to claim): the key when it is free or expired, else no row.
 INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, expires_at)
-VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+SELECT scope, key, request_hash, resource_id, now() + make_interval(secs => retention_seconds)
+FROM wanted_key
 ON CONFLICT (scope, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash,
         resource_id = EXCLUDED.resource_id,
         created_at = now(),
         expires_at = EXCLUDED.expires_at
     WHERE idempotency_keys.expires_at <= now()
-RETURNING key;
+RETURNING key
+
+-- name: claim_idempotency_key
+-- $1 scope, $2 key, $3 request hash, $4 resource id, $5 retention seconds.
+WITH wanted_key (scope, key, request_hash, resource_id, retention_seconds) AS (
+    VALUES ($1::text, $2::text, $3::text, $4::uuid, $5::float8)
+)
+-- include: claim_wanted_key
 
 -- name: get_idempotency_key
 SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2;
@@ -56,17 +68,11 @@ SELECT id, email, first_name, last_name, is_active FROM customers WHERE id = $1;
 -- the products, locked in id order (the sort runs below the lock, so concurrent orders over
 -- the same products cannot deadlock); one row per product found, or one with null product
 -- columns.
-WITH claimed AS (
-    INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, expires_at)
-    SELECT $4::text, $5::text, $6::text, $8::uuid, now() + make_interval(secs => $7::float8)
-    WHERE $5::text IS NOT NULL
-    ON CONFLICT (scope, key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash,
-            resource_id = EXCLUDED.resource_id,
-            created_at = now(),
-            expires_at = EXCLUDED.expires_at
-        WHERE idempotency_keys.expires_at <= now()
-    RETURNING key
+WITH wanted_key (scope, key, request_hash, resource_id, retention_seconds) AS (
+    SELECT $4::text, $5::text, $6::text, $8::uuid, $7::float8 WHERE $5::text IS NOT NULL
+),
+claimed AS (
+    -- include: claim_wanted_key
 )
 SELECT (SELECT key FROM claimed) AS claimed,
        customers.id AS customer_id, customers.email, customers.first_name, customers.last_name,
