@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Creates .venv (Python >= 3.11) and installs the gateway with its development tools.
+# Creates .venv (Python >= 3.11) and installs the gateway with its development tools. Each step
+# says what it does on one line; pip's own output goes to .venv/bootstrap.log, whose last lines
+# are shown when a step fails.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
+LOG="$ROOT/.venv/bootstrap.log"
+# shellcheck source=scripts/quietly.sh
+source "$ROOT/scripts/quietly.sh"
 
-"$PYTHON" - <<'PY' || { echo "[bootstrap] error: Python 3.11 or newer is required" >&2; exit 1; }
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
+
+"$PYTHON" - <<'PY' || die "Python 3.11 or newer is required"
 import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
-    echo "[bootstrap] creating $ROOT/.venv" >&2
+    say "creating $ROOT/.venv"
     "$PYTHON" -m venv "$ROOT/.venv"
 fi
-"$ROOT/.venv/bin/python" -m pip install --quiet --upgrade pip
-"$ROOT/.venv/bin/python" -m pip install --quiet -e "$ROOT[dev,loadtest]"
-echo "[bootstrap] installed fanout-gateway into $ROOT/.venv" >&2
+: >"$LOG"
+say "upgrading pip (output in $LOG)"
+quietly "$LOG" "$ROOT/.venv/bin/python" -m pip install --progress-bar off --upgrade pip \
+    || die "pip could not upgrade itself (log: $LOG)"
+say "installing fanout-gateway with its development and load-test tools (about a minute the first time)"
+quietly "$LOG" "$ROOT/.venv/bin/python" -m pip install --progress-bar off -e "$ROOT[dev,loadtest]" \
+    || die "pip could not install fanout-gateway (log: $LOG)"
+say "installed fanout-gateway into $ROOT/.venv"

@@ -12,11 +12,17 @@
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
 # server), elasticsearch, influxdb, influxdb-auth (InfluxDB with authentication on and one
 # admin user), kafka (one KRaft node, broker and controller).
-# Ports can be moved with FANOUT_SERVICES_<NAME>_PORT.
+# Ports can be moved with FANOUT_SERVICES_<NAME>_PORT. What the installers print (apt, Go, Maven)
+# goes to $FANOUT_SERVICES_DIR/services.log; each step says what it does on one line. With
+# FANOUT_SERVICES_STARTED_FILE set, `up` appends there each service it starts (one a line), so
+# that its caller can stop exactly those.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${FANOUT_SERVICES_DIR:-$ROOT/.services}"
+LOG="$DIR/services.log"
+# shellcheck source=scripts/quietly.sh
+source "$ROOT/scripts/quietly.sh"
 PG_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-55432}"
 PG_REPLICA_PORT="${FANOUT_SERVICES_POSTGRES_REPLICA_PORT:-55433}"
 PG_SHARD_A_PORT="${FANOUT_SERVICES_POSTGRES_SHARD_A_PORT:-55434}"
@@ -55,10 +61,18 @@ apt_install() {
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     if [ "$apt_updated" -eq 0 ]; then
-        $sudo apt-get update -qq
+        quietly "$LOG" $sudo apt-get update -qq || die "apt-get update failed (log: $LOG)"
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    quietly "$LOG" $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" || die "could not install $* (log: $LOG)"
+}
+
+# The services this call of the script started, in the order it started them.
+STARTED=()
+started() {
+    STARTED+=("$1")
+    [ -z "${FANOUT_SERVICES_STARTED_FILE:-}" ] || echo "$1" >>"$FANOUT_SERVICES_STARTED_FILE"
 }
 
 # PostgreSQL refuses to run as root, so as root the server runs as the 'postgres' user.
@@ -103,15 +117,19 @@ require_free_port() {
 postgres_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"; }
 postgres_running() { pidfile_alive "$DIR/postgres/data/postmaster.pid"; }
 
+# Other services need the primary too; checking it once per call says once that it runs.
+postgres_checked=false
 postgres_up() {
+    ! $postgres_checked || return 0
     pg_init postgres
     pg_start postgres "$PG_PORT" "-c track_commit_timestamp=on"
+    postgres_checked=true
 }
 
 # Installs PostgreSQL when missing and creates the cluster of $DIR/<name>/data unless it exists.
 pg_init() {
     local name="$1"
-    [ -x "$PG_BIN/pg_ctl" ] || { log "installing postgresql-$PG_MAJOR"; apt_install "postgresql-$PG_MAJOR" postgresql-contrib; }
+    [ -x "$PG_BIN/pg_ctl" ] || { log "installing postgresql-$PG_MAJOR (output in $LOG)"; apt_install "postgresql-$PG_MAJOR" postgresql-contrib; }
     local data="$DIR/$name/data"
     if [ ! -f "$data/PG_VERSION" ]; then
         log "initialising a cluster in $data"
@@ -143,6 +161,7 @@ pg_start() {
     else
         require_free_port "${name//-/_}" "$port"
         log "starting $name on 127.0.0.1:$port"
+        started "$name"
         if ! as_pg_owner "$PG_BIN/pg_ctl" -D "$data" -l "$server_log" \
                 -o "-p $port $options" -w -t 60 start >/dev/null; then
             tail -n 5 "$server_log" >&2 || true
@@ -232,13 +251,14 @@ redis_running() { pidfile_alive "$DIR/redis/redis.pid"; }
 redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 
 redis_up() {
-    command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server redis-tools; }
+    command -v redis-server >/dev/null || { log "installing redis-server (output in $LOG)"; apt_install redis-server redis-tools; }
     mkdir -p "$DIR/redis"
     if redis_running; then
         log "redis already running on 127.0.0.1:$REDIS_PORT"
     else
         require_free_port redis "$REDIS_PORT"
         log "starting redis on 127.0.0.1:$REDIS_PORT"
+        started redis
         redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/redis" \
             --daemonize yes --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/server.log" \
             --save "" --appendonly yes --appendfsync everysec
@@ -271,13 +291,14 @@ redis_cluster_ok() {
 }
 
 redis_cluster_up() {
-    command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server redis-tools; }
+    command -v redis-server >/dev/null || { log "installing redis-server (output in $LOG)"; apt_install redis-server redis-tools; }
     local port
     for port in $(redis_cluster_ports); do
         mkdir -p "$DIR/redis-cluster/$port"
         if redis_cluster_node_alive "$port"; then continue; fi
         require_free_port redis_cluster "$port"
         log "starting redis cluster node on 127.0.0.1:$port"
+        case " ${STARTED[*]} " in *" redis-cluster "*) ;; *) started redis-cluster ;; esac
         (cd "$DIR/redis-cluster/$port" && redis-server --bind 127.0.0.1 --port "$port" \
             --dir "$DIR/redis-cluster/$port" --daemonize yes \
             --pidfile "$DIR/redis-cluster/$port/redis.pid" \
@@ -327,10 +348,10 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
-# Maven, quiet, its output (errors only) on stderr without the colour codes Debian's build
-# prints even in batch mode.
+# Maven, its output (errors only) in the log, without the colour codes Debian's build prints
+# even in batch mode.
 maven() {
-    mvn -B -q "$@" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2
+    quietly "$LOG" mvn -B -q -Dstyle.color=never "$@" || die "Maven failed (log: $LOG)"
 }
 
 require_go() {
@@ -356,9 +377,9 @@ mongodb_up() {
     local binary="$DIR/bin/ferretdb-$FERRETDB_VERSION"
     if [ ! -x "$binary" ]; then
         require_go FerretDB
-        log "building FerretDB $FERRETDB_VERSION"
+        log "building FerretDB $FERRETDB_VERSION (output in $LOG)"
         local source
-        source="$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+        source="$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" 2>>"$LOG" \
             | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
         [ -d "$source" ] || die "could not download the FerretDB module"
         rm -rf "$DIR/build/ferretdb"
@@ -366,7 +387,8 @@ mongodb_up() {
         cp -r "$source" "$DIR/build/ferretdb"
         chmod -R u+w "$DIR/build/ferretdb"
         echo "$FERRETDB_VERSION" >"$DIR/build/ferretdb/build/version/version.txt"
-        (cd "$DIR/build/ferretdb" && go build -o "$binary" ./cmd/ferretdb) >&2
+        (cd "$DIR/build/ferretdb" && quietly "$LOG" go build -o "$binary" ./cmd/ferretdb) \
+            || die "could not build FerretDB (log: $LOG)"
         rm -rf "$DIR/build/ferretdb"
     fi
     postgres_up
@@ -379,6 +401,7 @@ mongodb_up() {
     else
         require_free_port mongodb "$MONGODB_PORT"
         log "starting FerretDB on 127.0.0.1:$MONGODB_PORT"
+        started mongodb
         spawn "$DIR/mongodb/ferretdb.pid" "$DIR/mongodb/server.log" "$binary" \
             --handler=postgresql \
             --postgresql-url="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/ferretdb" \
@@ -405,7 +428,7 @@ java17_home() {
         /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-17-openjdk; do
         if [ -n "$candidate" ] && [ -x "$candidate/bin/java" ]; then echo "$candidate"; return; fi
     done
-    log "installing openjdk-17-jre-headless"
+    log "installing openjdk-17-jre-headless (output in $LOG)"
     apt_install openjdk-17-jre-headless
     java17_home
 }
@@ -413,9 +436,9 @@ java17_home() {
 elasticsearch_up() {
     local home="$DIR/elasticsearch/home-$ELASTICSEARCH_VERSION"
     if [ ! -x "$home/bin/elasticsearch" ]; then
-        command -v mvn >/dev/null || { log "installing maven"; apt_install maven; }
-        command -v unzip >/dev/null || apt_install unzip
-        log "fetching Elasticsearch $ELASTICSEARCH_VERSION from Maven Central"
+        command -v mvn >/dev/null || { log "installing maven (output in $LOG)"; apt_install maven; }
+        command -v unzip >/dev/null || { log "installing unzip (output in $LOG)"; apt_install unzip; }
+        log "fetching Elasticsearch $ELASTICSEARCH_VERSION from Maven Central (output in $LOG)"
         mkdir -p "$DIR/downloads" "$DIR/elasticsearch"
         maven dependency:copy \
             "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ELASTICSEARCH_VERSION:zip" \
@@ -437,6 +460,7 @@ elasticsearch_up() {
     else
         require_free_port elasticsearch "$ELASTICSEARCH_PORT"
         log "starting Elasticsearch on 127.0.0.1:$ELASTICSEARCH_PORT"
+        started elasticsearch
         ES_JAVA_HOME="$(java17_home)" ES_JAVA_OPTS="-Xms512m -Xmx512m" "${run_as[@]}" \
             "$home/bin/elasticsearch" -d -p "$DIR/elasticsearch/es.pid" \
             -Ediscovery.type=single-node -Ehttp.host=127.0.0.1 -Ehttp.port="$ELASTICSEARCH_PORT" \
@@ -465,10 +489,11 @@ influxdb_binary() {
     local binary="$DIR/bin/influxd-$INFLUXDB_VERSION"
     if [ ! -x "$binary" ]; then
         require_go InfluxDB
-        log "building InfluxDB $INFLUXDB_VERSION"
+        log "building InfluxDB $INFLUXDB_VERSION (output in $LOG)"
         mkdir -p "$DIR/bin" "$DIR/build/influxdb-bin"
-        GOBIN="$DIR/build/influxdb-bin" \
-            go install "github.com/influxdata/influxdb/cmd/influxd@$INFLUXDB_VERSION" >&2
+        quietly "$LOG" env GOBIN="$DIR/build/influxdb-bin" \
+            go install "github.com/influxdata/influxdb/cmd/influxd@$INFLUXDB_VERSION" \
+            || die "could not build InfluxDB (log: $LOG)"
         mv "$DIR/build/influxdb-bin/influxd" "$binary"
         rm -rf "$DIR/build/influxdb-bin"
     fi
@@ -499,6 +524,7 @@ CONF
     else
         require_free_port influxdb "$INFLUXDB_PORT"
         log "starting InfluxDB on 127.0.0.1:$INFLUXDB_PORT"
+        started influxdb
         spawn "$DIR/influxdb/influxd.pid" "$DIR/influxdb/server.log" "$binary" \
             -config "$DIR/influxdb/influxdb.conf"
     fi
@@ -537,6 +563,7 @@ CONF
     else
         require_free_port influxdb_auth "$INFLUXDB_AUTH_PORT"
         log "starting InfluxDB with authentication on 127.0.0.1:$INFLUXDB_AUTH_PORT"
+        started influxdb-auth
         spawn "$home/influxd.pid" "$home/server.log" "$binary" -config "$home/influxdb.conf"
     fi
     wait_until influxdb-auth 360 curl -sf "$url/ping"
@@ -559,8 +586,8 @@ kafka_running() { pidfile_alive "$DIR/kafka/kafka.pid"; }
 kafka_up() {
     local home="$DIR/kafka/home-$KAFKA_VERSION"
     if [ ! -s "$home/classpath" ]; then
-        command -v mvn >/dev/null || { log "installing maven"; apt_install maven; }
-        log "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+        command -v mvn >/dev/null || { log "installing maven (output in $LOG)"; apt_install maven; }
+        log "fetching Apache Kafka $KAFKA_VERSION from Maven Central (output in $LOG)"
         mkdir -p "$home"
         cat >"$home/pom.xml" <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -621,14 +648,17 @@ CONF
         "-Dlog4j2.configurationFile=$DIR/kafka/log4j2.yaml")
     if [ ! -f "$DIR/kafka/data/meta.properties" ]; then
         log "formatting Kafka's log directory"
-        "${run[@]}" kafka.tools.StorageTool format --config "$DIR/kafka/server.properties" \
-            --cluster-id "$("${run[@]}" kafka.tools.StorageTool random-uuid)" >&2
+        quietly "$LOG" "${run[@]}" kafka.tools.StorageTool format \
+            --config "$DIR/kafka/server.properties" \
+            --cluster-id "$("${run[@]}" kafka.tools.StorageTool random-uuid)" \
+            || die "could not format Kafka's log directory (log: $LOG)"
     fi
     if kafka_running; then
         log "kafka already running on 127.0.0.1:$KAFKA_PORT"
     else
         require_free_port kafka "$KAFKA_PORT"
         log "starting Kafka on 127.0.0.1:$KAFKA_PORT"
+        started kafka
         spawn "$DIR/kafka/kafka.pid" "$DIR/kafka/server.log" "${run[@]}" kafka.Kafka \
             "$DIR/kafka/server.properties"
     fi
@@ -692,19 +722,91 @@ check_services() {
 # the server is down, and the server cannot bind it again when it restarts (seen when the
 # chaos run restarted Elasticsearch under load). Reserving them keeps them for the servers;
 # where the setting cannot be written (no root, a read-only /proc), a restart may retry.
+RESERVED_PORTS_FILE=/proc/sys/net/ipv4/ip_local_reserved_ports
+
+# The ports the servers of the services $@ listen on, one a line (a service's own and those of
+# the servers it needs).
+service_ports() {
+    local service
+    for service in "$@"; do
+        case "$service" in
+            postgres) echo "$PG_PORT" ;;
+            postgres-replica) printf '%s\n' "$PG_PORT" "$PG_REPLICA_PORT" ;;
+            postgres-shard-a) echo "$PG_SHARD_A_PORT" ;;
+            postgres-shard-b) echo "$PG_SHARD_B_PORT" ;;
+            redis) echo "$REDIS_PORT" ;;
+            # A cluster node also listens on its port + 10000, the cluster bus.
+            redis-cluster) redis_cluster_ports; seq $((REDIS_CLUSTER_PORT + 10000)) $((REDIS_CLUSTER_PORT + 10005)) ;;
+            mongodb) printf '%s\n' "$PG_PORT" "$MONGODB_PORT" ;;
+            elasticsearch) printf '%s\n' "$ELASTICSEARCH_PORT" "$((ELASTICSEARCH_PORT + 100))" ;;
+            influxdb) printf '%s\n' "$INFLUXDB_PORT" "$((INFLUXDB_PORT + 2))" ;;
+            influxdb-auth) printf '%s\n' "$INFLUXDB_AUTH_PORT" "$((INFLUXDB_AUTH_PORT + 2))" ;;
+            kafka) printf '%s\n' "$KAFKA_PORT" "$((KAFKA_PORT + 1))" ;;
+        esac
+    done
+}
+
+# The ports of a list in the kernel's format ("46400-46405,48533"), one a line.
+expand_ports() {
+    local item IFS=,
+    for item in $1; do
+        if [[ $item == *-* ]]; then seq "${item%-*}" "${item#*-}"; elif [ -n "$item" ]; then echo "$item"; fi
+    done
+}
+
+# Ports, one a line on stdin, as a list in the kernel's format: sorted, consecutive ports as ranges.
+compact_ports() {
+    sort -n -u | awk 'NF == 0 { next }
+        n && $1 == prev + 1 { prev = $1; next }
+        n { printf "%s%s%s", sep, start, (prev > start ? "-" prev : ""); sep = "," }
+        { start = prev = $1; n = 1 }
+        END { if (n) printf "%s%s%s", sep, start, (prev > start ? "-" prev : ""); print "" }'
+}
+
+# The ports of $2 (one a line) that the kernel's list $1 does not hold, one a line.
+ports_missing() {
+    grep -vxF -f <(expand_ports "$1"; echo) <<<"$2" | grep -v '^$' || true
+}
+
+# The kernel's list $1 without the ports of $2 (one a line), in the kernel's format.
+ports_without() {
+    expand_ports "$1" | { grep -vxF -f <(echo "$2"; echo) || true; } | compact_ports
+}
+
+# The servers listen on ports inside Linux's range of clients' source ports
+# (ip_local_port_range), so a client connection can hold one of them as its source port while
+# the server is down, and the server cannot bind it again when it restarts (seen when the
+# chaos run restarted Elasticsearch under load). Reserving them keeps them for the servers;
+# where the setting cannot be written (no root, a read-only /proc), a restart may retry.
+# Only the ports of the services $@ not yet reserved are added, and recorded in
+# $DIR/reserved-ports for `down`.
 reserve_ports() {
-    local file=/proc/sys/net/ipv4/ip_local_reserved_ports
-    [ -w "$file" ] || return 0
-    local ports="$PG_PORT,$PG_REPLICA_PORT,$PG_SHARD_A_PORT,$PG_SHARD_B_PORT,$REDIS_PORT,$MONGODB_PORT,$ELASTICSEARCH_PORT"
-    ports+=",$((ELASTICSEARCH_PORT + 100)),$INFLUXDB_PORT,$((INFLUXDB_PORT + 2))"
-    ports+=",$INFLUXDB_AUTH_PORT,$((INFLUXDB_AUTH_PORT + 2))"
-    # A cluster node also listens on its port + 10000, the cluster bus.
-    ports+=",$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
-    ports+=",$((REDIS_CLUSTER_PORT + 10000))-$((REDIS_CLUSTER_PORT + 10005))"
-    ports+=",$KAFKA_PORT,$((KAFKA_PORT + 1))"
-    local current
-    current="$(cat "$file")"
-    echo "${current:+$current,}$ports" >"$file" 2>/dev/null || true
+    [ -w "$RESERVED_PORTS_FILE" ] || return 0
+    local current missing
+    current="$(cat "$RESERVED_PORTS_FILE")"
+    missing="$(ports_missing "$current" "$(service_ports "$@")")"
+    [ -n "$missing" ] || return 0
+    local wanted
+    wanted="$(printf '%s\n%s\n' "$(expand_ports "$current")" "$missing" | compact_ports)"
+    if echo "$wanted" >"$RESERVED_PORTS_FILE" 2>/dev/null; then
+        echo "$missing" >>"$DIR/reserved-ports"
+    fi
+}
+
+# Gives back the ports `up` reserved, once none of the servers runs: a server stopped to be
+# started again keeps its ports.
+release_ports() {
+    local record="$DIR/reserved-ports" service
+    [ -f "$record" ] || return 0
+    for service in "${ALL_SERVICES[@]}"; do
+        if "${service//-/_}_running"; then return 0; fi
+    done
+    if [ -w "$RESERVED_PORTS_FILE" ]; then
+        local remaining
+        remaining="$(ports_without "$(cat "$RESERVED_PORTS_FILE")" "$(cat "$record")")"
+        echo "$remaining" >"$RESERVED_PORTS_FILE" 2>/dev/null || return 0
+    fi
+    rm -f "$record"
 }
 
 main() {
@@ -716,13 +818,14 @@ main() {
     mkdir -p "$DIR"
     case "$command" in
         up)
-            reserve_ports
+            reserve_ports "${services[@]}"
             for service in "${services[@]}"; do "${service//-/_}_up"; done
             print_env "${services[@]}"
             ;;
         down)
             # In reverse: a replica stops before its primary.
             for ((i = ${#services[@]} - 1; i >= 0; i--)); do "${services[i]//-/_}_down"; done
+            release_ports
             ;;
         status)
             for service in "${services[@]}"; do
@@ -740,4 +843,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced (by the tests), it only defines its functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

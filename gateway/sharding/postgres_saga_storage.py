@@ -35,6 +35,13 @@ InsertPlaced = Callable[
 ]
 """Writes an order with ``order.placed`` in the caller's transaction (the gateway's)."""
 
+
+def lock_timeout_setting(seconds: float) -> str:
+    """PostgreSQL's ``lock_timeout`` for a wait of ``seconds``: whole milliseconds, at least
+    one, since ``0`` would mean no limit at all."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
 Cancel = Callable[[UUID, int | None], Awaitable[bool]]
 """Cancels an order if it is still at the given version (any, with ``None``); whether it did."""
 
@@ -123,7 +130,7 @@ class PostgresShardRecords:
         async with self._connection() as connection:
             if lock_wait_seconds is None:
                 return await decisions.decide(connection, order_id, wanted, self._timeout)
-            lock_wait = f"{int(lock_wait_seconds * 1000)}ms"
+            lock_wait = lock_timeout_setting(lock_wait_seconds)
             try:
                 async with connection.transaction():
                     await connection.execute(

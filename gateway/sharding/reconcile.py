@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -90,6 +90,13 @@ class Break:
             "repair": self.repair.value if self.repair else None,
             "repaired": self.repaired,
         }
+
+
+def after_return(found: Break, returned: bool) -> Break | None:
+    """The break ``found`` once its units were asked back: repaired when the return moved
+    them; ``None`` when it found the reservation no longer committed, since a cancellation
+    returned its units meanwhile (the saga's own path: nothing was broken)."""
+    return replace(found, repaired=True) if returned else None
 
 
 @dataclass
@@ -209,8 +216,10 @@ async def _check_committed(
                 if not is_break(committed, order):
                     continue
                 chosen = repair_of(committed, order, units_in_stock=False)
-                repaired = False
-                if repair and chosen is Repair.RETURN:
-                    await catalog.settle(order_id, Settlement.RETURN)
-                    repaired = True
-                result.breaks.append(Break(order_id, name, committed, order, chosen, repaired))
+                found = Break(order_id, name, committed, order, chosen, repaired=False)
+                if not repair or chosen is not Repair.RETURN:
+                    result.breaks.append(found)
+                elif returned := after_return(
+                    found, await catalog.settle(order_id, Settlement.RETURN)
+                ):
+                    result.breaks.append(returned)
