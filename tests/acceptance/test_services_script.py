@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import SERVICES_SCRIPT, unused_port
+from support.servers import SERVICES_SCRIPT, unused_port
 
 SERVICES = ["postgres", "postgres-replica"]
 
