@@ -1,6 +1,6 @@
--- Operations (gateway/operations/): verify, doctor, the orders report, demo data, backfill
--- and rewind. Backfill's and rewind's reads and moves run in the modules that own their
--- tables (gateway/write_path/orders.py, gateway/postgres/outbox.py, gateway/relay/tables.py).
+-- Operations (gateway/operations/): verify, doctor, demo data, backfill and rewind. Backfill's
+-- and rewind's reads and moves run in the modules that own their tables
+-- (gateway/write_path/orders.py, gateway/postgres/outbox.py, gateway/relay/tables.py).
 -- Each query starts with a "-- name:" line and runs to the next one. gateway/postgres/queries.py
 -- loads every .sql file of this folder; a name is defined in one file only.
 
@@ -119,24 +119,6 @@ FROM payments
 WHERE outcome IN ('mismatch', 'refund_required')
 GROUP BY outcome
 ORDER BY outcome;
-
--- Orders report -------------------------------------------------------------------------------
-
--- name: orders_report
--- Orders created in [$1, $2), grouped by $3 ('status', 'day' in UTC, or 'segment'), per
--- currency: how many, and their total amount.
-SELECT CASE $3::text
-           WHEN 'status' THEN status::text
-           WHEN 'day' THEN to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')
-           ELSE coalesce(customer_segment, '')
-       END AS bucket,
-       currency,
-       count(*) AS orders,
-       sum(total_amount) AS revenue
-FROM orders
-WHERE created_at >= $1 AND created_at < $2
-GROUP BY 1, 2
-ORDER BY 1, 2;
 
 -- Demo data -----------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 -- The write path: orders, customers, the catalog and idempotency keys
--- (gateway/write_path/: orders.py, customers.py, catalog.py, idempotency.py), and the
--- outbox's appends (gateway/postgres/outbox.py).
+-- (gateway/write_path/: orders.py, orders_report.py, customers.py, catalog.py,
+-- idempotency.py), and the outbox's appends (gateway/postgres/outbox.py).
 -- Each query starts with a "-- name:" line and runs to the next one. gateway/postgres/queries.py
 -- loads every .sql file of this folder; a name is defined in one file only.
 -- A "-- fragment:" block is SQL that queries share: a query's "-- include: <fragment>" line is
@@ -198,6 +198,24 @@ LIMIT $4;
 
 -- name: order_items_of_orders
 SELECT * FROM order_items WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, id;
+
+-- Orders report -------------------------------------------------------------------------------
+
+-- name: orders_report
+-- Orders created in [$1, $2), grouped by $3 ('status', 'day' in UTC, or 'segment'), per
+-- currency: how many, and their total amount.
+SELECT CASE $3::text
+           WHEN 'status' THEN status::text
+           WHEN 'day' THEN to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+           ELSE coalesce(customer_segment, '')
+       END AS bucket,
+       currency,
+       count(*) AS orders,
+       sum(total_amount) AS revenue
+FROM orders
+WHERE created_at >= $1 AND created_at < $2
+GROUP BY 1, 2
+ORDER BY 1, 2;
 
 -- Customers and catalog -----------------------------------------------------------------------
 
