@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gateway.api.server import configure_logging as configure_logging
+from gateway.cli.console import stdout_console
 from gateway.configuration.secrets import redact_url
 from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
@@ -43,7 +44,7 @@ app.add_typer(dlq_app, name="dlq")
 sinks_app = typer.Typer(help="List the sinks the outbox tracks; retire removed ones.")
 app.add_typer(sinks_app, name="sinks", no_args_is_help=True)
 
-out = Console()
+out = stdout_console()
 err = Console(stderr=True, soft_wrap=True)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from gateway.history.check import FoldCheck
 from gateway.history.store import OrderEvent
@@ -64,7 +65,7 @@ def status_table(rows: Sequence[dict[str, object]]) -> Table:
             str(row["retrying"]),
             str(row["dead_lettered"]),
             relays or str(row["relays"]),
-            str(row["last_error"] or ""),
+            Text(str(row["last_error"] or "")),
         )
     return table
 
@@ -96,7 +97,7 @@ def dead_letters_table(letters: Sequence[dict[str, Any]]) -> Table:
             str(letter["version"]),
             str(letter["reason"]),
             str(letter["attempts"]),
-            str(letter["last_error"]),
+            Text(str(letter["last_error"])),
         )
     return table
 
