@@ -2,15 +2,17 @@
 # Starts the compose stack for real and checks it end to end, on a machine with no Docker
 # engine and no image registry (such as CI's):
 #
-# 1. installs and configures Debian's podman (runc, lowered ulimits, cgroupfs) and
-#    docker-compose, and serves podman's Docker-compatible API on a socket of its own;
+# 1. installs and configures Debian's podman (runc, lowered ulimits, cgroupfs), builds Docker
+#    Compose v5 (scripts/compose-v5.sh), and serves podman's Docker-compatible API on a socket
+#    of its own;
 # 2. builds, under the exact names docker-compose.yml and the Dockerfile use, local stand-ins
 #    of the official images (scripts/compose/stand-ins/, on a Debian 12 base made with
 #    debootstrap), from Debian's packages and what scripts/services.sh has already built or
 #    fetched (FerretDB, InfluxDB, Elasticsearch, Kafka's jars);
-# 3. runs `docker-compose up --build` with .env.example (unchanged docker-compose.yml and
-#    Dockerfile), running every container's health check every few seconds (nothing else
-#    does without systemd), and waits for every service to be healthy and migrate to finish;
+# 3. validates the file with `docker compose config`, runs `docker compose up --build` with
+#    .env.example (unchanged docker-compose.yml and Dockerfile), running every container's
+#    health check every few seconds (nothing else does without systemd), and waits for every
+#    service to be healthy and migrate to finish;
 # 4. drives a few thousand orders through the API with the loadtest service, runs
 #    `fanout verify` inside the stack, and checks that both relay replicas held leases;
 # 5. takes the stack down with its volumes and stops what it started.
@@ -44,7 +46,6 @@ install_engine() {
     local missing=()
     command -v podman >/dev/null || missing+=(podman)
     command -v runc >/dev/null || missing+=(runc)
-    command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
@@ -213,8 +214,10 @@ qualify() {
 
 # --- the stack ---------------------------------------------------------------------
 
-COMPOSE=(docker-compose --project-directory "$ROOT" --env-file "$ROOT/.env.example"
+# The Compose command: main puts the binary scripts/compose-v5.sh builds in front.
+COMPOSE_OPTIONS=(--project-directory "$ROOT" --env-file "$ROOT/.env.example"
     -f "$ROOT/docker-compose.yml")
+COMPOSE=(docker compose "${COMPOSE_OPTIONS[@]}")
 
 compose() { "${COMPOSE[@]}" "$@"; }
 
@@ -264,7 +267,7 @@ print_failing_logs() {
 }
 
 run_stack() {
-    log "docker-compose up --build"
+    log "docker compose up --build"
     timeout 1200 "${COMPOSE[@]}" up --build --detach 2>&1 | tail -40 >&2 || return 1
     log "waiting for every service to be healthy"
     local deadline=$((SECONDS + 600))
@@ -293,8 +296,11 @@ take_down() {
 main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (podman runs rootful here)"
     install_engine
+    COMPOSE=("$(bash "$ROOT/scripts/compose-v5.sh")" "${COMPOSE_OPTIONS[@]}")
+    log "validating docker-compose.yml with $("${COMPOSE[0]}" version)"
+    compose config --quiet || die "docker compose config refused docker-compose.yml"
+    PROJECT="$(compose config --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')"
     start_engine
-    PROJECT="$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$ROOT/.env.example")"
     cleanup() {
         [ -z "$HEALTH_DRIVER" ] || kill "$HEALTH_DRIVER" 2>/dev/null || true
         take_down

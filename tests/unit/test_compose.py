@@ -116,6 +116,12 @@ def test_store_images_have_the_pinned_major_versions(services: dict[str, dict[st
     assert int(elasticsearch.split(".")[0]) == client_major
 
 
+def test_the_file_names_its_project(raw: dict[str, Any]) -> None:
+    # COMPOSE_PROJECT_NAME in .env would override the name the file gives.
+    assert raw["name"] == "fanout"
+    assert "COMPOSE_PROJECT_NAME" not in env_example()
+
+
 def test_gateway_services_build_this_repository(services: dict[str, dict[str, Any]]) -> None:
     for name in GATEWAY_SERVICES:
         assert services[name]["build"] == ".", name

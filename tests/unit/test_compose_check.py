@@ -3,6 +3,7 @@ Docker would resolve it to, so that docker-compose finds each one without a regi
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -66,3 +67,40 @@ def test_every_image_of_the_stack_has_a_stand_in() -> None:
         (ROOT / "scripts" / "compose" / "stand-ins" / s / "Containerfile").exists()
         for s in stand_ins
     )
+
+
+COMPOSE_V5 = ROOT / "scripts" / "compose-v5.sh"
+
+
+def compose_v5_without_go(services: Path) -> subprocess.CompletedProcess[str]:
+    """scripts/compose-v5.sh with ``services`` as FANOUT_SERVICES_DIR and no Go on the PATH."""
+    tools = services / "tools"
+    tools.mkdir()
+    dirname = shutil.which("dirname")
+    assert dirname is not None
+    (tools / "dirname").symlink_to(dirname)
+    return subprocess.run(
+        ["/bin/bash", str(COMPOSE_V5)],
+        env={"FANOUT_SERVICES_DIR": str(services), "PATH": str(tools)},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_compose_v5_reuses_the_binary_it_built(tmp_path: Path) -> None:
+    binary = tmp_path / "bin" / "docker-compose-v5.6.0"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+
+    result = compose_v5_without_go(tmp_path)
+
+    assert (result.returncode, result.stdout) == (0, f"{binary}\n"), result.stderr
+
+
+def test_compose_v5_without_go_says_what_is_needed(tmp_path: Path) -> None:
+    result = compose_v5_without_go(tmp_path)
+
+    assert result.returncode == 1
+    assert "Go is needed to build Docker Compose" in result.stderr
+    assert not (tmp_path / "bin" / "docker-compose-v5.6.0").exists()
