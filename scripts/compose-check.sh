@@ -13,8 +13,10 @@
 #    .env.example (unchanged docker-compose.yml and Dockerfile), running every container's
 #    health check every few seconds (nothing else does without systemd), and waits for every
 #    service to be healthy and migrate to finish;
-# 4. drives a few thousand orders through the API with the loadtest service, runs
-#    `fanout verify` inside the stack, and checks that both relay replicas held leases;
+# 4. drives a few thousand orders through the API with the loadtest service, checks that the
+#    load test left every container of the running stack as it was (same container, same start
+#    time), runs `fanout verify` inside the stack, and checks that both relay replicas held
+#    leases;
 # 5. takes the stack down with its volumes and stops what it started.
 #
 # On failure it prints the logs of every service that is not healthy (or did not exit 0).
@@ -276,9 +278,12 @@ run_stack() {
         sleep 3
     done
     log "the stack is up: driving $((LOAD_RATE * LOAD_SECONDS)) orders through the API"
+    local before
+    before="$(stack_containers)"
     timeout 900 "${COMPOSE[@]}" --profile loadtest run --rm loadtest \
         loadtest --via http --url http://api:8000 --rate "$LOAD_RATE" \
         --duration "$LOAD_SECONDS" --drain-timeout 300 --allow-remote >&2 || return 1
+    unchanged_by_load_test "$before" "$(stack_containers)" || return 1
     log "fanout verify inside the stack"
     timeout 600 "${COMPOSE[@]}" exec -T api fanout verify >&2 || return 1
     local owners
@@ -286,6 +291,30 @@ run_stack() {
         'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "SELECT count(DISTINCT owner) FROM relay_positions WHERE owner IS NOT NULL"')"
     log "relays holding leases: $owners"
     [ "$owners" = 2 ] || { log "expected both relay replicas to hold leases"; return 1; }
+}
+
+# Every container of the stack but one-off ones (`run`), one a line: service, name, id and
+# start time; a container recreated or restarted shows as a changed line.
+stack_containers() {
+    local id
+    for id in $(podman ps --all --quiet --filter "label=com.docker.compose.project=$PROJECT"); do
+        podman inspect --format \
+            '{{index .Config.Labels "com.docker.compose.oneoff"}} {{index .Config.Labels "com.docker.compose.service"}} {{.Name}} {{.Id}} {{.State.StartedAt}}' \
+            "$id"
+    done | sed -n 's/^False //p' | sort
+}
+
+# Whether the stack's containers after the load test ($2) are those before it ($1): the same
+# containers, started at the same times; says which differ otherwise.
+unchanged_by_load_test() {
+    local before="$1" after="$2"
+    [ -n "$before" ] || { log "no container of the stack found before the load test"; return 1; }
+    if [ "$before" != "$after" ]; then
+        log "the load test recreated or restarted containers of the running stack:"
+        diff <(echo "$before") <(echo "$after") | sed -n 's/^\([<>]\)/  \1/p' >&2
+        return 1
+    fi
+    log "the load test left the stack's $(echo "$before" | wc -l) containers as they were"
 }
 
 take_down() {

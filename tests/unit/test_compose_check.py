@@ -69,6 +69,50 @@ def test_every_image_of_the_stack_has_a_stand_in() -> None:
     )
 
 
+def load_test_verdict(before: str, after: str) -> subprocess.CompletedProcess[str]:
+    """``unchanged_by_load_test`` on two listings of the stack's containers."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{SCRIPT}"; unchanged_by_load_test "$1" "$2"', "-", before, after],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+BEFORE = (
+    "api fanout-api-1 aaa 2026-12-06 14:05:23 +0000 UTC\n"
+    "postgres fanout-postgres-1 bbb 2026-12-06 14:04:46 +0000 UTC"
+)
+
+
+def test_a_load_test_that_left_the_stack_alone_passes() -> None:
+    verdict = load_test_verdict(BEFORE, BEFORE)
+
+    assert verdict.returncode == 0, verdict.stderr
+    assert "left the stack's 2 containers as they were" in verdict.stderr
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        BEFORE.replace("bbb", "ccc"),  # recreated
+        BEFORE.replace("14:04:46", "14:09:10"),  # restarted
+        BEFORE.splitlines()[0],  # removed
+    ],
+    ids=["recreated", "restarted", "removed"],
+)
+def test_a_container_recreated_restarted_or_removed_fails_the_check(after: str) -> None:
+    verdict = load_test_verdict(BEFORE, after)
+
+    assert verdict.returncode == 1
+    assert "< postgres fanout-postgres-1 bbb" in verdict.stderr
+    assert "fanout-api-1" not in verdict.stderr
+
+
+def test_no_container_before_the_load_test_fails_the_check() -> None:
+    assert load_test_verdict("", "").returncode == 1
+
+
 COMPOSE_V5 = ROOT / "scripts" / "compose-v5.sh"
 
 
