@@ -1,19 +1,44 @@
 """The ``fanout`` command line: ``app`` holds the root and what commands share; each other
-module registers a group of commands on it. Commands parse arguments and print; ``render``
-draws their tables."""
+module is named after the command (or group of commands) it registers on it. Commands parse
+arguments and print; ``render`` draws their tables."""
 
-from gateway.cli import checks, history, loadtest, rebuild, schema, service, shards, sinks
+from gateway.cli import (
+    backfill,
+    config,
+    demo,
+    dlq,
+    doctor,
+    events,
+    loadtest,
+    migrate,
+    relay,
+    report,
+    rewind,
+    serve,
+    shards,
+    sinks,
+    status,
+    verify,
+)
 from gateway.cli.app import app, main
 
 __all__ = [
     "app",
-    "checks",
-    "history",
+    "backfill",
+    "config",
+    "demo",
+    "dlq",
+    "doctor",
+    "events",
     "loadtest",
     "main",
-    "rebuild",
-    "schema",
-    "service",
+    "migrate",
+    "relay",
+    "report",
+    "rewind",
+    "serve",
     "shards",
     "sinks",
+    "status",
+    "verify",
 ]

@@ -28,6 +28,9 @@ from gateway.postgres.topology import databases
 
 T = TypeVar("T")
 
+PARTIAL_EXIT = 3
+"""The exit status of a command that answered for only some shards (one did not answer)."""
+
 app = typer.Typer(
     help="Fan-out gateway: orders in PostgreSQL, their events relayed to every read-side store.",
     no_args_is_help=True,

@@ -1,10 +1,8 @@
-"""``fanout backfill`` and ``rewind``: rebuild a store from PostgreSQL while the relay runs,
-or have the relay deliver the outbox's kept events again."""
+"""``fanout backfill``: rebuild a store from PostgreSQL while the relay runs."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from functools import partial
 from typing import Annotated
 
@@ -13,10 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeR
 
 from gateway.backoff import Backoff
 from gateway.cli.app import (
-    DatabaseOption,
     app,
     config_path,
-    connection_of,
     err,
     iso_time,
     out,
@@ -26,7 +22,6 @@ from gateway.cli.app import (
 from gateway.configuration.settings import default_config_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.operations.backfill import BackfillResult, backfill
-from gateway.operations.rewind import RewindPlan, plan_rewind, rewind
 from gateway.postgres.topology import Topology
 
 
@@ -52,7 +47,7 @@ def backfill_command(
     from gateway.postgres.database import create_pool
     from gateway.relay.sinks import build_sink
 
-    changed_since = _time(since)
+    changed_since = iso_time(since, "--since") if since is not None else None
 
     async def work() -> list[BackfillResult]:
         settings = settings_of(context)
@@ -124,65 +119,3 @@ def backfill_command(
 
 def _advance(bar: Progress, task: TaskID, done: int, total: int) -> None:
     bar.update(task, completed=done, total=total)
-
-
-@app.command("rewind")
-def rewind_command(
-    context: typer.Context,
-    sink: Annotated[str, typer.Option("--sink", help="The sink to deliver to again.")],
-    to: Annotated[
-        str, typer.Option("--to", help="Deliver again the events since this time (ISO 8601).")
-    ],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only say how many events that is.")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    database: DatabaseOption = None,
-) -> None:
-    """Move a sink's positions back so that the relay delivers the events the outbox keeps
-    since a time again; refused while a relay serves the sink."""
-    since = _time(to, "--to")
-    assert since is not None
-
-    async def planned() -> RewindPlan:
-        async with connection_of(context, database) as connection:
-            return await plan_rewind(connection, sink, since)
-
-    async def rewound() -> RewindPlan:
-        async with connection_of(context, database) as connection:
-            return await rewind(connection, sink, since)
-
-    plan = run(planned)
-    if dry_run or not plan.moves or not as_json:  # as JSON, one document: the outcome's
-        _print_plan(plan, as_json, done=False)
-    if dry_run or not plan.moves:
-        return
-    if not yes and not typer.confirm(
-        f"Deliver {plan.events:,} events to {sink!r} again?", default=False
-    ):
-        err.print("not rewound")
-        raise typer.Exit(1)
-    _print_plan(run(rewound), as_json, done=True)
-
-
-def _print_plan(plan: RewindPlan, as_json: bool, *, done: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps({**plan.as_json(), "rewound": done}))
-        return
-    verb = "rewound" if done else "would rewind"
-    out.print(
-        f"{plan.sink}: {verb} {len(plan.moves)} partitions, {plan.events:,} events to deliver "
-        f"again since {plan.to.isoformat()}",
-        highlight=False,
-    )
-    if plan.oldest_kept is not None and plan.oldest_kept > plan.to:
-        err.print(
-            f"note: the outbox keeps events from {plan.oldest_kept.isoformat()} on; older ones "
-            "cannot be delivered again (fanout backfill rebuilds a store from PostgreSQL)",
-            highlight=False,
-        )
-
-
-def _time(text: str | None, option: str = "--since") -> datetime | None:
-    return iso_time(text, option) if text is not None else None

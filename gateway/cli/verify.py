@@ -1,4 +1,5 @@
-"""``fanout doctor`` and ``verify``: health, and drift between PostgreSQL and the stores."""
+"""``fanout verify``: drift between PostgreSQL and the stores, or between each order and
+its stream of events."""
 
 from __future__ import annotations
 
@@ -10,34 +11,10 @@ import typer
 from gateway.cli import render
 from gateway.cli.app import app, err, out, run, settings_of
 from gateway.history.check import FoldCheck, check_folds
-from gateway.operations.doctor import Report, diagnose_configured, healthy
-from gateway.operations.doctor_tables import render as render_doctor_report
 from gateway.operations.verify import Drift, verify_configured
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.database import create_pool
 from gateway.postgres.topology import Topology
-
-
-@app.command("doctor")
-def doctor(
-    context: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    statements: Annotated[
-        int, typer.Option(help="How many of the slowest statements to show.", min=1)
-    ] = 10,
-) -> None:
-    """PostgreSQL health, outbox backlog and every sink's health; exit 1 if anything is down."""
-
-    async def work() -> Report:
-        return await diagnose_configured(settings_of(context), statements_limit=statements)
-
-    report = run(work)
-    if as_json:
-        out.print_json(json.dumps(report, default=str))
-    else:
-        render_doctor_report(report, out)
-    if not healthy(report):
-        raise typer.Exit(1)
 
 
 @app.command("verify")
