@@ -10,9 +10,10 @@
 #    debootstrap), from Debian's packages and what scripts/services.sh has already built or
 #    fetched (FerretDB, InfluxDB, Elasticsearch, Kafka's jars);
 # 3. validates the file with `docker compose config`, runs `docker compose up --build` with
-#    .env.example (unchanged docker-compose.yml and Dockerfile), running every container's
-#    health check every few seconds (nothing else does without systemd), and waits for every
-#    service to be healthy and migrate to finish;
+#    .env.example (unchanged docker-compose.yml and Dockerfile; the image labelled with
+#    pyproject.toml's version), running every container's health check every few seconds
+#    (nothing else does without systemd), and waits for every service to be healthy and migrate
+#    to finish;
 # 4. drives a few thousand orders through the API with the loadtest service, checks that the
 #    load test left every container of the running stack as it was (same container, same start
 #    time), runs `fanout verify` inside the stack, and checks that both relay replicas held
@@ -271,6 +272,7 @@ print_failing_logs() {
 run_stack() {
     log "docker compose up --build"
     timeout 1200 "${COMPOSE[@]}" up --build --detach 2>&1 | tail -40 >&2 || return 1
+    check_image_version || return 1
     log "waiting for every service to be healthy"
     local deadline=$((SECONDS + 600))
     until stack_ready; do
@@ -317,6 +319,22 @@ unchanged_by_load_test() {
     log "the load test left the stack's $(echo "$before" | wc -l) containers as they were"
 }
 
+# The gateway's image carries pyproject.toml's version in its OCI labels.
+check_image_version() {
+    local image labelled
+    image="$(sed -n 's/^ *image: \(fanout-gateway:.*\)$/\1/p' "$ROOT/docker-compose.yml" | head -1)"
+    labelled="$(podman image inspect --format \
+        '{{index .Labels "org.opencontainers.image.version"}}' "$(qualify "$image")")"
+    log "$image is labelled version $labelled"
+    [ "$labelled" = "$FANOUT_VERSION" ] || { log "expected version $FANOUT_VERSION"; return 1; }
+}
+
+# The version pyproject.toml declares.
+project_version() {
+    python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
+        "$ROOT/pyproject.toml"
+}
+
 take_down() {
     compose --profile loadtest down --volumes --remove-orphans >/dev/null 2>&1 || true
     podman network rm --force "${PROJECT}_default" >/dev/null 2>&1 || true
@@ -329,6 +347,9 @@ main() {
     log "validating docker-compose.yml with $("${COMPOSE[0]}" version)"
     compose config --quiet || die "docker compose config refused docker-compose.yml"
     PROJECT="$(compose config --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')"
+    # The Dockerfile's build argument for the image's version label.
+    FANOUT_VERSION="$(project_version)"
+    export FANOUT_VERSION
     start_engine
     cleanup() {
         [ -z "$HEALTH_DRIVER" ] || kill "$HEALTH_DRIVER" 2>/dev/null || true

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Request, Response
@@ -17,21 +17,30 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import BaseModel
 
 from gateway.api.auth import authorized
 from gateway.configuration.secrets import redact_values
 from gateway.facade.gateway import Gateway
 from gateway.operations.health import postgres_health, readiness, shards_health, sinks_health
 from gateway.postgres.replicas import primary_replication
+from gateway.version import version
 
 probes = APIRouter(tags=["operations"])
 metrics = APIRouter(tags=["operations"])
 
 
-@probes.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process is up and serving (touches nothing else)."""
-    return {"status": "ok"}
+class Health(BaseModel):
+    """``/healthz``'s answer: the process serves, and which version of the gateway it runs."""
+
+    status: Literal["ok"]
+    version: str
+
+
+@probes.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is up and serving (touches nothing else), and the version it runs."""
+    return Health(status="ok", version=version())
 
 
 @probes.get(

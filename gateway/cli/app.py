@@ -25,6 +25,7 @@ from gateway.configuration.settings import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.postgres.database import connect
 from gateway.postgres.topology import databases
+from gateway.version import version
 
 T = TypeVar("T")
 
@@ -51,6 +52,13 @@ out = stdout_console()
 err = Console(stderr=True, soft_wrap=True)
 
 
+def print_version(wanted: bool) -> None:
+    """``--version``: print the installed version and exit."""
+    if wanted:
+        out.print(f"fanout {version()}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     context: typer.Context,
@@ -62,6 +70,15 @@ def _options(
             help="YAML configuration file (default: $FANOUT_CONFIG or config/gateway.yaml).",
         ),
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=print_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     context.obj = config
 

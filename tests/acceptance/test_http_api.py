@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from gateway import Customer, Gateway, Product
+from gateway.version import version
 from support.api_process import ApiServer, api_server, write_config
 from support.shop import Shop
 from tests.acceptance.conftest import DatabaseFactory, create_migrated_database
@@ -92,7 +93,7 @@ async def test_probes_and_the_openapi_document_need_no_key(server: ApiServer) ->
         ready = await anonymous.get("/readyz")
         document = await anonymous.get("/openapi.json")
 
-    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (health.status_code, health.json()) == (200, {"status": "ok", "version": version()})
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
     assert document.status_code == 200
     paths = document.json()["paths"]

@@ -124,10 +124,22 @@ def test_the_file_names_its_project(raw: dict[str, Any]) -> None:
 
 def test_gateway_services_build_this_repository(services: dict[str, dict[str, Any]]) -> None:
     for name in GATEWAY_SERVICES:
-        assert services[name]["build"] == ".", name
+        assert services[name]["build"]["context"] == ".", name
     for name in STORES:
         assert "image" in services[name] and "build" not in services[name], name
     assert DOCKERFILE.exists()
+
+
+def test_the_image_is_labelled_with_the_version_it_is_given(raw: dict[str, Any]) -> None:
+    for name in GATEWAY_SERVICES:
+        assert raw["services"][name]["build"]["args"] == {
+            "FANOUT_VERSION": "${FANOUT_VERSION:-unknown}"
+        }, name
+    dockerfile = DOCKERFILE.read_text()
+    final_stage = dockerfile[dockerfile.rindex("\nFROM ") :]
+    assert "ARG FANOUT_VERSION" in final_stage
+    assert 'org.opencontainers.image.version="$FANOUT_VERSION"' in final_stage
+    assert 'org.opencontainers.image.licenses="Apache-2.0"' in final_stage
 
 
 def test_long_running_services_have_health_checks(services: dict[str, dict[str, Any]]) -> None:

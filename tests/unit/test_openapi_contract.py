@@ -100,3 +100,14 @@ def test_routes_that_read_or_write_the_database_document_503() -> None:
     for path in ("/orders", "/orders/{order_id}", "/customers", "/webhooks/payments"):
         for operation in paths[path].values():
             assert "503" in operation["responses"], path
+
+
+def test_healthz_documents_the_status_and_the_version() -> None:
+    document = app_with(key=KEY).openapi()
+    answer = document["paths"]["/healthz"]["get"]["responses"]["200"]
+    reference = answer["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+    assert set(schema["required"]) == {"status", "version"}
+    assert schema["properties"]["status"]["const"] == "ok"
+    assert schema["properties"]["version"]["type"] == "string"
