@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,16 +24,18 @@ from pydantic import (
     field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import core_schema
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
+from pydantic_core import ValidationError as PydanticCoreValidationError
 from typing_extensions import TypeAliasType
 
 from gateway.write_path.lifecycle import PaymentStatus
 from gateway.write_path.order_status import OrderStatus
 
-# What the text fields of a request state and enforce: PostgreSQL cannot store NUL, and a
-# required text must hold more than white space. Lengths count the text as sent; it is then
-# stripped of white space. White space is spelled out (Unicode's White_Space), in the schema's
-# pattern and in the stripping alike, so that both mean the same to every engine.
+# What the text fields of a request state and enforce: PostgreSQL cannot store NUL (nor a lone
+# surrogate, which is no Unicode text, so no schema pattern can state it), and a required text
+# must hold more than white space. Lengths count the text as sent; it is then stripped of white
+# space. White space is spelled out (Unicode's White_Space), in the schema's pattern and in the
+# stripping alike, so that both mean the same to every engine.
 WHITE_SPACE = (
     "\t\n\u000b\f\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -55,18 +59,36 @@ def _money_text(value: object) -> object:
     return value
 
 
-def _without_nul(value: Any, path: str = "") -> Any:
-    # jsonb cannot hold NUL; keys are checked here, values by their own type as well.
+def _json_text_errors(
+    value: Any, location: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    # jsonb holds text only: every key and string is checked, each error at its own path (a
+    # key's at the object holding it, so that no error names the text it refuses).
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{path or 'a key'} contains NUL, which cannot be stored")
+        if problem := _text_problem(value):
+            yield location, problem
     elif isinstance(value, dict):
         for key, item in value.items():
-            _without_nul(key, path)
-            _without_nul(item, f"{path}.{key}" if path else str(key))
+            if problem := _text_problem(key):
+                yield location, f"a key {problem}"
+            else:
+                yield from _json_text_errors(item, (*location, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _without_nul(item, f"{path}[{index}]")
+            yield from _json_text_errors(item, (*location, index))
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    errors = [
+        InitErrorDetails(
+            type=PydanticCustomError("json_text", "{problem}", {"problem": problem}),
+            loc=location,
+            input="",
+        )
+        for location, problem in _json_text_errors(value)
+    ]
+    if errors:
+        raise PydanticCoreValidationError.from_exception_data("JsonObject", errors)
     return value
 
 
@@ -81,14 +103,26 @@ JsonInteger = Annotated[int, BeforeValidator(json_integer)]
 JsonDate = Annotated[date, BeforeValidator(_not_a_number)]
 
 
-def _no_nul(value: str) -> str:
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_problem(value: str) -> str | None:
+    """Why PostgreSQL cannot store ``value`` as text (``None``: it can)."""
     if "\x00" in value:
-        raise ValueError("must not contain the NUL character")
+        return "must not contain the NUL character"
+    if _LONE_SURROGATE.search(value):
+        return "must be Unicode text: a lone surrogate (half of a UTF-16 pair) cannot be stored"
+    return None
+
+
+def _storable(value: str) -> str:
+    if problem := _text_problem(value):
+        raise ValueError(problem)
     return value
 
 
 def _stripped(value: str) -> str:
-    stripped = _no_nul(value).strip(WHITE_SPACE)
+    stripped = _storable(value).strip(WHITE_SPACE)
     if not stripped:
         raise ValueError("must not be blank")
     return stripped
@@ -130,19 +164,19 @@ PostalCode = Annotated[
     _Stated({"pattern": NOT_BLANK}),
 ]
 LongText = Annotated[
-    str, StringConstraints(max_length=2000), AfterValidator(_no_nul), _Stated({"pattern": NO_NUL})
+    str, StringConstraints(max_length=2000), AfterValidator(_storable), _Stated({"pattern": NO_NUL})
 ]
-FreeText = Annotated[str, AfterValidator(_no_nul), _Stated({"pattern": NO_NUL})]
+FreeText = Annotated[str, AfterValidator(_storable), _Stated({"pattern": NO_NUL})]
 
 
-# Free-form JSON goes to a jsonb column, which holds neither NUL nor numbers past a double's
-# range; the keys are checked by JsonObject's validator.
+# Free-form JSON goes to a jsonb column, which holds neither NUL, lone surrogates nor numbers
+# past a double's range; the keys and strings are checked by JsonObject's validator.
 if TYPE_CHECKING:
     JsonObject = dict[str, Any]
 else:
     JsonValue = TypeAliasType(
         "JsonValue",
-        Annotated[str, AfterValidator(_no_nul), _Stated({"pattern": NO_NUL})]
+        Annotated[str, _Stated({"pattern": NO_NUL})]
         | int
         | Annotated[float, Field(allow_inf_nan=False)]
         | bool
@@ -152,7 +186,7 @@ else:
     )
     JsonObject = Annotated[
         dict[str, JsonValue],
-        AfterValidator(_without_nul),
+        AfterValidator(_storable_json),
         _Stated({"propertyNames": {"pattern": NO_NUL}}),
     ]
 Email = Annotated[
