@@ -105,3 +105,14 @@ def test_the_changelog_keeps_an_unreleased_section_and_names_the_version() -> No
     assert changelog.startswith("# Changelog\n")
     assert "\n## [Unreleased]\n" in changelog
     assert f"`{PROJECT['version']}`" in changelog
+
+
+def test_the_wheel_ships_the_product_alone(wheel: Path) -> None:
+    """The gateway and the sink library, not the tests, the benchmarks, the simulation or the
+    helpers they share."""
+    with zipfile.ZipFile(wheel) as archive:
+        top_level = {name.split("/")[0] for name in archive.namelist()}
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {
+        "gateway",
+        "adapters",
+    }
