@@ -292,7 +292,8 @@ KafkaTopic = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9._-]{1,249}$"
 class KafkaSinkSettings(_SinkSection):
     """Kafka: every outbox event on a topic per aggregate type, keyed by its aggregate.
 
-    ``url`` is ``kafka://host:port`` (several brokers: ``kafka://host1:port,host2:port``).
+    ``url`` is ``kafka://host:port`` (several brokers: ``kafka://host1:port,host2:port``),
+    without a user name or password: the sink connects without authentication.
     """
 
     type: Literal["kafka"]
@@ -316,9 +317,9 @@ class KafkaSinkSettings(_SinkSection):
     def _kafka_url(cls, url: SecretUrl) -> SecretUrl:
         try:
             bootstrap_servers(url.get_secret_value())
-        except ValueError:
+        except ValueError as error:
             raise ValueError(
-                "must be kafka://host:port (several brokers: comma-separated)"
+                f"must be kafka://host:port (several brokers: comma-separated): {error}"
             ) from None
         return url
 

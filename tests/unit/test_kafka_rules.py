@@ -100,6 +100,40 @@ def test_a_kafka_url_names_its_brokers() -> None:
         bootstrap_servers("kafka://")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "kafka://admin:s3cr3t-KAFKA@127.0.0.1:9092",
+        "kafka://b1:9092,admin:s3cr3t-KAFKA@b2:9092",
+        "kafka://:s3cr3t-KAFKA@b1:9092",
+        "kafka://s3cr3t-KAFKA@b1:9092",
+        "kafkax://admin:s3cr3t-KAFKA@b1:9092",
+    ],
+)
+def test_a_kafka_url_with_credentials_is_refused_without_repeating_them(
+    url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError) as raised:
+        bootstrap_servers(url)
+    assert "s3cr3t" not in str(raised.value)
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "postgres: {url: 'postgresql://u@h/db'}\n"
+        f"sinks: {{events: {{type: kafka, url: '{url}'}}}}\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert str(refused.value).startswith("sinks.events.url: ")
+    assert str(config) in str(refused.value)
+    assert "s3cr3t" not in str(refused.value)
+
+
+def test_a_kafka_url_says_it_takes_no_credentials(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no user name or password"):
+        bootstrap_servers("kafka://admin:pw@b1:9092")
+
+
 def test_a_record_is_keyed_by_aggregate_with_the_event_in_its_headers() -> None:
     event = envelope("order-7", version=3, status="shipped")
     record = record_for(event._replace(headers={"trace": "t-1"}), "fanout.order")
