@@ -63,6 +63,9 @@ log = logging.getLogger("adapters.kafka")
 UNACKNOWLEDGED_KEPT = 100_000
 """How many sends still waiting for the broker's acknowledgement are remembered by event."""
 
+LEADER_POLL_SECONDS = 0.05
+"""How often the broker's metadata is asked whether topics just created have their leaders."""
+
 KNOWN_AGGREGATE_TYPES = ("order", "customer")
 """The gateway's own aggregate types, whose topics are created when the sink starts."""
 
@@ -456,7 +459,33 @@ class KafkaSink:
         for topic, code, message in _topic_errors(response):
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise KafkaError(f"cannot create topic {topic!r}: error {code} {message or ''}")
+        await self._wait_for_leaders(missing)
         self._ready_topics |= missing
+
+    async def _wait_for_leaders(self, topics: set[str]) -> None:
+        """Wait (at most the timeout) until the broker's metadata gives every partition of
+        ``topics`` a leader. A topic just created is not in it at once, and a send until then
+        is answered "unknown topic" or "not leader": retried by the client, but logged."""
+        assert self._admin is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout_s):
+                while True:
+                    if all_led(await self._admin.describe_topics(sorted(topics)), topics):
+                        return
+                    await asyncio.sleep(LEADER_POLL_SECONDS)
+
+
+def all_led(described: Sequence[Mapping[str, Any]], topics: set[str]) -> bool:
+    """Whether a metadata answer (``describe_topics``) holds every topic of ``topics``, each
+    with partitions, every one of them with a leader."""
+    led = {
+        entry["topic"]
+        for entry in described
+        if entry["error_code"] == 0
+        and entry["partitions"]
+        and all(p["error_code"] == 0 and p["leader"] >= 0 for p in entry["partitions"])
+    }
+    return topics <= led
 
 
 def remains_of(producer: AIOKafkaProducer) -> ProducerRemains:
