@@ -42,7 +42,8 @@ def test_config_hides_the_secret_of_every_url_form(tmp_path: Path) -> None:
                     },
                     "events": {
                         "type": "kafka",
-                        "url": f"kafka://u:{SECRETS[5]}@b1.example:9092,b2.example:9092",
+                        # A Kafka URL with credentials is refused (the sink has no auth).
+                        "url": "kafka://b1.example:9092,b2.example:9092",
                     },
                     "documents": {
                         "type": "mongodb",
