@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gateway.configuration.secrets import (
     REDACTED,
     RedactingFormatter,
+    redact_log_line,
     redact_url,
     redact_values,
 )
@@ -71,6 +72,85 @@ def test_a_password_with_an_at_sign_is_redacted_whole() -> None:
     assert redact_url("postgresql://u:p@ss@h/db") == f"postgresql://u:{REDACTED}@h/db"
 
 
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("postgresql://u:s3c#r3t@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:s3c?r3t@h/db", "postgresql://u:***@h/db"),
+        ("rediss://u:s3/cr3t@h:6379", "rediss://u:***@h:6379"),
+        ("mongodb://u:a/b?c#d@e@h1,h2/db", "mongodb://u:***@h1,h2/db"),
+        ("postgresql://u@h/db?pass%77ord=pw", "postgresql://u@h/db?pass%77ord=***"),
+        ("postgresql://u@h/db?x=1&%70assword=pw&y=2", "postgresql://u@h/db?x=1&%70assword=***&y=2"),
+        ("http://h:8086/query?db=o&%70=pw", "http://h:8086/query?db=o&%70=***"),
+        ("https://h/x?api%5Fkey=k", "https://h/x?api%5Fkey=***"),
+        ("https://h/x?page=2&q=pass%77ord", "https://h/x?page=2&q=pass%77ord"),
+    ],
+    ids=["hash", "question mark", "slash", "all", "%77", "%70", "influx %70", "%5F", "a value"],
+)
+def test_a_password_the_clients_accept_unescaped_or_its_name_percent_encoded_is_redacted(
+    text: str, redacted: str
+) -> None:
+    assert redact_url(text) == redacted
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            'Unable connect to "admin:s3cr3t@127.0.0.1:59092"',
+            'Unable connect to "admin:***@127.0.0.1:59092"',
+        ),
+        ("brokers: u:pw@b1:9092, b2:9092", "brokers: u:***@b1:9092, b2:9092"),
+        ("(u:p/w#x@[::1]:5432)", "(u:***@[::1]:5432)"),
+        ("connect to :pw@cache:6379 failed", "connect to :***@cache:6379 failed"),
+    ],
+)
+def test_a_user_and_password_without_a_scheme_are_redacted(text: str, redacted: str) -> None:
+    assert redact_url(text) == redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail ops@example.com",
+        "Contact: ops@example.com",
+        "customer 'a.b+c@example.com' exists",
+        "at 12:30 the relay stopped",
+        "ValueError: bad value @ line 3",
+        "postgresql://u@h:5432/db",
+        "kafka://b1:9092,b2:9092",
+    ],
+)
+def test_e_mail_addresses_times_and_addresses_without_a_password_stay_readable(
+    text: str,
+) -> None:
+    assert redact_url(text) == text
+
+
+@pytest.mark.parametrize(
+    ("line", "redacted"),
+    [
+        ("options {'password': 'pw', 'user': 'u'}", "options {'password': '***', 'user': 'u'}"),
+        ('{"password": "p\\"w", "port": 5432}', '{"password": "***", "port": 5432}'),
+        ('{"api_key": "k", "token": "t"}', '{"api_key": "***", "token": "***"}'),
+        ("{'sslpassword': None}", "{'sslpassword': ***}"),
+        ("Authorization: Bearer tk", "Authorization: Bearer ***"),
+        ("headers={'Authorization': 'Token tk'}", "headers={'Authorization': 'Token ***'}"),
+        ("Authorization: ApiKey a2V5", "Authorization: ApiKey ***"),
+        ("password: pw", "password: ***"),
+        ("X-API-Key: k", "X-API-Key: ***"),
+        ("{'user': 'u', 'host': 'h'}", "{'user': 'u', 'host': 'h'}"),
+    ],
+)
+def test_a_log_line_masks_a_mappings_secret_members_and_credentials_headers(
+    line: str, redacted: str
+) -> None:
+    assert redact_log_line(line) == redacted
+    formatter = RedactingFormatter("%(message)s")
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "%s", (line,), None)
+    assert formatter.format(record) == redacted
+
+
 def test_log_records_are_redacted_message_arguments_and_tracebacks() -> None:
     formatter = RedactingFormatter("%(message)s")
     try:
@@ -121,9 +201,24 @@ def url_with_secret(draw: st.DrawFn) -> tuple[str, str, list[str]]:
     scheme = draw(schemes)
     more = draw(st.lists(st.tuples(hosts, ports), max_size=2))
     hostlist = ",".join(f"{h}:{p}" for h, p in [(host, port), *more])
-    shape = draw(st.sampled_from(["userinfo", "password-only", "query", "influx", "keyword"]))
+    shapes = ["userinfo", "password-only", "query", "influx", "keyword", "unescaped", "bare"]
+    shape = draw(st.sampled_from([*shapes, "encoded-name"]))
+    # As written by hand: the clients take the password up to the last "@" unescaped.
+    raw = "".join(c for c in secret if not c.isspace() and c not in "'\"\\")
     if shape == "userinfo":
         text = f"{scheme}://{draw(names)}:{encoded}@{hostlist}/{database}"
+    elif shape == "unescaped":
+        text = f"{scheme}://{draw(names)}:{raw}@{hostlist}/{database}"
+        secret = raw
+    elif shape == "bare":
+        text = f"{draw(names)}:{raw}@{hostlist}"
+        secret, readable = raw, [host, str(port), *(h for h, _ in more)]
+        return text, secret, readable
+    elif shape == "encoded-name":
+        key = draw(query_keys)
+        at = draw(st.integers(min_value=0, max_value=len(key) - 1))
+        key = f"{key[:at]}%{ord(key[at]):02X}{key[at + 1 :]}"  # as the clients decode it
+        text = f"{scheme}://{hostlist}/{database}?sslmode=require&{key}={encoded}&x=1"
     elif shape == "password-only":
         text = f"{scheme}://:{encoded}@{hostlist}/{database}"
     elif shape == "query":
