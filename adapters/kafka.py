@@ -273,11 +273,11 @@ class KafkaSink:
         return await force_close(producer, self._timeout_s)
 
     async def health(self) -> Health:
-        """Ask the cluster for its brokers."""
-        if self._admin is None:
-            return Health(False, "not started")
+        """Ask the cluster for its brokers, connecting the admin client first if the sink was
+        not started (as a health check does), each within the timeout."""
         try:
-            cluster = await asyncio.wait_for(self._admin.describe_cluster(), self._timeout_s)
+            admin = await asyncio.wait_for(self._admin_client(), self._timeout_s)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), self._timeout_s)
         except (KafkaError, TimeoutError, OSError) as error:
             return Health(False, f"{type(error).__name__}: {error}")
         return Health(True, f"{len(cluster['brokers'])} broker(s)")
@@ -415,7 +415,11 @@ class KafkaSink:
             admin = AIOKafkaAdminClient(
                 bootstrap_servers=self._servers, request_timeout_ms=self._timeout_ms
             )
-            await admin.start()
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
             self._admin = admin
         return self._admin
 

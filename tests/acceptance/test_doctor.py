@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from adapters.kafka import KafkaSink
 from adapters.memory import MemorySink
 from support.api_process import clean_environment, write_config
 from support.servers import server_url
@@ -108,3 +109,35 @@ async def test_doctor_shows_slow_statements_and_fails_on_a_down_store(
     assert as_tables.returncode == 1
     for title in ("Connections by state", "Locks by relation", "Slowest statements", "Sinks"):
         assert title in as_tables.stdout
+
+
+async def test_a_kafka_sink_answers_its_health_check_without_being_started() -> None:
+    sink = KafkaSink("events", server_url("kafka"), timeout_seconds=10)
+    try:
+        health = await sink.health()
+    finally:
+        await sink.close()
+
+    assert health.ok, health.detail
+    assert health.detail.endswith("broker(s)")
+
+
+async def test_a_kafka_sink_with_no_broker_is_down_within_its_timeout() -> None:
+    sink = KafkaSink("events", "kafka://127.0.0.1:1", timeout_seconds=2)
+    try:
+        health = await asyncio.wait_for(sink.health(), 10)
+    finally:
+        await sink.close()
+
+    assert not health.ok
+    assert health.detail != "not started"
+
+
+async def test_doctor_with_a_healthy_kafka_broker_passes(world: World, tmp_path: Path) -> None:
+    config = config_for(world, tmp_path, {"events": {"type": "kafka", "url": server_url("kafka")}})
+
+    result = await doctor(config, "--json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [events] = json.loads(result.stdout)["sinks"]
+    assert events["name"] == "events" and events["ok"] is True, events
