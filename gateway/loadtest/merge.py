@@ -23,6 +23,7 @@ from gateway.loadtest.model import (
 )
 from gateway.loadtest.runner import generator_cost
 from gateway.loadtest.stats import Latencies
+from gateway.loadtest.verdict import judge
 from gateway.operations.verify import DriftCounts
 
 K = TypeVar("K")
@@ -55,7 +56,7 @@ def merge_reports(reports: Sequence[LoadReport], names: Sequence[str]) -> LoadRe
         _merge_phase([report["phases"][index] for report in reports])
         for index in range(len(first["phases"]))
     ]
-    clean = all(report["result"] == "clean" for report in reports)
+    result, failure = judge(phases[0])
     return {
         "run_id": first["run_id"],
         "part": None,
@@ -65,7 +66,8 @@ def merge_reports(reports: Sequence[LoadReport], names: Sequence[str]) -> LoadRe
         "host": first["host"],
         "phases": phases,
         "interrupted": any(report["interrupted"] for report in reports),
-        "result": "clean" if clean else "drift",
+        "result": result,
+        "failure": failure,
     }
 
 

@@ -160,4 +160,6 @@ class LoadReport(TypedDict):
     host: HostInfo
     phases: list[PhaseReport]
     interrupted: bool
-    result: Literal["clean", "drift"]
+    result: Literal["clean", "drift", "failed"]
+    failure: NotRequired[str | None]
+    """Why the run failed by its failed operations (``result`` ``failed``), else ``None``."""

@@ -131,13 +131,17 @@ def render(report: LoadReport, console: Console) -> None:
             )
     _render_payments(first, console)
     drained = "drained" if first["drained"] else "NOT drained"
+    drift_clean = all(sink["drift"]["clean"] for sink in first["sinks"].values())
     console.print(
         f"Relay {drained} in {first['drain_seconds']:.1f} s after the load; "
         f"drift check of this run's {first['orders']['placed']:,} orders: "
-        + ("[green]no drift[/green]" if report["result"] == "clean" else "[red]DRIFT[/red]")
+        + ("[green]no drift[/green]" if drift_clean else "[red]DRIFT[/red]")
     )
     if report.get("interrupted"):
         console.print("[yellow]Interrupted: the figures cover what ran.[/yellow]")
+    failure = report.get("failure")
+    if failure:
+        console.print(f"[red]FAILED[/red]: {escape(failure)}")
 
 
 def _render_payments(phase: PhaseReport, console: Console) -> None:

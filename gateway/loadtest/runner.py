@@ -35,6 +35,7 @@ from gateway.loadtest.model import (
 from gateway.loadtest.plan import LoadPlan, check_plan, driver_processes
 from gateway.loadtest.seed import Catalog, email_pattern, seed
 from gateway.loadtest.stores import DUAL_WRITE_SUFFIX, closing, enabled_sinks
+from gateway.loadtest.verdict import judge
 from gateway.loadtest.visibility import VisibilityWatcher
 from gateway.loadtest.wire import PhaseName, job_of
 from gateway.operations.verify import verify_orders
@@ -92,6 +93,8 @@ async def run_loadtest(
                 )
             )
     finished_normally = all(phase["completed_as_planned"] for phase in phases)
+    # The verdict is the outbox's: the naive dual write is expected to drift.
+    result, failure = judge(phases[0])
     return {
         "run_id": run_id,
         "part": plan.part,
@@ -100,8 +103,8 @@ async def run_loadtest(
         "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "phases": phases,
         "interrupted": control.stop.is_set() and not finished_normally,
-        # The verdict is the outbox's: the naive dual write is expected to drift.
-        "result": "clean" if _phase_clean(phases[0]) else "drift",
+        "result": result,
+        "failure": failure,
     }
 
 
@@ -109,10 +112,6 @@ def seed_namespace(run_id: str, part: int | None) -> str:
     """Whose seeded rows these are: the run's, or one part's of a run split over generators
     (so that parts sharing a run id never share customers or idempotency keys)."""
     return run_id if part is None else f"{run_id}-p{part}"
-
-
-def _phase_clean(phase: PhaseReport) -> bool:
-    return phase["drained"] and all(s["drift"]["clean"] for s in phase["sinks"].values())
 
 
 def _plan_dict(plan: LoadPlan) -> dict[str, Any]:
