@@ -109,7 +109,9 @@ async def reserve(
 
     With ``key``, an open reservation left by an earlier attempt with the same key in the same
     shard (keys are kept per shard) is returned instead (``IdempotencyConflict`` if that
-    attempt's request differs), so a retried request never reserves twice. Raises what
+    attempt's request differs), so a retried request never reserves twice; it is looked for
+    again once the products are locked, so that a concurrent duplicate that reserved first is
+    joined rather than refused for want of the units it took. Raises what
     ``check_products`` raises when a product is missing, not for sale or short of units.
     """
     product_ids = [item.product_id for item in request.items]
@@ -119,6 +121,12 @@ async def reserve(
             return earlier
     quantities = [item.quantity for item in request.items]
     locked = await connection.fetch(query("lock_products_to_reserve"), product_ids)
+    if key is not None:
+        # A concurrent attempt with the key may have reserved while this one waited for the
+        # products: its units are this request's (taking them again would find them gone).
+        earlier = await _held_with_key(connection, shard, key, product_ids)
+        if earlier is not None:
+            return earlier
     products = {row["id"]: row for row in locked}
     check_products(request, products)
     reserved = await connection.fetchval(

@@ -304,6 +304,41 @@ async def test_a_retry_after_a_writer_died_before_creating_takes_over_its_reserv
     await assert_units_conserved(gateway, {product.id: 10})
 
 
+async def test_concurrent_duplicates_for_the_last_unit_get_one_order_never_a_shortage(
+    gateway: Gateway, shop: Shop
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=1)
+    request, key = shop.order(customer, (product, 1)), f"k-{uuid.uuid4()}"
+
+    async def both_waiting_for_the_product() -> bool:
+        waiting: int = await gateway.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+        )
+        return waiting >= 2
+
+    # Both requests look for a reservation held with their key, find none, then wait for the
+    # product's row, which a third transaction holds until both are waiting.
+    async with gateway.pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", product.id)
+        first, second = (
+            asyncio.create_task(gateway.place_order_once(request, idempotency_key=key))
+            for _ in range(2)
+        )
+        await eventually(both_waiting_for_the_product, within=30)
+    answers = await asyncio.gather(first, second, return_exceptions=True)
+
+    placed = [answer for answer in answers if not isinstance(answer, BaseException)]
+    in_progress = [answer for answer in answers if isinstance(answer, RequestInProgress)]
+    assert len(placed) + len(in_progress) == 2, answers
+    assert len({answer.order.id for answer in placed}) == 1
+    retried = await gateway.place_order_once(request, idempotency_key=key)
+    assert retried.replayed and retried.order.id == placed[0].order.id
+    assert [o.id for o in (await gateway.customer_orders(customer.id)).orders] == [retried.order.id]
+    assert await shop.stock(product) == 0
+    await assert_units_conserved(gateway, {product.id: 1})
+
+
 async def test_a_writer_killed_after_cancelling_leaves_the_return_to_the_sweeper(
     gateway: Gateway, shop: Shop, sharded: ShardedDatabases
 ) -> None:
