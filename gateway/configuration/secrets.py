@@ -39,7 +39,7 @@ _KEYWORD_VALUE = re.compile(
     r"""(?P<secret>'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|\S*)""",
     re.IGNORECASE,
 )
-# In a log line, a mapping's secret member as Python or JSON print it (``'password': 'x'``,
+# In a message, a mapping's secret member as Python or JSON print it (``'password': 'x'``,
 # ``"token": "x"``), a labelled one (``password: x``, ``X-API-Key: x``) and an HTTP
 # Authorization header's credentials.
 _MAPPING_MEMBER = re.compile(
@@ -76,28 +76,24 @@ def _mask_member(match: re.Match[str]) -> str:
 
 
 def redact_url(text: str) -> str:
-    """``text`` with every secret a URL or a DSN in it carries replaced by ``***``.
+    """``text`` with every secret a URL, a DSN or a message quoting them carries replaced by
+    ``***``.
 
     ``text`` is a URL, a libpq keyword/value DSN, or any message holding them (an exception's,
     a log line). Masked: the password of ``scheme://user:password@host`` (multi-host and IPv6
     authorities too, everything up to the last ``@``), of ``user:password@host`` without a
     scheme, secret query parameters (``password``, ``sslpassword``, ``token``, ``api_key``,
     InfluxDB's ``p``, ..., their names percent-decoded) and libpq's ``password=`` /
-    ``sslpassword=`` keywords, quoted or not. Schemes, users, hosts, ports and databases stay
-    readable.
+    ``sslpassword=`` keywords, quoted or not; and, as a message can print a client's options
+    or a request's headers, a mapping's secret members (``'password': '…'``, ``"token":
+    "…"``), labelled secrets (``password: …``, ``X-API-Key: …``) and Authorization
+    credentials. Schemes, users, hosts, ports and databases stay readable.
     """
     text = _USERINFO_PASSWORD.sub(_mask_userinfo, text)
     text = _BARE_USERINFO_PASSWORD.sub(_mask_userinfo, text)
     text = _QUERY_PARAMETER.sub(_mask_secret_parameter, text)
-    return _KEYWORD_VALUE.sub(_mask, text)
-
-
-def redact_log_line(text: str) -> str:
-    """``text`` through :func:`redact_url`, with a mapping's secret members (``'password':
-    '…'``, ``"token": "…"``), labelled secrets (``password: …``, ``X-API-Key: …``) and
-    Authorization credentials masked too, as a log line can print a client's options or a
-    request's headers."""
-    text = _AUTHORIZATION.sub(_mask, redact_url(text))
+    text = _KEYWORD_VALUE.sub(_mask, text)
+    text = _AUTHORIZATION.sub(_mask, text)
     text = _LABELLED_VALUE.sub(_mask, text)
     return _MAPPING_MEMBER.sub(_mask_member, text)
 
@@ -116,11 +112,11 @@ def redact_values(value: Any) -> Any:
 
 class RedactingFormatter(logging.Formatter):
     """A log formatter whose lines (message, arguments and traceback) pass through
-    :func:`redact_log_line`: a client library's message can hold the URL it was given."""
+    :func:`redact_url`: a client library's message can hold the URL it was given."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The formatted record, secrets masked."""
-        return redact_log_line(super().format(record))
+        return redact_url(super().format(record))
 
 
 class SecretUrl(SecretStr):

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from gateway.configuration.secrets import (
     REDACTED,
     RedactingFormatter,
-    redact_log_line,
     redact_url,
     redact_values,
 )
@@ -142,10 +141,10 @@ def test_e_mail_addresses_times_and_addresses_without_a_password_stay_readable(
         ("{'user': 'u', 'host': 'h'}", "{'user': 'u', 'host': 'h'}"),
     ],
 )
-def test_a_log_line_masks_a_mappings_secret_members_and_credentials_headers(
+def test_a_message_masks_a_mappings_secret_members_and_credentials_headers(
     line: str, redacted: str
 ) -> None:
-    assert redact_log_line(line) == redacted
+    assert redact_url(line) == redacted
     formatter = RedactingFormatter("%(message)s")
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "%s", (line,), None)
     assert formatter.format(record) == redacted
