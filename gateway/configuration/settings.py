@@ -53,7 +53,9 @@ class ShardSettings(_Section):
     (its share of new customers)."""
 
     url: SecretUrl
+    """The shard's PostgreSQL URL: a database of its own."""
     weight: float = Field(default=1.0, gt=0, le=1000)
+    """The shard's relative share of new customers."""
 
 
 class PostgresSettings(_Section):
@@ -66,14 +68,27 @@ class PostgresSettings(_Section):
     """
 
     url: SecretUrl
+    """The PostgreSQL URL (in sharded mode, the catalog's)."""
     pool_min_size: int = Field(default=1, ge=0)
+    """Connections the asyncpg pool keeps open at least."""
     pool_max_size: int = Field(default=10, ge=1)
+    """Connections the asyncpg pool opens at most."""
     command_timeout_seconds: float = Field(default=30.0, gt=0)
+    """How long one statement may run before it is cancelled."""
     replicas: Annotated[list[SecretUrl], NoDecode] = Field(default_factory=list)
+    """URLs of streaming replicas that serve reads, each with its own pool
+    (``FANOUT_POSTGRES_REPLICAS``: comma-separated)."""
     replica_max_lag_seconds: float = Field(default=5.0, gt=0)
+    """A read without a consistency token goes to a replica only while its measured lag is under
+    this."""
     replica_wait_ms: int = Field(default=200, ge=0, le=10_000)
+    """How long a read with a consistency token waits for a replica to replay it before going to the
+    primary."""
     replica_check_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often each replica's state and lag are measured (in the background)."""
     shards: dict[ShardName, ShardSettings] = Field(default_factory=dict)
+    """Sharded mode: ``name: {url, weight}`` per shard (names ``[a-z][a-z0-9_-]*``, never renamed
+    once orders exist); ``url`` is then the catalog (``FANOUT_POSTGRES_SHARDS``: a JSON object)."""
     reservation_seconds: float = Field(default=60.0, gt=0, le=86_400)
     """How long an inventory reservation of sharded mode may stay open before the sweeper
     settles it (commits it if its order exists, else releases its units)."""
@@ -81,7 +96,8 @@ class PostgresSettings(_Section):
     """How long a query over every shard (a report) waits for each before calling it missing."""
     directory_cache_size: int = Field(default=100_000, ge=1)
     """How many customers' shards each process of sharded mode remembers (the least recently
-    used are forgotten first, and looked up in the catalog again when needed)."""
+    used are forgotten first, and looked up in the catalog again when needed; about 26 MB at the
+    default)."""
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -126,9 +142,13 @@ class PricingSettings(_Section):
     """The pricing policy applied by ``place_order``."""
 
     tax_rate: Decimal = Field(default=Decimal("0.08"), ge=0, le=1)
+    """Tax on the subtotal, rounded half up to cents."""
     shipping_flat: Decimal = Field(default=Decimal("5.00"), ge=0)
+    """Shipping charged below ``free_shipping_threshold``."""
     free_shipping_threshold: Decimal | None = Field(default=Decimal("100.00"), ge=0)
+    """Subtotal from which shipping is free (``null``: never)."""
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code stored on orders."""
 
 
 class OrderSettings(_Section):
@@ -136,8 +156,11 @@ class OrderSettings(_Section):
     order waits for its payment."""
 
     max_items: int = Field(default=100, ge=1)
+    """Lines per order (hard limit 1000)."""
     max_quantity: int = Field(default=10_000, ge=1)
+    """Units per line."""
     number_prefix: str = Field(default="ORD", pattern=r"^[A-Z][A-Z0-9]{0,9}$")
+    """Prefix of ``order_number`` (``ORD-YYYYMMDD-NNNNNNNN``)."""
     payment_timeout_seconds: float | None = Field(default=900.0, gt=0)
     """An order still unpaid this long after it was placed is cancelled and its units
     returned (by the relay's sweeper); ``null`` turns payment off: orders wait in ``pending``
@@ -153,7 +176,10 @@ class PaymentsSettings(_Section):
     """
 
     webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Secret(s) of ``POST /webhooks/payments``, 16+ characters each: one, a list, or comma-
+    separated in ``FANOUT_PAYMENTS_WEBHOOK_SECRET``; none: the webhook answers 404."""
     tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
+    """How far a notification's signed time may be from the server's clock."""
 
     @field_validator("webhook_secret", mode="before")
     @classmethod
@@ -177,12 +203,14 @@ class EventsSettings(_Section):
     """How long every order's event history is kept (``null``: for good)."""
 
     retention_days: int | None = Field(default=None, ge=1)
+    """Days order events are kept in the history (``null``: for good)."""
 
 
 class IdempotencySettings(_Section):
     """How long an idempotency key is remembered."""
 
     retention_seconds: int = Field(default=86_400, gt=0)
+    """How long a key is remembered; expired keys may be reused."""
 
 
 StartFrom = Literal["beginning", "now"]
@@ -192,30 +220,51 @@ class RelaySettings(_Section):
     """How the relay claims, batches, retries and prunes."""
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Events read and applied per batch."""
     linger_ms: int = Field(default=5, ge=0, le=10_000)
+    """Wait after a wake-up so that a burst of commits forms one batch."""
     read_ahead_batches: int = Field(default=2, ge=1, le=16)
+    """Full batches read ahead of each sink while one is applied, shared by the sinks that keep
+    pace."""
     batches_in_flight: int = Field(default=2, ge=1, le=16)
+    """Batches of one sink being applied at once; 1 applies one at a time."""
     poll_interval_seconds: float = Field(default=1.0, gt=0)
+    """Fallback poll when no NOTIFY arrives."""
     lease_ttl_seconds: float = Field(default=10.0, gt=0)
+    """How long a dead relay's partitions stay leased before others take them."""
     max_attempts: int = Field(default=10, ge=1)
+    """Attempts before a transiently failing event is dead-lettered (while its store is up)."""
     apply_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     """How long a sink may take to apply a batch (or to start) before the call counts as a
     transient failure; a worker stuck in one a lease's life longer gives its partitions up."""
     backoff_initial_seconds: float = Field(default=0.1, gt=0)
+    """First delay of the exponential backoff (full jitter) between retries."""
     backoff_max_seconds: float = Field(default=30.0, gt=0)
+    """Longest delay of the exponential backoff between retries."""
     start_from: StartFrom = "beginning"
+    """Where a newly added sink starts: ``beginning`` (every event kept) or ``now``."""
     retention_seconds: int = Field(default=7 * 86_400, gt=0)
+    """Age after which events every sink has passed are pruned."""
     prune_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often a relay prunes the outbox, and the history past ``events.retention_days`` (one
+    relay at a time, by advisory lock)."""
     payment_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     """How often the relay cancels orders whose payment timed out."""
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Bound on finishing in-flight batches at shutdown."""
     stats_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often the backlog gauges are refreshed (only with ``--metrics-port``)."""
 
 
 class _SinkSection(_Section):
+    """What every sink takes, whatever its type."""
+
     enabled: bool = True
+    """Whether relays deliver to this sink."""
     start_from: StartFrom | None = None
+    """Where this sink starts when it is new (default: ``relay.start_from``)."""
     timeout_seconds: float = Field(default=10.0, gt=0)
+    """Connect and request timeout of the sink's client."""
     apply_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
     """Overrides ``relay.apply_timeout_seconds`` for this sink."""
 
@@ -225,7 +274,9 @@ class MemorySinkSettings(_SinkSection):
 
     type: Literal["memory"]
     journal_path: Path | None = None
+    """Append every delivery to this JSON-lines file."""
     delay_seconds: float = Field(default=0.0, ge=0)
+    """Slow each batch down by this long."""
 
 
 class MongoSinkSettings(_SinkSection):
@@ -233,9 +284,14 @@ class MongoSinkSettings(_SinkSection):
 
     type: Literal["mongodb"]
     url: SecretUrl
+    """The MongoDB URL."""
     database: str = Field(default="fanout", min_length=1)
+    """The database holding the collection."""
     collection: str = Field(default="orders", min_length=1)
+    """The collection of order documents."""
     bulk_size: int = Field(default=1_000, gt=0)
+    """Most writes per bulk request (on FerretDB at most 10 upserts per request, whatever this
+    says)."""
 
 
 class RedisSinkSettings(_SinkSection):
@@ -246,8 +302,11 @@ class RedisSinkSettings(_SinkSection):
 
     type: Literal["redis"]
     url: SecretUrl
+    """The Redis URL (``rediss://`` for TLS)."""
     key_prefix: str = "order:"
+    """Prefix of each order's key."""
     ttl_seconds: int = Field(default=3600, gt=0)
+    """How long an order's summary lives after its last write."""
     cluster: bool = False
     """Redis Cluster: the URL names any one node; keys are written one hash slot per call."""
     wait_for_replicas: int = Field(default=0, ge=0)
@@ -260,12 +319,19 @@ class ElasticsearchSinkSettings(_SinkSection):
 
     type: Literal["elasticsearch"]
     url: SecretUrl
+    """The Elasticsearch URL."""
     index: str = Field(default="orders", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    """The index of order documents (created with a strict mapping)."""
     api_key: SecretStr | None = None
+    """An API key to authenticate with (instead of ``username``/``password``)."""
     username: str | None = None
+    """The user name of basic authentication."""
     password: SecretStr | None = None
+    """The password of basic authentication."""
     ca_certs: Path | None = None
+    """A CA bundle to verify the server's certificate with."""
     verify_certs: bool = True
+    """Verify the server's TLS certificate."""
 
 
 class InfluxSinkSettings(_SinkSection):
@@ -273,17 +339,29 @@ class InfluxSinkSettings(_SinkSection):
 
     type: Literal["influxdb"]
     url: SecretUrl
+    """The InfluxDB URL."""
     api: Literal["v1", "v2"] = "v1"
+    """The write API: ``v1`` (``/write``) or ``v2`` (``/api/v2/write``)."""
     measurement: str = "order_metrics"
+    """The measurement points are written to."""
     database: str = "orders"
+    """v1: the database points are written to."""
     retention_policy: str | None = None
+    """v1: the retention policy to write with (the database's default when null)."""
     create_database: bool = True
+    """v1: create the database (with the v1 query API) if missing."""
     username: str | None = None
+    """v1: the user name, sent as ``Authorization: Basic``, never in the URL."""
     password: SecretStr | None = None
+    """v1: the password, sent as ``Authorization: Basic``, never in the URL."""
     org: str = "-"
+    """v2: the organisation."""
     bucket: str | None = None
+    """v2: the bucket (default: ``database``)."""
     token: SecretStr | None = None
+    """v2: the API token."""
     verify_ssl: bool = True
+    """Verify the server's TLS certificate."""
 
 
 KafkaTopic = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9._-]{1,249}$")]
@@ -298,6 +376,8 @@ class KafkaSinkSettings(_SinkSection):
 
     type: Literal["kafka"]
     url: SecretUrl
+    """``kafka://host:port[,host:port]``, without a user name or password (refused, naming the
+    key)."""
     topic_prefix: str = Field(default="fanout.", pattern=r"^[a-zA-Z0-9._-]{0,200}$")
     """An aggregate type without an entry in ``topics`` goes to ``<topic_prefix><type>``."""
     topics: dict[str, KafkaTopic | None] = Field(default_factory=dict)
@@ -305,9 +385,13 @@ class KafkaSinkSettings(_SinkSection):
     create_topics: bool = True
     """Create each topic (if missing) before its first event is published."""
     partitions: int = Field(default=6, ge=1, le=10_000)
+    """Partitions of each topic the sink creates."""
     replication_factor: int = Field(default=1, ge=1, le=32)
+    """Replication factor of each topic the sink creates."""
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    """Compression of the producer's batches."""
     linger_ms: int = Field(default=5, ge=0, le=10_000)
+    """How long the producer waits to fill a batch."""
     max_request_bytes: int = Field(default=1_048_576, ge=1_024)
     """The largest request (and so record) the producer sends; a larger event is
     dead-lettered."""
@@ -340,17 +424,30 @@ class ApiSettings(_Section):
     """The HTTP API served by ``fanout serve``."""
 
     host: str = "127.0.0.1"
+    """The address ``fanout serve`` listens on."""
     port: int = Field(default=8000, ge=1, le=65535)
+    """The port ``fanout serve`` listens on."""
     key: SecretStr | None = None
+    """With a key (16+ characters), every route but the probes and the OpenAPI document needs
+    ``Authorization: Bearer <key>``; required to serve on an address other than loopback
+    (127.0.0.0/8, ::1, localhost): ``fanout serve`` refuses to start without it (exit 2, naming
+    ``api.key`` and the file) unless ``allow_unauthenticated`` is set."""
     allow_unauthenticated: bool = False
     """Serve on a non-loopback address without ``key`` (otherwise refused)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    """Larger request bodies get 413."""
     health_timeout_seconds: float = Field(default=2.0, gt=0)
+    """Bound on each check of ``/readyz`` and ``fanout doctor``."""
     # Longer than the idle expiry of client pools and load balancers (httpx 5 s, AWS ALB 60 s),
     # so that a client never sends a request on a connection the server is closing.
     keep_alive_seconds: int = Field(default=75, ge=1)
+    """How long an idle connection stays open; keep it above the idle expiry of your clients' pools
+    and load balancers."""
     workers: int = Field(default=1, ge=1, le=64)
-    """Server processes sharing the port (the API keeps no state beyond PostgreSQL)."""
+    """Server processes sharing the port (the API keeps no state beyond PostgreSQL); with
+    several, ``/metrics`` adds up every worker's counts (prometheus_client's multiprocess mode, in
+    ``$PROMETHEUS_MULTIPROC_DIR`` or a temporary directory) and SIGTERM stops them all, each
+    finishing its open requests."""
 
     @field_validator("key")
     @classmethod
@@ -364,6 +461,7 @@ class LoggingSettings(_Section):
     """Log output."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The lowest level logged."""
 
 
 class Settings(BaseSettings):
