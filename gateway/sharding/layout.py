@@ -72,7 +72,7 @@ PLACE_ATTEMPTS = 3
 
 class ShardedLayout(SagaSteps):
     """The catalog (``pool``) and the shards (``shards``), behind a gateway whose methods
-    behave as in one database, with the differences the README's sharding section lists.
+    behave as in one database, with the differences docs/how-to/sharding.md lists.
 
     Also what only sharded mode has: routing by shard, the sweeper and reconciliation
     (``gateway.sharding``).
