@@ -48,10 +48,12 @@ FROM products
 WHERE id = ANY($1::uuid[]);
 
 -- name: held_reservation_by_key
+-- Without a row lock: reserve looks for it before and after locking the products, and a lock
+-- on the reservation taken before the products would invert the order settle takes them in
+-- (products first), a deadlock under concurrent duplicates.
 SELECT order_id, request_hash
 FROM inventory_reservations
-WHERE shard = $1 AND idempotency_key = $2 AND status = 'held'
-FOR UPDATE;
+WHERE shard = $1 AND idempotency_key = $2 AND status = 'held';
 
 -- name: insert_reservation
 -- Takes the units of products already locked (lock_products_to_reserve) for order $1 and
