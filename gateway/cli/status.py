@@ -43,9 +43,9 @@ def status(
 
     per_database = run(work)
     sharded = topology.sharded
-    for name, rows in per_database.items():
-        for warning in unserved_warnings(rows, settings.enabled_sinks):
-            err.print(f"warning: {f'{name}: ' if sharded else ''}{warning}", highlight=False)
+    for database in topology.databases:
+        for warning in unserved_warnings(per_database[database.name], settings.enabled_sinks):
+            err.print(f"warning: {topology.name_of(database)}{warning}", highlight=False)
     if as_json:
         document = per_database if sharded else next(iter(per_database.values()))
         out.print_json(json.dumps(document))
