@@ -23,7 +23,8 @@ from gateway.api.auth import authorized
 from gateway.configuration.secrets import redact_values
 from gateway.facade.gateway import Gateway
 from gateway.operations.health import postgres_health, readiness, shards_health, sinks_health
-from gateway.postgres.replicas import primary_replication
+from gateway.postgres.cluster import primary_view
+from gateway.postgres.database import UNANSWERED_ERRORS
 from gateway.version import version
 
 probes = APIRouter(tags=["operations"])
@@ -49,7 +50,8 @@ async def healthz() -> Health:
 )
 async def readyz(request: Request) -> JSONResponse:
     """Ready when PostgreSQL answers. With the API key (or when none is configured), each
-    sink's health and backlog, and each replica's state and lag, are given as detail; without
+    sink's health and backlog, which node is the primary (its timeline and last promotion),
+    and each replica's and standby's state and lag, are given as detail; without
     it, only the status. In sharded mode PostgreSQL is the catalog, and each shard's state and
     backlog are given too: a shard that does not answer makes the status ``degraded``, still
     200, since every other shard's customers are served.
@@ -71,13 +73,15 @@ async def readyz(request: Request) -> JSONResponse:
     if not authorized(request.headers.get("authorization"), state.settings.api.key):
         return JSONResponse({"status": status}, status_code=status_code)
     sinks = await sinks_health(gateway.pool if database.ok else None, state.sinks, timeout)
-    standbys = await standbys_of(gateway.pool, timeout) if database.ok else []
+    primary = await primary_of(gateway.pool, timeout) if database.ok else {}
+    standbys = primary.pop("standbys", [])
     body: dict[str, Any] = {
         "status": status,
         "postgres": {
             "ok": database.ok,
             "detail": database.detail,
             "latency_ms": database.latency_ms,
+            "primary": primary or None,
         },
         "sinks": [sink.as_dict() for sink in sinks],
         "replicas": [
@@ -106,13 +110,15 @@ def shard_pools(gateway: Gateway) -> Mapping[str, asyncpg.Pool]:
     return gateway.sharding.shards if gateway.topology.sharded else {}
 
 
-async def standbys_of(pool: asyncpg.Pool, within_seconds: float) -> list[dict[str, object]]:
-    """The primary's view of its standbys; empty if it cannot be had in time."""
+async def primary_of(pool: asyncpg.Pool, within_seconds: float) -> dict[str, Any]:
+    """Which node is the primary, its timeline and last promotion, and its view of its
+    standbys (:func:`~gateway.postgres.cluster.primary_view`); empty if it cannot be had in
+    time."""
     try:
         async with asyncio.timeout(within_seconds), pool.acquire() as connection:
-            return await primary_replication(connection)
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return []
+            return await primary_view(connection)
+    except UNANSWERED_ERRORS:
+        return {}
 
 
 @metrics.get("/metrics", response_class=Response)

@@ -107,6 +107,11 @@ def render(report: Report, console: Console) -> None:
         )
         _render_payments(report["payments"], console)
         replication = report["replication"]
+        primary = replication["primary"]
+        console.print(
+            f"Primary: {primary['address']}, timeline {primary['timeline']}; last promotion: "
+            f"{primary['last_promotion_at'] or 'none seen (or the role may not list the WAL)'}"
+        )
         if replication["replicas"]:
             console.print(
                 _table(

@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from adapters.kafka_url import bootstrap_servers
 from gateway.configuration.interpolation import MissingVariable, interpolate
+from gateway.configuration.postgres_urls import hosts_of, writable_url_problem
 from gateway.configuration.secrets import SecretUrl
 from gateway.configuration.sink_environment import (
     sink_variable,
@@ -57,6 +58,19 @@ class ShardSettings(_Section):
     weight: float = Field(default=1.0, gt=0, le=1000)
     """The shard's relative share of new customers."""
 
+    @field_validator("url")
+    @classmethod
+    def _writable(cls, url: SecretUrl) -> SecretUrl:
+        return writable_url(url)
+
+
+def writable_url(url: SecretUrl) -> SecretUrl:
+    """``url``, if writes can go to it; a ValueError saying why not."""
+    problem = writable_url_problem(url.get_secret_value())
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
 
 class PostgresSettings(_Section):
     """Connection to the PostgreSQL database that holds orders and the outbox, and to its
@@ -68,7 +82,9 @@ class PostgresSettings(_Section):
     """
 
     url: SecretUrl
-    """The PostgreSQL URL (in sharded mode, the catalog's)."""
+    """The PostgreSQL URL (in sharded mode, the catalog's). A cluster's nodes may be listed
+    (``postgresql://user:password@h1:5432,h2:5432/db?target_session_attrs=read-write``): the
+    pools connect to whichever is the primary, and find the new one after a failover."""
     pool_min_size: int = Field(default=1, ge=0)
     """Connections the asyncpg pool keeps open at least."""
     pool_max_size: int = Field(default=10, ge=1)
@@ -86,6 +102,10 @@ class PostgresSettings(_Section):
     primary."""
     replica_check_interval_seconds: float = Field(default=1.0, gt=0)
     """How often each replica's state and lag are measured (in the background)."""
+    read_from_standbys: bool = False
+    """Reads go to the hosts of a multi-host ``url`` while they are streaming standbys, as to
+    configured replicas: a host promoted is left alone, and one that rejoins as a standby is
+    used again."""
     shards: dict[ShardName, ShardSettings] = Field(default_factory=dict)
     """Sharded mode: ``name: {url, weight}`` per shard (names ``[a-z][a-z0-9_-]*``, never renamed
     once orders exist); ``url`` is then the catalog (``FANOUT_POSTGRES_SHARDS``: a JSON object)."""
@@ -98,6 +118,19 @@ class PostgresSettings(_Section):
     """How many customers' shards each process of sharded mode remembers (the least recently
     used are forgotten first, and looked up in the catalog again when needed; about 26 MB at the
     default)."""
+
+    @field_validator("url")
+    @classmethod
+    def _writable(cls, url: SecretUrl) -> SecretUrl:
+        return writable_url(url)
+
+    @field_validator("read_from_standbys")
+    @classmethod
+    def _cluster_url(cls, read: bool, info: pydantic.ValidationInfo) -> bool:
+        url = info.data.get("url")
+        if read and url is not None and len(hosts_of(url.get_secret_value())) < 2:
+            raise ValueError("needs a postgres.url that lists the cluster's hosts (h1:p1,h2:p2)")
+        return read
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -113,7 +146,7 @@ class PostgresSettings(_Section):
     ) -> dict[str, ShardSettings]:
         if not shards:
             return shards
-        if info.data.get("replicas"):
+        if info.data.get("replicas") or info.data.get("read_from_standbys"):
             raise ValueError("replicas and shards cannot be combined yet; configure one of them")
         catalog = info.data.get("url")
         urls = [catalog.get_secret_value()] if catalog is not None else []

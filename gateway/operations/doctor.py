@@ -20,6 +20,7 @@ from adapters.base import Sink
 from gateway.configuration.secrets import redact_values
 from gateway.configuration.settings import PostgresSettings, Settings
 from gateway.operations.health import postgres_health, sink_status_rows, sinks_health
+from gateway.postgres.cluster import primary_view
 from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import ReadRouter
@@ -170,13 +171,16 @@ async def _shard_section(shard: Database, timeout_seconds: float) -> Report:
 async def replication_section(
     connection: Connection, pool: asyncpg.Pool, postgres: PostgresSettings
 ) -> Report:
-    """Each configured replica as checked now, and the primary's view of its standbys."""
+    """Which node is the primary (its timeline and last promotion), each configured replica
+    as checked now, and the primary's view of its standbys."""
     router = ReadRouter(pool, postgres)
     try:
         await router.check()
     finally:
         await router.close()
+    primary = await primary_view(connection)
     return {
+        "primary": {key: value for key, value in primary.items() if key != "standbys"},
         "replicas": [s.as_dict(postgres.replica_max_lag_seconds) for s in router.states],
         "standbys": _rows(await connection.fetch(query("primary_replication"))),
     }
@@ -188,7 +192,7 @@ def healthy(report: Report) -> bool:
     return (
         bool(report["postgres"]["ok"])
         and all(shard["ok"] for shard in report.get("shards", []))
-        and all(replica["state"] == "streaming" for replica in replicas)
+        and all(replica["state"] in {"streaming", "primary"} for replica in replicas)
         and all(sink["ok"] for sink in report["sinks"])
     )
 

@@ -17,7 +17,11 @@ import asyncpg
 from adapters.base import Health, Sink
 from gateway.configuration.secrets import redact_url
 from gateway.postgres import outbox
-from gateway.postgres.database import Connection, DatabaseUnavailable
+from gateway.postgres.database import (
+    CONNECTING_ERRORS,
+    UNANSWERED_ERRORS,
+    Connection,
+)
 from gateway.relay import tables
 
 
@@ -56,7 +60,7 @@ async def postgres_health(pool: asyncpg.Pool, timeout_seconds: float) -> Postgre
                 await connection.fetchval("SELECT 1")
     except TimeoutError:
         return PostgresHealth(False, f"no answer within {timeout_seconds:g} s", None)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable) as error:
+    except CONNECTING_ERRORS as error:
         return PostgresHealth(False, redact_url(f"{type(error).__name__}: {error}"), None)
     return PostgresHealth(True, "SELECT 1 ok", (time.perf_counter() - started) * 1000)
 
@@ -86,7 +90,7 @@ async def shard_health(name: str, pool: asyncpg.Pool, timeout_seconds: float) ->
         try:
             async with asyncio.timeout(timeout_seconds), pool.acquire() as connection:
                 backlog = {b.sink: b.events for b in await outbox.backlog(connection)}
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except UNANSWERED_ERRORS:
             pass
     return ShardHealth(name, database.ok, database.detail, database.latency_ms, backlog)
 
@@ -138,7 +142,7 @@ async def sinks_health(
             async with asyncio.timeout(timeout_seconds), pool.acquire() as connection:
                 backlogs = {b.sink: b for b in await outbox.backlog(connection)}
                 totals = {t.sink: t for t in await tables.sink_totals(connection)}
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except UNANSWERED_ERRORS:
             pass
     reports = []
     for name, health in zip(sinks, answers, strict=True):

@@ -37,14 +37,32 @@ UNAVAILABILITY_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
+    # A primary demoted to a standby, or a server set read-only for maintenance: no write
+    # reaches it until the connection finds the primary again.
+    asyncpg.ReadOnlySQLTransactionError,
 )
-"""The errors that say PostgreSQL could not be reached or dropped the connection."""
+"""The errors that say PostgreSQL could not be reached, dropped the connection, or no longer
+takes writes there (asyncpg's ``TargetServerAttributeNotMatched``, an ``InternalClientError``,
+is what connecting says while no host of a multi-host URL is the primary)."""
+
+
+CONNECTING_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # TargetServerAttributeNotMatched: no host of a multi-host URL is in the role asked for.
+    asyncpg.InternalClientError,
+)
+"""The errors connecting to PostgreSQL or asking it something can meet (ours and asyncpg's)."""
+UNANSWERED_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *CONNECTING_ERRORS)
+"""The errors of a probe that PostgreSQL did not answer in time or could not answer."""
 
 
 def is_unavailability(error: BaseException) -> bool:
     """Whether ``error`` says PostgreSQL could not be reached or dropped the connection (it is
-    shutting down, starting up, restarting, or the network failed), rather than refused what
-    was asked: a client may try again shortly.
+    shutting down, starting up, restarting, failing over to a standby, or the network failed),
+    rather than refused what was asked: a client may try again shortly.
 
     A transaction whose connection dropped was committed or not, never half; a retry that
     carries the same idempotency key finds out which.
@@ -96,7 +114,7 @@ async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
             init=_configure,
             reset=keep_session,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except CONNECTING_ERRORS as error:
         raise DatabaseUnavailable(_describe(url, error), reason=error) from None
     assert pool is not None
     return pool
@@ -107,7 +125,7 @@ async def connect(settings: PostgresSettings) -> asyncpg.Connection:
     url = settings.url.get_secret_value()
     try:
         connection = await asyncpg.connect(url, command_timeout=settings.command_timeout_seconds)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except CONNECTING_ERRORS as error:
         raise DatabaseUnavailable(_describe(url, error), reason=error) from None
     await _configure(connection)
     return connection
@@ -131,7 +149,7 @@ async def ensure_database(settings: PostgresSettings) -> bool:
     maintenance = urlunsplit(parts._replace(path="/postgres"))
     try:
         connection = await asyncpg.connect(maintenance)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except CONNECTING_ERRORS as error:
         raise DatabaseUnavailable(_describe(maintenance, error), reason=error) from None
     try:
         if await connection.fetchval(query("database_exists"), name):

@@ -28,7 +28,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from gateway import metrics
-from gateway.configuration.secrets import redact_url
+from gateway.configuration.postgres_urls import one_url_per_host
+from gateway.configuration.secrets import SecretUrl, redact_url
 from gateway.configuration.settings import PostgresSettings
 from gateway.errors import GatewayError, ValidationError
 from gateway.postgres.database import (
@@ -86,6 +87,32 @@ def read_moves_to_primary(error: BaseException) -> bool:
     return marks_replica_down(error) or is_recovery_conflict(error)
 
 
+def replica_urls(settings: PostgresSettings) -> dict[str, bool]:
+    """The URL of every host that may serve reads, each with whether it is one of a cluster's
+    hosts (listed in a multi-host URL, so that it may be the primary now): each configured
+    replica, one URL per host of one that lists several, and, with ``read_from_standbys``,
+    each host of ``url``. The checks skip the hosts that are not standbys."""
+    urls = [url.get_secret_value() for url in settings.replicas]
+    if settings.read_from_standbys:
+        urls.append(settings.url.get_secret_value())
+    hosts: dict[str, bool] = {}
+    for url in urls:
+        each = one_url_per_host(url)
+        for host in each:
+            hosts[host] = hosts.get(host, False) or len(each) > 1
+    return hosts
+
+
+def replica_settings(settings: PostgresSettings) -> list[PostgresSettings]:
+    """The settings of each host that may serve reads (:func:`replica_urls`), one pool each."""
+    return [
+        settings.model_copy(
+            update={"url": SecretUrl(url), "replicas": [], "read_from_standbys": False}
+        )
+        for url in replica_urls(settings)
+    ]
+
+
 def parse_lsn(text: str) -> int:
     """A WAL position (``16/B374D848``) as a number."""
     high, _, low = text.partition("/")
@@ -117,6 +144,8 @@ class ReplicaState:
 
     name: str
     """The replica's URL, password redacted."""
+    cluster_host: bool = False
+    """One of the hosts of a multi-host URL: it may be the cluster's primary now."""
     reachable: bool = False
     in_recovery: bool = False
     streaming: bool = False
@@ -150,11 +179,12 @@ class ReplicaState:
 
 
 def replica_state_name(state: ReplicaState) -> str:
-    """down, promoted (no longer a standby), not streaming, or streaming."""
+    """down, primary (a cluster's host that is the primary now), promoted (a replica no
+    longer a standby), not streaming, or streaming."""
     if not state.reachable:
         return "down"
     if not state.in_recovery:
-        return "promoted"
+        return "primary" if state.cluster_host else "promoted"
     return "streaming" if state.streaming else "not streaming"
 
 
@@ -217,10 +247,12 @@ class ReadRouter:
         self._settings = settings
         self._replicas = [
             _Replica(
-                settings.model_copy(update={"url": url, "replicas": []}),
-                ReplicaState(redact_url(url.get_secret_value())),
+                settings.model_copy(
+                    update={"url": SecretUrl(url), "replicas": [], "read_from_standbys": False}
+                ),
+                ReplicaState(redact_url(url), cluster_host=cluster_host),
             )
-            for url in settings.replicas
+            for url, cluster_host in replica_urls(settings).items()
         ]
         self._monitor: asyncio.Task[None] | None = None
 
@@ -414,12 +446,12 @@ async def primary_replication(connection: Connection) -> list[dict[str, object]]
 async def streaming_replica(settings: PostgresSettings) -> PostgresSettings:
     """The settings of the first configured replica that is a standby streaming now; a
     :class:`GatewayError` if there is none."""
-    if not settings.replicas:
+    replicas = replica_settings(settings)
+    if not replicas:
         raise GatewayError("no replica is configured (postgres.replicas)")
     problems = []
-    for url in settings.replicas:
-        replica = settings.model_copy(update={"url": url, "replicas": []})
-        name = redact_url(url.get_secret_value())
+    for replica in replicas:
+        name = redact_url(replica.url.get_secret_value())
         try:
             connection = await connect(replica)
         except DatabaseUnavailable as error:

@@ -35,3 +35,18 @@ SELECT application_name,
        sync_state
 FROM pg_stat_replication
 ORDER BY application_name, client_addr;
+
+-- name: primary_identity
+-- Which server this connection reached, and its timeline (the first eight hexadecimal digits
+-- of its current WAL file's name): each promotion of a standby starts a new one.
+SELECT inet_server_addr()::text AS address,
+       inet_server_port() AS port,
+       pg_is_in_recovery() AS in_recovery,
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer AS timeline;
+
+-- name: last_promotion
+-- When the newest timeline began: its history file is written when a standby is promoted
+-- (pg_ls_waldir needs the pg_monitor role; without it, the time is not known).
+SELECT max(modification) AS promoted_at
+FROM pg_ls_waldir()
+WHERE name ~ '^[0-9A-F]{8}\.history$';
