@@ -7,8 +7,9 @@ written twice, each time into a fresh namespace:
   plain bulk write, in requests of the relay's batch size, with nothing else: MongoDB
   ``insert_many`` (unordered, in requests of the sink's ``bulk_size``), a Redis pipeline of
   ``SET ... EX``, an Elasticsearch ``_bulk`` of ``index`` operations, one InfluxDB ``/write``,
-  and for Kafka the batch's records sent by the client's producer (configured as the sink's:
-  idempotent, ``acks=all``, lz4, 5 ms linger) and their acknowledgements awaited;
+  and for Kafka the batch's records sent by the sink's client (librdkafka's producer, driven
+  from asyncio as the sink drives it, with the sink's settings: idempotent, ``acks=all``,
+  lz4, 5 ms linger) and their acknowledgements awaited;
 - relay: read from the outbox by the relay and applied through the adapter (version guards,
   per-event outcomes, positions saved in PostgreSQL), from the beginning until idle, timed
   from the moment the relay holds its leases.
@@ -32,7 +33,6 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 from elasticsearch import AsyncElasticsearch
 from pymongo import AsyncMongoClient
 
@@ -40,7 +40,7 @@ from adapters.base import EventEnvelope, Sink
 from adapters.elasticsearch import ElasticsearchSink
 from adapters.influx import InfluxSink
 from adapters.kafka import KafkaSink, record_for
-from adapters.kafka_url import bootstrap_servers
+from adapters.kafka_producer import DeliveringProducer
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
 from bench.common import scratch_gateway, synthesize_order_events, write_results
@@ -119,37 +119,36 @@ def influx_writer(sink: InfluxSink) -> tuple[Writer, Closer]:
     return write, client.aclose
 
 
-def kafka_writer() -> tuple[Writer, Closer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(server_url("kafka")),
-        acks="all",
-        enable_idempotence=True,
-        compression_type="lz4",
-        linger_ms=5,
-    )
-    started = False
+def kafka_writer(sink: KafkaSink) -> tuple[Writer, Closer]:
+    producer: DeliveringProducer | None = None
 
     async def write(records: list[Any]) -> None:
-        nonlocal started
-        if not started:
-            await producer.start()
-            started = True
+        nonlocal producer
+        if producer is None:
+            producer = DeliveringProducer(sink.producer_config)
         acknowledgements = [
-            await producer.send(
+            producer.send(
                 r.topic, r.value, key=r.key, headers=r.headers, timestamp_ms=r.timestamp_ms
             )
             for r in records
         ]
-        await asyncio.gather(*acknowledgements)
+        failures = [error for error in await asyncio.gather(*acknowledgements) if error]
+        if failures:
+            raise RuntimeError(f"raw send failed: {failures[0]}")
 
-    return write, producer.stop
+    async def close() -> None:
+        if producer is not None:
+            await producer.flush(10)
+            await producer.close(10)
+
+    return write, close
 
 
 def raw_writer(sink: Sink) -> tuple[Writer, Closer]:
     """The store's plain bulk write of projected documents, and how to close its client."""
     match sink:
         case KafkaSink():
-            return kafka_writer()
+            return kafka_writer(sink)
         case MongoSink():
             return mongo_writer(sink)
         case RedisSink():
@@ -168,17 +167,19 @@ def projected(sink: Sink, event: EventEnvelope) -> Any:
     return sink.projections.project(event)  # type: ignore[attr-defined]
 
 
-async def raw_rate(kind: str, events: list[EventEnvelope], tag: str) -> float:
-    """Events/s of the plain bulk write (the sink only prepares the namespace and projects)."""
+async def raw_rate(kind: str, events: list[EventEnvelope], tag: str) -> tuple[float, float]:
+    """Events/s of the plain bulk write (the sink only prepares the namespace and projects),
+    and this process's CPU milliseconds per event (every thread, a client's own included)."""
     sink = make_sink(kind, tag)
     await sink.start()
     write, close = raw_writer(sink)
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, len(events), RELAY_SETTINGS.batch_size):
             chunk = events[start : start + RELAY_SETTINGS.batch_size]
             await write([projected(sink, event) for event in chunk])
-        return len(events) / (time.perf_counter() - started)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        return len(events) / elapsed, 1000 * cpu / len(events)
     finally:
         await close()
         await drop_namespace(sink)
@@ -218,10 +219,11 @@ async def relay_until_idle(
             await sink.close()
 
 
-async def relay_rate(gateway: Gateway, kind: str, count: int, tag: str) -> float:
-    """Events/s the relay delivers from the outbox into the sink, from the beginning."""
-    elapsed, _ = await relay_until_idle(gateway, [kind], count, tag)
-    return count / elapsed
+async def relay_rate(gateway: Gateway, kind: str, count: int, tag: str) -> tuple[float, float]:
+    """Events/s the relay delivers from the outbox into the sink, from the beginning, and this
+    process's CPU milliseconds per event."""
+    elapsed, cpu = await relay_until_idle(gateway, [kind], count, tag)
+    return count / elapsed, 1000 * cpu / count
 
 
 async def order_events_only(gateway: Gateway, count: int) -> None:
@@ -240,12 +242,18 @@ async def run(kinds: list[str], events: int, mongodb_events: int, rounds: int) -
         count = mongodb_events if kind == "mongodb" else events
         raw: list[float] = []
         relayed: list[float] = []
+        raw_cpu: list[float] = []
+        relay_cpu: list[float] = []
         async with scratch_gateway(pool_size=8) as gateway:
             await order_events_only(gateway, count)
             envelopes = await outbox_events(gateway, count)
             for round_number in range(rounds):
-                raw.append(await raw_rate(kind, envelopes, f"raw{round_number}"))
-                relayed.append(await relay_rate(gateway, kind, count, f"relay{round_number}"))
+                rate, cpu = await raw_rate(kind, envelopes, f"raw{round_number}")
+                raw.append(rate)
+                raw_cpu.append(cpu)
+                rate, cpu = await relay_rate(gateway, kind, count, f"relay{round_number}")
+                relayed.append(rate)
+                relay_cpu.append(cpu)
         raw_median, relay_median = statistics.median(raw), statistics.median(relayed)
         results[kind] = {
             "events": count,
@@ -253,12 +261,17 @@ async def run(kinds: list[str], events: int, mongodb_events: int, rounds: int) -
             "relay_events_per_second": round(relay_median),
             "ratio": round(relay_median / raw_median, 2),
             "meets_target": relay_median / raw_median >= TARGET_RATIO,
+            "cpu_ms_per_event": {
+                "raw": round(statistics.median(raw_cpu), 4),
+                "relay": round(statistics.median(relay_cpu), 4),
+            },
             "rounds": {"raw": [round(r) for r in raw], "relay": [round(r) for r in relayed]},
         }
         row = results[kind]
         print(
             f"{kind:14} {count:6} events: raw {row['raw_events_per_second']:7}/s"
-            f"  relay {row['relay_events_per_second']:7}/s  ratio {row['ratio']}",
+            f"  relay {row['relay_events_per_second']:7}/s  ratio {row['ratio']}"
+            f"  CPU/event {row['cpu_ms_per_event']} ms",
             flush=True,
         )
     return {

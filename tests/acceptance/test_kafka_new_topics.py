@@ -1,5 +1,5 @@
 """The Kafka sink's first sends, to topics it has just created, on a real broker: they are
-delivered at once, without the client's complaints of partitions that have no leader yet."""
+delivered at once, without librdkafka's complaints of partitions that have no leader yet."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def item_event(item_id: str) -> EventEnvelope:
 async def test_the_first_sends_to_new_topics_go_out_without_leader_warnings(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="aiokafka")
+    caplog.set_level(logging.WARNING, logger="adapters.kafka.librdkafka")
     orders = [order_event(str(uuid.uuid4()), 1) for _ in range(12)]
     items = [item_event(str(uuid.uuid4())) for _ in range(12)]
 
@@ -40,5 +40,5 @@ async def test_the_first_sends_to_new_topics_go_out_without_leader_warnings(
         results = await sink.apply([*orders, *items])
 
     assert [r.outcome for r in results] == [Outcome.DELIVERED] * len(orders + items)
-    complaints = [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")]
+    complaints = [r.getMessage() for r in caplog.records if r.name.startswith("adapters.kafka")]
     assert complaints == []

@@ -4,32 +4,16 @@ when its successor may send, records, and the log check."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    NotLeaderForPartitionError,
-    OutOfOrderSequenceNumber,
-    ProducerClosed,
-    ProducerFenced,
-    TopicAuthorizationFailedError,
-    UnknownProducerId,
-    UnknownTopicOrPartitionError,
-)
+from confluent_kafka import KafkaError, KafkaException
 
 from adapters.base import Outcome
-from adapters.kafka import (
-    KafkaSink,
-    ProducerRemains,
-    delivery_for,
-    may_send,
-    record_for,
-    replaces_producer,
-    waves,
-)
+from adapters.kafka import KafkaSink, record_for, waves
+from adapters.kafka_errors import delivery_for, replaces_producer
+from adapters.kafka_producer import ProducerRemains, may_send, producer_config
 from adapters.kafka_url import bootstrap_servers
 from adapters.readback import PublishedEvent
 from gateway.configuration.settings import load_settings
@@ -44,52 +28,97 @@ def test_each_keys_records_go_out_one_round_after_another() -> None:
     assert waves(["a", "b"]) == [[0, 1]]
 
 
+def error(code: int, *, fatal: bool = False) -> KafkaError:
+    return KafkaError(code, "what the client said", fatal=fatal)
+
+
 @pytest.mark.parametrize(
-    ("error", "outcome"),
+    ("failure", "outcome"),
     [
-        (MessageSizeTooLargeError("too big"), Outcome.PERMANENT),
-        (TopicAuthorizationFailedError(), Outcome.PERMANENT),
-        (KafkaTimeoutError(), Outcome.TRANSIENT),  # not flagged retriable by the client
-        (KafkaConnectionError("refused"), Outcome.TRANSIENT),
-        (NotLeaderForPartitionError(), Outcome.TRANSIENT),
-        (UnknownTopicOrPartitionError(), Outcome.TRANSIENT),
+        (error(KafkaError.MSG_SIZE_TOO_LARGE), Outcome.PERMANENT),
+        (KafkaException(error(KafkaError.MSG_SIZE_TOO_LARGE)), Outcome.PERMANENT),  # produce()
+        (error(KafkaError.RECORD_LIST_TOO_LARGE), Outcome.PERMANENT),
+        (error(KafkaError.TOPIC_EXCEPTION), Outcome.PERMANENT),  # an invalid topic name
+        (error(KafkaError.TOPIC_AUTHORIZATION_FAILED), Outcome.PERMANENT),
+        (error(KafkaError.INVALID_MSG), Outcome.PERMANENT),  # a corrupt record
+        (error(KafkaError.INVALID_TIMESTAMP), Outcome.PERMANENT),
+        (error(KafkaError.POLICY_VIOLATION), Outcome.PERMANENT),
+        (error(KafkaError._MSG_TIMED_OUT), Outcome.TRANSIENT),  # not flagged retriable
+        (error(KafkaError._TIMED_OUT), Outcome.TRANSIENT),
+        (error(KafkaError._TRANSPORT), Outcome.TRANSIENT),  # a broker down
+        (error(KafkaError._ALL_BROKERS_DOWN), Outcome.TRANSIENT),
+        (error(KafkaError.NOT_LEADER_FOR_PARTITION), Outcome.TRANSIENT),
+        (error(KafkaError.UNKNOWN_TOPIC_OR_PART), Outcome.TRANSIENT),  # a topic just created
+        (error(KafkaError._UNKNOWN_TOPIC), Outcome.TRANSIENT),
+        (error(KafkaError._PURGE_INFLIGHT), Outcome.TRANSIENT),  # failed by a producer closed
+        (BufferError("Local: Queue full"), Outcome.TRANSIENT),
         (RuntimeError("unforeseen"), Outcome.TRANSIENT),
     ],
 )
 def test_only_errors_about_the_record_itself_are_permanent(
-    error: BaseException, outcome: Outcome
+    failure: BaseException | KafkaError, outcome: Outcome
 ) -> None:
-    delivery = delivery_for(error)
+    delivery = delivery_for(failure)
     assert delivery.outcome is outcome
-    assert type(error).__name__ in (delivery.error or "")
+    name = failure.name() if isinstance(failure, KafkaError) else type(failure).__name__
+    if isinstance(failure, KafkaException):
+        name = failure.args[0].name()
+    assert (delivery.error or "").startswith(f"{name}: ")
 
 
 @pytest.mark.parametrize(
-    ("error", "replaced"),
+    ("failure", "replaced"),
     [
-        (OutOfOrderSequenceNumber(), True),
-        (UnknownProducerId(), True),
-        (ProducerFenced(), True),
-        (ProducerClosed(), True),
+        (error(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER), True),
+        (error(KafkaError.UNKNOWN_PRODUCER_ID), True),
+        (error(KafkaError.PRODUCER_FENCED), True),
+        (error(KafkaError.INVALID_PRODUCER_EPOCH), True),
+        (error(KafkaError._FATAL, fatal=True), True),
+        (error(KafkaError.CLUSTER_AUTHORIZATION_FAILED, fatal=True), True),  # flagged fatal
+        (error(KafkaError._DESTROY), True),  # the producer was closed
         (None, False),
-        (KafkaTimeoutError(), False),  # the broker is slow, the producer is fine
-        (KafkaConnectionError("refused"), False),
-        (MessageSizeTooLargeError("too big"), False),
+        (error(KafkaError._MSG_TIMED_OUT), False),  # the broker is slow, the producer is fine
+        (error(KafkaError._TRANSPORT), False),
+        (error(KafkaError.MSG_SIZE_TOO_LARGE), False),
+        (RuntimeError("unforeseen"), False),
     ],
 )
 def test_only_errors_that_leave_the_producer_unusable_replace_it(
-    error: BaseException | None, replaced: bool
+    failure: BaseException | KafkaError | None, replaced: bool
 ) -> None:
-    assert replaces_producer(error) is replaced
+    assert replaces_producer(failure) is replaced
+
+
+def test_the_producer_is_idempotent_acknowledged_by_all_replicas_and_bounded_in_time() -> None:
+    config = producer_config(
+        ["b1:9092", "b2:9092"],
+        compression="lz4",
+        linger_ms=5,
+        max_request_bytes=2048,
+        timeout_seconds=3,
+        logger=logging.getLogger("test"),
+    )
+    assert config["bootstrap.servers"] == "b1:9092,b2:9092"
+    assert config["enable.idempotence"] is True
+    assert config["acks"] == "all"
+    assert 1 <= config["max.in.flight.requests.per.connection"] <= 5  # idempotence's limit
+    assert config["compression.type"] == "lz4"
+    assert config["linger.ms"] == 5
+    assert config["message.max.bytes"] == 2048
+    assert config["request.timeout.ms"] == 3000
+    # A send not acknowledged within the sink's timeout stays queued for its retry, boundedly.
+    assert 3000 < config["message.timeout.ms"] <= 60_000
+    # The Java client's partitioner (and the earlier aiokafka sink's): keys keep their partition.
+    assert config["partitioner"] == "murmur2_random"
 
 
 def test_a_new_producer_sends_only_once_every_producer_it_replaces_has_stopped() -> None:
-    stopped = ProducerRemains(sender_running=False, open_connections=0)
+    stopped = ProducerRemains(polling=False, closed=True)
     assert may_send([])
     assert may_send([stopped, stopped])
-    assert not may_send([stopped, ProducerRemains(sender_running=True, open_connections=0)])
-    assert not may_send([ProducerRemains(sender_running=False, open_connections=1)])
-    assert not may_send([ProducerRemains(sender_running=True, open_connections=2)])
+    assert not may_send([stopped, ProducerRemains(polling=True, closed=True)])
+    assert not may_send([ProducerRemains(polling=False, closed=False)])
+    assert not may_send([ProducerRemains(polling=True, closed=False)])
 
 
 def test_a_kafka_url_names_its_brokers() -> None:
