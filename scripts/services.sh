@@ -8,7 +8,9 @@
 #   scripts/services.sh env                 print the FANOUT_TEST_*_URL lines
 #
 # Services: postgres, postgres-replica (a hot standby streaming from postgres),
-# postgres-shard-a and postgres-shard-b (two more primaries, the shards of sharded mode), redis,
+# postgres-shard-a and postgres-shard-b (two more primaries, the shards of sharded mode),
+# postgres-ha (three PostgreSQL nodes under Patroni and etcd, each in a network namespace of its
+# own; needs root), redis,
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
 # server), elasticsearch, influxdb, influxdb-auth (InfluxDB with authentication on and one
 # admin user), kafka (one KRaft node, broker and controller).
@@ -37,10 +39,22 @@ INFLUXDB_PORT="${FANOUT_SERVICES_INFLUXDB_PORT:-58086}"
 INFLUXDB_AUTH_PORT="${FANOUT_SERVICES_INFLUXDB_AUTH_PORT:-58186}"
 # The broker listens on this port, its controller on the next.
 KAFKA_PORT="${FANOUT_SERVICES_KAFKA_PORT:-59092}"
+# postgres-ha: three nodes, each in a network namespace of its own on a bridge of this /24
+# (the gateway .1, where etcd listens, and the nodes .11, .12, .13), each node's PostgreSQL on
+# its address and this port, its Patroni REST API on the next setting's port.
+PG_HA_SUBNET="${FANOUT_SERVICES_POSTGRES_HA_SUBNET:-10.231.0}"
+PG_HA_PORT="${FANOUT_SERVICES_POSTGRES_HA_PORT:-5432}"
+PG_HA_REST_PORT="${FANOUT_SERVICES_POSTGRES_HA_REST_PORT:-8008}"
+# etcd's clients port, on the gateway address and 127.0.0.1; its peer port is the next, on 127.0.0.1.
+PG_HA_ETCD_PORT="${FANOUT_SERVICES_POSTGRES_HA_ETCD_PORT:-52379}"
+# async, sync or strict; empty: sync when the cluster is created, unchanged after.
+PG_HA_MODE="${FANOUT_SERVICES_POSTGRES_HA_MODE:-}"
 FERRETDB_VERSION=v1.24.0
 ELASTICSEARCH_VERSION=8.19.7
 INFLUXDB_VERSION=v1.8.10
 KAFKA_VERSION=4.1.1
+PATRONI_VERSION=4.1.5
+PSYCOPG_VERSION=3.3.9
 ES_USER=fanout-es
 INFLUXDB_AUTH_USER=fanout
 INFLUXDB_AUTH_PASSWORD=fanout-influx
@@ -50,7 +64,7 @@ PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka)
+ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b postgres-ha redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -126,10 +140,14 @@ postgres_up() {
     postgres_checked=true
 }
 
+pg_install() {
+    [ -x "$PG_BIN/pg_ctl" ] || { log "installing postgresql-$PG_MAJOR (output in $LOG)"; apt_install "postgresql-$PG_MAJOR" postgresql-contrib; }
+}
+
 # Installs PostgreSQL when missing and creates the cluster of $DIR/<name>/data unless it exists.
 pg_init() {
     local name="$1"
-    [ -x "$PG_BIN/pg_ctl" ] || { log "installing postgresql-$PG_MAJOR (output in $LOG)"; apt_install "postgresql-$PG_MAJOR" postgresql-contrib; }
+    pg_install
     local data="$DIR/$name/data"
     if [ ! -f "$data/PG_VERSION" ]; then
         log "initialising a cluster in $data"
@@ -242,6 +260,265 @@ replica_streams() {
 }
 
 postgres_replica_down() { pg_stop postgres-replica; }
+
+# --- postgres-ha --------------------------------------------------------------
+# Three PostgreSQL nodes managed by Patroni (from PyPI, in a virtualenv of its own under
+# $DIR/patroni), with one etcd as their consensus store. Each node runs in a network namespace
+# of its own (fanout-ha1..3) with a veth into the bridge fanoutha0 of the root namespace, so
+# that a test can cut one node off etcd and the others (iptables inside its namespace, see
+# support/ha_cluster.py) while it keeps running. Namespaces need root.
+
+PG_HA_NODES=(ha1 ha2 ha3)
+PG_HA_BRIDGE=fanoutha0
+PG_HA_GATEWAY="$PG_HA_SUBNET.1"
+PG_HA_HOME="$DIR/postgres-ha"
+PATRONI_VENV="$DIR/patroni/venv-$PATRONI_VERSION"
+# Debian's interpreter, not one under a user's home: the nodes run as the postgres user.
+PATRONI_PYTHON=/usr/bin/python3
+
+pg_ha_netns() { echo "fanout-$1"; }
+pg_ha_ip() { echo "$PG_HA_SUBNET.1${1#ha}"; }
+pg_ha_rest_url() { echo "http://$(pg_ha_ip "$1"):$PG_HA_REST_PORT"; }
+
+postgres_ha_url() {
+    local hosts=() node
+    for node in "${PG_HA_NODES[@]}"; do hosts+=("$(pg_ha_ip "$node"):$PG_HA_PORT"); done
+    local IFS=,
+    echo "postgresql://$PG_USER:$PG_PASSWORD@${hosts[*]}/fanout?target_session_attrs=read-write"
+}
+
+# The extra lines `env` and `up` print for this service: the nodes' Patroni REST APIs.
+postgres_ha_env() {
+    local urls=() node
+    for node in "${PG_HA_NODES[@]}"; do urls+=("$(pg_ha_rest_url "$node")"); done
+    local IFS=,
+    echo "FANOUT_TEST_POSTGRES_HA_PATRONI=${urls[*]}"
+}
+
+# Like pidfile_alive, for processes of root that another user may only look at.
+pg_ha_alive() {
+    [ -f "$1" ] || return 1
+    local state
+    state="$(sed 's/.*) //' "/proc/$(head -1 "$1")/stat" 2>/dev/null | cut -d' ' -f1)"
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+postgres_ha_running() {
+    pg_ha_alive "$PG_HA_HOME/etcd/etcd.pid" && return 0
+    local node
+    for node in "${PG_HA_NODES[@]}"; do
+        pg_ha_alive "$PG_HA_HOME/$node/patroni.pid" && return 0
+    done
+    return 1
+}
+
+# As another user than root, runs this script's command $1 for postgres-ha through sudo, and
+# succeeds; as root, fails (the caller goes on itself).
+pg_ha_through_sudo() {
+    [ "$(id -u)" -ne 0 ] || return 1
+    sudo -n true 2>/dev/null \
+        || die "postgres-ha needs root (network namespaces, iptables): run as root or with sudo that asks no password"
+    local settings
+    mapfile -t settings < <(env | grep '^FANOUT_SERVICES_' || true)
+    sudo -n env "${settings[@]}" FANOUT_SERVICES_DIR="$DIR" bash "$ROOT/scripts/services.sh" "$1" postgres-ha >/dev/null \
+        || die "postgres-ha: '$1' through sudo failed"
+}
+
+# The synchronous_mode and synchronous_mode_strict of a mode, as "true false".
+pg_ha_mode_flags() {
+    case "$1" in
+        async) echo "false false" ;;
+        sync) echo "true false" ;;
+        strict) echo "true true" ;;
+        *) die "FANOUT_SERVICES_POSTGRES_HA_MODE must be async, sync or strict, not '$1'" ;;
+    esac
+}
+
+pg_ha_install() {
+    pg_install
+    command -v etcd >/dev/null || { log "installing etcd-server (output in $LOG)"; apt_install etcd-server; }
+    [ ! -f "$PATRONI_VENV/installed" ] || return 0
+    "$PATRONI_PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
+        || { log "installing python3-venv (output in $LOG)"; apt_install python3 python3-venv; }
+    log "installing Patroni $PATRONI_VERSION into $PATRONI_VENV (output in $LOG)"
+    rm -rf "$PATRONI_VENV"
+    quietly "$LOG" "$PATRONI_PYTHON" -m venv "$PATRONI_VENV" || die "could not create $PATRONI_VENV (log: $LOG)"
+    quietly "$LOG" "$PATRONI_VENV/bin/pip" install --disable-pip-version-check -q \
+        "patroni[etcd3]==$PATRONI_VERSION" "psycopg[binary]==$PSYCOPG_VERSION" \
+        || die "could not install Patroni (log: $LOG)"
+    touch "$PATRONI_VENV/installed"
+}
+
+pg_ha_network_up() {
+    if ! ip link show "$PG_HA_BRIDGE" >/dev/null 2>&1; then
+        log "creating the bridge $PG_HA_BRIDGE ($PG_HA_GATEWAY/24) and a network namespace per node"
+        ip link add "$PG_HA_BRIDGE" type bridge
+        ip addr add "$PG_HA_GATEWAY/24" dev "$PG_HA_BRIDGE"
+        ip link set "$PG_HA_BRIDGE" up
+    fi
+    local node
+    for node in "${PG_HA_NODES[@]}"; do
+        local ns veth="fanout$node"
+        ns="$(pg_ha_netns "$node")"
+        [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+        if ! ip link show "$veth" >/dev/null 2>&1; then
+            ip link add "$veth" type veth peer name eth0 netns "$ns"
+            ip link set "$veth" master "$PG_HA_BRIDGE" up
+            ip -n "$ns" addr add "$(pg_ha_ip "$node")/24" dev eth0
+            ip -n "$ns" link set eth0 up
+            ip -n "$ns" link set lo up
+        fi
+    done
+    # With br_netfilter loaded, frames between the bridge's ports pass the root namespace's
+    # FORWARD chain, which a container runtime may have set to drop.
+    iptables -w -C FORWARD -i "$PG_HA_BRIDGE" -o "$PG_HA_BRIDGE" -j ACCEPT 2>/dev/null \
+        || iptables -w -I FORWARD -i "$PG_HA_BRIDGE" -o "$PG_HA_BRIDGE" -j ACCEPT
+}
+
+pg_ha_network_down() {
+    local node
+    for node in "${PG_HA_NODES[@]}"; do
+        local ns
+        ns="$(pg_ha_netns "$node")"
+        [ ! -e "/run/netns/$ns" ] || ip netns delete "$ns"
+    done
+    if ip link show "$PG_HA_BRIDGE" >/dev/null 2>&1; then
+        log "removing the bridge $PG_HA_BRIDGE and the nodes' network namespaces"
+        ip link delete "$PG_HA_BRIDGE"
+    fi
+    while iptables -w -D FORWARD -i "$PG_HA_BRIDGE" -o "$PG_HA_BRIDGE" -j ACCEPT 2>/dev/null; do :; done
+}
+
+pg_ha_etcd_up() {
+    local home="$PG_HA_HOME/etcd" peer="http://127.0.0.1:$((PG_HA_ETCD_PORT + 1))"
+    mkdir -p "$home"
+    if pidfile_alive "$home/etcd.pid"; then
+        log "etcd already running on $PG_HA_GATEWAY:$PG_HA_ETCD_PORT"
+    else
+        require_free_port postgres_ha_etcd "$PG_HA_ETCD_PORT"
+        log "starting etcd on $PG_HA_GATEWAY:$PG_HA_ETCD_PORT and 127.0.0.1:$PG_HA_ETCD_PORT"
+        spawn "$home/etcd.pid" "$home/server.log" etcd --name fanout-ha --data-dir "$home/data" \
+            --listen-client-urls "http://$PG_HA_GATEWAY:$PG_HA_ETCD_PORT,http://127.0.0.1:$PG_HA_ETCD_PORT" \
+            --advertise-client-urls "http://$PG_HA_GATEWAY:$PG_HA_ETCD_PORT" \
+            --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+            --initial-cluster "fanout-ha=$peer" --logger zap --log-level warn
+    fi
+    wait_until etcd 120 curl -sf --max-time 2 "http://127.0.0.1:$PG_HA_ETCD_PORT/health"
+}
+
+# Writes the Patroni configuration of node $1 from scripts/patroni/patroni.yml.template.
+pg_ha_configure() {
+    local node="$1" home="$PG_HA_HOME/$1" flags
+    flags="$(pg_ha_mode_flags "${PG_HA_MODE:-sync}")"
+    sed -e "s|@NODE@|$node|g" -e "s|@NODE_IP@|$(pg_ha_ip "$node")|g" \
+        -e "s|@NODE_DIR@|$home|g" -e "s|@REST_PORT@|$PG_HA_REST_PORT|g" \
+        -e "s|@PG_PORT@|$PG_HA_PORT|g" -e "s|@ETCD_HOST@|$PG_HA_GATEWAY|g" \
+        -e "s|@ETCD_PORT@|$PG_HA_ETCD_PORT|g" -e "s|@SUBNET@|$PG_HA_SUBNET|g" \
+        -e "s|@SYNCHRONOUS_MODE@|${flags% *}|g" -e "s|@SYNCHRONOUS_MODE_STRICT@|${flags#* }|g" \
+        -e "s|@SCRIPTS@|$ROOT/scripts/patroni|g" -e "s|@PG_BIN@|$PG_BIN|g" \
+        -e "s|@PG_USER@|$PG_USER|g" -e "s|@PG_PASSWORD@|$PG_PASSWORD|g" \
+        -e "s|@PG_REPLICATION_USER@|$PG_REPLICATION_USER|g" \
+        -e "s|@PG_REPLICATION_PASSWORD@|$PG_REPLICATION_PASSWORD|g" \
+        "$ROOT/scripts/patroni/patroni.yml.template" >"$home/patroni.yml.new"
+    chown postgres: "$home/patroni.yml.new"
+    chmod 600 "$home/patroni.yml.new"
+    mv "$home/patroni.yml.new" "$home/patroni.yml"
+}
+
+pg_ha_node_up() {
+    local node="$1" home="$PG_HA_HOME/$1" ip
+    ip="$(pg_ha_ip "$node")"
+    mkdir -p "$home"
+    chown postgres: "$home"
+    chmod 700 "$home"
+    pg_ha_configure "$node"
+    if pidfile_alive "$home/patroni.pid"; then
+        log "postgres-ha node $node already running on $ip"
+        return
+    fi
+    # A postmaster left by a Patroni that was killed would hold the data directory.
+    if pidfile_alive "$home/data/postmaster.pid"; then
+        as_pg_owner "$PG_BIN/pg_ctl" -D "$home/data" -m immediate -w stop >/dev/null || true
+    fi
+    log "starting postgres-ha node $node on $ip (PostgreSQL :$PG_HA_PORT, Patroni :$PG_HA_REST_PORT)"
+    case " ${STARTED[*]} " in *" postgres-ha "*) ;; *) started postgres-ha ;; esac
+    # Each of these commands replaces itself with the next, so the pid recorded is Patroni's.
+    spawn "$home/patroni.pid" "$home/patroni.log" ip netns exec "$(pg_ha_netns "$node")" \
+        setpriv --reuid=postgres --regid=postgres --init-groups \
+        env HOME="$home" PATH="$PG_BIN:$PATH" "$PATRONI_VENV/bin/patroni" "$home/patroni.yml"
+}
+
+# The cluster as one node's Patroni sees it: GET /cluster of the first that answers.
+pg_ha_cluster() {
+    local node
+    for node in "${PG_HA_NODES[@]}"; do
+        curl -sf --max-time 2 "$(pg_ha_rest_url "$node")/cluster" && return 0
+    done
+    return 1
+}
+
+# Whether there is a leader and every other node streams from it.
+pg_ha_healthy() {
+    pg_ha_cluster | "$PATRONI_VENV/bin/python" -c '
+import json, sys
+members = json.load(sys.stdin)["members"]
+leaders = [m for m in members if m["role"] == "leader" and m["state"] == "running"]
+streaming = [m for m in members if m["role"] != "leader" and m["state"] == "streaming"]
+sys.exit(0 if len(leaders) == 1 and len(streaming) == int(sys.argv[1]) - 1 else 1)
+' "${#PG_HA_NODES[@]}"
+}
+
+# Sets the replication mode of the running cluster to $PG_HA_MODE (PATCH /config).
+pg_ha_apply_mode() {
+    local flags
+    flags="$(pg_ha_mode_flags "$PG_HA_MODE")"
+    log "postgres-ha: replication mode $PG_HA_MODE"
+    local node
+    for node in "${PG_HA_NODES[@]}"; do
+        if curl -sf --max-time 5 -o /dev/null -X PATCH -H 'Content-Type: application/json' \
+            -d "{\"synchronous_mode\": ${flags% *}, \"synchronous_mode_strict\": ${flags#* }}" \
+            "$(pg_ha_rest_url "$node")/config"; then
+            return 0
+        fi
+    done
+    die "postgres-ha: no node took the replication mode"
+}
+
+postgres_ha_up() {
+    [ -z "$PG_HA_MODE" ] || pg_ha_mode_flags "$PG_HA_MODE" >/dev/null
+    if pg_ha_through_sudo up; then return; fi
+    pg_ha_install
+    pg_ha_network_up
+    pg_ha_etcd_up
+    local node
+    for node in "${PG_HA_NODES[@]}"; do pg_ha_node_up "$node"; done
+    wait_until "postgres-ha (a leader and $((${#PG_HA_NODES[@]} - 1)) streaming replicas)" 240 pg_ha_healthy
+    [ -z "$PG_HA_MODE" ] || pg_ha_apply_mode
+}
+
+postgres_ha_down() {
+    if pg_ha_through_sudo down; then return; fi
+    local node pidfile
+    for node in "${PG_HA_NODES[@]}"; do
+        pidfile="$PG_HA_HOME/$node/patroni.pid"
+        if pidfile_alive "$pidfile"; then
+            log "stopping postgres-ha node $node"
+            kill "$(head -1 "$pidfile")"
+        fi
+    done
+    # Patroni stops its PostgreSQL before it exits; a postmaster whose Patroni was killed is
+    # stopped here.
+    for node in "${PG_HA_NODES[@]}"; do
+        pidfile="$PG_HA_HOME/$node/patroni.pid"
+        for _ in $(seq 120); do pidfile_alive "$pidfile" || break; sleep 0.5; done
+        rm -f "$pidfile"
+        if pidfile_alive "$PG_HA_HOME/$node/data/postmaster.pid"; then
+            as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_HA_HOME/$node/data" -m fast -w stop >/dev/null
+        fi
+    done
+    stop_pidfile "postgres-ha etcd" "$PG_HA_HOME/etcd/etcd.pid"
+    pg_ha_network_down
+}
 
 # --- redis ------------------------------------------------------------------
 
@@ -703,6 +980,7 @@ print_env() {
         local name="${service//-/_}"
         if "${name}_running"; then
             printf 'FANOUT_TEST_%s_URL=%s\n' "${name^^}" "$("${name}_url")"
+            if declare -F "${name}_env" >/dev/null; then "${name}_env"; fi
         fi
     done
 }
@@ -734,6 +1012,8 @@ service_ports() {
             postgres-replica) printf '%s\n' "$PG_PORT" "$PG_REPLICA_PORT" ;;
             postgres-shard-a) echo "$PG_SHARD_A_PORT" ;;
             postgres-shard-b) echo "$PG_SHARD_B_PORT" ;;
+            # The nodes listen in network namespaces of their own; etcd in this one.
+            postgres-ha) printf '%s\n' "$PG_HA_ETCD_PORT" "$((PG_HA_ETCD_PORT + 1))" ;;
             redis) echo "$REDIS_PORT" ;;
             # A cluster node also listens on its port + 10000, the cluster bus.
             redis-cluster) redis_cluster_ports; seq $((REDIS_CLUSTER_PORT + 10000)) $((REDIS_CLUSTER_PORT + 10005)) ;;

@@ -30,11 +30,14 @@ def server_url(service: str) -> str:
         capture_output=True,
         text=True,
     )
+    # A service may print more than its URL (postgres-ha: its Patroni REST APIs); all of it is
+    # kept for the helpers that need it.
     for line in result.stdout.splitlines():
         name, _, value = line.partition("=")
-        if name == variable:
-            os.environ[variable] = value
-            return value
+        if name.startswith("FANOUT_TEST_"):
+            os.environ[name] = value
+    if os.environ.get(variable):
+        return os.environ[variable]
     raise RuntimeError(f"{SERVICES_SCRIPT} up {service} printed no {variable}")
 
 
