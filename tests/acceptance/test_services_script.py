@@ -1,18 +1,22 @@
 """scripts/services.sh on real servers of its own (a PostgreSQL primary and its streaming
 replica, in a folder and on ports of this test): ``up`` says once that the primary runs, and
-names the servers it started in this call, so that its caller can stop exactly those."""
+names the servers it started in this call, so that its caller can stop exactly those. And
+``up postgres-ha`` over the running cluster: it starts nothing and says where the cluster is."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support.ha_cluster import HaCluster
 from support.servers import SERVICES_SCRIPT, unused_port
 
 SERVICES = ["postgres", "postgres-replica"]
@@ -63,3 +67,54 @@ def test_up_says_once_that_postgres_runs_and_names_what_it_started(
     started, said = up(services_env)
     assert started == []
     assert said.count("postgres already running") == 1, said
+
+
+async def test_up_of_a_running_postgres_ha_starts_nothing_and_prints_both_addresses() -> None:
+    cluster = HaCluster.from_environment()
+    async with cluster.exclusive():
+        await cluster.wait_for_streaming_replicas(2, within=120)
+        with tempfile.NamedTemporaryFile("r") as started_file:
+            env = {**os.environ, "FANOUT_SERVICES_STARTED_FILE": started_file.name}
+            env.pop("FANOUT_SERVICES_POSTGRES_HA_MODE", None)
+            began = time.monotonic()
+            process = await asyncio.create_subprocess_exec(
+                "bash",
+                str(SERVICES_SCRIPT),
+                "up",
+                "postgres-ha",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(process.communicate(), 120)
+            took = time.monotonic() - began
+            started = started_file.read()
+
+    said = err.decode()
+    assert process.returncode == 0, said
+    assert started == ""
+    assert took < 10
+    for name in cluster.nodes:
+        assert f"node {name} already running" in said
+    printed = dict(line.split("=", 1) for line in out.decode().splitlines())
+    assert printed["FANOUT_TEST_POSTGRES_HA_URL"] == cluster.url
+    assert printed["FANOUT_TEST_POSTGRES_HA_PATRONI"].split(",") == [
+        node.rest_url for node in cluster.nodes.values()
+    ]
+
+
+def test_up_refuses_an_unknown_postgres_ha_mode_by_its_setting() -> None:
+    env = {**os.environ, "FANOUT_SERVICES_POSTGRES_HA_MODE": "quorum"}
+    result = subprocess.run(
+        ["bash", str(SERVICES_SCRIPT), "up", "postgres-ha"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "FANOUT_SERVICES_POSTGRES_HA_MODE must be async, sync or strict, not 'quorum'" in (
+        result.stderr
+    )
+    assert result.stdout == ""
