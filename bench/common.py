@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,14 +24,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @asynccontextmanager
-async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
-    """A gateway over a freshly created and migrated database, dropped afterwards."""
-    server = server_url("postgres")
+async def scratch_gateway(pool_size: int, service: str = "postgres") -> AsyncIterator[Gateway]:
+    """A gateway over a freshly created and migrated database on the server of ``service``
+    (of ``scripts/services.sh``), dropped afterwards."""
+    server = server_url(service)
     name = f"fanout_bench_{uuid.uuid4().hex[:10]}"
     await _admin(server, f'CREATE DATABASE "{name}"')
     url = database_url(server, name)
     try:
-        connection = await asyncpg.connect(url)
+        connection = await _connect_once_replicated(url)
         try:
             await MigrationRunner(connection).apply()
         finally:
@@ -42,6 +45,20 @@ async def scratch_gateway(pool_size: int) -> AsyncIterator[Gateway]:
     finally:
         # A connection of its own: a benchmark may have restarted the server meanwhile.
         await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _connect_once_replicated(url: str, within: float = 60.0) -> asyncpg.Connection:
+    """A connection to the new database at ``url``. Over a cluster's multi-host URL, the
+    first hosts may be standbys that have not yet replayed its creation, and asyncpg moves to
+    the next host only when one cannot be reached: wait for them."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await asyncpg.connect(url)
+        except asyncpg.InvalidCatalogNameError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 async def _admin(server: str, statement: str) -> None:

@@ -38,6 +38,15 @@ def main() -> None:
     parser.add_argument(
         "--reservation-seconds", type=float, default=2.0, help="sharded mode: reservations last"
     )
+    parser.add_argument(
+        "--cluster",
+        choices=("async", "sync", "strict"),
+        help="over the postgres-ha cluster (Patroni) in this replication mode; its faults move "
+        "the primary (switchover, postmaster killed, primary cut off)",
+    )
+    parser.add_argument(
+        "--partition-seconds", type=float, default=15.0, help="cluster: the primary is cut off"
+    )
     arguments = parser.parse_args()
     plan = ChaosPlan(
         orders=arguments.orders,
@@ -47,6 +56,9 @@ def main() -> None:
         shards=tuple(SHARD_SERVERS.values()) if arguments.sharded else (),
         reservation_seconds=arguments.reservation_seconds,
         shard_outage_seconds=arguments.outage,
+        cluster=arguments.cluster is not None,
+        cluster_mode=arguments.cluster or "sync",
+        partition_seconds=arguments.partition_seconds,
     )
     plan = replace(plan, faults=fault_schedule(plan, arguments.repeats))
     logs = Path(tempfile.mkdtemp(prefix="fanout-chaos-"))

@@ -55,6 +55,9 @@ class ChaosClient:
         self.failures: list[FailedAttempt] = []
         self.successes: list[tuple[float, float]] = []
         """When each answered attempt was sent and answered (a 4xx is an answer too)."""
+        self.acknowledged: list[tuple[float, dict[str, Any]]] = []
+        """Each order whose placement was acknowledged, with when (seconds since the load
+        began)."""
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -81,6 +84,7 @@ class ChaosClient:
             self.counts.placements_replayed += 1
         self.counts.placed += 1
         order: dict[str, Any] = response.json()
+        self.acknowledged.append((self._now(), order))
         return order
 
     async def transition(self, order: dict[str, Any], status: str) -> dict[str, Any] | None:

@@ -8,7 +8,18 @@ from typing import Literal
 
 from support.stores import STORES
 
-FaultKind = Literal["kill-relay", "stop-store", "restart-postgres", "kill-api", "stop-shard"]
+FaultKind = Literal[
+    "kill-relay",
+    "stop-store",
+    "restart-postgres",
+    "kill-api",
+    "stop-shard",
+    "switchover",
+    "failover",
+    "partition-primary",
+]
+PRIMARY_MOVES: frozenset[FaultKind] = frozenset({"switchover", "failover", "partition-primary"})
+"""The faults that move a PostgreSQL cluster's primary to another node."""
 
 HAPPY_PATH = ("confirmed", "processing", "shipped")
 # How long a client keeps retrying one request before it gives up.
@@ -59,6 +70,15 @@ class ChaosPlan:
     """Sharded mode: how long a reservation holds its units before the sweeper may let it
     lapse (short, so that the placements a killed API leaves half done lapse during the run)."""
     shard_outage_seconds: float = 10.0
+    cluster: bool = False
+    """The database is on the ``postgres-ha`` cluster of ``scripts/services.sh`` (Patroni): its
+    faults move the primary (a switchover, the primary's postmaster killed, the primary cut off
+    from the others) rather than restarting one server."""
+    partition_seconds: float = 15.0
+    """How long the primary stays cut off from the store and the other nodes."""
+    cluster_mode: Literal["async", "sync", "strict"] = "sync"
+    """The cluster's replication: asynchronous, synchronous (Patroni's ``synchronous_mode``),
+    or strictly synchronous (no write without a synchronous standby)."""
 
     @property
     def load_seconds(self) -> float:
@@ -73,7 +93,10 @@ def fault_schedule(plan: ChaosPlan, repeats: int) -> tuple[Fault, ...]:
     One database: a relay killed, each store stopped, PostgreSQL restarted, the API killed.
     Sharded mode: a relay killed, each shard's server stopped, the API killed, the catalog's
     server restarted."""
-    kinds = sharded_kinds(plan) if plan.shards else single_database_kinds(plan)
+    if plan.cluster:
+        kinds = cluster_kinds(plan)
+    else:
+        kinds = sharded_kinds(plan) if plan.shards else single_database_kinds(plan)
     rounds = [kind for _ in range(repeats) for kind in kinds]
     start, end = 0.05 * plan.load_seconds, 0.80 * plan.load_seconds
     step = (end - start) / max(1, len(rounds) - 1)
@@ -91,6 +114,19 @@ def single_database_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]
     if plan.relays > 1:
         kinds.insert(len(plan.stores) // 2 + 1, ("kill-relay", "1", 3.0))
     return kinds
+
+
+def cluster_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
+    """One round of faults over a PostgreSQL cluster: a switchover, the primary's postmaster
+    killed, the primary cut off from the others for ``partition_seconds``, between a relay
+    and the API killed."""
+    return [
+        ("switchover", "", 0.0),
+        ("kill-relay", "0", 3.0),
+        ("failover", "", 0.0),
+        ("kill-api", "", 2.0),
+        ("partition-primary", "", plan.partition_seconds),
+    ]
 
 
 def sharded_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
@@ -118,6 +154,13 @@ class FaultWindow:
     settled: float | None = None
     """When the first request sent after the fault ended was answered: until then pools
     reconnect and a restarted process warms up, however long a busy machine takes."""
+    unavailable_seconds: float | None = None
+    """From the first request that failed during the fault to the first answer after it."""
+    resume_seconds: float | None = None
+    """A move of the primary: from the first order acknowledged after it to that order in a
+    store (how soon the relays deliver again)."""
+    primary: tuple[str, str] | None = None
+    """A move of the primary: the node that was the primary, and the one that is after."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +180,18 @@ def settled_at(fault_ended: float, successes: Iterable[tuple[float, float]]) -> 
     return min(answered, default=None)
 
 
+def unavailable_for(window: FaultWindow, failures: Iterable[FailedAttempt]) -> float | None:
+    """How long requests failed during ``window``: from the start of the first attempt that
+    failed while it was in force to the first answer after it (its ``settled``); None if
+    none failed or it never settled."""
+    if window.settled is None:
+        return None
+    started = [
+        f.started for f in failures if f.ended >= window.began and f.started <= window.settled
+    ]
+    return round(window.settled - min(started), 2) if started else None
+
+
 def explained(failure: FailedAttempt, windows: list[FaultWindow]) -> bool:
     """Whether ``failure`` is what a fault in force while it was in flight causes: a 503 with
     Retry-After while PostgreSQL (or the catalog) restarts or a shard is down, a lost or
@@ -152,7 +207,8 @@ def explained(failure: FailedAttempt, windows: list[FaultWindow]) -> bool:
             return True
         if window.kind == "kill-api" and kind.endswith("Error"):
             return True
-        # The API answers for the shard that is down with 503 and Retry-After.
-        if window.kind == "stop-shard" and kind == "HTTP 503":
+        # The API answers for the shard that is down, or while the cluster has no primary it
+        # can reach, with 503 and Retry-After.
+        if (window.kind == "stop-shard" or window.kind in PRIMARY_MOVES) and kind == "HTTP 503":
             return True
     return False

@@ -12,16 +12,26 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import yaml
 
-from adapters.readback import ReadBack
+from adapters.readback import OrderSpan, ReadBack
 from bench.chaos.client import ChaosClient, ClientCounts
-from bench.chaos.plan import HAPPY_PATH, ChaosPlan, Fault, FaultWindow, explained, settled_at
+from bench.chaos.plan import (
+    HAPPY_PATH,
+    ChaosPlan,
+    Fault,
+    FaultWindow,
+    explained,
+    settled_at,
+    unavailable_for,
+)
 from bench.chaos.processes import FanoutProcess, free_port, services
 from bench.chaos.saga_check import initial_stock, saga_findings, saga_report, units_held
 from bench.chaos.watch import ended_on_their_own, state_of, watched
@@ -33,6 +43,8 @@ from gateway.postgres.database import DatabaseUnavailable, connect
 from gateway.postgres.topology import databases
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.tables import list_dead_letters
+from support.eventually import eventually
+from support.ha_cluster import HaCluster
 from support.sharding import sharded_databases
 from support.shop import customer_request
 from support.stores import drop_namespace, make_sink, store_settings
@@ -135,6 +147,9 @@ class Chaos:
         self.timeline: list[dict[str, Any]] = []
         self.counts = ClientCounts()
         self.origin = 0.0
+        self.cluster = HaCluster.from_environment() if plan.cluster else None
+        self.client: ChaosClient | None = None
+        self.resumes: list[asyncio.Task[None]] = []
 
     def now(self) -> float:
         """Seconds since the load began."""
@@ -198,7 +213,60 @@ class Chaos:
             case "restart-postgres":
                 await services("down", "postgres")
                 await services("up", "postgres")
+            case "switchover" | "failover" | "partition-primary":
+                await self.move_primary(fault, window)
+                return
         window.ended = self.now()
+
+    async def move_primary(self, fault: Fault, window: FaultWindow) -> None:
+        """Move the cluster's primary as ``fault`` says; the window ends once the new primary
+        runs. Then measure how soon the relays deliver again, and wait for the old primary to
+        stream from the new one (the next fault needs the cluster whole)."""
+        cluster = self.cluster
+        assert cluster is not None, "a primary move needs ChaosPlan.cluster"
+        old = await cluster.wait_for_leader()
+        match fault.kind:
+            case "switchover":
+                new = await cluster.switchover()
+            case "failover":
+                await cluster.kill_primary_postmaster()
+                new = await cluster.wait_for_leader(excluding=old.name, within=120)
+            case _:
+                await cluster.partition(old.name)
+                try:
+                    new = await cluster.wait_for_leader(excluding=old.name, within=120)
+                    await asyncio.sleep(max(0.0, window.began + fault.seconds - self.now()))
+                finally:
+                    await cluster.heal(old.name)
+        window.ended = self.now()
+        window.primary = (old.name, new.name)
+        self.resumes.append(asyncio.create_task(self.measure_resume(window)))
+        await cluster.wait_for_streaming_replicas(len(cluster.nodes) - 1, within=180)
+
+    async def measure_resume(self, window: FaultWindow) -> None:
+        """How soon the relays deliver after a primary moved: from the first order placed
+        after it was acknowledged to that order in a store."""
+        assert self.client is not None and window.ended is not None
+        acknowledged = self.client.acknowledged
+        ended = window.ended
+        await eventually(lambda: any(t >= ended for t, _ in acknowledged), within=120)
+        acked_at, order = next((t, o) for t, o in acknowledged if t >= ended)
+        store = "redis" if "redis" in self.plan.stores else self.plan.stores[0]
+        sink = make_sink(store, self.tag)
+        try:
+            assert isinstance(sink, ReadBack)
+            span = OrderSpan(
+                datetime.fromisoformat(order["created_at"]),
+                datetime.fromisoformat(order["updated_at"]),
+            )
+
+            async def delivered() -> bool:
+                return bool(await sink.projected_orders({order["id"]: span}))
+
+            await eventually(delivered, within=120)
+            window.resume_seconds = round(self.now() - acked_at, 3)
+        finally:
+            await sink.close()
 
     async def sample(self) -> None:
         """Once a second: each sink's backlog and the age of its oldest undelivered event (over
@@ -289,7 +357,7 @@ class Chaos:
         await self.wait_for_api(url)
         for relay in self.relays:
             await relay.start()
-        client = ChaosClient(url, self.counts, 0.0)
+        client = self.client = ChaosClient(url, self.counts, 0.0)
         self.origin = client.origin = time.perf_counter()
         sampler = asyncio.create_task(self.sample())
         faults = [asyncio.create_task(self.inject(fault, url)) for fault in self.plan.faults]
@@ -301,9 +369,10 @@ class Chaos:
                 await pool.expire_connections()
             drained = await watched(self.drain(), self.processes)
             drain_seconds = self.now() - load_seconds
+            await asyncio.wait_for(asyncio.gather(*self.resumes), 60)
             exited = ended_on_their_own(state_of(process) for process in self.processes)
         finally:
-            for task in faults:
+            for task in [*faults, *self.resumes]:
                 task.cancel()
             sampler.cancel()
             await client.close()
@@ -344,6 +413,14 @@ class Chaos:
         for window in self.windows:
             if window.ended is not None:
                 window.settled = settled_at(window.ended, client.successes)
+                window.unavailable_seconds = unavailable_for(window, client.failures)
+        acknowledged = {order["id"] for _, order in client.acknowledged}
+        for pool in self.order_pools:
+            found = await pool.fetch(
+                "SELECT id::text FROM orders WHERE id = ANY($1::uuid[])", list(acknowledged)
+            )
+            acknowledged -= {row["id"] for row in found}
+        missing = sorted(acknowledged)
         unexplained = [
             asdict(failure) for failure in client.failures if not explained(failure, self.windows)
         ]
@@ -360,6 +437,8 @@ class Chaos:
                 "in_postgres": in_postgres,
                 "transitions": counts.transitions,
                 "transitions_in_postgres": moved,
+                "acknowledged_missing": len(missing),
+                "acknowledged_missing_ids": missing[:ERRORS_SHOWN],
             },
             "requests": {
                 "attempts": counts.attempts,
@@ -384,7 +463,8 @@ async def scratch_databases(plan: ChaosPlan) -> AsyncIterator[tuple[Gateway, dic
     """A gateway over fresh databases, and each shard's URL: one database, or in sharded mode
     a catalog on ``postgres`` and a shard on each of ``postgres-shard-a`` and ``-b``."""
     if not plan.shards:
-        async with scratch_gateway(pool_size=4) as gateway:
+        service = "postgres-ha" if plan.cluster else "postgres"
+        async with scratch_gateway(pool_size=4, service=service) as gateway:
             yield gateway, {}
         return
     async with sharded_databases() as found:
@@ -400,7 +480,7 @@ async def chaos_world(plan: ChaosPlan, directory: Path) -> AsyncIterator[tuple[C
     """Scratch databases, the stores' namespaces, the shared configuration."""
     async with scratch_databases(plan) as (gateway, shards):
         url = gateway.settings.postgres.url.get_secret_value()
-        tag = url.rsplit("_", 1)[-1]
+        tag = urlsplit(url).path.rsplit("_", 1)[-1]
         port = free_port()
         config = config_for(url, tag, plan, port, directory, shards)
         chaos = Chaos(plan, gateway, tag, config, directory)
@@ -418,7 +498,20 @@ async def chaos_world(plan: ChaosPlan, directory: Path) -> AsyncIterator[tuple[C
 
 
 async def run_chaos(plan: ChaosPlan, directory: Path) -> dict[str, Any]:
-    """One chaos run of ``plan``, its process logs under ``directory``."""
+    """One chaos run of ``plan``, its process logs under ``directory``; over a cluster, with
+    the cluster held (no other run or test changes it meanwhile) in the plan's mode."""
+    if not plan.cluster:
+        return await _run_chaos(plan, directory)
+    cluster = HaCluster.from_environment()
+    async with cluster.exclusive():
+        await cluster.restore(plan.cluster_mode)
+        try:
+            return await _run_chaos(plan, directory)
+        finally:
+            await cluster.restore("sync")
+
+
+async def _run_chaos(plan: ChaosPlan, directory: Path) -> dict[str, Any]:
     async with chaos_world(plan, directory) as (chaos, url):
         requests = await seed(chaos.gateway, customers=50, products=40)
         return await chaos.run(url, requests)
@@ -438,6 +531,10 @@ def verdict(report: dict[str, Any]) -> list[str]:
     broken += dead_letter_findings(report.get("dead_letters", {}))
     if "saga" in report:
         broken += saga_findings(report["saga"])
+    if orders.get("acknowledged_missing"):
+        broken.append(
+            f"{orders['acknowledged_missing']} acknowledged orders missing from PostgreSQL"
+        )
     if orders["in_postgres"] != orders["placed"]:
         broken.append(f"{orders['in_postgres']} orders in PostgreSQL, {orders['placed']} placed")
     if orders["transitions_in_postgres"] != orders["transitions"]:
