@@ -274,6 +274,9 @@ class RelaySettings(_Section):
     """First delay of the exponential backoff (full jitter) between retries."""
     backoff_max_seconds: float = Field(default=30.0, gt=0)
     """Longest delay of the exponential backoff between retries."""
+    database_retry_max_seconds: float = Field(default=1.0, gt=0, le=60)
+    """Longest pause between attempts to reach PostgreSQL again (a restart, a failover):
+    attempts are cheap, and delivery resumes within this of PostgreSQL taking writes again."""
     start_from: StartFrom = "beginning"
     """Where a newly added sink starts: ``beginning`` (every event kept) or ``now``."""
     retention_seconds: int = Field(default=7 * 86_400, gt=0)

@@ -12,6 +12,14 @@ from gateway.relay.read_ahead import OutboxReads
 from gateway.relay.storage import RelayStorage
 
 
+def database_backoff(settings: RelaySettings) -> Backoff:
+    """The backoff between attempts to reach PostgreSQL again: the relay's own, capped at
+    ``database_retry_max_seconds``, so that a worker or the LISTEN connection is never asleep
+    for long when a restarted or newly promoted primary takes writes again."""
+    ceiling = min(settings.backoff_max_seconds, settings.database_retry_max_seconds)
+    return Backoff(settings.backoff_initial_seconds, ceiling)
+
+
 @dataclass(frozen=True)
 class WorkerContext:
     """The process's storage, reads, settings and identity, shared by its workers."""
@@ -28,6 +36,11 @@ class WorkerContext:
     stalled_relays: Callable[[str], Collection[str]] = field(default=lambda sink: frozenset())
     """Those of them whose worker for a sink has stalled, as of the last heartbeat: they no
     longer serve it."""
+
+    @property
+    def database_backoff(self) -> Backoff:
+        """The backoff between attempts to reach PostgreSQL again (:func:`database_backoff`)."""
+        return database_backoff(self.settings)
 
     async def pause(self, seconds: float, wakeup: asyncio.Event | None = None) -> None:
         """Sleep up to ``seconds``; a stop request (or ``wakeup``, if given) ends it early."""

@@ -117,7 +117,7 @@ class SinkWorker:
                     # Such a connection is unusable; replace every pooled one.
                     await self.context.storage.reset_connections()
                 self.leases.check_soon()
-                await self.context.pause(self.context.backoff.ceiling(failures))
+                await self.context.pause(self.context.database_backoff.ceiling(failures))
 
     async def maintain_leases(self) -> None:
         """Every third of a lease's life: finish the batches in flight (a lease given up must
