@@ -93,3 +93,55 @@ class ResettingProxy:
             await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         finally:
             self._open -= {writer, upstream_writer}
+
+
+COMMIT_COMPLETE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+"""The server's CommandComplete message for a COMMIT (tag, length 11, "COMMIT")."""
+
+
+class AnswerLosingProxy(ResettingProxy):
+    """Forwards connections; once armed, the first COMMIT the server completes has its answer
+    lost: the client's connection is reset instead of receiving it (a primary failing over
+    between its commit and the reply, as the client sees it)."""
+
+    def __init__(self, target_url: str) -> None:
+        super().__init__(target_url)
+        self.forwarding = True
+        self.armed = False
+        self.answers_lost = 0
+        """How many commits' answers were lost."""
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            reset(writer)
+            return
+        self.forwarded += 1
+        self._open |= {writer, upstream_writer}
+        try:
+            await asyncio.gather(
+                pipe(reader, upstream_writer), self._answers(upstream_reader, writer)
+            )
+        finally:
+            self._open -= {writer, upstream_writer}
+
+    async def _answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy the server's messages to the client, until an armed proxy sees a COMMIT
+        complete: then reset the client's connection, the server's answer unsent."""
+        tail = b""
+        try:
+            while data := await reader.read(65536):
+                seen = tail + data
+                if self.armed and COMMIT_COMPLETE in seen:
+                    self.armed = False
+                    self.answers_lost += 1
+                    reset(writer)
+                    return
+                tail = seen[-len(COMMIT_COMPLETE) :]
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()
