@@ -457,8 +457,14 @@ pg_ha_cluster() {
     return 1
 }
 
-# Whether there is a leader and every other node streams from it.
+# Whether there is a leader and every other node streams from it. Each node's own Patroni must
+# answer that its PostgreSQL runs (GET /health): the member list in etcd still shows a killed
+# node until its key expires.
 pg_ha_healthy() {
+    local node
+    for node in "${PG_HA_NODES[@]}"; do
+        curl -sf --max-time 2 -o /dev/null "$(pg_ha_rest_url "$node")/health" || return 1
+    done
     pg_ha_cluster | "$PATRONI_VENV/bin/python" -c '
 import json, sys
 members = json.load(sys.stdin)["members"]

@@ -313,6 +313,18 @@ class HaCluster:
         mode_variable = "FANOUT_SERVICES_POSTGRES_HA_MODE"
         environment = {k: v for k, v in os.environ.items() if k != mode_variable}
         await run(["bash", str(SERVICES_SCRIPT), "up", "postgres-ha"], within, environment)
+        await self._wait(f"{name} running", lambda: self.runs(name), within)
+        await self.wait_for_streaming_replicas(len(self.nodes) - 1, within)
+
+    async def runs(self, name: str) -> bool:
+        """Whether node ``name``'s own Patroni answers that its PostgreSQL runs (the member list
+        in etcd still shows a killed node until its key expires)."""
+        async with httpx.AsyncClient(timeout=self._timeout) as client:
+            try:
+                response = await client.get(f"{self.node(name).rest_url}/health")
+            except httpx.HTTPError:
+                return False
+        return response.status_code == 200
 
     async def set_mode(self, mode: Mode, within: float = 60.0) -> None:
         """Set the replication mode (PATCH /config) and wait until Patroni applies it: a
@@ -403,10 +415,9 @@ class HaCluster:
         replica streaming."""
         for name in self.nodes:
             await self.heal(name)
-        members = await self._members_or_none() or []
-        running = {m.name for m in members if m.state in ("running", "streaming")}
-        if running != set(self.nodes):
-            await self.start_node(next(iter(set(self.nodes) - running)), within)
+        stopped = [name for name in self.nodes if not await self.runs(name)]
+        if stopped:
+            await self.start_node(stopped[0], within)
         await self.wait_for_streaming_replicas(len(self.nodes) - 1, within)
         await self.set_mode(mode, within)
 

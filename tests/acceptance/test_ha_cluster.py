@@ -165,3 +165,16 @@ async def test_the_replication_mode_changes_at_run_time(changing: HaCluster) -> 
     config = await changing.config()
     assert config["synchronous_mode"] is True and config["synchronous_mode_strict"] is False
     assert sum(m.role == "sync_standby" for m in await changing.members()) == 1
+
+
+async def test_a_killed_node_started_again_runs_and_streams(changing: HaCluster) -> None:
+    replica = next(m for m in await changing.members() if m.role != "leader")
+
+    changing.kill_node(replica.name)
+    assert not await changing.runs(replica.name)
+    await changing.start_node(replica.name)
+
+    assert await changing.runs(replica.name)
+    assert await in_recovery(changing, replica.name)
+    members = await changing.wait_for_streaming_replicas(2, within=60)
+    assert member(members, replica.name).is_streaming_replica
