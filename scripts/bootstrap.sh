@@ -30,3 +30,19 @@ say "installing fanout-gateway with its development and load-test tools (about a
 quietly "$LOG" "$ROOT/.venv/bin/python" -m pip install --progress-bar off -e "$ROOT[dev,loadtest]" \
     || die "pip could not install fanout-gateway (log: $LOG)"
 say "installed fanout-gateway into $ROOT/.venv"
+
+# The console's browser tests (tests/acceptance/test_console.py) drive Debian's chromium through
+# Playwright; Playwright's own browser download is not used.
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        say "installing chromium from Debian's packages, for the console's browser tests"
+        { quietly "$LOG" $sudo apt-get update -qq \
+            && quietly "$LOG" $sudo env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends chromium; } \
+            || die "could not install chromium (log: $LOG)"
+    else
+        say "warning: no apt-get: install chromium at /usr/bin/chromium for tests/acceptance/test_console.py"
+    fi
+fi

@@ -11,6 +11,7 @@ import gateway
 from adapters.base import Sink
 from gateway.api.auth import ApiKeyCheck
 from gateway.api.connection import GatewayConnection
+from gateway.api.console import console
 from gateway.api.middleware import BodySizeLimit, RequestMetrics
 from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
@@ -29,7 +30,8 @@ def create_app(settings: Settings) -> FastAPI:
     the catalog) cannot be reached, the API starts anyway and keeps connecting in the
     background: ``/healthz`` answers 200, ``/readyz`` and every database route 503. With
     ``api.key`` set, every route but ``/healthz``, ``/readyz``, the OpenAPI document and the
-    payment webhook (which is signed instead) needs ``Authorization: Bearer``.
+    payment webhook (which is signed instead) needs ``Authorization: Bearer``; the operator
+    console (``/console``) asks for the key in a login form instead.
     """
 
     @asynccontextmanager
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics, dependencies=guarded, responses=unauthorized)
     app.include_router(webhooks)
     app.include_router(probes)
+    app.include_router(console)
     install_problem_handlers(app)
     install_openapi(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
