@@ -125,9 +125,11 @@ class RelayProcess:
         self.relay.stop()
 
     async def kill(self) -> None:
-        """SIGKILL: from now on nothing it does has an effect; its tasks are ended."""
+        """SIGKILL: from now on nothing it does has an effect; its tasks are ended, and the
+        server sees its liveness session end (the kernel closes its sockets)."""
         self.life.alive = False
         await self.reap()
+        await self.relay.liveness.close()
 
     async def reap(self, within: float = 60.0) -> None:
         """End every task of a dead process (bounded, in virtual time)."""

@@ -10,6 +10,9 @@ The rules (each held to PostgreSQL's by ``tests/contract``):
 - A commit moves positions only forward and only for the lease's owner, with its dead letters,
   all or nothing.
 - Operators rewind or retire a sink only while no live lease covers it.
+- A relay whose liveness session ended on this run of the server is dead: the next check of
+  another relay's session deletes it and releases its leases (``gateway.relay.sessions``);
+  a relay whose session lives keeps its leases until they expire, however silent.
 
 Time comes from ``clock`` (seconds), so a simulation can move it as it likes.
 """
@@ -27,6 +30,8 @@ from datetime import UTC, datetime
 from adapters.base import EventEnvelope
 from gateway.errors import SinkInUse, UnknownSink
 from gateway.postgres.outbox import PARTITION_COUNT, Backlog, StoredEvent
+from gateway.relay.leases import may_claim
+from gateway.relay.sessions import RecordedSession, RelaySession, SessionCheck, session_ended
 from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
 
 Clock = Callable[[], float]
@@ -141,6 +146,13 @@ class InMemoryRelayStorage:
     """How many of the next reads raise ``OSError`` (PostgreSQL unreachable)."""
     fail_commits: int = 0
     """How many of the next commits raise ``OSError``."""
+    sessions: dict[str, RecordedSession[float]] = field(default_factory=dict)
+    """The liveness session each relay recorded in its instance row."""
+    backends: dict[int, float] = field(default_factory=dict)
+    """The server's open sessions: backend pid -> when it started (``pg_stat_activity``)."""
+    server_started_at: float = 0.0
+    """When the server started (a restart moves it: :meth:`restart_server`)."""
+    _next_backend_pid: int = 100
     _running: dict[int, _Transaction] = field(default_factory=dict)
     _next_txid: int = 1
     _next_id: int = 1
@@ -235,6 +247,11 @@ class InMemoryRelayStorage:
             for (s, p), lease in self.leases.items()
             if s == sink and lease.expires >= now
         }
+
+    def restart_server(self) -> None:
+        """PostgreSQL restarts (or fails over): every session ends at once."""
+        self.backends.clear()
+        self.server_started_at = self.clock()
 
     def steal(self, sink: str, partition: int, thief: str) -> None:
         """Another relay takes the partition (as after this one's lease expired)."""
@@ -350,7 +367,7 @@ class InMemoryRelayStorage:
             if (sink, partition) not in self.rows:
                 continue
             lease = self.leases.get((sink, partition))
-            if lease is None or lease.owner == owner or lease.expires < now:
+            if lease is None or may_claim(lease.owner, lease.expires, owner, now):
                 self.leases[(sink, partition)] = Lease(owner, now + ttl_seconds)
                 taken.add(partition)
         return taken
@@ -466,15 +483,46 @@ class InMemoryRelayStorage:
                 lease.expires = now + ttl_seconds
         stale = [i for i, seen in self.instances.items() if seen < now - ttl_seconds]
         for gone in stale:
-            del self.instances[gone]
-            self.stalled_sinks.pop(gone, None)
+            self._forget(gone)
         return {i: self.stalled_sinks.get(i, frozenset()) for i in sorted(self.instances)}
 
     async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:
         for sink, partitions in held.items():
             await self.release_leases(sink, instance, partitions)
+        self._forget(instance)
+
+    def _forget(self, instance: str) -> None:
         self.instances.pop(instance, None)
         self.stalled_sinks.pop(instance, None)
+        self.sessions.pop(instance, None)
+
+    async def open_session(self, instance: str, hostname: str, pid: int) -> RelaySession:
+        session = InMemoryRelaySession(self, instance)
+        session.record()
+        return session
+
+    def _open_backend(self) -> int:
+        pid = self._next_backend_pid
+        self._next_backend_pid += 1
+        self.backends[pid] = self.clock()
+        return pid
+
+    def _reap(self, instance: str, ttl_seconds: float) -> SessionCheck:
+        dead = {
+            other
+            for other in self.instances
+            if other != instance
+            and session_ended(self.sessions.get(other), self.server_started_at, self.backends)
+        }
+        for other in dead:
+            self._forget(other)
+        for (sink, partition), lease in list(self.leases.items()):
+            if lease.owner in dead:
+                del self.leases[(sink, partition)]
+                self.rows[(sink, partition)].retrying = 0
+        now = self.clock()
+        live = {i for i, seen in self.instances.items() if seen >= now - ttl_seconds}
+        return SessionCheck(frozenset(dead), frozenset(live))
 
     async def prune(self, retention_seconds: int, limit: int) -> int | None:
         floors: dict[int, Position] = {}
@@ -537,3 +585,34 @@ class InMemoryRelayStorage:
 
     async def reset_connections(self) -> None:
         return None
+
+
+class InMemoryRelaySession:
+    """A relay's liveness session with the in-memory server: a backend of its own, which
+    :meth:`close` (or :meth:`InMemoryRelayStorage.restart_server`) ends."""
+
+    def __init__(self, storage: InMemoryRelayStorage, instance: str) -> None:
+        self._storage = storage
+        self._instance = instance
+        self._backend = storage._open_backend()
+
+    def record(self) -> None:
+        """Record this session as its relay's (creating the relay's row if none)."""
+        storage = self._storage
+        storage.instances[self._instance] = storage.clock()
+        storage.sessions[self._instance] = RecordedSession(
+            self._backend, storage.backends[self._backend], storage.server_started_at
+        )
+
+    async def check(self, ttl_seconds: float) -> SessionCheck:
+        storage = self._storage
+        if self._backend not in storage.backends:
+            raise ConnectionResetError("the liveness session ended")
+        found = storage._reap(self._instance, ttl_seconds)
+        recorded = storage.sessions.get(self._instance)
+        if recorded is None or recorded.backend_pid != self._backend:
+            self.record()
+        return found
+
+    async def close(self) -> None:
+        self._storage.backends.pop(self._backend, None)

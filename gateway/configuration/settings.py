@@ -264,7 +264,11 @@ class RelaySettings(_Section):
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     """Fallback poll when no NOTIFY arrives."""
     lease_ttl_seconds: float = Field(default=10.0, gt=0)
-    """How long a dead relay's partitions stay leased before others take them."""
+    """How long the partitions of a relay that is alive but silent (hung) stay leased before
+    others take them; a relay whose process ended loses them at the next session check."""
+    session_check_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    """How often each relay looks for relays whose PostgreSQL session ended (their process
+    died) to release their leases at once; also how soon it sees a relay join or leave."""
     max_attempts: int = Field(default=10, ge=1)
     """Attempts before a transiently failing event is dead-lettered (while its store is up)."""
     apply_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -290,6 +294,17 @@ class RelaySettings(_Section):
     """Bound on finishing in-flight batches at shutdown."""
     stats_interval_seconds: float = Field(default=5.0, gt=0)
     """How often the backlog gauges are refreshed (only with ``--metrics-port``)."""
+
+    @field_validator("session_check_interval_seconds")
+    @classmethod
+    def _check_sessions_within_a_lease(cls, value: float, info: pydantic.ValidationInfo) -> float:
+        ttl = info.data.get("lease_ttl_seconds")
+        if ttl is not None and value >= ttl:
+            raise ValueError(
+                f"must be shorter than relay.lease_ttl_seconds ({ttl} s), or a dead relay's "
+                "partitions wait for their lease to expire anyway"
+            )
+        return value
 
 
 class _SinkSection(_Section):

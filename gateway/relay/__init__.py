@@ -10,6 +10,8 @@ Its parts, each in a module of its own:
 - ``retries``: where a batch is retried; the retry and dead-letter decision.
 - ``sink_calls``: calls into a sink that nothing the sink raises escapes, each bounded.
 - ``stalls``: when a worker stuck in a sink call gives its leases up.
+- ``sessions``: when a relay is dead: its PostgreSQL session ended (``session_ended``).
+- ``liveness``: the process's liveness session, checked for dead relays (``LivenessSession``).
 - ``upkeep``: wake-ups on commit (LISTEN), pruning, backlog gauges.
 - ``storage``: everything the relay reads and writes, as one interface (``RelayStorage``).
 - ``tables``: the SQL of the relay's own tables (positions, leases, dead letters).

@@ -39,6 +39,14 @@ def partitions_for(instance: str, live: Sequence[str]) -> set[int]:
     return set(range(rank * PARTITION_COUNT // count, (rank + 1) * PARTITION_COUNT // count))
 
 
+def may_claim(owner: str | None, expires: float | None, claimer: str, now: float) -> bool:
+    """Whether ``claimer`` may take a partition whose lease ``owner`` holds until ``expires``:
+    no one holds it (it was released, by its owner or because its owner's session ended, see
+    :mod:`gateway.relay.sessions`), ``claimer`` holds it already, or it expired (its owner is
+    silent, dead or hung, past a lease's life)."""
+    return owner is None or owner == claimer or (expires is not None and expires < now)
+
+
 def relays_serving(live: Iterable[str], stalled: Collection[str]) -> list[str]:
     """The live relays that share a sink's partitions: all but those whose worker for it has
     stalled (they keep their other sinks)."""
@@ -100,6 +108,13 @@ class SinkLeases:
         if changes.claim:
             claimed = await storage.claim_leases(self.sink, me, sorted(changes.claim), ttl)
             owned |= claimed
+        if target - owned:
+            # A relay giving these up does so at its next check: try again then, not a third
+            # of a lease later (a joining relay gets its block within about one check).
+            self._next_check = min(
+                self._next_check,
+                time.monotonic() + self._context.settings.session_check_interval_seconds,
+            )
         await self._hold(owned, claimed)
 
     def advance(self, moves: Mapping[int, Move]) -> None:

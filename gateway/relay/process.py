@@ -5,7 +5,10 @@ process's heartbeat records it as live and renews every lease it holds, so lease
 as the process: a worker applying a batch longer than a lease (a slow store) keeps its
 partitions, and shows as serving its sink; but not a worker stuck in a call into its sink past
 its timeout (``stalls``): the other relays take its partitions. On stop, the process releases
-its leases so that another relay takes them at once rather than after they expire.
+its leases so that another relay takes them at once rather than after they expire. A process
+that dies without stopping (SIGKILL, a crash) ends its liveness session (``liveness``): the
+other relays release its leases and take its partitions within a check's interval; only a
+process that hangs keeps them until they expire.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import upkeep
 from gateway.relay.context import WorkerContext
 from gateway.relay.errors import DATABASE_ERRORS
+from gateway.relay.liveness import LivenessSession
 from gateway.relay.read_ahead import OutboxReads
+from gateway.relay.sessions import SessionCheck
 from gateway.relay.sinks import enabled_sinks
 from gateway.relay.storage import PostgresRelayStorage, RelayStorage
 from gateway.relay.worker import SinkWorker
@@ -109,6 +114,15 @@ class Relay:
             SinkWorker(sink, context, apply_timeout_seconds=timeouts.get(sink.name))
             for sink in sinks
         ]
+        self.liveness = LivenessSession(
+            lambda: storage.open_session(self.instance_id, socket.gethostname(), os.getpid()),
+            interval_seconds=settings.session_check_interval_seconds,
+            ttl_seconds=settings.lease_ttl_seconds,
+            backoff=self.backoff,
+            known_live=lambda: self.live_instances,
+            on_change=self._membership_changed,
+        )
+        """This process's liveness session: its end tells the other relays it died."""
         self._owns_pool = False
         self._owns_sinks = False
         self._stalled: list[str] = []
@@ -137,8 +151,8 @@ class Relay:
         }
         # Each worker holds at most two connections at a time (a batch's commit while the next
         # batch is read ahead), plus heartbeat, prune, stats, the payment sweeper and the
-        # history's pruning.
-        size = 2 * len(sinks) + 5
+        # history's pruning, and the liveness session.
+        size = 2 * len(sinks) + 6
         postgres = settings.postgres.model_copy(update={"pool_min_size": 1, "pool_max_size": size})
         try:
             pool = await create_pool(postgres)
@@ -164,6 +178,7 @@ class Relay:
 
     async def close(self) -> None:
         """Close the pool and the sinks, if this relay created them (the caller owns the rest)."""
+        await self.liveness.close()
         if self._owns_sinks:
             for worker in self.workers:
                 await worker.sink.close()
@@ -199,6 +214,7 @@ class Relay:
         settings = self.settings
         background = [
             asyncio.create_task(self._heartbeat_periodically(), name="relay-heartbeat"),
+            asyncio.create_task(self.liveness.run(), name="relay-liveness"),
             asyncio.create_task(self._signal_ready(), name="relay-ready"),
             asyncio.create_task(
                 upkeep.every(
@@ -249,7 +265,8 @@ class Relay:
                 await self.storage.register_sink(
                     worker.sink.name, from_beginning=start == "beginning"
                 )
-            await self._heartbeat()
+            await self.heartbeat()
+            await self.liveness.open()
             return True
 
         url = self.postgres.url.get_secret_value() if self.postgres is not None else None
@@ -320,12 +337,18 @@ class Relay:
         try:
             await self.storage.leave(self.instance_id, held)
         except DATABASE_ERRORS as error:
+            # Ending the session releases them, unless the database is what cannot be reached.
             log.warning("could not release leases on shutdown (they will expire): %s", error)
+            await self.liveness.close()
             return
+        await self.liveness.close()
         for worker in self.workers:
             worker.leases.forget()
 
-    async def _heartbeat(self) -> None:
+    async def heartbeat(self) -> None:
+        """Record this relay as live, renew its leases and refresh the live relays; if they
+        changed, every worker rebalances at once (the other relays may have released a dead
+        one's leases, which this relay's session check then no longer sees change)."""
         stalled = [w.sink.name for w in self.workers if not w.keeps_leases()]
         if stalled != self._stalled:
             log.warning("workers stuck in a call into their sink (leases given up): %s", stalled)
@@ -337,13 +360,31 @@ class Relay:
             self.settings.lease_ttl_seconds,
             stalled,
         )
+        changed = set(live) != set(self.live_instances)
         self.live_instances = list(live)
         self.stalled_sinks = dict(live)
+        if changed:
+            self._rebalance_now()
+
+    def _rebalance_now(self) -> None:
+        for worker in self.workers:
+            worker.leases.check_soon()
+            worker.wakeup.set()
+
+    async def _membership_changed(self, check: SessionCheck) -> None:
+        """A relay died, left or joined: refresh the live relays and rebalance every worker
+        now (a dead relay's partitions are free to claim)."""
+        try:
+            await self.heartbeat()
+        except DATABASE_ERRORS as error:
+            log.warning("heartbeat failed: %s", error)
+            self.live_instances = sorted(check.live | {self.instance_id})
+        self._rebalance_now()
 
     async def _heartbeat_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_ttl_seconds / 3)
             try:
-                await self._heartbeat()
+                await self.heartbeat()
             except DATABASE_ERRORS as error:
                 log.warning("heartbeat failed: %s", error)

@@ -8,16 +8,19 @@ in memory, so that every rule of the relay can be checked without a server.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, Self
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from gateway.postgres import outbox
 from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.outbox import Backlog, StoredEvent
 from gateway.postgres.queries import query
 from gateway.relay import tables
+from gateway.relay.sessions import RelaySession, SessionCheck
 from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
 
 
@@ -103,6 +106,12 @@ class RelayStorage(Protocol):
 
     async def leave(self, instance: str, held: Mapping[str, Sequence[int]]) -> None:
         """Release the leases ``held`` (by sink) and forget ``instance``."""
+        ...
+
+    async def open_session(self, instance: str, hostname: str, pid: int) -> RelaySession:
+        """Open ``instance``'s liveness session and record it in its row (created if none):
+        once the session ends, another relay's :meth:`RelaySession.check` releases the
+        instance's leases (see :mod:`gateway.relay.sessions`)."""
         ...
 
     async def prune(self, retention_seconds: int, limit: int) -> int | None:
@@ -210,6 +219,9 @@ class PostgresRelayStorage:
                 await tables.release_leases(connection, sink, instance, partitions)
             await tables.forget_instance(connection, instance)
 
+    async def open_session(self, instance: str, hostname: str, pid: int) -> RelaySession:
+        return await PostgresRelaySession.open(self.pool, instance, hostname, pid)
+
     async def prune(self, retention_seconds: int, limit: int) -> int | None:
         async with self.pool.acquire() as connection, connection.transaction():
             if not await connection.fetchval(query("try_advisory_xact_lock"), AdvisoryLock.PRUNE):
@@ -226,3 +238,59 @@ class PostgresRelayStorage:
 
     async def reset_connections(self) -> None:
         await self.pool.expire_connections()
+
+
+SESSION_ACQUIRE_TIMEOUT_SECONDS = 10.0
+"""How long opening a liveness session waits for a connection of the pool."""
+
+
+class PostgresRelaySession:
+    """A relay's liveness session: a connection taken from the pool for the relay's life and
+    never given back while it lives; :meth:`close` ends the session rather than pooling it."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        connection: PoolConnectionProxy[asyncpg.Record],
+        instance: str,
+        hostname: str,
+        pid: int,
+    ) -> None:
+        self._pool = pool
+        self._connection = connection
+        self._instance = instance
+        self._hostname = hostname
+        self._pid = pid
+
+    @classmethod
+    async def open(cls, pool: asyncpg.Pool, instance: str, hostname: str, pid: int) -> Self:
+        """Take a connection and record its session as ``instance``'s."""
+        connection = await pool.acquire(timeout=SESSION_ACQUIRE_TIMEOUT_SECONDS)
+        session = cls(pool, connection, instance, hostname, pid)
+        try:
+            await session._record()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _record(self) -> None:
+        await tables.record_relay_session(
+            self._connection, self._instance, self._hostname, self._pid
+        )
+
+    async def check(self, ttl_seconds: float) -> SessionCheck:
+        found, recorded = await tables.reap_dead_relays(
+            self._connection, self._instance, ttl_seconds
+        )
+        if not recorded:
+            # Another relay took this one for dead (its snapshot predates the session), or a
+            # heartbeat re-created the row after it did: record the session again.
+            await self._record()
+        return found
+
+    async def close(self) -> None:
+        self._connection.terminate()
+        # A terminated connection goes back to the pool as a free slot, not as a session.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            await self._pool.release(self._connection)

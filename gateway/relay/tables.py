@@ -16,9 +16,10 @@ import asyncpg
 
 from gateway.configuration.secrets import redact_url
 from gateway.errors import SinkInUse, UnknownSink
-from gateway.postgres.database import Connection
+from gateway.postgres.database import Connection, fetch_required
 from gateway.postgres.outbox import PARTITION_COUNT, StoredEvent, envelope_of
 from gateway.postgres.queries import query
+from gateway.relay.sessions import SessionCheck
 
 Position = tuple[int, int]
 """``(txid, id)`` of the last event passed: the order the relay reads the outbox in."""
@@ -67,6 +68,23 @@ async def live_instances(connection: Connection, ttl_seconds: float) -> dict[str
 async def forget_instance(connection: Connection, instance: str) -> None:
     """Remove a relay that is shutting down."""
     await connection.execute(query("forget_instance"), instance)
+
+
+async def record_relay_session(
+    connection: Connection, instance: str, hostname: str, pid: int
+) -> None:
+    """Record the session of ``connection`` as relay ``instance``'s liveness session."""
+    await connection.execute(query("record_relay_session"), instance, hostname, pid)
+
+
+async def reap_dead_relays(
+    connection: Connection, instance: str, ttl_seconds: float
+) -> tuple[SessionCheck, bool]:
+    """On relay ``instance``'s liveness connection: delete the relays whose session ended and
+    release their leases; what was found, and whether ``connection``'s session is still the
+    one recorded for ``instance``."""
+    row = await fetch_required(connection, query("reap_dead_relays"), instance, ttl_seconds)
+    return SessionCheck(frozenset(row["reaped"]), frozenset(row["live"])), row["recorded"]
 
 
 async def renew_leases(

@@ -4,6 +4,7 @@ transactions, the passing of time, and the operators' commands, for each."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -66,6 +67,11 @@ class Harness(Protocol):
 
     async def request_replay(self, sink: str) -> int:
         """Ask for every dead letter of ``sink`` to be replayed; how many."""
+        ...
+
+    async def record_on_an_earlier_server_run(self, instance: str) -> None:
+        """Make ``instance``'s recorded session one of a run of the server before this one
+        (as it is after PostgreSQL restarted or failed over)."""
         ...
 
 
@@ -133,6 +139,12 @@ class MemoryHarness:
 
     async def request_replay(self, sink: str) -> int:
         return self.memory.request_replay(sink)
+
+    async def record_on_an_earlier_server_run(self, instance: str) -> None:
+        recorded = self.memory.sessions[instance]
+        self.memory.sessions[instance] = dataclasses.replace(
+            recorded, server_started_at=recorded.server_started_at - 3600
+        )
 
 
 class _PostgresWriter:
@@ -226,3 +238,10 @@ class PostgresHarness:
     async def request_replay(self, sink: str) -> int:
         async with self.pool.acquire() as connection:
             return await tables.request_replay(connection, sink, None)
+
+    async def record_on_an_earlier_server_run(self, instance: str) -> None:
+        await self.pool.execute(
+            "UPDATE relay_instances SET server_started_at = server_started_at - interval '1 hour'"
+            " WHERE id = $1",
+            instance,
+        )

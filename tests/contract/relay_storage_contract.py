@@ -7,13 +7,17 @@ fixture (see :mod:`tests.contract.harnesses`).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.errors import SinkInUse, UnknownSink
 from gateway.postgres.outbox import PARTITIONS
+from gateway.relay.sessions import RelaySession, SessionCheck
 from gateway.relay.tables import DeadLetter, Move
+from support.eventually import eventually
 from tests.contract.harnesses import Harness, publish
 
 TTL = 0.4
@@ -25,6 +29,29 @@ LONG = 60.0
 def name(prefix: str) -> str:
     """A sink or relay name of this test's own."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def session_of(harness: Harness, instance: str) -> AsyncIterator[RelaySession]:
+    """``instance``'s liveness session, ended on the way out."""
+    session = await harness.storage.open_session(instance, "host", 1)
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+async def reaped(watcher: RelaySession, instance: str) -> SessionCheck:
+    """Check ``watcher``'s session until a check finds ``instance`` dead (PostgreSQL's backend
+    exits a moment after its client's socket closes); that check."""
+    found: list[SessionCheck] = []
+
+    async def dead() -> bool:
+        found.append(await watcher.check(LONG))
+        return instance in found[-1].reaped
+
+    await eventually(dead, within=10)
+    return found[-1]
 
 
 class RelayStorageContract:
@@ -240,6 +267,89 @@ class RelayStorageContract:
         await harness.storage.leave(first, {sink: [0, 1]})
         assert first not in await harness.storage.heartbeat(second, "host", 2, LONG)
         assert await harness.storage.claim_leases(sink, second, [0, 1], LONG) == {0, 1}
+
+    # Liveness sessions -----------------------------------------------------------------------
+
+    async def test_an_instance_whose_session_ended_loses_its_leases_at_once_not_after_ttl(
+        self, harness: Harness
+    ) -> None:
+        sink, dead, survivor = name("sink"), name("dead"), name("survivor")
+        await harness.storage.register_sink(sink, from_beginning=True)
+        doomed = await harness.storage.open_session(dead, "host", 1)
+        await harness.storage.heartbeat(dead, "host", 1, LONG)
+        assert await harness.storage.claim_leases(sink, dead, [0, 1], LONG) == {0, 1}
+        async with session_of(harness, survivor) as watcher:
+            first = await watcher.check(LONG)
+            assert first.reaped == frozenset() and dead in first.live
+            assert await harness.storage.claim_leases(sink, survivor, [0, 1], LONG) == set()
+            await doomed.close()
+            found = await reaped(watcher, dead)
+            assert dead not in found.live and survivor in found.live
+            assert await harness.storage.claim_leases(sink, survivor, [0, 1], LONG) == {0, 1}
+            assert dead not in await harness.storage.heartbeat(survivor, "host", 2, LONG)
+
+    async def test_a_silent_instance_whose_session_lives_keeps_its_leases_until_ttl(
+        self, harness: Harness
+    ) -> None:
+        sink, hung, other = name("sink"), name("hung"), name("other")
+        await harness.storage.register_sink(sink, from_beginning=True)
+        async with session_of(harness, hung), session_of(harness, other) as watcher:
+            assert await harness.storage.claim_leases(sink, hung, [3], TTL) == {3}
+            assert (await watcher.check(LONG)).reaped == frozenset()
+            assert await harness.storage.claim_leases(sink, other, [3], LONG) == set()
+            await harness.elapse(TTL * 1.5)
+            assert (await watcher.check(LONG)).reaped == frozenset()
+            assert await harness.storage.claim_leases(sink, other, [3], LONG) == {3}
+
+    async def test_a_session_of_an_earlier_server_run_is_left_to_its_lease(
+        self, harness: Harness
+    ) -> None:
+        sink, before, other = name("sink"), name("before"), name("other")
+        await harness.storage.register_sink(sink, from_beginning=True)
+        ended = await harness.storage.open_session(before, "host", 1)
+        await harness.storage.claim_leases(sink, before, [5], TTL)
+        await harness.record_on_an_earlier_server_run(before)
+        await ended.close()
+        async with session_of(harness, other) as watcher:
+            # However long PostgreSQL takes to see the session end, it is never judged.
+            await harness.elapse(TTL * 1.5)
+            found = await watcher.check(LONG)
+            assert found.reaped == frozenset() and before in found.live
+            assert await harness.storage.claim_leases(sink, other, [5], LONG) == {5}
+
+    async def test_a_check_records_the_session_again_once_the_row_is_gone(
+        self, harness: Harness
+    ) -> None:
+        sink, relay, other = name("sink"), name("relay"), name("other")
+        await harness.storage.register_sink(sink, from_beginning=True)
+        session = await harness.storage.open_session(relay, "host", 1)
+        await harness.storage.leave(relay, {})
+        await harness.storage.heartbeat(relay, "host", 1, LONG)
+        await session.check(LONG)
+        await harness.storage.claim_leases(sink, relay, [2], LONG)
+        async with session_of(harness, other) as watcher:
+            await session.close()
+            await reaped(watcher, relay)
+            assert await harness.storage.claim_leases(sink, other, [2], LONG) == {2}
+
+    async def test_a_commit_by_a_relay_whose_session_ended_is_refused_after_takeover(
+        self, harness: Harness
+    ) -> None:
+        sink, former, taker = name("sink"), name("former"), name("taker")
+        event = await publish(harness, name("x"))
+        await harness.storage.register_sink(sink, from_beginning=True)
+        session = await harness.storage.open_session(former, "host", 1)
+        await harness.storage.claim_leases(sink, former, [event.partition], LONG)
+        async with session_of(harness, taker) as watcher:
+            await session.close()
+            await reaped(watcher, former)
+            assert await harness.storage.claim_leases(sink, taker, [event.partition], LONG)
+            moves = {event.partition: Move(event.position, 1)}
+            assert not await harness.storage.commit_batch(sink, former, moves, [])
+            assert (await harness.storage.positions(sink, [event.partition]))[
+                event.partition
+            ] < event.position
+            assert await harness.storage.commit_batch(sink, taker, moves, [])
 
     # Commits ---------------------------------------------------------------------------------
 

@@ -83,6 +83,58 @@ ORDER BY id;
 -- name: forget_instance
 DELETE FROM relay_instances WHERE id = $1;
 
+-- name: record_relay_session
+-- Run on the relay's liveness connection: records the session running it as relay $1's
+-- (gateway/relay/sessions.py), creating the row if no heartbeat did yet.
+INSERT INTO relay_instances (id, hostname, pid, backend_pid, backend_start, server_started_at)
+SELECT $1, $2, $3, sessions.pid, sessions.backend_start, pg_postmaster_start_time()
+FROM pg_stat_activity AS sessions
+WHERE sessions.pid = pg_backend_pid()
+ON CONFLICT (id) DO UPDATE
+    SET backend_pid = EXCLUDED.backend_pid,
+        backend_start = EXCLUDED.backend_start,
+        server_started_at = EXCLUDED.server_started_at,
+        heartbeat_at = now();
+
+-- name: reap_dead_relays
+-- Run on relay $1's liveness connection, every relay.session_check_interval_seconds: deletes
+-- the relays whose recorded session ended on this run of the server (sessions.session_ended:
+-- a pid gone, or reused by a session started at another time; a start the server hides is not
+-- judged) and releases their leases, in one statement. Returns them; the relays with a
+-- heartbeat within $2 seconds, but them; and whether $1's row still records this session.
+WITH dead AS (
+    DELETE FROM relay_instances AS instances
+    WHERE instances.id <> $1
+      AND instances.backend_pid IS NOT NULL
+      AND instances.server_started_at = pg_postmaster_start_time()
+      AND NOT EXISTS (
+          SELECT 1
+          FROM pg_stat_activity AS sessions
+          WHERE sessions.pid = instances.backend_pid
+            AND (sessions.backend_start IS NULL
+                 OR sessions.backend_start = instances.backend_start)
+      )
+    RETURNING instances.id
+), released AS (
+    UPDATE relay_positions
+    SET owner = NULL, lease_expires_at = NULL, retrying = 0
+    WHERE owner IN (SELECT id FROM dead)
+)
+SELECT
+    ARRAY(SELECT id FROM dead ORDER BY id)::text[] AS reaped,
+    ARRAY(
+        SELECT id FROM relay_instances
+        WHERE heartbeat_at >= now() - make_interval(secs => $2)
+          AND id NOT IN (SELECT id FROM dead)
+        ORDER BY id
+    )::text[] AS live,
+    EXISTS (
+        SELECT 1 FROM relay_instances
+        WHERE id = $1
+          AND backend_pid = pg_backend_pid()
+          AND server_started_at = pg_postmaster_start_time()
+    ) AS recorded;
+
 -- name: renew_instance_leases
 -- Every lease the relay $1 holds, on any sink but the stalled ones ($3): a relay that is
 -- alive keeps its partitions, even while one of its workers spends longer than a lease on
