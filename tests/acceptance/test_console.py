@@ -4,6 +4,7 @@ this process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
@@ -66,9 +67,13 @@ class Console:
     world: World
     tag: str
     errors: list[str] = field(default_factory=list)
+    opened: list[Sink] = field(default_factory=list)
 
     def sink(self, kind: str) -> Sink:
-        return make_sink(kind, self.tag)
+        """A client of the real store ``kind`` in this module's namespace, closed at the end."""
+        sink = make_sink(kind, self.tag)
+        self.opened.append(sink)
+        return sink
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +92,12 @@ async def console(
     )
     settings = settings_for(url)
     async with await Gateway.connect(settings) as gateway, api_server(config) as server:
+        running = Console(server, World(settings, gateway, Shop(gateway)), tag)
         try:
-            yield Console(server, World(settings, gateway, Shop(gateway)), tag)
+            yield running
         finally:
+            for opened in running.opened:
+                await opened.close()
             for kind in SINKS:
                 sink = make_sink(kind, tag)
                 await drop_namespace(sink)
@@ -299,3 +307,27 @@ async def test_bad_lookups_get_a_clear_message(console: Console, signed_in: Brow
         assert text in await page.inner_text("[role=alert]"), path
     # Chromium reports each 4xx document as a console error; nothing else may fail.
     assert [e for e in errors if "the server responded with a status of 4" not in e] == []
+
+
+async def test_a_running_relay_shows_with_its_heartbeat_and_leased_partitions(
+    console: Console, signed_in: BrowserContext
+) -> None:
+    sinks = [console.sink("mongodb"), console.sink("redis")]
+    relay = console.world.relay(*sinks)
+    running = asyncio.create_task(relay.run())
+    page = await new_page(signed_in, console)
+    try:
+
+        async def leases_shown() -> bool:
+            await page.goto("/console/relays")
+            rows = page.locator("table.leases tr", has_text=relay.instance_id)
+            return await rows.count() == len(sinks)
+
+        await eventually(leases_shown, within=30)
+        instance = page.locator("table.instances tr", has_text=relay.instance_id)
+        assert await instance.count() == 1
+        assert "ago" in await instance.inner_text()
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, 30)
+    assert console.errors == []
