@@ -150,6 +150,9 @@ class Chaos:
         self.cluster = HaCluster.from_environment() if plan.cluster else None
         self.client: ChaosClient | None = None
         self.resumes: list[asyncio.Task[None]] = []
+        self.moving = asyncio.Lock()
+        """Held by a move of the primary: the next one waits for it, and for the cluster to be
+        whole again."""
 
     def now(self) -> float:
         """Seconds since the load began."""
@@ -224,6 +227,12 @@ class Chaos:
         stream from the new one (the next fault needs the cluster whole)."""
         cluster = self.cluster
         assert cluster is not None, "a primary move needs ChaosPlan.cluster"
+        async with self.moving:
+            await cluster.wait_for_streaming_replicas(len(cluster.nodes) - 1, within=180)
+            window.began = self.now()
+            await self._move_primary(cluster, fault, window)
+
+    async def _move_primary(self, cluster: HaCluster, fault: Fault, window: FaultWindow) -> None:
         old = await cluster.wait_for_leader()
         match fault.kind:
             case "switchover":
