@@ -31,6 +31,26 @@ quietly "$LOG" "$ROOT/.venv/bin/python" -m pip install --progress-bar off -e "$R
     || die "pip could not install fanout-gateway (log: $LOG)"
 say "installed fanout-gateway into $ROOT/.venv"
 
+# The AsyncAPI validator (tools/asyncapi: @asyncapi/parser from npm, as its lock pins it), run by
+# tests/acceptance/test_asyncapi.py on the document of the events on Kafka; Node.js and npm come
+# from Debian's packages when missing.
+if ! command -v npm >/dev/null && command -v apt-get >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    say "installing Node.js and npm from Debian's packages, for the AsyncAPI validator"
+    { quietly "$LOG" $sudo apt-get update -qq \
+        && quietly "$LOG" $sudo env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends nodejs npm; } \
+        || die "could not install nodejs and npm (log: $LOG)"
+fi
+if command -v npm >/dev/null; then
+    say "installing the AsyncAPI validator's packages into tools/asyncapi (npm ci)"
+    quietly "$LOG" npm ci --prefix "$ROOT/tools/asyncapi" \
+        || die "npm could not install tools/asyncapi's packages (log: $LOG)"
+else
+    say "warning: no npm: install Node.js 18+ and npm for tests/acceptance/test_asyncapi.py"
+fi
+
 # The console's browser tests (tests/acceptance/test_console.py) drive Debian's chromium through
 # Playwright; Playwright's own browser download is not used.
 if [ ! -x /usr/bin/chromium ]; then

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 import gateway
 from adapters.base import Sink
+from gateway.api.asyncapi import asyncapi
 from gateway.api.auth import ApiKeyCheck
 from gateway.api.connection import GatewayConnection
 from gateway.api.console import console
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     unauthorized = problem_responses(401) if settings.api.key else {}
     app.include_router(router, dependencies=guarded, responses=unauthorized)
     app.include_router(metrics, dependencies=guarded, responses=unauthorized)
+    app.include_router(asyncapi, dependencies=guarded, responses=unauthorized)
     app.include_router(webhooks)
     app.include_router(probes)
     app.include_router(console)

@@ -3,6 +3,7 @@ module is named after the command (or group of commands) it registers on it. Com
 arguments and print; ``render`` draws their tables."""
 
 from gateway.cli import (
+    asyncapi,
     backfill,
     config,
     demo,
@@ -24,6 +25,7 @@ from gateway.cli.app import app, main
 
 __all__ = [
     "app",
+    "asyncapi",
     "backfill",
     "config",
     "demo",
