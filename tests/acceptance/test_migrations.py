@@ -109,8 +109,9 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(9)
+    undone = await runner.rollback(10)
     assert [m.name for m in undone] == [
+        "relay_sessions",
         "relay_stalled_sinks",
         "outbox_by_aggregate",
         "backfills",
