@@ -50,6 +50,7 @@ from adapters.kafka_producer import (
     producer_config,
 )
 from adapters.kafka_readback import read_partitions
+from adapters.kafka_topics import topic_for
 from adapters.kafka_url import bootstrap_servers
 from adapters.readback import PublishedEvent
 
@@ -177,9 +178,7 @@ class KafkaSink:
 
     def topic_for(self, aggregate_type: str) -> str | None:
         """The topic of an aggregate type's events (None: not published)."""
-        if aggregate_type in self._topics:
-            return self._topics[aggregate_type]
-        return f"{self._topic_prefix}{aggregate_type}"
+        return topic_for(aggregate_type, self._topic_prefix, self._topics)
 
     async def start(self) -> None:
         """Start the producer and create the gateway's topics.

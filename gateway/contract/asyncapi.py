@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from adapters.kafka_topics import topic_for
 from adapters.kafka_url import bootstrap_servers
 from gateway.configuration.settings import KafkaSinkSettings, Settings
 from gateway.contract.messages import AGGREGATES, MESSAGES, EventMessage
@@ -58,10 +59,8 @@ class KafkaTarget:
 
     def topic_for(self, aggregate_type: str) -> str | None:
         """The topic of an aggregate type's events (None: not published), by the Kafka sink's
-        rule (``KafkaSink.topic_for``)."""
-        if aggregate_type in self.topics:
-            return self.topics[aggregate_type]
-        return f"{self.topic_prefix}{aggregate_type}"
+        rule."""
+        return topic_for(aggregate_type, self.topic_prefix, self.topics)
 
     @classmethod
     def of(cls, name: str, settings: KafkaSinkSettings) -> KafkaTarget:
