@@ -30,7 +30,7 @@ from gateway.errors import GatewayError
 from gateway.postgres.database import create_pool
 from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import upkeep
-from gateway.relay.context import WorkerContext
+from gateway.relay.context import WorkerContext, database_backoff
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.liveness import LivenessSession
 from gateway.relay.read_ahead import OutboxReads
@@ -118,7 +118,7 @@ class Relay:
             lambda: storage.open_session(self.instance_id, socket.gethostname(), os.getpid()),
             interval_seconds=settings.session_check_interval_seconds,
             ttl_seconds=settings.lease_ttl_seconds,
-            backoff=self.backoff,
+            backoff=database_backoff(settings),
             known_live=lambda: self.live_instances,
             on_change=self._membership_changed,
         )
@@ -231,7 +231,10 @@ class Relay:
             background.append(
                 asyncio.create_task(
                     upkeep.listen_for_events(
-                        self.postgres, settings.poll_interval_seconds, self.backoff, self.wake
+                        self.postgres,
+                        settings.poll_interval_seconds,
+                        database_backoff(settings),
+                        self.wake,
                     ),
                     name="relay-listen",
                 )
