@@ -13,6 +13,7 @@ from gateway.api.asyncapi import asyncapi
 from gateway.api.auth import ApiKeyCheck
 from gateway.api.connection import GatewayConnection
 from gateway.api.console import console
+from gateway.api.exposure import LocalHostNamesOnly
 from gateway.api.middleware import BodySizeLimit, RequestMetrics
 from gateway.api.openapi import install_openapi
 from gateway.api.probes import metrics, probes
@@ -32,7 +33,10 @@ def create_app(settings: Settings) -> FastAPI:
     background: ``/healthz`` answers 200, ``/readyz`` and every database route 503. With
     ``api.key`` set, every route but ``/healthz``, ``/readyz``, the OpenAPI document and the
     payment webhook (which is signed instead) needs ``Authorization: Bearer``; the operator
-    console (``/console``) asks for the key in a login form instead.
+    console (``/console``) asks for the key in a login form instead. Without a key (and
+    without ``api.allow_unauthenticated``) it answers only requests whose ``Host`` names this
+    machine or ``api.host`` (403 otherwise), so that no other site's page reaches it through a
+    name pointed at 127.0.0.1.
     """
 
     @asynccontextmanager
@@ -69,4 +73,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_openapi(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics)
+    if settings.api.key is None and not settings.api.allow_unauthenticated:
+        app.add_middleware(LocalHostNamesOnly, api_host=settings.api.host)
     return app

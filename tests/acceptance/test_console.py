@@ -9,6 +9,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -331,3 +332,63 @@ async def test_a_running_relay_shows_with_its_heartbeat_and_leased_partitions(
         relay.stop()
         await asyncio.wait_for(running, 30)
     assert console.errors == []
+
+
+@asynccontextmanager
+async def logged_in(console: Console) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with a session of its own, opened through the login form."""
+    url = console.server.url
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await client.get("/console/login")
+        answer = await client.post(
+            "/console/login",
+            data={"key": API_KEY, "csrf_token": client.cookies["fanout_console_csrf"]},
+            headers={"Origin": url},
+        )
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
+async def test_logging_out_ends_the_session_on_the_server(console: Console) -> None:
+    async with logged_in(console) as first, logged_in(console) as second:
+        first_session = first.cookies["fanout_console_session"]
+        cookie = next(c for c in first.cookies.jar if c.name == "fanout_console_session")
+        assert cookie.path == "/console" and API_KEY not in first_session
+        assert first_session != second.cookies["fanout_console_session"]
+        logout = await first.post(
+            "/console/logout",
+            data={"csrf_token": first.cookies["fanout_console_csrf"]},
+            headers={"Origin": console.server.url},
+        )
+        assert logout.status_code == 303
+        first.cookies.set("fanout_console_session", first_session, path="/console")
+        after_logout = await first.get("/console/relays")
+        other_session = await second.get("/console/relays")
+    assert after_logout.status_code == 401 and 'name="key"' in after_logout.text
+    assert other_session.status_code == 200
+
+
+async def test_bad_action_input_gets_a_page_naming_the_field(console: Console) -> None:
+    async with logged_in(console) as client:
+        token = client.cookies["fanout_console_csrf"]
+        origin = {"Origin": console.server.url}
+        answers = {
+            "retire": await client.post(
+                "/console/sinks/bad%00sink/retire", data={"csrf_token": token}, headers=origin
+            ),
+            "replay": await client.post(
+                "/console/sinks/bad%00sink/replay",
+                data={"csrf_token": token, "event": str(uuid.uuid4()), "database": "main"},
+                headers=origin,
+            ),
+            "confirm retire": await client.get("/console/sinks/Bad%00Sink/retire"),
+            "confirm replay": await client.get(
+                f"/console/sinks/bad%00sink/replay?event={uuid.uuid4()}&database=main"
+            ),
+            "missing event": await client.get("/console/sinks/redis/replay?database=main"),
+        }
+    for case, answer in answers.items():
+        assert answer.status_code == 422, (case, answer.status_code, answer.text)
+        assert answer.headers["content-type"].startswith("text/html"), case
+    assert "sink" in answers["retire"].text and "letters, digits" in answers["retire"].text
+    assert "event" in answers["missing event"].text

@@ -38,6 +38,7 @@ GATEWAY_TABLES = {
     "order_events",
     "payments",
     "backfills",
+    "console_sessions",
 }
 
 
@@ -109,8 +110,9 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(10)
+    undone = await runner.rollback(11)
     assert [m.name for m in undone] == [
+        "console_sessions",
         "relay_sessions",
         "relay_stalled_sinks",
         "outbox_by_aggregate",
@@ -123,6 +125,7 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
         "outbox_and_idempotency",
     ]
     gone = {"outbox", "idempotency_keys", "dead_letters", "order_events", "payments", "backfills"}
+    assert "console_sessions" not in await tables(connection)
     assert gone.isdisjoint(await tables(connection))
     assert await connection.fetchval("SELECT to_regproc('outbox_batch')") is None
     assert await connection.fetchval("SELECT to_regproc('outbox_backlog')") is None

@@ -114,11 +114,14 @@ def parse_order_id(text: str) -> UUID:
         raise OrderLookupError(f"{text[:80]!r} is not an order id (a UUID)") from None
 
 
-async def order_id_by_number(pools: Sequence[asyncpg.Pool], number: str) -> UUID:
-    """The id of the order numbered ``number``, in whichever database holds it;
-    :class:`OrderLookupError` if none does."""
+async def order_id_by_number(
+    pools: Sequence[asyncpg.Pool], number: str, timeout_seconds: float
+) -> UUID:
+    """The id of the order numbered ``number``, in whichever database holds it (each asked
+    within ``timeout_seconds``); :class:`OrderLookupError` if none does."""
     for pool in pools:
-        found: UUID | None = await pool.fetchval(query("console_order_id_by_number"), number)
+        async with asyncio.timeout(timeout_seconds):
+            found: UUID | None = await pool.fetchval(query("console_order_id_by_number"), number)
         if found is not None:
             return found
     raise OrderLookupError(f"no order has the number {number!r}")
@@ -131,10 +134,10 @@ async def order_view(
     timeout_seconds: float,
 ) -> OrderView:
     """The order ``order_id`` from the database that holds it, beside each sink's copy (each
-    store asked concurrently, within ``timeout_seconds``); :class:`OrderLookupError` if no
-    database holds it."""
+    store asked concurrently; each database and store within ``timeout_seconds``);
+    :class:`OrderLookupError` if no database holds it."""
     for pool in pools:
-        async with pool.acquire() as connection:
+        async with asyncio.timeout(timeout_seconds), pool.acquire() as connection:
             row = await connection.fetchrow(query("console_order"), order_id)
             if row is None:
                 continue

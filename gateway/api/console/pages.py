@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from gateway.api.console import access
-from gateway.api.exposure import is_loopback
+from gateway.api.exposure import host_allowed, host_refusal, is_loopback
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -103,23 +103,24 @@ def login_page(
     return render(request, "login.html", {"error": error, "next_page": next_page}, status_code)
 
 
-def signed_in(request: Request) -> bool:
-    """Whether the request may see the console: with a key, a valid session cookie; without
-    one, only from a loopback address."""
+def session_id(request: Request) -> str | None:
+    """The session id of the request's cookie, if a key is configured and the cookie is
+    signed with it and fresh (whether logging out ended the session is PostgreSQL's to say)."""
     key = api_key(request)
     if key is None:
-        client = request.client
-        return client is not None and is_loopback(client.host)
+        return None
     token = request.cookies.get(access.SESSION_COOKIE)
-    return access.session_valid(key, token, access.now(), access.SESSION_MAX_AGE_SECONDS)
+    return access.verified_session(key, token, access.now(), access.SESSION_MAX_AGE_SECONDS)
 
 
 def refusal(request: Request) -> HTMLResponse | None:
-    """``None`` if the request may see the console; else the login form (401), or, without
-    a key, the rule that only this machine may (403)."""
-    if signed_in(request):
-        return None
-    if api_key(request) is None:
+    """``None`` if the request may go on: with a key, when its session cookie is signed and
+    fresh; without one, when it comes from a loopback address and its ``Host`` names this
+    machine. Else the login form (401), or a 403 page saying which rule refused it."""
+    if api_key(request) is not None:
+        return None if session_id(request) is not None else login_required(request)
+    client = request.client
+    if client is None or not is_loopback(client.host):
         return message(
             request,
             "Refused",
@@ -127,6 +128,14 @@ def refusal(request: Request) -> HTMLResponse | None:
             "Set api.key to use it from elsewhere.",
             403,
         )
+    host = request.headers.get("host")
+    if not host_allowed(host, request.app.state.settings.api.host):
+        return message(request, "Refused", host_refusal(host) + ".", 403)
+    return None
+
+
+def login_required(request: Request) -> HTMLResponse:
+    """The login form (401), leading back to the page asked for."""
     return login_page(request, 401, next_page=safe_next(request.url.path))
 
 

@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from gateway.api.console import access
 from gateway.api.console.databases import databases_view, outbox_pools
+from gateway.api.console.inputs import missing, sink_name_error
 from gateway.api.console.lag import LagHistory, sample_forever
 from gateway.api.console.order_view import (
     OrderLookupError,
@@ -30,17 +31,21 @@ from gateway.api.console.pages import (
     forged,
     form_of,
     login_page,
+    login_required,
     message,
     refusal,
     render,
     safe_next,
+    session_id,
     set_cookie,
 )
 from gateway.api.console.relays import relays_view
+from gateway.api.console.sessions import close_session, open_session, session_open
 from gateway.api.console.sinks import sinks_view
+from gateway.api.problems import internal_error
 from gateway.errors import SinkInUse, UnknownSink
 from gateway.facade.gateway import Gateway
-from gateway.postgres.database import UNANSWERED_ERRORS, is_unavailability
+from gateway.postgres.database import is_unavailability
 from gateway.relay import tables
 
 STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
@@ -76,23 +81,49 @@ console = APIRouter(prefix="/console", include_in_schema=False, lifespan=samplin
 
 
 async def page(request: Request, build: Callable[[Gateway], Awaitable[Response]]) -> Response:
-    """The page ``build`` makes, once the request may see the console and PostgreSQL is
-    connected; a page saying what is wrong otherwise (never a 500 for a database that does
-    not answer, or a lookup that finds nothing)."""
+    """The page ``build`` makes, once the request may see the console (with a key, its session
+    is still open) and PostgreSQL is connected; a page saying what is wrong otherwise (never
+    a 500 for a database that does not answer, or a lookup that finds nothing)."""
     refused = refusal(request)
     if refused is not None:
         return refused
     gateway: Gateway | None = request.app.state.connection.gateway
     if gateway is None:
-        return message(request, "Not connected", "PostgreSQL is not connected yet.", 503)
+        return not_connected(request)
     try:
+        session = session_id(request)
+        if session is not None and not await session_open(
+            gateway.pool, session, timeout_of(request)
+        ):
+            return login_required(request)
         return await build(gateway)
-    except UNANSWERED_ERRORS as error:
-        return unavailable(request, error)
     except Exception as error:
-        if is_unavailability(error):
-            return unavailable(request, error)
-        raise
+        return failure(request, error)
+
+
+def is_unanswered(error: BaseException) -> bool:
+    """Whether ``error`` says PostgreSQL did not answer in time or could not be reached (a
+    503: try again shortly), rather than refused what it was asked (a bug: a 500)."""
+    return isinstance(error, TimeoutError) or is_unavailability(error)
+
+
+def failure(request: Request, error: Exception) -> Response:
+    """The page for ``error``: 503 if PostgreSQL did not answer, else a 500 whose id is in the
+    log with the error."""
+    if is_unanswered(error):
+        return unavailable(request, error)
+    error_id = internal_error(error).extra["error_id"]
+    return message(
+        request,
+        "Internal error",
+        f"The request failed on the server; it has been logged as {error_id}.",
+        500,
+    )
+
+
+def not_connected(request: Request) -> Response:
+    """503: PostgreSQL has not been reached since the server started."""
+    return message(request, "Not connected", "PostgreSQL is not connected yet.", 503)
 
 
 def unavailable(request: Request, error: BaseException) -> Response:
@@ -103,6 +134,11 @@ def unavailable(request: Request, error: BaseException) -> Response:
         f"PostgreSQL did not answer in time ({type(error).__name__}); try again shortly.",
         503,
     )
+
+
+def bad_input(request: Request, problem: str) -> Response:
+    """422: what the request named is wrong (``problem`` names the field)."""
+    return message(request, "Bad input", problem, 422)
 
 
 def timeout_of(request: Request) -> float:
@@ -174,10 +210,17 @@ def notice_text(notice: str | None, params: Any) -> str | None:
 
 
 @console.get("/sinks/{sink}/replay")
-async def confirm_replay(request: Request, sink: str, event: str, database: str) -> Response:
+async def confirm_replay(
+    request: Request, sink: str, event: str | None = None, database: str | None = None
+) -> Response:
     """The confirmation step before replaying a dead letter."""
 
     async def build(gateway: Gateway) -> Response:
+        problem = sink_name_error(sink)
+        if problem is not None:
+            return bad_input(request, problem)
+        if event is None or database is None:
+            return bad_input(request, missing("event" if event is None else "database"))
         event_id = parse_event_id(event)
         if database not in outbox_pools(gateway) or event_id is None:
             return message(
@@ -212,6 +255,9 @@ async def replay(request: Request, sink: str) -> Response:
         return refused
 
     async def build(gateway: Gateway) -> Response:
+        problem = sink_name_error(sink)
+        if problem is not None:
+            return bad_input(request, problem)
         pool = outbox_pools(gateway).get(form.get("database", ""))
         event_id = parse_event_id(form.get("event", ""))
         if pool is None or event_id is None:
@@ -246,6 +292,9 @@ async def confirm_retire(request: Request, sink: str) -> Response:
     """The confirmation step before retiring a sink."""
 
     async def build(gateway: Gateway) -> Response:
+        problem = sink_name_error(sink)
+        if problem is not None:
+            return bad_input(request, problem)
         configured = sink in request.app.state.settings.enabled_sinks
         return render(
             request,
@@ -265,6 +314,9 @@ async def retire(request: Request, sink: str) -> Response:
         return refused
 
     async def build(gateway: Gateway) -> Response:
+        problem = sink_name_error(sink)
+        if problem is not None:
+            return bad_input(request, problem)
         positions = dead_letters = 0
         unknown = 0
         pools = outbox_pools(gateway)
@@ -309,7 +361,7 @@ async def find_order(request: Request, q: str | None = None) -> Response:
             if order_id is None:
                 assert lookup.order_number is not None
                 order_id = await order_id_by_number(
-                    list(gateway.order_pools().values()), lookup.order_number
+                    list(gateway.order_pools().values()), lookup.order_number, timeout_of(request)
                 )
         except OrderLookupError as error:
             status = 404 if str(error).startswith("no order") else 422
@@ -392,13 +444,22 @@ async def login(request: Request) -> Response:
     next_page = safe_next(form.get("next", "/console"))
     if not access.key_matches(key, form.get("key", "")):
         return login_page(request, 401, "That is not the API key.", next_page)
+    gateway: Gateway | None = request.app.state.connection.gateway
+    if gateway is None:
+        return not_connected(request)
+    session = access.new_session_id()
+    try:
+        await open_session(
+            gateway.pool, session, access.SESSION_MAX_AGE_SECONDS, timeout_of(request)
+        )
+    except Exception as error:
+        return failure(request, error)
     response = RedirectResponse(next_page, status_code=303)
-    issued = int(access.now())
     set_cookie(
         request,
         response,
         access.SESSION_COOKIE,
-        access.session_token(key, issued),
+        access.session_token(key, int(access.now()), session),
         access.SESSION_MAX_AGE_SECONDS,
     )
     return response
@@ -406,11 +467,21 @@ async def login(request: Request) -> Response:
 
 @console.post("/logout")
 async def logout(request: Request) -> Response:
-    """End the session."""
+    """End the session, in PostgreSQL (so that its cookie no longer counts anywhere) and in
+    the browser; if PostgreSQL does not answer, the cookie stays, to try again."""
     form = await form_of(request)
     refused = forged(request, form)
     if refused is not None:
         return refused
+    session = session_id(request)
+    if session is not None:
+        gateway: Gateway | None = request.app.state.connection.gateway
+        if gateway is None:
+            return not_connected(request)
+        try:
+            await close_session(gateway.pool, session, timeout_of(request))
+        except Exception as error:
+            return failure(request, error)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(access.SESSION_COOKIE, path="/console", httponly=True, samesite="strict")
     return response

@@ -35,3 +35,16 @@ SELECT sink, count(*) FILTER (WHERE owner IS NULL OR lease_expires_at < now()) A
 FROM relay_positions
 GROUP BY sink
 ORDER BY sink;
+
+-- name: console_open_session
+-- A login: its session lasts $2 seconds unless logging out ends it first.
+INSERT INTO console_sessions (id, expires_at) VALUES ($1, now() + make_interval(secs => $2));
+
+-- name: console_prune_sessions
+DELETE FROM console_sessions WHERE expires_at <= now();
+
+-- name: console_session_open
+SELECT EXISTS (SELECT 1 FROM console_sessions WHERE id = $1 AND expires_at > now());
+
+-- name: console_close_session
+DELETE FROM console_sessions WHERE id = $1;
