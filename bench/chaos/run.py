@@ -228,7 +228,7 @@ class Chaos:
         cluster = self.cluster
         assert cluster is not None, "a primary move needs ChaosPlan.cluster"
         async with self.moving:
-            await cluster.wait_for_streaming_replicas(len(cluster.nodes) - 1, within=180)
+            await self.cluster_whole(cluster)
             window.began = self.now()
             await self._move_primary(cluster, fault, window)
 
@@ -250,7 +250,19 @@ class Chaos:
         window.ended = self.now()
         window.primary = (old.name, new.name)
         self.resumes.append(asyncio.create_task(self.measure_resume(window)))
+        await self.cluster_whole(cluster)
+
+    async def cluster_whole(self, cluster: HaCluster) -> None:
+        """Until a leader runs with every other node streaming from it and, in a synchronous
+        mode, one of them is its synchronous standby (Patroni fails over only to that one: a
+        primary that crashes before it is named is restarted in place)."""
         await cluster.wait_for_streaming_replicas(len(cluster.nodes) - 1, within=180)
+        if self.plan.cluster_mode != "async":
+
+            async def named() -> bool:
+                return any(m.role == "sync_standby" for m in await cluster.members())
+
+            await eventually(named, within=180)
 
     async def measure_resume(self, window: FaultWindow) -> None:
         """How soon the relays deliver after a primary moved: from the first order placed
