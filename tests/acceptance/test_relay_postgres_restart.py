@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import uuid
@@ -15,7 +16,11 @@ import pytest
 
 from adapters.memory import MemorySink
 from gateway import Gateway, MigrationRunner
+from gateway.configuration.settings import PostgresSettings
+from gateway.postgres.database import create_pool
 from gateway.relay import Relay
+from gateway.relay.errors import DATABASE_ERRORS
+from gateway.relay.storage import PostgresRelayStorage
 from support.databases import database_url
 from support.eventually import eventually
 from support.servers import ROOT, SERVICES_SCRIPT
@@ -94,3 +99,54 @@ async def test_the_relay_rides_out_a_postgres_restart(
         await eventually(lambda: memory_state(sink) == expected, within=120)
         relay.stop()
         await running
+
+
+async def test_a_crash_restart_of_postgres_takes_no_live_relay_s_leases(
+    own_postgres: tuple[OwnPostgres, str],
+) -> None:
+    # A backend killed (say by the OOM killer) makes the server end every session and start
+    # again, keeping pg_postmaster_start_time(): the first relay back must not take the
+    # sessions the restart ended for dead relays.
+    _, url = own_postgres
+    connection = await asyncpg.connect(url)
+    await MigrationRunner(connection).apply()
+    pool = await create_pool(PostgresSettings(url=url, pool_max_size=4))
+    try:
+        storage = PostgresRelayStorage(pool)
+        await storage.register_sink("redis", from_beginning=True)
+        first = await storage.open_session("relay-a", "host", 1)
+        await storage.open_session("relay-b", "host", 2)
+        await storage.heartbeat("relay-b", "host", 2, 60)
+        assert await storage.claim_leases("redis", "relay-b", [0, 1, 2], 60) == {0, 1, 2}
+
+        os.kill(await connection.fetchval("SELECT pg_backend_pid()"), signal.SIGKILL)
+
+        async def session_ended() -> bool:
+            try:
+                await first.check(60)
+            except DATABASE_ERRORS:
+                return True
+            return False
+
+        await eventually(session_ended, within=60)
+        await pool.expire_connections()
+
+        sessions = []
+
+        async def reopened() -> bool:
+            try:
+                sessions.append(await storage.open_session("relay-a", "host", 1))
+            except DATABASE_ERRORS:
+                return False
+            return True
+
+        await eventually(reopened, within=60)
+        found = await sessions[0].check(60)
+        assert "relay-b" not in found.reaped
+        owners = await pool.fetch(
+            "SELECT owner FROM relay_positions WHERE sink = 'redis' AND partition < 3"
+        )
+        assert [row["owner"] for row in owners] == ["relay-b"] * 3
+    finally:
+        pool.terminate()
+        connection.terminate()

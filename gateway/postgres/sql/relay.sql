@@ -83,11 +83,19 @@ ORDER BY id;
 -- name: forget_instance
 DELETE FROM relay_instances WHERE id = $1;
 
+-- fragment: server_run
+-- When this run of the server began: its start, or its last restart after a crash (a backend
+-- killed, say by the OOM killer, ends every session but keeps pg_postmaster_start_time();
+-- the statistics it discards mark the moment). A session of an earlier run was ended by the
+-- server, not by its relay's death.
+greatest(pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))
+
 -- name: record_relay_session
 -- Run on the relay's liveness connection: records the session running it as relay $1's
 -- (gateway/relay/sessions.py), creating the row if no heartbeat did yet.
 INSERT INTO relay_instances (id, hostname, pid, backend_pid, backend_start, server_started_at)
-SELECT $1, $2, $3, sessions.pid, sessions.backend_start, pg_postmaster_start_time()
+SELECT $1, $2, $3, sessions.pid, sessions.backend_start,
+       -- include: server_run
 FROM pg_stat_activity AS sessions
 WHERE sessions.pid = pg_backend_pid()
 ON CONFLICT (id) DO UPDATE
@@ -106,7 +114,9 @@ WITH dead AS (
     DELETE FROM relay_instances AS instances
     WHERE instances.id <> $1
       AND instances.backend_pid IS NOT NULL
-      AND instances.server_started_at = pg_postmaster_start_time()
+      AND instances.server_started_at = (
+          -- include: server_run
+      )
       AND NOT EXISTS (
           SELECT 1
           FROM pg_stat_activity AS sessions
@@ -132,7 +142,9 @@ SELECT
         SELECT 1 FROM relay_instances
         WHERE id = $1
           AND backend_pid = pg_backend_pid()
-          AND server_started_at = pg_postmaster_start_time()
+          AND server_started_at = (
+              -- include: server_run
+          )
     ) AS recorded;
 
 -- name: renew_instance_leases
