@@ -27,7 +27,12 @@ from collections.abc import Awaitable, Callable, Collection
 
 from gateway.backoff import Backoff
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.relay.sessions import RelaySession, SessionCheck, membership_changed
+from gateway.relay.sessions import (
+    RelaySession,
+    SessionCheck,
+    ends_session,
+    membership_changed,
+)
 
 log = logging.getLogger("gateway.relay")
 
@@ -68,14 +73,15 @@ class LivenessSession:
 
     async def check(self) -> None:
         """Check once: open the session if it is not, then look for dead relays; when the live
-        relays changed, tell the process. A broken session is closed, to be opened again at
-        the next check."""
+        relays changed, tell the process. A session whose connection broke is closed, to be
+        opened again at the next check; after a statement's own failure it stays open."""
         try:
             await self.open()
             assert self._session is not None
             found = await self._session.check(self._ttl_seconds)
-        except DATABASE_ERRORS:
-            await self.close()
+        except DATABASE_ERRORS as error:
+            if ends_session(error):
+                await self.close()
             raise
         self.checks += 1
         if found.reaped:

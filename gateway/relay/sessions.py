@@ -35,6 +35,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import asyncpg
+
 Instant = TypeVar("Instant")
 """A point in time as the storage keeps it (a ``datetime`` in PostgreSQL, a float in memory)."""
 
@@ -78,6 +80,25 @@ class SessionCheck:
     """The relays found dead by this check: their rows are gone and their leases released."""
     live: frozenset[str]
     """The relays with a recent heartbeat (this one among them), those reaped excepted."""
+
+
+_CONNECTION_LOST: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def ends_session(error: BaseException) -> bool:
+    """Whether a check that failed with ``error`` lost the liveness session (its connection
+    broke or the server ended it), so that another must be opened and recorded. A statement
+    that was cancelled, timed out or met a lock leaves the session open: closing it would tell
+    the other relays this one died."""
+    return isinstance(error, _CONNECTION_LOST) and not isinstance(error, TimeoutError)
 
 
 def membership_changed(known_live: Collection[str], check: SessionCheck) -> bool:
