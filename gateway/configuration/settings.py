@@ -43,7 +43,8 @@ MIN_API_KEY_LENGTH = 16
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The input of a refused value can be a URL with its password: errors name the key only.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 ShardName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
@@ -524,6 +525,7 @@ class Settings(BaseSettings):
         env_nested_max_split=1,
         extra="forbid",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     postgres: PostgresSettings
