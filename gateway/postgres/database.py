@@ -78,6 +78,18 @@ async def fetch_required(connection: Connection, sql: str, *args: Any) -> asyncp
     return row
 
 
+async def wait_until_durable(connection: Connection) -> None:
+    """Commit a transaction that writes WAL (outside any other): under synchronous
+    replication it returns once a synchronous standby holds everything committed before it.
+
+    A commit whose wait for the standby was cancelled (a timeout) is visible on the primary
+    alone; answering with what it wrote, as a request replayed by its idempotency key does,
+    must wait for this first, or a failover could lose what the client was told exists.
+    """
+    async with connection.transaction():
+        await connection.fetchval(query("assign_transaction_id"))
+
+
 def _encode_json(value: object) -> str:
     return to_json(value).decode()
 

@@ -32,7 +32,12 @@ from gateway.errors import (
 )
 from gateway.order_ids import shard_tag, tag_of
 from gateway.postgres import outbox
-from gateway.postgres.database import Connection, DatabaseUnavailable, create_pool
+from gateway.postgres.database import (
+    Connection,
+    DatabaseUnavailable,
+    create_pool,
+    wait_until_durable,
+)
 from gateway.postgres.queries import query
 from gateway.postgres.replicas import ReplicaState
 from gateway.postgres.topology import Database, Topology
@@ -219,6 +224,9 @@ class ShardedLayout(SagaSteps):
                     inputs["request_hash"], inputs["resource_id"], claim.key, claim.fingerprint
                 )
                 if earlier is not None:
+                    # Read outside a transaction: its commit may not have reached the
+                    # synchronous standby yet (a cancelled wait), so wait for that first.
+                    await wait_until_durable(connection)
                     return PlacedOrder(await orders.fetch_order(connection, earlier), True)
             try:
                 orders.check_customer_inputs(inputs, order_request)

@@ -50,3 +50,8 @@ SELECT inet_server_addr()::text AS address,
 SELECT max(modification) AS promoted_at
 FROM pg_ls_waldir()
 WHERE name ~ '^[0-9A-F]{8}\.history$';
+
+-- name: assign_transaction_id
+-- Gives the running transaction an id, so that its commit writes WAL: under synchronous
+-- replication that commit returns only once a synchronous standby has all WAL before it.
+SELECT pg_current_xact_id()::text;
