@@ -30,6 +30,9 @@ def draw(report: dict[str, Any], path: Path) -> None:
         "restart-postgres": "tab:red",
         "kill-api": "tab:green",
         "stop-shard": "tab:brown",
+        "switchover": "tab:blue",
+        "failover": "tab:red",
+        "partition-primary": "tab:pink",
     }
     for window in report["faults"]:
         end = window["ended"] if window["ended"] is not None else window["began"]
@@ -48,8 +51,9 @@ def draw(report: dict[str, Any], path: Path) -> None:
     plan = report["plan"]
     figure.suptitle(
         f"chaos run: {report['orders']['placed']:,} orders at {plan['rate']:g}/s, "
-        f"{plan['faults']} faults (shaded: relay killed, store stopped, PostgreSQL restarted, "
-        "API killed)"
+        f"{plan['faults']} faults (shaded: "
+        + ", ".join(sorted({window["kind"] for window in report["faults"]}))
+        + ")"
     )
     figure.savefig(path, dpi=110)
     plt.close(figure)
