@@ -90,9 +90,15 @@ class ResettingProxy:
         self.forwarded += 1
         self._open |= {writer, upstream_writer}
         try:
-            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+            await asyncio.gather(
+                pipe(reader, upstream_writer), self._answers(upstream_reader, writer)
+            )
         finally:
             self._open -= {writer, upstream_writer}
+
+    async def _answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy the server's messages to the client."""
+        await pipe(reader, writer)
 
 
 COMMIT_COMPLETE = b"C\x00\x00\x00\x0bCOMMIT\x00"
@@ -110,21 +116,6 @@ class AnswerLosingProxy(ResettingProxy):
         self.armed = False
         self.answers_lost = 0
         """How many commits' answers were lost."""
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            reset(writer)
-            return
-        self.forwarded += 1
-        self._open |= {writer, upstream_writer}
-        try:
-            await asyncio.gather(
-                pipe(reader, upstream_writer), self._answers(upstream_reader, writer)
-            )
-        finally:
-            self._open -= {writer, upstream_writer}
 
     async def _answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Copy the server's messages to the client, until an armed proxy sees a COMMIT
