@@ -40,7 +40,8 @@ async def test_doctor_shows_the_replicas_without_their_password(
     )
     assert result.returncode == 1, result.stderr  # the replicas are down
     replicas = json.loads(result.stdout)["replication"]["replicas"]
-    assert len(replicas) == 2 and all("127.0.0.1" in replica["replica"] for replica in replicas)
+    # The URL naming two hosts is a replica for each host.
+    assert len(replicas) == 3 and all("127.0.0.1" in replica["replica"] for replica in replicas)
     assert SECRET not in result.stdout + result.stderr
 
 
@@ -60,5 +61,5 @@ async def test_readyz_shows_the_replicas_without_their_password(
             ready = await http.get("/readyz")
         log = server.server.log_text
     assert ready.status_code == 200, ready.text
-    assert len(ready.json()["replicas"]) == 2
+    assert len(ready.json()["replicas"]) == 3  # one for each host
     assert SECRET not in ready.text + log
