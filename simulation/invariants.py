@@ -23,6 +23,8 @@ class Ledger:
     owed: dict[tuple[str, UUID], int] = field(default_factory=dict)
     """(store, event id) -> times applied when a rewind asked for it again."""
     violations: list[str] = field(default_factory=list)
+    lost: list[StoredEvent] = field(default_factory=list)
+    """Committed events a failover lost (a store may have received them)."""
 
     def rewound(self, sink: str, moves: Mapping[int, Position]) -> None:
         """A rewind moved ``sink``'s positions back: they may be lower from now on."""
@@ -95,12 +97,17 @@ def check_delivered(
     store: Store, committed: Iterable[StoredEvent], storage: InMemoryRelayStorage, ledger: Ledger
 ) -> list[str]:
     """At the end: every committed event reached the store or its dead letters; the store
-    holds each aggregate's latest version it could take; every rewound event came again."""
+    holds each aggregate's latest version it could take (a version a failover lost counts
+    once the store received it); every rewound event came again."""
     found = []
     dead = {
         row.event.envelope.event_id for row in storage.dead_letter_rows if row.sink == store.name
     }
     latest: dict[str, int] = {}
+    for event in ledger.lost:
+        if event.envelope.event_id in store.seen:
+            aggregate = event.envelope.aggregate_id
+            latest[aggregate] = max(latest.get(aggregate, 0), event.envelope.version)
     for event in committed:
         envelope = event.envelope
         if envelope.event_id in store.permanent:

@@ -17,8 +17,8 @@ from unittest import mock
 
 from adapters.base import Delivery, EventEnvelope, Sink
 from gateway.postgres.outbox import PARTITION_COUNT
-from gateway.relay import leases, retries, sink_calls, stalls
-from gateway.relay.tables import Position
+from gateway.relay import leases, pipeline, retries, sink_calls, stalls
+from gateway.relay.tables import DeadLetter, Move, Position
 from simulation.relay_storage import InMemoryRelayStorage
 from simulation.saga_mutants import SAGA_MUTANTS, saga_seeds_to_find
 from simulation.world import Faults, simulate
@@ -97,6 +97,36 @@ def rewind_keeps_expired_leases() -> AbstractContextManager[Any]:
     return mock.patch.object(InMemoryRelayStorage, "rewind", rewind)
 
 
+def reads_across_failover() -> AbstractContextManager[Any]:
+    """(f) A batch read from a new server (after a failover that lost the last commits) is
+    read after, and applied from, the positions in memory (only the commit's check of where a
+    position stands is left)."""
+    return mock.patch.object(pipeline.BatchPipeline, "_server_changed", lambda self: False)
+
+
+@contextmanager
+def positions_kept_across_failover() -> Iterator[None]:
+    """(f') Neither a fresh read of the positions once the server changed nor the commit's
+    check of where a position stands: positions in memory outlive a lossy failover."""
+
+    async def commit_batch(
+        self: InMemoryRelayStorage,
+        sink: str,
+        owner: str,
+        moves: Mapping[int, Move],
+        dead: Sequence[DeadLetter],
+    ) -> bool:
+        anywhere = {p: move._replace(since=None) for p, move in moves.items()}
+        return await original(self, sink, owner, anywhere, dead)
+
+    original = InMemoryRelayStorage.commit_batch
+    with (
+        reads_across_failover(),
+        mock.patch.object(InMemoryRelayStorage, "commit_batch", commit_batch),
+    ):
+        yield
+
+
 @contextmanager
 def unbounded_sink_calls() -> Iterator[None]:
     """(e) A sink call has no timeout, and a worker stuck in one keeps renewing its leases."""
@@ -134,6 +164,16 @@ MUTANTS = [
         "(d') a rewind leaves expired leases",
         rewind_keeps_expired_leases,
         Faults(hangs=False, rewinds=True),
+    ),
+    Mutant(
+        "(f) a batch read from a new server applied",
+        reads_across_failover,
+        Faults(hangs=False, rewinds=False),
+    ),
+    Mutant(
+        "(f') positions kept across a lossy failover",
+        positions_kept_across_failover,
+        Faults(hangs=False, rewinds=False),
     ),
     Mutant(
         "(e) sink calls unbounded, leases renewed",

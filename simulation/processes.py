@@ -32,6 +32,10 @@ class ProcessStorage:
         self._life = life
         self._on_commit = on_commit
 
+    def server_changes(self) -> int:
+        """The process's own count (its pool's), read without a call to the storage."""
+        return self._storage.server_changes()
+
     def __getattr__(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         method = getattr(self._storage, name)
 

@@ -7,8 +7,8 @@ The rules (each held to PostgreSQL's by ``tests/contract``):
   running: an event whose transaction commits late is read after it commits, never skipped.
 - A lease is taken only where none is live (or the taker holds it already); renewing extends
   every lease the owner still holds, expired or not, until another relay takes it.
-- A commit moves positions only forward and only for the lease's owner, with its dead letters,
-  all or nothing.
+- A commit moves positions only forward, only for the lease's owner and only from where the
+  owner read them, with its dead letters, all or nothing.
 - Operators rewind or retire a sink only while no live lease covers it.
 - A relay whose liveness session ended on this run of the server is dead: the next check of
   another relay's session deletes it and releases its leases (``gateway.relay.sessions``);
@@ -19,6 +19,7 @@ Time comes from ``clock`` (seconds), so a simulation can move it as it likes.
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 import zlib
@@ -152,10 +153,16 @@ class InMemoryRelayStorage:
     """The server's open sessions: backend pid -> when it started (``pg_stat_activity``)."""
     server_started_at: float = 0.0
     """When the server started (a restart moves it: :meth:`restart_server`)."""
+    restarts: int = 0
+    """How many times the server restarted or failed over (``server_changes``)."""
     _next_backend_pid: int = 100
     _running: dict[int, _Transaction] = field(default_factory=dict)
     _next_txid: int = 1
     _next_id: int = 1
+    _standby: dict[str, object] | None = None
+    """What the standby holds (the primary's tables and counters as of its last catch-up)."""
+    _not_on_standby: list[StoredEvent] = field(default_factory=list)
+    """Events committed since the standby's last catch-up (pruned since or not)."""
 
     # The writers' side ---------------------------------------------------------------------
 
@@ -197,6 +204,7 @@ class InMemoryRelayStorage:
         for event in transaction.events:
             self.committed_at[event.id] = now
         self.events.extend(transaction.events)
+        self._not_on_standby.extend(transaction.events)
         return transaction.events
 
     def snapshot_xmin(self) -> int:
@@ -252,6 +260,39 @@ class InMemoryRelayStorage:
         """PostgreSQL restarts (or fails over): every session ends at once."""
         self.backends.clear()
         self.server_started_at = self.clock()
+        self.restarts += 1
+
+    _REPLICATED = (
+        "events",
+        "committed_at",
+        "rows",
+        "leases",
+        "dead_letter_rows",
+        "instances",
+        "stalled_sinks",
+        "sessions",
+        "_next_txid",
+        "_next_id",
+    )
+
+    def catch_up_standby(self) -> None:
+        """The standby receives everything committed so far (asynchronous replication)."""
+        self._standby = {name: copy.deepcopy(getattr(self, name)) for name in self._REPLICATED}
+        self._not_on_standby = []
+
+    def fail_over(self) -> list[StoredEvent]:
+        """The primary dies and the standby, behind it, is promoted: the commits since its last
+        catch-up are lost, and the transaction ids and outbox ids they took are given again.
+        Every session ends and every running transaction with them. Returns the lost events."""
+        if self._standby is None:
+            self.catch_up_standby()
+        assert self._standby is not None
+        lost, self._not_on_standby = self._not_on_standby, []
+        for name, value in self._standby.items():
+            setattr(self, name, copy.deepcopy(value))
+        self._running.clear()
+        self.restart_server()
+        return lost
 
     def steal(self, sink: str, partition: int, thief: str) -> None:
         """Another relay takes the partition (as after this one's lease expired)."""
@@ -379,6 +420,9 @@ class InMemoryRelayStorage:
                 del self.leases[(sink, partition)]
                 self.rows[(sink, partition)].retrying = 0
 
+    def server_changes(self) -> int:
+        return self.restarts
+
     async def commit_batch(
         self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
     ) -> bool:
@@ -391,6 +435,8 @@ class InMemoryRelayStorage:
             if lease is None or lease.owner != owner or row is None:
                 return False
             if not row.position < move.position:
+                return False
+            if move.since is not None and row.position != move.since:
                 return False
         self.commits += 1
         for letter in dead:

@@ -49,6 +49,8 @@ class Faults:
     hangs: bool = True
     """Sink calls that never answer."""
     rewinds: bool = True
+    failovers: bool = True
+    """PostgreSQL failing over to an asynchronous standby that lost the last commits."""
 
 
 @dataclass
@@ -96,6 +98,8 @@ class World:
         self.processes: list[RelayProcess] = []
         self.started = 0
         self.step = 0
+        self.owed_on_standby: dict[Any, int] = {}
+        """The ledger's owed deliveries as of the standby's last catch-up."""
 
     def log(self, text: str) -> None:
         line = f"{self.step:4d} t={self.loop.time():8.3f} {text}"
@@ -203,6 +207,22 @@ class World:
             text += "; " + self.rewind()
         return text
 
+    def catch_up_standby(self) -> str:
+        self.storage.catch_up_standby()
+        self.owed_on_standby = dict(self.ledger.owed)
+        return "database: the standby caught up"
+
+    def fail_over(self) -> str:
+        lost = self.storage.fail_over()
+        ended = self.writers.lose(lost)
+        self.ledger.lost.extend(lost)
+        self.ledger.owed = dict(self.owed_on_standby)
+        self.ledger.positions.clear()  # they went back with the database
+        return (
+            f"database: failed over, {len(lost)} committed events lost, "
+            f"{ended} open transactions ended"
+        )
+
     def replay(self) -> str:
         sink = self.rng.choice([s.name for s in self.stores])
         return f"operator: replay of {sink}: {self.storage.request_replay(sink)} dead letters"
@@ -239,6 +259,8 @@ class World:
         ]
         if self.faults.rewinds:
             actions.append((1, self.rewind))
+        if self.faults.failovers:
+            actions.extend([(3, self.catch_up_standby), (0.7, self.fail_over)])
         action = self.rng.choices([a for _, a in actions], [w for w, _ in actions])[0]
         result = action()
         return str(await result if asyncio.iscoroutine(result) else result)

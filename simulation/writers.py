@@ -57,6 +57,19 @@ class Writers:
         self.committed.extend(transaction.commit())
         return f"writers: tx {transaction.txid} committed"
 
+    def lose(self, lost: list[StoredEvent]) -> int:
+        """A failover ended every open transaction and lost the committed ``lost``; how many
+        open ones ended. Versions go on from the highest written: the simulation checks where
+        the relay reads, not what a store makes of a version written twice."""
+        ended = len(self.open)
+        for _, aggregates in self.open:
+            for aggregate in aggregates:
+                self.versions[aggregate] -= 1
+        self.open.clear()
+        gone = {event.envelope.event_id for event in lost}
+        self.committed = [e for e in self.committed if e.envelope.event_id not in gone]
+        return ended
+
     def commit_all(self) -> None:
         """Commit every open transaction."""
         while self.open:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -114,16 +115,27 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
-    """A connection pool sized and timed as configured."""
+async def create_pool(
+    settings: PostgresSettings,
+    *,
+    on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """A connection pool sized and timed as configured; ``on_connect`` runs on each new
+    connection before it serves anything."""
     url = settings.url.get_secret_value()
+
+    async def init(connection: asyncpg.Connection) -> None:
+        await _configure(connection)
+        if on_connect is not None:
+            await on_connect(connection)
+
     try:
         pool = await asyncpg.create_pool(
             url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             command_timeout=settings.command_timeout_seconds,
-            init=_configure,
+            init=init,
             reset=keep_session,
         )
     except CONNECTING_ERRORS as error:

@@ -13,6 +13,8 @@ Invariants kept here:
 - A position only moves forward, and only in a partition the worker holds.
 - When a batch is given up or a commit fails, everything read after the positions in memory
   is dropped and read again (``start_over``): an event is never skipped, only redelivered.
+- A batch read from another server than the positions in memory (after a failover or a
+  restart) is never applied: the positions are read again first.
 - For a sink that needs each aggregate's events in version order, one batch is in flight at a
   time, completed with its aggregates' earlier versions and sorted (``ordering``).
 """
@@ -73,10 +75,11 @@ def position_moves(
     batch: InFlight, positions: Mapping[int, Position], delivered: Counter[int]
 ) -> dict[int, Move]:
     """Each held partition of the batch moves to the batch's last position, unless already
-    there or past it."""
+    there or past it; from its position in memory, which the commit checks is still the
+    stored one."""
     last = batch.events[-1].position
     return {
-        p: Move(last, delivered.get(p, 0))
+        p: Move(last, delivered.get(p, 0), since=positions[p])
         for p in batch.partitions
         if p in positions and positions[p] < last
     }
@@ -111,6 +114,9 @@ class BatchPipeline:
         self._in_flight: deque[InFlight] = deque()
         self._commit: asyncio.Task[bool] | None = None
         self._reader: StreamReader | None = None
+        self._server_changes = context.storage.server_changes()
+        """The storage's server changes as of the last time the positions were forgotten:
+        the positions in memory were read since."""
 
     async def deliver_next_batch(self) -> bool:
         """Deliver one batch; True when it was full (more may be waiting).
@@ -163,6 +169,9 @@ class BatchPipeline:
         partitions = tuple(sorted(leases.owned))
         after = read_after(self._in_flight, leases.positions, partitions)
         events = await self._read(after, partitions)
+        if self._server_changed():
+            await self._forget_positions()
+            return True  # read again at once, from the positions the server holds
         if not events:
             return False
         fresh = undelivered(events, leases.positions, after)
@@ -235,6 +244,24 @@ class BatchPipeline:
             self._leases.forget()
             await self.start_over()
         return committed
+
+    def _server_changed(self) -> bool:
+        """Whether the server answering changed since the positions in memory were read, or
+        the batch just read was asked of an earlier one."""
+        read_of = self._reader.server if self._reader is not None else None
+        seen = self._server_changes
+        return self._context.storage.server_changes() != seen or read_of not in (None, seen)
+
+
+    async def _forget_positions(self) -> None:
+        """Forget the leases and positions in memory and drop what was read; the next turn
+        reads them again from the server. After a failover to a standby that lost the last
+        commits, positions in memory can lie past transaction ids the new primary gives again
+        to new events: reading after them would skip those events (the commit's check of where
+        a position stands refuses such a move, but only once something past them is read)."""
+        self._server_changes = self._context.storage.server_changes()
+        self._leases.forget()
+        await self.start_over()
 
     async def _read(self, after: Position, partitions: tuple[int, ...]) -> list[StoredEvent]:
         """The batch after ``after``, from the stream that reads ahead (joined if need be)."""

@@ -28,6 +28,7 @@ from gateway.backoff import Backoff
 from gateway.configuration.settings import PostgresSettings, RelaySettings, Settings, StartFrom
 from gateway.errors import GatewayError
 from gateway.postgres.database import create_pool
+from gateway.postgres.server_runs import ServerRuns
 from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import upkeep
 from gateway.relay.context import WorkerContext, database_backoff
@@ -49,7 +50,9 @@ class Relay:
     batches), or with ``until_idle=True`` once no sink has anything left to deliver.
 
     It works over ``pool``, or over another ``storage`` (the tests' in-memory one). With
-    ``postgres`` it LISTENs for committed events; without, its workers poll.
+    ``postgres`` it LISTENs for committed events; without, its workers poll. ``server_runs``
+    tells which server ``pool``'s connections reach (the pool runs its ``observe`` on each new
+    one, as :meth:`connect` sets up), so that positions are read again after a failover.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Relay:
         collect_stats: bool = False,
         shared_reads: bool = True,
         storage: RelayStorage | None = None,
+        server_runs: ServerRuns | None = None,
         history_retention_days: int | None = None,
     ) -> None:
         names = [sink.name for sink in sinks]
@@ -74,7 +78,7 @@ class Relay:
         if storage is None:
             if pool is None:
                 raise GatewayError("the relay needs a pool or a storage")
-            storage = PostgresRelayStorage(pool)
+            storage = PostgresRelayStorage(pool, server_runs)
         self.pool = pool
         self.storage = storage
         self.postgres = postgres
@@ -96,6 +100,7 @@ class Relay:
             settings.batch_size,
             settings.read_ahead_batches,
             shared=shared_reads,
+            server_changes=storage.server_changes,
         )
         """The outbox streams the workers read from, each batch read once for every sink
         that keeps pace."""
@@ -154,8 +159,9 @@ class Relay:
         # history's pruning, and the liveness session.
         size = 2 * len(sinks) + 6
         postgres = settings.postgres.model_copy(update={"pool_min_size": 1, "pool_max_size": size})
+        server_runs = ServerRuns()
         try:
-            pool = await create_pool(postgres)
+            pool = await create_pool(postgres, on_connect=server_runs.observe)
         except BaseException:
             # Tried again while PostgreSQL does not answer: each try's clients are closed.
             if built:
@@ -170,6 +176,7 @@ class Relay:
             start_from=start_from,
             apply_timeouts=apply_timeouts,
             collect_stats=collect_stats,
+            server_runs=server_runs,
             history_retention_days=settings.events.retention_days,
         )
         relay._owns_pool = True

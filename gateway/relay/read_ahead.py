@@ -16,6 +16,8 @@ Invariants kept here:
   (``next_batch`` returns None) and reads on from its own position, in a stream of its own.
 - A stream ends with its first short batch or failed read; nobody joins a stream there, so a
   worker never takes a stale "nothing more" or an old error for a fresh read.
+- Each read says which server it was asked of (``server_changes`` when it started), so a
+  worker never takes a batch the previous primary answered for one of the new primary's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class _Read:
     error: Exception | None
     full: bool
     """Whether the stream goes on after it: a full batch, read without error."""
+    server: int
+    """The storage's server changes when the read started."""
 
 
 class OutboxReads:
@@ -49,9 +53,16 @@ class OutboxReads:
     """
 
     def __init__(
-        self, read: ReadBatch, batch_size: int, depth: int, *, shared: bool = True
+        self,
+        read: ReadBatch,
+        batch_size: int,
+        depth: int,
+        *,
+        shared: bool = True,
+        server_changes: Callable[[], int] = lambda: 0,
     ) -> None:
         self._read = read
+        self._server_changes = server_changes
         self._batch_size = batch_size
         self._depth = depth
         self._shared = shared
@@ -65,7 +76,15 @@ class OutboxReads:
                 reader = await stream.join(after, partitions)
                 if reader is not None:
                     return reader
-        stream = _Stream(self._read, after, partitions, self._batch_size, self._depth, self._forget)
+        stream = _Stream(
+            self._read,
+            self._server_changes,
+            after,
+            partitions,
+            self._batch_size,
+            self._depth,
+            self._forget,
+        )
         self._streams.append(stream)
         reader = await stream.join(after, partitions)
         assert reader is not None  # a new stream is about to read from ``after``
@@ -90,6 +109,11 @@ class StreamReader:
         self._stream = stream
         self._last: _Read | None = None
         self._fell_behind = False
+
+    @property
+    def server(self) -> int | None:
+        """The server changes when the last batch handed out was read (None before one)."""
+        return None if self._last is None else self._last.server
 
     @property
     def ended(self) -> bool:
@@ -131,6 +155,7 @@ class _Stream:
     def __init__(
         self,
         read: ReadBatch,
+        server_changes: Callable[[], int],
         start: Position,
         partitions: tuple[int, ...],
         batch_size: int,
@@ -140,6 +165,7 @@ class _Stream:
         self.partitions = partitions
         self.batch_size = batch_size
         self._read = read
+        self._server_changes = server_changes
         self._depth = depth
         self._forget = forget
         self._held: dict[int, _Read] = {}
@@ -159,12 +185,18 @@ class _Stream:
 
     async def join(self, after: Position, partitions: tuple[int, ...]) -> StreamReader | None:
         """A reader whose next batch starts at ``after``, if this stream holds (as a full
-        batch) or is about to read that batch."""
+        batch, asked of the server answering now) or is about to read that batch."""
         if partitions != self.partitions:
             return None
         async with self._changed:
+            server = self._server_changes()
             cursor = next(
-                (n for n, read in self._held.items() if read.start == after and read.full), None
+                (
+                    n
+                    for n, read in self._held.items()
+                    if read.start == after and read.full and read.server == server
+                ),
+                None,
             )
             if cursor is None and not self._ended and self._next_start == after:
                 cursor = self._count
@@ -206,13 +238,13 @@ class _Stream:
         while True:
             async with self._changed:
                 await self._changed.wait_for(self._wanted)
-            start = self._next_start
+            start, server = self._next_start, self._server_changes()
             try:
                 events = await self._read(start, self.partitions, self.batch_size)
             except Exception as error:  # handed to the readers in the batch's place
-                await self._hold(_Read(start, [], error, full=False))
+                await self._hold(_Read(start, [], error, full=False, server=server))
                 return
-            read = _Read(start, events, None, full=len(events) == self.batch_size)
+            read = _Read(start, events, None, full=len(events) == self.batch_size, server=server)
             await self._hold(read)
             if not read.full:
                 return

@@ -19,6 +19,7 @@ from gateway.postgres import outbox
 from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.outbox import Backlog, StoredEvent
 from gateway.postgres.queries import query
+from gateway.postgres.server_runs import ServerRuns
 from gateway.relay import tables
 from gateway.relay.sessions import RelaySession, SessionCheck
 from gateway.relay.tables import DeadLetter, Move, Position, Replay, SinkTotals
@@ -66,11 +67,18 @@ class RelayStorage(Protocol):
         """Give up ``owner``'s leases on ``partitions``."""
         ...
 
+    def server_changes(self) -> int:
+        """How many times the server answering changed (a failover, a restart; the first
+        connection counts), as far as this storage can tell; it counts a change before any
+        query the new server answers."""
+        ...
+
     async def commit_batch(
         self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
     ) -> bool:
         """Dead letters and position moves in one transaction; False (nothing written) if
-        ``owner`` no longer holds a lease it moves."""
+        ``owner`` no longer holds a lease it moves, or a position stands elsewhere than the
+        move's ``since``."""
         ...
 
     async def record_retrying(
@@ -135,8 +143,15 @@ class RelayStorage(Protocol):
 class PostgresRelayStorage:
     """:class:`RelayStorage` over an asyncpg pool: a connection per call."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, server_runs: ServerRuns | None = None) -> None:
         self.pool = pool
+        self.server_runs = server_runs
+        """What the pool's new connections reached (the pool must run its ``observe`` on
+        each); without it no change is seen, and only the commit's check of where a position
+        stands guards the positions in memory."""
+
+    def server_changes(self) -> int:
+        return 0 if self.server_runs is None else self.server_runs.changes
 
     async def read_batch(
         self, after: Position, partitions: Sequence[int], limit: int

@@ -30,6 +30,9 @@ class Move(NamedTuple):
 
     position: Position
     delivered: int
+    since: Position | None = None
+    """Where the mover read the position (the move is refused if it stands elsewhere);
+    ``None``: from wherever it stands."""
 
 
 async def register_sink(connection: Connection, sink: str, *, from_beginning: bool) -> None:
@@ -150,7 +153,8 @@ async def commit_batch(
     The commit does not wait for PostgreSQL to flush it to disk: a crash can lose the last few
     commits, which only means their events are delivered (or dead-lettered) once more.
 
-    Returns False, having written nothing, if ``owner`` no longer holds every lease it moves.
+    Returns False, having written nothing, if ``owner`` no longer holds every lease it moves,
+    or a position it moves no longer stands where the move says it read it.
     """
     try:
         async with connection.transaction():
@@ -169,12 +173,18 @@ async def commit_batch(
                     [moves[p].position[1] for p in partitions],
                     [moves[p].delivered for p in partitions],
                     owner,
+                    [_since(moves[p])[0] for p in partitions],
+                    [_since(moves[p])[1] for p in partitions],
                 )
                 if len(moved) != len(partitions):
                     raise _LeaseLost
     except _LeaseLost:
         return False
     return True
+
+
+def _since(move: Move) -> tuple[int | None, int | None]:
+    return move.since if move.since is not None else (None, None)
 
 
 def _dead_letter_row(sink: str, letter: DeadLetter) -> tuple[object, ...]:

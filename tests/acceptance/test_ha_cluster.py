@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from gateway.configuration.settings import PostgresSettings
+from gateway.postgres.database import create_pool
+from gateway.postgres.server_runs import ServerRuns
 from support.eventually import eventually
 from support.ha_cluster import LOOP_WAIT, TTL, HaCluster, Member
 
@@ -59,6 +62,14 @@ async def accepts_writes(cluster: HaCluster, name: str) -> bool:
         return False
 
 
+async def answers(pool: asyncpg.Pool) -> bool:
+    """Whether a query through ``pool`` is answered (its broken connections are replaced)."""
+    try:
+        return await pool.fetchval("SELECT true", timeout=5) is True
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return False
+
+
 def member(members: list[Member], name: str) -> Member:
     return next(m for m in members if m.name == name)
 
@@ -91,9 +102,19 @@ async def test_a_switchover_moves_the_leader_and_the_old_one_streams_again(
     changing: HaCluster,
 ) -> None:
     old = await changing.wait_for_leader()
+    runs = ServerRuns()
+    settings = PostgresSettings(url=changing.url, pool_min_size=1, pool_max_size=1)
+    pool = await create_pool(settings, on_connect=runs.observe)
 
-    new = await changing.switchover()
+    try:
+        new = await changing.switchover()
+        # The pool's next connection reaches the new primary, and is counted before it answers.
+        await eventually(lambda: answers(pool), within=30)
+    finally:
+        await pool.close()
 
+    assert runs.changes >= 2
+    assert runs.current is not None and runs.current.startswith(f"{changing.host_of(new.name)}:")
     assert new.name != old.name
     assert await query(changing, new.name, "SELECT pg_is_in_recovery()") is False
     members = await changing.wait_for_streaming_replicas(2, within=60)

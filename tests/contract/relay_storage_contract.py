@@ -405,6 +405,27 @@ class RelayStorageContract:
         assert not await harness.storage.commit_batch(sink, owner, {p: Move((0, 0), 0)}, [])
         assert await harness.storage.positions(sink, [p]) == {p: first.position}
 
+    async def test_a_commit_moves_a_position_only_from_where_its_mover_read_it(
+        self, harness: Harness
+    ) -> None:
+        sink, owner, aggregate = name("sink"), name("a"), name("x")
+        first = await publish(harness, aggregate)
+        await harness.storage.register_sink(sink, from_beginning=True)
+        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        p = first.partition
+        (start,) = (await harness.storage.positions(sink, [p])).values()
+        second = await publish(harness, aggregate, 2)
+        # The relay believes it stands at ``first`` (say a failover lost that commit): refused,
+        # with the dead letters of the batch.
+        letter = DeadLetter(second, "attempts_exhausted", "boom", 3)
+        moves = {p: Move(second.position, 1, since=first.position)}
+        assert not await harness.storage.commit_batch(sink, owner, moves, [letter])
+        assert await harness.storage.positions(sink, [p]) == {p: start}
+        assert await harness.dead_letter_attempts(sink) == {}
+        moves = {p: Move(second.position, 2, since=start)}
+        assert await harness.storage.commit_batch(sink, owner, moves, [])
+        assert await harness.storage.positions(sink, [p]) == {p: second.position}
+
     async def test_the_owner_of_an_expired_lease_no_one_took_still_commits(
         self, harness: Harness
     ) -> None:

@@ -40,13 +40,13 @@ def test_events_a_partition_has_passed_are_not_delivered_again() -> None:
     assert undelivered(events, positions, after=(7, 7)) == events
 
 
-def test_a_batch_moves_each_held_partition_forward_to_its_last_event_only() -> None:
+def test_a_batch_moves_each_held_partition_forward_from_its_position_to_its_last_event() -> None:
     done = batch(event(4, 0), event(9, 1), partitions=(0, 1, 2, 3))
     positions = {0: (3, 3), 1: (3, 3), 2: (12, 12)}  # 3 is no longer held
     moves = position_moves(done, positions, Counter({0: 1, 1: 1}))
-    assert moves == {0: Move((9, 9), 1), 1: Move((9, 9), 1)}
+    assert moves == {0: Move((9, 9), 1, since=(3, 3)), 1: Move((9, 9), 1, since=(3, 3))}
     # A partition with nothing in the batch still moves past it (nothing of it was there).
-    assert position_moves(done, {0: (3, 3)}, Counter()) == {0: Move((9, 9), 0)}
+    assert position_moves(done, {0: (3, 3)}, Counter()) == {0: Move((9, 9), 0, since=(3, 3))}
 
 
 def test_the_next_batch_is_read_before_the_oldest_is_finished_only_after_a_full_one() -> None:

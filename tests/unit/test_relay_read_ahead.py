@@ -122,3 +122,21 @@ async def test_a_failed_read_is_raised_to_its_reader_and_ends_the_stream() -> No
     batch = await again.next_batch()
     assert batch is not None and len(batch) == 5
     await again.close()
+
+
+async def test_a_read_asked_of_an_earlier_server_is_not_joined() -> None:
+    storage = storage_with(25)
+    reads = OutboxReads(storage.read_batch, 10, depth=2, server_changes=storage.server_changes)
+    first = await reads.reader((0, 0), ALL)
+    batch = await first.next_batch()
+    assert batch is not None and first.server == storage.server_changes()
+    joined = await reads.reader((0, 0), ALL)
+    assert joined.cursor == 0 and reads.streams == 1  # the held read, asked of this server
+    await joined.close()
+    storage.restart_server()  # a failover: the held read was answered by the old primary
+    again = await reads.reader((0, 0), ALL)
+    assert reads.streams == 2
+    fresh = await again.next_batch()
+    assert fresh is not None and again.server == storage.server_changes()
+    for reader in (first, again):
+        await reader.close()

@@ -202,3 +202,22 @@ async def test_two_relays_split_the_partitions_and_together_deliver_everything()
     assert set(storage.position_of("shared").values()) == {last_position(storage)}
     assert storage.delivered["shared"] == 200
     assert len(first_sink.state) + len(second_sink.state) >= 200
+
+
+async def test_after_a_failover_that_lost_commits_no_event_is_skipped() -> None:
+    storage = InMemoryRelayStorage()
+    storage.publish(12)
+    sink = MemorySink("docs")
+    async with running(relay(storage, sink, batch_size=4)):
+        await eventually(lambda: storage.delivered["docs"] == 12)
+        storage.catch_up_standby()
+        storage.publish(12)  # committed and delivered, then lost with the primary
+        await eventually(lambda: storage.delivered["docs"] == 24)
+        lost = storage.fail_over()
+        assert len(lost) == 12
+        # The new primary gives the lost events' transaction ids and outbox ids again.
+        storage.publish(12)
+        assert {e.position for e in storage.events[-12:]} == {e.position for e in lost}
+        wanted = {e.envelope.event_id for e in storage.events}
+        await eventually(lambda: wanted <= set(sink.deliveries), within=10)
+        await eventually(lambda: set(storage.position_of("docs").values()) == {lost[-1].position})

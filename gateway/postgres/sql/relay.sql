@@ -90,6 +90,13 @@ DELETE FROM relay_instances WHERE id = $1;
 -- server, not by its relay's death.
 greatest(pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))
 
+-- name: server_run_identity
+-- The server a connection reached, and its run: another after a failover or a restart
+-- (gateway/postgres/server_runs.py).
+SELECT concat_ws('@', coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'local'),
+       -- include: server_run
+);
+
 -- name: record_relay_session
 -- Run on the relay's liveness connection: records the session running it as relay $1's
 -- (gateway/relay/sessions.py), creating the row if no heartbeat did yet.
@@ -186,7 +193,10 @@ WHERE sink = $1 AND (owner IS NULL OR lease_expires_at < now());
 SET LOCAL synchronous_commit TO off;
 
 -- name: advance_positions
--- Fenced: only the lease owner moves a position, and only forwards.
+-- Fenced: only the lease owner moves a position, only forwards, and only from where the owner
+-- read it ($7, $8; NULL: from wherever it stands). A position found elsewhere was moved behind
+-- the owner's back: by a failover that lost the last commits (the new primary may then give
+-- their transaction ids to new events, below what the owner has in memory), or a restore.
 UPDATE relay_positions AS positions
 SET position_txid = moved.txid,
     position_id = moved.id,
@@ -194,12 +204,14 @@ SET position_txid = moved.txid,
     retrying = 0,
     last_error = NULL,
     updated_at = now()
-FROM unnest($2::smallint[], $3::xid8[], $4::bigint[], $5::bigint[])
-    AS moved (partition, txid, id, delivered)
+FROM unnest($2::smallint[], $3::xid8[], $4::bigint[], $5::bigint[], $7::xid8[], $8::bigint[])
+    AS moved (partition, txid, id, delivered, since_txid, since_id)
 WHERE positions.sink = $1
   AND positions.partition = moved.partition
   AND positions.owner = $6
   AND (positions.position_txid, positions.position_id) < (moved.txid, moved.id)
+  AND (moved.since_txid IS NULL
+       OR (positions.position_txid, positions.position_id) = (moved.since_txid, moved.since_id))
 RETURNING positions.partition;
 
 -- name: record_retrying
