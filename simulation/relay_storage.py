@@ -7,8 +7,9 @@ The rules (each held to PostgreSQL's by ``tests/contract``):
   running: an event whose transaction commits late is read after it commits, never skipped.
 - A lease is taken only where none is live (or the taker holds it already); renewing extends
   every lease the owner still holds, expired or not, until another relay takes it.
-- A commit moves positions only forward, only for the lease's owner and only from where the
-  owner read them, with its dead letters, all or nothing.
+- A commit moves positions only forward, only for the lease's owner, only from where the
+  owner read them and only on the server run the batch was read from, with its dead letters,
+  all or nothing.
 - Operators rewind or retire a sink only while no live lease covers it.
 - A relay whose liveness session ended on this run of the server is dead: the next check of
   another relay's session deletes it and releases its leases (``gateway.relay.sessions``);
@@ -424,11 +425,19 @@ class InMemoryRelayStorage:
         return self.restarts
 
     async def commit_batch(
-        self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
+        self,
+        sink: str,
+        owner: str,
+        moves: Mapping[int, Move],
+        dead: Sequence[DeadLetter],
+        *,
+        server: int | None = None,
     ) -> bool:
         if self.fail_commits:
             self.fail_commits -= 1
             raise OSError("connection reset")
+        if server is not None and server != self.restarts:
+            return False
         for partition, move in moves.items():
             lease = self.leases.get((sink, partition))
             row = self.rows.get((sink, partition))

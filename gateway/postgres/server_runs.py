@@ -1,32 +1,53 @@
-"""Which run of which PostgreSQL server a pool's connections reach, and how often that changed.
+"""Which run of PostgreSQL a pool's connections reach, and how often that changed.
 
 A pool opens a connection whenever it needs one; after a failover or a restart its new
 connections reach another server, or the same one on a new run, and nothing else tells the
 pool's users. :meth:`ServerRuns.observe` runs on every new connection of the pool (as its
 ``on_connect``), before the connection serves anything, so a query answered by a new server
-always finds :attr:`ServerRuns.changes` already counting it. The relay reads its positions
-again when it does: a standby promoted behind its primary may have lost the last commits, and
-then gives their transaction ids to new events (:mod:`gateway.relay.pipeline`).
+always finds :attr:`ServerRuns.changes` already counting it; on a change it expires the pool's
+other connections, so that no query begun after it reaches the previous server. The relay
+reads its positions again when the run changes, and commits a batch only on the run it read
+it from: a standby promoted behind its primary may have lost the last commits, and then gives
+their transaction ids to new events (:mod:`gateway.relay.pipeline`).
+
+A run is the time the server started or last restarted after a crash (the ``server_run``
+fragment of ``relay.sql``); two servers never share one.
 """
 
 from __future__ import annotations
+
+import datetime
+from collections.abc import Awaitable, Callable
 
 from gateway.postgres.database import Connection
 from gateway.postgres.queries import query
 
 
 class ServerRuns:
-    """The server run a pool reached last, and how many times it changed."""
+    """The server runs a pool reached, numbered by change."""
 
     def __init__(self) -> None:
-        self.current: str | None = None
-        """``address:port@run start`` of the server the newest connection reached."""
         self.changes = 0
         """How many times a new connection reached another server run (the first counts)."""
+        self.on_change: Callable[[], Awaitable[None]] | None = None
+        """Called on each change after the first (the relay expires the pool's connections)."""
+        self._runs: dict[int, datetime.datetime] = {}
+
+    @property
+    def current(self) -> datetime.datetime | None:
+        """The run the newest connection reached."""
+        return self._runs.get(self.changes)
+
+    def run(self, change: int) -> datetime.datetime | None:
+        """The run reached at change number ``change``."""
+        return self._runs.get(change)
 
     async def observe(self, connection: Connection) -> None:
         """Record the server run ``connection`` reached."""
-        run = await connection.fetchval(query("server_run_identity"))
-        if run != self.current:
-            self.current = run
-            self.changes += 1
+        run = await connection.fetchval(query("current_server_run"))
+        if run == self.current:
+            return
+        self.changes += 1
+        self._runs = {self.changes: run}  # only the current run is ever asked for
+        if self.changes > 1 and self.on_change is not None:
+            await self.on_change()

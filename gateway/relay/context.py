@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from gateway.backoff import Backoff
 from gateway.configuration.settings import RelaySettings
 from gateway.relay.read_ahead import OutboxReads
 from gateway.relay.storage import RelayStorage
+
+
+async def _registered() -> None:
+    return None
 
 
 def database_backoff(settings: RelaySettings) -> Backoff:
@@ -36,6 +40,8 @@ class WorkerContext:
     stalled_relays: Callable[[str], Collection[str]] = field(default=lambda sink: frozenset())
     """Those of them whose worker for a sink has stalled, as of the last heartbeat: they no
     longer serve it."""
+    register_sink: Callable[[str], Awaitable[None]] = field(default=lambda sink: _registered())
+    """Registers a sink's positions if it has none (as the process does when it joins)."""
 
     @property
     def database_backoff(self) -> Backoff:

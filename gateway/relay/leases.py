@@ -75,6 +75,7 @@ class SinkLeases:
         self.owned: set[int] = set()
         self.positions: dict[int, Position] = {}
         self._next_check = 0.0
+        self._register_again = False
 
     def due(self) -> bool:
         """Whether a third of a lease's life has passed since the last renewal."""
@@ -92,6 +93,9 @@ class SinkLeases:
     async def rebalance(self) -> None:
         """Renew, then release the partitions outside this relay's block and claim the rest
         of it (call only with no batch in flight)."""
+        if self._register_again:
+            await self._context.register_sink(self.sink)
+            self._register_again = False
         self._checked()
         me, ttl = self._context.instance_id, self._context.settings.lease_ttl_seconds
         storage = self._context.storage
@@ -122,11 +126,14 @@ class SinkLeases:
         for partition, move in moves.items():
             self.positions[partition] = move.position
 
-    def forget(self) -> None:
-        """Drop every lease and position held in memory (a commit found a lease lost)."""
+    def forget(self, *, server_changed: bool = False) -> None:
+        """Drop every lease and position held in memory (a commit found a lease lost, or the
+        server changed); after a server change, register the sink again before the next
+        claim (a failover may have lost its registration)."""
         self.owned = set()
         self.positions = {}
         self._next_check = 0.0
+        self._register_again = self._register_again or server_changed
 
     def check_soon(self) -> None:
         """Renew at the next chance (after the database came back)."""

@@ -14,7 +14,8 @@ Invariants kept here:
 - When a batch is given up or a commit fails, everything read after the positions in memory
   is dropped and read again (``start_over``): an event is never skipped, only redelivered.
 - A batch read from another server than the positions in memory (after a failover or a
-  restart) is never applied: the positions are read again first.
+  restart) is never applied, and a batch commits only on the server it was read from: the
+  positions are read again first.
 - For a sink that needs each aggregate's events in version order, one batch is in flight at a
   time, completed with its aggregates' earlier versions and sorted (``ordering``).
 """
@@ -50,6 +51,8 @@ class InFlight:
     """Those not yet delivered (past their partition's position)."""
     partitions: tuple[int, ...]
     first_attempt: asyncio.Task[list[Delivery]] | None
+    server: int | None = None
+    """The storage's server change the batch was read at: it commits only on that server."""
 
 
 def read_after(
@@ -182,7 +185,8 @@ class BatchPipeline:
             if fresh
             else None
         )
-        self._in_flight.append(InFlight(events, fresh, partitions, first_attempt))
+        server = self._reader.server if self._reader is not None else None
+        self._in_flight.append(InFlight(events, fresh, partitions, first_attempt, server))
         full = len(events) == self._context.settings.batch_size
         if keep_reading(full, len(self._in_flight), self._batches_in_flight):
             return True
@@ -212,15 +216,17 @@ class BatchPipeline:
         if not await self._previous_batch_committed():
             return False
         self._commit = asyncio.create_task(
-            self._commit_batch(moves, outcome), name=f"relay-{self._sink}-commit"
+            self._commit_batch(moves, outcome, batch.server), name=f"relay-{self._sink}-commit"
         )
         self._leases.advance(moves)
         return True
 
-    async def _commit_batch(self, moves: dict[int, Move], outcome: BatchOutcome) -> bool:
+    async def _commit_batch(
+        self, moves: dict[int, Move], outcome: BatchOutcome, server: int | None
+    ) -> bool:
         dead: list[DeadLetter] = outcome.dead
         committed = await self._context.storage.commit_batch(
-            self._sink, self._context.instance_id, moves, dead
+            self._sink, self._context.instance_id, moves, dead, server=server
         )
         if committed:
             delivered = sum(move.delivered for move in moves.values())
@@ -240,10 +246,21 @@ class BatchPipeline:
             await self.start_over()
             raise
         if not committed:
-            log.warning("%s: lost a lease mid-batch; another relay redelivers it", self._sink)
+            log.warning(
+                "%s: a commit was refused (a lease lost, or the server changed); the batch is "
+                "delivered again",
+                self._sink,
+            )
             self._leases.forget()
             await self.start_over()
         return committed
+
+    async def follow_server(self) -> None:
+        """If the server changed since the positions in memory were read, forget them (and
+        the leases, and what was read), so that the next turn registers the sink again if need
+        be, claims its leases and reads its positions from the server answering now."""
+        if self._server_changed():
+            await self._forget_positions()
 
     def _server_changed(self) -> bool:
         """Whether the server answering changed since the positions in memory were read, or
@@ -252,7 +269,6 @@ class BatchPipeline:
         seen = self._server_changes
         return self._context.storage.server_changes() != seen or read_of not in (None, seen)
 
-
     async def _forget_positions(self) -> None:
         """Forget the leases and positions in memory and drop what was read; the next turn
         reads them again from the server. After a failover to a standby that lost the last
@@ -260,7 +276,7 @@ class BatchPipeline:
         to new events: reading after them would skip those events (the commit's check of where
         a position stands refuses such a move, but only once something past them is read)."""
         self._server_changes = self._context.storage.server_changes()
-        self._leases.forget()
+        self._leases.forget(server_changed=True)
         await self.start_over()
 
     async def _read(self, after: Position, partitions: tuple[int, ...]) -> list[StoredEvent]:

@@ -113,6 +113,7 @@ class Relay:
             stopping=self.stopping,
             live_instances=lambda: self.live_instances,
             stalled_relays=lambda sink: {r for r, s in self.stalled_sinks.items() if sink in s},
+            register_sink=self._register_sink,
         )
         timeouts = dict(apply_timeouts or {})
         self.workers = [
@@ -271,10 +272,7 @@ class Relay:
 
         async def register() -> bool:
             for worker in self.workers:
-                start = self._start_from.get(worker.sink.name, self.settings.start_from)
-                await self.storage.register_sink(
-                    worker.sink.name, from_beginning=start == "beginning"
-                )
+                await self._register_sink(worker.sink.name)
             await self.heartbeat()
             await self.liveness.open()
             return True
@@ -284,6 +282,13 @@ class Relay:
             register, url=url, backoff=self.backoff, stopping=self.stopping
         )
         return joined is not None
+
+    async def _register_sink(self, sink: str) -> None:
+        """Create the sink's positions if it has none, where its ``start_from`` says (a sink
+        starting "now" whose registration a failover lost starts again from the moment it is
+        registered anew)."""
+        start = self._start_from.get(sink, self.settings.start_from)
+        await self.storage.register_sink(sink, from_beginning=start == "beginning")
 
     def _order_upkeep(self, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
         """The sweeper of unpaid orders and, with a retention, the pruning of their history."""

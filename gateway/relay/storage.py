@@ -74,11 +74,18 @@ class RelayStorage(Protocol):
         ...
 
     async def commit_batch(
-        self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
+        self,
+        sink: str,
+        owner: str,
+        moves: Mapping[int, Move],
+        dead: Sequence[DeadLetter],
+        *,
+        server: int | None = None,
     ) -> bool:
         """Dead letters and position moves in one transaction; False (nothing written) if
-        ``owner`` no longer holds a lease it moves, or a position stands elsewhere than the
-        move's ``since``."""
+        ``owner`` no longer holds a lease it moves, a position stands elsewhere than the
+        move's ``since``, or the server changed since change number ``server`` (that of the
+        batch's read; None: not checked)."""
         ...
 
     async def record_retrying(
@@ -149,6 +156,8 @@ class PostgresRelayStorage:
         """What the pool's new connections reached (the pool must run its ``observe`` on
         each); without it no change is seen, and only the commit's check of where a position
         stands guards the positions in memory."""
+        if server_runs is not None:
+            server_runs.on_change = pool.expire_connections
 
     def server_changes(self) -> int:
         return 0 if self.server_runs is None else self.server_runs.changes
@@ -192,10 +201,21 @@ class PostgresRelayStorage:
             await tables.release_leases(connection, sink, owner, partitions)
 
     async def commit_batch(
-        self, sink: str, owner: str, moves: Mapping[int, Move], dead: Sequence[DeadLetter]
+        self,
+        sink: str,
+        owner: str,
+        moves: Mapping[int, Move],
+        dead: Sequence[DeadLetter],
+        *,
+        server: int | None = None,
     ) -> bool:
+        run = None
+        if self.server_runs is not None and server is not None:
+            run = self.server_runs.run(server)
+            if run is None:
+                return False  # read from a run the pool has moved on from
         async with self.pool.acquire() as connection:
-            return await tables.commit_batch(connection, sink, owner, moves, dead)
+            return await tables.commit_batch(connection, sink, owner, moves, dead, run)
 
     async def record_retrying(
         self, sink: str, owner: str, retrying: Mapping[int, int], error: str | None

@@ -7,6 +7,7 @@ held by the relay moving it (``commit_batch``), together with the batch's dead l
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -147,6 +148,7 @@ async def commit_batch(
     owner: str,
     moves: Mapping[int, Move],
     dead: Sequence[DeadLetter],
+    server_run: datetime.datetime | None = None,
 ) -> bool:
     """Record a finished batch in one transaction: dead letters, then positions moved forward.
 
@@ -154,11 +156,19 @@ async def commit_batch(
     commits, which only means their events are delivered (or dead-lettered) once more.
 
     Returns False, having written nothing, if ``owner`` no longer holds every lease it moves,
-    or a position it moves no longer stands where the move says it read it.
+    a position it moves no longer stands where the move says it read it, or the server is not
+    on ``server_run`` (the run the batch was read from; None: any).
     """
     try:
         async with connection.transaction():
             await connection.execute(query("commit_without_flush"))
+            on_run = query("on_server_run")
+            if (
+                server_run is not None
+                and not moves
+                and not await connection.fetchval(on_run, server_run)
+            ):
+                raise _LeaseLost
             if dead:
                 await connection.executemany(
                     query("insert_dead_letter"), [_dead_letter_row(sink, d) for d in dead]
@@ -175,6 +185,7 @@ async def commit_batch(
                     owner,
                     [_since(moves[p])[0] for p in partitions],
                     [_since(moves[p])[1] for p in partitions],
+                    server_run,
                 )
                 if len(moved) != len(partitions):
                     raise _LeaseLost

@@ -96,6 +96,7 @@ class SinkWorker:
         failures = 0
         while not self.context.stopping.is_set():
             try:
+                await self.pipeline.follow_server()
                 await self.maintain_leases()
                 self.leased.set()
                 if not self.started:

@@ -14,6 +14,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from gateway.postgres.outbox import StoredEvent
+from gateway.postgres.server_runs import ServerRuns
 from gateway.relay import tables
 from gateway.relay.storage import PostgresRelayStorage, RelayStorage
 from gateway.relay.tables import Position
@@ -69,6 +70,11 @@ class Harness(Protocol):
         """Ask for every dead letter of ``sink`` to be replayed; how many."""
         ...
 
+    async def fail_over(self) -> None:
+        """The storage's connections reach another server run, as after a failover (and the
+        storage counts it in ``server_changes``)."""
+        ...
+
     async def record_on_an_earlier_server_run(self, instance: str) -> None:
         """Make ``instance``'s recorded session one of a run of the server before this one
         (as it is after PostgreSQL restarted or failed over)."""
@@ -120,6 +126,9 @@ class MemoryHarness:
 
     async def elapse(self, seconds: float) -> None:
         self.clock.now += seconds
+
+    async def fail_over(self) -> None:
+        self.memory.restart_server()
 
     async def retrying(self, sink: str) -> dict[int, int]:
         return {p: count for (s, p), count in self.memory.retrying.items() if s == sink}
@@ -189,11 +198,25 @@ class _PostgresWriter:
 
 
 class PostgresHarness:
-    """:class:`PostgresRelayStorage` over a real, migrated PostgreSQL."""
+    """:class:`PostgresRelayStorage` over a real, migrated PostgreSQL, its pool's server runs
+    observed (``runs``, with the pool's server observed first)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, runs: ServerRuns, other_server_url: str) -> None:
         self.pool = pool
-        self.storage: RelayStorage = PostgresRelayStorage(pool)
+        self.runs = runs
+        self.storage: RelayStorage = PostgresRelayStorage(pool, runs)
+        self._other_server_url = other_server_url
+
+    async def fail_over(self) -> None:
+        # Another server's run seen, then the pool's own again: the run the pool reaches now
+        # is a later change than any before.
+        other = await asyncpg.connect(self._other_server_url)
+        try:
+            await self.runs.observe(other)
+        finally:
+            await other.close()
+        async with self.pool.acquire() as connection:
+            await self.runs.observe(connection)
 
     async def begin(self) -> Writer:
         writer = _PostgresWriter(await self.pool.acquire(), self.pool)

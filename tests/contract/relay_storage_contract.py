@@ -426,6 +426,28 @@ class RelayStorageContract:
         assert await harness.storage.commit_batch(sink, owner, moves, [])
         assert await harness.storage.positions(sink, [p]) == {p: second.position}
 
+    async def test_a_batch_commits_only_on_the_server_run_it_was_read_from(
+        self, harness: Harness
+    ) -> None:
+        sink, owner = name("sink"), name("a")
+        event = await publish(harness, name("x"))
+        await harness.storage.register_sink(sink, from_beginning=True)
+        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        p = event.partition
+        (start,) = (await harness.storage.positions(sink, [p])).values()
+        read_at = harness.storage.server_changes()
+        await harness.fail_over()  # between the batch's read and its commit
+        assert harness.storage.server_changes() > read_at
+        moves = {p: Move(event.position, 1, since=start)}
+        letter = DeadLetter(event, "attempts_exhausted", "boom", 3)
+        assert not await harness.storage.commit_batch(sink, owner, moves, [], server=read_at)
+        assert not await harness.storage.commit_batch(sink, owner, {}, [letter], server=read_at)
+        assert await harness.storage.positions(sink, [p]) == {p: start}
+        assert await harness.dead_letter_attempts(sink) == {}
+        now = harness.storage.server_changes()
+        assert await harness.storage.commit_batch(sink, owner, moves, [letter], server=now)
+        assert await harness.storage.positions(sink, [p]) == {p: event.position}
+
     async def test_the_owner_of_an_expired_lease_no_one_took_still_commits(
         self, harness: Harness
     ) -> None:

@@ -9,9 +9,13 @@ import pytest
 
 from gateway.configuration.settings import PostgresSettings
 from gateway.postgres.database import create_pool
+from gateway.postgres.outbox import PARTITIONS
+from gateway.postgres.server_runs import ServerRuns
+from gateway.relay.tables import DeadLetter, Move
+from support.servers import server_url
 from tests.acceptance.conftest import create_database, create_migrated_database, postgres_server
-from tests.contract.harnesses import Harness, MemoryHarness, PostgresHarness
-from tests.contract.relay_storage_contract import RelayStorageContract
+from tests.contract.harnesses import Harness, MemoryHarness, PostgresHarness, publish
+from tests.contract.relay_storage_contract import LONG, RelayStorageContract, name
 
 __all__ = ["create_database", "postgres_server"]  # fixtures, used by name
 
@@ -42,4 +46,31 @@ class TestPostgresRelayStorage(RelayStorageContract):
             "TRUNCATE outbox, relay_positions, relay_instances, dead_letters RESTART IDENTITY"
             " CASCADE"
         )
-        return PostgresHarness(contract_pool)
+        runs = ServerRuns()
+        async with contract_pool.acquire() as connection:
+            await runs.observe(connection)
+        return PostgresHarness(contract_pool, runs, server_url("postgres-shard-a"))
+
+    async def test_a_batch_read_on_another_server_is_refused_by_the_one_committing(
+        self, harness: PostgresHarness
+    ) -> None:
+        """The commit itself checks the run: a pool that counted another server's run (the
+        next primary) refuses to commit there what a connection to this one would commit."""
+        sink, owner = name("sink"), name("a")
+        event = await publish(harness, name("x"))
+        await harness.storage.register_sink(sink, from_beginning=True)
+        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        p = event.partition
+        (start,) = (await harness.storage.positions(sink, [p])).values()
+        other = await asyncpg.connect(server_url("postgres-shard-a"))
+        try:
+            await harness.runs.observe(other)  # the counter now names the other server's run
+        finally:
+            await other.close()
+        moves = {p: Move(event.position, 1, since=start)}
+        letter = DeadLetter(event, "attempts_exhausted", "boom", 3)
+        read_there = harness.storage.server_changes()
+        assert not await harness.storage.commit_batch(sink, owner, moves, [], server=read_there)
+        assert not await harness.storage.commit_batch(sink, owner, {}, [letter], server=read_there)
+        assert await harness.storage.positions(sink, [p]) == {p: start}
+        assert await harness.dead_letter_attempts(sink) == {}

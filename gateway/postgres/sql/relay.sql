@@ -90,12 +90,12 @@ DELETE FROM relay_instances WHERE id = $1;
 -- server, not by its relay's death.
 greatest(pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))
 
--- name: server_run_identity
--- The server a connection reached, and its run: another after a failover or a restart
+-- name: current_server_run
+-- The run of the server a connection reached: another after a failover or a restart
 -- (gateway/postgres/server_runs.py).
-SELECT concat_ws('@', coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'local'),
-       -- include: server_run
-);
+SELECT
+    -- include: server_run
+;
 
 -- name: record_relay_session
 -- Run on the relay's liveness connection: records the session running it as relay $1's
@@ -193,10 +193,11 @@ WHERE sink = $1 AND (owner IS NULL OR lease_expires_at < now());
 SET LOCAL synchronous_commit TO off;
 
 -- name: advance_positions
--- Fenced: only the lease owner moves a position, only forwards, and only from where the owner
--- read it ($7, $8; NULL: from wherever it stands). A position found elsewhere was moved behind
--- the owner's back: by a failover that lost the last commits (the new primary may then give
--- their transaction ids to new events, below what the owner has in memory), or a restore.
+-- Fenced: only the lease owner moves a position, only forwards, only from where the owner
+-- read it ($7, $8; NULL: from wherever it stands), and only on the server run the batch was
+-- read from ($9; NULL: any). A position found elsewhere, or another run, means the owner read
+-- from a server that has since failed over, losing the last commits: the new primary may
+-- give their transaction ids to new events, which the move would pass over.
 UPDATE relay_positions AS positions
 SET position_txid = moved.txid,
     position_id = moved.id,
@@ -212,7 +213,16 @@ WHERE positions.sink = $1
   AND (positions.position_txid, positions.position_id) < (moved.txid, moved.id)
   AND (moved.since_txid IS NULL
        OR (positions.position_txid, positions.position_id) = (moved.since_txid, moved.since_id))
+  AND ($9::timestamptz IS NULL OR $9 = (
+      -- include: server_run
+  ))
 RETURNING positions.partition;
+
+-- name: on_server_run
+-- Whether this is the server run $1 (a batch's commit without a position to move checks it).
+SELECT $1::timestamptz = (
+    -- include: server_run
+) AS same;
 
 -- name: record_retrying
 -- Each partition counts the events of its own that wait for a retry, so the sum over the
