@@ -508,15 +508,19 @@ class InMemoryRelayStorage:
         ]
 
     async def finish_replays(
-        self, delivered: Sequence[int], failed: Sequence[tuple[int, str, bool]]
+        self, delivered: Sequence[Replay], failed: Sequence[tuple[Replay, str, bool]]
     ) -> None:
-        by_id = {row.id: row for row in self.dead_letter_rows}
-        for number in delivered:
-            if (row := by_id.get(number)) is not None:
+        by_key = {(row.id, row.event.envelope.event_id): row for row in self.dead_letter_rows}
+
+        def letter(replay: Replay) -> DeadLetterRow | None:
+            return by_key.get((replay.dead_letter_id, replay.event.envelope.event_id))
+
+        for replay in delivered:
+            if (row := letter(replay)) is not None:
                 row.replayed = True
                 row.claimed_by = row.claimed_until = None
-        for number, error, keep_requested in failed:
-            if (row := by_id.get(number)) is not None:
+        for replay, error, keep_requested in failed:
+            if (row := letter(replay)) is not None:
                 row.last_error = error
                 row.attempts += 1
                 row.claimed_by = row.claimed_until = None

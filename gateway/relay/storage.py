@@ -101,9 +101,11 @@ class RelayStorage(Protocol):
         ...
 
     async def finish_replays(
-        self, delivered: Sequence[int], failed: Sequence[tuple[int, str, bool]]
+        self, delivered: Sequence[Replay], failed: Sequence[tuple[Replay, str, bool]]
     ) -> None:
-        """Mark replays delivered, or record their failure (``True``: try again later)."""
+        """Mark replays delivered, or record their failure (``True``: try again later). A dead
+        letter is found by its id and its event's: after a failover that lost the last
+        commits, its id may name another letter."""
         ...
 
     async def heartbeat(
@@ -230,7 +232,7 @@ class PostgresRelayStorage:
             return await tables.claim_replays(connection, sink, owner, limit, ttl_seconds)
 
     async def finish_replays(
-        self, delivered: Sequence[int], failed: Sequence[tuple[int, str, bool]]
+        self, delivered: Sequence[Replay], failed: Sequence[tuple[Replay, str, bool]]
     ) -> None:
         async with self.pool.acquire() as connection, connection.transaction():
             await tables.finish_replays(connection, delivered, failed)

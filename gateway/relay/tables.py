@@ -279,16 +279,22 @@ async def claim_replays(
 
 async def finish_replays(
     connection: Connection,
-    delivered: Sequence[int],
-    failed: Sequence[tuple[int, str, bool]],
+    delivered: Sequence[Replay],
+    failed: Sequence[tuple[Replay, str, bool]],
 ) -> None:
-    """Mark replays delivered, or record their failure (``True``: try again later)."""
+    """Mark replays delivered, or record their failure (``True``: try again later); each
+    dead letter found by its id and its event's id."""
     if delivered:
-        await connection.execute(query("mark_replayed"), list(delivered))
+        await connection.execute(
+            query("mark_replayed"),
+            [r.dead_letter_id for r in delivered],
+            [r.event.envelope.event_id for r in delivered],
+        )
     if failed:
         await connection.execute(
             query("replay_failed"),
-            [f[0] for f in failed],
+            [f[0].dead_letter_id for f in failed],
+            [f[0].event.envelope.event_id for f in failed],
             [f[1] for f in failed],
             [f[2] for f in failed],
         )

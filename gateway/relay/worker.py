@@ -156,12 +156,12 @@ class SinkWorker:
             return False
         results = await self._apply([replay.event for replay in replays])
         delivered = [
-            r.dead_letter_id
+            r
             for r, result in zip(replays, results, strict=True)
             if result.outcome is Outcome.DELIVERED
         ]
         failed = [
-            (r.dead_letter_id, result.error or "", result.outcome is Outcome.TRANSIENT)
+            (r, result.error or "", result.outcome is Outcome.TRANSIENT)
             for r, result in zip(replays, results, strict=True)
             if result.outcome is not Outcome.DELIVERED
         ]

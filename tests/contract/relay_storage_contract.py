@@ -8,6 +8,7 @@ fixture (see :mod:`tests.contract.harnesses`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -525,9 +526,22 @@ class RelayStorageContract:
         await self._dead_letter(harness, sink, owner)
         await harness.request_replay(sink)
         [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
-        await harness.storage.finish_replays([replay.dead_letter_id], [])
+        await harness.storage.finish_replays([replay], [])
         assert await harness.dead_letter_attempts(sink) == {}
         assert not await harness.storage.has_work(sink)
+
+    async def test_a_replay_finishes_only_the_letter_of_its_event(self, harness: Harness) -> None:
+        """After a failover that lost the last commits, a letter's id may name another."""
+        sink, owner = name("sink"), name("a")
+        await self._dead_letter(harness, sink, owner)
+        await harness.request_replay(sink)
+        [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
+        other = await publish(harness, name("other"))
+        elsewhere = dataclasses.replace(replay, event=other)
+        await harness.storage.finish_replays([elsewhere], [(elsewhere, "no", False)])
+        assert list((await harness.dead_letter_attempts(sink)).values()) == [1]  # untouched
+        await harness.storage.finish_replays([replay], [])
+        assert await harness.dead_letter_attempts(sink) == {}
 
     async def test_a_failed_replay_is_claimed_again_only_if_it_may_be_retried(
         self, harness: Harness
@@ -536,10 +550,10 @@ class RelayStorageContract:
         await self._dead_letter(harness, sink, owner)
         await harness.request_replay(sink)
         [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
-        await harness.storage.finish_replays([], [(replay.dead_letter_id, "later", True)])
+        await harness.storage.finish_replays([], [(replay, "later", True)])
         [again] = await harness.storage.claim_replays(sink, owner, 10, LONG)
         assert again.attempts == 2
-        await harness.storage.finish_replays([], [(again.dead_letter_id, "never", False)])
+        await harness.storage.finish_replays([], [(again, "never", False)])
         assert await harness.storage.claim_replays(sink, owner, 10, LONG) == []
         assert list((await harness.dead_letter_attempts(sink)).values()) == [3]
 

@@ -281,19 +281,24 @@ RETURNING id, outbox_id, event_id, aggregate_type, aggregate_id, version, event_
           headers, occurred_at, attempts;
 
 -- name: mark_replayed
-UPDATE dead_letters
+-- Each letter by its id and its event's ($1[i], $2[i]): after a failover that lost the last
+-- commits, an id may have been given again to another letter.
+UPDATE dead_letters AS letters
 SET replayed_at = now(), replay_claimed_by = NULL, replay_claimed_until = NULL
-WHERE id = ANY($1::bigint[]);
+FROM unnest($1::bigint[], $2::uuid[]) AS done (id, event_id)
+WHERE letters.id = done.id AND letters.event_id = done.event_id;
 
 -- name: replay_failed
+-- Each letter by its id and its event's, as mark_replayed.
 UPDATE dead_letters AS letters
 SET last_error = failed.error,
     attempts = letters.attempts + 1,
     replay_claimed_by = NULL,
     replay_claimed_until = NULL,
     replay_requested_at = CASE WHEN failed.keep_requested THEN letters.replay_requested_at END
-FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS failed (id, error, keep_requested)
-WHERE letters.id = failed.id;
+FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::boolean[])
+    AS failed (id, event_id, error, keep_requested)
+WHERE letters.id = failed.id AND letters.event_id = failed.event_id;
 
 -- Sinks: totals, removal, pending work --------------------------------------------------------
 
