@@ -104,10 +104,9 @@ def reads_across_failover() -> AbstractContextManager[Any]:
     return mock.patch.object(pipeline.BatchPipeline, "_server_changed", lambda self: False)
 
 
-@contextmanager
-def positions_kept_across_failover() -> Iterator[None]:
-    """(f') Neither a fresh read of the positions once the server changed nor the commit's
-    check of where a position stands: positions in memory outlive a lossy failover."""
+def commits_on_any_server_run() -> AbstractContextManager[Any]:
+    """(g) A batch read from the old primary commits on the new one (held through the
+    failover by a slow store or a retry), from a position the new primary holds too."""
 
     async def commit_batch(
         self: InMemoryRelayStorage,
@@ -115,6 +114,29 @@ def positions_kept_across_failover() -> Iterator[None]:
         owner: str,
         moves: Mapping[int, Move],
         dead: Sequence[DeadLetter],
+        *,
+        server: int | None = None,
+    ) -> bool:
+        return await original(self, sink, owner, moves, dead)
+
+    original = InMemoryRelayStorage.commit_batch
+    return mock.patch.object(InMemoryRelayStorage, "commit_batch", commit_batch)
+
+
+@contextmanager
+def positions_kept_across_failover() -> Iterator[None]:
+    """(f') Neither a fresh read of the positions once the server changed nor the commit's
+    checks of where a position stands and of the server run: positions in memory outlive a
+    lossy failover."""
+
+    async def commit_batch(
+        self: InMemoryRelayStorage,
+        sink: str,
+        owner: str,
+        moves: Mapping[int, Move],
+        dead: Sequence[DeadLetter],
+        *,
+        server: int | None = None,
     ) -> bool:
         anywhere = {p: move._replace(since=None) for p, move in moves.items()}
         return await original(self, sink, owner, anywhere, dead)
@@ -168,6 +190,11 @@ MUTANTS = [
     Mutant(
         "(f) a batch read from a new server applied",
         reads_across_failover,
+        Faults(hangs=False, rewinds=False),
+    ),
+    Mutant(
+        "(g) a batch commits on another server run than it was read from",
+        commits_on_any_server_run,
         Faults(hangs=False, rewinds=False),
     ),
     Mutant(
