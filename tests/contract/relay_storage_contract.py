@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.errors import SinkInUse, UnknownSink
-from gateway.postgres.outbox import PARTITIONS
+from gateway.postgres.outbox import PARTITIONS, StoredEvent
 from gateway.relay.sessions import RelaySession, SessionCheck
-from gateway.relay.tables import DeadLetter, Move
+from gateway.relay.tables import DeadLetter, Move, Position
 from support.eventually import eventually
 from tests.contract.harnesses import Harness, publish
 
@@ -53,6 +53,28 @@ async def reaped(watcher: RelaySession, instance: str) -> SessionCheck:
 
     await eventually(dead, within=10)
     return found[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldEvent:
+    """An event committed, its sink registered from the beginning and every lease held."""
+
+    sink: str
+    owner: str
+    event: StoredEvent
+    start: Position
+    """The sink's position in the event's partition (before it)."""
+
+
+async def held_event(harness: Harness, aggregate: str | None = None) -> HeldEvent:
+    """One event of ``aggregate`` (a new one by default) in a new sink whose leases a new
+    relay holds."""
+    sink, owner = name("sink"), name("a")
+    event = await publish(harness, aggregate or name("x"))
+    await harness.storage.register_sink(sink, from_beginning=True)
+    await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+    (start,) = (await harness.storage.positions(sink, [event.partition])).values()
+    return HeldEvent(sink, owner, event, start)
 
 
 class RelayStorageContract:
@@ -409,12 +431,10 @@ class RelayStorageContract:
     async def test_a_commit_moves_a_position_only_from_where_its_mover_read_it(
         self, harness: Harness
     ) -> None:
-        sink, owner, aggregate = name("sink"), name("a"), name("x")
-        first = await publish(harness, aggregate)
-        await harness.storage.register_sink(sink, from_beginning=True)
-        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        aggregate = name("x")
+        held = await held_event(harness, aggregate)
+        sink, owner, first, start = held.sink, held.owner, held.event, held.start
         p = first.partition
-        (start,) = (await harness.storage.positions(sink, [p])).values()
         second = await publish(harness, aggregate, 2)
         # The relay believes it stands at ``first`` (say a failover lost that commit): refused,
         # with the dead letters of the batch.
@@ -430,12 +450,9 @@ class RelayStorageContract:
     async def test_a_batch_commits_only_on_the_server_run_it_was_read_from(
         self, harness: Harness
     ) -> None:
-        sink, owner = name("sink"), name("a")
-        event = await publish(harness, name("x"))
-        await harness.storage.register_sink(sink, from_beginning=True)
-        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        held = await held_event(harness)
+        sink, owner, event, start = held.sink, held.owner, held.event, held.start
         p = event.partition
-        (start,) = (await harness.storage.positions(sink, [p])).values()
         read_at = harness.storage.server_changes()
         await harness.fail_over()  # between the batch's read and its commit
         assert harness.storage.server_changes() > read_at

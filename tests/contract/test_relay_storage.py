@@ -9,13 +9,12 @@ import pytest
 
 from gateway.configuration.settings import PostgresSettings
 from gateway.postgres.database import create_pool
-from gateway.postgres.outbox import PARTITIONS
 from gateway.postgres.server_runs import ServerRuns
 from gateway.relay.tables import DeadLetter, Move
 from support.servers import server_url
 from tests.acceptance.conftest import create_database, create_migrated_database, postgres_server
-from tests.contract.harnesses import Harness, MemoryHarness, PostgresHarness, publish
-from tests.contract.relay_storage_contract import LONG, RelayStorageContract, name
+from tests.contract.harnesses import Harness, MemoryHarness, PostgresHarness
+from tests.contract.relay_storage_contract import RelayStorageContract, held_event
 
 __all__ = ["create_database", "postgres_server"]  # fixtures, used by name
 
@@ -56,12 +55,9 @@ class TestPostgresRelayStorage(RelayStorageContract):
     ) -> None:
         """The commit itself checks the run: a pool that counted another server's run (the
         next primary) refuses to commit there what a connection to this one would commit."""
-        sink, owner = name("sink"), name("a")
-        event = await publish(harness, name("x"))
-        await harness.storage.register_sink(sink, from_beginning=True)
-        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        held = await held_event(harness)
+        sink, owner, event, start = held.sink, held.owner, held.event, held.start
         p = event.partition
-        (start,) = (await harness.storage.positions(sink, [p])).values()
         other = await asyncpg.connect(server_url("postgres-shard-a"))
         try:
             await harness.runs.observe(other)  # the counter now names the other server's run
