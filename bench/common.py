@@ -17,6 +17,7 @@ import asyncpg
 
 from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
+from gateway.postgres.server_runs import ServerRuns
 from support.databases import database_url
 from support.servers import server_url
 
@@ -84,6 +85,16 @@ async def synthesize_order_events(gateway: Gateway, count: int, per_transaction:
             template,
             min(per_transaction, count - start),
         )
+
+
+async def server_runs_of(pool: asyncpg.Pool) -> ServerRuns:
+    """The server run ``pool`` reaches, observed as ``Relay.connect``'s pool observes each of
+    its connections, so that a benchmark's relay runs the checks of a production one (its
+    reads tagged with the run, its commits checked against it)."""
+    runs = ServerRuns()
+    async with pool.acquire() as connection:
+        await runs.observe(connection)
+    return runs
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:

@@ -31,12 +31,13 @@ import asyncpg
 
 from adapters.base import Delivery, EventEnvelope
 from adapters.memory import MemorySink
-from bench.common import scratch_gateway, synthesize_order_events, write_results
+from bench.common import scratch_gateway, server_runs_of, synthesize_order_events, write_results
 from bench.write_path import seed
 from gateway import Gateway, PlaceOrderRequest, Settings
 from gateway.configuration.settings import PostgresSettings, RelaySettings
 from gateway.postgres.database import create_pool
 from gateway.postgres.outbox import envelope_of
+from gateway.postgres.server_runs import ServerRuns
 from gateway.relay import Relay, collector
 
 RELAY_SETTINGS = RelaySettings(batch_size=500, linger_ms=5, poll_interval_seconds=1.0)
@@ -118,7 +119,8 @@ async def drain_rates(gateway: Gateway, backlog: int) -> dict[str, float]:
     await synthesize_order_events(gateway, backlog, per_transaction=100)
     total = await gateway.pool.fetchval("SELECT count(*) FROM outbox")
     ours = MemorySink("bench_drain")
-    relay = Relay(gateway.pool, gateway.settings.postgres, [ours], RELAY_SETTINGS)
+    runs = await server_runs_of(gateway.pool)
+    relay = Relay(gateway.pool, gateway.settings.postgres, [ours], RELAY_SETTINGS, server_runs=runs)
     started = time.perf_counter()
     await relay.run(until_idle=True)
     relay_seconds = time.perf_counter() - started
@@ -144,11 +146,19 @@ def _relay_process(url: str, variant: str, stop: StopFlag, results: Pipe) -> Non
 
 async def _relay_main(url: str, variant: str, stop: StopFlag, results: Pipe) -> None:
     postgres = PostgresSettings(url=url, pool_min_size=2, pool_max_size=8)
-    pool = await create_pool(postgres)
+    runs = ServerRuns()
+    pool = await create_pool(postgres, on_connect=runs.observe)
     sink = TimingSink(f"lag_{variant}")
     stopped = asyncio.Event()
     if variant == "relay":
-        relay = Relay(pool, postgres, [sink], RELAY_SETTINGS, start_from={sink.name: "now"})
+        relay = Relay(
+            pool,
+            postgres,
+            [sink],
+            RELAY_SETTINGS,
+            start_from={sink.name: "now"},
+            server_runs=runs,
+        )
         runner = asyncio.create_task(relay.run())
         await relay.ready.wait()  # registered and holding its partitions before the load
     else:

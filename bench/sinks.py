@@ -43,7 +43,7 @@ from adapters.kafka import KafkaSink, record_for
 from adapters.kafka_producer import DeliveringProducer
 from adapters.mongo import MongoSink
 from adapters.redis import RedisSink
-from bench.common import scratch_gateway, synthesize_order_events, write_results
+from bench.common import scratch_gateway, server_runs_of, synthesize_order_events, write_results
 from bench.write_path import seed
 from gateway import Gateway
 from gateway.configuration.settings import RelaySettings
@@ -199,7 +199,10 @@ async def relay_until_idle(
     sinks = [make_sink(kind, tag, name=f"{kind}_{tag}") for kind in kinds]
     for sink in sinks:
         await sink.start()
-    relay = Relay(gateway.pool, gateway.settings.postgres, sinks, RELAY_SETTINGS, **options)
+    runs = await server_runs_of(gateway.pool)
+    relay = Relay(
+        gateway.pool, gateway.settings.postgres, sinks, RELAY_SETTINGS, server_runs=runs, **options
+    )
     try:
         running = asyncio.create_task(relay.run(until_idle=True))
         ready = asyncio.create_task(relay.ready.wait())
