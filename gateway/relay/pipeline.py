@@ -88,6 +88,13 @@ def position_moves(
     }
 
 
+def positions_outdated(seen: int, now: int, read_at: int | None) -> bool:
+    """Whether positions read at server change ``seen`` no longer fit: the server changed
+    since (it is at change ``now``), or the batch just read was asked of another server run
+    (at change ``read_at``; None: no batch)."""
+    return now != seen or (read_at is not None and read_at != seen)
+
+
 def keep_reading(full: bool, in_flight: int, batches_in_flight: int) -> bool:
     """Whether to read the next batch before finishing the oldest: only after a full batch
     (more is waiting), while fewer than ``batches_in_flight`` are in flight."""
@@ -265,9 +272,9 @@ class BatchPipeline:
     def _server_changed(self) -> bool:
         """Whether the server answering changed since the positions in memory were read, or
         the batch just read was asked of an earlier one."""
-        read_of = self._reader.server if self._reader is not None else None
-        seen = self._server_changes
-        return self._context.storage.server_changes() != seen or read_of not in (None, seen)
+        read_at = self._reader.server if self._reader is not None else None
+        now = self._context.storage.server_changes()
+        return positions_outdated(self._server_changes, now, read_at)
 
     async def _forget_positions(self) -> None:
         """Forget the leases and positions in memory and drop what was read; the next turn

@@ -9,6 +9,7 @@ from gateway.relay.pipeline import (
     InFlight,
     keep_reading,
     position_moves,
+    positions_outdated,
     read_after,
     undelivered,
 )
@@ -54,3 +55,11 @@ def test_the_next_batch_is_read_before_the_oldest_is_finished_only_after_a_full_
     assert not keep_reading(full=True, in_flight=2, batches_in_flight=2)
     assert not keep_reading(full=False, in_flight=1, batches_in_flight=2)
     assert not keep_reading(full=True, in_flight=1, batches_in_flight=1)
+
+
+def test_positions_are_outdated_once_the_server_changed_or_a_batch_came_from_another() -> None:
+    assert not positions_outdated(seen=2, now=2, read_at=None)
+    assert not positions_outdated(seen=2, now=2, read_at=2)
+    assert positions_outdated(seen=2, now=3, read_at=2)  # a failover since
+    assert positions_outdated(seen=2, now=2, read_at=1)  # a batch the old primary answered
+    assert positions_outdated(seen=2, now=3, read_at=None)
