@@ -508,9 +508,16 @@ class InMemoryRelayStorage:
         ]
 
     async def finish_replays(
-        self, delivered: Sequence[Replay], failed: Sequence[tuple[Replay, str, bool]]
+        self,
+        owner: str,
+        delivered: Sequence[Replay],
+        failed: Sequence[tuple[Replay, str, bool]],
     ) -> None:
-        by_key = {(row.id, row.event.envelope.event_id): row for row in self.dead_letter_rows}
+        by_key = {
+            (row.id, row.event.envelope.event_id): row
+            for row in self.dead_letter_rows
+            if row.claimed_by == owner
+        }
 
         def letter(replay: Replay) -> DeadLetterRow | None:
             return by_key.get((replay.dead_letter_id, replay.event.envelope.event_id))

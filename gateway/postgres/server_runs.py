@@ -10,8 +10,11 @@ reads its positions again when the run changes, and commits a batch only on the 
 it from: a standby promoted behind its primary may have lost the last commits, and then gives
 their transaction ids to new events (:mod:`gateway.relay.pipeline`).
 
-A run is the time the server started or last restarted after a crash (the ``server_run``
-fragment of ``relay.sql``); two servers never share one.
+A run is the time the server's postmaster started (the ``server_start`` fragment of
+``relay.sql``): two servers never share one, and an operator cannot move it. A crash restart
+that keeps the postmaster keeps the run; it loses no event's commit (those are flushed), only
+relay commits made without waiting for the flush, which the commit's check of where a
+position stands catches.
 """
 
 from __future__ import annotations

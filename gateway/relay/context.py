@@ -41,7 +41,8 @@ class WorkerContext:
     """Those of them whose worker for a sink has stalled, as of the last heartbeat: they no
     longer serve it."""
     register_sink: Callable[[str], Awaitable[None]] = field(default=lambda sink: _registered())
-    """Registers a sink's positions if it has none (as the process does when it joins)."""
+    """Registers a sink's positions again, if a failover lost them (from the outbox's
+    beginning: nothing the new primary took is skipped)."""
 
     @property
     def database_backoff(self) -> Backoff:

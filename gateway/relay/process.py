@@ -113,7 +113,7 @@ class Relay:
             stopping=self.stopping,
             live_instances=lambda: self.live_instances,
             stalled_relays=lambda sink: {r for r, s in self.stalled_sinks.items() if sink in s},
-            register_sink=self._register_sink,
+            register_sink=self._register_again,
         )
         timeouts = dict(apply_timeouts or {})
         self.workers = [
@@ -284,11 +284,16 @@ class Relay:
         return joined is not None
 
     async def _register_sink(self, sink: str) -> None:
-        """Create the sink's positions if it has none, where its ``start_from`` says (a sink
-        starting "now" whose registration a failover lost starts again from the moment it is
-        registered anew)."""
+        """Create the sink's positions if it has none, where its ``start_from`` says."""
         start = self._start_from.get(sink, self.settings.start_from)
         await self.storage.register_sink(sink, from_beginning=start == "beginning")
+
+    async def _register_again(self, sink: str) -> None:
+        """After the server changed: create the sink's positions if a failover lost them, at
+        the outbox's beginning whatever ``start_from`` says. Starting "now" would skip what the
+        new primary took before this relay noticed it; from the beginning, a store is only
+        sent again what it already holds (every write keeps the highest version)."""
+        await self.storage.register_sink(sink, from_beginning=True)
 
     def _order_upkeep(self, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
         """The sweeper of unpaid orders and, with a retention, the pruning of their history."""

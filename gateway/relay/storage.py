@@ -101,11 +101,15 @@ class RelayStorage(Protocol):
         ...
 
     async def finish_replays(
-        self, delivered: Sequence[Replay], failed: Sequence[tuple[Replay, str, bool]]
+        self,
+        owner: str,
+        delivered: Sequence[Replay],
+        failed: Sequence[tuple[Replay, str, bool]],
     ) -> None:
-        """Mark replays delivered, or record their failure (``True``: try again later). A dead
-        letter is found by its id and its event's: after a failover that lost the last
-        commits, its id may name another letter."""
+        """Mark replays ``owner`` claimed delivered, or record their failure (``True``: try
+        again later). A dead letter is found by its id and its event's, and only while
+        ``owner``'s claim on it stands: after a failover that lost the last commits, its id
+        may name another letter, and the claim is gone."""
         ...
 
     async def heartbeat(
@@ -232,10 +236,13 @@ class PostgresRelayStorage:
             return await tables.claim_replays(connection, sink, owner, limit, ttl_seconds)
 
     async def finish_replays(
-        self, delivered: Sequence[Replay], failed: Sequence[tuple[Replay, str, bool]]
+        self,
+        owner: str,
+        delivered: Sequence[Replay],
+        failed: Sequence[tuple[Replay, str, bool]],
     ) -> None:
         async with self.pool.acquire() as connection, connection.transaction():
-            await tables.finish_replays(connection, delivered, failed)
+            await tables.finish_replays(connection, owner, delivered, failed)
 
     async def heartbeat(
         self,

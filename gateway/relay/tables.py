@@ -279,16 +279,18 @@ async def claim_replays(
 
 async def finish_replays(
     connection: Connection,
+    owner: str,
     delivered: Sequence[Replay],
     failed: Sequence[tuple[Replay, str, bool]],
 ) -> None:
     """Mark replays delivered, or record their failure (``True``: try again later); each
-    dead letter found by its id and its event's id."""
+    dead letter found by its id and its event's id, while ``owner`` claims it."""
     if delivered:
         await connection.execute(
             query("mark_replayed"),
             [r.dead_letter_id for r in delivered],
             [r.event.envelope.event_id for r in delivered],
+            owner,
         )
     if failed:
         await connection.execute(
@@ -297,6 +299,7 @@ async def finish_replays(
             [f[0].event.envelope.event_id for f in failed],
             [f[1] for f in failed],
             [f[2] for f in failed],
+            owner,
         )
 
 

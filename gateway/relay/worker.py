@@ -165,7 +165,7 @@ class SinkWorker:
             for r, result in zip(replays, results, strict=True)
             if result.outcome is not Outcome.DELIVERED
         ]
-        await storage.finish_replays(delivered, failed)
+        await storage.finish_replays(self.context.instance_id, delivered, failed)
         metrics.EVENTS_DELIVERED.labels(self.sink.name).inc(len(delivered))
         log.info(
             "%s: replayed %d dead letters, %d failed", self.sink.name, len(delivered), len(failed)

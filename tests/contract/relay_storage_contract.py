@@ -543,11 +543,13 @@ class RelayStorageContract:
         await self._dead_letter(harness, sink, owner)
         await harness.request_replay(sink)
         [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
-        await harness.storage.finish_replays([replay], [])
+        await harness.storage.finish_replays(owner, [replay], [])
         assert await harness.dead_letter_attempts(sink) == {}
         assert not await harness.storage.has_work(sink)
 
-    async def test_a_replay_finishes_only_the_letter_of_its_event(self, harness: Harness) -> None:
+    async def test_a_replay_finishes_only_the_claimed_letter_of_its_event(
+        self, harness: Harness
+    ) -> None:
         """After a failover that lost the last commits, a letter's id may name another."""
         sink, owner = name("sink"), name("a")
         await self._dead_letter(harness, sink, owner)
@@ -555,9 +557,12 @@ class RelayStorageContract:
         [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
         other = await publish(harness, name("other"))
         elsewhere = dataclasses.replace(replay, event=other)
-        await harness.storage.finish_replays([elsewhere], [(elsewhere, "no", False)])
+        await harness.storage.finish_replays(owner, [elsewhere], [(elsewhere, "no", False)])
         assert list((await harness.dead_letter_attempts(sink)).values()) == [1]  # untouched
-        await harness.storage.finish_replays([replay], [])
+        # Nor one another relay claims now (this one's claim was lost with a failover, say).
+        await harness.storage.finish_replays(name("b"), [replay], [(replay, "no", False)])
+        assert list((await harness.dead_letter_attempts(sink)).values()) == [1]
+        await harness.storage.finish_replays(owner, [replay], [])
         assert await harness.dead_letter_attempts(sink) == {}
 
     async def test_a_failed_replay_is_claimed_again_only_if_it_may_be_retried(
@@ -567,10 +572,10 @@ class RelayStorageContract:
         await self._dead_letter(harness, sink, owner)
         await harness.request_replay(sink)
         [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
-        await harness.storage.finish_replays([], [(replay, "later", True)])
+        await harness.storage.finish_replays(owner, [], [(replay, "later", True)])
         [again] = await harness.storage.claim_replays(sink, owner, 10, LONG)
         assert again.attempts == 2
-        await harness.storage.finish_replays([], [(again, "never", False)])
+        await harness.storage.finish_replays(owner, [], [(again, "never", False)])
         assert await harness.storage.claim_replays(sink, owner, 10, LONG) == []
         assert list((await harness.dead_letter_attempts(sink)).values()) == [3]
 

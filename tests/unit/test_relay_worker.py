@@ -221,3 +221,27 @@ async def test_after_a_failover_that_lost_commits_no_event_is_skipped() -> None:
         wanted = {e.envelope.event_id for e in storage.events}
         await eventually(lambda: wanted <= set(sink.deliveries), within=10)
         await eventually(lambda: set(storage.position_of("docs").values()) == {lost[-1].position})
+
+
+async def test_a_sink_whose_registration_a_failover_lost_misses_nothing_after_it() -> None:
+    storage = InMemoryRelayStorage()
+    storage.publish(3)  # before the sink starts "now": not for it
+    storage.catch_up_standby()  # the standby will not have the sink's registration
+    sink = MemorySink("docs")
+    now = Relay(
+        None,
+        None,
+        [sink],
+        FAST.model_copy(update={"batch_size": 4}),
+        storage=storage,
+        start_from={"docs": "now"},
+    )
+    async with running(now):
+        await eventually(lambda: ("docs", 0) in storage.rows)
+        storage.publish(5)
+        await eventually(lambda: storage.delivered["docs"] == 5)
+        storage.fail_over()  # the registration and the five events lost
+        assert ("docs", 0) not in storage.rows
+        storage.publish(6)  # on the new primary, before the relay notices
+        wanted = {e.envelope.event_id for e in storage.events[-6:]}
+        await eventually(lambda: wanted <= set(sink.deliveries), within=10)

@@ -90,11 +90,15 @@ DELETE FROM relay_instances WHERE id = $1;
 -- server, not by its relay's death.
 greatest(pg_postmaster_start_time(), (SELECT stats_reset FROM pg_stat_bgwriter))
 
+-- fragment: server_start
+-- When the server's postmaster started: another after a failover or a restart, never moved by
+-- an operator (unlike the statistics' reset, which server_run also follows).
+pg_postmaster_start_time()
+
 -- name: current_server_run
--- The run of the server a connection reached: another after a failover or a restart
--- (gateway/postgres/server_runs.py).
+-- The run of the server a connection reached (gateway/postgres/server_runs.py).
 SELECT
-    -- include: server_run
+    -- include: server_start
 ;
 
 -- name: record_relay_session
@@ -214,14 +218,14 @@ WHERE positions.sink = $1
   AND (moved.since_txid IS NULL
        OR (positions.position_txid, positions.position_id) = (moved.since_txid, moved.since_id))
   AND ($9::timestamptz IS NULL OR $9 = (
-      -- include: server_run
+      -- include: server_start
   ))
 RETURNING positions.partition;
 
 -- name: on_server_run
 -- Whether this is the server run $1 (a batch's commit without a position to move checks it).
 SELECT $1::timestamptz = (
-    -- include: server_run
+    -- include: server_start
 ) AS same;
 
 -- name: record_retrying
@@ -281,15 +285,17 @@ RETURNING id, outbox_id, event_id, aggregate_type, aggregate_id, version, event_
           headers, occurred_at, attempts;
 
 -- name: mark_replayed
--- Each letter by its id and its event's ($1[i], $2[i]): after a failover that lost the last
--- commits, an id may have been given again to another letter.
+-- Each letter by its id and its event's ($1[i], $2[i]), while relay $3 claims it: after a
+-- failover that lost the last commits, an id may have been given again to another letter
+-- (of this event for another sink, say), and the claim is gone.
 UPDATE dead_letters AS letters
 SET replayed_at = now(), replay_claimed_by = NULL, replay_claimed_until = NULL
 FROM unnest($1::bigint[], $2::uuid[]) AS done (id, event_id)
-WHERE letters.id = done.id AND letters.event_id = done.event_id;
+WHERE letters.id = done.id AND letters.event_id = done.event_id
+  AND letters.replay_claimed_by = $3;
 
 -- name: replay_failed
--- Each letter by its id and its event's, as mark_replayed.
+-- Each letter by its id and its event's, while relay $5 claims it, as mark_replayed.
 UPDATE dead_letters AS letters
 SET last_error = failed.error,
     attempts = letters.attempts + 1,
@@ -298,7 +304,8 @@ SET last_error = failed.error,
     replay_requested_at = CASE WHEN failed.keep_requested THEN letters.replay_requested_at END
 FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::boolean[])
     AS failed (id, event_id, error, keep_requested)
-WHERE letters.id = failed.id AND letters.event_id = failed.event_id;
+WHERE letters.id = failed.id AND letters.event_id = failed.event_id
+  AND letters.replay_claimed_by = $5;
 
 -- Sinks: totals, removal, pending work --------------------------------------------------------
 
