@@ -20,9 +20,6 @@ from gateway.postgres.replicas import ReplicaState
 from support.eventually import eventually
 from support.ha_cluster import HaCluster
 from support.shop import Shop
-from tests.groups import CLUSTER_GROUP
-
-pytestmark = pytest.mark.xdist_group(CLUSTER_GROUP)
 
 
 @pytest.fixture
