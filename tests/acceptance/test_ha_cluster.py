@@ -16,9 +16,6 @@ from gateway.postgres.queries import query as named_query
 from gateway.postgres.server_runs import ServerRuns
 from support.eventually import eventually
 from support.ha_cluster import LOOP_WAIT, TTL, HaCluster, Member
-from tests.groups import CLUSTER_GROUP
-
-pytestmark = pytest.mark.xdist_group(CLUSTER_GROUP)
 
 
 @pytest.fixture(scope="module")
