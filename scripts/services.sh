@@ -614,8 +614,10 @@ redis_cluster_down() {
 spawn() {
     local pidfile="$1" log="$2"
     shift 2
-    # A session of its own: the server outlives whatever started it (and its signals).
-    setsid nohup "$@" >"$log" 2>&1 &
+    # A session of its own: the server outlives whatever started it (and its signals), and
+    # its folder (started from /, so that removing the caller's folder leaves it working:
+    # Patroni's pg_ctl fails in a folder that no longer exists).
+    (cd / && exec setsid nohup "$@" >"$log" 2>&1) &
     echo $! >"$pidfile"
 }
 
