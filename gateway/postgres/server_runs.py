@@ -34,16 +34,13 @@ class ServerRuns:
         """How many times a new connection reached another server run (the first counts)."""
         self.on_change: Callable[[], Awaitable[None]] | None = None
         """Called on each change after the first (the relay expires the pool's connections)."""
-        self._runs: dict[int, datetime.datetime] = {}
-
-    @property
-    def current(self) -> datetime.datetime | None:
+        self.current: datetime.datetime | None = None
         """The run the newest connection reached."""
-        return self._runs.get(self.changes)
 
     def run(self, change: int) -> datetime.datetime | None:
-        """The run reached at change number ``change``."""
-        return self._runs.get(change)
+        """The run reached at change number ``change``, if it is the current one (only the
+        current run is ever asked for: a batch read at an earlier one is not committed)."""
+        return self.current if change == self.changes else None
 
     async def observe(self, connection: Connection) -> None:
         """Record the server run ``connection`` reached."""
@@ -51,6 +48,6 @@ class ServerRuns:
         if run == self.current:
             return
         self.changes += 1
-        self._runs = {self.changes: run}  # only the current run is ever asked for
+        self.current = run
         if self.changes > 1 and self.on_change is not None:
             await self.on_change()

@@ -162,11 +162,10 @@ async def commit_batch(
     try:
         async with connection.transaction():
             await connection.execute(query("commit_without_flush"))
-            on_run = query("on_server_run")
             if (
                 server_run is not None
                 and not moves
-                and not await connection.fetchval(on_run, server_run)
+                and not await connection.fetchval(query("on_server_run"), server_run)
             ):
                 raise _LeaseLost
             if dead:

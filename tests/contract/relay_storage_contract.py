@@ -17,7 +17,7 @@ import pytest
 from gateway.errors import SinkInUse, UnknownSink
 from gateway.postgres.outbox import PARTITIONS, StoredEvent
 from gateway.relay.sessions import RelaySession, SessionCheck
-from gateway.relay.tables import DeadLetter, Move, Position
+from gateway.relay.tables import DeadLetter, Move, Position, Replay
 from support.eventually import eventually
 from tests.contract.harnesses import Harness, publish
 
@@ -515,6 +515,13 @@ class RelayStorageContract:
         moves = {event.partition: Move(event.position, 0)}
         assert await harness.storage.commit_batch(sink, owner, moves, dead)
 
+    async def _claimed_replay(self, harness: Harness, sink: str, owner: str) -> Replay:
+        """A dead letter of ``sink``, its replay requested and claimed by ``owner``."""
+        await self._dead_letter(harness, sink, owner)
+        await harness.request_replay(sink)
+        [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
+        return replay
+
     async def test_only_a_requested_replay_is_claimed_and_it_makes_work(
         self, harness: Harness
     ) -> None:
@@ -540,9 +547,7 @@ class RelayStorageContract:
 
     async def test_a_delivered_replay_is_resolved(self, harness: Harness) -> None:
         sink, owner = name("sink"), name("a")
-        await self._dead_letter(harness, sink, owner)
-        await harness.request_replay(sink)
-        [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
+        replay = await self._claimed_replay(harness, sink, owner)
         await harness.storage.finish_replays(owner, [replay], [])
         assert await harness.dead_letter_attempts(sink) == {}
         assert not await harness.storage.has_work(sink)
@@ -552,9 +557,7 @@ class RelayStorageContract:
     ) -> None:
         """After a failover that lost the last commits, a letter's id may name another."""
         sink, owner = name("sink"), name("a")
-        await self._dead_letter(harness, sink, owner)
-        await harness.request_replay(sink)
-        [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
+        replay = await self._claimed_replay(harness, sink, owner)
         other = await publish(harness, name("other"))
         elsewhere = dataclasses.replace(replay, event=other)
         await harness.storage.finish_replays(owner, [elsewhere], [(elsewhere, "no", False)])
@@ -569,9 +572,7 @@ class RelayStorageContract:
         self, harness: Harness
     ) -> None:
         sink, owner = name("sink"), name("a")
-        await self._dead_letter(harness, sink, owner)
-        await harness.request_replay(sink)
-        [replay] = await harness.storage.claim_replays(sink, owner, 10, LONG)
+        replay = await self._claimed_replay(harness, sink, owner)
         await harness.storage.finish_replays(owner, [], [(replay, "later", True)])
         [again] = await harness.storage.claim_replays(sink, owner, 10, LONG)
         assert again.attempts == 2
