@@ -13,7 +13,8 @@
 # own; needs root), redis,
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
 # server), elasticsearch, influxdb, influxdb-auth (InfluxDB with authentication on and one
-# admin user), kafka (one KRaft node, broker and controller).
+# admin user), kafka (one KRaft node, broker and controller), otelcol (an OpenTelemetry
+# Collector built from tools/otelcol: OTLP in, the spans out as JSON lines to a file).
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT. What the installers print (apt, Go, Maven)
 # goes to $FANOUT_SERVICES_DIR/services.log; each step says what it does on one line. With
 # FANOUT_SERVICES_STARTED_FILE set, `up` appends there each service it starts (one a line), so
@@ -39,6 +40,8 @@ INFLUXDB_PORT="${FANOUT_SERVICES_INFLUXDB_PORT:-58086}"
 INFLUXDB_AUTH_PORT="${FANOUT_SERVICES_INFLUXDB_AUTH_PORT:-58186}"
 # The broker listens on this port, its controller on the next.
 KAFKA_PORT="${FANOUT_SERVICES_KAFKA_PORT:-59092}"
+# The collector's OTLP gRPC receiver listens on this port, its OTLP HTTP receiver on the next.
+OTELCOL_PORT="${FANOUT_SERVICES_OTELCOL_PORT:-54317}"
 # postgres-ha: three nodes, each in a network namespace of its own on a bridge of this /24
 # (the gateway .1, where etcd listens, and the nodes .11, .12, .13), each node's PostgreSQL on
 # its address and this port, its Patroni REST API on the next setting's port.
@@ -64,7 +67,7 @@ PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b postgres-ha redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka)
+ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b postgres-ha redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka otelcol)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -980,6 +983,70 @@ PY
 
 kafka_down() { stop_pidfile kafka "$DIR/kafka/kafka.pid"; }
 
+# --- otelcol ------------------------------------------------------------------
+# An OpenTelemetry Collector of our own (tools/otelcol: the OTLP receiver, the batch processor
+# and the file exporter), built with `go build` from the Go module proxy. It writes every span
+# it receives to $DIR/otelcol/spans.jsonl, one export request a JSON line, within 100 ms; the
+# file holds the spans of the collector's current run (each start empties it).
+
+otelcol_url() { echo "http://127.0.0.1:$OTELCOL_PORT"; }
+otelcol_running() { pidfile_alive "$DIR/otelcol/otelcol.pid"; }
+
+# The extra lines `env` and `up` print for this service: the OTLP endpoints and the spans file.
+otelcol_env() {
+    echo "FANOUT_TEST_OTLP_ENDPOINT=http://127.0.0.1:$OTELCOL_PORT"
+    echo "FANOUT_TEST_OTLP_HTTP_ENDPOINT=http://127.0.0.1:$((OTELCOL_PORT + 1))"
+    echo "FANOUT_TEST_OTEL_SPANS_FILE=$DIR/otelcol/spans.jsonl"
+}
+
+# Builds the collector when missing or when its source changed since the last build (a hash of
+# go.mod, go.sum and main.go is kept beside the binary); prints its path.
+otelcol_binary() {
+    local source="$ROOT/tools/otelcol" bin="$DIR/otelcol/bin" hash
+    hash="$(cat "$source/go.mod" "$source/go.sum" "$source/main.go" | sha256sum | cut -d' ' -f1)"
+    if [ ! -x "$bin/otelcol" ] || [ "$(cat "$bin/otelcol.sha256" 2>/dev/null)" != "$hash" ]; then
+        require_go "the OpenTelemetry Collector"
+        log "building the OpenTelemetry Collector of tools/otelcol (output in $LOG)"
+        mkdir -p "$bin"
+        (cd "$source" && quietly "$LOG" go build -buildvcs=false -o "$bin/otelcol.new" .) \
+            || die "could not build the OpenTelemetry Collector (log: $LOG)"
+        mv "$bin/otelcol.new" "$bin/otelcol"
+        echo "$hash" >"$bin/otelcol.sha256"
+    fi
+    echo "$bin/otelcol"
+}
+
+# The collector answers once its OTLP HTTP receiver takes an (empty) export request and its
+# gRPC receiver takes connections.
+otelcol_answers() {
+    otelcol_running || return 1
+    curl -sf --max-time 2 -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' \
+        "http://127.0.0.1:$((OTELCOL_PORT + 1))/v1/traces" || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$OTELCOL_PORT") 2>/dev/null
+}
+
+otelcol_up() {
+    local home="$DIR/otelcol"
+    mkdir -p "$home"
+    if otelcol_running; then
+        log "otelcol already running on 127.0.0.1:$OTELCOL_PORT"
+    else
+        local binary
+        binary="$(otelcol_binary)"
+        require_free_port otelcol "$OTELCOL_PORT"
+        require_free_port otelcol "$((OTELCOL_PORT + 1))"
+        sed -e "s|@GRPC_PORT@|$OTELCOL_PORT|g" -e "s|@HTTP_PORT@|$((OTELCOL_PORT + 1))|g" \
+            -e "s|@SPANS_FILE@|$home/spans.jsonl|g" \
+            "$ROOT/tools/otelcol/config.yaml.template" >"$home/config.yaml"
+        log "starting the OpenTelemetry Collector on 127.0.0.1:$OTELCOL_PORT (OTLP gRPC) and 127.0.0.1:$((OTELCOL_PORT + 1)) (OTLP HTTP)"
+        started otelcol
+        spawn "$home/otelcol.pid" "$home/server.log" "$binary" --config "$home/config.yaml"
+    fi
+    wait_until otelcol 120 otelcol_answers
+}
+
+otelcol_down() { stop_pidfile otelcol "$DIR/otelcol/otelcol.pid"; }
+
 # --- commands ---------------------------------------------------------------
 
 print_env() {
@@ -1030,6 +1097,7 @@ service_ports() {
             influxdb) printf '%s\n' "$INFLUXDB_PORT" "$((INFLUXDB_PORT + 2))" ;;
             influxdb-auth) printf '%s\n' "$INFLUXDB_AUTH_PORT" "$((INFLUXDB_AUTH_PORT + 2))" ;;
             kafka) printf '%s\n' "$KAFKA_PORT" "$((KAFKA_PORT + 1))" ;;
+            otelcol) printf '%s\n' "$OTELCOL_PORT" "$((OTELCOL_PORT + 1))" ;;
         esac
     done
 }
