@@ -4,12 +4,17 @@ key match that message's schemas (JSON Schema, formats checked)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adapters.kafka_url import bootstrap_servers
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,40 @@ class Conformance:
             *_errors(check.headers, headers, "headers"),
             *_errors(check.key, key, "key"),
         ]
+
+
+async def read_records(url: str, topics: Iterable[str]) -> list[PublishedRecord]:
+    """Every record of ``topics``, from the beginning to their current end, read with another
+    client than the sink's."""
+    servers = bootstrap_servers(url)
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for partition in topic["partitions"]
+    ]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: dict[tuple[str, int, int], PublishedRecord] = {}
+        async with asyncio.timeout(60):
+            while any([await consumer.position(p) < end for p, end in ends.items()]):
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    for r in batch:
+                        records[(r.topic, r.partition, r.offset)] = PublishedRecord(
+                            r.topic, r.key, r.value, list(r.headers)
+                        )
+        return list(records.values())
+    finally:
+        await consumer.stop()

@@ -22,6 +22,10 @@ from gateway.api.routes import problem_responses, router
 from gateway.api.webhooks import webhooks
 from gateway.configuration.settings import Settings
 from gateway.relay.sinks import enabled_sinks
+from gateway.telemetry.tracing import start_tracing, stop_tracing
+
+UNTRACED_PATHS = "/healthz,/readyz,/metrics"
+"""The probes and the metrics scrape: asked every few seconds, a trace of each is noise."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -53,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
             await connection.close()
             for sink in sinks.values():
                 await sink.close()
+            stop_tracing()
 
     app = FastAPI(
         title="fanout gateway",
@@ -75,4 +80,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics)
     if settings.api.key is None and not settings.api.allow_unauthenticated:
         app.add_middleware(LocalHostNamesOnly, api_host=settings.api.host)
+    provider = start_tracing(settings.telemetry, "api")
+    if provider is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=provider,
+            excluded_urls=UNTRACED_PATHS,
+            exclude_spans=["receive", "send"],  # a span per ASGI message: noise
+        )
     return app

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
+from adapters.base import Sink
 from gateway.backoff import Backoff
 from gateway.cli.app import (
     app,
@@ -19,10 +20,11 @@ from gateway.cli.app import (
     run,
     settings_of,
 )
-from gateway.configuration.settings import default_config_path
+from gateway.configuration.settings import Settings, default_config_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.operations.backfill import BackfillResult, backfill
 from gateway.postgres.topology import Topology
+from gateway.telemetry.tracing import operation, traced
 
 
 @app.command("backfill")
@@ -54,44 +56,48 @@ def backfill_command(
         if sink not in settings.sinks:
             source = config_path(context) or default_config_path()
             raise ConfigError(f"sinks.{sink}", "no such sink (given as --sink)", source)
-        relay = settings.relay
         target = build_sink(sink, settings.sinks[sink])
         try:
-            try:
-                await target.start()
-            except Exception as error:  # any client's own error: the store cannot be used
-                raise GatewayError(f"sink {sink!r} cannot be started: {error!r}") from None
-            results = []
-            # In sharded mode each shard's orders in turn, each shard resuming on its own.
-            for database in Topology.of(settings.postgres).order_databases:
-                async with await create_pool(database.postgres) as pool:
-                    with Progress(
-                        "[progress.description]{task.description}",
-                        BarColumn(),
-                        MofNCompleteColumn(),
-                        TimeRemainingColumn(),
-                        console=err,
-                        transient=True,
-                    ) as bar:
-                        task = bar.add_task(f"backfill {sink}", total=None)
-                        results.append(
-                            await backfill(
-                                pool,
-                                target,
-                                since=changed_since,
-                                rate=rate,
-                                batch_size=batch_size,
-                                restart=restart,
-                                backoff=Backoff(
-                                    relay.backoff_initial_seconds, relay.backoff_max_seconds
-                                ),
-                                max_attempts=relay.max_attempts,
-                                progress=partial(_advance, bar, task),
-                            )
-                        )
-            return results
+            with traced(settings.telemetry, "command"), operation(f"backfill {sink}"):
+                return await fill(settings, target)
         finally:
             await target.close()
+
+    async def fill(settings: Settings, target: Sink) -> list[BackfillResult]:
+        relay = settings.relay
+        try:
+            await target.start()
+        except Exception as error:  # any client's own error: the store cannot be used
+            raise GatewayError(f"sink {sink!r} cannot be started: {error!r}") from None
+        results = []
+        # In sharded mode each shard's orders in turn, each shard resuming on its own.
+        for database in Topology.of(settings.postgres).order_databases:
+            async with await create_pool(database.postgres) as pool:
+                with Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=err,
+                    transient=True,
+                ) as bar:
+                    task = bar.add_task(f"backfill {sink}", total=None)
+                    results.append(
+                        await backfill(
+                            pool,
+                            target,
+                            since=changed_since,
+                            rate=rate,
+                            batch_size=batch_size,
+                            restart=restart,
+                            backoff=Backoff(
+                                relay.backoff_initial_seconds, relay.backoff_max_seconds
+                            ),
+                            max_attempts=relay.max_attempts,
+                            progress=partial(_advance, bar, task),
+                        )
+                    )
+        return results
 
     results = run(work)
     topology = Topology.of(settings_of(context).postgres)

@@ -16,6 +16,7 @@ from gateway.postgres.topology import Topology
 from gateway.postgres.waiting import wait_for_postgres
 from gateway.relay import Relay, collector
 from gateway.sharding.relays import ShardedRelay
+from gateway.telemetry.tracing import traced
 
 
 @app.command("relay")
@@ -46,13 +47,14 @@ def relay(
         relay = await connect_relay(settings, stop_asked, collect_stats=metrics_port is not None)
         if relay is None:
             return
-        async with relay:
-            collector.tune_for_relay()
-            for signal_number in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signal_number, relay.stop)
-            if stop_asked.is_set():
-                relay.stop()
-            await relay.run(until_idle=until_idle)
+        with traced(settings.telemetry, "relay"):
+            async with relay:
+                collector.tune_for_relay()
+                for signal_number in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signal_number, relay.stop)
+                if stop_asked.is_set():
+                    relay.stop()
+                await relay.run(until_idle=until_idle)
 
     run(work)
 

@@ -15,8 +15,10 @@ from gateway.cli.app import (
     iso_time,
     out,
     run,
+    settings_of,
 )
 from gateway.operations.rewind import RewindPlan, plan_rewind, rewind
+from gateway.telemetry.tracing import operation, traced
 
 
 @app.command("rewind")
@@ -43,8 +45,10 @@ def rewind_command(
             return await plan_rewind(connection, sink, since)
 
     async def rewound() -> RewindPlan:
-        async with connection_of(context, database) as connection:
-            return await rewind(connection, sink, since)
+        telemetry = settings_of(context).telemetry
+        with traced(telemetry, "command"), operation(f"rewind {sink}"):
+            async with connection_of(context, database) as connection:
+                return await rewind(connection, sink, since)
 
     plan = run(planned)
     if dry_run or not plan.moves or not as_json:  # as JSON, one document: the outcome's

@@ -516,6 +516,29 @@ class LoggingSettings(_Section):
     """The lowest level logged."""
 
 
+class TelemetrySettings(_Section):
+    """Traces (OpenTelemetry), exported over OTLP/gRPC. Off unless ``enabled``: with it on, the
+    HTTP request, its transaction and statements, and the outbox rows it writes share a trace
+    (the rows carry its ``traceparent``), and the relay's deliveries of those rows join it."""
+
+    enabled: bool = False
+    """Whether this process exports spans (``fanout serve``'s workers, ``fanout relay``,
+    ``backfill`` and ``rewind``)."""
+    endpoint: SecretUrl | None = None
+    """The collector's OTLP/gRPC endpoint (``http://host:4317``); unset, the exporter's own
+    default applies (``OTEL_EXPORTER_OTLP_ENDPOINT``, else ``http://localhost:4317``)."""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Headers sent with every export, such as a vendor's API key."""
+    sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    """The share of new traces recorded; a trace begun by a caller follows the caller's
+    choice (its ``traceparent``'s sampled flag)."""
+    service_name: str = Field(default="fanout", min_length=1, max_length=200)
+    """The ``service.name`` of every span; the resource's ``fanout.role`` tells an API worker,
+    a relay and a command apart."""
+    export_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long one export may take before its spans are dropped."""
+
+
 class Settings(BaseSettings):
     """Every setting of the gateway. Build it with :func:`load_settings`."""
 
@@ -538,6 +561,7 @@ class Settings(BaseSettings):
     sinks: dict[SinkName, SinkSettings] = Field(default_factory=dict)
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod
     def settings_customise_sources(

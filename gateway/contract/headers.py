@@ -11,8 +11,18 @@ from pydantic.config import JsonDict
 VERSION_PATTERN = r"^[1-9][0-9]*$"
 
 
+OptionalHeader = Annotated[str | None, WithJsonSchema({"type": "string"})]
+"""A header some records carry: text when present (never null)."""
+
+
+def _absent_by_default(schema: JsonDict) -> None:
+    # A header left out is absent from the record, not null: no default to state.
+    schema.pop("default", None)
+
+
 class RecordHeaders(BaseModel):
-    """The headers the Kafka sink adds to every record."""
+    """The headers of every record: the five the Kafka sink adds, and the trace context of
+    an event written while the gateway traces."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,15 +44,17 @@ class RecordHeaders(BaseModel):
         description="When the event was appended to the outbox (ISO 8601 with its offset); "
         "the record's timestamp is the same time.",
     )
-
-
-OptionalHeader = Annotated[str | None, WithJsonSchema({"type": "string"})]
-"""A header some records carry: text when present (never null)."""
-
-
-def _absent_by_default(schema: JsonDict) -> None:
-    # A header left out is absent from the record, not null: no default to state.
-    schema.pop("default", None)
+    traceparent: OptionalHeader = Field(
+        default=None,
+        json_schema_extra=_absent_by_default,
+        description="The W3C trace context of the request (or command) that wrote the event, "
+        "when the gateway traces (telemetry.enabled): a consumer continues that trace from it.",
+    )
+    tracestate: OptionalHeader = Field(
+        default=None,
+        json_schema_extra=_absent_by_default,
+        description="The W3C trace state that came with traceparent, when there was one.",
+    )
 
 
 class OrderPlacedHeaders(RecordHeaders):

@@ -26,6 +26,7 @@ from gateway.postgres.replicas import ReplicaState, parse_token
 from gateway.postgres.topology import Topology
 from gateway.sharding.layout import ShardedLayout
 from gateway.sharding.scatter import scatter
+from gateway.telemetry.tracing import operation
 from gateway.write_path import catalog, customers, orders
 from gateway.write_path.models import (
     Address,
@@ -152,7 +153,8 @@ class Gateway:
         ``IdempotencyConflict``. Keys are kept for ``idempotency.retention_seconds``.
         """
         order_request, claim = self._placer.parse(request, idempotency_key)
-        placed = await self._layout.place(order_request, claim)
+        with operation("place order"):
+            placed = await self._layout.place(order_request, claim)
         return placed.order
 
     async def place_order_once(
@@ -164,7 +166,8 @@ class Gateway:
         nothing was written and ``order`` is that earlier order as it is now.
         """
         order_request, claim = self._placer.parse(request, idempotency_key)
-        return await self._layout.place(order_request, claim)
+        with operation("place order"):
+            return await self._layout.place(order_request, claim)
 
     async def transition(
         self,
@@ -184,9 +187,10 @@ class Gateway:
         if expected_version is not None and expected_version < 1:
             raise ValidationError.single("expected_version", "must be at least 1")
         pool = await self._layout.order_pool(target_id)
-        async with pool.acquire() as connection:
-            order = await orders.transition(connection, target_id, target, expected_version)
-            order = await self._layout.committed(connection, order)
+        with operation("transition order"):
+            async with pool.acquire() as connection:
+                order = await orders.transition(connection, target_id, target, expected_version)
+                order = await self._layout.committed(connection, order)
         await self._layout.after_change(order)
         return order
 
@@ -205,15 +209,16 @@ class Gateway:
         """
         parsed = parse(PaymentNotification, notification)
         pool = await self._layout.order_pool(parsed.order_id)
-        async with pool.acquire() as connection:
-            async with connection.transaction():
-                outcome, change = await recording.record_payment(connection, parsed)
-                if change is not None:
-                    await outbox.append_order_events(connection, change.events)
-                    order = change.order
-                else:
-                    order = await orders.fetch_order(connection, parsed.order_id)
-            order = await self._layout.committed(connection, order)
+        with operation("record payment"):
+            async with pool.acquire() as connection:
+                async with connection.transaction():
+                    outcome, change = await recording.record_payment(connection, parsed)
+                    if change is not None:
+                        await outbox.append_order_events(connection, change.events)
+                        order = change.order
+                    else:
+                        order = await orders.fetch_order(connection, parsed.order_id)
+                order = await self._layout.committed(connection, order)
         await self._layout.after_change(order)
         return RecordedPayment(parsed.payment_id, outcome, change is None, order)
 

@@ -15,6 +15,7 @@ from adapters.base import EventEnvelope
 from gateway.errors import GatewayError
 from gateway.postgres.database import Connection
 from gateway.postgres.queries import query
+from gateway.telemetry.propagation import with_trace_context
 
 # Every insert into the outbox notifies this channel when its transaction commits (a trigger
 # of migration 0002 does it), so a relay can LISTEN instead of polling.
@@ -47,7 +48,7 @@ def _row(event: Event) -> tuple[object, ...]:
         event.version,
         event.event_type,
         event.payload,
-        event.headers,
+        with_trace_context(event.headers),
     )
 
 

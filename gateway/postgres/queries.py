@@ -2,10 +2,11 @@
 
 Each file holds the queries of one owner (the write path, the relay, sharding, ...). A query
 starts with a ``-- name: query_name`` line and runs to the next definition; comment lines at
-its end (the heading of the next section) are not part of it. A ``-- fragment: fragment_name``
-block is SQL that several queries share: a line ``-- include: fragment_name`` in a query is
-replaced by it, indented as that line. A name is defined once across the files, or loading
-fails. The ``migrations/`` subfolder is not read here.
+its start (its documentation) and its end (the heading of the next section) are not sent.
+A ``-- fragment: fragment_name`` block is SQL that several queries share: a line
+``-- include: fragment_name`` in a query is replaced by it, indented as that line. A name is
+defined once across the files, or loading fails. The ``migrations/`` subfolder is not read
+here.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def _definitions(file: str, text: str) -> list[tuple[str, _Definition]]:
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         kind: Literal["name", "fragment"] = "name" if match.group(1) == "name" else "fragment"
         body = _without_trailing_comments(text[match.end() : end])
+        if kind == "name":
+            body = _without_leading_comments(body)
         found.append((match.group(2), _Definition(kind, file, body)))
     return found
 
@@ -78,6 +81,15 @@ def _without_trailing_comments(body: str) -> str:
         or (lines[-1].lstrip().startswith("--") and not _INCLUDE.fullmatch(lines[-1]))
     ):
         lines.pop()
+    return "\n".join(lines)
+
+
+def _without_leading_comments(body: str) -> str:
+    # The comment lines opening a query document it here; sent, they would stand first where
+    # tools name a statement by its first word (a trace's statement spans).
+    lines = body.splitlines()
+    while lines and lines[0].lstrip().startswith("--") and not _INCLUDE.fullmatch(lines[0]):
+        lines.pop(0)
     return "\n".join(lines)
 
 

@@ -29,6 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
 from adapters.base import Delivery
 from gateway import metrics
 from gateway.postgres.outbox import StoredEvent
@@ -38,6 +41,7 @@ from gateway.relay.ordering import highest_versions, in_version_order
 from gateway.relay.read_ahead import StreamReader
 from gateway.relay.retries import Apply, BatchOutcome, Retrier
 from gateway.relay.tables import DeadLetter, Move, Position
+from gateway.telemetry.deliveries import end_batch, start_batch
 
 log = logging.getLogger("gateway.relay")
 
@@ -53,6 +57,8 @@ class InFlight:
     first_attempt: asyncio.Task[list[Delivery]] | None
     server: int | None = None
     """The storage's server change the batch was read at: it commits only on that server."""
+    span: Span = trace.INVALID_SPAN
+    """The batch's span (see :func:`gateway.telemetry.deliveries.start_batch`)."""
 
 
 def read_after(
@@ -154,6 +160,8 @@ class BatchPipeline:
         for attempt in attempts:
             attempt.cancel()
         await asyncio.gather(*attempts, return_exceptions=True)
+        for batch in batches:
+            end_batch(batch.span, delivered=0, dead=0, given_up=True)
         await self._stop_reading()
 
     async def finish_commit(self) -> None:
@@ -187,13 +195,15 @@ class BatchPipeline:
         fresh = undelivered(events, leases.positions, after)
         if self._version_order and fresh:
             fresh = await self._with_earlier_versions(fresh, events[-1].position)
-        first_attempt = (
-            asyncio.create_task(self._apply(fresh), name=f"relay-{self._sink}-apply")
-            if fresh
-            else None
-        )
+        span = start_batch(self._sink, (event.envelope for event in fresh))
+        with trace.use_span(span):  # the apply's span is the batch's child
+            first_attempt = (
+                asyncio.create_task(self._apply(fresh), name=f"relay-{self._sink}-apply")
+                if fresh
+                else None
+            )
         server = self._reader.server if self._reader is not None else None
-        self._in_flight.append(InFlight(events, fresh, partitions, first_attempt, server))
+        self._in_flight.append(InFlight(events, fresh, partitions, first_attempt, server, span))
         full = len(events) == self._context.settings.batch_size
         if keep_reading(full, len(self._in_flight), self._batches_in_flight):
             return True
@@ -212,10 +222,18 @@ class BatchPipeline:
         """Retry what the oldest batch in flight failed, then commit it; False if given up."""
         batch = self._in_flight.popleft()
         first_results = await batch.first_attempt if batch.first_attempt is not None else []
-        outcome = await self._retrier.deliver(batch.fresh, first_results)
+        with trace.use_span(batch.span):
+            outcome = await self._retrier.deliver(batch.fresh, first_results)
         if outcome is None:
+            end_batch(batch.span, delivered=0, dead=0, given_up=True)
             await self.start_over()
             return False
+        end_batch(
+            batch.span,
+            delivered=sum(outcome.delivered.values()),
+            dead=len(outcome.dead),
+            given_up=False,
+        )
         if batch.fresh:
             lag = datetime.now(UTC) - batch.fresh[-1].envelope.occurred_at
             metrics.DELIVERY_LAG_SECONDS.labels(self._sink).observe(lag.total_seconds())

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from adapters.base import Delivery, EventEnvelope, Sink
 from gateway import metrics
 from gateway.postgres.outbox import StoredEvent
+from gateway.telemetry.deliveries import applying
 
 log = logging.getLogger("gateway.relay")
 
@@ -20,12 +21,14 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 async def apply_events(
     sink: Sink, events: list[StoredEvent], *, timeout_seconds: float | None = None
 ) -> list[Delivery]:
-    """The sink's outcome for each event (see :func:`apply_safely`), its time measured."""
+    """The sink's outcome for each event (see :func:`apply_safely`), its time measured and
+    traced (see :func:`gateway.telemetry.deliveries.applying`)."""
     started = time.perf_counter()
+    envelopes = [event.envelope for event in events]
     try:
-        return await apply_safely(
-            sink, [event.envelope for event in events], timeout_seconds=timeout_seconds
-        )
+        with applying(sink.name, envelopes) as results:
+            results += await apply_safely(sink, envelopes, timeout_seconds=timeout_seconds)
+        return results
     finally:
         metrics.BATCH_SECONDS.labels(sink.name).observe(time.perf_counter() - started)
 

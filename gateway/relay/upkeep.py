@@ -23,6 +23,7 @@ from gateway.postgres.database import Connection, connect
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.storage import RelayStorage
+from gateway.telemetry.tracing import operation
 
 log = logging.getLogger("gateway.relay")
 
@@ -128,12 +129,14 @@ async def every(interval_seconds: float, what: str, chore: Callable[[], Awaitabl
     """Run ``chore`` every ``interval_seconds``, logging how many rows it handled (``what``).
 
     A failure is logged and the chore runs again at the next interval: one bad round must
-    not end, unseen, a chore the relay's process relies on.
+    not end, unseen, a chore the relay's process relies on. Each round is a span (a trace of
+    its own) named ``what``.
     """
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            done = await chore()
+            with operation(what):
+                done = await chore()
             if done:
                 log.info("%s: %d", what, done)
         except DATABASE_ERRORS as error:

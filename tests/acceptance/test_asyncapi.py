@@ -11,14 +11,13 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka import KafkaSink
@@ -37,7 +36,7 @@ from support.shop import REJECTED_NOTES, Shop, outbox_rejecting
 from support.stores import store_settings
 from tests.acceptance.payment_support import notification
 from tests.acceptance.relay_support import World
-from tests.asyncapi_conformance import Conformance, PublishedRecord
+from tests.asyncapi_conformance import Conformance, PublishedRecord, read_records
 from tests.relay_settings import FAST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,43 +146,6 @@ async def test_serve_publishes_the_document_behind_the_api_key(
     assert served.json() == expected
     assert served.json()["channels"]["order"]["address"] == "shop.order"
     assert set(served.json()["servers"]) == {"events"}
-
-
-async def read_records(url: str, topics: Iterable[str]) -> list[PublishedRecord]:
-    """Every record of ``topics``, from the beginning to their current end, read with another
-    client than the sink's."""
-    servers = bootstrap_servers(url)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(topic["topic"], partition["partition"])
-        for topic in described
-        if topic["error_code"] == 0
-        for partition in topic["partitions"]
-    ]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: dict[tuple[str, int, int], PublishedRecord] = {}
-        async with asyncio.timeout(60):
-            while any([await consumer.position(p) < end for p, end in ends.items()]):
-                for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                    for r in batch:
-                        records[(r.topic, r.partition, r.offset)] = PublishedRecord(
-                            r.topic, r.key, r.value, list(r.headers)
-                        )
-        return list(records.values())
-    finally:
-        await consumer.stop()
 
 
 def assert_conform(document: dict[str, Any], records: list[PublishedRecord]) -> set[str]:

@@ -88,6 +88,17 @@ def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.Monkey
             "sinks.cache.apply_timeout_seconds",
             "number",
         ),
+        (
+            f"postgres:\n  url: {URL}\ntelemetry:\n  enabled: true\n  sampling_ratio: 2\n",
+            "telemetry.sampling_ratio",
+            "less than or equal to 1",
+        ),
+        (
+            f"postgres:\n  url: {URL}\ntelemetry:\n  endpoint: http://collector:4317\n"
+            "  sample: 0.1\n",
+            "telemetry.sample",
+            "unknown key",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(

@@ -40,10 +40,7 @@ def test_every_sql_file_of_the_folder_is_read_but_not_its_subfolders(tmp_path: P
     write(tmp_path, "notes.txt", "-- name: not_sql\nSELECT 3;\n")
     write(tmp_path / "migrations", "0001_schema.up.sql", "-- name: get_order\nSELECT 4;\n")
 
-    assert queries_in(tmp_path) == {
-        "get_order": "SELECT 1;",
-        "read_batch": "-- The batch.\nSELECT 2;",
-    }
+    assert queries_in(tmp_path) == {"get_order": "SELECT 1;", "read_batch": "SELECT 2;"}
 
 
 def test_a_name_defined_in_two_files_is_refused_naming_both(tmp_path: Path) -> None:
@@ -78,6 +75,16 @@ def test_section_comments_between_queries_stay_out_of_the_query_above(tmp_path: 
     )
 
     assert queries_in(tmp_path)["first"] == "SELECT 1;"
+
+
+def test_a_query_is_sent_without_the_comments_that_open_it(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "relay.sql",
+        "-- name: batch\n-- The batch,\n  -- read once.\nSELECT 2 -- two\n-- of them\nFROM t;\n",
+    )
+
+    assert queries_in(tmp_path)["batch"] == "SELECT 2 -- two\n-- of them\nFROM t;"
 
 
 def test_a_fragment_is_spliced_where_a_query_includes_it(tmp_path: Path) -> None:
@@ -133,7 +140,7 @@ def test_the_packaged_queries_are_read_from_every_owner_file() -> None:
 
     assert "queries.sql" not in owners
     assert len(owners) > 1
-    assert query("read_outbox_batch").startswith("-- Only below the oldest running transaction")
+    assert query("read_outbox_batch").startswith("SELECT txid, partition, event_id")
     assert query("lock_order_inputs") == queries_in(SQL_FOLDER)["lock_order_inputs"]
 
 

@@ -1,0 +1,47 @@
+"""The W3C trace context an outbox row carries in its headers (``traceparent``, and
+``tracestate`` when there is one), so that its deliveries join the trace that wrote it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+_propagator = TraceContextTextMapPropagator()
+_TRACEPARENT_LENGTH = len("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+_SAMPLED_FLAGS = frozenset(f"{flags:02x}" for flags in range(256) if flags & 1)
+
+
+def with_trace_context(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the current span's trace context added, when a span is current (so
+    when tracing is on); else ``headers`` itself. A row written outside any span, or whose
+    headers already name a trace, keeps its headers."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or TRACEPARENT in headers:
+        return headers
+    carrier = dict(headers)
+    _propagator.inject(carrier)
+    return carrier
+
+
+def is_sampled(traceparent: str | None) -> bool:
+    """Whether a ``traceparent`` says its trace is recorded (its flags' lowest bit), read
+    without parsing the rest: the relay asks it of every event it delivers."""
+    if traceparent is None or len(traceparent) != _TRACEPARENT_LENGTH:
+        return False
+    return traceparent[-2:] in _SAMPLED_FLAGS
+
+
+def trace_context_of(headers: Mapping[str, str]) -> Context | None:
+    """The context of the trace ``headers`` name, or None when they name none (or a malformed
+    one)."""
+    if TRACEPARENT not in headers:
+        return None
+    context = _propagator.extract(headers)
+    span_context = trace.get_current_span(context).get_span_context()
+    return context if span_context.is_valid else None

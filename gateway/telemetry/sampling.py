@@ -1,0 +1,58 @@
+"""Which spans are recorded: a trace starts at an entry point (a request, a relay batch, a
+command) and is kept at the configured ratio; a span with a parent follows the parent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+
+def starts_a_trace(kind: SpanKind | None) -> bool:
+    """Whether a span without a parent may start a trace: not a client call (a statement the
+    pool runs on its own, such as a replica's lag check), which would make a trace of one
+    span for every background query."""
+    return kind is not SpanKind.CLIENT
+
+
+class EntryPoints(Sampler):
+    """The sampler of spans without a parent: client calls are dropped, the others kept at
+    ``ratio`` (by trace id, so every process of a trace decides alike)."""
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if not starts_a_trace(kind):
+            return SamplingResult(Decision.DROP, None, trace_state)
+        return self._ratio.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"EntryPoints{{{self._ratio.get_description()}}}"
+
+
+def sampler(ratio: float) -> Sampler:
+    """The gateway's sampler: a caller's choice when the span has a parent, else
+    :class:`EntryPoints` at ``ratio``."""
+    return ParentBased(root=EntryPoints(ratio))
