@@ -32,6 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -49,10 +50,10 @@ from adapters.kafka_producer import (
     may_send,
     producer_config,
 )
-from adapters.kafka_readback import read_partitions
+from adapters.kafka_readback import find_record, read_partitions
 from adapters.kafka_topics import topic_for
 from adapters.kafka_url import bootstrap_servers
-from adapters.readback import PublishedEvent
+from adapters.readback import PublishedEvent, RecordPlace
 
 log = logging.getLogger("adapters.kafka")
 
@@ -67,6 +68,10 @@ LEADER_POLL_SECONDS = 0.05
 
 KNOWN_AGGREGATE_TYPES = ("order", "customer")
 """The gateway's own aggregate types, whose topics are created when the sink starts."""
+
+FIND_SCAN_RECORDS = 5_000
+"""How many records of each partition past an event's time :meth:`KafkaSink.find_record`
+reads before it says the log holds no record of the event."""
 
 T = TypeVar("T")
 
@@ -104,6 +109,11 @@ class Record:
     timestamp_ms: int
 
 
+def timestamp_ms(occurred_at: datetime) -> int:
+    """A record's timestamp: when its event was appended to the outbox, in milliseconds."""
+    return int(occurred_at.timestamp() * 1000)
+
+
 def record_for(event: EventEnvelope, topic: str) -> Record:
     """The record publishing ``event`` on ``topic``."""
     headers = [(name, value.encode()) for name, value in event.headers.items()]
@@ -119,7 +129,7 @@ def record_for(event: EventEnvelope, topic: str) -> Record:
         key=event.aggregate_id.encode(),
         value=json.dumps(event.payload, separators=(",", ":")).encode(),
         headers=headers,
-        timestamp_ms=int(event.occurred_at.timestamp() * 1000),
+        timestamp_ms=timestamp_ms(event.occurred_at),
     )
 
 
@@ -339,6 +349,29 @@ class KafkaSink:
             self._servers, partitions, timeout_seconds=self._timeout_s, logger=client_log
         ):
             yield page
+
+    async def find_record(
+        self, aggregate_type: str, event_id: str, occurred_at: datetime
+    ) -> RecordPlace | None:
+        """Where the topic of ``aggregate_type`` holds the record of event ``event_id``
+        (appended to the outbox at ``occurred_at``, the record's timestamp); None when it holds
+        none within :data:`FIND_SCAN_RECORDS` records of each partition past that time."""
+        topic = self.topic_for(aggregate_type)
+        if topic is None:
+            return None
+        found = (await self._metadata()).topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        return await find_record(
+            self._servers,
+            topic,
+            sorted(found.partitions),
+            event_id,
+            timestamp_ms(occurred_at),
+            scan_limit=FIND_SCAN_RECORDS,
+            timeout_seconds=self._timeout_s,
+            logger=client_log,
+        )
 
     async def delete_topics(self) -> None:
         """Delete the topics this sink created or found (for tests and teardown)."""

@@ -1,16 +1,18 @@
-"""Reading the Kafka sink's topics back, for ``fanout verify``: every record of some partitions
-from their beginning to their current end, with librdkafka's consumer on a worker thread."""
+"""Reading the Kafka sink's topics back, with librdkafka's consumer on a worker thread: every
+record of some partitions from their beginning to their current end (``fanout verify``), or
+one event's record found by its time (the console's order page)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from adapters.readback import PublishedEvent
+from adapters.readback import PublishedEvent, RecordPlace
 
 FETCH_RECORDS = 5000
 """The most records one ``consume()`` returns."""
@@ -28,17 +30,7 @@ async def read_partitions(
 ) -> AsyncIterator[list[PublishedEvent]]:
     """Every record of ``partitions`` (topic, partition) up to their current end, each
     partition's in offset order, a fetch at a time. Commits nothing."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": ",".join(servers),
-            # Needed by the client, though partitions are assigned and nothing is committed.
-            "group.id": f"fanout-readback-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "socket.connection.setup.timeout.ms": int(timeout_seconds * 1000),
-            "logger": logger,
-        }
-    )
+    consumer = _reader(servers, timeout_seconds, logger)
     try:
         ends: dict[tuple[str, int], int] = {}
         for topic, partition in partitions:
@@ -73,6 +65,85 @@ async def read_partitions(
                 yield page
     finally:
         await asyncio.to_thread(consumer.close)
+
+
+async def find_record(
+    servers: Sequence[str],
+    topic: str,
+    partitions: Sequence[int],
+    event_id: str,
+    timestamp_ms: int,
+    *,
+    scan_limit: int,
+    timeout_seconds: float,
+    logger: logging.Logger,
+) -> RecordPlace | None:
+    """Where ``topic`` holds the record of event ``event_id``, whose timestamp is
+    ``timestamp_ms``: each partition read from its first record of that time on (Kafka's time
+    index), at most ``scan_limit`` records of each; None if none of them is it. Commits
+    nothing."""
+    consumer = _reader(servers, timeout_seconds, logger)
+    try:
+        starts = await asyncio.to_thread(
+            consumer.offsets_for_times,
+            [TopicPartition(topic, partition, timestamp_ms) for partition in partitions],
+            timeout=timeout_seconds,
+        )
+        assigned = [start for start in starts if start.error is None and start.offset >= 0]
+        if not assigned:
+            return None
+        consumer.assign(assigned)
+        scanned: Counter[int] = Counter()
+        remaining = {start.partition for start in assigned}
+        wanted = event_id.encode()
+        while remaining:
+            for message in await asyncio.to_thread(
+                consumer.consume, FETCH_RECORDS, FETCH_WAIT_SECONDS
+            ):
+                partition = message.partition() or 0
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    remaining.discard(partition)
+                    continue
+                if partition not in remaining:
+                    continue
+                if _header(message.headers(), "event_id") == wanted:
+                    return RecordPlace(topic, partition, message.offset() or 0)
+                scanned[partition] += 1
+                if scanned[partition] >= scan_limit:
+                    remaining.discard(partition)
+        return None
+    finally:
+        await asyncio.to_thread(consumer.close)
+
+
+def _reader(servers: Sequence[str], timeout_seconds: float, logger: logging.Logger) -> Consumer:
+    """A consumer for reading assigned partitions back: it joins no group's work and commits
+    nothing, and says when it reaches a partition's end."""
+    return Consumer(
+        {
+            "bootstrap.servers": ",".join(servers),
+            # Needed by the client, though partitions are assigned and nothing is committed.
+            "group.id": f"fanout-readback-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "socket.connection.setup.timeout.ms": int(timeout_seconds * 1000),
+            "logger": logger,
+        }
+    )
+
+
+def _header(
+    headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
+    name: str,
+) -> bytes | None:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+    for key, value in pairs:
+        if key == name:
+            return value.encode() if isinstance(value, str) else value
+    return None
 
 
 def _published(

@@ -65,3 +65,25 @@ class PublishedLog(Protocol):
         """Every record of ``topics`` up to their current end, in batches; each partition's
         records in offset order."""
         ...
+
+
+@dataclass(frozen=True)
+class RecordPlace:
+    """Where a log holds one event's record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@runtime_checkable
+class RecordFinder(Protocol):
+    """A sink that publishes events to a log and can find one event's record in it."""
+
+    async def find_record(
+        self, aggregate_type: str, event_id: str, occurred_at: datetime
+    ) -> RecordPlace | None:
+        """Where the log holds the record of event ``event_id`` (of an aggregate of
+        ``aggregate_type``, appended to the outbox at ``occurred_at``); None when it holds
+        none (or none near that time)."""
+        ...

@@ -70,20 +70,30 @@ async def _admin(server: str, statement: str) -> None:
         await admin.close()
 
 
-async def synthesize_order_events(gateway: Gateway, count: int, per_transaction: int) -> None:
+async def synthesize_order_events(
+    gateway: Gateway, count: int, per_transaction: int, traced_share: float | None = None
+) -> None:
     """``count`` order.placed events of distinct orders, each with a copy of a real order's
-    payload (its ``id`` set to the event's order), committed ``per_transaction`` at a time."""
+    payload (its ``id`` set to the event's order), committed ``per_transaction`` at a time.
+
+    With ``traced_share``, each event carries a ``traceparent`` of a trace of its own, its
+    sampled flag set for that share of them (as rows written with tracing on at that ratio)."""
     template = await gateway.pool.fetchval(
         "SELECT payload FROM outbox WHERE event_type = 'order.placed' LIMIT 1"
     )
     for start in range(0, count, per_transaction):
         await gateway.pool.execute(
             "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, version, event_type,"
-            " payload) SELECT gen_random_uuid(), 'order', id, 1, 'order.placed',"
-            " jsonb_set($1::jsonb, '{id}', to_jsonb(id))"
+            " payload, headers) SELECT gen_random_uuid(), 'order', id, 1, 'order.placed',"
+            " jsonb_set($1::jsonb, '{id}', to_jsonb(id)),"
+            " CASE WHEN $3::float8 IS NULL THEN '{}'::jsonb ELSE jsonb_build_object("
+            "   'traceparent', '00-' || md5(random()::text) || '-'"
+            "   || substr(md5(random()::text), 1, 16)"
+            "   || CASE WHEN random() < $3 THEN '-01' ELSE '-00' END) END"
             " FROM (SELECT gen_random_uuid()::text AS id FROM generate_series(1, $2)) AS o",
             template,
             min(per_transaction, count - start),
+            traced_share,
         )
 
 

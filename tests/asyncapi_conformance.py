@@ -25,6 +25,8 @@ class PublishedRecord:
     key: bytes | None
     value: bytes
     headers: Sequence[tuple[str, bytes]]
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ async def read_records(url: str, topics: Iterable[str]) -> list[PublishedRecord]
                 for batch in (await consumer.getmany(timeout_ms=1000)).values():
                     for r in batch:
                         records[(r.topic, r.partition, r.offset)] = PublishedRecord(
-                            r.topic, r.key, r.value, list(r.headers)
+                            r.topic, r.key, r.value, list(r.headers), r.partition, r.offset
                         )
         return list(records.values())
     finally:

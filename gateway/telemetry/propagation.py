@@ -45,3 +45,11 @@ def trace_context_of(headers: Mapping[str, str]) -> Context | None:
     context = _propagator.extract(headers)
     span_context = trace.get_current_span(context).get_span_context()
     return context if span_context.is_valid else None
+
+
+def trace_id_of(headers: Mapping[str, str]) -> str | None:
+    """The id of the trace ``headers`` name (32 hex digits), or None when they name none."""
+    context = trace_context_of(headers)
+    if context is None:
+        return None
+    return f"{trace.get_current_span(context).get_span_context().trace_id:032x}"

@@ -14,6 +14,7 @@ import json
 import random
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -119,6 +120,32 @@ async def test_every_event_is_published_on_its_aggregate_types_topic(
         assert first_versions(orders, key.decode()) == [1, 2, 3]
     assert len(await consume(kafka.topic_for("customer") or "")) == 1
     assert len(await consume(kafka.topic_for("item") or "")) == 5
+
+
+async def test_an_events_record_is_found_by_its_time_at_its_partition_and_offset(
+    world: World, kafka: KafkaSink
+) -> None:
+    await world.place_orders(30, transitions=1)
+    await world.drain(kafka)
+    rows = await world.gateway.pool.fetch(
+        "SELECT event_id, aggregate_type, occurred_at FROM outbox WHERE aggregate_type = 'order'"
+    )
+    held = {
+        dict(record.headers)["event_id"].decode(): (record.partition, record.offset)
+        for record in await consume(kafka.topic_for("order") or "")
+    }
+
+    for row in random.sample(rows, 6):  # each lookup opens a consumer of its own
+        found = await kafka.find_record("order", str(row["event_id"]), row["occurred_at"])
+        assert found is not None
+        assert (found.topic, found.partition, found.offset) == (
+            kafka.topic_for("order"),
+            *held[str(row["event_id"])],
+        )
+    latest = max(row["occurred_at"] for row in rows)
+    assert await kafka.find_record("order", str(uuid.uuid4()), latest) is None
+    assert await kafka.find_record("order", str(uuid.uuid4()), latest + timedelta(days=1)) is None
+    assert await kafka.find_record("shipment", str(uuid.uuid4()), latest) is None
 
 
 def event(aggregate_id: str, version: int) -> Event:

@@ -74,9 +74,11 @@ async def test_one_order_is_followed_from_its_request_to_every_store(
                 timeout=30,
             )
             assert placed.status_code == 201, placed.text
-        order_id = placed.json()["id"]
-        relay = await spawn(config, "relay", "--until-idle")
-        assert await asyncio.wait_for(relay.process.wait(), 120) == 0, relay.log_text
+            order_id = placed.json()["id"]
+            relay = await spawn(config, "relay", "--until-idle")
+            assert await asyncio.wait_for(relay.process.wait(), 120) == 0, relay.log_text
+            console = await http.get(f"/console/orders/{order_id}", timeout=30)
+            assert console.status_code == 200, console.text
 
         # The outbox row carries the request's trace.
         connection = await asyncpg.connect(world.settings.postgres.url.get_secret_value())
@@ -131,6 +133,15 @@ async def test_one_order_is_followed_from_its_request_to_every_store(
         [record] = [r for r in records if r.key is not None and r.key.decode() == order_id]
         carried = dict((name, value.decode()) for name, value in record.headers)
         assert carried[TRACEPARENT] == row_context
+
+        # The console's order page names the trace and where Kafka holds the record.
+        page = console.text
+        assert f'<code class="trace-id">{trace_id}</code>' in page
+        kafka_row = page[page.index('data-store="kafka"') :].split("</tr>")[0]
+        assert 'data-standing="in step"' in kafka_row
+        assert (
+            f"{record.topic} · partition {record.partition} · offset {record.offset}" in kafka_row
+        )
     finally:
         for kind in STORES:
             store = make_sink(kind, tag)

@@ -7,13 +7,15 @@ import uuid
 
 import pytest
 
-from adapters.readback import ProjectedOrder
+from adapters.readback import ProjectedOrder, RecordPlace
 from gateway.api.console.chart import line_chart
 from gateway.api.console.lag import LagHistory, Sample, SinkSample, combine, delivery_rate
 from gateway.api.console.order_view import (
+    LoggedRecord,
     OrderLookupError,
     Standing,
     StoreCopy,
+    logged_standing,
     parse_lookup,
     parse_order_id,
     standing,
@@ -39,6 +41,16 @@ def test_a_stores_copy_is_missing_behind_different_or_in_step(
     held: ProjectedOrder | None, expected: Standing
 ) -> None:
     assert standing(POSTGRES, held) is expected
+
+
+def test_a_log_is_in_step_when_it_holds_the_latest_events_record() -> None:
+    place = RecordPlace("shop.order", 2, 41)
+    logged = StoreCopy("kafka", logged_standing(place), record=LoggedRecord(3, place))
+
+    assert logged.standing is Standing.IN_STEP and logged.version == 3
+    assert logged_standing(None) is Standing.MISSING
+    assert StoreCopy("kafka", logged_standing(None)).version is None
+    assert StoreCopy("mongodb", Standing.IN_STEP, POSTGRES).version == 3
 
 
 def test_the_page_highlights_every_copy_that_is_not_in_step_or_not_read() -> None:

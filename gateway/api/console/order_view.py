@@ -13,7 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from adapters.base import Sink
-from adapters.readback import OrderSpan, ProjectedOrder, ReadBack
+from adapters.readback import OrderSpan, ProjectedOrder, ReadBack, RecordFinder, RecordPlace
 from gateway.history.store import OrderEvent, read_stream
 from gateway.operations.store_reads import StoreUnreadable, read
 from gateway.postgres.queries import query
@@ -53,6 +53,20 @@ def standing(expected: ProjectedOrder, held: ProjectedOrder | None) -> Standing:
     return Standing.IN_STEP
 
 
+def logged_standing(found: RecordPlace | None) -> Standing:
+    """How a log (Kafka) stands with the order: in step when it holds the record of the
+    order's latest event, else missing (not yet delivered, or lost)."""
+    return Standing.IN_STEP if found is not None else Standing.MISSING
+
+
+@dataclass(frozen=True)
+class LoggedRecord:
+    """Where a log holds the record of the order's latest event."""
+
+    version: int
+    place: RecordPlace
+
+
 @dataclass(frozen=True)
 class StoreCopy:
     """One sink's copy of the order."""
@@ -61,6 +75,15 @@ class StoreCopy:
     standing: Standing
     held: ProjectedOrder | None = None
     detail: str | None = None
+    record: LoggedRecord | None = None
+    """For a log: the record of the order's latest event."""
+
+    @property
+    def version(self) -> int | None:
+        """The order's version the store holds, when known."""
+        if self.held is not None:
+            return self.held.version
+        return self.record.version if self.record is not None else None
 
     @property
     def lagging(self) -> bool:
@@ -144,9 +167,12 @@ async def order_view(
             events = await read_stream(connection, order_id)
         expected = ProjectedOrder(row["version"], row["status"], row["total"])
         span = OrderSpan(row["created_at"], row["updated_at"])
+        latest = events[-1] if events else None
         copies = await asyncio.gather(
             *(
                 store_copy(name, sink, str(order_id), expected, span, timeout_seconds)
+                if not isinstance(sink, RecordFinder)
+                else log_copy(name, sink, latest, timeout_seconds)
                 for name, sink in sinks.items()
             )
         )
@@ -183,3 +209,33 @@ async def store_copy(
             name, Standing.UNREADABLE, detail=f"no answer within {timeout_seconds:g} s"
         )
     return StoreCopy(name, standing(expected, held), held)
+
+
+async def log_copy(
+    name: str, sink: RecordFinder, latest: OrderEvent | None, timeout_seconds: float
+) -> StoreCopy:
+    """Where log ``name`` holds the record of the order's ``latest`` event (from its history;
+    None when the history keeps none)."""
+    if latest is None:
+        return StoreCopy(name, Standing.NOT_READ_BACK, detail="no event of the order is kept")
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            found = await read(sink.find_record("order", str(latest.event_id), latest.occurred_at))
+    except StoreUnreadable as failure:
+        return StoreCopy(name, Standing.UNREADABLE, detail=str(failure))
+    except TimeoutError:
+        return StoreCopy(
+            name, Standing.UNREADABLE, detail=f"no answer within {timeout_seconds:g} s"
+        )
+    if found is None:
+        return StoreCopy(
+            name,
+            logged_standing(found),
+            detail=f"no record of version {latest.version} (the latest event)",
+        )
+    return StoreCopy(
+        name,
+        logged_standing(found),
+        detail=f"{found.topic} · partition {found.partition} · offset {found.offset}",
+        record=LoggedRecord(latest.version, found),
+    )

@@ -18,9 +18,11 @@ from fastapi.templating import Jinja2Templates
 
 from gateway.api.console import access
 from gateway.api.exposure import host_allowed, host_refusal, is_loopback
+from gateway.telemetry.propagation import trace_id_of
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["trace_id"] = trace_id_of
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
