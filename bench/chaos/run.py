@@ -73,6 +73,9 @@ def config_for(
     config = {
         "postgres": postgres,
         "api": {"port": port},
+        # The run's orders are never paid: with a payment deadline, a run longer than it would
+        # see the relays cancel them, changes the client did not make.
+        "orders": {"payment_timeout_seconds": None},
         "relay": {
             "batch_size": 500,
             "poll_interval_seconds": 0.2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from bench.chaos.plan import (
@@ -16,9 +17,10 @@ from bench.chaos.plan import (
     settled_at,
     unavailable_for,
 )
-from bench.chaos.run import dead_letter_findings, summarize_dead_letters, verdict
+from bench.chaos.run import config_for, dead_letter_findings, summarize_dead_letters, verdict
 from bench.chaos.saga_check import saga_findings
 from bench.chaos.watch import ProcessState, ended_on_their_own
+from gateway.configuration.settings import load_settings
 
 
 def test_every_fault_runs_as_often_as_asked_within_the_load() -> None:
@@ -228,3 +230,11 @@ def test_an_acknowledged_order_missing_from_postgresql_breaks_the_run() -> None:
     # counts still agree, the acknowledged id does not.
     report["orders"] |= {"acknowledged_missing": 2}
     assert verdict(report) == ["2 acknowledged orders missing from PostgreSQL"]
+
+
+def test_the_run_s_orders_have_no_payment_deadline(tmp_path: Path) -> None:
+    # A run longer than a deadline would see the relays cancel unpaid orders: changes the
+    # client did not make, counted against the run.
+    path = config_for("postgresql://u@h/db", "tag", ChaosPlan(orders=10, rate=1), 8000, tmp_path)
+
+    assert load_settings(path).orders.payment_timeout_seconds is None
