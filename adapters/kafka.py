@@ -351,17 +351,28 @@ class KafkaSink:
             yield page
 
     async def find_record(
-        self, aggregate_type: str, event_id: str, occurred_at: datetime
+        self,
+        aggregate_type: str,
+        event_id: str,
+        occurred_at: datetime,
+        *,
+        timeout_seconds: float | None = None,
     ) -> RecordPlace | None:
         """Where the topic of ``aggregate_type`` holds the record of event ``event_id``
         (appended to the outbox at ``occurred_at``, the record's timestamp); None when it holds
-        none within :data:`FIND_SCAN_RECORDS` records of each partition past that time."""
+        none within :data:`FIND_SCAN_RECORDS` records of each partition past that time, or
+        has no such topic. Each of the broker's answers is awaited at most ``timeout_seconds``
+        (by default the sink's); a topic the broker reports an error for raises."""
         topic = self.topic_for(aggregate_type)
         if topic is None:
             return None
         found = (await self._metadata()).topics.get(topic)
-        if found is None or found.error is not None:
+        if found is None:
             return None
+        if found.error is not None:
+            if found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None
+            raise KafkaException(found.error)
         return await find_record(
             self._servers,
             topic,
@@ -369,7 +380,7 @@ class KafkaSink:
             event_id,
             timestamp_ms(occurred_at),
             scan_limit=FIND_SCAN_RECORDS,
-            timeout_seconds=self._timeout_s,
+            timeout_seconds=min(timeout_seconds or self._timeout_s, self._timeout_s),
             logger=client_log,
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -80,43 +81,68 @@ async def find_record(
 ) -> RecordPlace | None:
     """Where ``topic`` holds the record of event ``event_id``, whose timestamp is
     ``timestamp_ms``: each partition read from its first record of that time on (Kafka's time
-    index), at most ``scan_limit`` records of each; None if none of them is it. Commits
-    nothing."""
+    index), at most ``scan_limit`` records of each; None if none of them is it. A partition the
+    broker cannot answer for raises. Commits nothing; cancelled, it leaves its consumer to
+    close on a thread of its own rather than wait for the broker."""
     consumer = _reader(servers, timeout_seconds, logger)
     try:
-        starts = await asyncio.to_thread(
-            consumer.offsets_for_times,
-            [TopicPartition(topic, partition, timestamp_ms) for partition in partitions],
-            timeout=timeout_seconds,
+        found = await _search(
+            consumer,
+            topic,
+            partitions,
+            event_id.encode(),
+            timestamp_ms,
+            scan_limit,
+            timeout_seconds,
         )
-        assigned = [start for start in starts if start.error is None and start.offset >= 0]
-        if not assigned:
-            return None
-        consumer.assign(assigned)
-        scanned: Counter[int] = Counter()
-        remaining = {start.partition for start in assigned}
-        wanted = event_id.encode()
-        while remaining:
-            for message in await asyncio.to_thread(
-                consumer.consume, FETCH_RECORDS, FETCH_WAIT_SECONDS
-            ):
-                partition = message.partition() or 0
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(error)
-                    remaining.discard(partition)
-                    continue
-                if partition not in remaining:
-                    continue
-                if _header(message.headers(), "event_id") == wanted:
-                    return RecordPlace(topic, partition, message.offset() or 0)
-                scanned[partition] += 1
-                if scanned[partition] >= scan_limit:
-                    remaining.discard(partition)
+    except BaseException:
+        threading.Thread(target=consumer.close, name="fanout-kafka-close", daemon=True).start()
+        raise
+    await asyncio.to_thread(consumer.close)
+    return found
+
+
+async def _search(
+    consumer: Consumer,
+    topic: str,
+    partitions: Sequence[int],
+    event_id: bytes,
+    timestamp_ms: int,
+    scan_limit: int,
+    timeout_seconds: float,
+) -> RecordPlace | None:
+    starts = await asyncio.to_thread(
+        consumer.offsets_for_times,
+        [TopicPartition(topic, partition, timestamp_ms) for partition in partitions],
+        timeout=timeout_seconds,
+    )
+    for start in starts:
+        if start.error is not None:
+            raise KafkaException(start.error)
+    assigned = [start for start in starts if start.offset >= 0]
+    if not assigned:
         return None
-    finally:
-        await asyncio.to_thread(consumer.close)
+    consumer.assign(assigned)
+    scanned: Counter[int] = Counter()
+    remaining = {start.partition for start in assigned}
+    while remaining:
+        messages = await asyncio.to_thread(consumer.consume, FETCH_RECORDS, FETCH_WAIT_SECONDS)
+        for message in messages:
+            partition = message.partition() or 0
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+                remaining.discard(partition)
+                continue
+            if partition not in remaining:
+                continue
+            if _header(message.headers(), "event_id") == event_id:
+                return RecordPlace(topic, partition, message.offset() or 0)
+            scanned[partition] += 1
+            if scanned[partition] >= scan_limit:
+                remaining.discard(partition)
+    return None
 
 
 def _reader(servers: Sequence[str], timeout_seconds: float, logger: logging.Logger) -> Consumer:

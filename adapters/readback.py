@@ -80,10 +80,19 @@ class RecordPlace:
 class RecordFinder(Protocol):
     """A sink that publishes events to a log and can find one event's record in it."""
 
+    def topic_for(self, aggregate_type: str) -> str | None:
+        """Where the events of an aggregate type go (None: nowhere)."""
+        ...
+
     async def find_record(
-        self, aggregate_type: str, event_id: str, occurred_at: datetime
+        self,
+        aggregate_type: str,
+        event_id: str,
+        occurred_at: datetime,
+        *,
+        timeout_seconds: float | None = None,
     ) -> RecordPlace | None:
         """Where the log holds the record of event ``event_id`` (of an aggregate of
         ``aggregate_type``, appended to the outbox at ``occurred_at``); None when it holds
-        none (or none near that time)."""
+        none (or none near that time). Each wait is bounded by ``timeout_seconds``."""
         ...

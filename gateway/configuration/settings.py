@@ -8,6 +8,7 @@ the key. Errors name the key and the file (or environment variable) it came from
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,7 @@ ENV_PREFIX = "FANOUT_"
 CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/gateway.yaml")
 MIN_API_KEY_LENGTH = 16
+OTLP_ENDPOINT = re.compile(r"https?://[^/@?#\s]+/?", re.IGNORECASE)
 
 
 class _Section(BaseModel):
@@ -524,19 +526,37 @@ class TelemetrySettings(_Section):
     enabled: bool = False
     """Whether this process exports spans (``fanout serve``'s workers, ``fanout relay``,
     ``backfill`` and ``rewind``)."""
-    endpoint: SecretUrl | None = None
-    """The collector's OTLP/gRPC endpoint (``http://host:4317``); unset, the exporter's own
-    default applies (``OTEL_EXPORTER_OTLP_ENDPOINT``, else ``http://localhost:4317``)."""
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    """Headers sent with every export, such as a vendor's API key."""
+    endpoint: str | None = None
+    """The collector's OTLP/gRPC endpoint, ``http://host:4317`` (or ``https://``), without
+    credentials (give them in ``headers``); unset, the exporter's own default applies
+    (``OTEL_EXPORTER_OTLP_ENDPOINT``, else ``http://localhost:4317``)."""
+    headers: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]+$")], SecretStr] = Field(
+        default_factory=dict
+    )
+    """Headers sent with every export, such as a vendor's API key (gRPC metadata: names in
+    lower case)."""
     sampling_ratio: float = Field(default=1.0, ge=0, le=1)
-    """The share of new traces recorded; a trace begun by a caller follows the caller's
-    choice (its ``traceparent``'s sampled flag)."""
+    """The share of new traces recorded."""
+    trust_callers: bool = True
+    """Whether a request carrying a ``traceparent`` follows its caller's choice (its sampled
+    flag), as W3C trace context intends; false, the caller's trace is continued but kept at
+    ``sampling_ratio`` like a new one (for an API open to callers that should not decide
+    what is recorded)."""
     service_name: str = Field(default="fanout", min_length=1, max_length=200)
     """The ``service.name`` of every span; the resource's ``fanout.role`` tells an API worker,
     a relay and a command apart."""
     export_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     """How long one export may take before its spans are dropped."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _collector_address(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and not OTLP_ENDPOINT.fullmatch(endpoint):
+            raise ValueError(
+                "must be http://host:port or https://host:port, with no credentials, path or "
+                "query (give credentials in telemetry.headers)"
+            )
+        return endpoint
 
 
 class Settings(BaseSettings):

@@ -50,11 +50,6 @@ class RecordHeaders(BaseModel):
         description="The W3C trace context of the request (or command) that wrote the event, "
         "when the gateway traces (telemetry.enabled): a consumer continues that trace from it.",
     )
-    tracestate: OptionalHeader = Field(
-        default=None,
-        json_schema_extra=_absent_by_default,
-        description="The W3C trace state that came with traceparent, when there was one.",
-    )
 
 
 class OrderPlacedHeaders(RecordHeaders):

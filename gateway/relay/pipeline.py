@@ -221,9 +221,13 @@ class BatchPipeline:
     async def _finish_oldest(self) -> bool:
         """Retry what the oldest batch in flight failed, then commit it; False if given up."""
         batch = self._in_flight.popleft()
-        first_results = await batch.first_attempt if batch.first_attempt is not None else []
-        with trace.use_span(batch.span):
-            outcome = await self._retrier.deliver(batch.fresh, first_results)
+        try:
+            first_results = await batch.first_attempt if batch.first_attempt is not None else []
+            with trace.use_span(batch.span):
+                outcome = await self._retrier.deliver(batch.fresh, first_results)
+        except BaseException:  # stopped or failed while applying: its span ends all the same
+            end_batch(batch.span, delivered=0, dead=0, given_up=True)
+            raise
         if outcome is None:
             end_batch(batch.span, delivered=0, dead=0, given_up=True)
             await self.start_over()

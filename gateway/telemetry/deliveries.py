@@ -5,6 +5,7 @@ store it reached (or the error it met)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,8 +14,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from adapters.base import Delivery, EventEnvelope, Outcome
+from gateway.configuration.secrets import redact_url
 from gateway.telemetry.propagation import TRACEPARENT, is_sampled, trace_context_of
 from gateway.telemetry.tracing import tracer, tracing_on
+
+log = logging.getLogger("gateway.telemetry")
 
 MAX_LINKS = 32
 """The most origins a batch or an apply span links to (a batch can hold thousands)."""
@@ -44,57 +48,73 @@ def start_batch(sink: str, events: Iterable[EventEnvelope]) -> Span:
     span that records nothing while tracing is off (``events`` is then not even read)."""
     if not tracing_on():
         return trace.INVALID_SPAN
-    batch = list(events)
-    return tracer().start_span(
-        "relay batch",
-        kind=SpanKind.CONSUMER,
-        links=origin_links(recorded_origins(batch)),
-        attributes={"fanout.sink": sink, "fanout.events": len(batch)},
-    )
+    with _never_raising("a batch's span"):
+        batch = list(events)
+        return tracer().start_span(
+            "relay batch",
+            kind=SpanKind.CONSUMER,
+            links=origin_links(recorded_origins(batch)),
+            attributes={"fanout.sink": sink, "fanout.events": len(batch)},
+        )
+    return trace.INVALID_SPAN
 
 
 def end_batch(span: Span, *, delivered: int, dead: int, given_up: bool) -> None:
     """End a batch's span with what became of its events."""
-    if not span.is_recording():
+    with _never_raising("a batch's span"):
+        if span.is_recording():
+            span.set_attributes({"fanout.delivered": delivered, "fanout.dead_lettered": dead})
+            if given_up:
+                span.set_status(Status(StatusCode.ERROR, "given up: read again"))
         span.end()
-        return
-    span.set_attributes({"fanout.delivered": delivered, "fanout.dead_lettered": dead})
-    if given_up:
-        span.set_status(Status(StatusCode.ERROR, "given up: read again"))
-    span.end()
 
 
 @contextmanager
 def applying(sink: str, events: Sequence[EventEnvelope]) -> Iterator[list[Delivery]]:
     """The span of one apply of ``events`` to ``sink`` (a child of the current span); fill
     the list it yields with the sink's results, and on leaving each recorded event gets a
-    delivery span in its own trace, over the apply's time, with its outcome."""
+    delivery span in its own trace, over the apply's time, with its outcome (one per attempt:
+    a retried event has one per apply that tried it)."""
     results: list[Delivery] = []
-    if not tracing_on():
-        yield results
-        return
-    origins = recorded_origins(events)
-    with tracer().start_as_current_span(
-        f"apply {sink}",
-        kind=SpanKind.CLIENT,
-        links=origin_links(origins),
-        attributes={"fanout.sink": sink, "fanout.events": len(events)},
-    ) as span:
-        started = time.time_ns()
+    span: Span = trace.INVALID_SPAN
+    origins: list[EventEnvelope] = []
+    if tracing_on():
+        with _never_raising("an apply's span"):
+            origins = recorded_origins(events)
+            span = tracer().start_span(
+                f"apply {sink}",
+                kind=SpanKind.CLIENT,
+                links=origin_links(origins),
+                attributes={"fanout.sink": sink, "fanout.events": len(events)},
+            )
+    started = time.time_ns()
+    with trace.use_span(span, end_on_exit=True):
         yield results
         ended = time.time_ns()
-        failed = sum(result.outcome is not Outcome.DELIVERED for result in results)
-        span.set_attribute("fanout.failed", failed)
-        if failed:
-            span.set_status(Status(StatusCode.ERROR, f"{failed} of {len(events)} failed"))
+        if span.is_recording():
+            with _never_raising("an apply's span"):
+                failed = sum(result.outcome is not Outcome.DELIVERED for result in results)
+                span.set_attribute("fanout.failed", failed)
+                if failed:
+                    span.set_status(Status(StatusCode.ERROR, f"{failed} of {len(events)} failed"))
     if origins:
-        answered = len(results) == len(events)
-        pairs = [
-            (event, results[index] if answered else None)
-            for index, event in enumerate(events)
-            if is_sampled(event.headers.get(TRACEPARENT))
-        ]
-        _delivery_spans(sink, pairs, span.get_span_context(), (started, ended))
+        with _never_raising("the delivery spans"):
+            answered = len(results) == len(events)
+            pairs = [
+                (event, results[index] if answered else None)
+                for index, event in enumerate(events)
+                if is_sampled(event.headers.get(TRACEPARENT))
+            ]
+            _delivery_spans(sink, pairs, span.get_span_context(), (started, ended))
+
+
+@contextmanager
+def _never_raising(what: str) -> Iterator[None]:
+    """Tracing never stops a delivery: a failure of its own is logged and the span left out."""
+    try:
+        yield
+    except Exception as error:  # tracing's own failure, whatever it is: the relay goes on
+        log.warning("tracing: %s left out: %r", what, error)
 
 
 def _delivery_spans(
@@ -105,9 +125,12 @@ def _delivery_spans(
 ) -> None:
     started, ended = during
     for event, outcome in pairs:
+        origin = trace_context_of(event.headers)
+        if origin is None:
+            continue  # a malformed traceparent names no trace to join
         span = tracer().start_span(
             f"deliver {sink}",
-            context=trace_context_of(event.headers),
+            context=origin,
             kind=SpanKind.CLIENT,
             links=[Link(apply_span)],
             start_time=started,
@@ -121,5 +144,6 @@ def _delivery_spans(
             },
         )
         if outcome is not None and outcome.outcome is not Outcome.DELIVERED:
-            span.set_status(Status(StatusCode.ERROR, outcome.error or outcome.outcome.value))
+            reason = redact_url(outcome.error or outcome.outcome.value)
+            span.set_status(Status(StatusCode.ERROR, reason))
         span.end(end_time=ended)

@@ -1,5 +1,6 @@
-"""The W3C trace context an outbox row carries in its headers (``traceparent``, and
-``tracestate`` when there is one), so that its deliveries join the trace that wrote it."""
+"""The W3C trace context an outbox row carries in its headers (``traceparent``), so that its
+deliveries join the trace that wrote it. A caller's ``tracestate`` is not stored: it is the
+caller's text, up to kilobytes, and every row, history entry and Kafka record would carry it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
 
 _propagator = TraceContextTextMapPropagator()
 _TRACEPARENT_LENGTH = len("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
@@ -24,25 +24,25 @@ def with_trace_context(headers: dict[str, str]) -> dict[str, str]:
     context = trace.get_current_span().get_span_context()
     if not context.is_valid or TRACEPARENT in headers:
         return headers
-    carrier = dict(headers)
+    carrier: dict[str, str] = {}
     _propagator.inject(carrier)
-    return carrier
+    return {**headers, TRACEPARENT: carrier[TRACEPARENT]}
 
 
-def is_sampled(traceparent: str | None) -> bool:
+def is_sampled(traceparent: object) -> bool:
     """Whether a ``traceparent`` says its trace is recorded (its flags' lowest bit), read
     without parsing the rest: the relay asks it of every event it delivers."""
-    if traceparent is None or len(traceparent) != _TRACEPARENT_LENGTH:
-        return False
+    if not isinstance(traceparent, str) or len(traceparent) != _TRACEPARENT_LENGTH:
+        return False  # absent, or not text (a row written by hand may hold anything)
     return traceparent[-2:] in _SAMPLED_FLAGS
 
 
 def trace_context_of(headers: Mapping[str, str]) -> Context | None:
     """The context of the trace ``headers`` name, or None when they name none (or a malformed
     one)."""
-    if TRACEPARENT not in headers:
+    if not isinstance(headers.get(TRACEPARENT), str):
         return None
-    context = _propagator.extract(headers)
+    context = _propagator.extract({TRACEPARENT: headers[TRACEPARENT]})
     span_context = trace.get_current_span(context).get_span_context()
     return context if span_context.is_valid else None
 

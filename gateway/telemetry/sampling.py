@@ -1,5 +1,6 @@
 """Which spans are recorded: a trace starts at an entry point (a request, a relay batch, a
-command) and is kept at the configured ratio; a span with a parent follows the parent."""
+command) and is kept at the configured ratio, or when it links to a recorded trace; a span
+with a parent follows the parent."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def starts_a_trace(kind: SpanKind | None) -> bool:
     return kind is not SpanKind.CLIENT
 
 
+def links_a_recorded_trace(links: Sequence[Link] | None) -> bool:
+    """Whether a new span links to a recorded trace (a relay's batch holding an event of a
+    recorded order): kept then, so that the order's delivery spans link to a recorded apply."""
+    return any(link.context.trace_flags.sampled for link in links or ())
+
+
 class EntryPoints(Sampler):
     """The sampler of spans without a parent: client calls are dropped, the others kept at
     ``ratio`` (by trace id, so every process of a trace decides alike)."""
@@ -44,6 +51,8 @@ class EntryPoints(Sampler):
     ) -> SamplingResult:
         if not starts_a_trace(kind):
             return SamplingResult(Decision.DROP, None, trace_state)
+        if links_a_recorded_trace(links):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
         return self._ratio.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
@@ -52,7 +61,15 @@ class EntryPoints(Sampler):
         return f"EntryPoints{{{self._ratio.get_description()}}}"
 
 
-def sampler(ratio: float) -> Sampler:
-    """The gateway's sampler: a caller's choice when the span has a parent, else
-    :class:`EntryPoints` at ``ratio``."""
-    return ParentBased(root=EntryPoints(ratio))
+def sampler(ratio: float, *, trust_callers: bool = True) -> Sampler:
+    """The gateway's sampler: the parent's choice when the span has a parent in this process;
+    for a caller's (remote) parent, the caller's choice if ``trust_callers``, else the ratio;
+    else :class:`EntryPoints` at ``ratio``."""
+    entry_points = EntryPoints(ratio)
+    if trust_callers:
+        return ParentBased(root=entry_points)
+    return ParentBased(
+        root=entry_points,
+        remote_parent_sampled=entry_points,
+        remote_parent_not_sampled=entry_points,
+    )

@@ -99,6 +99,16 @@ def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.Monkey
             "telemetry.sample",
             "unknown key",
         ),
+        (
+            f"postgres:\n  url: {URL}\ntelemetry:\n  endpoint: http://otel:s3cret@collector:4317\n",
+            "telemetry.endpoint",
+            "no credentials",
+        ),
+        (
+            f"postgres:\n  url: {URL}\ntelemetry:\n  headers:\n    X-Api-Key: s3cret\n",
+            "telemetry.headers.X-Api-Key.[key]",
+            "should match pattern",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(

@@ -3,7 +3,9 @@ the lag history, the chart's geometry, which sinks the page lists."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,12 +17,14 @@ from gateway.api.console.order_view import (
     OrderLookupError,
     Standing,
     StoreCopy,
+    log_copy,
     logged_standing,
     parse_lookup,
     parse_order_id,
     standing,
 )
 from gateway.api.console.sinks import sink_names
+from gateway.history.store import OrderEvent
 from gateway.postgres.outbox import Backlog
 from gateway.relay.tables import SinkTotals
 
@@ -158,3 +162,55 @@ def test_the_sinks_page_lists_configured_sinks_then_those_only_the_outbox_knows(
         "alpha",
         "zeta",
     ]
+
+
+class FakeLog:
+    """A log that publishes orders to ``topic`` (None: nowhere) and finds records as told."""
+
+    def __init__(self, topic: str | None, found: RecordPlace | None, hang: bool = False) -> None:
+        self.topic, self.found, self.hang = topic, found, hang
+
+    def topic_for(self, aggregate_type: str) -> str | None:
+        return self.topic
+
+    async def find_record(
+        self,
+        aggregate_type: str,
+        event_id: str,
+        occurred_at: datetime,
+        *,
+        timeout_seconds: float | None = None,
+    ) -> RecordPlace | None:
+        if self.hang:
+            await asyncio.Event().wait()
+        return self.found
+
+
+def latest_event() -> OrderEvent:
+    return OrderEvent(
+        stream_id=uuid.uuid4(),
+        version=4,
+        event_id=uuid.uuid4(),
+        event_type="order.shipped",
+        payload={},
+        headers={},
+        occurred_at=datetime.now(UTC),
+    )
+
+
+async def test_a_log_copy_says_where_the_record_is_or_why_it_says_nothing() -> None:
+    place = RecordPlace("shop.order", 1, 7)
+
+    found = await log_copy("kafka", FakeLog("shop.order", place), latest_event(), 1.0)
+    absent = await log_copy("kafka", FakeLog("shop.order", None), latest_event(), 1.0)
+    unpublished = await log_copy("kafka", FakeLog(None, place), latest_event(), 1.0)
+    forgotten = await log_copy("kafka", FakeLog("shop.order", place), None, 1.0)
+    stuck = await log_copy("kafka", FakeLog("shop.order", place, hang=True), latest_event(), 0.05)
+
+    assert (found.standing, found.version) == (Standing.IN_STEP, 4)
+    assert found.detail == "shop.order · partition 1 · offset 7"
+    assert absent.standing is Standing.MISSING and "no record of version 4" in (absent.detail or "")
+    assert unpublished.standing is Standing.NOT_READ_BACK
+    assert unpublished.detail == "orders are not published"
+    assert forgotten.standing is Standing.NOT_READ_BACK
+    assert stuck.standing is Standing.UNREADABLE and stuck.detail == "no answer within 0.05 s"

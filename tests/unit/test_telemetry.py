@@ -4,17 +4,27 @@ follows an order through the real collector)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+)
 
 from adapters.base import Delivery, EventEnvelope
 from gateway.configuration.settings import TelemetrySettings
@@ -25,7 +35,7 @@ from gateway.telemetry.propagation import (
     trace_context_of,
     with_trace_context,
 )
-from gateway.telemetry.sampling import sampler, starts_a_trace
+from gateway.telemetry.sampling import links_a_recorded_trace, sampler, starts_a_trace
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
@@ -118,9 +128,10 @@ def test_new_traces_are_kept_at_the_ratio_and_a_caller_s_choice_is_followed() ->
         (traceparent(True) + "-", False),
         (None, False),
         ("", False),
+        (123, False),
     ],
 )
-def test_a_traceparent_says_whether_its_trace_is_recorded(value: str | None, sampled: bool) -> None:
+def test_a_traceparent_says_whether_its_trace_is_recorded(value: object, sampled: bool) -> None:
     assert is_sampled(value) is sampled
 
 
@@ -150,6 +161,7 @@ def test_headers_that_already_name_a_trace_keep_it(exported: InMemorySpanExporte
 
 def test_a_malformed_traceparent_names_no_trace() -> None:
     assert trace_context_of({TRACEPARENT: "00-nothex-b7ad6b7169203331-01"}) is None
+    assert trace_context_of({TRACEPARENT: 5}) is None  # type: ignore[dict-item]
     assert trace_context_of({}) is None
     assert trace_context_of({TRACEPARENT: traceparent(True)}) is not None
 
@@ -216,3 +228,100 @@ def test_a_batch_links_to_at_most_so_many_origins(exported: InMemorySpanExporter
     [relayed] = finished(exported)
     assert len(relayed.links) == deliveries.MAX_LINKS
     assert relayed.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize(("ratio", "statements_traced"), [(0.0, False), (1.0, True)])
+def test_the_statements_of_a_write_left_out_of_the_trace_are_not_instrumented(
+    ratio: float, statements_traced: bool
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracing.start_tracing(
+        TelemetrySettings(enabled=True, sampling_ratio=ratio), "command", exporter=exporter
+    )
+    try:
+        with tracing.operation("place order"):
+            assert is_instrumentation_enabled() is statements_traced
+        assert is_instrumentation_enabled()
+    finally:
+        tracing.stop_tracing()
+
+
+def test_with_tracing_off_a_write_leaves_instrumentation_alone() -> None:
+    with tracing.operation("place order"):
+        assert is_instrumentation_enabled()
+
+
+def test_a_caller_s_choice_is_not_followed_when_callers_are_not_trusted() -> None:
+    remote = trace.set_span_in_context(
+        NonRecordingSpan(SpanContext(TRACE_ID, SPAN_ID, True, TraceFlags(TraceFlags.SAMPLED)))
+    )
+    untrusting = sampler(0.0, trust_callers=False)
+
+    assert untrusting.should_sample(remote, TRACE_ID, "POST /orders").decision is Decision.DROP
+
+
+def test_a_batch_holding_a_recorded_order_is_kept_whatever_the_ratio() -> None:
+    recorded = Link(SpanContext(TRACE_ID, SPAN_ID, True, TraceFlags(TraceFlags.SAMPLED)))
+    unrecorded = Link(SpanContext(TRACE_ID, SPAN_ID, True, TraceFlags(TraceFlags.DEFAULT)))
+
+    assert links_a_recorded_trace([unrecorded, recorded])
+    assert not links_a_recorded_trace([unrecorded]) and not links_a_recorded_trace(None)
+    decision = sampler(0.0).should_sample(None, TRACE_ID, "relay batch", links=[recorded])
+    assert decision.decision is Decision.RECORD_AND_SAMPLE
+
+
+def test_a_malformed_traceparent_gets_no_delivery_span(exported: InMemorySpanExporter) -> None:
+    malformed = event({TRACEPARENT: "00-" + "z" * 32 + "-" + "b" * 16 + "-01"})
+    recorded = event({TRACEPARENT: traceparent(True)})
+    with deliveries.applying("redis", [malformed, recorded]) as results:
+        results += [Delivery.ok(), Delivery.ok()]
+
+    delivered = [span for span in finished(exported) if span.name == "deliver redis"]
+    assert [attributes(span)["fanout.event_id"] for span in delivered] == [str(recorded.event_id)]
+
+
+def test_a_failure_of_tracing_never_stops_a_delivery(
+    exported: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("the tracer is broken")
+
+    monkeypatch.setattr(deliveries, "tracer", broken)
+    recorded = event({TRACEPARENT: traceparent(True)})
+
+    batch = deliveries.start_batch("redis", [recorded])
+    with deliveries.applying("redis", [recorded]) as results:
+        results.append(Delivery.ok())
+    deliveries.end_batch(batch, delivered=1, dead=0, given_up=False)
+
+    assert batch is trace.INVALID_SPAN
+    assert results == [Delivery.ok()]
+
+
+def test_the_gateway_s_provider_stays_its_own() -> None:
+    provider = tracing.start_tracing(
+        TelemetrySettings(enabled=True), "relay", exporter=InMemorySpanExporter()
+    )
+    try:
+        assert provider is not None
+        assert trace.get_tracer_provider() is not provider
+    finally:
+        tracing.stop_tracing()
+
+
+def test_stopping_does_not_wait_on_a_collector_that_does_not_answer() -> None:
+    released = threading.Event()
+
+    class Stuck(InMemorySpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            released.wait(60)
+            return SpanExportResult.SUCCESS
+
+    tracing.start_tracing(TelemetrySettings(enabled=True), "relay", exporter=Stuck())
+    with tracing.tracer().start_as_current_span("backfill"):
+        pass
+    try:
+        tracing.stop_tracing(within_seconds=0.2)
+        assert not released.is_set() and not tracing.tracing_on()
+    finally:
+        released.set()

@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from adapters.base import Sink
+from adapters.kafka import FIND_SCAN_RECORDS
 from adapters.readback import OrderSpan, ProjectedOrder, ReadBack, RecordFinder, RecordPlace
 from gateway.history.store import OrderEvent, read_stream
 from gateway.operations.store_reads import StoreUnreadable, read
@@ -218,9 +219,18 @@ async def log_copy(
     None when the history keeps none)."""
     if latest is None:
         return StoreCopy(name, Standing.NOT_READ_BACK, detail="no event of the order is kept")
+    if sink.topic_for("order") is None:
+        return StoreCopy(name, Standing.NOT_READ_BACK, detail="orders are not published")
     try:
         async with asyncio.timeout(timeout_seconds):
-            found = await read(sink.find_record("order", str(latest.event_id), latest.occurred_at))
+            found = await read(
+                sink.find_record(
+                    "order",
+                    str(latest.event_id),
+                    latest.occurred_at,
+                    timeout_seconds=timeout_seconds,
+                )
+            )
     except StoreUnreadable as failure:
         return StoreCopy(name, Standing.UNREADABLE, detail=str(failure))
     except TimeoutError:
@@ -231,7 +241,9 @@ async def log_copy(
         return StoreCopy(
             name,
             logged_standing(found),
-            detail=f"no record of version {latest.version} (the latest event)",
+            detail=f"no record of version {latest.version} (the latest event) within "
+            f"{FIND_SCAN_RECORDS:,} records a partition from its time: not delivered yet, "
+            "past the topic's retention, or lost",
         )
     return StoreCopy(
         name,
