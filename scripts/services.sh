@@ -19,7 +19,7 @@
 # goes to $FANOUT_SERVICES_DIR/services.log; each step says what it does on one line (the
 # collector's build runs in the background while `up` starts the other services). With
 # FANOUT_SERVICES_STARTED_FILE set, `up` appends there each service it starts (one a line), so
-# that its caller can stop exactly those.
+# that its caller can stop exactly those. `up` lets a server stopped with SIGSTOP run again.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,14 +112,24 @@ wait_until() {
     die "$what did not answer in time"
 }
 
+# Whether `up` runs: it lets a stopped server run again (see pidfile_alive).
+resume_stopped=false
+
 pidfile_alive() {
     [ -f "$1" ] || return 1
-    local pid
+    local pid state
     pid="$(head -1 "$1")"
     kill -0 "$pid" 2>/dev/null || return 1
+    state="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)"
     # A killed daemon that no process reaps (in a container without an init) stays a zombie:
     # dead all the same.
-    [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
+    [ "$state" != Z ] || return 1
+    # A server stopped with SIGSTOP (a test's paused_server, left so by a killed run) runs but
+    # answers nothing: `up` lets it go on.
+    if [ "$state" = T ] && $resume_stopped; then
+        log "${1#"$DIR"/}: process $pid was stopped (SIGSTOP); sending it SIGCONT"
+        kill -CONT "$pid" || true
+    fi
 }
 
 # Fails when something else already listens on the port we are about to use.
@@ -1222,6 +1232,7 @@ main() {
     mkdir -p "$DIR"
     case "$command" in
         up)
+            resume_stopped=true
             reserve_ports "${services[@]}"
             # The collector's build overlaps the other services' start (they mostly wait on
             # their servers); an `up` that fails or is stopped first ends it.
