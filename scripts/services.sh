@@ -16,9 +16,10 @@
 # admin user), kafka (one KRaft node, broker and controller), otelcol (an OpenTelemetry
 # Collector built from tools/otelcol: OTLP in, the spans out as JSON lines to a file).
 # Ports can be moved with FANOUT_SERVICES_<NAME>_PORT. What the installers print (apt, Go, Maven)
-# goes to $FANOUT_SERVICES_DIR/services.log; each step says what it does on one line. With
+# goes to $FANOUT_SERVICES_DIR/services.log; each step says what it does on one line (the
+# collector's build runs in the background while `up` starts the other services). With
 # FANOUT_SERVICES_STARTED_FILE set, `up` appends there each service it starts (one a line), so
-# that its caller can stop exactly those.
+# that its caller can stop exactly those. `up` lets a server stopped with SIGSTOP run again.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,14 +112,24 @@ wait_until() {
     die "$what did not answer in time"
 }
 
+# Whether `up` runs: it lets a stopped server run again (see pidfile_alive).
+resume_stopped=false
+
 pidfile_alive() {
     [ -f "$1" ] || return 1
-    local pid
+    local pid state
     pid="$(head -1 "$1")"
     kill -0 "$pid" 2>/dev/null || return 1
+    state="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)"
     # A killed daemon that no process reaps (in a container without an init) stays a zombie:
     # dead all the same.
-    [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]
+    [ "$state" != Z ] || return 1
+    # A server stopped with SIGSTOP (a test's paused_server, left so by a killed run) runs but
+    # answers nothing: `up` lets it go on.
+    if [ "$state" = T ] && $resume_stopped; then
+        log "${1#"$DIR"/}: process $pid was stopped (SIGSTOP); sending it SIGCONT"
+        kill -CONT "$pid" || true
+    fi
 }
 
 # Fails when something else already listens on the port we are about to use.
@@ -999,21 +1010,66 @@ otelcol_env() {
     echo "FANOUT_TEST_OTEL_SPANS_FILE=$DIR/otelcol/spans.jsonl"
 }
 
-# Builds the collector when missing or when its source changed since the last build (a hash of
-# go.mod, go.sum and main.go is kept beside the binary); prints its path.
-otelcol_binary() {
-    local source="$ROOT/tools/otelcol" bin="$DIR/otelcol/bin" hash
-    hash="$(cat "$source/go.mod" "$source/go.sum" "$source/main.go" | sha256sum | cut -d' ' -f1)"
-    if [ ! -x "$bin/otelcol" ] || [ "$(cat "$bin/otelcol.sha256" 2>/dev/null)" != "$hash" ]; then
-        require_go "the OpenTelemetry Collector"
-        log "building the OpenTelemetry Collector of tools/otelcol (output in $LOG)"
-        mkdir -p "$bin"
-        (cd "$source" && quietly "$LOG" go build -buildvcs=false -o "$bin/otelcol.new" .) \
-            || die "could not build the OpenTelemetry Collector (log: $LOG)"
-        mv "$bin/otelcol.new" "$bin/otelcol"
-        echo "$hash" >"$bin/otelcol.sha256"
+# The collector is built when missing or when its source changed since the last build (a hash
+# of go.mod, go.sum and main.go is kept beside the binary). Its cold build takes minutes, so
+# `up` starts it in the background before the other services (otelcol_build_start) and
+# otelcol_up waits for it (otelcol_build_finish).
+OTELCOL_BIN="$DIR/otelcol/bin"
+OTELCOL_BUILD_PID=""
+OTELCOL_BUILD_HASH=""
+
+otelcol_source_hash() {
+    local source="$ROOT/tools/otelcol"
+    cat "$source/go.mod" "$source/go.sum" "$source/main.go" | sha256sum | cut -d' ' -f1
+}
+
+otelcol_needs_build() {
+    [ ! -x "$OTELCOL_BIN/otelcol" ] \
+        || [ "$(cat "$OTELCOL_BIN/otelcol.sha256" 2>/dev/null)" != "$(otelcol_source_hash)" ]
+}
+
+# Starts the build in the background, its output in $OTELCOL_BIN/build.log until
+# otelcol_build_finish adds it to $LOG.
+otelcol_build_start() {
+    require_go "the OpenTelemetry Collector"
+    log "building the OpenTelemetry Collector of tools/otelcol in the background (output in $LOG)"
+    mkdir -p "$OTELCOL_BIN"
+    OTELCOL_BUILD_HASH="$(otelcol_source_hash)"
+    # A process group of its own (setsid keeps the subshell's pid; --wait keeps go's exit
+    # status should it fork), so that otelcol_build_stop ends go and the compilers it runs.
+    (cd "$ROOT/tools/otelcol" \
+        && exec setsid --wait go build -buildvcs=false -o "$OTELCOL_BIN/otelcol.new" .) \
+        >"$OTELCOL_BIN/build.log" 2>&1 </dev/null &
+    OTELCOL_BUILD_PID=$!
+}
+
+# Waits for the build of otelcol_build_start (in the shell that started it) and installs the
+# binary; fails, showing the build's last lines, when the build failed.
+otelcol_build_finish() {
+    local status=0
+    if kill -0 "$OTELCOL_BUILD_PID" 2>/dev/null; then
+        log "waiting for the OpenTelemetry Collector's build"
     fi
-    echo "$bin/otelcol"
+    wait "$OTELCOL_BUILD_PID" || status=$?
+    OTELCOL_BUILD_PID=""
+    cat "$OTELCOL_BIN/build.log" >>"$LOG"
+    if [ "$status" -ne 0 ]; then
+        printf 'failed (exit %d); the last lines of its output:\n' "$status" >&2
+        tail -n 25 "$OTELCOL_BIN/build.log" | sed 's/^/    /' >&2
+        die "could not build the OpenTelemetry Collector (log: $LOG)"
+    fi
+    rm -f "$OTELCOL_BIN/build.log"
+    mv "$OTELCOL_BIN/otelcol.new" "$OTELCOL_BIN/otelcol"
+    echo "$OTELCOL_BUILD_HASH" >"$OTELCOL_BIN/otelcol.sha256"
+}
+
+# Ends a build still under way (an `up` that fails before otelcol_up waited for it).
+otelcol_build_stop() {
+    [ -n "$OTELCOL_BUILD_PID" ] || return 0
+    # Before its setsid, the subshell has no group of its own yet.
+    kill -- -"$OTELCOL_BUILD_PID" 2>/dev/null || kill "$OTELCOL_BUILD_PID" 2>/dev/null || true
+    wait "$OTELCOL_BUILD_PID" 2>/dev/null || true
+    OTELCOL_BUILD_PID=""
 }
 
 # The collector answers once its OTLP HTTP receiver takes an (empty) export request and its
@@ -1031,8 +1087,10 @@ otelcol_up() {
     if otelcol_running; then
         log "otelcol already running on 127.0.0.1:$OTELCOL_PORT"
     else
-        local binary
-        binary="$(otelcol_binary)"
+        # Started by `up` before the other services; else (called on its own) started here.
+        [ -n "$OTELCOL_BUILD_PID" ] || ! otelcol_needs_build || otelcol_build_start
+        [ -z "$OTELCOL_BUILD_PID" ] || otelcol_build_finish
+        local binary="$OTELCOL_BIN/otelcol"
         require_free_port otelcol "$OTELCOL_PORT"
         require_free_port otelcol "$((OTELCOL_PORT + 1))"
         sed -e "s|@GRPC_PORT@|$OTELCOL_PORT|g" -e "s|@HTTP_PORT@|$((OTELCOL_PORT + 1))|g" \
@@ -1174,7 +1232,15 @@ main() {
     mkdir -p "$DIR"
     case "$command" in
         up)
+            resume_stopped=true
             reserve_ports "${services[@]}"
+            # The collector's build overlaps the other services' start (they mostly wait on
+            # their servers); an `up` that fails or is stopped first ends it.
+            trap otelcol_build_stop EXIT
+            trap 'exit 143' TERM INT
+            case " ${services[*]} " in
+                *" otelcol "*) otelcol_running || ! otelcol_needs_build || otelcol_build_start ;;
+            esac
             for service in "${services[@]}"; do "${service//-/_}_up"; done
             print_env "${services[@]}"
             ;;

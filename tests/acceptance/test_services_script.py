@@ -1,13 +1,15 @@
 """scripts/services.sh on real servers of its own (a PostgreSQL primary and its streaming
 replica, in a folder and on ports of this test): ``up`` says once that the primary runs, and
 names the servers it started in this call, so that its caller can stop exactly those. And
-``up postgres-ha`` over the running cluster: it starts nothing and says where the cluster is."""
+``up postgres-ha`` over the running cluster: it starts nothing and says where the cluster is.
+And ``up`` over a server stopped with SIGSTOP (a Redis of its own): it lets it run again."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from support.ha_cluster import HaCluster
 from support.servers import SERVICES_SCRIPT, unused_port
@@ -118,3 +123,70 @@ def test_up_refuses_an_unknown_postgres_ha_mode_by_its_setting() -> None:
         result.stderr
     )
     assert result.stdout == ""
+
+
+@pytest.fixture
+def redis_env() -> Iterator[dict[str, str]]:
+    """The environment of a services.sh whose Redis, running, lives in a folder of its own."""
+    folder = Path(tempfile.mkdtemp(prefix="fanout-services-"))
+    env = {
+        **os.environ,
+        "FANOUT_SERVICES_DIR": str(folder),
+        "FANOUT_SERVICES_REDIS_PORT": str(unused_port()),
+    }
+    try:
+        subprocess.run(
+            ["bash", str(SERVICES_SCRIPT), "up", "redis"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield env
+    finally:
+        subprocess.run(["bash", str(SERVICES_SCRIPT), "down", "redis"], env=env, check=True)
+        shutil.rmtree(folder)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process (R, S, T for stopped, Z...), from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0]
+
+
+def test_up_lets_a_server_stopped_with_sigstop_run_again(redis_env: dict[str, str]) -> None:
+    port = int(redis_env["FANOUT_SERVICES_REDIS_PORT"])
+    pidfile = Path(redis_env["FANOUT_SERVICES_DIR"]) / "redis" / "redis.pid"
+    pid = int(pidfile.read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 10
+        while process_state(pid) != "T":
+            assert time.monotonic() < deadline, "redis did not stop"
+            time.sleep(0.05)
+        with (
+            redis.Redis(port=port, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)) as client,
+            pytest.raises(redis.TimeoutError),
+        ):
+            client.ping()
+
+        result = subprocess.run(
+            ["bash", str(SERVICES_SCRIPT), "up", "redis"],
+            env=redis_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+        assert result.returncode == 0, result.stderr
+        said = result.stderr.splitlines()
+        resumed = (
+            f"[services] redis/redis.pid: process {pid} was stopped (SIGSTOP); sending it SIGCONT"
+        )
+        assert said.count(resumed) == 1, result.stderr
+        assert f"[services] redis already running on 127.0.0.1:{port}" in said
+        assert process_state(pid) != "T"
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            assert client.ping()
+    finally:
+        os.kill(pid, signal.SIGCONT)
