@@ -642,6 +642,8 @@ stop_pidfile() {
         local pid
         pid="$(head -1 "$pidfile")"
         kill "$pid"
+        # A server stopped with SIGSTOP takes the SIGTERM only once it runs again.
+        kill -CONT "$pid" 2>/dev/null || true
         for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     fi
     rm -f "$pidfile"
