@@ -149,3 +149,62 @@ async def test_one_order_is_followed_from_its_request_to_every_store(
                 await drop_namespace(store)
             finally:
                 await store.close()
+
+
+def named(spans: list[Span], service: str, name: str) -> list[Span]:
+    return [
+        span
+        for span in spans
+        if span["name"] == name and attribute(span["resource"], "service.name") == service
+    ]
+
+
+async def test_a_backfill_and_a_rewind_are_traces_of_their_own(
+    world: World, tmp_path: Path
+) -> None:
+    collector = Collector.running()
+    tag = f"traces{uuid.uuid4().hex[:8]}"
+    service = f"fanout-{tag}"
+    config = write_config(
+        tmp_path,
+        {
+            "postgres": {"url": world.settings.postgres.url.get_secret_value()},
+            "sinks": {"redis": store_settings("redis", tag)},
+            "telemetry": {"enabled": True, "endpoint": collector.endpoint, "service_name": service},
+        },
+    )
+    await world.place_orders(3)
+    relay = await spawn(config, "relay", "--until-idle")
+    assert await asyncio.wait_for(relay.process.wait(), 120) == 0, relay.log_text
+
+    for command in (
+        ["backfill", "--sink", "redis"],
+        ["rewind", "--sink", "redis", "--to", "2000-01-01T00:00:00+00:00", "--yes"],
+    ):
+        done = await spawn(config, *command)
+        assert await asyncio.wait_for(done.process.wait(), 120) == 0, done.log_text
+
+    spans = collector.wait_for(
+        lambda spans: (
+            bool(named(spans, service, "backfill redis"))
+            and bool(named(spans, service, "rewind redis"))
+        ),
+        within=30,
+        what=f"{service}'s backfill and rewind spans",
+    )
+    [backfill] = named(spans, service, "backfill redis")
+    [rewind] = named(spans, service, "rewind redis")
+    for span in (backfill, rewind):
+        assert "parentSpanId" not in span or not span["parentSpanId"]
+        assert attribute(span["resource"], "fanout.role") == "command"
+    # Their statements are theirs: children in their own traces.
+    assert any(
+        s["traceId"] == backfill["traceId"] and s.get("parentSpanId") == backfill["spanId"]
+        for s in spans
+    )
+    assert backfill["traceId"] != rewind["traceId"]
+    store = make_sink("redis", tag)
+    try:
+        await drop_namespace(store)
+    finally:
+        await store.close()
