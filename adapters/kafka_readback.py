@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from adapters.readback import PublishedEvent, RecordPlace
+
+T = TypeVar("T")
 
 FETCH_RECORDS = 5000
 """The most records one ``consume()`` returns."""
@@ -82,12 +86,22 @@ async def find_record(
     """Where ``topic`` holds the record of event ``event_id``, whose timestamp is
     ``timestamp_ms``: each partition read from its first record of that time on (Kafka's time
     index), at most ``scan_limit`` records of each; None if none of them is it. A partition the
-    broker cannot answer for raises. Commits nothing; cancelled, it leaves its consumer to
-    close on a thread of its own rather than wait for the broker."""
+    broker cannot answer for raises. Commits nothing.
+
+    Every call into the consumer runs on one thread of its own, in turn: cancelled, the lookup
+    queues the consumer's close behind the call in flight (librdkafka must not close a consumer
+    another thread is using) and returns without waiting for the broker."""
     consumer = _reader(servers, timeout_seconds, logger)
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fanout-kafka-find")
+    loop = asyncio.get_running_loop()
+
+    def call(function: Callable[..., T], *arguments: Any, **options: Any) -> Awaitable[T]:
+        return loop.run_in_executor(thread, partial(function, *arguments, **options))
+
     try:
         found = await _search(
             consumer,
+            call,
             topic,
             partitions,
             event_id.encode(),
@@ -96,14 +110,21 @@ async def find_record(
             timeout_seconds,
         )
     except BaseException:
-        threading.Thread(target=consumer.close, name="fanout-kafka-close", daemon=True).start()
+        thread.submit(consumer.close)
+        thread.shutdown(wait=False)
         raise
-    await asyncio.to_thread(consumer.close)
+    await call(consumer.close)
+    thread.shutdown(wait=False)
     return found
+
+
+Call = Callable[..., Awaitable[Any]]
+"""Runs a consumer method on the lookup's own thread."""
 
 
 async def _search(
     consumer: Consumer,
+    call: Call,
     topic: str,
     partitions: Sequence[int],
     event_id: bytes,
@@ -111,7 +132,7 @@ async def _search(
     scan_limit: int,
     timeout_seconds: float,
 ) -> RecordPlace | None:
-    starts = await asyncio.to_thread(
+    starts = await call(
         consumer.offsets_for_times,
         [TopicPartition(topic, partition, timestamp_ms) for partition in partitions],
         timeout=timeout_seconds,
@@ -122,11 +143,11 @@ async def _search(
     assigned = [start for start in starts if start.offset >= 0]
     if not assigned:
         return None
-    consumer.assign(assigned)
+    await call(consumer.assign, assigned)
     scanned: Counter[int] = Counter()
     remaining = {start.partition for start in assigned}
     while remaining:
-        messages = await asyncio.to_thread(consumer.consume, FETCH_RECORDS, FETCH_WAIT_SECONDS)
+        messages = await call(consumer.consume, FETCH_RECORDS, FETCH_WAIT_SECONDS)
         for message in messages:
             partition = message.partition() or 0
             error = message.error()
@@ -155,7 +176,8 @@ def _reader(servers: Sequence[str], timeout_seconds: float, logger: logging.Logg
             "group.id": f"fanout-readback-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "socket.connection.setup.timeout.ms": int(timeout_seconds * 1000),
+            # librdkafka accepts no less than a second.
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout_seconds * 1000)),
             "logger": logger,
         }
     )

@@ -41,6 +41,7 @@ ENV_PREFIX = "FANOUT_"
 CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/gateway.yaml")
 MIN_API_KEY_LENGTH = 16
+GRPC_METADATA_NAME = re.compile(r"[a-z0-9_.-]+")
 OTLP_ENDPOINT = re.compile(r"https?://[^/@?#\s]+/?", re.IGNORECASE)
 
 
@@ -530,9 +531,7 @@ class TelemetrySettings(_Section):
     """The collector's OTLP/gRPC endpoint, ``http://host:4317`` (or ``https://``), without
     credentials (give them in ``headers``); unset, the exporter's own default applies
     (``OTEL_EXPORTER_OTLP_ENDPOINT``, else ``http://localhost:4317``)."""
-    headers: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]+$")], SecretStr] = Field(
-        default_factory=dict
-    )
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Headers sent with every export, such as a vendor's API key (gRPC metadata: names in
     lower case)."""
     sampling_ratio: float = Field(default=1.0, ge=0, le=1)
@@ -547,6 +546,17 @@ class TelemetrySettings(_Section):
     a relay and a command apart."""
     export_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     """How long one export may take before its spans are dropped."""
+
+    @field_validator("headers")
+    @classmethod
+    def _metadata_names(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name in headers:
+            if not GRPC_METADATA_NAME.fullmatch(name):
+                raise ValueError(
+                    f"header name {name[:80]!r} must be lower case letters, digits, '-', '_' "
+                    "or '.' (gRPC metadata)"
+                )
+        return headers
 
     @field_validator("endpoint")
     @classmethod

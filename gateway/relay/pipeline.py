@@ -223,7 +223,7 @@ class BatchPipeline:
         batch = self._in_flight.popleft()
         try:
             first_results = await batch.first_attempt if batch.first_attempt is not None else []
-            with trace.use_span(batch.span):
+            with trace.use_span(batch.span, record_exception=False, set_status_on_exception=False):
                 outcome = await self._retrier.deliver(batch.fresh, first_results)
         except BaseException:  # stopped or failed while applying: its span ends all the same
             end_batch(batch.span, delivered=0, dead=0, given_up=True)

@@ -89,7 +89,12 @@ def applying(sink: str, events: Sequence[EventEnvelope]) -> Iterator[list[Delive
             )
     started = time.time_ns()
     with trace.use_span(span, end_on_exit=True):
-        yield results
+        try:
+            yield results
+        except BaseException:  # cancelled (a shutdown, a batch read again) or failed
+            if span.is_recording():
+                span.set_status(Status(StatusCode.ERROR, "stopped before the sink answered"))
+            raise
         ended = time.time_ns()
         if span.is_recording():
             with _never_raising("an apply's span"):
@@ -114,7 +119,13 @@ def _never_raising(what: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # tracing's own failure, whatever it is: the relay goes on
-        log.warning("tracing: %s left out: %r", what, error)
+        level = logging.DEBUG if what in _failed else logging.WARNING
+        _failed.add(what)
+        log.log(level, "tracing: %s left out: %r", what, error)
+
+
+_failed: set[str] = set()
+"""What tracing failed to make so far: each is logged as a warning once, then at debug."""
 
 
 def _delivery_spans(

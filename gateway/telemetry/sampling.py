@@ -4,6 +4,7 @@ with a parent follows the parent."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
@@ -49,10 +50,10 @@ class EntryPoints(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        if not starts_a_trace(kind):
-            return SamplingResult(Decision.DROP, None, trace_state)
         if links_a_recorded_trace(links):
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        if not starts_a_trace(kind):
+            return SamplingResult(Decision.DROP, None, trace_state)
         return self._ratio.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
@@ -68,8 +69,33 @@ def sampler(ratio: float, *, trust_callers: bool = True) -> Sampler:
     entry_points = EntryPoints(ratio)
     if trust_callers:
         return ParentBased(root=entry_points)
+    # Not by the trace id: a caller chooses it, and one ending in zeros would always be kept.
+    by_chance = ByChance(ratio)
     return ParentBased(
-        root=entry_points,
-        remote_parent_sampled=entry_points,
-        remote_parent_not_sampled=entry_points,
+        root=entry_points, remote_parent_sampled=by_chance, remote_parent_not_sampled=by_chance
     )
+
+
+class ByChance(Sampler):
+    """Keeps a span at ``ratio`` by a draw of its own (for a caller's trace, whose id the
+    caller chose)."""
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = ratio
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        kept = random.random() < self._ratio
+        decision = Decision.RECORD_AND_SAMPLE if kept else Decision.DROP
+        return SamplingResult(decision, attributes if kept else None, trace_state)
+
+    def get_description(self) -> str:
+        return f"ByChance{{{self._ratio}}}"

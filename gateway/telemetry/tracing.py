@@ -61,7 +61,10 @@ def start_tracing(
     if _tracing is not None:
         return _tracing.provider
     provider = TracerProvider(
-        sampler=sampler(settings.sampling_ratio, trust_callers=settings.trust_callers),
+        # Only the API meets callers: a relay follows the choice its rows record.
+        sampler=sampler(
+            settings.sampling_ratio, trust_callers=settings.trust_callers or role != "api"
+        ),
         resource=Resource.create(
             {
                 "service.name": settings.service_name,

@@ -325,3 +325,46 @@ def test_stopping_does_not_wait_on_a_collector_that_does_not_answer() -> None:
         assert not released.is_set() and not tracing.tracing_on()
     finally:
         released.set()
+
+
+def test_an_untrusted_caller_cannot_choose_a_trace_id_that_is_always_kept() -> None:
+    remote = trace.set_span_in_context(
+        NonRecordingSpan(SpanContext(TRACE_ID, SPAN_ID, True, TraceFlags(TraceFlags.SAMPLED)))
+    )
+    zeros = TRACE_ID & ~((1 << 64) - 1)  # what the trace id ratio always keeps
+    untrusting = sampler(0.5, trust_callers=False)
+
+    kept = [
+        untrusting.should_sample(remote, zeros, "POST /orders").decision
+        is Decision.RECORD_AND_SAMPLE
+        for _ in range(200)
+    ]
+
+    kept_by_id = sampler(0.5).should_sample(None, zeros, "POST /orders").decision
+    assert kept_by_id is Decision.RECORD_AND_SAMPLE
+    assert any(kept) and not all(kept)
+
+
+def test_a_relay_records_deliveries_of_a_recorded_order_even_if_callers_are_not_trusted() -> None:
+    exporter = InMemorySpanExporter()
+    settings = TelemetrySettings(enabled=True, sampling_ratio=0.0, trust_callers=False)
+    tracing.start_tracing(settings, "relay", exporter=exporter)
+    try:
+        with deliveries.applying("redis", [event({TRACEPARENT: traceparent(True)})]) as results:
+            results.append(Delivery.ok())
+        names = sorted(span.name for span in finished(exporter))
+    finally:
+        tracing.stop_tracing()
+
+    assert names == ["apply redis", "deliver redis"]  # the apply of a replay: no batch above
+
+
+def test_an_apply_stopped_before_the_sink_answered_is_an_error(
+    exported: InMemorySpanExporter,
+) -> None:
+    recorded = event({TRACEPARENT: traceparent(True)})
+    with pytest.raises(KeyboardInterrupt), deliveries.applying("redis", [recorded]):
+        raise KeyboardInterrupt
+
+    [applied] = finished(exported)
+    assert applied.name == "apply redis" and applied.status.status_code is StatusCode.ERROR

@@ -242,7 +242,7 @@ async def log_copy(
             name,
             logged_standing(found),
             detail=f"no record of version {latest.version} (the latest event) within "
-            f"{FIND_SCAN_RECORDS:,} records a partition from its time: not delivered yet, "
+            f"{FIND_SCAN_RECORDS:,} records of each partition from its time: not delivered yet, "
             "past the topic's retention, or lost",
         )
     return StoreCopy(
