@@ -109,12 +109,11 @@ async def find_record(
             scan_limit,
             timeout_seconds,
         )
-    except BaseException:
-        thread.submit(consumer.close)
+    finally:
+        closing = thread.submit(consumer.close)
         thread.shutdown(wait=False)
-        raise
-    await call(consumer.close)
-    thread.shutdown(wait=False)
+    # A deadline reached now must not cancel the close while it is still queued.
+    await asyncio.shield(asyncio.wrap_future(closing))
     return found
 
 

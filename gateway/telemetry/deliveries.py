@@ -88,7 +88,11 @@ def applying(sink: str, events: Sequence[EventEnvelope]) -> Iterator[list[Delive
                 attributes={"fanout.sink": sink, "fanout.events": len(events)},
             )
     started = time.time_ns()
-    with trace.use_span(span, end_on_exit=True):
+    # Nothing but a cancellation gets past apply_safely; its status is set below, unmasked
+    # exception texts are never recorded.
+    with trace.use_span(
+        span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+    ):
         try:
             yield results
         except BaseException:  # cancelled (a shutdown, a batch read again) or failed
@@ -119,13 +123,15 @@ def _never_raising(what: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # tracing's own failure, whatever it is: the relay goes on
-        level = logging.DEBUG if what in _failed else logging.WARNING
-        _failed.add(what)
+        failure = (what, type(error).__name__)
+        level = logging.DEBUG if failure in _failed else logging.WARNING
+        _failed.add(failure)
         log.log(level, "tracing: %s left out: %r", what, error)
 
 
-_failed: set[str] = set()
-"""What tracing failed to make so far: each is logged as a warning once, then at debug."""
+_failed: set[tuple[str, str]] = set()
+"""The failures of tracing so far (what it failed to make, and the error's type): each is
+logged as a warning once, then at debug."""
 
 
 def _delivery_spans(

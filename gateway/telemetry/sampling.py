@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
     Decision,
@@ -82,6 +83,7 @@ class ByChance(Sampler):
 
     def __init__(self, ratio: float) -> None:
         self._ratio = ratio
+        self._draw = random.Random()
 
     def should_sample(
         self,
@@ -93,9 +95,11 @@ class ByChance(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        kept = random.random() < self._ratio
+        kept = self._draw.random() < self._ratio
         decision = Decision.RECORD_AND_SAMPLE if kept else Decision.DROP
-        return SamplingResult(decision, attributes if kept else None, trace_state)
+        # The caller's trace state goes on with its trace (the SDK passes none to a sampler).
+        state = trace.get_current_span(parent_context).get_span_context().trace_state
+        return SamplingResult(decision, attributes if kept else None, state)
 
     def get_description(self) -> str:
         return f"ByChance{{{self._ratio}}}"
