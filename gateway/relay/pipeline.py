@@ -41,7 +41,7 @@ from gateway.relay.ordering import highest_versions, in_version_order
 from gateway.relay.read_ahead import StreamReader
 from gateway.relay.retries import Apply, BatchOutcome, Retrier
 from gateway.relay.tables import DeadLetter, Move, Position
-from gateway.telemetry.deliveries import end_batch, start_batch
+from gateway.telemetry.deliveries import end_batch, start_batch, within
 
 log = logging.getLogger("gateway.relay")
 
@@ -196,7 +196,7 @@ class BatchPipeline:
         if self._version_order and fresh:
             fresh = await self._with_earlier_versions(fresh, events[-1].position)
         span = start_batch(self._sink, (event.envelope for event in fresh))
-        with trace.use_span(span):  # the apply's span is the batch's child
+        with within(span):  # the apply's span is the batch's child
             first_attempt = (
                 asyncio.create_task(self._apply(fresh), name=f"relay-{self._sink}-apply")
                 if fresh
@@ -223,7 +223,7 @@ class BatchPipeline:
         batch = self._in_flight.popleft()
         try:
             first_results = await batch.first_attempt if batch.first_attempt is not None else []
-            with trace.use_span(batch.span, record_exception=False, set_status_on_exception=False):
+            with within(batch.span):
                 outcome = await self._retrier.deliver(batch.fresh, first_results)
         except BaseException:  # stopped or failed while applying: its span ends all the same
             end_batch(batch.span, delivered=0, dead=0, given_up=True)
