@@ -7,15 +7,19 @@ Phases, each relay alone (the other stopped):
           bench.common.synthesize_order_events, 1,000 per transaction, a real order's payload),
           then one relay started and timed until the end offsets of its topic have grown by N.
           Order: fanout relay, then Debezium (whose replication slot was created beforehand, so
-          it streams the same N rows from the WAL).
-  steady  RATE orders/s offered open loop for SECONDS through Gateway.place_order (the writer
-          processes of bench.relay), the relay running (Debezium: still running after its
-          drain, then once more with poll.interval.ms lowered to --dbz-poll-ms through Connect's
-          REST API; fanout relay: started afresh, warmed with 1,000 events). Latency per event:
-          the Kafka record's LogAppendTime (topics are created with
-          message.timestamp.type=LogAppendTime) minus the outbox row's commit time
-          (pg_xact_commit_timestamp(xmin); services.sh runs PostgreSQL with
-          track_commit_timestamp=on). Order: Debezium, Debezium tuned, then fanout relay.
+          it streams the same N rows from the WAL). Debezium then runs one steady phase at the
+          first rate with its defaults. --events 0 skips all this.
+  steady  each rate's orders/s offered open loop for SECONDS through Gateway.place_order (the
+          writer processes of bench.relay), one relay running: Debezium with poll.interval.ms
+          at --dbz-poll-ms, the fanout relay with its defaults, and each --fanout-variant. Each
+          relay is started, catches up with what was written while it was stopped, is warmed
+          with 1,000 events, then runs the rates; --repeats times, the order of relays and of
+          rates reversed every other time. Latency per event: the Kafka record's LogAppendTime
+          (topics are created with message.timestamp.type=LogAppendTime) minus the outbox row's
+          commit time (pg_xact_commit_timestamp(xmin); services.sh runs PostgreSQL with
+          track_commit_timestamp=on). The summary gives, per rate and relay, the median over
+          runs of p50 and p99, the spread of p99 (highest/lowest run) and each fanout relay's
+          p99 over Debezium's.
 CPU: utime+stime(+children reaped) from /proc/<pid>/stat of the relay process (the Connect JVM,
 the `fanout relay` Python process), of its PostgreSQL backends (the walsender of Debezium's
 slot; the relay's connections, application_name fanout_relay_cmp), of all of PostgreSQL and of
@@ -32,6 +36,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +48,7 @@ from typing import Any
 sys.path.insert(0, os.getcwd())
 
 import asyncpg
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -59,6 +65,7 @@ PARTITIONS = 6  # the Kafka sink's default, used for both relays' topics
 FANOUT_TOPIC = "fanout.order"  # the Kafka sink's default prefix + aggregate type
 DBZ_TOPIC = "dbz.order"  # the EventRouter's route.topic.replacement dbz.${routedByValue}
 RELAY_APP = "fanout_relay_cmp"
+FANOUT = "fanout"  # the relay with the sink's and relay's defaults
 PER_TRANSACTION = 1_000
 WARMUP_EVENTS = 1_000
 
@@ -137,6 +144,7 @@ class Run:
         self.postmaster = 0
         self.kafka_pid = int(Path(args.kafka_pidfile).read_text().split()[0])
         self.consumer: AIOKafkaConsumer | None = None
+        self.stopped_at: dict[str, int] = {}  # the outbox's last id when each relay stopped
 
     # PostgreSQL ----------------------------------------------------------------------------
 
@@ -345,7 +353,7 @@ class Run:
 
     # processes -------------------------------------------------------------------------------
 
-    def spawn(self, which: str) -> subprocess.Popen[bytes]:
+    def spawn(self, which: str, variant: str = FANOUT) -> subprocess.Popen[bytes]:
         log_path = self.work / f"{which}.log"
         if which == "debezium":
             command = [
@@ -368,11 +376,14 @@ class Run:
             command = [
                 str(Path(".venv/bin/fanout").resolve()),
                 "--config",
-                str(self.work / "relay.yaml"),
+                str(self.work / f"{variant}.yaml"),
                 "relay",
             ]
         with open(log_path, "ab") as out:
-            out.write(f"\n--- started {datetime.now(UTC).isoformat()}\n".encode())
+            out.write(
+                f"\n--- {variant if which == FANOUT else which} started "
+                f"{datetime.now(UTC).isoformat()}\n".encode()
+            )
             out.flush()
             process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -553,17 +564,40 @@ class Run:
             "event_type:header:event_type,aggregate_type:header:aggregate_type,"
             "version:header:version,occurred_at:header:occurred_at\n"
         )
-        (self.work / "relay.yaml").write_text(
-            "# fanout relay with the Kafka sink only (defaults: topic prefix fanout., lz4,\n"
-            "# 5 ms linger, idempotent, acks=all; relay batch_size 500)\n"
-            f"postgres:\n  url: {self.url}?application_name={RELAY_APP}\n"
-            "orders:\n  payment_timeout_seconds: null\n"
-            f"sinks:\n  kafka:\n    type: kafka\n    url: kafka://{self.bootstrap}\n"
-            f"    partitions: {PARTITIONS}\n"
-            "logging:\n  level: WARNING\n"
-        )
+        base = self.relay_settings()
+        for name, overrides in [(FANOUT, {}), *self.args.fanout_variant]:
+            (self.work / f"{name}.yaml").write_text(
+                "# fanout relay with the Kafka sink only (defaults: topic prefix fanout., lz4,\n"
+                "# 5 ms linger, idempotent, acks=all; relay batch_size 500)\n"
+                + yaml.safe_dump(with_overrides(base, overrides), sort_keys=False)
+            )
         for old in ("connect.offsets", "debezium.log", "fanout.log"):
             (self.work / old).unlink(missing_ok=True)
+
+    def relay_settings(self) -> dict[str, Any]:
+        return {
+            "postgres": {"url": f"{self.url}?application_name={RELAY_APP}"},
+            "orders": {"payment_timeout_seconds": None},
+            "sinks": {
+                "kafka": {
+                    "type": "kafka",
+                    "url": f"kafka://{self.bootstrap}",
+                    "partitions": PARTITIONS,
+                }
+            },
+            "logging": {"level": "WARNING"},
+        }
+
+    def tune_connector(self, poll_ms: int) -> None:
+        """Debezium's poll.interval.ms in its properties file (standalone Connect reads the
+        file at each start; a change through the REST API lasts only until a restart)."""
+        path = self.work / "connector.properties"
+        lines = [
+            line
+            for line in path.read_text().splitlines()
+            if not line.startswith("poll.interval.ms=")
+        ]
+        path.write_text("\n".join([*lines, f"poll.interval.ms={poll_ms}"]) + "\n")
 
     async def create_slot(self) -> None:
         """Start Debezium once: it creates the slot and the publication (snapshot.mode=no_data)
@@ -639,7 +673,9 @@ class Run:
             result["slot_before"] = wal_before
         return result, process
 
-    async def steady(self, which: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    async def steady(
+        self, which: str, process: subprocess.Popen[bytes], rate: float
+    ) -> dict[str, Any]:
         a = self.args
         assert self.pool is not None
         topic = DBZ_TOPIC if which == "debezium" else FANOUT_TOPIC
@@ -653,7 +689,7 @@ class Run:
         for _ in range(a.writers):
             receiving, sending = context.Pipe(duplex=False)
             writer = context.Process(
-                target=_writer_process, args=(self.url, a.rate / a.writers, a.seconds, sending)
+                target=_writer_process, args=(self.url, rate / a.writers, a.seconds, sending)
             )
             writer.start()
             sending.close()
@@ -693,7 +729,7 @@ class Run:
         cpu = self.cpu_between(s0, s1)
         rss = rss_mb(process.pid)
         return {
-            "offered_per_second": a.rate,
+            "offered_per_second": rate,
             "achieved_per_second": round(achieved, 1),
             "seconds": a.seconds,
             "events": len(rows),
@@ -759,6 +795,39 @@ class Run:
                 raise RuntimeError("fanout relay holds no leases after 60 s")
             await asyncio.sleep(0.2)
 
+    async def start_warm(self, which: str, variant: str) -> subprocess.Popen[bytes]:
+        """Start a relay, wait until it has delivered what was written while it was stopped,
+        then warm it with WARMUP_EVENTS events."""
+        assert self.pool is not None
+        topic = DBZ_TOPIC if which == "debezium" else FANOUT_TOPIC
+        base = await self.end_offsets(topic)  # read before the start: nothing moves it now
+        pending = await self.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE id > $1", self.stopped_at.get(which, 0)
+        )
+        process = self.spawn(which, variant)
+        started = time.perf_counter()
+        if which == "debezium":
+            while self.connector_state() != "RUNNING":
+                self.check_alive(process, which)
+                if time.perf_counter() - started > 180:
+                    raise RuntimeError("Debezium did not start in 180 s")
+                await asyncio.sleep(0.5)
+        else:
+            await self.relay_ready(process)
+        await self.wait_grown(
+            process, which, topic, base, pending, max(180.0, pending / 500), started
+        )
+        base = await self.end_offsets(topic)
+        await self.fill_outbox(WARMUP_EVENTS, prefix="warmup-")
+        await self.wait_grown(process, which, topic, base, WARMUP_EVENTS, 120, time.perf_counter())
+        return process
+
+    async def stop_relay(self, process: subprocess.Popen[bytes], which: str) -> None:
+        """Stop a relay that has delivered everything written so far."""
+        assert self.pool is not None
+        self.stop(process)
+        self.stopped_at[which] = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+
     async def main(self) -> dict[str, Any]:
         a = self.args
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -767,63 +836,79 @@ class Run:
         await self.reset_topics()
         self.write_configs()
         await self.create_slot()
-        results: dict[str, Any] = {"drain": {}, "steady": {}}
+        results: dict[str, Any] = {"drain": {}, "steady": {}, "steady_runs": []}
+        first_rate = a.rates[0]
 
-        log(f"drain: {a.events} events written with both relays stopped")
-        await self.truncate()
-        await self.fill_outbox(a.events)
-        await self.pool.execute("ANALYZE outbox")  # type: ignore[union-attr]
-        results["drain"]["fanout"], relay = await self.drain("fanout", a.events)
-        self.stop(relay)
-        log(f"drain fanout relay: {results['drain']['fanout']['events_per_second_from_start']}/s")
-        results["drain"]["debezium"], connect = await self.drain("debezium", a.events)
-        log(f"drain Debezium: {results['drain']['debezium']['events_per_second_from_start']}/s")
-
-        log(f"steady Debezium: {a.rate}/s offered for {a.seconds} s")
-        results["steady"]["debezium"] = await self.steady("debezium", connect)
-        results["steady"]["debezium"]["slot_while_running"] = await self.slot_state()
-        if a.dbz_poll_ms:
+        if a.events:
+            log(f"drain: {a.events} events written with both relays stopped")
+            await self.truncate()
+            await self.fill_outbox(a.events)
+            await self.pool.execute("ANALYZE outbox")  # type: ignore[union-attr]
+            results["drain"]["fanout"], relay = await self.drain("fanout", a.events)
+            await self.stop_relay(relay, "fanout")
+            rate = results["drain"]["fanout"]["events_per_second_from_start"]
+            log(f"drain fanout relay: {rate}/s")
+            results["drain"]["debezium"], connect = await self.drain("debezium", a.events)
+            log(f"drain Debezium: {results['drain']['debezium']['events_per_second_from_start']}/s")
             # Debezium hands the Connect task a batch every poll.interval.ms (500 by default)
             # unless max.batch.size (2048) events are queued: at a few hundred events/s that
-            # interval is most of the lag. The same steady phase again with it lowered.
-            variant = f"debezium_poll{a.dbz_poll_ms}ms"
-            log(f"steady {variant}: {a.rate}/s offered for {a.seconds} s")
-            await self.reconfigure({"poll.interval.ms": str(a.dbz_poll_ms)}, connect)
-            results["steady"][variant] = await self.steady("debezium", connect)
-        self.stop(connect)
+            # interval is most of its lag. Once with its defaults, right after its drain.
+            log(f"steady Debezium: {first_rate}/s offered for {a.seconds} s")
+            results["steady"]["debezium"] = await self.steady("debezium", connect, first_rate)
+            results["steady"]["debezium"]["slot_while_running"] = await self.slot_state()
+            await self.stop_relay(connect, "debezium")
+        else:
+            # no drain: the fanout relay starts from the beginning of the outbox, Debezium
+            # from where create_slot left its slot
+            self.stopped_at = {
+                "fanout": 0,
+                "debezium": await self.pool.fetchval(  # type: ignore[union-attr]
+                    "SELECT coalesce(max(id), 0) FROM outbox"
+                ),
+            }
 
-        log(f"steady fanout relay: {a.rate}/s offered for {a.seconds} s")
-        await self.truncate()
-        relay = self.spawn("fanout")
-        await self.relay_ready(relay)
-        base = await self.end_offsets(FANOUT_TOPIC)
-        await self.fill_outbox(WARMUP_EVENTS, prefix="warmup-")
-        await self.wait_grown(
-            relay, "fanout", FANOUT_TOPIC, base, WARMUP_EVENTS, 120, time.perf_counter()
-        )
-        results["steady"]["fanout"] = await self.steady("fanout", relay)
-        self.stop(relay)
-        slot_after = await self.slot_state()
-        results["steady"]["fanout"]["debezium_slot_while_stopped"] = slot_after
+        tuned = f"debezium_poll{a.dbz_poll_ms}ms" if a.dbz_poll_ms else "debezium"
+        if a.dbz_poll_ms:
+            self.tune_connector(a.dbz_poll_ms)
+        contenders = [("debezium", tuned), *(("fanout", name) for name in self.fanout_names())]
+        for repeat in range(a.repeats):
+            # alternating order: neither side always runs on the warmer machine
+            for which, name in contenders if repeat % 2 == 0 else contenders[::-1]:
+                process = await self.start_warm(which, name if which == "fanout" else FANOUT)
+                rates = a.rates if repeat % 2 == 0 else a.rates[::-1]
+                for rate in rates:
+                    log(f"steady {name} (run {repeat + 1}): {rate}/s offered for {a.seconds} s")
+                    run = await self.steady(which, process, rate)
+                    log(
+                        f"  lag p50 {run['lag_ms']['p50']} ms, p99 {run['lag_ms']['p99']} ms, "
+                        f"max {run['lag_ms']['max']} ms"
+                    )
+                    results["steady_runs"].append({"relay": name, "repeat": repeat, **run})
+                    if rate == first_rate and name not in results["steady"]:
+                        results["steady"][name] = run
+                await self.stop_relay(process, which)
+        results["steady"]["fanout"]["debezium_slot_while_stopped"] = await self.slot_state()
+        results["steady_summary"] = summarise(results["steady_runs"], tuned)
 
         d = results["drain"]
-        results["ratios_debezium_over_fanout"] = {
-            "drain_events_per_second_from_start": round(
-                d["debezium"]["events_per_second_from_start"]
-                / d["fanout"]["events_per_second_from_start"],
-                2,
-            ),
-            "drain_events_per_second_first_to_last": round(
-                (d["debezium"]["events_per_second_first_to_last"] or 0)
-                / (d["fanout"]["events_per_second_first_to_last"] or 1),
-                2,
-            ),
-            "drain_events_per_second_second_half": round(
-                (d["debezium"]["events_per_second_second_half"] or 0)
-                / (d["fanout"]["events_per_second_second_half"] or 1),
-                2,
-            ),
-        }
+        if d:
+            results["ratios_debezium_over_fanout"] = {
+                "drain_events_per_second_from_start": round(
+                    d["debezium"]["events_per_second_from_start"]
+                    / d["fanout"]["events_per_second_from_start"],
+                    2,
+                ),
+                "drain_events_per_second_first_to_last": round(
+                    (d["debezium"]["events_per_second_first_to_last"] or 0)
+                    / (d["fanout"]["events_per_second_first_to_last"] or 1),
+                    2,
+                ),
+                "drain_events_per_second_second_half": round(
+                    (d["debezium"]["events_per_second_second_half"] or 0)
+                    / (d["fanout"]["events_per_second_second_half"] or 1),
+                    2,
+                ),
+            }
         return {
             "experiment": "debezium-vs-fanout-relay",
             "recorded_at": started_at,
@@ -834,7 +919,8 @@ class Run:
             },
             "settings": {
                 "events": a.events,
-                "rate": a.rate,
+                "rates": a.rates,
+                "repeats": a.repeats,
                 "seconds": a.seconds,
                 "writers": a.writers,
                 "kafka": a.kafka_version,
@@ -845,10 +931,15 @@ class Run:
                 "per_transaction_in_drain": PER_TRANSACTION,
                 "debezium_config": (self.work / "connector.properties").read_text(),
                 "connect_worker_config": (self.work / "worker.properties").read_text(),
-                "fanout_relay_config": (self.work / "relay.yaml").read_text(),
+                "fanout_relay_configs": {
+                    name: (self.work / f"{name}.yaml").read_text() for name in self.fanout_names()
+                },
             },
             **results,
         }
+
+    def fanout_names(self) -> list[str]:
+        return [FANOUT, *(name for name, _ in self.args.fanout_variant)]
 
     async def close(self, drop_slot: bool) -> None:
         if self.consumer is not None:
@@ -865,6 +956,84 @@ class Run:
                 )
             finally:
                 await admin.close()
+
+
+def with_overrides(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested ``settings`` with each dotted key of ``overrides`` set."""
+    result: dict[str, Any] = json.loads(json.dumps(settings))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = result
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return result
+
+
+def relay_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:key.path=value,key.path=value`` (values in YAML) as (NAME, overrides)."""
+    name, _, assignments = text.partition(":")
+    if not name.isidentifier() or name == FANOUT or not assignments:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME:key.path=value[,key.path=value] with NAME a new identifier"
+        )
+    overrides = {}
+    for assignment in assignments.split(","):
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
+            raise argparse.ArgumentTypeError(f"{assignment!r}: expected key.path=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name, overrides
+
+
+def rates(text: str) -> list[float]:
+    """``300,600`` as [300.0, 600.0]."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected rates like 300,600") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every rate must be above 0")
+    return values
+
+
+def summarise(runs: list[dict[str, Any]], rival: str) -> dict[str, Any]:
+    """Per rate and relay, the runs' lag percentiles (median, and the spread of p99 across
+    runs) and relay CPU per event; per rate, each fanout relay's p99 over ``rival``'s."""
+    summary: dict[str, Any] = {}
+    for rate in sorted({r["offered_per_second"] for r in runs}):
+        at_rate = [r for r in runs if r["offered_per_second"] == rate]
+        relays: dict[str, Any] = {}
+        for name in dict.fromkeys(r["relay"] for r in at_rate):
+            mine = [r for r in at_rate if r["relay"] == name]
+            p99 = [r["lag_ms"]["p99"] for r in mine]
+            relays[name] = {
+                "runs": len(mine),
+                "p50_ms_median": statistics.median(r["lag_ms"]["p50"] for r in mine),
+                "p99_ms_median": statistics.median(p99),
+                "p99_ms_min": min(p99),
+                "p99_ms_max": max(p99),
+                "p99_spread": round(max(p99) / min(p99), 2) if min(p99) > 0 else None,
+                "max_ms": max(r["lag_ms"]["max"] for r in mine),
+                "relay_cpu_ms_per_event_median": statistics.median(
+                    r["relay_cpu_ms_per_event"] for r in mine
+                ),
+                "achieved_per_second_median": statistics.median(
+                    r["achieved_per_second"] for r in mine
+                ),
+                "lost_or_repeated": sum(
+                    r["delivery"]["missing"] + r["delivery"]["duplicates"] for r in mine
+                ),
+            }
+        ratios = {}
+        if rival in relays:
+            for name, figures in relays.items():
+                if name != rival and relays[rival]["p99_ms_median"]:
+                    ratios[name] = round(
+                        figures["p99_ms_median"] / relays[rival]["p99_ms_median"], 2
+                    )
+        summary[f"{rate:g}"] = {"relays": relays, f"p99_over_{rival}": ratios}
+    return summary
 
 
 def table(r: dict[str, Any]) -> str:
@@ -886,31 +1055,35 @@ def table(r: dict[str, Any]) -> str:
     def dup(x: dict[str, Any]) -> str:
         return "{duplicates}/{missing}/{out_of_order}".format(**x["delivery"])
 
-    lines.append(f"drain: {r['settings']['events']} events in the outbox, relay started cold")
-    header(drains)
-    row(
-        "events/s, process start to all in Kafka",
-        [d[k]["events_per_second_from_start"] for k in drains],
-    )
-    row("seconds to first record (start-up)", [d[k]["seconds_to_first_record"] for k in drains])
-    row("events/s, first to last append", [d[k]["events_per_second_first_to_last"] for k in drains])
-    row(
-        "events/s, second half of the drain",
-        [d[k]["events_per_second_second_half"] for k in drains],
-    )
-    for key, label in (
-        ("relay_process_cpu_s", "CPU s relay process (start to done)"),
-        ("relay_pg_backends_cpu_s", "CPU s its PG backends / walsender"),
-        ("postgres_total_cpu_s", "CPU s all PostgreSQL"),
-        ("kafka_broker_cpu_s", "CPU s Kafka broker"),
-    ):
-        row(label, [d[k]["cpu_from_start"][key] for k in drains])
-    row(
-        "CPU s relay process (first to done)",
-        [d[k]["cpu_first_to_done"]["relay_process_cpu_s"] for k in drains],
-    )
-    row("relay process RSS MB at the end", [d[k]["relay_rss_mb_at_done"] for k in drains])
-    row("duplicates / missing / out of order", [dup(d[k]) for k in drains])
+    if drains:
+        lines.append(f"drain: {r['settings']['events']} events in the outbox, relay started cold")
+        header(drains)
+        row(
+            "events/s, process start to all in Kafka",
+            [d[k]["events_per_second_from_start"] for k in drains],
+        )
+        row("seconds to first record (start-up)", [d[k]["seconds_to_first_record"] for k in drains])
+        row(
+            "events/s, first to last append",
+            [d[k]["events_per_second_first_to_last"] for k in drains],
+        )
+        row(
+            "events/s, second half of the drain",
+            [d[k]["events_per_second_second_half"] for k in drains],
+        )
+        for key, label in (
+            ("relay_process_cpu_s", "CPU s relay process (start to done)"),
+            ("relay_pg_backends_cpu_s", "CPU s its PG backends / walsender"),
+            ("postgres_total_cpu_s", "CPU s all PostgreSQL"),
+            ("kafka_broker_cpu_s", "CPU s Kafka broker"),
+        ):
+            row(label, [d[k]["cpu_from_start"][key] for k in drains])
+        row(
+            "CPU s relay process (first to done)",
+            [d[k]["cpu_first_to_done"]["relay_process_cpu_s"] for k in drains],
+        )
+        row("relay process RSS MB at the end", [d[k]["relay_rss_mb_at_done"] for k in drains])
+        row("duplicates / missing / out of order", [dup(d[k]) for k in drains])
     f = s["fanout"]
     lines.append(
         f"steady: {f['offered_per_second']} orders/s offered for {f['seconds']} s "
@@ -938,13 +1111,38 @@ def table(r: dict[str, Any]) -> str:
         "mean record bytes (key+value+headers)",
         [s[k]["delivery"]["mean_record_bytes"] for k in steadies],
     )
-    ratios = r["ratios_debezium_over_fanout"]
-    lines.append(
-        "ratio Debezium/fanout, drain events/s: from process start "
-        f"{ratios['drain_events_per_second_from_start']}, first to last append "
-        f"{ratios['drain_events_per_second_first_to_last']}, second half "
-        f"{ratios['drain_events_per_second_second_half']}"
-    )
+    if "ratios_debezium_over_fanout" in r:
+        ratios = r["ratios_debezium_over_fanout"]
+        lines.append(
+            "ratio Debezium/fanout, drain events/s: from process start "
+            f"{ratios['drain_events_per_second_from_start']}, first to last append "
+            f"{ratios['drain_events_per_second_first_to_last']}, second half "
+            f"{ratios['drain_events_per_second_second_half']}"
+        )
+    for rate, at_rate in r.get("steady_summary", {}).items():
+        relays = at_rate["relays"]
+        keys = list(relays)
+        lines.append(f"steady at {rate} orders/s, {r['settings']['repeats']} run(s) each")
+        header(keys)
+        row("lag p50 ms (median of runs)", [relays[k]["p50_ms_median"] for k in keys])
+        row("lag p99 ms (median of runs)", [relays[k]["p99_ms_median"] for k in keys])
+        row(
+            "lag p99 ms, lowest-highest run",
+            [f"{relays[k]['p99_ms_min']}-{relays[k]['p99_ms_max']}" for k in keys],
+        )
+        row("p99 spread (highest/lowest)", [relays[k]["p99_spread"] for k in keys])
+        row("lag max ms (all runs)", [relays[k]["max_ms"] for k in keys])
+        row(
+            "relay CPU ms/event (median of runs)",
+            [relays[k]["relay_cpu_ms_per_event_median"] for k in keys],
+        )
+        row("lost or repeated (all runs)", [relays[k]["lost_or_repeated"] for k in keys])
+        for key, ratios in at_rate.items():
+            if key.startswith("p99_over_") and ratios:
+                lines.append(
+                    f"  p99 over {key.removeprefix('p99_over_')}: "
+                    + ", ".join(f"{name} {ratio}" for name, ratio in ratios.items())
+                )
     slot = f["debezium_slot_while_stopped"]
     if slot.get("exists"):
         lines.append(
@@ -956,8 +1154,22 @@ def table(r: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument(
+        "--events", type=int, default=20_000, help="events of the drain phase (0: no drain)"
+    )
+    parser.add_argument(
+        "--rates", type=rates, default=[200.0], help="offered orders/s of the steady phases"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="steady runs of each relay at each rate"
+    )
+    parser.add_argument(
+        "--fanout-variant",
+        type=relay_variant,
+        action="append",
+        default=[],
+        help="another fanout relay to run, NAME:key.path=value[,...] over its settings",
+    )
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--pg-port", type=int, required=True)

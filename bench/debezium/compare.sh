@@ -4,8 +4,10 @@
 # (scripts/services.sh of the checkout). Prints a table and writes the results as JSON (RESULTS).
 # Not part of CI: the first run downloads Kafka Connect and the connector from Maven Central.
 #
-#   bench/debezium/compare.sh [N=20000] [RATE=200]
+#   bench/debezium/compare.sh [N=20000] [RATES=200]
 #
+# N: events of the drain phase (0: none). RATES: the steady phases' offered orders/s, one or a
+# comma-separated list (300,600).
 # Environment (defaults):
 #   CHECKOUT                       the project this script belongs to (its .venv is made if missing)
 #   FANOUT_SERVICES_DIR            CHECKOUT/.services/debezium-compare (git-ignored; not the
@@ -15,6 +17,10 @@
 #   DEBEZIUM_VERSION               3.4.3.Final (the newest built against Kafka 4.1.1)
 #   CONNECT_HEAP                   "-Xms256m -Xmx1g"
 #   SECONDS_STEADY 30, WRITERS 2 (writer processes of the steady phase)
+#   REPEATS        1: steady runs of each relay at each rate (the p99's spread needs several)
+#   FANOUT_VARIANTS  more fanout relays to run beside the default one, separated by ';', each
+#                  NAME:key.path=value[,key.path=value] over its settings, for example
+#                  "nolinger:relay.linger_ms=0,sinks.kafka.linger_ms=0"
 #   DBZ_POLL_MS    10: Debezium's steady phase once more with poll.interval.ms=10 (its
 #                  default, 500, is most of its lag at low rates); 0 skips it
 #   STOP_SERVICES  auto: stop PostgreSQL and Kafka at the end if this run started them; 1, 0
@@ -28,7 +34,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CHECKOUT="$(cd "${CHECKOUT:-$HERE/../..}" && pwd)"
 N="${1:-20000}"
-RATE="${2:-200}"
+RATES="${2:-200}"
 export FANOUT_SERVICES_DIR="${FANOUT_SERVICES_DIR:-$CHECKOUT/.services/debezium-compare}"
 export FANOUT_SERVICES_POSTGRES_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-43432}"
 export FANOUT_SERVICES_KAFKA_PORT="${FANOUT_SERVICES_KAFKA_PORT:-43092}"
@@ -87,8 +93,15 @@ if [ ! -f "$LIB/.complete" ]; then
     touch "$LIB/.complete"
 fi
 
-.venv/bin/python "$HERE/compare.py" --events "$N" --rate "$RATE" \
-    --seconds "${SECONDS_STEADY:-30}" --writers "${WRITERS:-2}" \
+variants=()
+IFS=';' read -r -a specs <<<"${FANOUT_VARIANTS:-}"
+for spec in "${specs[@]}"; do
+    [ -z "$spec" ] || variants+=(--fanout-variant "$spec")
+done
+
+.venv/bin/python "$HERE/compare.py" --events "$N" --rates "$RATES" \
+    --seconds "${SECONDS_STEADY:-30}" --writers "${WRITERS:-2}" --repeats "${REPEATS:-1}" \
+    "${variants[@]}" \
     --pg-port "$FANOUT_SERVICES_POSTGRES_PORT" --kafka-port "$FANOUT_SERVICES_KAFKA_PORT" \
     --kafka-pidfile "$FANOUT_SERVICES_DIR/kafka/kafka.pid" --connect-port "$CONNECT_PORT" \
     --lib "$LIB" --java "$JAVA" --heap "$CONNECT_HEAP" \
