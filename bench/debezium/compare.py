@@ -701,7 +701,7 @@ class Run:
         writers_done = time.perf_counter()
         achieved = sum(c for c, _ in outcomes) / max(e for _, e in outcomes)
         rows = await self.pool.fetch(
-            "SELECT event_id::text AS event_id,"
+            "SELECT event_id::text AS event_id, txid::text::bigint AS txid,"
             " extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS committed"
             " FROM outbox WHERE id > $1",
             first_id,
@@ -725,6 +725,19 @@ class Run:
         def pct(q: float) -> float:
             return round(1000 * float(lags[min(len(lags) - 1, int(q * len(lags)))]), 1)
 
+        horizon: dict[str, Any] = {}
+        if which == "fanout":
+            visible = visible_times([(r["txid"], r["committed"]) for r in rows])
+            waits = [visible[r["txid"]] - r["committed"] for r in rows]
+            after = [
+                appended[r["event_id"]] / 1000 - visible[r["txid"]]
+                for r in rows
+                if r["event_id"] in appended
+            ]
+            horizon = {
+                "horizon_wait_ms": percentiles_ms(waits),
+                "lag_after_horizon_ms": percentiles_ms(after),
+            }
         window = s1["t"] - s0["t"]
         cpu = self.cpu_between(s0, s1)
         rss = rss_mb(process.pid)
@@ -739,6 +752,7 @@ class Run:
                 "p99": pct(0.99),
                 "max": round(1000 * lags[-1], 1),
             },
+            **horizon,
             "seconds_writers_done_to_delivered": round(timing["done"] - writers_done, 2),
             "window_seconds": round(window, 2),
             "cpu": cpu,
@@ -986,6 +1000,31 @@ def relay_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
+def visible_times(committed: list[tuple[int, float]]) -> dict[int, float]:
+    """When each transaction's rows became readable by the fanout relay, which reads only
+    below the oldest transaction still running: the latest commit among it and every
+    transaction with a lower txid (of those given: transactions that wrote no outbox row, such
+    as the relay's own, are not seen, so this is a lower bound)."""
+    visible: dict[int, float] = {}
+    latest = float("-inf")
+    for txid, at in sorted(committed):
+        latest = max(latest, at)
+        visible[txid] = latest
+    return visible
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of durations in seconds, in milliseconds."""
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(1000 * ordered[-1], 1)}
+
+
 def rates(text: str) -> list[float]:
     """``300,600`` as [300.0, 600.0]."""
     try:
@@ -995,6 +1034,18 @@ def rates(text: str) -> list[float]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every rate must be above 0")
     return values
+
+
+def horizon_summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median over runs of the p50 and p99 of the wait for the visibility horizon and of the
+    lag after it (fanout relays' runs only)."""
+    if not all(r.get("horizon_wait_ms") for r in runs):
+        return {}
+    return {
+        f"{part}_{q}_ms_median": statistics.median(r[f"{part}_ms"][q] for r in runs)
+        for part in ("horizon_wait", "lag_after_horizon")
+        for q in ("p50", "p99")
+    }
 
 
 def summarise(runs: list[dict[str, Any]], rival: str) -> dict[str, Any]:
@@ -1008,6 +1059,7 @@ def summarise(runs: list[dict[str, Any]], rival: str) -> dict[str, Any]:
             mine = [r for r in at_rate if r["relay"] == name]
             p99 = [r["lag_ms"]["p99"] for r in mine]
             relays[name] = {
+                **horizon_summary(mine),
                 "runs": len(mine),
                 "p50_ms_median": statistics.median(r["lag_ms"]["p50"] for r in mine),
                 "p99_ms_median": statistics.median(p99),
@@ -1131,6 +1183,12 @@ def table(r: dict[str, Any]) -> str:
             [f"{relays[k]['p99_ms_min']}-{relays[k]['p99_ms_max']}" for k in keys],
         )
         row("p99 spread (highest/lowest)", [relays[k]["p99_spread"] for k in keys])
+        for part, label in (("horizon_wait", "horizon wait"), ("lag_after_horizon", "after it")):
+            for q in ("p50", "p99"):
+                row(
+                    f"  of which {label} {q} ms (median)",
+                    [relays[k].get(f"{part}_{q}_ms_median", "") for k in keys],
+                )
         row("lag max ms (all runs)", [relays[k]["max_ms"] for k in keys])
         row(
             "relay CPU ms/event (median of runs)",

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from bench.debezium.compare import rates, relay_variant, summarise, with_overrides
+from bench.debezium.compare import (
+    percentiles_ms,
+    rates,
+    relay_variant,
+    summarise,
+    visible_times,
+    with_overrides,
+)
 
 
 def run(relay: str, rate: float, p50: float, p99: float, cpu: float = 1.0) -> dict[str, Any]:
@@ -67,3 +74,29 @@ def test_the_summary_takes_medians_over_runs_and_compares_p99_with_the_rival() -
     assert fanout["relay_cpu_ms_per_event_median"] == 0.9
     assert summary["300"]["p99_over_debezium_poll10ms"] == {"fanout": 2.0}
     assert summary["600"]["p99_over_debezium_poll10ms"] == {}
+
+
+def test_a_transaction_is_visible_once_every_lower_txid_has_committed() -> None:
+    # txid 11 commits last: 12 and 13, committed before it, wait for it
+    visible = visible_times([(12, 1.010), (11, 1.050), (13, 1.020), (14, 1.060)])
+
+    assert visible == {11: 1.050, 12: 1.050, 13: 1.050, 14: 1.060}
+
+
+def test_percentiles_are_in_milliseconds() -> None:
+    figures = percentiles_ms([i / 1000 for i in range(1, 101)])
+
+    assert figures == {"p50": 51.0, "p90": 91.0, "p99": 100.0, "max": 100.0}
+    assert percentiles_ms([]) == {}
+
+
+def test_the_summary_splits_a_fanout_relay_s_lag_at_the_horizon() -> None:
+    runs = [run("fanout", 300, 15, 50), run("fanout", 300, 15, 70)]
+    for waited, r in zip((10, 20), runs, strict=True):
+        r["horizon_wait_ms"] = {"p50": 1, "p99": waited}
+        r["lag_after_horizon_ms"] = {"p50": 14, "p99": 40}
+
+    fanout = summarise(runs, "debezium")["300"]["relays"]["fanout"]
+
+    assert fanout["horizon_wait_p99_ms_median"] == 15
+    assert fanout["lag_after_horizon_p99_ms_median"] == 40
