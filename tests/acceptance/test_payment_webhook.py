@@ -34,7 +34,10 @@ async def server(
         {
             "postgres": {"url": migrated_url},
             "api": {"key": API_KEY},
-            "payments": {"webhook_secret": [CURRENT, PREVIOUS], "tolerance_seconds": TOLERANCE_SECONDS},
+            "payments": {
+                "webhook_secret": [CURRENT, PREVIOUS],
+                "tolerance_seconds": TOLERANCE_SECONDS,
+            },
             "sinks": {"memory": {"type": "memory"}},
         },
     )
