@@ -10,12 +10,14 @@ statement per interval per relay, over a connection held for the purpose (two st
 with the default, whatever the load).
 
 If the session breaks while the process lives (a network blip, a PostgreSQL restart or
-failover), the process opens a new one, with backoff, and records it; meanwhile another relay
-may release its leases (its commits are then refused, see ``advance_positions``, and its
-workers forget what they lost), and until it records its new session its leases are kept only
-by its heartbeat. A restart ends every relay's session at once: since a session is judged only
-against the run of the server it was recorded on, no relay releases another's leases for it,
-each reconnects on its own backoff, and the leases stay where they were.
+failover), the check that finds it broken opens and records a new one at once (see
+:func:`~gateway.relay.sessions.reopen_at_once`); while that fails, the next checks try again,
+with backoff. Meanwhile another relay may release its leases (its commits are then refused,
+see ``advance_positions``, and its workers forget what they lost), and until it records its
+new session its leases are kept only by its heartbeat. A restart ends every relay's session at
+once: since a session is judged only against the run of the server it was recorded on, no
+relay releases another's leases for it, each reconnects on its own backoff, and the leases
+stay where they were.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gateway.relay.sessions import (
     SessionCheck,
     ends_session,
     membership_changed,
+    reopen_at_once,
 )
 
 log = logging.getLogger("gateway.relay")
@@ -73,21 +76,32 @@ class LivenessSession:
 
     async def check(self) -> None:
         """Check once: open the session if it is not, then look for dead relays; when the live
-        relays changed, tell the process. A session whose connection broke is closed, to be
-        opened again at the next check; after a statement's own failure it stays open."""
+        relays changed, tell the process. A session whose connection broke is closed and opened
+        again at once; after a statement's own failure it stays open."""
+        was_open = self.is_open
         try:
-            await self.open()
-            assert self._session is not None
-            found = await self._session.check(self._ttl_seconds)
+            found = await self._check_once()
         except DATABASE_ERRORS as error:
-            if ends_session(error):
-                await self.close()
-            raise
+            if not reopen_at_once(was_open, error):
+                raise
+            log.info("liveness session's connection ended (%s), opening another", error)
+            found = await self._check_once()
         self.checks += 1
         if found.reaped:
             log.warning("relays whose session ended, leases released: %s", sorted(found.reaped))
         if membership_changed(self._known_live(), found):
             await self._on_change(found)
+
+    async def _check_once(self) -> SessionCheck:
+        """Open the session if it is not, and check it; close it if its connection broke."""
+        try:
+            await self.open()
+            assert self._session is not None
+            return await self._session.check(self._ttl_seconds)
+        except DATABASE_ERRORS as error:
+            if ends_session(error):
+                await self.close()
+            raise
 
     async def run(self) -> None:
         """Check every interval, until cancelled; after a failure, back off."""

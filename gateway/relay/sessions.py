@@ -101,6 +101,17 @@ def ends_session(error: BaseException) -> bool:
     return isinstance(error, _CONNECTION_LOST) and not isinstance(error, TimeoutError)
 
 
+def reopen_at_once(was_open: bool, error: BaseException) -> bool:
+    """Whether a check that failed with ``error`` is to open and record a new session and check
+    again at once, rather than at the next interval: the session was open before the check, and
+    its connection was found ended (the server closed it: a restart, a failover, an
+    administrator). asyncpg reports such a connection as busy ("another operation is in
+    progress", its protocol still reading the server's farewell) or as released to the pool
+    (its slot given back when the close arrived), though no other task used it. A session that
+    could not be opened waits for the next interval, with backoff."""
+    return was_open and ends_session(error)
+
+
 def membership_changed(known_live: Collection[str], check: SessionCheck) -> bool:
     """Whether this relay must refresh its view of the live relays and rebalance now, rather
     than at its next heartbeat: a relay was found dead, or one joined or left."""

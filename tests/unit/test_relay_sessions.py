@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+import asyncpg
 import pytest
 
 from adapters.memory import MemorySink
@@ -17,6 +18,7 @@ from gateway.relay.sessions import (
     RecordedSession,
     SessionCheck,
     membership_changed,
+    reopen_at_once,
     session_ended,
 )
 from gateway.relay.storage import RelayStorage
@@ -33,6 +35,26 @@ def recorded(pid: int = 7, start: float = 150.0, server: float = RUN) -> Recorde
 
 
 # The rules ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("was_open", "error", "at_once"),
+    [
+        (True, asyncpg.InterfaceError("connection has been released back to the pool"), True),
+        (True, asyncpg.InternalClientError("another operation (2) is in progress"), True),
+        (True, asyncpg.ConnectionDoesNotExistError("connection was closed"), True),
+        (True, ConnectionResetError(), True),
+        (True, asyncpg.QueryCanceledError("canceling statement"), False),
+        (True, TimeoutError(), False),
+        (False, ConnectionRefusedError(), False),
+        (False, asyncpg.CannotConnectNowError("the database system is shutting down"), False),
+    ],
+    ids=lambda value: value if isinstance(value, bool) else type(value).__name__,
+)
+def test_only_an_open_session_whose_connection_ended_is_reopened_at_once(
+    was_open: bool, error: Exception, at_once: bool
+) -> None:
+    assert reopen_at_once(was_open, error) is at_once
 
 
 def test_a_relay_whose_session_pid_is_gone_is_dead() -> None:
