@@ -452,7 +452,10 @@ async def idle_cores(
     sampler = Sampler(roots, postmaster, interval)
     sampling = asyncio.create_task(sampler.run())
     try:
-        await asyncio.sleep(seconds)  # the length of the measurement, not a wait for anything
+        # Readings for ``seconds``, unless a server ends meanwhile (which ends the sampler).
+        done, _ = await asyncio.wait({sampling}, timeout=seconds)
+        if done:
+            sampling.result()
     finally:
         await stop_sampling(sampling)
     sampler.read()
@@ -475,6 +478,15 @@ async def delivered_everything(gateway: Gateway) -> bool:
     async with gateway.pool.acquire() as connection:
         backlogs = {b.sink: b.events for b in await backlog(connection)}
     return all(backlogs.get(sink, 0) == 0 for sink in SINKS)
+
+
+async def checking_time(stdout: asyncio.StreamReader) -> float | None:
+    """When the load test says it checks the stores (its load has run and drained), or
+    ``None`` if it ends without saying so."""
+    async for line in stdout:
+        if line.startswith(b"[checking]"):
+            return time.monotonic()
+    return None
 
 
 async def start_loadtest(
@@ -543,11 +555,13 @@ async def measured_load(
         try:
             assert process.stdout is not None and process.stderr is not None
             errors = asyncio.create_task(process.stderr.read())
-            checking_at = None
-            async for line in process.stdout:
-                if line.startswith(b"[checking]"):
-                    checking_at = time.monotonic()
-                    break
+            watching = asyncio.create_task(checking_time(process.stdout))
+            # A server that ends meanwhile ends the sampler, and the run with it.
+            await asyncio.wait({watching, sampling}, return_when=asyncio.FIRST_COMPLETED)
+            if sampling.done():
+                watching.cancel()
+                sampling.result()
+            checking_at = await watching
             if checking_at is None:
                 await process.wait()
                 raise RuntimeError(f"the load test ended early:\n{(await errors).decode()[-2000:]}")
@@ -757,7 +771,12 @@ def main() -> None:
                         help="seconds the relay has to deliver everything")  # fmt: skip
     args = parser.parse_args()
     settings = yaml.safe_load(Path(args.config).read_text())
-    results = asyncio.run(run(args, settings))
+    try:
+        results = asyncio.run(run(args, settings))
+    except KeyboardInterrupt:
+        sys.exit("cost_per_order: interrupted; its processes, database and store data removed")
+    except (ServerNotFound, RuntimeError, TimeoutError, ValueError) as error:
+        sys.exit(f"cost_per_order: {error}")
     print_table(results)
     print(f"results: {write_results('cost_per_order', results)}")
     chart = RESULTS / "cost_per_order.png"
