@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 
@@ -36,9 +37,32 @@ def host_of(url: str) -> str:
 
 @pytest.fixture
 async def database(create_database: DatabaseFactory) -> tuple[str, str, str]:
-    """A migrated database's URL, the primary's host and the standby's host."""
+    """A migrated database's URL, the primary's host and the standby's host, once the standby
+    has replayed the database's creation and migrations (asyncpg, unlike libpq, does not try
+    the next host when one answers that the database does not exist)."""
     url = await create_migrated_database(create_database)
+    await standby_replayed(url, server_url("postgres-replica"))
     return url, host_of(url), host_of(server_url("postgres-replica"))
+
+
+async def standby_replayed(primary_url: str, standby_url: str) -> None:
+    """Wait until the standby has replayed the primary's WAL up to now."""
+    primary = await asyncpg.connect(primary_url)
+    try:
+        written = await primary.fetchval("SELECT pg_current_wal_lsn()")
+    finally:
+        await primary.close()
+    standby = await asyncpg.connect(standby_url)
+    try:
+
+        async def caught_up() -> bool:
+            return bool(
+                await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", written)
+            )
+
+        await eventually(caught_up, within=60)
+    finally:
+        await standby.close()
 
 
 async def test_writes_reach_the_primary_when_a_standby_is_listed_first(
