@@ -377,9 +377,8 @@ class InMemoryRelayStorage:
 
     async def has_work(self, sink: str) -> bool:
         positions = self.position_of(sink)
-        return any(
-            e.partition in positions and e.position > positions[e.partition]
-            for e in self._readable()
+        return any(  # committed, readable or held back by an older running transaction
+            e.partition in positions and e.position > positions[e.partition] for e in self.events
         ) or any(self._replay_waits(row, sink) for row in self.dead_letter_rows)
 
     async def register_sink(self, sink: str, *, from_beginning: bool) -> None:

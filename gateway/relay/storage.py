@@ -42,7 +42,8 @@ class RelayStorage(Protocol):
         ...
 
     async def has_work(self, sink: str) -> bool:
-        """Whether ``sink`` has an undelivered readable event, or a requested replay."""
+        """Whether ``sink`` has an undelivered committed event (readable now, or once the older
+        transactions still running end), or a requested replay."""
         ...
 
     async def register_sink(self, sink: str, *, from_beginning: bool) -> None:

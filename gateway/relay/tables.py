@@ -412,6 +412,7 @@ async def move_positions_back(
 
 
 async def sink_has_work(connection: Connection, sink: str) -> bool:
-    """Whether ``sink`` has an undelivered readable event in any partition, or a replay."""
+    """Whether ``sink`` has an undelivered committed event in any partition (readable now or
+    held back by an older running transaction), or a replay."""
     has_work: bool = await connection.fetchval(query("sink_has_work"), sink)
     return has_work

@@ -38,18 +38,30 @@ async def test_every_event_reaches_the_sink_and_it_converges(world: World) -> No
 async def test_an_event_committed_late_is_not_skipped(world: World) -> None:
     """A transaction holding a lower-numbered event commits after a higher-numbered one."""
     sink = MemorySink()
-    late_id, early_id = str(uuid.uuid4()), str(uuid.uuid4())
+    marker_id, late_id, early_id = (str(uuid.uuid4()) for _ in range(3))
+    marker, marked = await hold_open_event(world, marker_id)  # the lowest txid of the three
     holder, held = await hold_open_event(world, late_id)
+    relay = world.relay(sink)
+    running = asyncio.create_task(relay.run())
     try:
         async with world.gateway.pool.acquire() as connection, connection.transaction():
             await world.gateway.publish(connection, probe(early_id))
-        await world.drain(sink)  # a full read cycle while the late transaction is open
-        delivered_while_open = set(sink.deliveries)
+        # The marker commits after the early event, below the late one: once the relay has
+        # delivered it, it has read past the early event's commit while the late transaction
+        # was still open.
+        await marked.commit()
+        event_of = await event_ids(world)
+        await eventually(lambda: event_of[marker_id] in sink.deliveries)
+        delivered_while_open = set(sink.deliveries) - {event_of[marker_id]}
 
         await held.commit()
-        await world.drain(sink)
+        event_of = await event_ids(world)
+        await eventually(lambda: set(event_of.values()) <= set(sink.deliveries))
     finally:
+        relay.stop()
+        await running
         await holder.close()
+        await marker.close()
 
     events = await world.gateway.pool.fetch(
         "SELECT event_id, aggregate_id, id FROM outbox ORDER BY id"
@@ -57,10 +69,13 @@ async def test_an_event_committed_late_is_not_skipped(world: World) -> None:
     by_aggregate = {r["aggregate_id"]: r for r in events}
     assert by_aggregate[late_id]["id"] < by_aggregate[early_id]["id"]
     assert delivered_while_open == set()  # held back, never read past the open transaction
-    assert set(sink.deliveries) == {
-        by_aggregate[late_id]["event_id"],
-        by_aggregate[early_id]["event_id"],
-    }
+    assert set(sink.deliveries) == set(event_of.values())
+
+
+async def event_ids(world: World) -> dict[str, uuid.UUID]:
+    """aggregate id -> event id, of every committed event."""
+    rows = await world.gateway.pool.fetch("SELECT aggregate_id, event_id FROM outbox")
+    return {r["aggregate_id"]: r["event_id"] for r in rows}
 
 
 async def hold_open_event(

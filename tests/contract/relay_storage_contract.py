@@ -191,6 +191,27 @@ class RelayStorageContract:
         assert await harness.storage.commit_batch(sink, owner, moves, [])
         assert not await harness.storage.has_work(sink)
 
+    async def test_has_work_counts_a_committed_event_an_older_running_transaction_holds_back(
+        self, harness: Harness
+    ) -> None:
+        """A relay run until idle must not stop while a committed event waits only for an older
+        transaction (of any database of the server) to end before it can be read."""
+        sink, owner = name("sink"), name("relay")
+        event = await publish(harness, name("a"))
+        await harness.storage.register_sink(sink, from_beginning=True)
+        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+        moves = {p: Move(event.position, 0) for p in PARTITIONS}
+        assert await harness.storage.commit_batch(sink, owner, moves, [])
+        older = await harness.begin()
+        try:
+            await older.append(name("older"))
+            held_back = await publish(harness, name("held back"))
+            readable = await harness.storage.read_batch(event.position, PARTITIONS, 100)
+            assert held_back.id not in {e.id for e in readable}
+            assert await harness.storage.has_work(sink)
+        finally:
+            await older.abort()
+
     # Leases ----------------------------------------------------------------------------------
 
     async def test_a_claim_takes_only_partitions_no_live_lease_covers(

@@ -343,14 +343,20 @@ DELETE FROM relay_positions WHERE sink = $1;
 DELETE FROM dead_letters WHERE sink = $1;
 
 -- name: sink_has_work
--- Whether any partition of the sink has a readable event past its position, or a replay waits.
--- Each partition asks outbox_batch for one event, so the (txid, id) index is walked from its
--- position; a plain filter on the partition is planned as a scan of the whole outbox.
+-- Whether any partition of the sink has a committed event past its position, or a replay waits.
+-- An event an older transaction still running holds back (outbox_batch reads below the oldest)
+-- counts too: a relay run until idle waits for it rather than stopping with it undelivered.
+-- Each partition walks the (txid, id) index from its position for one event.
 SELECT EXISTS (
     SELECT 1
     FROM relay_positions AS positions
-    CROSS JOIN LATERAL outbox_batch(
-        positions.position_txid, positions.position_id, ARRAY[positions.partition], 1
+    CROSS JOIN LATERAL (
+        SELECT 1
+        FROM outbox
+        WHERE (outbox.txid, outbox.id) > (positions.position_txid, positions.position_id)
+          AND outbox.partition = positions.partition
+        ORDER BY outbox.txid, outbox.id
+        LIMIT 1
     ) AS pending
     WHERE positions.sink = $1
 ) OR EXISTS (
