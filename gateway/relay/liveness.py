@@ -84,7 +84,7 @@ class LivenessSession:
         except DATABASE_ERRORS as error:
             if not reopen_at_once(was_open, error):
                 raise
-            log.info("liveness session's connection ended (%s), opening another", error)
+            log.warning("liveness session's connection ended (%s), opening another", error)
             found = await self._check_once()
         self.checks += 1
         if found.reaped:

@@ -29,6 +29,19 @@ from gateway.relay.stalls import SinkCallWatch
 
 log = logging.getLogger("gateway.relay")
 
+IDLE_WAIT_REPORT_SECONDS = 30.0
+"""How long a relay run until idle waits for events it cannot finish before it says so, and
+then how often it says so again."""
+
+
+def idle_wait_to_report(waiting_since: float | None, reported_at: float | None, now: float) -> bool:
+    """Whether a relay run until idle, still finding committed events past its positions,
+    reports it now: once it has waited a report interval, then once per interval."""
+    if waiting_since is None:
+        return False
+    since = waiting_since if reported_at is None else max(waiting_since, reported_at)
+    return now - since >= IDLE_WAIT_REPORT_SECONDS
+
 
 class SinkWorker:
     """Delivers one sink's events: leases, reads, applies with retries, commits positions."""
@@ -71,6 +84,8 @@ class SinkWorker:
             version_order=needs_version_order(sink),
         )
         self._next_replay_check = 0.0
+        self._idle_waiting_since: float | None = None
+        self._idle_wait_reported_at: float | None = None
 
     @property
     def owned(self) -> set[int]:
@@ -107,9 +122,12 @@ class SinkWorker:
                 full = await self.pipeline.deliver_next_batch()
                 failures = 0
                 if full or replayed:
+                    self._idle_waiting_since = None
                     continue
-                if until_idle and not await self.context.storage.has_work(self.sink.name):
-                    return
+                if until_idle:
+                    if not await self.context.storage.has_work(self.sink.name):
+                        return
+                    self._note_idle_wait()
                 await self._wait_for_events()
             except DATABASE_ERRORS as error:
                 failures += 1
@@ -119,6 +137,22 @@ class SinkWorker:
                     await self.context.storage.reset_connections()
                 self.leases.check_soon()
                 await self.context.pause(self.context.database_backoff.ceiling(failures))
+
+    def _note_idle_wait(self) -> None:
+        """Run until idle and not idle yet: after a while, say what it is waiting for."""
+        now = time.monotonic()
+        if self._idle_waiting_since is None:
+            self._idle_waiting_since = now
+        if idle_wait_to_report(self._idle_waiting_since, self._idle_wait_reported_at, now):
+            self._idle_wait_reported_at = now
+            log.warning(
+                "%s: running until idle, committed events are still past its positions after "
+                "%.0f s: events are still being committed, or a transaction older than them "
+                "is still running on the server (any database: relays read only below the "
+                "oldest running transaction)",
+                self.sink.name,
+                now - self._idle_waiting_since,
+            )
 
     async def maintain_leases(self) -> None:
         """Every third of a lease's life: finish the batches in flight (a lease given up must

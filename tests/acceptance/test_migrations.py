@@ -110,8 +110,9 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     runner = MigrationRunner(connection)
     await runner.apply()
 
-    undone = await runner.rollback(11)
+    undone = await runner.rollback(12)
     assert [m.name for m in undone] == [
+        "outbox_pending_function",
         "console_sessions",
         "relay_sessions",
         "relay_stalled_sinks",
@@ -129,6 +130,7 @@ async def test_down_rolls_back_the_newest_migrations(connection: asyncpg.Connect
     assert gone.isdisjoint(await tables(connection))
     assert await connection.fetchval("SELECT to_regproc('outbox_batch')") is None
     assert await connection.fetchval("SELECT to_regproc('outbox_backlog')") is None
+    assert await connection.fetchval("SELECT to_regproc('outbox_pending')") is None
     assert "orders" in await tables(connection)
     indexes = await connection.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'orders'")
     assert "orders_customer_id_created_at" in {row["indexname"] for row in indexes}

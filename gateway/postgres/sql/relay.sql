@@ -346,19 +346,12 @@ DELETE FROM dead_letters WHERE sink = $1;
 -- Whether any partition of the sink has a committed event past its position, or a replay waits.
 -- An event an older transaction still running holds back (outbox_batch reads below the oldest)
 -- counts too: a relay run until idle waits for it rather than stopping with it undelivered.
--- Each partition walks the (txid, id) index from its position for one event.
+-- outbox_pending (migration 0017) walks the (txid, id) index from each position.
 SELECT EXISTS (
     SELECT 1
     FROM relay_positions AS positions
-    CROSS JOIN LATERAL (
-        SELECT 1
-        FROM outbox
-        WHERE (outbox.txid, outbox.id) > (positions.position_txid, positions.position_id)
-          AND outbox.partition = positions.partition
-        ORDER BY outbox.txid, outbox.id
-        LIMIT 1
-    ) AS pending
     WHERE positions.sink = $1
+      AND outbox_pending(positions.position_txid, positions.position_id, positions.partition)
 ) OR EXISTS (
     SELECT 1 FROM dead_letters
     WHERE sink = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL

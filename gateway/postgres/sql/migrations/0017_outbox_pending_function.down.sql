@@ -1,0 +1,1 @@
+DROP FUNCTION outbox_pending(xid8, bigint, smallint);
