@@ -23,7 +23,10 @@ from gateway.telemetry.tracing import traced
 def relay(
     context: typer.Context,
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Deliver every committed event to every sink, then exit.")
+        bool,
+        typer.Option(
+            "--until-idle", help="Deliver every committed event to every sink, then exit."
+        ),
     ] = False,
     metrics_port: Annotated[
         int | None,
