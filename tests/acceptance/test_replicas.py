@@ -209,7 +209,21 @@ async def test_doctor_reports_the_replica_and_the_primary_s_view_of_it(
     migrated_url: str, replica_server: str
 ) -> None:
     settings = replicated_settings(migrated_url, replica_server)
-    report = await diagnose(settings.postgres, {}, timeout_seconds=10)
+    report: dict[str, Any] = {}
+
+    async def streaming() -> bool:
+        # a replica an earlier test restarted lags past the limit (not in use) until it has
+        # caught up
+        nonlocal report
+        report = await diagnose(settings.postgres, {}, timeout_seconds=10)
+        replicas, standbys = report["replication"]["replicas"], report["replication"]["standbys"]
+        return (
+            bool(replicas and standbys)
+            and replicas[0]["in_use"] is True
+            and standbys[0]["state"] == "streaming"
+        )
+
+    await eventually(streaming, within=60)
     [replica] = report["replication"]["replicas"]
     assert replica["state"] == "streaming" and replica["in_use"] is True
     assert replica["lag_bytes"] is not None and replica["lag_seconds"] is not None
