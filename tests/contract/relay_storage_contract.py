@@ -191,12 +191,7 @@ class RelayStorageContract:
     async def test_has_work_is_false_once_every_position_is_past_every_event(
         self, harness: Harness
     ) -> None:
-        sink, owner = name("sink"), name("relay")
-        event = await publish(harness, name("a"))
-        await harness.storage.register_sink(sink, from_beginning=True)
-        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
-        moves = {p: Move(event.position, 0) for p in PARTITIONS}
-        assert await harness.storage.commit_batch(sink, owner, moves, [])
+        sink, _ = await caught_up_sink(harness)
         assert not await harness.storage.has_work(sink)
 
     async def test_has_work_counts_a_committed_event_an_older_running_transaction_holds_back(
@@ -204,12 +199,7 @@ class RelayStorageContract:
     ) -> None:
         """A relay run until idle must not stop while a committed event waits only for an older
         transaction (of any database of the server) to end before it can be read."""
-        sink, owner = name("sink"), name("relay")
-        event = await publish(harness, name("a"))
-        await harness.storage.register_sink(sink, from_beginning=True)
-        await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
-        moves = {p: Move(event.position, 0) for p in PARTITIONS}
-        assert await harness.storage.commit_batch(sink, owner, moves, [])
+        sink, event = await caught_up_sink(harness)
         older = await harness.begin()
         try:
             await older.append(name("older"))
@@ -715,3 +705,14 @@ class RelayStorageContract:
         assert await harness.dead_letter_attempts(sink) == {}
         with pytest.raises(UnknownSink):
             await harness.retire(sink)
+
+
+async def caught_up_sink(harness: Harness) -> tuple[str, StoredEvent]:
+    """A new sink whose every position is past the one event published for it."""
+    sink, owner = name("sink"), name("relay")
+    event = await publish(harness, name("a"))
+    await harness.storage.register_sink(sink, from_beginning=True)
+    await harness.storage.claim_leases(sink, owner, PARTITIONS, LONG)
+    moves = {p: Move(event.position, 0) for p in PARTITIONS}
+    assert await harness.storage.commit_batch(sink, owner, moves, [])
+    return sink, event
