@@ -261,9 +261,10 @@ class Relay:
         try:
             await self._wait_for(workers)
         finally:
-            for task in background:
+            # Workers are still running here only when this run was cancelled.
+            for task in (*workers, *background):
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*workers, *background, return_exceptions=True)
             await self._leave()
 
     async def _join(self) -> bool:
