@@ -42,6 +42,8 @@ CONFIG_PATH_VARIABLE = "FANOUT_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/gateway.yaml")
 MIN_API_KEY_LENGTH = 16
 GRPC_METADATA_NAME = re.compile(r"[a-z0-9_.-]+")
+GRPC_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+_ECHOED_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 OTLP_ENDPOINT = re.compile(r"https?://[^/@?#\s]+/?", re.IGNORECASE)
 
 
@@ -519,6 +521,15 @@ class LoggingSettings(_Section):
     """The lowest level logged."""
 
 
+def _bad_header_name(name: str) -> str:
+    """Why ``name`` is no header name; the name itself only when it looks like one (a value
+    pasted into the name, with its credentials, is not repeated)."""
+    rule = "must be lower case letters, digits, '-', '_' or '.' (gRPC metadata)"
+    if _ECHOED_NAME.fullmatch(name):
+        return f"header name {name!r} {rule}"
+    return f"a header name {rule}; one holds other characters (is a value in its place?)"
+
+
 class TelemetrySettings(_Section):
     """Traces (OpenTelemetry), exported over OTLP/gRPC. Off unless ``enabled``: with it on, the
     HTTP request, its transaction and statements, and the outbox rows it writes share a trace
@@ -549,12 +560,14 @@ class TelemetrySettings(_Section):
 
     @field_validator("headers")
     @classmethod
-    def _metadata_names(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name in headers:
+    def _metadata(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in headers.items():
             if not GRPC_METADATA_NAME.fullmatch(name):
+                raise ValueError(_bad_header_name(name))
+            if not GRPC_METADATA_VALUE.fullmatch(value.get_secret_value()):
                 raise ValueError(
-                    f"header name {name[:80]!r} must be lower case letters, digits, '-', '_' "
-                    "or '.' (gRPC metadata)"
+                    f"the value of header {name!r} must be printable ASCII on one line "
+                    "(gRPC metadata)"
                 )
         return headers
 

@@ -109,6 +109,18 @@ def test_fanout_config_names_the_file(tmp_path: Path, monkeypatch: pytest.Monkey
             "telemetry.headers",
             "'X-Api-Key' must be lower case",
         ),
+        (
+            f"postgres:\n  url: {URL}\ntelemetry:\n  headers:\n"
+            "    'authorization: Bearer s3cret': x\n",
+            "telemetry.headers",
+            "a header name must be lower case",
+        ),
+        (
+            f"postgres:\n  url: {URL}\ntelemetry:\n  headers:\n"
+            '    api-key: "s3cret\\r\\nx-evil: 1"\n',
+            "telemetry.headers",
+            "the value of header 'api-key' must be printable ASCII on one line",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(
