@@ -53,9 +53,6 @@ DEFAULT_PAUSE_TIMEOUT = 5.0
 DELIVERY_POLL_SECONDS = 0.02
 """How often the pause asks the source whether the customer's events were delivered."""
 
-LOCK_ATTEMPTS = 5
-"""How often the pause takes its locks again when events it cannot wait for slipped in."""
-
 
 class MoveStep(StrEnum):
     """The points of a move a hook is called at (a test's crash injection)."""
@@ -80,7 +77,9 @@ class MoveAborted(Exception):
 
 
 class _LateEvents(Exception):
-    """Events the pause cannot wait for slipped in while it took its locks."""
+    """Events the pause cannot wait for slipped in while it took its locks: written by a
+    transaction younger than the pause's own, which the relay cannot read while the pause
+    runs. The pause starts over (until its deadline)."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +143,12 @@ class ShardMover:
         return MoveResult(finished, pause, orders)
 
     async def resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
-        """Finish an interrupted move: forward when the source committed it, else back."""
+        """Finish an interrupted move: forward when the source committed it, else back. A
+        move already ``done`` gets its last step again (the source's leftover decisions of
+        the moved orders deleted), in case the process died before it."""
         current = await move_records.by_id(self._catalog, move.id) or move
+        if current.state is MoveState.DONE:
+            await move_rows.forget_decisions(self._shards[current.source], current.id)
         if current.state.finished:
             return current
         source = self._shards[current.source]
@@ -173,12 +176,11 @@ class ShardMover:
         """Steps 2 to 5: how long the customer was paused, and how many orders moved."""
         deadline = time.monotonic() + pause_timeout
         async with self._shards[move.source].acquire() as source:
-            for _ in range(LOCK_ATTEMPTS):
+            while time.monotonic() < deadline:
                 try:
                     return await self._pause(source, move, deadline, pause_timeout)
                 except _LateEvents:
-                    if time.monotonic() >= deadline:
-                        break
+                    continue
         raise MoveAborted(f"the customer's events kept coming for {pause_timeout} s")
 
     async def _pause(
@@ -187,13 +189,13 @@ class ShardMover:
         async with source.transaction():
             remaining = max(0.001, deadline - time.monotonic())
             await source.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
+            paused_at = time.monotonic()
             try:
                 order_ids = await move_rows.lock_customer(source, move.customer_id)
             except asyncpg.LockNotAvailableError as error:
                 raise MoveAborted(
                     f"the customer's rows stayed locked for {pause_timeout} s"
                 ) from error
-            paused_at = time.monotonic()
             if order_ids is None:
                 raise MoveAborted(f"customer {move.customer_id} is not on shard {move.source}")
             aggregates = move_rows.aggregates_of(move.customer_id, order_ids)
