@@ -173,13 +173,17 @@ WITH doc AS (
     SELECT * FROM jsonb_populate_recordset(
         NULL::order_events, (SELECT rows -> 'order_events' FROM doc))
 ), decision AS (
+    -- A decision is written once; this shard may still hold it from an earlier stay of the
+    -- customer whose cleanup was cut short.
     INSERT INTO reservation_decisions
     SELECT * FROM jsonb_populate_recordset(
         NULL::reservation_decisions, (SELECT rows -> 'reservation_decisions' FROM doc))
+    ON CONFLICT (order_id) DO NOTHING
 ), queued AS (
     INSERT INTO inventory_returns
     SELECT * FROM jsonb_populate_recordset(
         NULL::inventory_returns, (SELECT rows -> 'inventory_returns' FROM doc))
+    ON CONFLICT (order_id) DO NOTHING
 ), kept_key AS (
     INSERT INTO idempotency_keys
     SELECT * FROM jsonb_populate_recordset(
