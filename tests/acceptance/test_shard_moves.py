@@ -31,6 +31,7 @@ from gateway.sharding.relays import ShardedRelay
 from support.sharding import ShardedDatabases, connect_sharded, sharded_databases
 from support.shop import Shop
 from tests.acceptance.test_sharding import assert_units_conserved, customers_on_each_shard
+from tests.acceptance.test_sharding_cli import as_json, fanout
 from tests.relay_settings import FAST
 
 NEXT_STATUS = {
@@ -358,3 +359,29 @@ async def test_a_pause_that_outlasts_its_timeout_rolls_back(gateway: Gateway, sh
     await assert_lives_on(gateway, customer, source, [order.id])
     listed = await move_records.listed(gateway.pool)
     assert result.move.id in {move.id for move in listed}
+
+
+async def test_the_move_commands(sharded: ShardedDatabases, gateway: Gateway, shop: Shop) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=100)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+
+    refused = await asyncio.to_thread(fanout, sharded, "shards", "move", str(customer.id))
+    assert refused.returncode == 2
+    moved = await asyncio.to_thread(
+        fanout, sharded, "shards", "move", str(customer.id), "--to", target
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert f"{source} -> {target}: done, 1 order(s), paused" in moved.stdout
+    again = await asyncio.to_thread(
+        fanout, sharded, "shards", "move", str(customer.id), "--to", target
+    )
+    assert again.returncode == 1
+    assert "already" in again.stderr
+    listed = as_json(await asyncio.to_thread(fanout, sharded, "shards", "moves", "--json"))
+    [mine] = [m for m in listed if m["customer_id"] == str(customer.id)]
+    assert (mine["source"], mine["target"], mine["state"]) == (source, target, "done")
+    resumed = await asyncio.to_thread(fanout, sharded, "shards", "move", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (await gateway.get_order(order.id)).id == order.id

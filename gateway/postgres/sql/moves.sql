@@ -111,12 +111,12 @@ WITH keys AS (
     DELETE FROM orders WHERE id = ANY($2::uuid[]) RETURNING id
 ), moved_order AS (
     INSERT INTO moved_orders (order_id, to_shard, move_id)
-    SELECT unnest($2::uuid[]), $3, $4
+    SELECT unnest($2::uuid[]), $3::text, $4::uuid
     ON CONFLICT (order_id) DO UPDATE SET to_shard = EXCLUDED.to_shard,
         move_id = EXCLUDED.move_id, moved_at = now()
 ), moved_customer AS (
     INSERT INTO moved_customers (customer_id, to_shard, move_id)
-    VALUES ($1, $3, $4)
+    VALUES ($1, $3::text, $4::uuid)
     ON CONFLICT (customer_id) DO UPDATE SET to_shard = EXCLUDED.to_shard,
         move_id = EXCLUDED.move_id, moved_at = now()
 )
@@ -150,44 +150,44 @@ SELECT to_shard FROM moved_orders WHERE order_id = $1;
 -- shard kept of the same rows (the customer moved back here) stay: they are read only for rows
 -- that are not here, and the next move away writes them anew.
 WITH doc AS (
-    SELECT $1::text::jsonb AS rows
+    SELECT $1::text::jsonb AS document
 ), customer AS (
     INSERT INTO customers
-    SELECT * FROM jsonb_populate_recordset(NULL::customers, (SELECT rows -> 'customers' FROM doc))
+    SELECT * FROM jsonb_populate_recordset(NULL::customers, (SELECT document -> 'customers' FROM doc))
 ), address AS (
     INSERT INTO addresses
-    SELECT * FROM jsonb_populate_recordset(NULL::addresses, (SELECT rows -> 'addresses' FROM doc))
+    SELECT * FROM jsonb_populate_recordset(NULL::addresses, (SELECT document -> 'addresses' FROM doc))
 ), placed AS (
     INSERT INTO orders
-    SELECT * FROM jsonb_populate_recordset(NULL::orders, (SELECT rows -> 'orders' FROM doc))
+    SELECT * FROM jsonb_populate_recordset(NULL::orders, (SELECT document -> 'orders' FROM doc))
     RETURNING id
 ), item AS (
     INSERT INTO order_items
     SELECT * FROM jsonb_populate_recordset(
-        NULL::order_items, (SELECT rows -> 'order_items' FROM doc))
+        NULL::order_items, (SELECT document -> 'order_items' FROM doc))
 ), payment AS (
     INSERT INTO payments
-    SELECT * FROM jsonb_populate_recordset(NULL::payments, (SELECT rows -> 'payments' FROM doc))
+    SELECT * FROM jsonb_populate_recordset(NULL::payments, (SELECT document -> 'payments' FROM doc))
 ), history AS (
     INSERT INTO order_events
     SELECT * FROM jsonb_populate_recordset(
-        NULL::order_events, (SELECT rows -> 'order_events' FROM doc))
+        NULL::order_events, (SELECT document -> 'order_events' FROM doc))
 ), decision AS (
     -- A decision is written once; this shard may still hold it from an earlier stay of the
     -- customer whose cleanup was cut short.
     INSERT INTO reservation_decisions
     SELECT * FROM jsonb_populate_recordset(
-        NULL::reservation_decisions, (SELECT rows -> 'reservation_decisions' FROM doc))
+        NULL::reservation_decisions, (SELECT document -> 'reservation_decisions' FROM doc))
     ON CONFLICT (order_id) DO NOTHING
 ), queued AS (
     INSERT INTO inventory_returns
     SELECT * FROM jsonb_populate_recordset(
-        NULL::inventory_returns, (SELECT rows -> 'inventory_returns' FROM doc))
+        NULL::inventory_returns, (SELECT document -> 'inventory_returns' FROM doc))
     ON CONFLICT (order_id) DO NOTHING
 ), kept_key AS (
     INSERT INTO idempotency_keys
     SELECT * FROM jsonb_populate_recordset(
-        NULL::idempotency_keys, (SELECT rows -> 'idempotency_keys' FROM doc))
+        NULL::idempotency_keys, (SELECT document -> 'idempotency_keys' FROM doc))
 )
 SELECT count(*) FROM placed;
 
