@@ -74,19 +74,24 @@ def shop(gateway: Gateway) -> Shop:
 
 
 @pytest.fixture
-async def relay(sharded: ShardedDatabases) -> AsyncIterator[ShardedRelay]:
+async def relay(sharded: ShardedDatabases, gateway: Gateway) -> AsyncIterator[ShardedRelay]:
     """A relay delivering every database's outbox to an in-memory sink, so that a move's pause
-    has positions to wait for."""
+    has positions to wait for; the sink is forgotten afterwards (a sink that stays registered
+    and never moves would hold every later move's pause)."""
     memory = {"postgres": {"url": sharded.catalog}, "sinks": {"memory": {"type": "memory"}}}
     sinks = Settings.model_validate(memory).sinks
     settings = sharded.settings().model_copy(update={"relay": FAST, "sinks": sinks})
-    async with await ShardedRelay.connect(settings) as running_relay:
-        task = asyncio.create_task(running_relay.run())
-        try:
-            yield running_relay
-        finally:
-            running_relay.stop()
-            await task
+    try:
+        async with await ShardedRelay.connect(settings) as running_relay:
+            task = asyncio.create_task(running_relay.run())
+            try:
+                yield running_relay
+            finally:
+                running_relay.stop()
+                await task
+    finally:
+        for pool in (gateway.pool, *gateway.sharding.shards.values()):
+            await pool.execute("DELETE FROM relay_positions WHERE sink = 'memory'")
 
 
 def other(gateway: Gateway, shard: str) -> str:
