@@ -265,31 +265,33 @@ class ShardedLayout(SagaSteps):
         """The saga, started over (at most ``PLACE_ATTEMPTS`` times) when a concurrent request
         with the key settled first."""
         for attempt in range(PLACE_ATTEMPTS):
+            shard = await self._directory.shard_of(order_request.customer_id)
             try:
-                return await self._place_once(order_request, claim)
+                return await self._place_once(order_request, claim, shard)
             except reservations.KeySettledMeanwhile:
                 continue
             except (NotFound, asyncpg.ForeignKeyViolationError) as error:
                 # The customer moved meanwhile: on the source, its order certainly was not
                 # created (its reservation was released at once); start over on the target.
-                if not await self._customer_moved(error, order_request.customer_id, attempt):
+                if not await self._customer_moved(error, order_request.customer_id, shard, attempt):
                     raise
         assert claim is not None  # only a keyed request is settled meanwhile
         raise RequestInProgress(claim.key)
 
-    async def _customer_moved(self, error: Exception, customer_id: UUID, hops: int) -> bool:
-        """Whether a placement failed with ``error`` because its customer moved away from the
-        shard the directory named (the directory's cache then names its new shard)."""
+    async def _customer_moved(
+        self, error: Exception, customer_id: UUID, shard: str, hops: int
+    ) -> bool:
+        """Whether a placement on ``shard`` failed with ``error`` because its customer moved
+        away from there (the directory's cache then names its new shard)."""
         if isinstance(error, NotFound) and not _is_missing(error, "customer", customer_id):
             return False
-        shard = await self._directory.shard_of(customer_id)
         return await self._follow_customer(shard, customer_id, hops) is not None
 
     async def _place_once(
-        self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
+        self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None, shard: str
     ) -> PlacedOrder:
-        """The saga, once: replay or check in the shard, reserve, create, commit."""
-        shard = await self._directory.shard_of(order_request.customer_id)
+        """The saga, once, on the customer's ``shard``: replay or check there, reserve,
+        create, commit."""
         pool = self._shards[shard]
         async with pool.acquire() as connection:
             key = claim.key if claim is not None else None
