@@ -173,20 +173,22 @@ async def test_a_customer_moves_while_its_orders_and_others_keep_changing(
     target = other(gateway, source)
     bystander = placed[target]
     product = await shop.product(stock=10_000)
-    mine = [(await place(gateway, shop, moving, product)).id for _ in range(12)]
-    theirs = [(await place(gateway, shop, bystander, product)).id for _ in range(4)]
-    for order_id in mine[:6]:
+    mine = [(await place(gateway, shop, moving, product)).id for _ in range(30)]
+    theirs = [(await place(gateway, shop, bystander, product)).id for _ in range(6)]
+    for order_id in mine[:10]:
         await gateway.transition(order_id, OrderStatus.CONFIRMED)
     rng = random.Random(7)
     started, moved = asyncio.Event(), asyncio.Event()
     during: list[uuid.UUID] = []
+    done: list[str] = []  # one entry per operation started, "moving" while the move runs
 
     async def writer(number: int) -> None:
         for count in itertools.count():
-            if moved.is_set() and count >= 8:
+            if moved.is_set() and count >= 12:
                 return
             if count == 2:
                 started.set()
+            done.append("moving" if started.is_set() and not moved.is_set() else "")
             choice = rng.random()
             if choice < 0.25:
                 during.append((await place(gateway, shop, moving, product)).id)
@@ -204,13 +206,23 @@ async def test_a_customer_moves_while_its_orders_and_others_keep_changing(
         finally:
             moved.set()
 
-    writers = [asyncio.create_task(writer(n)) for n in range(4)]
+    writers = [asyncio.create_task(writer(n)) for n in range(6)]
     result, *_ = await asyncio.gather(mover(), *writers)
 
     assert result.move.state is MoveState.DONE, result.move.last_error
     assert result.pause_seconds is not None
+    during_move = done.count("moving")
+    assert during_move > 0
+    raced = await gateway.pool.fetchval(
+        "SELECT count(*) FROM inventory_reservations WHERE customer_id = $1"
+        " AND status = 'released'",
+        moving.id,
+    )
     print(
-        f"\nmove of {result.orders} orders paused its customer {result.pause_seconds * 1000:.0f} ms"
+        f"\nmove of {result.orders} orders paused its customer "
+        f"{result.pause_seconds * 1000:.0f} ms; {during_move} of {len(done)} operations "
+        f"started while it ran; the writers placed {len(during)} orders for it, "
+        f"{raced} placement(s) lost the race with the pause and started over"
     )
     orders = mine + during
     assert all(tag_of(order_id) == shard_tag(source) for order_id in mine)
