@@ -28,7 +28,7 @@ from gateway.sharding import move_records
 from gateway.sharding.move_rules import MoveState
 from gateway.sharding.mover import MoveStep
 from gateway.sharding.relays import ShardedRelay
-from support.sharding import ShardedDatabases, connect_sharded, sharded_databases
+from support.sharding import SHARD_SERVERS, ShardedDatabases, connect_sharded, sharded_databases
 from support.shop import Shop
 from tests.acceptance.test_sharding import assert_units_conserved, customers_on_each_shard
 from tests.acceptance.test_sharding_cli import as_json, fanout
@@ -129,8 +129,10 @@ async def assert_lives_on(
     """The customer and all of ``orders`` are on ``shard`` only, the directory says so, and
     every order resolves through the order routes with its history intact."""
     assert await gateway.pool.fetchval(query("directory_shard_of"), customer.id) == shard
-    elsewhere = await rows_of(gateway, other(gateway, shard), customer.id)
-    assert set(elsewhere.values()) == {0}, elsewhere
+    for elsewhere in gateway.sharding.shards:
+        if elsewhere != shard:
+            found = await rows_of(gateway, elsewhere, customer.id)
+            assert set(found.values()) == {0}, (elsewhere, found)
     here = gateway.sharding.shards[shard]
     assert await here.fetchval("SELECT count(*) FROM customers WHERE id = $1", customer.id) == 1
     held = {
@@ -402,3 +404,24 @@ async def test_the_move_commands(sharded: ShardedDatabases, gateway: Gateway, sh
     resumed = await asyncio.to_thread(fanout, sharded, "shards", "move", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (await gateway.get_order(order.id)).id == order.id
+
+
+async def test_an_order_follows_a_chain_of_moves_over_three_shards() -> None:
+    three = {**SHARD_SERVERS, "gamma": SHARD_SERVERS["alpha"]}
+    async with sharded_databases(shard_servers=three) as own, await connect_sharded(own) as gw:
+        shop = Shop(gw)
+        customer, product = await shop.customer(), await shop.product(stock=10)
+        first = await gw.sharding.shard_of_customer(customer.id)
+        second, third = (name for name in sorted(three) if name != first)
+        order = await place(gw, shop, customer, product)
+        async with await connect_sharded(own, pool_max_size=4) as stale:
+            assert await stale.sharding.shard_of_customer(customer.id) == first  # cached
+            for target in (second, third):
+                moved = await gw.sharding.move_customer(customer.id, target)
+                assert moved.move.state is MoveState.DONE
+            # The id names the first shard: its tombstone names the second, whose names the third.
+            assert (await stale.get_order(order.id)).id == order.id
+            assert [o.id for o in (await stale.customer_orders(customer.id)).orders] == [order.id]
+            assert await stale.sharding.shard_of_customer(customer.id) == third
+        await assert_lives_on(gw, customer, third, [order.id])
+        await assert_units_conserved(gw, {product.id: 10})
