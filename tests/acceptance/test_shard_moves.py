@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from gateway.sharding import move_records
 from gateway.sharding.move_rules import MoveState
 from gateway.sharding.mover import MoveStep
 from gateway.sharding.relays import ShardedRelay
+from support.eventually import eventually
 from support.sharding import SHARD_SERVERS, ShardedDatabases, connect_sharded, sharded_databases
 from support.shop import Shop
 from tests.acceptance.test_sharding import assert_units_conserved, customers_on_each_shard
@@ -74,11 +77,21 @@ def shop(gateway: Gateway) -> Shop:
 
 
 @pytest.fixture
-async def relay(sharded: ShardedDatabases, gateway: Gateway) -> AsyncIterator[ShardedRelay]:
+def journal(tmp_path: Path) -> Path:
+    """Where the relay's in-memory sinks append every delivery, one file for every database's
+    relay, in the order they were applied."""
+    return tmp_path / "deliveries.jsonl"
+
+
+@pytest.fixture
+async def relay(
+    sharded: ShardedDatabases, gateway: Gateway, journal: Path
+) -> AsyncIterator[ShardedRelay]:
     """A relay delivering every database's outbox to an in-memory sink, so that a move's pause
     has positions to wait for; the sink is forgotten afterwards (a sink that stays registered
     and never moves would hold every later move's pause)."""
-    memory = {"postgres": {"url": sharded.catalog}, "sinks": {"memory": {"type": "memory"}}}
+    sink = {"type": "memory", "journal_path": str(journal)}
+    memory = {"postgres": {"url": sharded.catalog}, "sinks": {"memory": sink}}
     sinks = Settings.model_validate(memory).sinks
     settings = sharded.settings().model_copy(update={"relay": FAST, "sinks": sinks})
     try:
@@ -167,8 +180,46 @@ async def step(gateway: Gateway, order_id: uuid.UUID, rng: random.Random) -> Non
         pass
 
 
+async def delivered_in_order(
+    gateway: Gateway, journal: Path, order_ids: list[uuid.UUID], source: str, target: str
+) -> None:
+    """Wait until the sink has every event of ``order_ids`` from both shards, then check that
+    for each order every source event was applied before any target event."""
+    written: dict[str, str] = {}  # event id -> the shard whose outbox holds it
+    for shard in (source, target):
+        for row in await gateway.sharding.shards[shard].fetch(
+            "SELECT event_id FROM outbox WHERE aggregate_id = ANY($1::text[])",
+            [str(order_id) for order_id in order_ids],
+        ):
+            written[str(row["event_id"])] = shard
+
+    def lines() -> list[str]:
+        if not journal.exists():
+            return []
+        return [json.loads(line)["event_id"] for line in journal.read_text().splitlines()]
+
+    await eventually(lambda: set(written) <= set(lines()))
+    aggregates = {
+        str(row["event_id"]): row["aggregate_id"]
+        for shard in (source, target)
+        for row in await gateway.sharding.shards[shard].fetch(
+            "SELECT event_id, aggregate_id FROM outbox WHERE event_id = ANY($1::uuid[])",
+            list(written),
+        )
+    }
+    seen_target: set[str] = set()
+    for event_id in lines():
+        if event_id not in written:
+            continue
+        aggregate = aggregates[event_id]
+        if written[event_id] == target:
+            seen_target.add(aggregate)
+        else:
+            assert aggregate not in seen_target, f"order {aggregate}: a source event after the move"
+
+
 async def test_a_customer_moves_while_its_orders_and_others_keep_changing(
-    gateway: Gateway, shop: Shop, relay: ShardedRelay
+    gateway: Gateway, shop: Shop, relay: ShardedRelay, journal: Path
 ) -> None:
     placed = await customers_on_each_shard(gateway, shop)
     source, moving = next(iter(placed.items()))
@@ -254,6 +305,7 @@ async def test_a_customer_moves_while_its_orders_and_others_keep_changing(
     await assert_units_conserved(gateway, {product.id: 10_000})
     report = await gateway.sharding.reconcile(repair=False)
     assert report.breaks == []
+    await delivered_in_order(gateway, journal, orders, source, target)
 
 
 async def test_every_route_follows_a_moved_customer_through_a_stale_directory(
