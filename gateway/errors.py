@@ -170,6 +170,11 @@ class UnknownSink(NotFound):
         super().__init__("sink", sink)
 
 
+class MoveRefused(GatewayError):
+    """Sharded mode: a customer move that cannot start (unknown shard, the customer is on the
+    target already, or not on the shard the directory names)."""
+
+
 class MigrationError(GatewayError):
     """The schema migrations cannot be applied or rolled back as asked."""
 

@@ -4,7 +4,7 @@ database on each of two more servers (``postgres-shard-a``, ``postgres-shard-b``
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -40,15 +40,23 @@ class ShardedDatabases:
 
 
 @asynccontextmanager
-async def sharded_databases(*, migrated: bool = True) -> AsyncIterator[ShardedDatabases]:
+async def sharded_databases(
+    *, migrated: bool = True, shard_servers: Mapping[str, str] = SHARD_SERVERS
+) -> AsyncIterator[ShardedDatabases]:
     """Fresh catalog and shard databases (migrated for their roles unless told not to),
-    dropped on the way out."""
+    dropped on the way out. ``shard_servers``: each shard's name and the server it lives on
+    (two shards may share a server, each with a database of its own)."""
     name = f"fanout_sharded_{uuid.uuid4().hex[:10]}"
     servers = {"catalog": server_url("postgres")} | {
-        shard: server_url(service) for shard, service in SHARD_SERVERS.items()
+        shard: server_url(service) for shard, service in shard_servers.items()
     }
-    await _on_each(servers.values(), f'CREATE DATABASE "{name}"')
-    urls = {role: database_url(server, name) for role, server in servers.items()}
+    names = _database_names(name, servers)
+    databases_by_server: dict[str, list[str]] = {}
+    for role, server in servers.items():
+        databases_by_server.setdefault(server, []).append(names[role])
+    for server, own in databases_by_server.items():
+        await _on_each([server], *(f'CREATE DATABASE "{database}"' for database in own))
+    urls = {role: database_url(server, names[role]) for role, server in servers.items()}
     found = ShardedDatabases(urls.pop("catalog"), urls)
     for database in databases(found.settings().postgres) if migrated else []:
         connection = await asyncpg.connect(database.postgres.url.get_secret_value())
@@ -59,14 +67,28 @@ async def sharded_databases(*, migrated: bool = True) -> AsyncIterator[ShardedDa
     try:
         yield found
     finally:
-        await _on_each(servers.values(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for server, own in databases_by_server.items():
+            drops = (f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)' for database in own)
+            await _on_each([server], *drops)
 
 
-async def _on_each(servers: Iterable[str], statement: str) -> None:
+def _database_names(name: str, servers: Mapping[str, str]) -> dict[str, str]:
+    """Each role's database name: ``name``, or, on a server that an earlier role uses too,
+    ``name`` and the role's."""
+    taken: set[str] = set()
+    names: dict[str, str] = {}
+    for role, server in servers.items():
+        names[role] = name if server not in taken else f"{name}_{role}"
+        taken.add(server)
+    return names
+
+
+async def _on_each(servers: Iterable[str], *statements: str) -> None:
     for server in servers:
         admin = await asyncpg.connect(server)
         try:
-            await admin.execute(statement)
+            for statement in statements:
+                await admin.execute(statement)
         finally:
             await admin.close()
 

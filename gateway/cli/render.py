@@ -14,6 +14,7 @@ from gateway.history.store import OrderEvent
 from gateway.operations.verify import Drift
 from gateway.operations.verify_log import LogDrift
 from gateway.postgres.migrations import MigrationStatus
+from gateway.sharding.move_records import ShardMove
 from gateway.sharding.plan import Plan
 from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus
@@ -232,6 +233,23 @@ def plan_table(plan: Plan) -> Table:
     table = Table("from", "to", "customers", title=f"{plan.moving} of {plan.customers} customers")
     for (source, target), count in plan.moves.items():
         table.add_row(source, target, str(count))
+    return table
+
+
+def moves_table(moves: Sequence[ShardMove]) -> Table:
+    """Customer moves between shards: the unfinished ones and the latest finished."""
+    table = Table("move", "customer", "from", "to", "state", "started", "updated", "last error")
+    for move in moves:
+        table.add_row(
+            str(move.id),
+            str(move.customer_id),
+            move.source,
+            move.target,
+            move.state.value,
+            move.started_at.isoformat(timespec="seconds") if move.started_at else "",
+            move.updated_at.isoformat(timespec="seconds") if move.updated_at else "",
+            move.last_error or "",
+        )
     return table
 
 

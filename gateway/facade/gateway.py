@@ -18,6 +18,7 @@ from gateway.facade.one_database import OneDatabase
 from gateway.history import store as history
 from gateway.history.store import OrderEvent
 from gateway.payments import recording
+from gateway.payments.decision import PaymentOutcome
 from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection
@@ -186,11 +187,14 @@ class Gateway:
         target = _status(new_status)
         if expected_version is not None and expected_version < 1:
             raise ValidationError.single("expected_version", "must be at least 1")
-        pool = await self._layout.order_pool(target_id)
-        with operation("transition order"):
+
+        async def change(pool: asyncpg.Pool) -> Order:
             async with pool.acquire() as connection:
-                order = await orders.transition(connection, target_id, target, expected_version)
-                order = await self._layout.committed(connection, order)
+                changed = await orders.transition(connection, target_id, target, expected_version)
+                return await self._layout.committed(connection, changed)
+
+        with operation("transition order"):
+            order = await self._layout.on_order(target_id, change)
         await self._layout.after_change(order)
         return order
 
@@ -208,8 +212,8 @@ class Gateway:
         ``Conflict``. ``NotFound`` if the order does not exist.
         """
         parsed = parse(PaymentNotification, notification)
-        pool = await self._layout.order_pool(parsed.order_id)
-        with operation("record payment"):
+
+        async def apply(pool: asyncpg.Pool) -> tuple[PaymentOutcome, bool, Order]:
             async with pool.acquire() as connection:
                 async with connection.transaction():
                     outcome, change = await recording.record_payment(connection, parsed)
@@ -218,9 +222,12 @@ class Gateway:
                         order = change.order
                     else:
                         order = await orders.fetch_order(connection, parsed.order_id)
-                order = await self._layout.committed(connection, order)
+                return outcome, change is None, await self._layout.committed(connection, order)
+
+        with operation("record payment"):
+            outcome, redelivered, order = await self._layout.on_order(parsed.order_id, apply)
         await self._layout.after_change(order)
-        return RecordedPayment(parsed.payment_id, outcome, change is None, order)
+        return RecordedPayment(parsed.payment_id, outcome, redelivered, order)
 
     async def order_events(
         self, order_id: UUID | str, *, consistency_token: str | None = None
@@ -233,7 +240,9 @@ class Gateway:
         async def read(connection: Connection) -> list[OrderEvent]:
             return await history.read_stream(connection, target_id)
 
-        return await self._layout.read(await self._layout.order_pool(target_id), read, token)
+        return await self._layout.on_order(
+            target_id, partial(self._layout.read, read=read, token=token)
+        )
 
     async def get_order(
         self, order_id: UUID | str, *, consistency_token: str | None = None
@@ -249,7 +258,9 @@ class Gateway:
         async def read(connection: Connection) -> Order:
             return await orders.fetch_order(connection, target_id)
 
-        return await self._layout.read(await self._layout.order_pool(target_id), read, token)
+        return await self._layout.on_order(
+            target_id, partial(self._layout.read, read=read, token=token)
+        )
 
     async def customer_orders(
         self,
@@ -273,8 +284,9 @@ class Gateway:
         async def read(connection: Connection) -> list[Order]:
             return await orders.customer_orders(connection, target_id, limit + 1, after)
 
-        pool = await self._layout.customer_pool(target_id)
-        found = await self._layout.read(pool, read, token)
+        found = await self._layout.on_customer(
+            target_id, partial(self._layout.read, read=read, token=token)
+        )
         page = found[:limit]
         last = page[-1] if len(found) > limit else None
         next_cursor = encode_cursor(last.created_at, last.id) if last is not None else None
@@ -301,11 +313,14 @@ class Gateway:
         """Add a billing or shipping address to a customer."""
         target_id = _uuid(customer_id, "customer_id")
         address_request = parse(AddressRequest, request)
-        pool = await self._layout.customer_pool(target_id)
-        async with pool.acquire() as connection:
-            async with connection.transaction():
-                address = await customers.insert_address(connection, target_id, address_request)
-            return await self._layout.committed(connection, address)
+
+        async def add(pool: asyncpg.Pool) -> Address:
+            async with pool.acquire() as connection:
+                async with connection.transaction():
+                    address = await customers.insert_address(connection, target_id, address_request)
+                return await self._layout.committed(connection, address)
+
+        return await self._layout.on_customer(target_id, add)
 
     async def create_category(self, request: CategoryRequest | Mapping[str, Any]) -> Category:
         """Create a product category."""

@@ -57,6 +57,18 @@ class Layout(Protocol):
         """The pool of the database that holds customer ``customer_id``."""
         ...
 
+    async def on_order(self, order_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """Run ``work`` over the pool of the database that holds order ``order_id`` (in
+        sharded mode, following the order when it moved to another shard)."""
+        ...
+
+    async def on_customer(
+        self, customer_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]
+    ) -> T:
+        """Run ``work`` over the pool of the database that holds customer ``customer_id``
+        (in sharded mode, following the customer when it moved to another shard)."""
+        ...
+
     async def place(self, request: PlaceOrderRequest, claim: KeyClaim | None) -> PlacedOrder:
         """Place the checked ``request``: its order created and its units taken, or, when an
         earlier request holds its key, that request's order (replayed)."""

@@ -67,6 +67,14 @@ class OneDatabase:
     async def customer_pool(self, customer_id: UUID) -> asyncpg.Pool:
         return self._pool
 
+    async def on_order(self, order_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        return await work(self._pool)
+
+    async def on_customer(
+        self, customer_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]
+    ) -> T:
+        return await work(self._pool)
+
     async def place(self, request: PlaceOrderRequest, claim: KeyClaim | None) -> PlacedOrder:
         async with self._pool.acquire() as connection:
             async with connection.transaction():

@@ -42,6 +42,10 @@ class CustomerDirectory:
         self._shards[customer_id] = shard
         return True
 
+    def remember(self, customer_id: UUID, shard: str) -> None:
+        """Cache ``shard`` as the customer's (it moved there)."""
+        self._shards[customer_id] = shard
+
     async def entry_by_email(self, email: str) -> tuple[UUID, str] | None:
         """The customer id and shard entered for ``email``, if any."""
         row = await self._catalog.fetchrow(query("directory_entry_by_email"), email)

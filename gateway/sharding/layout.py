@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TypeVar
 from uuid import UUID, uuid4
 
@@ -42,8 +43,10 @@ from gateway.postgres.queries import query
 from gateway.postgres.replicas import ReplicaState
 from gateway.postgres.topology import Database, Topology
 from gateway.relay.errors import DATABASE_ERRORS
-from gateway.sharding import reservations, sweeper
+from gateway.sharding import move_rows, reservations, sweeper
 from gateway.sharding.directory import CustomerDirectory
+from gateway.sharding.move_rules import follow_tombstone
+from gateway.sharding.mover import DEFAULT_PAUSE_TIMEOUT, MoveResult, ShardMover, StepHook
 from gateway.sharding.placement import Shard, rendezvous_shard
 from gateway.sharding.postgres_saga_storage import (
     PostgresCatalog,
@@ -152,6 +155,65 @@ class ShardedLayout(SagaSteps):
         """The customer's shard, from the directory; ``NotFound`` if there is no such customer."""
         return await self._directory.shard_of(customer_id)
 
+    def mover(self, hook: StepHook | None = None) -> ShardMover:
+        """Moves customers between these shards (``hook``: called at each step of a move)."""
+        if hook is None:
+            return ShardMover(self._pool, self._shards, on_switched=self._directory.remember)
+        return ShardMover(self._pool, self._shards, on_switched=self._directory.remember, hook=hook)
+
+    async def move_customer(
+        self, customer_id: UUID, target: str, *, pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
+    ) -> MoveResult:
+        """Move the customer, its addresses, orders and their history to shard ``target``,
+        online (see :mod:`gateway.sharding.mover`)."""
+        return await self.mover().move(customer_id, target, pause_timeout=pause_timeout)
+
+    async def on_order(self, order_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """Run ``work`` on the shard that holds the order: the one its id names, or, when
+        ``work`` finds no such order there, the one that shard's tombstone names (a moved
+        order), hop by hop (see ``move_rules.follow_tombstone``)."""
+        shard = self.shard_of_order(order_id)
+        hops = 0
+        while True:
+            try:
+                return await work(self._shards[shard])
+            except NotFound as missing:
+                if not _is_missing(missing, "order", order_id):
+                    raise
+                moved_to = await move_rows.order_moved_to(self._shards[shard], order_id)
+                followed = follow_tombstone(moved_to, hops, self._shards)
+                if followed is None:
+                    raise
+                shard, hops = followed, hops + 1
+
+    async def on_customer(
+        self, customer_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]
+    ) -> T:
+        """Run ``work`` on the customer's shard: the one the (cached) directory names, or, when
+        ``work`` finds no such customer there (moved since the entry was cached), the one that
+        shard's tombstone names, which the cache then keeps."""
+        shard = await self._directory.shard_of(customer_id)
+        hops = 0
+        while True:
+            try:
+                return await work(self._shards[shard])
+            except NotFound as missing:
+                if not _is_missing(missing, "customer", customer_id):
+                    raise
+                followed = await self._follow_customer(shard, customer_id, hops)
+                if followed is None:
+                    raise
+                shard, hops = followed, hops + 1
+
+    async def _follow_customer(self, shard: str, customer_id: UUID, hops: int) -> str | None:
+        """The shard shard ``shard``'s tombstone of the customer names (remembered in the
+        directory's cache), or ``None``: not moved from there."""
+        tombstone = await move_rows.customer_tombstone(self._shards[shard], customer_id)
+        followed = follow_tombstone(tombstone[0] if tombstone else None, hops, self._shards)
+        if followed is not None:
+            self._directory.remember(customer_id, followed)
+        return followed
+
     async def close(self) -> None:
         await self._pool.close()
         for pool in self._shards.values():
@@ -202,19 +264,34 @@ class ShardedLayout(SagaSteps):
     ) -> PlacedOrder:
         """The saga, started over (at most ``PLACE_ATTEMPTS`` times) when a concurrent request
         with the key settled first."""
-        for _ in range(PLACE_ATTEMPTS):
+        for attempt in range(PLACE_ATTEMPTS):
+            shard = await self._directory.shard_of(order_request.customer_id)
             try:
-                return await self._place_once(order_request, claim)
+                return await self._place_once(order_request, claim, shard)
             except reservations.KeySettledMeanwhile:
                 continue
+            except (NotFound, asyncpg.ForeignKeyViolationError) as error:
+                # The customer moved meanwhile: on the source, its order certainly was not
+                # created (its reservation was released at once); start over on the target.
+                if not await self._customer_moved(error, order_request.customer_id, shard, attempt):
+                    raise
         assert claim is not None  # only a keyed request is settled meanwhile
         raise RequestInProgress(claim.key)
 
+    async def _customer_moved(
+        self, error: Exception, customer_id: UUID, shard: str, hops: int
+    ) -> bool:
+        """Whether a placement on ``shard`` failed with ``error`` because its customer moved
+        away from there (the directory's cache then names its new shard)."""
+        if isinstance(error, NotFound) and not _is_missing(error, "customer", customer_id):
+            return False
+        return await self._follow_customer(shard, customer_id, hops) is not None
+
     async def _place_once(
-        self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
+        self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None, shard: str
     ) -> PlacedOrder:
-        """The saga, once: replay or check in the shard, reserve, create, commit."""
-        shard = await self._directory.shard_of(order_request.customer_id)
+        """The saga, once, on the customer's ``shard``: replay or check there, reserve,
+        create, commit."""
         pool = self._shards[shard]
         async with pool.acquire() as connection:
             key = claim.key if claim is not None else None
@@ -324,11 +401,24 @@ class ShardedLayout(SagaSteps):
         returns them (the shard queued them with the cancellation)."""
         if order.status not in RESTOCKING_STATUSES:
             return
-        shard = self._shards[self.shard_of_order(order.id)]
         try:
+            shard = await self.on_order(order.id, partial(_holding, order.id))
             await sweeper.return_units(self._saga_catalog, PostgresShardRecords(shard), [order.id])
-        except DATABASE_ERRORS as error:
+        except (NotFound, *DATABASE_ERRORS) as error:
             log.warning("order %s: units not returned yet (the sweeper will): %s", order.id, error)
+
+
+def _is_missing(missing: NotFound, entity: str, entity_id: UUID) -> bool:
+    """Whether ``missing`` says that ``entity`` ``entity_id`` itself was not found (not
+    something it refers to)."""
+    return missing.entity == entity and missing.entity_id == entity_id
+
+
+async def _holding(order_id: UUID, pool: asyncpg.Pool) -> asyncpg.Pool:
+    """``pool``, when its shard holds the order; ``NotFound`` otherwise."""
+    if await pool.fetchval(query("order_exists"), order_id):
+        return pool
+    raise NotFound("order", order_id, field="order_id")
 
 
 async def _shard_pool(shard: Database) -> asyncpg.Pool:

@@ -1,0 +1,104 @@
+"""A moving customer's rows on its shards: locked, read and deleted on the source, written on
+the target, and the tombstones the source keeps. The only module that knows the SQL of a move
+on a shard (``moves.sql``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+import asyncpg
+
+from gateway.postgres.database import Connection
+from gateway.postgres.queries import query
+
+
+async def lock_customer(connection: Connection, customer_id: UUID) -> list[UUID] | None:
+    """In the caller's transaction: lock the customer's row, then its orders' rows (in id
+    order); the orders' ids, or ``None`` when the customer is not on this shard.
+
+    New orders of the customer wait (their foreign key takes a share lock of the customer's
+    row), and so do transitions and payments of its orders; other customers do not."""
+    if await connection.fetchval(query("move_lock_customer"), customer_id) is None:
+        return None
+    return [row["id"] for row in await connection.fetch(query("move_lock_orders"), customer_id)]
+
+
+def aggregates_of(customer_id: UUID, order_ids: Sequence[UUID]) -> list[str]:
+    """The outbox aggregate ids of a customer's events: its own and its orders'."""
+    return [str(customer_id), *(str(order_id) for order_id in order_ids)]
+
+
+async def has_late_events(connection: Connection, aggregates: Sequence[str]) -> bool:
+    """In the locking transaction: whether a transaction that took its id after this one
+    wrote events of ``aggregates`` before the locks were granted (the relay cannot deliver
+    those while this transaction runs)."""
+    return bool(await connection.fetchval(query("move_late_events"), list(aggregates)))
+
+
+async def undelivered_events(connection: Connection, aggregates: Sequence[str]) -> int:
+    """How many events of ``aggregates`` some registered sink has not passed yet."""
+    count = await connection.fetchval(query("move_undelivered_events"), list(aggregates))
+    return int(count)
+
+
+async def read_customer(
+    connection: Connection, customer_id: UUID, order_ids: Sequence[UUID]
+) -> str:
+    """Every row of the customer and of its orders ``order_ids``, as a JSON document."""
+    document: str = await connection.fetchval(
+        query("move_read_customer"), customer_id, list(order_ids)
+    )
+    return document
+
+
+async def write_customer(connection: Connection, document: str) -> int:
+    """Write the rows of ``document`` (``read_customer``'s) on this shard; how many orders."""
+    return int(await connection.fetchval(query("move_write_customer"), document))
+
+
+async def delete_moved(
+    connection: Connection, customer_id: UUID, order_ids: Sequence[UUID], target: str, move_id: UUID
+) -> None:
+    """In the locking transaction: delete the customer's rows (its orders' reservation
+    decisions stay until the catalog names the target) and write the tombstones naming
+    ``target``. Writes no events."""
+    await connection.fetchval(
+        query("move_delete_customer"), customer_id, list(order_ids), target, move_id
+    )
+    await connection.execute(query("move_delete_addresses_and_customer"), customer_id)
+
+
+async def has_customer(database: asyncpg.Pool | Connection, customer_id: UUID) -> bool:
+    """Whether the customer's row is on this shard."""
+    return bool(await database.fetchval(query("move_copy_exists"), customer_id))
+
+
+async def delete_copy(connection: Connection, customer_id: UUID) -> None:
+    """Delete every row of the customer on this shard (a copy its source never committed)."""
+    await connection.execute(query("move_delete_copy"), customer_id)
+    await connection.execute(query("move_delete_copied_customer"), customer_id)
+
+
+async def moved_order_ids(database: asyncpg.Pool | Connection, move_id: UUID) -> list[UUID]:
+    """The orders this shard's tombstones say move ``move_id`` took away."""
+    return [row["order_id"] for row in await database.fetch(query("move_moved_order_ids"), move_id)]
+
+
+async def forget_decisions(database: asyncpg.Pool | Connection, move_id: UUID) -> None:
+    """Delete this shard's reservation decisions of the orders move ``move_id`` took away."""
+    await database.execute(query("move_forget_decisions"), move_id)
+
+
+async def customer_tombstone(
+    database: asyncpg.Pool | Connection, customer_id: UUID
+) -> tuple[str, UUID] | None:
+    """Where this shard's tombstone says the customer went, and by which move."""
+    row = await database.fetchrow(query("move_tombstone_of_customer"), customer_id)
+    return (row["to_shard"], row["move_id"]) if row is not None else None
+
+
+async def order_moved_to(database: asyncpg.Pool | Connection, order_id: UUID) -> str | None:
+    """The shard this shard's tombstone says the order went to, if any."""
+    moved_to: str | None = await database.fetchval(query("move_tombstone_of_order"), order_id)
+    return moved_to

@@ -1,0 +1,268 @@
+"""Moving one customer, with everything its shard holds for it, to another shard, online.
+
+The protocol (docs/how-to/sharding.md, "Moving a customer"):
+
+1. record the move in the catalog (``shard_moves``; one unfinished move per customer);
+2. pause this customer only: in the source's transaction S, lock its row and its orders' rows;
+3. read its rows in S;
+4. wait until every sink has passed every source event of the customer and its orders, at most
+   the pause timeout (else roll back and record ``rolled_back``);
+5. write the rows on the target in a short transaction T and commit it; then, in S, delete them
+   from the source and write the tombstones, and commit S: **S's commit is the move's commit
+   point**;
+6. in the catalog, name the target in the directory and in the orders' reservations, record
+   ``done``; then delete the source's reservation decisions of the moved orders.
+
+An interrupted move is finished by :meth:`ShardMover.resume`: forward when the source holds
+this move's tombstone, else back (the target's copy deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from gateway.errors import MoveRefused, NotFound
+from gateway.postgres.database import Connection
+from gateway.postgres.queries import query
+from gateway.relay.errors import DATABASE_ERRORS
+from gateway.sharding import move_records, move_rows
+from gateway.sharding.move_records import ShardMove
+from gateway.sharding.move_rules import (
+    DeliveryWait,
+    MoveState,
+    Recovery,
+    delivery_wait,
+    move_refusal,
+    recovery_of,
+)
+from gateway.sharding.postgres_saga_storage import lock_timeout_setting
+
+log = logging.getLogger("gateway.sharding.moves")
+
+DEFAULT_PAUSE_TIMEOUT = 5.0
+"""Seconds a move may pause its customer before it gives up (``--pause-timeout``)."""
+
+DELIVERY_POLL_SECONDS = 0.02
+"""How often the pause asks the source whether the customer's events were delivered."""
+
+
+class MoveStep(StrEnum):
+    """The points of a move a hook is called at (a test's crash injection)."""
+
+    RECORDED = "recorded"
+    LOCKED = "locked"
+    DELIVERED = "delivered"
+    TARGET_WRITTEN = "target_written"
+    TARGET_COMMITTED = "target_committed"
+    SOURCE_DELETED = "source_deleted"
+    SOURCE_COMMITTED = "source_committed"
+    CATALOG_COMMITTED = "catalog_committed"
+    CLEANED = "cleaned"
+
+
+StepHook = Callable[[MoveStep], Awaitable[None]]
+"""Called at each :class:`MoveStep`; what it raises goes through, as a crash would."""
+
+
+class MoveAborted(Exception):
+    """The pause gave up before the source committed; nothing of the move is kept."""
+
+
+class _LateEvents(Exception):
+    """Events the pause cannot wait for slipped in while it took its locks: written by a
+    transaction younger than the pause's own, which the relay cannot read while the pause
+    runs. The pause starts over (until its deadline)."""
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """A move as it ended: its record, how long its customer was paused (``None``: the
+    source never committed it) and how many orders moved."""
+
+    move: ShardMove
+    pause_seconds: float | None = None
+    orders: int = 0
+
+
+async def _no_hook(step: MoveStep) -> None:
+    return None
+
+
+class ShardMover:
+    """Moves customers between the shards of one catalog."""
+
+    def __init__(
+        self,
+        catalog: asyncpg.Pool,
+        shards: Mapping[str, asyncpg.Pool],
+        *,
+        on_switched: Callable[[UUID, str], None] | None = None,
+        hook: StepHook = _no_hook,
+    ) -> None:
+        self._catalog = catalog
+        self._shards = dict(shards)
+        self._on_switched = on_switched
+        self._hook = hook
+
+    async def move(
+        self, customer_id: UUID, target: str, *, pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
+    ) -> MoveResult:
+        """Move the customer to shard ``target``. An unfinished earlier move of the customer is
+        finished first. ``MoveRefused`` when the move cannot start; a result in state
+        ``rolled_back`` (with ``last_error``) when it gave up, ``done`` when it moved."""
+        earlier = await move_records.unfinished_of(self._catalog, customer_id)
+        if earlier is not None:
+            await self.resume(earlier)
+        source = await self._catalog.fetchval(query("directory_shard_of"), customer_id)
+        if source is None:
+            raise NotFound("customer", customer_id, field="customer_id")
+        refusal = move_refusal(source, target, self._shards)
+        if refusal is not None:
+            raise MoveRefused(refusal)
+        move = ShardMove(uuid4(), customer_id, source, target, MoveState.STARTED)
+        if not await move_records.record(self._catalog, move):
+            raise MoveRefused(f"customer {customer_id} has another unfinished move")
+        await self._hook(MoveStep.RECORDED)
+        try:
+            pause, orders = await self._copy_and_fence(move, pause_timeout)
+        except MoveAborted as aborted:
+            return MoveResult(await self._roll_back(move, str(aborted)))
+        except DATABASE_ERRORS as error:
+            log.warning("move %s failed, finishing it: %s", move.id, error)
+            return MoveResult(await self.resume(move, reason=f"{type(error).__name__}: {error}"))
+        await move_records.set_state(self._catalog, move.id, MoveState.FENCED)
+        finished = await self._roll_forward(move)
+        return MoveResult(finished, pause, orders)
+
+    async def resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
+        """Finish an interrupted move: forward when the source committed it, else back. A
+        move already ``done`` gets its last step again (the source's leftover decisions of
+        the moved orders deleted), in case the process died before it."""
+        current = await move_records.by_id(self._catalog, move.id) or move
+        if current.state is MoveState.DONE:
+            await move_rows.forget_decisions(self._shards[current.source], current.id)
+        if current.state.finished:
+            return current
+        source = self._shards[current.source]
+        async with source.acquire() as connection, connection.transaction():
+            await connection.execute(query("set_lock_timeout"), lock_timeout_setting(30.0))
+            # Locking the customer's row waits for a source transaction still committing.
+            present = await move_rows.lock_customer(connection, current.customer_id)
+            tombstone = await move_rows.customer_tombstone(connection, current.customer_id)
+            fenced_by = tombstone[1] if tombstone is not None else None
+            decision = recovery_of(current.state, present is not None, fenced_by, current.id)
+            if decision is Recovery.ROLL_BACK:
+                # The lock is held while the target's copy goes: no source commit can follow.
+                return await self._roll_back(current, reason or "resumed: the source never moved")
+        if decision is Recovery.ROLL_FORWARD:
+            return await self._roll_forward(current)
+        if decision is Recovery.GIVE_UP:
+            why = (
+                f"customer {current.customer_id} is on neither side of the move at {current.source}"
+            )
+            await move_records.set_state(self._catalog, current.id, MoveState.ROLLED_BACK, why)
+            return await move_records.by_id(self._catalog, current.id) or current
+        return current
+
+    async def _copy_and_fence(self, move: ShardMove, pause_timeout: float) -> tuple[float, int]:
+        """Steps 2 to 5: how long the customer was paused, and how many orders moved."""
+        deadline = time.monotonic() + pause_timeout
+        async with self._shards[move.source].acquire() as source:
+            while time.monotonic() < deadline:
+                try:
+                    return await self._pause(source, move, deadline, pause_timeout)
+                except _LateEvents:
+                    continue
+        raise MoveAborted(f"the customer's events kept coming for {pause_timeout} s")
+
+    async def _pause(
+        self, source: Connection, move: ShardMove, deadline: float, pause_timeout: float
+    ) -> tuple[float, int]:
+        async with source.transaction():
+            remaining = max(0.001, deadline - time.monotonic())
+            await source.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
+            paused_at = time.monotonic()
+            try:
+                order_ids = await move_rows.lock_customer(source, move.customer_id)
+            except asyncpg.LockNotAvailableError as error:
+                raise MoveAborted(
+                    f"the customer's rows stayed locked for {pause_timeout} s"
+                ) from error
+            if order_ids is None:
+                raise MoveAborted(f"customer {move.customer_id} is not on shard {move.source}")
+            aggregates = move_rows.aggregates_of(move.customer_id, order_ids)
+            if await move_rows.has_late_events(source, aggregates):
+                raise _LateEvents()
+            await self._hook(MoveStep.LOCKED)
+            document = await move_rows.read_customer(source, move.customer_id, order_ids)
+            await self._await_delivery(source, aggregates, deadline, pause_timeout)
+            await self._hook(MoveStep.DELIVERED)
+            async with self._shards[move.target].acquire() as target, target.transaction():
+                orders = await move_rows.write_customer(target, document)
+                await self._hook(MoveStep.TARGET_WRITTEN)
+            await self._hook(MoveStep.TARGET_COMMITTED)
+            await move_rows.delete_moved(source, move.customer_id, order_ids, move.target, move.id)
+            await self._hook(MoveStep.SOURCE_DELETED)
+        paused = time.monotonic() - paused_at
+        await self._hook(MoveStep.SOURCE_COMMITTED)
+        return paused, orders
+
+    @staticmethod
+    async def _await_delivery(
+        source: Connection, aggregates: list[str], deadline: float, pause_timeout: float
+    ) -> None:
+        """Step 4: return once every sink passed every event of ``aggregates`` on the source;
+        ``MoveAborted`` at ``deadline``."""
+        while True:
+            undelivered = await move_rows.undelivered_events(source, aggregates)
+            wait = delivery_wait(undelivered, time.monotonic(), deadline)
+            if wait is DeliveryWait.DELIVERED:
+                return
+            if wait is DeliveryWait.TIMED_OUT:
+                raise MoveAborted(
+                    f"{undelivered} event(s) of the customer not delivered to every sink "
+                    f"within the pause timeout ({pause_timeout} s)"
+                )
+            await asyncio.sleep(DELIVERY_POLL_SECONDS)
+
+    async def _roll_forward(self, move: ShardMove) -> ShardMove:
+        """Step 6: the catalog names the target; then the source forgets the decisions."""
+        source = self._shards[move.source]
+        order_ids = await move_rows.moved_order_ids(source, move.id)
+        async with self._catalog.acquire() as catalog, catalog.transaction():
+            switched = await catalog.fetchval(
+                query("move_switch_directory"), move.customer_id, move.source, move.target
+            )
+            if switched is None:
+                raise MoveRefused(
+                    f"the directory names neither {move.source} nor {move.target} for customer "
+                    f"{move.customer_id}"
+                )
+            await catalog.execute(query("move_switch_reservations"), order_ids, move.target)
+            await move_records.set_state(catalog, move.id, MoveState.DONE)
+        if self._on_switched is not None:
+            self._on_switched(move.customer_id, move.target)
+        await self._hook(MoveStep.CATALOG_COMMITTED)
+        await move_rows.forget_decisions(source, move.id)
+        await self._hook(MoveStep.CLEANED)
+        return await move_records.by_id(self._catalog, move.id) or move
+
+    async def _roll_back(self, move: ShardMove, reason: str) -> ShardMove:
+        """Delete whatever the target holds of the customer, and record ``rolled_back``. Runs
+        only while the source holds the customer and cannot commit the move (the caller's lock,
+        or the move's own transaction rolled back); the target's copy is deleted only then."""
+        on_source = await move_rows.has_customer(self._shards[move.source], move.customer_id)
+        async with self._shards[move.target].acquire() as target, target.transaction():
+            if on_source and await move_rows.has_customer(target, move.customer_id):
+                await move_rows.delete_copy(target, move.customer_id)
+        await move_records.set_state(self._catalog, move.id, MoveState.ROLLED_BACK, reason)
+        log.warning("move %s of customer %s rolled back: %s", move.id, move.customer_id, reason)
+        return await move_records.by_id(self._catalog, move.id) or move

@@ -1,0 +1,479 @@
+"""Moving a customer between shards (``fanout shards move``) against three real PostgreSQL
+servers: the catalog and the shards ``alpha`` and ``beta``.
+
+A move while the customer's orders and others' keep changing, with a relay delivering every
+shard's outbox; a crash after each step of a move, then its resumption; a pause that times
+out; a customer moved away and back. After each: every order id resolves through every route,
+nothing is split or lost, and the stock invariant holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import Customer, Gateway, IllegalTransition, NotFound, Order, OrderStatus, Product
+from gateway.configuration.settings import Settings
+from gateway.errors import VersionConflict
+from gateway.order_ids import shard_tag, tag_of
+from gateway.postgres.queries import query
+from gateway.sharding import move_records
+from gateway.sharding.move_rules import MoveState
+from gateway.sharding.mover import MoveStep
+from gateway.sharding.relays import ShardedRelay
+from support.eventually import eventually
+from support.sharding import SHARD_SERVERS, ShardedDatabases, connect_sharded, sharded_databases
+from support.shop import Shop
+from tests.acceptance.test_sharding import assert_units_conserved, customers_on_each_shard
+from tests.acceptance.test_sharding_cli import as_json, fanout
+from tests.relay_settings import FAST
+
+NEXT_STATUS = {
+    OrderStatus.PENDING: OrderStatus.CONFIRMED,
+    OrderStatus.CONFIRMED: OrderStatus.PROCESSING,
+    OrderStatus.PROCESSING: OrderStatus.SHIPPED,
+    OrderStatus.SHIPPED: OrderStatus.DELIVERED,
+}
+
+CUSTOMER_TABLES = {
+    "customers": "id = $1",
+    "addresses": "customer_id = $1",
+    "orders": "customer_id = $1",
+}
+ORDER_TABLES = {
+    "order_items": "order_id",
+    "payments": "order_id",
+    "order_events": "stream_id",
+    "inventory_returns": "order_id",
+    "reservation_decisions": "order_id",
+    "idempotency_keys": "resource_id",
+}
+
+
+@pytest.fixture(scope="module")
+async def sharded() -> AsyncIterator[ShardedDatabases]:
+    async with sharded_databases() as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
+    async with await connect_sharded(sharded) as connected:
+        yield connected
+
+
+@pytest.fixture
+def shop(gateway: Gateway) -> Shop:
+    return Shop(gateway)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    """Where the relay's in-memory sinks append every delivery, one file for every database's
+    relay, in the order they were applied."""
+    return tmp_path / "deliveries.jsonl"
+
+
+@pytest.fixture
+async def relay(
+    sharded: ShardedDatabases, gateway: Gateway, journal: Path
+) -> AsyncIterator[ShardedRelay]:
+    """A relay delivering every database's outbox to an in-memory sink, so that a move's pause
+    has positions to wait for; the sink is forgotten afterwards (a sink that stays registered
+    and never moves would hold every later move's pause)."""
+    sink = {"type": "memory", "journal_path": str(journal)}
+    memory = {"postgres": {"url": sharded.catalog}, "sinks": {"memory": sink}}
+    sinks = Settings.model_validate(memory).sinks
+    settings = sharded.settings().model_copy(update={"relay": FAST, "sinks": sinks})
+    try:
+        async with await ShardedRelay.connect(settings) as running_relay:
+            task = asyncio.create_task(running_relay.run())
+            try:
+                yield running_relay
+            finally:
+                running_relay.stop()
+                await task
+    finally:
+        for pool in (gateway.pool, *gateway.sharding.shards.values()):
+            await pool.execute("DELETE FROM relay_positions WHERE sink = 'memory'")
+
+
+def other(gateway: Gateway, shard: str) -> str:
+    return next(name for name in gateway.sharding.shards if name != shard)
+
+
+async def rows_of(gateway: Gateway, shard: str, customer_id: uuid.UUID) -> dict[str, int]:
+    """How many rows of the customer and of its orders (as the catalog's reservations name
+    them) shard ``shard`` holds, per table."""
+    pool = gateway.sharding.shards[shard]
+    # Released reservations are of orders never created (a placement that lost the race with
+    # a move gave up on its source, where its decision "abandoned" stays).
+    order_ids = [
+        row["order_id"]
+        for row in await gateway.pool.fetch(
+            "SELECT order_id FROM inventory_reservations"
+            " WHERE customer_id = $1 AND status <> 'released'",
+            customer_id,
+        )
+    ]
+    counts = {
+        table: await pool.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", customer_id)
+        for table, where in CUSTOMER_TABLES.items()
+    }
+    for table, column in ORDER_TABLES.items():
+        counts[table] = await pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {column} = ANY($1)", order_ids
+        )
+    return counts
+
+
+async def assert_lives_on(
+    gateway: Gateway, customer: Customer, shard: str, orders: list[uuid.UUID]
+) -> None:
+    """The customer and all of ``orders`` are on ``shard`` only, the directory says so, and
+    every order resolves through the order routes with its history intact."""
+    assert await gateway.pool.fetchval(query("directory_shard_of"), customer.id) == shard
+    for elsewhere in gateway.sharding.shards:
+        if elsewhere != shard:
+            found = await rows_of(gateway, elsewhere, customer.id)
+            assert set(found.values()) == {0}, (elsewhere, found)
+    here = gateway.sharding.shards[shard]
+    assert await here.fetchval("SELECT count(*) FROM customers WHERE id = $1", customer.id) == 1
+    held = {
+        row["id"]
+        for row in await here.fetch("SELECT id FROM orders WHERE customer_id = $1", customer.id)
+    }
+    assert set(orders) <= held
+    for order_id in orders:
+        order = await gateway.get_order(order_id)
+        history = await gateway.order_events(order_id)
+        assert [event.version for event in history] == list(range(1, order.version + 1))
+    page = await gateway.customer_orders(customer.id, limit=100)
+    assert set(orders) <= {order.id for order in page.orders}
+
+
+async def place(gateway: Gateway, shop: Shop, customer: Customer, product: Product) -> Order:
+    return await gateway.place_order(shop.order(customer, (product, 1)))
+
+
+async def step(gateway: Gateway, order_id: uuid.UUID, rng: random.Random) -> None:
+    """Move an order one status on (or cancel it, now and then); a concurrent change of the
+    same order or a final status is fine."""
+    try:
+        current = await gateway.get_order(order_id)
+        target = NEXT_STATUS.get(current.status)
+        if target is None:
+            return
+        if current.status is OrderStatus.PENDING and rng.random() < 0.2:
+            target = OrderStatus.CANCELLED
+        await gateway.transition(order_id, target, expected_version=current.version)
+    except (IllegalTransition, VersionConflict):
+        pass
+
+
+async def delivered_in_order(
+    gateway: Gateway, journal: Path, order_ids: list[uuid.UUID], source: str, target: str
+) -> None:
+    """Wait until the sink has every event of ``order_ids`` from both shards, then check that
+    for each order every source event was applied before any target event."""
+    written: dict[str, str] = {}  # event id -> the shard whose outbox holds it
+    for shard in (source, target):
+        for row in await gateway.sharding.shards[shard].fetch(
+            "SELECT event_id FROM outbox WHERE aggregate_id = ANY($1::text[])",
+            [str(order_id) for order_id in order_ids],
+        ):
+            written[str(row["event_id"])] = shard
+
+    def lines() -> list[str]:
+        if not journal.exists():
+            return []
+        return [json.loads(line)["event_id"] for line in journal.read_text().splitlines()]
+
+    await eventually(lambda: set(written) <= set(lines()))
+    aggregates = {
+        str(row["event_id"]): row["aggregate_id"]
+        for shard in (source, target)
+        for row in await gateway.sharding.shards[shard].fetch(
+            "SELECT event_id, aggregate_id FROM outbox WHERE event_id = ANY($1::uuid[])",
+            list(written),
+        )
+    }
+    seen_target: set[str] = set()
+    for event_id in lines():
+        if event_id not in written:
+            continue
+        aggregate = aggregates[event_id]
+        if written[event_id] == target:
+            seen_target.add(aggregate)
+        else:
+            assert aggregate not in seen_target, f"order {aggregate}: a source event after the move"
+
+
+async def test_a_customer_moves_while_its_orders_and_others_keep_changing(
+    gateway: Gateway, shop: Shop, relay: ShardedRelay, journal: Path
+) -> None:
+    placed = await customers_on_each_shard(gateway, shop)
+    source, moving = next(iter(placed.items()))
+    target = other(gateway, source)
+    bystander = placed[target]
+    product = await shop.product(stock=10_000)
+    mine = [(await place(gateway, shop, moving, product)).id for _ in range(30)]
+    theirs = [(await place(gateway, shop, bystander, product)).id for _ in range(6)]
+    for order_id in mine[:10]:
+        await gateway.transition(order_id, OrderStatus.CONFIRMED)
+    rng = random.Random(7)
+    started, moved = asyncio.Event(), asyncio.Event()
+    during: list[uuid.UUID] = []
+    done: list[str] = []  # one entry per operation started, "moving" while the move runs
+
+    async def writer(number: int) -> None:
+        for count in itertools.count():
+            if moved.is_set() and count >= 12:
+                return
+            if count == 2:
+                started.set()
+            done.append("moving" if started.is_set() and not moved.is_set() else "")
+            choice = rng.random()
+            if choice < 0.25:
+                during.append((await place(gateway, shop, moving, product)).id)
+            elif choice < 0.35:
+                theirs.append((await place(gateway, shop, bystander, product)).id)
+            elif choice < 0.85:
+                await step(gateway, rng.choice(mine + during), rng)
+            else:
+                await step(gateway, rng.choice(theirs), rng)
+
+    async def mover() -> Any:
+        await started.wait()
+        try:
+            return await gateway.sharding.move_customer(moving.id, target, pause_timeout=10)
+        finally:
+            moved.set()
+
+    writers = [asyncio.create_task(writer(n)) for n in range(6)]
+    result, *_ = await asyncio.gather(mover(), *writers)
+
+    assert result.move.state is MoveState.DONE, result.move.last_error
+    assert result.pause_seconds is not None
+    during_move = done.count("moving")
+    assert during_move > 0
+    raced = await gateway.pool.fetchval(
+        "SELECT count(*) FROM inventory_reservations WHERE customer_id = $1"
+        " AND status = 'released'",
+        moving.id,
+    )
+    print(
+        f"\nmove of {result.orders} orders paused its customer "
+        f"{result.pause_seconds * 1000:.0f} ms; {during_move} of {len(done)} operations "
+        f"started while it ran; the writers placed {len(during)} orders for it, "
+        f"{raced} placement(s) lost the race with the pause and started over"
+    )
+    orders = mine + during
+    assert all(tag_of(order_id) == shard_tag(source) for order_id in mine)
+    await assert_lives_on(gateway, moving, target, orders)
+    for order_id in theirs:
+        assert (await gateway.get_order(order_id)).id == order_id
+    tombstones = await gateway.sharding.shards[source].fetchval(
+        "SELECT count(*) FROM moved_orders WHERE move_id = $1", result.move.id
+    )
+    assert tombstones == result.orders
+    # Versions continue: a change after the move is the next version, in the target's outbox.
+    pending = [
+        order_id
+        for order_id in orders
+        if (await gateway.get_order(order_id)).status is OrderStatus.PENDING
+    ]
+    if pending:
+        before = await gateway.get_order(pending[0])
+        after = await gateway.transition(pending[0], OrderStatus.CONFIRMED)
+        assert after.version == before.version + 1
+        events = await gateway.sharding.shards[target].fetchval(
+            "SELECT count(*) FROM outbox WHERE aggregate_id = $1 AND version = $2",
+            str(pending[0]),
+            after.version,
+        )
+        assert events == 1
+    await assert_units_conserved(gateway, {product.id: 10_000})
+    report = await gateway.sharding.reconcile(repair=False)
+    assert report.breaks == []
+    await delivered_in_order(gateway, journal, orders, source, target)
+
+
+async def test_every_route_follows_a_moved_customer_through_a_stale_directory(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=100)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    async with await connect_sharded(sharded) as stale:
+        assert await stale.sharding.shard_of_customer(customer.id) == source  # cached
+        result = await gateway.sharding.move_customer(customer.id, target)
+        assert result.move.state is MoveState.DONE
+        assert (await stale.get_order(order.id)).id == order.id
+        assert [e.version for e in await stale.order_events(order.id)] == [1]
+        paid = await stale.record_payment(
+            {
+                "payment_id": f"pay-{uuid.uuid4()}",
+                "order_id": str(order.id),
+                "status": "succeeded",
+                "amount": str(order.total_amount),
+                "currency": order.currency,
+                "occurred_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        assert paid.order.id == order.id
+        changed = await stale.transition(order.id, NEXT_STATUS[paid.order.status])
+        assert changed.version == paid.order.version + 1
+        assert [o.id for o in (await stale.customer_orders(customer.id)).orders] == [order.id]
+        address = await stale.add_address(
+            customer.id,
+            {
+                "address_type": "shipping",
+                "street_address": "1 Moved St",
+                "city": "Springfield",
+                "postal_code": "1234",
+            },
+        )
+        assert address.customer_id == customer.id
+        again = await stale.place_order(shop.order(customer, (product, 1)))
+        assert tag_of(again.id) == shard_tag(target)
+        assert await stale.sharding.shard_of_customer(customer.id) == target
+    with pytest.raises(NotFound):
+        await gateway.get_order(uuid.UUID(int=(shard_tag(source) << 112) | 1))
+    await assert_units_conserved(gateway, {product.id: 100})
+
+
+async def test_a_customer_moved_away_and_back_resolves_every_order(
+    gateway: Gateway, shop: Shop
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=100)
+    first = await gateway.sharding.shard_of_customer(customer.id)
+    second = other(gateway, first)
+    orders = [(await place(gateway, shop, customer, product)).id]
+    assert (await gateway.sharding.move_customer(customer.id, second)).move.state is MoveState.DONE
+    orders.append((await place(gateway, shop, customer, product)).id)  # minted on the second
+    assert (await gateway.sharding.move_customer(customer.id, first)).move.state is MoveState.DONE
+    await assert_lives_on(gateway, customer, first, orders)
+    assert tag_of(orders[1]) == shard_tag(second)
+    await gateway.transition(orders[1], OrderStatus.CONFIRMED)  # lands on second, follows back
+    await assert_units_conserved(gateway, {product.id: 100})
+
+
+class Crash(Exception):
+    """Stands in for the moving process dying at a step."""
+
+
+ROLLED_FORWARD = {MoveStep.SOURCE_COMMITTED, MoveStep.CATALOG_COMMITTED, MoveStep.CLEANED}
+
+
+@pytest.mark.parametrize("crash_at", list(MoveStep))
+async def test_a_move_interrupted_at_any_step_resumes_forward_or_back(
+    gateway: Gateway, shop: Shop, crash_at: MoveStep
+) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=100)
+    orders = [(await place(gateway, shop, customer, product)).id for _ in range(3)]
+    await gateway.transition(orders[0], OrderStatus.CANCELLED)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+
+    async def crash(step: MoveStep) -> None:
+        if step is crash_at:
+            raise Crash(step.value)
+
+    with pytest.raises(Crash):
+        await gateway.sharding.mover(crash).move(customer.id, target)
+    unfinished = await move_records.unfinished_of(gateway.pool, customer.id)
+    if crash_at in (MoveStep.CATALOG_COMMITTED, MoveStep.CLEANED):
+        assert unfinished is None  # done before the crash; only its cleanup may be left
+        [latest] = [
+            m for m in await move_records.listed(gateway.pool) if m.customer_id == customer.id
+        ]
+        assert (await gateway.sharding.mover().resume(latest)).state is MoveState.DONE
+    else:
+        assert unfinished is not None
+        finished = await gateway.sharding.mover().resume(unfinished)
+        expected = MoveState.DONE if crash_at in ROLLED_FORWARD else MoveState.ROLLED_BACK
+        assert finished.state is expected
+    lives_on = target if crash_at in ROLLED_FORWARD else source
+    await assert_lives_on(gateway, customer, lives_on, orders)
+    await assert_units_conserved(gateway, {product.id: 100})
+    # The customer can move again afterwards (the next move also finishes any leftover).
+    back = other(gateway, lives_on)
+    assert (await gateway.sharding.move_customer(customer.id, back)).move.state is MoveState.DONE
+    await assert_lives_on(gateway, customer, back, orders)
+
+
+async def test_a_pause_that_outlasts_its_timeout_rolls_back(gateway: Gateway, shop: Shop) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=100)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    pool = gateway.sharding.shards[source]
+    sink = f"stuck-{uuid.uuid4().hex[:8]}"
+    await pool.execute(query("register_sink"), sink, True, 16)  # a sink that never moves
+    try:
+        result = await gateway.sharding.move_customer(customer.id, target, pause_timeout=0.3)
+    finally:
+        await pool.execute("DELETE FROM relay_positions WHERE sink = $1", sink)
+    assert result.move.state is MoveState.ROLLED_BACK
+    assert "not delivered" in (result.move.last_error or "")
+    await assert_lives_on(gateway, customer, source, [order.id])
+    listed = await move_records.listed(gateway.pool)
+    assert result.move.id in {move.id for move in listed}
+
+
+async def test_the_move_commands(sharded: ShardedDatabases, gateway: Gateway, shop: Shop) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=100)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+
+    refused = await asyncio.to_thread(fanout, sharded, "shards", "move", str(customer.id))
+    assert refused.returncode == 2
+    moved = await asyncio.to_thread(
+        fanout, sharded, "shards", "move", str(customer.id), "--to", target
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert f"{source} -> {target}: done, 1 order(s), paused" in moved.stdout
+    again = await asyncio.to_thread(
+        fanout, sharded, "shards", "move", str(customer.id), "--to", target
+    )
+    assert again.returncode == 1
+    assert "already" in again.stderr
+    listed = as_json(await asyncio.to_thread(fanout, sharded, "shards", "moves", "--json"))
+    [mine] = [m for m in listed if m["customer_id"] == str(customer.id)]
+    assert (mine["source"], mine["target"], mine["state"]) == (source, target, "done")
+    resumed = await asyncio.to_thread(fanout, sharded, "shards", "move", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (await gateway.get_order(order.id)).id == order.id
+
+
+async def test_an_order_follows_a_chain_of_moves_over_three_shards() -> None:
+    three = {**SHARD_SERVERS, "gamma": SHARD_SERVERS["alpha"]}
+    async with sharded_databases(shard_servers=three) as own, await connect_sharded(own) as gw:
+        shop = Shop(gw)
+        customer, product = await shop.customer(), await shop.product(stock=10)
+        first = await gw.sharding.shard_of_customer(customer.id)
+        second, third = (name for name in sorted(three) if name != first)
+        order = await place(gw, shop, customer, product)
+        async with await connect_sharded(own, pool_max_size=4) as stale:
+            assert await stale.sharding.shard_of_customer(customer.id) == first  # cached
+            for target in (second, third):
+                moved = await gw.sharding.move_customer(customer.id, target)
+                assert moved.move.state is MoveState.DONE
+            # The id names the first shard: its tombstone names the second, whose names the third.
+            assert (await stale.get_order(order.id)).id == order.id
+            assert [o.id for o in (await stale.customer_orders(customer.id)).orders] == [order.id]
+            assert await stale.sharding.shard_of_customer(customer.id) == third
+        await assert_lives_on(gw, customer, third, [order.id])
+        await assert_units_conserved(gw, {product.id: 10})
