@@ -311,6 +311,10 @@ class InMemoryShard:
             if order_id in self.orders
         }
 
+    async def moved_away(self, order_ids: Sequence[UUID]) -> dict[UUID, str]:
+        await self.hooks.before(self.name, "moved_away")
+        return {}  # the simulation moves no customer
+
     async def live_orders_page(
         self, after: UUID | None, limit: int
     ) -> list[tuple[UUID, OrderStatus]]:

@@ -146,6 +146,12 @@ class PostgresShardRecords:
         )
         return {row["id"]: OrderStatus(row["status"]) for row in rows}
 
+    async def moved_away(self, order_ids: Sequence[UUID]) -> dict[UUID, str]:
+        rows = await self._database.fetch(
+            query("moved_orders_of"), list(order_ids), timeout=self._timeout
+        )
+        return {row["order_id"]: row["to_shard"] for row in rows}
+
     async def live_orders_page(
         self, after: UUID | None, limit: int
     ) -> list[tuple[UUID, OrderStatus]]:

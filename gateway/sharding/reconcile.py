@@ -16,7 +16,7 @@ named in the result, never silently left out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -28,6 +28,9 @@ from gateway.sharding.saga_storage import CatalogStorage, ShardStorage
 from gateway.write_path.order_status import RESTOCKING_STATUSES, OrderStatus
 
 log = logging.getLogger("gateway.sharding")
+
+MAX_MOVE_HOPS = 8
+"""Tombstones a reconciliation follows from one order before giving it up as unknown."""
 
 PAGE = 500
 
@@ -206,11 +209,13 @@ async def _check_committed(
                 result.missing[name] = "not configured"
                 continue
             try:
-                orders = await shard.order_statuses(order_ids)
+                orders, unknown = await statuses_following_moves(shards, shard, order_ids)
             except DATABASE_ERRORS as error:
                 result.missing[name] = f"{type(error).__name__}: {error}".rstrip(": ")
                 continue
             for order_id in order_ids:
+                if order_id in unknown:
+                    continue
                 order = orders.get(order_id)
                 committed = ReservationStatus.COMMITTED
                 if not is_break(committed, order):
@@ -223,3 +228,41 @@ async def _check_committed(
                     found, await catalog.settle(order_id, Settlement.RETURN)
                 ):
                     result.breaks.append(returned)
+
+
+async def statuses_following_moves(
+    shards: Mapping[str, ShardStorage], shard: ShardStorage, order_ids: Sequence[UUID]
+) -> tuple[dict[UUID, OrderStatus], set[UUID]]:
+    """The statuses of ``order_ids`` as ``shard`` has them, an order moved away read where its
+    tombstones lead (a move's catalog step may not have named the new shard yet); and the
+    orders whose tombstones lead to no configured shard or past ``MAX_MOVE_HOPS``, which
+    nobody can say anything of."""
+    statuses = await shard.order_statuses(order_ids)
+    frontier = await _moved_by_destination(shard, [o for o in order_ids if o not in statuses])
+    unknown: set[UUID] = set()
+    for _ in range(MAX_MOVE_HOPS):
+        following: dict[str, list[UUID]] = {}
+        for name, ids in frontier.items():
+            storage = shards.get(name)
+            if storage is None:
+                unknown.update(ids)
+                continue
+            found = await storage.order_statuses(ids)
+            statuses.update(found)
+            further = await _moved_by_destination(storage, [o for o in ids if o not in found])
+            for destination, moved in further.items():
+                following.setdefault(destination, []).extend(moved)
+        frontier = following
+    unknown.update(o for ids in frontier.values() for o in ids)
+    return statuses, unknown
+
+
+async def _moved_by_destination(
+    shard: ShardStorage, order_ids: Sequence[UUID]
+) -> dict[str, list[UUID]]:
+    if not order_ids:
+        return {}
+    by_destination: dict[str, list[UUID]] = {}
+    for order_id, destination in (await shard.moved_away(order_ids)).items():
+        by_destination.setdefault(destination, []).append(order_id)
+    return by_destination

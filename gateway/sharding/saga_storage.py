@@ -107,6 +107,11 @@ class ShardRecords(Protocol):
         """The statuses of the orders of ``order_ids`` that exist."""
         ...
 
+    async def moved_away(self, order_ids: Sequence[UUID]) -> dict[UUID, str]:
+        """The shard each order of ``order_ids`` that moved away from this one went to (its
+        tombstone, left by ``fanout shards move``)."""
+        ...
+
     async def live_orders_page(
         self, after: UUID | None, limit: int
     ) -> list[tuple[UUID, OrderStatus]]:

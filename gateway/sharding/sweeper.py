@@ -171,7 +171,14 @@ async def settle_expired(
             log.warning("shard %s: order %s is still being decided", name, order_id)
     created = [order_id for order_id, taken in decided.items() if taken is Decision.CREATED]
     statuses = await shard.order_statuses(created)
+    absent = [order_id for order_id in created if order_id not in statuses]
+    moved = await shard.moved_away(absent) if absent else {}
     for order_id, decision in decided.items():
+        if order_id in moved:
+            # Its move has not named the new shard in the catalog yet (or was interrupted
+            # before it did): settled there, by the decision copied with it, once it has.
+            log.info("shard %s: order %s moved to %s; left held", name, order_id, moved[order_id])
+            continue
         status = statuses.get(order_id)
         if decision is Decision.CREATED and status is None:
             log.warning(

@@ -235,6 +235,8 @@ class SagaStorageContract:
         assert await shard.order_statuses([reservation.order_id]) == {
             reservation.order_id: OrderStatus.PENDING
         }
+        # An order that lives here has not moved away, nor has an order that never existed.
+        assert await shard.moved_away([reservation.order_id, uuid.uuid4()]) == {}
 
     async def test_an_abandoned_order_cannot_be_created(self, harness: SagaHarness) -> None:
         product, buyer = await harness.product(10), await harness.buyer("alpha")

@@ -167,6 +167,9 @@ SELECT status, version FROM orders WHERE id = $1 FOR UPDATE;
 -- name: existing_orders
 SELECT id, status FROM orders WHERE id = ANY($1::uuid[]);
 
+-- name: moved_orders_of
+SELECT order_id, to_shard FROM moved_orders WHERE order_id = ANY($1::uuid[]);
+
 -- name: queued_inventory_returns
 SELECT order_id FROM inventory_returns ORDER BY queued_at LIMIT $1;
 
