@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -16,6 +17,7 @@ from gateway.operations.verify_log import LogDrift
 from gateway.postgres.migrations import MigrationStatus
 from gateway.sharding.move_records import ShardMove
 from gateway.sharding.plan import Plan
+from gateway.sharding.rebalance import PlannedMove, Progress
 from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus
 from gateway.write_path.orders_report import OrdersReport
@@ -232,6 +234,23 @@ def plan_table(plan: Plan) -> Table:
     """How many customers the current placement would move, from which shard to which."""
     table = Table("from", "to", "customers", title=f"{plan.moving} of {plan.customers} customers")
     for (source, target), count in plan.moves.items():
+        table.add_row(source, target, str(count))
+    return table
+
+
+def planned_moves_table(planned: Sequence[PlannedMove], progress: Progress | None) -> Table:
+    """A rebalance's or a drain's moves, from which shard to which, and how the run went."""
+    counts: Counter[tuple[str, str]] = Counter((m.source, m.target) for m in planned)
+    if progress is None:
+        title = f"{len(planned)} move(s) planned (dry run: nothing moved)"
+    else:
+        title = (
+            f"{progress.moved} of {progress.planned} customers moved in {progress.seconds:.1f} s "
+            f"({progress.customers_per_second:.1f} customers/s, {progress.rows} rows, "
+            f"{progress.rows_per_second:.0f} rows/s), {len(progress.failed)} failed"
+        )
+    table = Table("from", "to", "customers", title=title)
+    for (source, target), count in sorted(counts.items()):
         table.add_row(source, target, str(count))
     return table
 

@@ -1,4 +1,4 @@
-"""``fanout shards status|plan|reconcile|move|moves``: sharded mode."""
+"""``fanout shards status|plan|reconcile|move|moves|rebalance|drain``: sharded mode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from gateway.cli import render
 from gateway.cli.app import PARTIAL_EXIT, app, config_path, err, out, run, settings_of
 from gateway.configuration.settings import default_config_path
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.facade.gateway import Gateway
 from gateway.postgres.topology import Topology
 from gateway.sharding import move_records
@@ -20,6 +20,13 @@ from gateway.sharding.move_rules import MoveState
 from gateway.sharding.mover import DEFAULT_PAUSE_TIMEOUT, MoveResult
 from gateway.sharding.placement import Shard
 from gateway.sharding.plan import Plan, directory_entries, plan_moves
+from gateway.sharding.rebalance import (
+    PlannedMove,
+    Progress,
+    carry_out,
+    drain_moves,
+    rebalance_moves,
+)
 from gateway.sharding.reconcile import Reconciliation
 from gateway.sharding.status import ShardsStatus, shards_status
 
@@ -66,11 +73,7 @@ def plan(
 
     async def work() -> Plan:
         async with await _sharded(context) as gateway:
-            shards = [
-                Shard(name, shard.weight)
-                for name, shard in gateway.settings.postgres.shards.items()
-            ]
-            return plan_moves(await directory_entries(gateway.pool), shards)
+            return plan_moves(await directory_entries(gateway.pool), _placement(gateway))
 
     result = run(work)
     if as_json:
@@ -196,3 +199,151 @@ def _customer_id(value: str) -> UUID:
     except ValueError:
         err.print(f"{value!r} is not a customer id (a UUID)", highlight=False)
         raise typer.Exit(2) from None
+
+
+PauseTimeout = Annotated[
+    float,
+    typer.Option(
+        "--pause-timeout",
+        min=0.1,
+        help="Seconds each customer may be paused before its move gives up and rolls back.",
+    ),
+]
+Rate = Annotated[
+    float | None,
+    typer.Option("--rate", min=0.01, help="Customers a second at most (default: no limit)."),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="List the moves the run would make; move nothing.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class MoveRolledBack(GatewayError):
+    """A move of a rebalance or a drain that gave up (its customer stays on its source)."""
+
+
+@shards_app.command("rebalance")
+def rebalance(
+    context: typer.Context,
+    max_moves: Annotated[
+        int | None, typer.Option("--max-moves", min=1, help="Make at most this many moves.")
+    ] = None,
+    rate: Rate = None,
+    pause_timeout: PauseTimeout = DEFAULT_PAUSE_TIMEOUT,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Move the customers `shards plan` counts (after a shard was added or a weight changed) to
+    the shards the placement picks, one at a time, online, in customer id order. Stopped
+    anywhere, it is resumed by running it again. Exits 1 when a move rolled back."""
+
+    async def work() -> tuple[list[PlannedMove], Progress | None]:
+        async with await _sharded(context) as gateway:
+            planned = rebalance_moves(
+                await directory_entries(gateway.pool), _placement(gateway), max_moves
+            )
+            return await _carry_out(gateway, planned, rate, pause_timeout, dry_run)
+
+    _report(*run(work), as_json=as_json)
+
+
+@shards_app.command("drain")
+def drain(
+    context: typer.Context,
+    shard: Annotated[str, typer.Argument(help="The shard to empty.")],
+    rate: Rate = None,
+    pause_timeout: PauseTimeout = DEFAULT_PAUSE_TIMEOUT,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Move every customer of SHARD to the shard the placement picks among the others, one at
+    a time, online, so that SHARD can be retired. Stopped anywhere, it is resumed by running it
+    again. Exits 1 when a move rolled back or customers are left on SHARD."""
+
+    async def work() -> tuple[list[PlannedMove], Progress | None, int]:
+        async with await _sharded(context) as gateway:
+            if shard not in gateway.settings.postgres.shards:
+                configured = ", ".join(sorted(gateway.settings.postgres.shards))
+                err.print(f"no shard {shard!r} (shards: {configured})", highlight=False)
+                raise typer.Exit(2)
+            entries = await directory_entries(gateway.pool)
+            try:
+                planned = drain_moves(entries, _placement(gateway), shard)
+            except ValueError as error:
+                err.print(str(error), highlight=False)
+                raise typer.Exit(2) from None
+            carried = await _carry_out(gateway, planned, rate, pause_timeout, dry_run)
+            left = sum(1 for _, on in await directory_entries(gateway.pool) if on == shard)
+            return (*carried, left)
+
+    planned, progress, left = run(work)
+    _report(planned, progress, as_json=as_json, left=(shard, left) if progress else None)
+    if progress is not None and left:
+        raise typer.Exit(1)
+
+
+def _placement(gateway: Gateway) -> list[Shard]:
+    return [Shard(name, shard.weight) for name, shard in gateway.settings.postgres.shards.items()]
+
+
+async def _carry_out(
+    gateway: Gateway,
+    planned: list[PlannedMove],
+    rate: float | None,
+    pause_timeout: float,
+    dry_run: bool,
+) -> tuple[list[PlannedMove], Progress | None]:
+    if dry_run:
+        return planned, None
+
+    async def move_one(move: PlannedMove) -> int:
+        result = await gateway.sharding.move_customer(
+            move.customer_id, move.target, pause_timeout=pause_timeout
+        )
+        if result.move.state is not MoveState.DONE:
+            raise MoveRolledBack(result.move.last_error or result.move.state.value)
+        return result.rows
+
+    def progress_line(progress: Progress) -> None:
+        done = progress.moved + len(progress.failed)
+        err.print(
+            f"{done}/{progress.planned}: {progress.moved} moved, {len(progress.failed)} failed, "
+            f"{progress.customers_per_second:.1f} customers/s, "
+            f"{progress.rows_per_second:.0f} rows/s",
+            highlight=False,
+        )
+
+    return planned, await carry_out(planned, move_one, rate=rate, on_progress=progress_line)
+
+
+def _report(
+    planned: list[PlannedMove],
+    progress: Progress | None,
+    *,
+    as_json: bool,
+    left: tuple[str, int] | None = None,
+) -> None:
+    if as_json:
+        shown: dict[str, object] = {
+            "planned": [
+                {"customer_id": str(m.customer_id), "from": m.source, "to": m.target}
+                for m in planned
+            ]
+        }
+        if progress is not None:
+            shown["progress"] = progress.as_json()
+        if left is not None:
+            shown["left"] = {"shard": left[0], "customers": left[1]}
+        out.print_json(json.dumps(shown))
+    else:
+        out.print(render.planned_moves_table(planned, progress))
+        if left is not None:
+            out.print(f"shard {left[0]} holds {left[1]} customer(s)", highlight=False)
+    if progress is not None:
+        for move, reason in progress.failed:
+            err.print(f"customer {move.customer_id} not moved: {reason}", highlight=False)
+        if progress.stopped_early:
+            err.print("stopped: moves kept failing", highlight=False)
+        if progress.failed:
+            raise typer.Exit(1)

@@ -4,6 +4,7 @@ on a shard (``moves.sql``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -50,6 +51,12 @@ async def read_customer(
         query("move_read_customer"), customer_id, list(order_ids)
     )
     return document
+
+
+def row_count(document: str) -> int:
+    """How many rows, of every table, a document of ``read_customer`` holds."""
+    tables: dict[str, list[object]] = json.loads(document)
+    return sum(len(rows) for rows in tables.values())
 
 
 async def write_customer(connection: Connection, document: str) -> int:

@@ -85,11 +85,12 @@ class _LateEvents(Exception):
 @dataclass(frozen=True)
 class MoveResult:
     """A move as it ended: its record, how long its customer was paused (``None``: the
-    source never committed it) and how many orders moved."""
+    source never committed it), and how many orders and rows (of every table) moved."""
 
     move: ShardMove
     pause_seconds: float | None = None
     orders: int = 0
+    rows: int = 0
 
 
 async def _no_hook(step: MoveStep) -> None:
@@ -132,7 +133,7 @@ class ShardMover:
             raise MoveRefused(f"customer {customer_id} has another unfinished move")
         await self._hook(MoveStep.RECORDED)
         try:
-            pause, orders = await self._copy_and_fence(move, pause_timeout)
+            pause, orders, rows = await self._copy_and_fence(move, pause_timeout)
         except MoveAborted as aborted:
             return MoveResult(await self._roll_back(move, str(aborted)))
         except DATABASE_ERRORS as error:
@@ -140,7 +141,7 @@ class ShardMover:
             return MoveResult(await self.resume(move, reason=f"{type(error).__name__}: {error}"))
         await move_records.set_state(self._catalog, move.id, MoveState.FENCED)
         finished = await self._roll_forward(move)
-        return MoveResult(finished, pause, orders)
+        return MoveResult(finished, pause, orders, rows)
 
     async def resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
         """Finish an interrupted move: forward when the source committed it, else back. A
@@ -172,8 +173,11 @@ class ShardMover:
             return await move_records.by_id(self._catalog, current.id) or current
         return current
 
-    async def _copy_and_fence(self, move: ShardMove, pause_timeout: float) -> tuple[float, int]:
-        """Steps 2 to 5: how long the customer was paused, and how many orders moved."""
+    async def _copy_and_fence(
+        self, move: ShardMove, pause_timeout: float
+    ) -> tuple[float, int, int]:
+        """Steps 2 to 5: how long the customer was paused, and how many orders and rows
+        moved."""
         deadline = time.monotonic() + pause_timeout
         async with self._shards[move.source].acquire() as source:
             while time.monotonic() < deadline:
@@ -185,7 +189,7 @@ class ShardMover:
 
     async def _pause(
         self, source: Connection, move: ShardMove, deadline: float, pause_timeout: float
-    ) -> tuple[float, int]:
+    ) -> tuple[float, int, int]:
         async with source.transaction():
             remaining = max(0.001, deadline - time.monotonic())
             await source.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
@@ -213,7 +217,7 @@ class ShardMover:
             await self._hook(MoveStep.SOURCE_DELETED)
         paused = time.monotonic() - paused_at
         await self._hook(MoveStep.SOURCE_COMMITTED)
-        return paused, orders
+        return paused, orders, move_rows.row_count(document)
 
     @staticmethod
     async def _await_delivery(
