@@ -22,7 +22,8 @@ from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection
 from gateway.postgres.outbox import Event
-from gateway.postgres.replicas import ReplicaState, parse_token
+from gateway.postgres.replicas import ReplicaState
+from gateway.postgres.tokens import ConsistencyToken, parse_token
 from gateway.postgres.topology import Topology
 from gateway.sharding.layout import ShardedLayout
 from gateway.sharding.scatter import scatter
@@ -190,7 +191,7 @@ class Gateway:
         with operation("transition order"):
             async with pool.acquire() as connection:
                 order = await orders.transition(connection, target_id, target, expected_version)
-                order = await self._layout.committed(connection, order)
+                order = await self._layout.committed(pool, connection, order)
         await self._layout.after_change(order)
         return order
 
@@ -218,7 +219,7 @@ class Gateway:
                         order = change.order
                     else:
                         order = await orders.fetch_order(connection, parsed.order_id)
-                order = await self._layout.committed(connection, order)
+                order = await self._layout.committed(pool, connection, order)
         await self._layout.after_change(order)
         return RecordedPayment(parsed.payment_id, outcome, change is None, order)
 
@@ -305,7 +306,7 @@ class Gateway:
         async with pool.acquire() as connection:
             async with connection.transaction():
                 address = await customers.insert_address(connection, target_id, address_request)
-            return await self._layout.committed(connection, address)
+            return await self._layout.committed(pool, connection, address)
 
     async def create_category(self, request: CategoryRequest | Mapping[str, Any]) -> Category:
         """Create a product category."""
@@ -367,7 +368,7 @@ def _uuid(value: UUID | str, field: str) -> UUID:
         raise ValidationError.single(field, f"{value!r} is not a valid UUID") from None
 
 
-def _token(consistency_token: str | None) -> int | None:
+def _token(consistency_token: str | None) -> ConsistencyToken | None:
     return parse_token(consistency_token) if consistency_token is not None else None
 
 

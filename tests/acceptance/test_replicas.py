@@ -26,6 +26,7 @@ from gateway.postgres.replicas import (
     parse_lsn,
     streaming_replica,
 )
+from gateway.postgres.tokens import ConsistencyToken
 from support.api_process import api_server, write_config
 from support.databases import database_url
 from support.eventually import eventually
@@ -382,7 +383,7 @@ async def test_a_read_the_standby_cancels_for_a_recovery_conflict_runs_on_the_pr
                 assert row is not None
                 return row["on_standby"], row["rows"]
 
-            read = asyncio.create_task(router.run(count_slowly, written))
+            read = asyncio.create_task(router.run(count_slowly, ConsistencyToken(written)))
 
             async def standby_runs_the_read() -> bool:
                 return bool(
@@ -431,7 +432,7 @@ async def test_a_token_asks_a_standby_for_no_wal_the_primary_has_not_sent(
                 # A standby receives flushed WAL only: a token past it would keep reads off
                 # every replica until something else is flushed.
                 assert token <= await flushed_position(writer)
-                assert await router.run(newest_probe, token) == (True, n)
+                assert await router.run(newest_probe, ConsistencyToken(token)) == (True, n)
     finally:
         await writer.close()
         await other.close()
@@ -454,6 +455,6 @@ async def test_after_an_asynchronous_commit_a_token_still_covers_the_write(
                 )
                 token = await consistency_position(writer)
                 assert token >= written
-                assert (await router.run(newest_probe, token))[1] == n
+                assert (await router.run(newest_probe, ConsistencyToken(token)))[1] == n
     finally:
         await writer.close()
