@@ -19,6 +19,7 @@ from gateway.configuration.settings import PostgresSettings, RedisSinkSettings
 from gateway.errors import GatewayError
 from gateway.operations.doctor import diagnose, healthy
 from gateway.operations.verify import verify_configured
+from gateway.order_ids import shard_tag
 from gateway.postgres.database import Connection, create_pool
 from gateway.postgres.replicas import (
     ReadRouter,
@@ -26,7 +27,7 @@ from gateway.postgres.replicas import (
     parse_lsn,
     streaming_replica,
 )
-from gateway.postgres.tokens import ConsistencyToken
+from gateway.postgres.tokens import ConsistencyToken, format_token
 from support.api_process import api_server, write_config
 from support.databases import database_url
 from support.eventually import eventually
@@ -133,6 +134,24 @@ async def test_after_each_of_1000_writes_a_read_with_its_token_sees_it(
     # the replica (which had replayed each write before the read).
     assert seen_from_primary >= 300
     assert replica.reads >= 600
+
+
+async def test_a_shard_s_token_sends_the_read_to_the_primary(
+    replicated: tuple[Gateway, Shop],
+) -> None:
+    gateway, shop = replicated
+    customer, product = await shop.customer(), await shop.product()
+    order = await gateway.place_order(shop.order(customer, (product, 1)))
+    [replica] = gateway.replicas
+    await eventually(lambda: replica.usable and replica.lag_seconds == 0.0, within=30)
+    # Position 0, which the replica has replayed: as a shard's, it says nothing of this
+    # database's replicas.
+    foreign = format_token(ConsistencyToken(0, shard_tag("alpha")))
+    before = replica.reads
+    assert (await gateway.get_order(order.id, consistency_token=foreign)).id == order.id
+    assert replica.reads == before
+    own = await gateway.get_order(order.id, consistency_token=order.consistency_token)
+    assert own.id == order.id and replica.reads == before + 1
 
 
 async def test_a_page_of_a_customer_s_orders_read_with_a_token_holds_the_last_order(

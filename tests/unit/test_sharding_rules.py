@@ -307,6 +307,14 @@ def test_doctor_is_unhealthy_when_a_shard_is_down() -> None:
     assert not healthy({**report, "shards": [{"ok": True}, {"ok": False}]})
 
 
+def test_doctor_is_unhealthy_when_a_shard_s_replica_is_not_streaming() -> None:
+    report = {"postgres": {"ok": True}, "sinks": [{"ok": True}]}
+    streaming = {"ok": True, "replicas": [{"state": "streaming"}]}
+    down = {"ok": True, "replicas": [{"state": "streaming"}, {"state": "down"}]}
+    assert healthy({**report, "shards": [streaming, {"ok": True, "replicas": []}]})
+    assert not healthy({**report, "shards": [streaming, down]})
+
+
 class CountingCatalog:
     """Answers the directory's lookups from a dict, counting them."""
 
