@@ -204,7 +204,7 @@ class ShardedLayout(SagaSteps):
             if release_at_once(error):
                 await self._directory.forget(customer_id)
             raise
-        return customer
+        return await self._stamped(self._shards[shard], customer)
 
     async def purge_expired_idempotency_keys(self) -> int:
         """Forget expired idempotency keys in every shard; how many were removed."""
@@ -361,16 +361,25 @@ class ShardedLayout(SagaSteps):
         return record
 
     async def _with_token(self, placed: PlacedOrder) -> PlacedOrder:
-        """``placed``, its order with the token of its shard once it committed there (when the
-        shard has replicas): the shard's WAL position read after the commit, which a replica
-        that has replayed it has replayed the order too."""
+        """``placed``, its order with the token of the shard that holds it."""
         pool = await self.order_pool(placed.order.id)
+        return PlacedOrder(await self._stamped(pool, placed.order), placed.replayed)
+
+    async def _stamped(self, pool: asyncpg.Pool, record: R) -> R:
+        """``record``, written by a transaction committed on ``pool``'s shard, with the
+        shard's token when it has replicas: its WAL position read after the commit, on another
+        connection (a replica that has replayed it has replayed the write too). Without one if
+        the shard does not answer now: the write is committed, and a read without a token is
+        still answered."""
         router = self._router_of(pool)
         if router is None or not router.enabled:
-            return placed
-        async with pool.acquire() as connection:
-            order = await self.committed(pool, connection, placed.order)
-        return PlacedOrder(order, placed.replayed)
+            return record
+        try:
+            async with pool.acquire() as connection:
+                return await self.committed(pool, connection, record)
+        except DATABASE_ERRORS as error:
+            log.warning("no consistency token for a committed write: %s", error)
+            return record
 
     async def after_change(self, order: Order) -> None:
         """A cancelled order's units go back to the catalog now; if that fails, the sweeper

@@ -82,6 +82,8 @@ async def test_a_read_with_a_write_s_token_sees_it_served_by_the_shard_s_replica
 ) -> None:
     gateway, shop = replicated
     customer, product = await customer_on(shop, "alpha"), await shop.product(stock=1000)
+    assert parse_token(customer.consistency_token or "").shard_tag == shard_tag("alpha")
+    assert (await customer_on(shop, "beta")).consistency_token is None  # beta has no replica
     replica = alpha_replica(gateway)
     served = replica.reads
     for write in range(100):
