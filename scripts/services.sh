@@ -9,6 +9,7 @@
 #
 # Services: postgres, postgres-replica (a hot standby streaming from postgres),
 # postgres-shard-a and postgres-shard-b (two more primaries, the shards of sharded mode),
+# postgres-shard-a-replica (a hot standby streaming from postgres-shard-a),
 # postgres-ha (three PostgreSQL nodes under Patroni and etcd, each in a network namespace of its
 # own; needs root), redis,
 # redis-cluster (three masters, each with a replica), mongodb (FerretDB, a MongoDB-wire
@@ -31,6 +32,7 @@ PG_PORT="${FANOUT_SERVICES_POSTGRES_PORT:-55432}"
 PG_REPLICA_PORT="${FANOUT_SERVICES_POSTGRES_REPLICA_PORT:-55433}"
 PG_SHARD_A_PORT="${FANOUT_SERVICES_POSTGRES_SHARD_A_PORT:-55434}"
 PG_SHARD_B_PORT="${FANOUT_SERVICES_POSTGRES_SHARD_B_PORT:-55435}"
+PG_SHARD_A_REPLICA_PORT="${FANOUT_SERVICES_POSTGRES_SHARD_A_REPLICA_PORT:-55436}"
 REDIS_PORT="${FANOUT_SERVICES_REDIS_PORT:-56379}"
 # The cluster's six nodes listen on this port and the five after it, and each on its port
 # + 10000 for the cluster bus (so at most 55530).
@@ -68,7 +70,9 @@ PG_USER=fanout
 PG_PASSWORD=fanout
 PG_REPLICATION_USER=fanout_replication
 PG_REPLICATION_PASSWORD=fanout_replication
-ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-b postgres-ha redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka otelcol)
+# WAL a primary keeps for a standby that is down, at most (then the standby is built anew).
+PG_STANDBY_WAL_KEEP=4GB
+ALL_SERVICES=(postgres postgres-replica postgres-shard-a postgres-shard-a-replica postgres-shard-b postgres-ha redis redis-cluster mongodb elasticsearch influxdb influxdb-auth kafka otelcol)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -210,9 +214,13 @@ postgres_down() { pg_stop postgres; }
 
 postgres_shard_a_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_SHARD_A_PORT/postgres"; }
 postgres_shard_a_running() { pidfile_alive "$DIR/postgres-shard-a/data/postmaster.pid"; }
+# The shard's standby needs it too; checking it once per call says once that it runs.
+postgres_shard_a_checked=false
 postgres_shard_a_up() {
+    ! $postgres_shard_a_checked || return 0
     pg_init postgres-shard-a
     pg_start postgres-shard-a "$PG_SHARD_A_PORT" "-c track_commit_timestamp=on"
+    postgres_shard_a_checked=true
 }
 postgres_shard_a_down() { pg_stop postgres-shard-a; }
 
@@ -232,48 +240,94 @@ pg_stop() {
     fi
 }
 
-# --- postgres-replica -------------------------------------------------------
-# A hot standby of the local primary: physical streaming replication from a base backup
-# taken with a replication role (no WAL archive).
+# --- postgres-replica, postgres-shard-a-replica ------------------------------
+# Hot standbys of the local primary and of the first shard: physical streaming replication
+# from a base backup taken with a replication role (no WAL archive). A primary initialised by
+# pg_init serves them as it is (wal_level replica, WAL senders, and initdb's pg_hba lines for
+# replication from 127.0.0.1): no restart of it is needed, only the role.
 
 postgres_replica_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_REPLICA_PORT/postgres"; }
 postgres_replica_running() { pidfile_alive "$DIR/postgres-replica/data/postmaster.pid"; }
 
 postgres_replica_up() {
     postgres_up
-    local data="$DIR/postgres-replica/data"
+    pg_standby_up postgres-replica "$PG_REPLICA_PORT" postgres "$PG_PORT"
+}
+
+postgres_replica_down() { pg_stop postgres-replica; }
+
+postgres_shard_a_replica_url() { echo "postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_SHARD_A_REPLICA_PORT/postgres"; }
+postgres_shard_a_replica_running() { pidfile_alive "$DIR/postgres-shard-a-replica/data/postmaster.pid"; }
+
+postgres_shard_a_replica_up() {
+    postgres_shard_a_up
+    pg_standby_up postgres-shard-a-replica "$PG_SHARD_A_REPLICA_PORT" postgres-shard-a "$PG_SHARD_A_PORT"
+}
+
+postgres_shard_a_replica_down() { pg_stop postgres-shard-a-replica; }
+
+# Starts the standby <name> on <port> of the running primary <primary> (on <primary_port>),
+# creating it from a base backup unless it exists, and waits until it streams.
+pg_standby_up() {
+    local name="$1" port="$2" primary="$3" primary_port="$4"
+    local data="$DIR/$name/data"
+    local slot="fanout_${name//-/_}"
+    # A standby streams through a replication slot, so that its primary keeps the WAL it has
+    # not received while it is down (a test stops it; benchmarks write gigabytes meanwhile).
+    # One without its slot (built before slots, or the slot gave up past
+    # max_slot_wal_keep_size) can never catch up: it is built anew.
+    if [ -f "$data/PG_VERSION" ] && ! standby_slot_kept "$primary" "$primary_port" "$slot"; then
+        log "$name: its replication slot on $primary is missing or lost WAL; building it anew"
+        pg_stop "$name"
+        rm -rf "${DIR:?}/$name"
+    fi
     if [ ! -f "$data/PG_VERSION" ]; then
-        log "creating the replication role and a base backup of the primary in $data"
-        as_pg_owner "$PG_BIN/psql" -h "$DIR/postgres" -p "$PG_PORT" -U "$PG_USER" -d postgres \
+        log "creating the replication role and a base backup of $primary in $data"
+        as_pg_owner "$PG_BIN/psql" -h "$DIR/$primary" -p "$primary_port" -U "$PG_USER" -d postgres \
             -v ON_ERROR_STOP=1 -q -c "DO \$\$ BEGIN
                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_REPLICATION_USER') THEN
                     CREATE ROLE $PG_REPLICATION_USER WITH REPLICATION LOGIN
                         PASSWORD '$PG_REPLICATION_PASSWORD';
                 END IF;
             END \$\$;" >/dev/null
-        rm -rf "$DIR/postgres-replica"
-        mkdir -p "$DIR/postgres-replica"
-        [ "$(id -u)" -ne 0 ] || chown postgres: "$DIR/postgres-replica"
-        # -R writes primary_conninfo and standby.signal: the copy starts as a streaming standby.
+        as_pg_owner "$PG_BIN/psql" -h "$DIR/$primary" -p "$primary_port" -U "$PG_USER" -d postgres \
+            -v ON_ERROR_STOP=1 -q \
+            -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot'" \
+            -c "ALTER SYSTEM SET max_slot_wal_keep_size = '$PG_STANDBY_WAL_KEEP'" \
+            -c "SELECT pg_reload_conf()" >/dev/null
+        rm -rf "${DIR:?}/$name"
+        mkdir -p "$DIR/$name"
+        [ "$(id -u)" -ne 0 ] || chown postgres: "$DIR/$name"
+        # -R writes primary_conninfo, primary_slot_name and standby.signal: the copy starts as a
+        # streaming standby; -C -S creates its slot as the backup starts.
         as_pg_owner env PGPASSWORD="$PG_REPLICATION_PASSWORD" "$PG_BIN/pg_basebackup" \
-            -h 127.0.0.1 -p "$PG_PORT" -U "$PG_REPLICATION_USER" -D "$data" \
-            -R -X stream -c fast >/dev/null
+            -h 127.0.0.1 -p "$primary_port" -U "$PG_REPLICATION_USER" -D "$data" \
+            -R -C -S "$slot" -X stream -c fast >/dev/null
         cat >>"$data/postgresql.conf" <<CONF
-unix_socket_directories = '$DIR/postgres-replica'
+unix_socket_directories = '$DIR/$name'
 hot_standby = on
 CONF
     fi
-    pg_start postgres-replica "$PG_REPLICA_PORT"
-    wait_until "postgres-replica streaming" 240 replica_streams
+    pg_start "$name" "$port"
+    wait_until "$name streaming" 240 standby_streams "$name" "$port"
 }
 
-replica_streams() {
-    [ "$(as_pg_owner "$PG_BIN/psql" -h "$DIR/postgres-replica" -p "$PG_REPLICA_PORT" \
+# Whether the primary <primary> (on <primary_port>) holds the replication slot <slot> with
+# its WAL (not lost past max_slot_wal_keep_size).
+standby_slot_kept() {
+    local primary="$1" primary_port="$2" slot="$3"
+    [ "$(as_pg_owner "$PG_BIN/psql" -h "$DIR/$primary" -p "$primary_port" -U "$PG_USER" \
+        -d postgres -Atq \
+        -c "SELECT wal_status <> 'lost' FROM pg_replication_slots WHERE slot_name = '$slot'")" = t ]
+}
+
+# Whether the standby <name> on <port> is in recovery and streaming from its primary.
+standby_streams() {
+    local name="$1" port="$2"
+    [ "$(as_pg_owner "$PG_BIN/psql" -h "$DIR/$name" -p "$port" \
         -U "$PG_USER" -d postgres -Atq \
         -c "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')")" = t ]
 }
-
-postgres_replica_down() { pg_stop postgres-replica; }
 
 # --- postgres-ha --------------------------------------------------------------
 # Three PostgreSQL nodes managed by Patroni (from PyPI, in a virtualenv of its own under
@@ -1146,6 +1200,7 @@ service_ports() {
             postgres) echo "$PG_PORT" ;;
             postgres-replica) printf '%s\n' "$PG_PORT" "$PG_REPLICA_PORT" ;;
             postgres-shard-a) echo "$PG_SHARD_A_PORT" ;;
+            postgres-shard-a-replica) printf '%s\n' "$PG_SHARD_A_PORT" "$PG_SHARD_A_REPLICA_PORT" ;;
             postgres-shard-b) echo "$PG_SHARD_B_PORT" ;;
             # The nodes listen in network namespaces of their own; etcd in this one.
             postgres-ha) printf '%s\n' "$PG_HA_ETCD_PORT" "$((PG_HA_ETCD_PORT + 1))" ;;

@@ -1,12 +1,14 @@
 """Sharded mode's test world: a catalog database on the main PostgreSQL server and one shard
-database on each of two more servers (``postgres-shard-a``, ``postgres-shard-b``)."""
+database on each of two more servers (``postgres-shard-a``, ``postgres-shard-b``); the first
+shard's server has a hot standby (``postgres-shard-a-replica``)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -19,6 +21,8 @@ from support.servers import server_url
 
 SHARD_SERVERS = {"alpha": "postgres-shard-a", "beta": "postgres-shard-b"}
 """Each test shard's name and the server it lives on."""
+REPLICA_SERVERS = {"alpha": "postgres-shard-a-replica"}
+"""The test shards whose server has a hot standby, and that standby's service."""
 
 
 @dataclass(frozen=True)
@@ -28,15 +32,30 @@ class ShardedDatabases:
     catalog: str
     shards: dict[str, str]
 
-    def settings(self, **postgres: object) -> Settings:
-        """Settings over these databases (``postgres`` overrides that section's keys)."""
+    def settings(
+        self, shard_replicas: Mapping[str, Sequence[str]] | None = None, **postgres: object
+    ) -> Settings:
+        """Settings over these databases, each shard with its ``shard_replicas`` if any
+        (``postgres`` overrides that section's keys)."""
         keys: dict[str, object] = {"pool_max_size": 30, **postgres}
+        replicas = shard_replicas or {}
         section = PostgresSettings(
             url=self.catalog,
-            shards={name: {"url": url} for name, url in self.shards.items()},
+            shards={
+                name: {"url": url, "replicas": list(replicas.get(name, []))}
+                for name, url in self.shards.items()
+            },
             **keys,
         )
         return Settings(postgres=section)
+
+    def replica_urls(self) -> dict[str, list[str]]:
+        """Each shard's database on its server's hot standby (``REPLICA_SERVERS``), started if
+        it does not run."""
+        return {
+            shard: [database_url(server_url(service), urlsplit(self.shards[shard]).path[1:])]
+            for shard, service in REPLICA_SERVERS.items()
+        }
 
 
 @asynccontextmanager
@@ -93,8 +112,13 @@ async def _on_each(servers: Iterable[str], *statements: str) -> None:
             await admin.close()
 
 
-async def connect_sharded(databases: ShardedDatabases, **postgres: object) -> Gateway:
-    """A sharded gateway over ``databases`` (``postgres`` overrides that section's keys)."""
-    connected = await Gateway.connect(databases.settings(**postgres))
+async def connect_sharded(
+    databases: ShardedDatabases,
+    shard_replicas: Mapping[str, Sequence[str]] | None = None,
+    **postgres: object,
+) -> Gateway:
+    """A sharded gateway over ``databases``, each shard with its ``shard_replicas`` if any
+    (``postgres`` overrides that section's keys)."""
+    connected = await Gateway.connect(databases.settings(shard_replicas, **postgres))
     assert connected.topology.sharded
     return connected

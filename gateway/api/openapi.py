@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from gateway.api.routes import CONSISTENCY_HEADER, IDEMPOTENCY_HEADER
 from gateway.api.webhooks import notification_schema
 from gateway.configuration.settings import Settings
-from gateway.postgres.replicas import TOKEN_PATTERN
+from gateway.postgres.tokens import TOKEN_PATTERN
 from gateway.write_path.idempotency import KEY_PATTERN
 from gateway.write_path.models import MAX_ITEMS_PER_REQUEST
 from gateway.write_path.pages import CURSOR_PATTERN

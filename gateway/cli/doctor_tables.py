@@ -20,6 +20,8 @@ OUTBOX_SINK_COLUMNS = (
     "dead_lettered",
     "relays",
 )
+# A replica's state: the one database's, or a shard's.
+REPLICA_COLUMNS = ("replica", "state", "in_use", "lag_bytes", "lag_seconds", "reads", "error")
 
 
 def _cell(value: Any) -> str:
@@ -117,7 +119,7 @@ def render(report: Report, console: Console) -> None:
                 _table(
                     "Replicas (in use: serving reads without a consistency token)",
                     replication["replicas"],
-                    ["replica", "state", "in_use", "lag_bytes", "lag_seconds", "reads", "error"],
+                    REPLICA_COLUMNS,
                 )
             )
         if replication["standbys"]:
@@ -154,6 +156,14 @@ def _render_shard(shard: Report, console: Console) -> None:
             OUTBOX_SINK_COLUMNS,
         )
     )
+    if shard.get("replicas"):
+        console.print(
+            _table(
+                f"Shard {shard['name']}: its replicas (in use: serving reads without a token)",
+                shard["replicas"],
+                REPLICA_COLUMNS,
+            )
+        )
 
 
 def _render_payments(payments: Report, console: Console) -> None:

@@ -56,18 +56,34 @@ ShardName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
 
 
 class ShardSettings(_Section):
-    """One shard of sharded mode: a PostgreSQL database of its own and its relative weight
-    (its share of new customers)."""
+    """One shard of sharded mode: a PostgreSQL database of its own, its relative weight (its
+    share of new customers) and its streaming replicas."""
 
     url: SecretUrl
     """The shard's PostgreSQL URL: a database of its own."""
     weight: float = Field(default=1.0, gt=0, le=1000)
     """The shard's relative share of new customers."""
+    replicas: Annotated[list[SecretUrl], NoDecode] = Field(default_factory=list)
+    """URLs of the shard's streaming replicas, which serve reads of its customers and orders
+    as ``postgres.replicas`` do in one database, under the same ``postgres.replica_*``
+    settings (a list, or one comma-separated string)."""
 
     @field_validator("url")
     @classmethod
     def _writable(cls, url: SecretUrl) -> SecretUrl:
         return writable_url(url)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return comma_separated(value)
+
+
+def comma_separated(value: object) -> object:
+    """A list of the items of a comma-separated string (blanks dropped); anything else as is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 def writable_url(url: SecretUrl) -> SecretUrl:
@@ -83,8 +99,9 @@ class PostgresSettings(_Section):
     streaming replicas, which serve reads (``FANOUT_POSTGRES_REPLICAS``: comma-separated).
 
     With ``shards``, the gateway runs in sharded mode: ``url`` is the catalog (products,
-    inventory, the customer directory and inventory reservations) and each shard holds its
-    customers, their orders and its own outbox (``FANOUT_POSTGRES_SHARDS``: a JSON object).
+    inventory, the customer directory and inventory reservations; it has no replicas) and
+    each shard holds its customers, their orders and its own outbox, and may have streaming
+    replicas of its own (``FANOUT_POSTGRES_SHARDS``: a JSON object).
     """
 
     url: SecretUrl
@@ -99,7 +116,8 @@ class PostgresSettings(_Section):
     """How long one statement may run before it is cancelled."""
     replicas: Annotated[list[SecretUrl], NoDecode] = Field(default_factory=list)
     """URLs of streaming replicas that serve reads, each with its own pool
-    (``FANOUT_POSTGRES_REPLICAS``: comma-separated)."""
+    (``FANOUT_POSTGRES_REPLICAS``: comma-separated); in sharded mode, each shard lists its own
+    (``shards.<name>.replicas``) and this stays empty."""
     replica_max_lag_seconds: float = Field(default=5.0, gt=0)
     """A read without a consistency token goes to a replica only while its measured lag is under
     this."""
@@ -113,8 +131,9 @@ class PostgresSettings(_Section):
     configured replicas: a host promoted is left alone, and one that rejoins as a standby is
     used again."""
     shards: dict[ShardName, ShardSettings] = Field(default_factory=dict)
-    """Sharded mode: ``name: {url, weight}`` per shard (names ``[a-z][a-z0-9_-]*``, never renamed
-    once orders exist); ``url`` is then the catalog (``FANOUT_POSTGRES_SHARDS``: a JSON object)."""
+    """Sharded mode: ``name: {url, weight, replicas}`` per shard (names ``[a-z][a-z0-9_-]*``,
+    never renamed once orders exist); ``url`` is then the catalog, which has no replicas
+    (``FANOUT_POSTGRES_SHARDS``: a JSON object)."""
     reservation_seconds: float = Field(default=60.0, gt=0, le=86_400)
     """How long an inventory reservation of sharded mode may stay open before the sweeper
     settles it (commits it if its order exists, else releases its units)."""
@@ -141,9 +160,7 @@ class PostgresSettings(_Section):
     @field_validator("replicas", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [url.strip() for url in value.split(",") if url.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("shards")
     @classmethod
@@ -153,7 +170,10 @@ class PostgresSettings(_Section):
         if not shards:
             return shards
         if info.data.get("replicas") or info.data.get("read_from_standbys"):
-            raise ValueError("replicas and shards cannot be combined yet; configure one of them")
+            raise ValueError(
+                "in sharded mode replicas are each shard's (postgres.shards.<name>.replicas); "
+                "the catalog has none"
+            )
         catalog = info.data.get("url")
         urls = [catalog.get_secret_value()] if catalog is not None else []
         tags: dict[int, str] = {}

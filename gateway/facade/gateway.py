@@ -23,7 +23,8 @@ from gateway.payments.notification import PaymentNotification, RecordedPayment
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection
 from gateway.postgres.outbox import Event
-from gateway.postgres.replicas import ReplicaState, parse_token
+from gateway.postgres.replicas import ReplicaState
+from gateway.postgres.tokens import ConsistencyToken, parse_token
 from gateway.postgres.topology import Topology
 from gateway.sharding.layout import ShardedLayout
 from gateway.sharding.scatter import scatter
@@ -191,7 +192,7 @@ class Gateway:
         async def change(pool: asyncpg.Pool) -> Order:
             async with pool.acquire() as connection:
                 changed = await orders.transition(connection, target_id, target, expected_version)
-                return await self._layout.committed(connection, changed)
+                return await self._layout.committed(pool, connection, changed)
 
         with operation("transition order"):
             order = await self._layout.on_order(target_id, change)
@@ -222,7 +223,11 @@ class Gateway:
                         order = change.order
                     else:
                         order = await orders.fetch_order(connection, parsed.order_id)
-                return outcome, change is None, await self._layout.committed(connection, order)
+                return (
+                    outcome,
+                    change is None,
+                    await self._layout.committed(pool, connection, order),
+                )
 
         with operation("record payment"):
             outcome, redelivered, order = await self._layout.on_order(parsed.order_id, apply)
@@ -318,7 +323,7 @@ class Gateway:
             async with pool.acquire() as connection:
                 async with connection.transaction():
                     address = await customers.insert_address(connection, target_id, address_request)
-                return await self._layout.committed(connection, address)
+                return await self._layout.committed(pool, connection, address)
 
         return await self._layout.on_customer(target_id, add)
 
@@ -382,7 +387,7 @@ def _uuid(value: UUID | str, field: str) -> UUID:
         raise ValidationError.single(field, f"{value!r} is not a valid UUID") from None
 
 
-def _token(consistency_token: str | None) -> int | None:
+def _token(consistency_token: str | None) -> ConsistencyToken | None:
     return parse_token(consistency_token) if consistency_token is not None else None
 
 

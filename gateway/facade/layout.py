@@ -12,6 +12,7 @@ import asyncpg
 
 from gateway.postgres.database import Connection
 from gateway.postgres.replicas import ReplicaState
+from gateway.postgres.tokens import ConsistencyToken
 from gateway.postgres.topology import Topology
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.models import (
@@ -79,14 +80,18 @@ class Layout(Protocol):
         ...
 
     async def read(
-        self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
+        self,
+        pool: asyncpg.Pool,
+        read: Callable[[Connection], Awaitable[T]],
+        token: ConsistencyToken | None,
     ) -> T:
-        """Run ``read`` over ``pool``'s database, or one of its replicas that has ``token``."""
+        """Run ``read`` over ``pool``'s database, or one of its replicas that has ``token``
+        (a token of another database: over ``pool``'s)."""
         ...
 
-    async def committed(self, connection: Connection, record: R) -> R:
+    async def committed(self, pool: asyncpg.Pool, connection: Connection, record: R) -> R:
         """``record``, with the consistency token of the write just committed on
-        ``connection`` when reads may go to replicas."""
+        ``connection`` (one of ``pool``'s) when reads of that database may go to replicas."""
         ...
 
     async def after_change(self, order: Order) -> None:

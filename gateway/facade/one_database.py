@@ -11,7 +11,8 @@ import asyncpg
 from gateway.configuration.settings import Settings
 from gateway.postgres import outbox
 from gateway.postgres.database import Connection, create_pool
-from gateway.postgres.replicas import ReadRouter, ReplicaState, consistency_position, format_token
+from gateway.postgres.replicas import ReadRouter, ReplicaState
+from gateway.postgres.tokens import ConsistencyToken
 from gateway.postgres.topology import SINGLE, Topology
 from gateway.write_path import customers, idempotency
 from gateway.write_path.idempotency import KeyClaim
@@ -79,23 +80,28 @@ class OneDatabase:
         async with self._pool.acquire() as connection:
             async with connection.transaction():
                 placed = await self._placer.insert_placed(connection, uuid4(), request, claim)
-            return PlacedOrder(await self.committed(connection, placed.order), placed.replayed)
+            return PlacedOrder(
+                await self.committed(self._pool, connection, placed.order), placed.replayed
+            )
 
     async def create_customer(self, request: CustomerRequest) -> Customer:
         async with self._pool.acquire() as connection:
             async with connection.transaction():
                 customer = await customers.insert_customer(connection, request)
                 await outbox.append(connection, [customers.customer_event(customer)])
-            return await self.committed(connection, customer)
+            return await self.committed(self._pool, connection, customer)
 
     async def read(
-        self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
+        self,
+        pool: asyncpg.Pool,
+        read: Callable[[Connection], Awaitable[T]],
+        token: ConsistencyToken | None,
     ) -> T:
         return await self._reads.run(read, token)
 
-    async def committed(self, connection: Connection, record: R) -> R:
+    async def committed(self, pool: asyncpg.Pool, connection: Connection, record: R) -> R:
         if self._reads.enabled:
-            record._consistency_token = format_token(await consistency_position(connection))
+            record._consistency_token = await self._reads.token_after(connection)
         return record
 
     async def after_change(self, order: Order) -> None:

@@ -140,8 +140,9 @@ async def diagnose(
 
 
 async def shards_section(postgres: PostgresSettings, timeout_seconds: float) -> list[Report]:
-    """Each shard of a sharded deployment, checked at once: whether it answers, and its
-    outbox's state per sink (as the catalog's ``outbox.sinks``)."""
+    """Each shard of a sharded deployment, checked at once: whether it answers, its outbox's
+    state per sink (as the catalog's ``outbox.sinks``) and its replicas as checked now (as the
+    catalog's ``replication.replicas``)."""
     shards = Topology.of(postgres).order_databases
     return list(await asyncio.gather(*(_shard_section(d, timeout_seconds) for d in shards)))
 
@@ -150,7 +151,7 @@ async def _shard_section(shard: Database, timeout_seconds: float) -> Report:
     try:
         pool = await create_pool(shard.postgres)
     except DatabaseUnavailable as error:
-        return {"name": shard.name, "ok": False, "detail": str(error), "sinks": []}
+        return {"name": shard.name, "ok": False, "detail": str(error), "sinks": [], "replicas": []}
     try:
         health = await postgres_health(pool, timeout_seconds)
         section: Report = {
@@ -163,9 +164,21 @@ async def _shard_section(shard: Database, timeout_seconds: float) -> Report:
         if health.ok:
             async with pool.acquire() as connection:
                 section["sinks"] = await sink_status_rows(connection)
+        section["replicas"] = await checked_replicas(pool, shard)
         return section
     finally:
         await pool.close()
+
+
+async def checked_replicas(pool: asyncpg.Pool, shard: Database) -> list[Report]:
+    """Each replica of ``shard`` (``pool`` is the shard's) as checked now, as
+    ``ReplicaState.as_dict`` shows it."""
+    router = ReadRouter(pool, shard.postgres, shard=shard.name)
+    try:
+        await router.check()
+    finally:
+        await router.close()
+    return [state.as_dict(shard.postgres.replica_max_lag_seconds) for state in router.states]
 
 
 async def replication_section(
@@ -187,8 +200,12 @@ async def replication_section(
 
 
 def healthy(report: Report) -> bool:
-    """Whether PostgreSQL, every shard, every configured replica and every sink answered."""
-    replicas = report.get("replication", {}).get("replicas", [])
+    """Whether PostgreSQL, every shard, every configured replica (the shards' too) and every
+    sink answered."""
+    replicas = [
+        *report.get("replication", {}).get("replicas", []),
+        *(replica for shard in report.get("shards", []) for replica in shard.get("replicas", [])),
+    ]
     return (
         bool(report["postgres"]["ok"])
         and all(shard["ok"] for shard in report.get("shards", []))

@@ -204,7 +204,9 @@ async def verify_configured(
         raise GatewayError(f"no sink named {unknown[0]!r} in the configuration")
     topology = Topology.of(settings.postgres)
     if from_replica and topology.sharded:
-        raise GatewayError("sharded mode has no replicas to verify from")
+        raise GatewayError(
+            "--from-replica reads one database's replica; in sharded mode verify reads the shards"
+        )
     sinks = {name: build_sink(name, settings.sinks[name]) for name in chosen}
     if from_replica:
         sources = [

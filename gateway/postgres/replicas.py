@@ -5,7 +5,9 @@ WAL position once the write committed. A read given a token is served by a repli
 that replica has replayed past it (checked on the replica's own connection just before the
 read, so the read's snapshot includes the write), waiting at most ``replica_wait_ms``;
 otherwise by the primary. A read without a token goes to a replica whose lag, measured in the
-background, is under ``replica_max_lag_seconds``; it may miss writes made within that lag.
+background, is under ``replica_max_lag_seconds``; it may miss writes made within that lag. A
+token says something only of the replicas of the database that issued it (see
+:mod:`~gateway.postgres.tokens`): a read with another database's token goes to the primary.
 
 A replica that is down, lagging, or not in recovery (promoted) is skipped; reads go to the
 primary with no error to the caller, and return to the replica once it is healthy again. A
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from gateway import metrics
 from gateway.configuration.postgres_urls import one_url_per_host
 from gateway.configuration.secrets import SecretUrl, redact_url
 from gateway.configuration.settings import PostgresSettings
-from gateway.errors import GatewayError, ValidationError
+from gateway.errors import GatewayError
+from gateway.order_ids import shard_tag
 from gateway.postgres.database import (
     Connection,
     DatabaseUnavailable,
@@ -40,6 +42,7 @@ from gateway.postgres.database import (
     is_unavailability,
 )
 from gateway.postgres.queries import query
+from gateway.postgres.tokens import ConsistencyToken, format_token, issued_by
 
 log = logging.getLogger("gateway.replicas")
 
@@ -48,9 +51,6 @@ T = TypeVar("T")
 _CHECK_TIMEOUT_SECONDS = 2.0
 _ACQUIRE_TIMEOUT_SECONDS = 2.0
 _TOKEN_POLL_SECONDS = 0.002
-TOKEN_PATTERN = r"^[0-9A-Fa-f]{1,16}$"
-"""A consistency token: a WAL position as one hexadecimal number."""
-_TOKEN = re.compile(TOKEN_PATTERN)
 _REPLICA_ERRORS = (
     DatabaseUnavailable,
     TimeoutError,
@@ -124,20 +124,6 @@ def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def format_token(lsn: int) -> str:
-    """The consistency token of WAL position ``lsn`` (opaque to clients)."""
-    return f"{lsn:X}"
-
-
-def parse_token(token: str, field: str = "consistency_token") -> int:
-    """A consistency token as a WAL position; a clear error naming ``field`` if malformed."""
-    if not _TOKEN.match(token):
-        raise ValidationError.single(
-            field, f"{token!r} is not a consistency token (one a write of this API returned)"
-        )
-    return int(token.strip(), 16)
-
-
 @dataclass
 class ReplicaState:
     """What the last background check found of one replica."""
@@ -146,6 +132,8 @@ class ReplicaState:
     """The replica's URL, password redacted."""
     cluster_host: bool = False
     """One of the hosts of a multi-host URL: it may be the cluster's primary now."""
+    shard: str | None = None
+    """The shard it is a standby of, in sharded mode."""
     reachable: bool = False
     in_recovery: bool = False
     streaming: bool = False
@@ -163,8 +151,10 @@ class ReplicaState:
         return self.reachable and self.in_recovery and self.streaming
 
     def as_dict(self, max_lag_seconds: float) -> dict[str, object]:
-        """What ``doctor`` and ``/readyz`` show of it."""
+        """What ``doctor`` and ``/readyz`` show of it (in sharded mode, first its shard)."""
+        shard = {} if self.shard is None else {"shard": self.shard}
         return {
+            **shard,
             "replica": self.name,
             "state": replica_state_name(self),
             "in_use": usable_without_token(self, max_lag_seconds),
@@ -240,17 +230,24 @@ class _Replica:
 
 
 class ReadRouter:
-    """Chooses, read by read, a replica or the primary; checks the replicas in the background."""
+    """Chooses, read by read, a replica or the primary; checks the replicas in the background.
 
-    def __init__(self, primary: asyncpg.Pool, settings: PostgresSettings) -> None:
+    One router serves one database: the one database of unsharded mode, or the shard called
+    ``shard``, whose tag its tokens carry.
+    """
+
+    def __init__(
+        self, primary: asyncpg.Pool, settings: PostgresSettings, *, shard: str | None = None
+    ) -> None:
         self._primary = primary
         self._settings = settings
+        self._shard_tag = shard_tag(shard) if shard is not None else None
         self._replicas = [
             _Replica(
                 settings.model_copy(
                     update={"url": SecretUrl(url), "replicas": [], "read_from_standbys": False}
                 ),
-                ReplicaState(redact_url(url), cluster_host=cluster_host),
+                ReplicaState(redact_url(url), cluster_host=cluster_host, shard=shard),
             )
             for url, cluster_host in replica_urls(settings).items()
         ]
@@ -290,12 +287,23 @@ class ReadRouter:
         """Measure every replica now."""
         await asyncio.gather(*(self._check(replica) for replica in self._replicas))
 
-    async def run(self, read: Callable[[Connection], Awaitable[T]], token: int | None = None) -> T:
+    async def token_after(self, connection: Connection) -> str:
+        """The consistency token of the write just committed on ``connection`` (one of this
+        router's primary), as clients see it."""
+        position = await consistency_position(connection)
+        return format_token(ConsistencyToken(position, self._shard_tag))
+
+    async def run(
+        self, read: Callable[[Connection], Awaitable[T]], token: ConsistencyToken | None = None
+    ) -> T:
         """Run ``read`` on a replica that has the writes up to ``token`` (or, with none, on one
-        lagging less than the limit), else on the primary. A replica that fails during the
-        read is marked down and the read runs again on the primary; so does a read the
-        replica cancels for a conflict with recovery, leaving the replica in use."""
-        chosen = await self._replica_for(token)
+        lagging less than the limit), else on the primary; a token another database issued
+        sends it to the primary. A replica that fails during the read is marked down and the
+        read runs again on the primary; so does a read the replica cancels for a conflict
+        with recovery, leaving the replica in use."""
+        chosen = None
+        if token is None or issued_by(token, self._shard_tag):
+            chosen = await self._replica_for(token.position if token is not None else None)
         if chosen is not None:
             replica, connection = chosen
             try:

@@ -24,13 +24,16 @@ class Database:
 
 
 def databases(postgres: PostgresSettings) -> list[Database]:
-    """Every database of the deployment, the catalog first in sharded mode."""
+    """Every database of the deployment, the catalog first in sharded mode; a shard's
+    settings are the section's with its URL and its replicas (the catalog has none)."""
     if not postgres.shards:
         return [Database(SINGLE, DatabaseRole.SINGLE, postgres)]
-    catalog = postgres.model_copy(update={"shards": {}})
+    catalog = postgres.model_copy(update={"shards": {}, "replicas": []})
     found = [Database(CATALOG, DatabaseRole.CATALOG, catalog)]
     for name, shard in postgres.shards.items():
-        settings = postgres.model_copy(update={"url": shard.url, "shards": {}})
+        settings = postgres.model_copy(
+            update={"url": shard.url, "replicas": shard.replicas, "shards": {}}
+        )
         found.append(Database(name, DatabaseRole.SHARD, settings))
     return found
 

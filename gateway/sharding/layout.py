@@ -14,6 +14,7 @@ right after, or by the sweeper.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -40,7 +41,8 @@ from gateway.postgres.database import (
     wait_until_durable,
 )
 from gateway.postgres.queries import query
-from gateway.postgres.replicas import ReplicaState
+from gateway.postgres.replicas import ReadRouter, ReplicaState
+from gateway.postgres.tokens import ConsistencyToken
 from gateway.postgres.topology import Database, Topology
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import move_rows, reservations, sweeper
@@ -105,6 +107,7 @@ class ShardedLayout(SagaSteps):
         self._directory = CustomerDirectory(catalog, settings.postgres.directory_cache_size)
         self._saga_catalog = PostgresCatalog(catalog)
         self._reservation_seconds = settings.postgres.reservation_seconds
+        self._reads = self._shard_routers()
 
     @classmethod
     async def open(cls, settings: Settings, placer: OrderPlacer) -> ShardedLayout:
@@ -112,6 +115,8 @@ class ShardedLayout(SagaSteps):
 
         The catalog must answer. A shard that does not gets a pool that connects on first use,
         so the other shards' customers are served meanwhile and this one's once it answers.
+        Each shard's replicas are watched from then on (one that is down is used once it
+        answers).
         """
         catalog, *shards = Topology.of(settings.postgres).databases
         pools: dict[str, asyncpg.Pool] = {}
@@ -123,7 +128,9 @@ class ShardedLayout(SagaSteps):
             for pool in (catalog_pool, *pools.values()):
                 await pool.close()
             raise
-        return cls(catalog_pool, pools, settings, placer)
+        layout = cls(catalog_pool, pools, settings, placer)
+        await layout._start_reads()
+        return layout
 
     @property
     def topology(self) -> Topology:
@@ -136,8 +143,29 @@ class ShardedLayout(SagaSteps):
 
     @property
     def replicas(self) -> list[ReplicaState]:
-        """None: shards and read replicas cannot be combined yet."""
-        return []
+        """Every shard's replicas (each state names its shard), as last checked; the catalog
+        has none."""
+        return [state for router in self._reads.values() for state in router.states]
+
+    def _shard_routers(self) -> dict[str, ReadRouter]:
+        """A read router per shard, over its pool and its replicas, stamping its tokens with
+        the shard's tag."""
+        settings = {database.name: database.postgres for database in self._topology.databases}
+        return {
+            name: ReadRouter(pool, settings[name], shard=name)
+            for name, pool in self._shards.items()
+        }
+
+    async def _start_reads(self) -> None:
+        """Check every shard's replicas once, then keep checking them in the background."""
+        await asyncio.gather(*(router.start() for router in self._reads.values()))
+
+    def _router_of(self, pool: asyncpg.Pool) -> ReadRouter | None:
+        """The read router of the shard whose pool is ``pool``; ``None`` for another pool."""
+        for name, shard in self._shards.items():
+            if shard is pool:
+                return self._reads[name]
+        return None
 
     @property
     def shards(self) -> Mapping[str, asyncpg.Pool]:
@@ -215,6 +243,8 @@ class ShardedLayout(SagaSteps):
         return followed
 
     async def close(self) -> None:
+        for router in self._reads.values():
+            await router.close()
         await self._pool.close()
         for pool in self._shards.values():
             await pool.close()
@@ -236,7 +266,7 @@ class ShardedLayout(SagaSteps):
             if release_at_once(error):
                 await self._directory.forget(customer_id)
             raise
-        return customer
+        return await self._stamped(self._shards[shard], customer)
 
     async def purge_expired_idempotency_keys(self) -> int:
         """Forget expired idempotency keys in every shard; how many were removed."""
@@ -267,7 +297,8 @@ class ShardedLayout(SagaSteps):
         for attempt in range(PLACE_ATTEMPTS):
             shard = await self._directory.shard_of(order_request.customer_id)
             try:
-                return await self._place_once(order_request, claim, shard)
+                placed = await self._place_once(order_request, claim, shard)
+                return await self._with_token(self._shards[shard], placed)
             except reservations.KeySettledMeanwhile:
                 continue
             except (NotFound, asyncpg.ForeignKeyViolationError) as error:
@@ -387,14 +418,46 @@ class ShardedLayout(SagaSteps):
         return self._shards[await self._directory.shard_of(customer_id)]
 
     async def read(
-        self, pool: asyncpg.Pool, read: Callable[[Connection], Awaitable[T]], token: int | None
+        self,
+        pool: asyncpg.Pool,
+        read: Callable[[Connection], Awaitable[T]],
+        token: ConsistencyToken | None,
     ) -> T:
-        async with pool.acquire() as connection:
-            return await read(connection)
+        """Through the shard's read router: on one of its replicas that has ``token`` (one
+        this shard issued), else on the shard."""
+        router = self._router_of(pool)
+        if router is None:
+            async with pool.acquire() as connection:
+                return await read(connection)
+        return await router.run(read, token)
 
-    async def committed(self, connection: Connection, record: R) -> R:
-        """``record`` as it is: without replicas, no token is needed."""
+    async def committed(self, pool: asyncpg.Pool, connection: Connection, record: R) -> R:
+        """``record``, with the shard's token of the write when the shard has replicas."""
+        router = self._router_of(pool)
+        if router is not None and router.enabled:
+            record._consistency_token = await router.token_after(connection)
         return record
+
+    async def _with_token(self, pool: asyncpg.Pool, placed: PlacedOrder) -> PlacedOrder:
+        """``placed``, its order with the token of the shard ``pool`` (where it was placed, or
+        replayed from)."""
+        return PlacedOrder(await self._stamped(pool, placed.order), placed.replayed)
+
+    async def _stamped(self, pool: asyncpg.Pool, record: R) -> R:
+        """``record``, written by a transaction committed on ``pool``'s shard, with the
+        shard's token when it has replicas: its WAL position read after the commit, on another
+        connection (a replica that has replayed it has replayed the write too). Without one if
+        the shard does not answer now: the write is committed, and a read without a token is
+        still answered."""
+        router = self._router_of(pool)
+        if router is None or not router.enabled:
+            return record
+        try:
+            async with pool.acquire() as connection:
+                return await self.committed(pool, connection, record)
+        except DATABASE_ERRORS as error:
+            log.warning("no consistency token for a committed write: %s", error)
+            return record
 
     async def after_change(self, order: Order) -> None:
         """A cancelled order's units go back to the catalog now; if that fails, the sweeper

@@ -19,6 +19,7 @@ from gateway.configuration.settings import PostgresSettings, RedisSinkSettings
 from gateway.errors import GatewayError
 from gateway.operations.doctor import diagnose, healthy
 from gateway.operations.verify import verify_configured
+from gateway.order_ids import shard_tag
 from gateway.postgres.database import Connection, create_pool
 from gateway.postgres.replicas import (
     ReadRouter,
@@ -26,6 +27,7 @@ from gateway.postgres.replicas import (
     parse_lsn,
     streaming_replica,
 )
+from gateway.postgres.tokens import ConsistencyToken, format_token
 from support.api_process import api_server, write_config
 from support.databases import database_url
 from support.eventually import eventually
@@ -132,6 +134,24 @@ async def test_after_each_of_1000_writes_a_read_with_its_token_sees_it(
     # the replica (which had replayed each write before the read).
     assert seen_from_primary >= 300
     assert replica.reads >= 600
+
+
+async def test_a_shard_s_token_sends_the_read_to_the_primary(
+    replicated: tuple[Gateway, Shop],
+) -> None:
+    gateway, shop = replicated
+    customer, product = await shop.customer(), await shop.product()
+    order = await gateway.place_order(shop.order(customer, (product, 1)))
+    [replica] = gateway.replicas
+    await eventually(lambda: replica.usable and replica.lag_seconds == 0.0, within=30)
+    # Position 0, which the replica has replayed: as a shard's, it says nothing of this
+    # database's replicas.
+    foreign = format_token(ConsistencyToken(0, shard_tag("alpha")))
+    before = replica.reads
+    assert (await gateway.get_order(order.id, consistency_token=foreign)).id == order.id
+    assert replica.reads == before
+    assert (await gateway.get_order(order.id)).id == order.id  # no token: the replica
+    assert replica.reads == before + 1
 
 
 async def test_a_page_of_a_customer_s_orders_read_with_a_token_holds_the_last_order(
@@ -382,7 +402,7 @@ async def test_a_read_the_standby_cancels_for_a_recovery_conflict_runs_on_the_pr
                 assert row is not None
                 return row["on_standby"], row["rows"]
 
-            read = asyncio.create_task(router.run(count_slowly, written))
+            read = asyncio.create_task(router.run(count_slowly, ConsistencyToken(written)))
 
             async def standby_runs_the_read() -> bool:
                 return bool(
@@ -431,7 +451,7 @@ async def test_a_token_asks_a_standby_for_no_wal_the_primary_has_not_sent(
                 # A standby receives flushed WAL only: a token past it would keep reads off
                 # every replica until something else is flushed.
                 assert token <= await flushed_position(writer)
-                assert await router.run(newest_probe, token) == (True, n)
+                assert await router.run(newest_probe, ConsistencyToken(token)) == (True, n)
     finally:
         await writer.close()
         await other.close()
@@ -454,6 +474,6 @@ async def test_after_an_asynchronous_commit_a_token_still_covers_the_write(
                 )
                 token = await consistency_position(writer)
                 assert token >= written
-                assert (await router.run(newest_probe, token))[1] == n
+                assert (await router.run(newest_probe, ConsistencyToken(token)))[1] == n
     finally:
         await writer.close()

@@ -16,17 +16,16 @@ from gateway.postgres.replicas import (
     ReplicaState,
     commit_position,
     format_lsn,
-    format_token,
     is_recovery_conflict,
     lag_seconds,
     marks_replica_down,
     parse_lsn,
-    parse_token,
     read_candidates,
     read_moves_to_primary,
     replica_state_name,
     usable_without_token,
 )
+from gateway.postgres.tokens import ConsistencyToken, format_token, issued_by, parse_token
 from gateway.write_path.pages import check_page_size, decode_cursor, encode_cursor
 
 
@@ -45,15 +44,54 @@ def streaming(name: str, *, lag: float = 0.0, replayed: int = 0, reads: int = 0)
 def test_wal_positions_read_and_write_in_postgresql_s_notation() -> None:
     assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
     assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
-    assert parse_token(format_token(parse_lsn("16/B374D848"))) == parse_lsn("16/B374D848")
-    assert parse_token("0") == 0 and parse_token("16b3748") == 0x16B3748
+    position = parse_lsn("16/B374D848")
+    assert parse_token(format_token(ConsistencyToken(position))) == ConsistencyToken(position)
+    assert parse_token("0") == ConsistencyToken(0)
+    assert parse_token("16b3748") == ConsistencyToken(0x16B3748)
 
 
-@pytest.mark.parametrize("token", ["", "x", "0/16B3748", "-1", "12345678901234567", " "])
+def test_a_shard_s_token_carries_the_shard_s_tag_before_the_position() -> None:
+    token = ConsistencyToken(parse_lsn("16/B374D848"), shard_tag=0x0A2F)
+    assert format_token(token) == "0A2F-16B374D848"
+    assert parse_token("0A2F-16B374D848") == token
+    assert parse_token("0000-0") == ConsistencyToken(0, shard_tag=0)
+    # A one-database token stays as it was: tokens handed out before shards still parse.
+    assert format_token(ConsistencyToken(0x16B3748)) == "16B3748"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "x",
+        "0/16B3748",
+        "-1",
+        "12345678901234567",
+        " ",
+        "0\n",
+        "A2F-16B3748",
+        "0A2F1-16B3748",
+        "0A2F-",
+        "0A2F--1",
+        "0A2F-16B3748-1",
+        "G000-1",
+    ],
+)
 def test_a_malformed_token_is_a_validation_error_naming_the_field(token: str) -> None:
     with pytest.raises(ValidationError) as error:
         parse_token(token)
     assert error.value.field == "consistency_token"
+
+
+def test_a_token_speaks_only_of_the_replicas_of_the_database_that_issued_it() -> None:
+    alpha, beta = 0x0A2F, 0x77C1
+    from_alpha, unsharded = ConsistencyToken(100, alpha), ConsistencyToken(100)
+    assert issued_by(from_alpha, alpha)
+    assert issued_by(unsharded, None)
+    # Another shard's, a one-database token in sharded mode, a shard's in one database.
+    assert not issued_by(from_alpha, beta)
+    assert not issued_by(unsharded, alpha)
+    assert not issued_by(from_alpha, None)
 
 
 def test_lag_is_nothing_once_everything_received_is_replayed() -> None:

@@ -70,3 +70,11 @@ def test_up_adds_only_missing_ports_and_down_removes_those_it_added(tmp_path: Pa
     in_script(f"{use_file}; release_ports", services_dir)
     assert reserved.read_text().strip() == "1000-1002,55432"
     assert not (services_dir / "reserved-ports").exists()
+
+
+def test_the_shard_s_standby_is_a_service_with_its_port_and_its_primary_s() -> None:
+    assert "postgres-shard-a-replica" in in_script('echo "${ALL_SERVICES[*]}"').split()
+    assert in_script("service_ports postgres-shard-a-replica").split() == ["55434", "55436"]
+    assert in_script("postgres_shard_a_replica_url") == (
+        "postgresql://fanout:fanout@127.0.0.1:55436/postgres"
+    )

@@ -169,15 +169,37 @@ def test_bad_shards_name_the_key_and_the_file(tmp_path: Path, body: str, message
     assert "s3cret" not in str(raised.value)
 
 
-def test_shards_and_replicas_are_not_combined(tmp_path: Path) -> None:
+def test_in_sharded_mode_replicas_are_listed_per_shard_and_the_catalog_has_none(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
         f"postgres:\n  url: {CATALOG_URL}\n  replicas: [postgresql://a@replica/shop]\n"
         "  shards:\n    alpha:\n      url: postgresql://a@one/shop\n"
     )
-    with pytest.raises(ConfigError, match="cannot be combined") as raised:
+    with pytest.raises(ConfigError, match=r"each shard's \(postgres.shards.<name>.replicas\)"):
         load_settings(path)
-    assert raised.value.key == "postgres.shards"
+
+
+def test_each_shard_reads_from_its_own_replicas(tmp_path: Path) -> None:
+    path = shards_file(
+        tmp_path,
+        "    alpha:\n      url: postgresql://a:pw@one/shop\n"
+        "      replicas: [postgresql://a:pw@one-r1/shop, postgresql://a:pw@one-r2/shop]\n"
+        "    beta:\n      url: postgresql://a:pw@two/shop\n"
+        "      replicas: postgresql://a:pw@two-r1/shop, postgresql://a:pw@two-r2/shop\n"
+        "    gamma:\n      url: postgresql://a:pw@three/shop\n",
+    )
+    found = {
+        database.name: [url.get_secret_value() for url in database.postgres.replicas]
+        for database in databases(load_settings(path).postgres)
+    }
+    assert found == {
+        CATALOG: [],
+        "alpha": ["postgresql://a:pw@one-r1/shop", "postgresql://a:pw@one-r2/shop"],
+        "beta": ["postgresql://a:pw@two-r1/shop", "postgresql://a:pw@two-r2/shop"],
+        "gamma": [],
+    }
 
 
 def test_each_role_gets_the_common_migrations_and_its_own() -> None:
@@ -283,6 +305,14 @@ def test_doctor_is_unhealthy_when_a_shard_is_down() -> None:
     assert healthy(report)
     assert healthy({**report, "shards": [{"ok": True}, {"ok": True}]})
     assert not healthy({**report, "shards": [{"ok": True}, {"ok": False}]})
+
+
+def test_doctor_is_unhealthy_when_a_shard_s_replica_is_not_streaming() -> None:
+    report = {"postgres": {"ok": True}, "sinks": [{"ok": True}]}
+    streaming = {"ok": True, "replicas": [{"state": "streaming"}]}
+    down = {"ok": True, "replicas": [{"state": "streaming"}, {"state": "down"}]}
+    assert healthy({**report, "shards": [streaming, {"ok": True, "replicas": []}]})
+    assert not healthy({**report, "shards": [streaming, down]})
 
 
 class CountingCatalog:
