@@ -405,6 +405,7 @@ pg_ha_mode_flags() {
 pg_ha_install() {
     pg_install
     command -v etcd >/dev/null || { log "installing etcd-server (output in $LOG)"; apt_install etcd-server; }
+    command -v iptables >/dev/null || { log "installing iptables (output in $LOG)"; apt_install iptables; }
     [ ! -f "$PATRONI_VENV/installed" ] || return 0
     "$PATRONI_PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
         || { log "installing python3-venv (output in $LOG)"; apt_install python3 python3-venv; }
