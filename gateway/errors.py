@@ -151,6 +151,18 @@ class RequestInProgress(Conflict):
         )
 
 
+class CustomerMoving(Conflict):
+    """Sharded mode: the customer kept moving between shards while a request looked for it;
+    nothing was written, and the request may be sent again."""
+
+    def __init__(self, customer_id: object) -> None:
+        self.customer_id = customer_id
+        super().__init__(
+            f"customer {customer_id} is moving between shards; nothing was written, retry this "
+            "request"
+        )
+
+
 class SinkInUse(Conflict):
     """A sink cannot be retired or rewound while a relay still holds a lease on it."""
 

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.errors import (
     AlreadyExists,
     Conflict,
+    CustomerMoving,
     FieldError,
     GatewayError,
     IdempotencyConflict,
@@ -179,6 +180,15 @@ def problem_of(error: GatewayError) -> Problem:
                 "Request in progress",
                 str(error),
                 extra={"field": "Idempotency-Key"},
+                headers={"Retry-After": "1"},
+            )
+        case CustomerMoving():
+            return Problem(
+                409,
+                "customer-moving",
+                "Customer moving",
+                str(error),
+                extra={"customer_id": str(error.customer_id)},
                 headers={"Retry-After": "1"},
             )
         case Conflict():

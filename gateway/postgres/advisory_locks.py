@@ -20,3 +20,16 @@ class AdvisoryLock(IntEnum):
     SAGA_SWEEP = 0x66616E6F7578
     """Lets one relay at a time settle sharded mode's expired reservations and returned units
     (taken in the catalog)."""
+
+
+@unique
+class AdvisoryLockClass(IntEnum):
+    """First keys of the two-key ``pg_advisory_lock(class, object)``, whose second key is a
+    hash of one object's id (a key space apart from :class:`AdvisoryLock`'s)."""
+
+    CUSTOMER_MOVE = 0x666D6F76
+    """Taken in the catalog for a customer while a process moves it or finishes its move:
+    one process at a time per customer."""
+    MOVE_ARRIVAL = 0x666D6172
+    """Held on a move's target, by the move's id, while the copy of the customer waits for
+    the source's commit; a request that followed the move's tombstone waits for it."""

@@ -26,6 +26,7 @@ import asyncpg
 from gateway.configuration.settings import Settings
 from gateway.errors import (
     AlreadyExists,
+    CustomerMoving,
     IllegalTransition,
     NotFound,
     RequestInProgress,
@@ -76,8 +77,9 @@ log = logging.getLogger("gateway.sharding")
 T = TypeVar("T")
 R = TypeVar("R", bound=StoredRecord)
 
-PLACE_ATTEMPTS = 3
-"""How often a request starts over when a concurrent one with its key settled first."""
+PLACE_ATTEMPTS = 4
+"""How often a placement starts over when a concurrent one with its key settled first or its
+customer moved (away, then waited for where it went)."""
 
 
 class ShardedLayout(SagaSteps):
@@ -199,48 +201,63 @@ class ShardedLayout(SagaSteps):
     async def on_order(self, order_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         """Run ``work`` on the shard that holds the order: the one its id names, or, when
         ``work`` finds no such order there, the one that shard's tombstone names (a moved
-        order), hop by hop (see ``move_rules.follow_tombstone``)."""
+        order), hop by hop (see ``move_rules.follow_tombstone``). Where a tombstone led, a
+        copy its move has not committed yet is waited for once."""
         shard = self.shard_of_order(order_id)
         hops = 0
+        arriving: UUID | None = None
         while True:
             try:
                 return await work(self._shards[shard])
             except NotFound as missing:
                 if not _is_missing(missing, "order", order_id):
                     raise
-                moved_to = await move_rows.order_moved_to(self._shards[shard], order_id)
-                followed = follow_tombstone(moved_to, hops, self._shards)
-                if followed is None:
+                if arriving is not None:
+                    await move_rows.await_arrival(self._shards[shard], arriving)
+                    arriving = None
+                    continue
+                tombstone = await move_rows.order_tombstone(self._shards[shard], order_id)
+                followed = follow_tombstone(tombstone and tombstone[0], hops, self._shards)
+                if followed is None or tombstone is None:
                     raise
-                shard, hops = followed, hops + 1
+                shard, hops, arriving = followed, hops + 1, tombstone[1]
 
     async def on_customer(
         self, customer_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]
     ) -> T:
         """Run ``work`` on the customer's shard: the one the (cached) directory names, or, when
         ``work`` finds no such customer there (moved since the entry was cached), the one that
-        shard's tombstone names, which the cache then keeps."""
+        shard's tombstone names, which the cache then keeps. Where a tombstone led, a copy its
+        move has not committed yet is waited for once."""
         shard = await self._directory.shard_of(customer_id)
         hops = 0
+        arriving: UUID | None = None
         while True:
             try:
                 return await work(self._shards[shard])
             except NotFound as missing:
                 if not _is_missing(missing, "customer", customer_id):
                     raise
+                if arriving is not None:
+                    await move_rows.await_arrival(self._shards[shard], arriving)
+                    arriving = None
+                    continue
                 followed = await self._follow_customer(shard, customer_id, hops)
                 if followed is None:
                     raise
-                shard, hops = followed, hops + 1
+                (shard, arriving), hops = followed, hops + 1
 
-    async def _follow_customer(self, shard: str, customer_id: UUID, hops: int) -> str | None:
+    async def _follow_customer(
+        self, shard: str, customer_id: UUID, hops: int
+    ) -> tuple[str, UUID] | None:
         """The shard shard ``shard``'s tombstone of the customer names (remembered in the
-        directory's cache), or ``None``: not moved from there."""
+        directory's cache) and the move that wrote it, or ``None``: not moved from there."""
         tombstone = await move_rows.customer_tombstone(self._shards[shard], customer_id)
-        followed = follow_tombstone(tombstone[0] if tombstone else None, hops, self._shards)
-        if followed is not None:
-            self._directory.remember(customer_id, followed)
-        return followed
+        followed = follow_tombstone(tombstone and tombstone[0], hops, self._shards)
+        if followed is None or tombstone is None:
+            return None
+        self._directory.remember(customer_id, followed)
+        return followed, tombstone[1]
 
     async def close(self) -> None:
         for router in self._reads.values():
@@ -293,9 +310,12 @@ class ShardedLayout(SagaSteps):
         self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None
     ) -> PlacedOrder:
         """The saga, started over (at most ``PLACE_ATTEMPTS`` times) when a concurrent request
-        with the key settled first."""
+        with the key settled first, or the customer moved (on the shard its tombstone names,
+        once the move's copy there committed)."""
+        customer_id = order_request.customer_id
+        arriving: tuple[str, UUID] | None = None
         for attempt in range(PLACE_ATTEMPTS):
-            shard = await self._directory.shard_of(order_request.customer_id)
+            shard = await self._directory.shard_of(customer_id)
             try:
                 placed = await self._place_once(order_request, claim, shard)
                 return await self._with_token(self._shards[shard], placed)
@@ -304,19 +324,26 @@ class ShardedLayout(SagaSteps):
             except (NotFound, asyncpg.ForeignKeyViolationError) as error:
                 # The customer moved meanwhile: on the source, its order certainly was not
                 # created (its reservation was released at once); start over on the target.
-                if not await self._customer_moved(error, order_request.customer_id, shard, attempt):
+                if arriving is not None and arriving[0] == shard:
+                    await move_rows.await_arrival(self._shards[shard], arriving[1])
+                    arriving = None
+                    continue
+                arriving = await self._customer_moved(error, customer_id, shard, attempt)
+                if arriving is None:
                     raise
-        assert claim is not None  # only a keyed request is settled meanwhile
+        if claim is None:
+            raise CustomerMoving(customer_id)
         raise RequestInProgress(claim.key)
 
     async def _customer_moved(
         self, error: Exception, customer_id: UUID, shard: str, hops: int
-    ) -> bool:
-        """Whether a placement on ``shard`` failed with ``error`` because its customer moved
-        away from there (the directory's cache then names its new shard)."""
+    ) -> tuple[str, UUID] | None:
+        """Where the customer went and by which move, when a placement on ``shard`` failed
+        with ``error`` because its customer moved away from there (the directory's cache then
+        names its new shard); ``None`` otherwise."""
         if isinstance(error, NotFound) and not _is_missing(error, "customer", customer_id):
-            return False
-        return await self._follow_customer(shard, customer_id, hops) is not None
+            return None
+        return await self._follow_customer(shard, customer_id, hops)
 
     async def _place_once(
         self, order_request: PlaceOrderRequest, claim: idempotency.KeyClaim | None, shard: str

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway.postgres.advisory_locks import AdvisoryLockClass
 from gateway.postgres.database import Connection
 from gateway.postgres.queries import query
 
@@ -65,15 +66,30 @@ async def write_customer(connection: Connection, document: str) -> int:
 
 
 async def delete_moved(
-    connection: Connection, customer_id: UUID, order_ids: Sequence[UUID], target: str, move_id: UUID
+    connection: Connection,
+    customer_id: UUID,
+    order_ids: Sequence[UUID],
+    target: str,
+    move_id: UUID,
+    document: str,
 ) -> None:
     """In the locking transaction: delete the customer's rows (its orders' reservation
     decisions stay until the catalog names the target) and write the tombstones naming
-    ``target``. Writes no events."""
+    ``target``, the customer's keeping ``document`` (the rows moved) until the target holds
+    them. Writes no events."""
     await connection.fetchval(
-        query("move_delete_customer"), customer_id, list(order_ids), target, move_id
+        query("move_delete_customer"), customer_id, list(order_ids), target, move_id, document
     )
     await connection.execute(query("move_delete_addresses_and_customer"), customer_id)
+
+
+async def document_of(
+    database: asyncpg.Pool | Connection, customer_id: UUID, move_id: UUID
+) -> str | None:
+    """The rows move ``move_id`` took of the customer from this shard, as its tombstone keeps
+    them until the target holds them (``None``: gone, or not this move's)."""
+    document: str | None = await database.fetchval(query("move_document"), customer_id, move_id)
+    return document
 
 
 async def has_customer(database: asyncpg.Pool | Connection, customer_id: UUID) -> bool:
@@ -81,10 +97,36 @@ async def has_customer(database: asyncpg.Pool | Connection, customer_id: UUID) -
     return bool(await database.fetchval(query("move_copy_exists"), customer_id))
 
 
-async def delete_copy(connection: Connection, customer_id: UUID) -> None:
-    """Delete every row of the customer on this shard (a copy its source never committed)."""
-    await connection.execute(query("move_delete_copy"), customer_id)
-    await connection.execute(query("move_delete_copied_customer"), customer_id)
+async def hold_arrival(connection: Connection, move_id: UUID) -> None:
+    """In the target's copy transaction: until it ends, :func:`await_arrival` of ``move_id``
+    waits."""
+    await connection.fetchval(
+        query("move_hold_arrival"), AdvisoryLockClass.MOVE_ARRIVAL, str(move_id)
+    )
+
+
+async def await_arrival(database: asyncpg.Pool | Connection, move_id: UUID) -> None:
+    """Return once no transaction on this shard holds the copy of move ``move_id`` open (it
+    committed, or was given up)."""
+    await database.fetchval(
+        query("move_await_arrival"), AdvisoryLockClass.MOVE_ARRIVAL, str(move_id)
+    )
+
+
+async def try_lock_customer_moves(connection: Connection, customer_id: UUID) -> bool:
+    """In the catalog, on a connection kept for it: whether this process may move the customer
+    (no other holds the lock); :func:`unlock_customer_moves` lets go."""
+    locked = await connection.fetchval(
+        query("move_try_lock_customer"), AdvisoryLockClass.CUSTOMER_MOVE, str(customer_id)
+    )
+    return bool(locked)
+
+
+async def unlock_customer_moves(connection: Connection, customer_id: UUID) -> None:
+    """Let go of :func:`try_lock_customer_moves`'s lock."""
+    await connection.fetchval(
+        query("move_unlock_customer"), AdvisoryLockClass.CUSTOMER_MOVE, str(customer_id)
+    )
 
 
 async def moved_order_ids(database: asyncpg.Pool | Connection, move_id: UUID) -> list[UUID]:
@@ -93,7 +135,8 @@ async def moved_order_ids(database: asyncpg.Pool | Connection, move_id: UUID) ->
 
 
 async def forget_decisions(database: asyncpg.Pool | Connection, move_id: UUID) -> None:
-    """Delete this shard's reservation decisions of the orders move ``move_id`` took away."""
+    """Delete this shard's reservation decisions of the orders move ``move_id`` took away and
+    are not here again, and the rows its tombstone kept."""
     await database.execute(query("move_forget_decisions"), move_id)
 
 
@@ -105,7 +148,9 @@ async def customer_tombstone(
     return (row["to_shard"], row["move_id"]) if row is not None else None
 
 
-async def order_moved_to(database: asyncpg.Pool | Connection, order_id: UUID) -> str | None:
-    """The shard this shard's tombstone says the order went to, if any."""
-    moved_to: str | None = await database.fetchval(query("move_tombstone_of_order"), order_id)
-    return moved_to
+async def order_tombstone(
+    database: asyncpg.Pool | Connection, order_id: UUID
+) -> tuple[str, UUID] | None:
+    """Where this shard's tombstone says the order went, and by which move."""
+    row = await database.fetchrow(query("move_tombstone_of_order"), order_id)
+    return (row["to_shard"], row["move_id"]) if row is not None else None

@@ -19,11 +19,10 @@ class MoveState(StrEnum):
     """Where a move stands, as the catalog's ``shard_moves`` records it."""
 
     STARTED = "started"
-    """Recorded; the target may hold an uncommitted or committed copy."""
-    COPIED = "copied"
-    """The target's copy committed; the source not yet."""
+    """Recorded; the target may hold a copy, never committed before the source's commit."""
     FENCED = "fenced"
-    """The source committed the move (deleted the customer, wrote its tombstones)."""
+    """The source committed the move (deleted the customer, wrote its tombstones); the target's
+    copy may still be to write from the tombstone."""
     DONE = "done"
     """The catalog names the target: directory and reservations."""
     ROLLED_BACK = "rolled_back"

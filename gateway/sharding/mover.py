@@ -2,27 +2,33 @@
 
 The protocol (docs/how-to/sharding.md, "Moving a customer"):
 
-1. record the move in the catalog (``shard_moves``; one unfinished move per customer);
+1. record the move in the catalog (``shard_moves``; one unfinished move per customer), holding
+   the catalog's lock of the customer's moves for the whole move (one process at a time);
 2. pause this customer only: in the source's transaction S, lock its row and its orders' rows;
 3. read its rows in S;
 4. wait until every sink has passed every source event of the customer and its orders, at most
    the pause timeout (else roll back and record ``rolled_back``);
-5. write the rows on the target in a short transaction T and commit it; then, in S, delete them
-   from the source and write the tombstones, and commit S: **S's commit is the move's commit
-   point**;
+5. write the rows on the target in a transaction T, left open; then, in S, delete them from the
+   source and write the tombstones (the customer's keeping the rows), and commit S: **S's
+   commit is the move's commit point**; then commit T. Nothing reads or writes the copy before
+   the source gave the customer up: a request that follows the tombstone meanwhile waits for T
+   (``move_rows.await_arrival``), and a move cut off before T's commit writes the copy from the
+   tombstone when resumed;
 6. in the catalog, name the target in the directory and in the orders' reservations, record
    ``done``; then delete the source's reservation decisions of the moved orders.
 
 An interrupted move is finished by :meth:`ShardMover.resume`: forward when the source holds
-this move's tombstone, else back (the target's copy deleted).
+this move's tombstone, else back (the target never committed a copy: nothing to delete).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID, uuid4
@@ -61,9 +67,9 @@ class MoveStep(StrEnum):
     LOCKED = "locked"
     DELIVERED = "delivered"
     TARGET_WRITTEN = "target_written"
-    TARGET_COMMITTED = "target_committed"
     SOURCE_DELETED = "source_deleted"
     SOURCE_COMMITTED = "source_committed"
+    TARGET_COMMITTED = "target_committed"
     CATALOG_COMMITTED = "catalog_committed"
     CLEANED = "cleaned"
 
@@ -117,11 +123,39 @@ class ShardMover:
         self, customer_id: UUID, target: str, *, pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
     ) -> MoveResult:
         """Move the customer to shard ``target``. An unfinished earlier move of the customer is
-        finished first. ``MoveRefused`` when the move cannot start; a result in state
-        ``rolled_back`` (with ``last_error``) when it gave up, ``done`` when it moved."""
+        finished first. ``MoveRefused`` when the move cannot start (another process moving
+        the customer included); a result in state ``rolled_back`` (with ``last_error``) when it
+        gave up, ``done`` when it moved."""
+        async with self._moving(customer_id):
+            return await self._move(customer_id, target, pause_timeout)
+
+    async def resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
+        """Finish an interrupted move: forward when the source committed it, else back. A
+        move already ``done`` gets its last step again (the source's leftover decisions of
+        the moved orders deleted), in case the process died before it. ``MoveRefused`` while
+        another process moves the customer."""
+        async with self._moving(move.customer_id):
+            return await self._resume(move, reason=reason)
+
+    @asynccontextmanager
+    async def _moving(self, customer_id: UUID) -> AsyncIterator[None]:
+        """Hold the catalog's lock of the customer's moves (``MoveRefused`` when another
+        process holds it)."""
+        async with self._catalog.acquire() as connection:
+            if not await move_rows.try_lock_customer_moves(connection, customer_id):
+                raise MoveRefused(
+                    f"another process is moving customer {customer_id}; try again once it "
+                    "finished (fanout shards moves lists it)"
+                )
+            try:
+                yield
+            finally:
+                await move_rows.unlock_customer_moves(connection, customer_id)
+
+    async def _move(self, customer_id: UUID, target: str, pause_timeout: float) -> MoveResult:
         earlier = await move_records.unfinished_of(self._catalog, customer_id)
         if earlier is not None:
-            await self.resume(earlier)
+            await self._resume(earlier)
         source = await self._catalog.fetchval(query("directory_shard_of"), customer_id)
         if source is None:
             raise NotFound("customer", customer_id, field="customer_id")
@@ -138,15 +172,12 @@ class ShardMover:
             return MoveResult(await self._roll_back(move, str(aborted)))
         except DATABASE_ERRORS as error:
             log.warning("move %s failed, finishing it: %s", move.id, error)
-            return MoveResult(await self.resume(move, reason=f"{type(error).__name__}: {error}"))
+            return MoveResult(await self._resume(move, reason=f"{type(error).__name__}: {error}"))
         await move_records.set_state(self._catalog, move.id, MoveState.FENCED)
         finished = await self._roll_forward(move)
         return MoveResult(finished, pause, orders, rows)
 
-    async def resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
-        """Finish an interrupted move: forward when the source committed it, else back. A
-        move already ``done`` gets its last step again (the source's leftover decisions of
-        the moved orders deleted), in case the process died before it."""
+    async def _resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
         current = await move_records.by_id(self._catalog, move.id) or move
         if current.state is MoveState.DONE:
             await move_rows.forget_decisions(self._shards[current.source], current.id)
@@ -161,7 +192,6 @@ class ShardMover:
             fenced_by = tombstone[1] if tombstone is not None else None
             decision = recovery_of(current.state, present is not None, fenced_by, current.id)
             if decision is Recovery.ROLL_BACK:
-                # The lock is held while the target's copy goes: no source commit can follow.
                 return await self._roll_back(current, reason or "resumed: the source never moved")
         if decision is Recovery.ROLL_FORWARD:
             return await self._roll_forward(current)
@@ -179,17 +209,50 @@ class ShardMover:
         """Steps 2 to 5: how long the customer was paused, and how many orders and rows
         moved."""
         deadline = time.monotonic() + pause_timeout
-        async with self._shards[move.source].acquire() as source:
+        async with (
+            self._shards[move.source].acquire() as source,
+            self._shards[move.target].acquire() as target,
+        ):
             while time.monotonic() < deadline:
                 try:
-                    return await self._pause(source, move, deadline, pause_timeout)
+                    return await self._pause(source, target, move, deadline, pause_timeout)
                 except _LateEvents:
                     continue
         raise MoveAborted(f"the customer's events kept coming for {pause_timeout} s")
 
     async def _pause(
-        self, source: Connection, move: ShardMove, deadline: float, pause_timeout: float
+        self,
+        source: Connection,
+        target: Connection,
+        move: ShardMove,
+        deadline: float,
+        pause_timeout: float,
     ) -> tuple[float, int, int]:
+        copy = target.transaction()
+        try:
+            paused, orders, rows = await self._pause_until_source_commits(
+                source, target, copy, move, deadline, pause_timeout
+            )
+        except BaseException:
+            if target.is_in_transaction():
+                # A target that stopped answering ends T itself.
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    await copy.rollback()
+            raise
+        await copy.commit()
+        await self._hook(MoveStep.TARGET_COMMITTED)
+        return paused, orders, rows
+
+    async def _pause_until_source_commits(
+        self,
+        source: Connection,
+        target: Connection,
+        copy: asyncpg.transaction.Transaction,
+        move: ShardMove,
+        deadline: float,
+        pause_timeout: float,
+    ) -> tuple[float, int, int]:
+        """Steps 2 to 5 up to S's commit, T (``copy``) started and left open."""
         async with source.transaction():
             remaining = max(0.001, deadline - time.monotonic())
             await source.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
@@ -209,11 +272,13 @@ class ShardMover:
             document = await move_rows.read_customer(source, move.customer_id, order_ids)
             await self._await_delivery(source, aggregates, deadline, pause_timeout)
             await self._hook(MoveStep.DELIVERED)
-            async with self._shards[move.target].acquire() as target, target.transaction():
-                orders = await move_rows.write_customer(target, document)
-                await self._hook(MoveStep.TARGET_WRITTEN)
-            await self._hook(MoveStep.TARGET_COMMITTED)
-            await move_rows.delete_moved(source, move.customer_id, order_ids, move.target, move.id)
+            await copy.start()
+            await move_rows.hold_arrival(target, move.id)
+            orders = await move_rows.write_customer(target, document)
+            await self._hook(MoveStep.TARGET_WRITTEN)
+            await move_rows.delete_moved(
+                source, move.customer_id, order_ids, move.target, move.id, document
+            )
             await self._hook(MoveStep.SOURCE_DELETED)
         paused = time.monotonic() - paused_at
         await self._hook(MoveStep.SOURCE_COMMITTED)
@@ -238,8 +303,11 @@ class ShardMover:
             await asyncio.sleep(DELIVERY_POLL_SECONDS)
 
     async def _roll_forward(self, move: ShardMove) -> ShardMove:
-        """Step 6: the catalog names the target; then the source forgets the decisions."""
+        """Step 6 (after the target's copy, written from the source's tombstone when the move
+        was cut off before T's commit): the catalog names the target; then the source forgets
+        the decisions."""
         source = self._shards[move.source]
+        await self._arrive(move)
         order_ids = await move_rows.moved_order_ids(source, move.id)
         async with self._catalog.acquire() as catalog, catalog.transaction():
             switched = await catalog.fetchval(
@@ -259,14 +327,26 @@ class ShardMover:
         await self._hook(MoveStep.CLEANED)
         return await move_records.by_id(self._catalog, move.id) or move
 
-    async def _roll_back(self, move: ShardMove, reason: str) -> ShardMove:
-        """Delete whatever the target holds of the customer, and record ``rolled_back``. Runs
-        only while the source holds the customer and cannot commit the move (the caller's lock,
-        or the move's own transaction rolled back); the target's copy is deleted only then."""
-        on_source = await move_rows.has_customer(self._shards[move.source], move.customer_id)
+    async def _arrive(self, move: ShardMove) -> None:
+        """Make sure the target holds the customer: T committed, or the copy written now from
+        the rows the source's tombstone kept."""
         async with self._shards[move.target].acquire() as target, target.transaction():
-            if on_source and await move_rows.has_customer(target, move.customer_id):
-                await move_rows.delete_copy(target, move.customer_id)
+            await move_rows.hold_arrival(target, move.id)
+            if await move_rows.has_customer(target, move.customer_id):
+                return
+            source = self._shards[move.source]
+            document = await move_rows.document_of(source, move.customer_id, move.id)
+            if document is None:
+                raise MoveRefused(
+                    f"move {move.id}: shard {move.source} keeps no rows of customer "
+                    f"{move.customer_id} and shard {move.target} holds none"
+                )
+            await move_rows.write_customer(target, document)
+
+    async def _roll_back(self, move: ShardMove, reason: str) -> ShardMove:
+        """Record ``rolled_back``. Runs only while the source holds the customer and cannot
+        commit the move (the caller's lock, or the move's own transaction rolled back); the
+        target's copy only ever commits after the source's, so there is none to delete."""
         await move_records.set_state(self._catalog, move.id, MoveState.ROLLED_BACK, reason)
         log.warning("move %s of customer %s rolled back: %s", move.id, move.customer_id, reason)
         return await move_records.by_id(self._catalog, move.id) or move

@@ -235,8 +235,10 @@ async def statuses_following_moves(
 ) -> tuple[dict[UUID, OrderStatus], set[UUID]]:
     """The statuses of ``order_ids`` as ``shard`` has them, an order moved away read where its
     tombstones lead (a move's catalog step may not have named the new shard yet); and the
-    orders whose tombstones lead to no configured shard or past ``MAX_MOVE_HOPS``, which
-    nobody can say anything of."""
+    orders nobody can say anything of: whose tombstones lead to no configured shard or past
+    ``MAX_MOVE_HOPS``, or to a shard that holds neither the order nor a tombstone of it (a
+    move's copy not committed there yet, or cut off before it was: resuming the move writes
+    it)."""
     statuses = await shard.order_statuses(order_ids)
     frontier = await _moved_by_destination(shard, [o for o in order_ids if o not in statuses])
     unknown: set[UUID] = set()
@@ -249,9 +251,12 @@ async def statuses_following_moves(
                 continue
             found = await storage.order_statuses(ids)
             statuses.update(found)
-            further = await _moved_by_destination(storage, [o for o in ids if o not in found])
+            absent = [o for o in ids if o not in found]
+            further = await _moved_by_destination(storage, absent)
             for destination, moved in further.items():
                 following.setdefault(destination, []).extend(moved)
+            leading_on = {o for moved in further.values() for o in moved}
+            unknown.update(o for o in absent if o not in leading_on)
         frontier = following
     unknown.update(o for ids in frontier.values() for o in ids)
     return statuses, unknown

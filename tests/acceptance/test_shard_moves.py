@@ -373,7 +373,12 @@ class Crash(Exception):
     """Stands in for the moving process dying at a step."""
 
 
-ROLLED_FORWARD = {MoveStep.SOURCE_COMMITTED, MoveStep.CATALOG_COMMITTED, MoveStep.CLEANED}
+ROLLED_FORWARD = {
+    MoveStep.SOURCE_COMMITTED,
+    MoveStep.TARGET_COMMITTED,
+    MoveStep.CATALOG_COMMITTED,
+    MoveStep.CLEANED,
+}
 
 
 @pytest.mark.parametrize("crash_at", list(MoveStep))

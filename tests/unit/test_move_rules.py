@@ -40,13 +40,13 @@ def test_a_chain_is_followed_up_to_the_hop_limit() -> None:
 
 def test_a_move_the_source_committed_rolls_forward() -> None:
     move_id = uuid4()
-    for state in (MoveState.STARTED, MoveState.COPIED, MoveState.FENCED):
+    for state in (MoveState.STARTED, MoveState.FENCED):
         assert recovery_of(state, False, move_id, move_id) is Recovery.ROLL_FORWARD
 
 
 def test_a_move_the_source_did_not_commit_rolls_back_whatever_its_record_says() -> None:
     move_id = uuid4()
-    for state in (MoveState.STARTED, MoveState.COPIED, MoveState.FENCED):
+    for state in (MoveState.STARTED, MoveState.FENCED):
         assert recovery_of(state, True, None, move_id) is Recovery.ROLL_BACK
         # A tombstone of an earlier move of the customer (it came back since) is not this one's.
         assert recovery_of(state, True, uuid4(), move_id) is Recovery.ROLL_BACK

@@ -13,8 +13,17 @@ ON CONFLICT (customer_id) WHERE state NOT IN ('done', 'rolled_back') DO NOTHING
 RETURNING id;
 
 -- name: move_set_state
+-- A finished move keeps its end.
 UPDATE shard_moves SET state = $2, last_error = coalesce($3, last_error), updated_at = now()
-WHERE id = $1;
+WHERE id = $1 AND state NOT IN ('done', 'rolled_back');
+
+-- name: move_try_lock_customer
+-- One process at a time moves customer $2 or finishes its move (a session lock: released by
+-- move_unlock_customer, or when the process's connection ends).
+SELECT pg_try_advisory_lock($1, hashtext($2::text));
+
+-- name: move_unlock_customer
+SELECT pg_advisory_unlock($1, hashtext($2::text));
 
 -- name: move_by_id
 SELECT id, customer_id, source, target, state, started_at, updated_at, last_error
@@ -98,7 +107,9 @@ SELECT json_build_object(
 
 -- name: move_delete_customer
 -- Deletes customer $1 and its orders $2 (their decisions stay until the catalog follows), and
--- writes the tombstones: to shard $3, by move $4. No events: the rows live on elsewhere.
+-- writes the tombstones: to shard $3, by move $4, the customer's keeping the rows moved ($5,
+-- move_read_customer's document) until the target holds them. No events: the rows live on
+-- elsewhere.
 WITH keys AS (
     DELETE FROM idempotency_keys WHERE resource_id = ANY($2::uuid[])
 ), returns AS (
@@ -115,10 +126,10 @@ WITH keys AS (
     ON CONFLICT (order_id) DO UPDATE SET to_shard = EXCLUDED.to_shard,
         move_id = EXCLUDED.move_id, moved_at = now()
 ), moved_customer AS (
-    INSERT INTO moved_customers (customer_id, to_shard, move_id)
-    VALUES ($1, $3::text, $4::uuid)
+    INSERT INTO moved_customers (customer_id, to_shard, move_id, document)
+    VALUES ($1, $3::text, $4::uuid, $5::text::jsonb)
     ON CONFLICT (customer_id) DO UPDATE SET to_shard = EXCLUDED.to_shard,
-        move_id = EXCLUDED.move_id, moved_at = now()
+        move_id = EXCLUDED.move_id, document = EXCLUDED.document, moved_at = now()
 )
 SELECT count(*) FROM gone_orders;
 
@@ -130,9 +141,19 @@ WITH gone_addresses AS (
 DELETE FROM customers WHERE id = $1;
 
 -- name: move_forget_decisions
--- The source's decisions of the orders moved by move $1, once the catalog names the target.
-DELETE FROM reservation_decisions
-WHERE order_id IN (SELECT order_id FROM moved_orders WHERE move_id = $1);
+-- The source's decisions of the orders moved by move $1, once the catalog names the target,
+-- and the rows its tombstone kept. An order here again (its customer came back since) keeps
+-- its decision.
+WITH kept AS (
+    UPDATE moved_customers SET document = NULL WHERE move_id = $1
+)
+DELETE FROM reservation_decisions AS decision
+WHERE decision.order_id IN (SELECT order_id FROM moved_orders WHERE move_id = $1)
+  AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.id = decision.order_id);
+
+-- name: move_document
+-- The rows move $2 took of customer $1, as its tombstone keeps them until the target has them.
+SELECT document::text FROM moved_customers WHERE customer_id = $1 AND move_id = $2;
 
 -- name: move_moved_order_ids
 SELECT order_id FROM moved_orders WHERE move_id = $1;
@@ -141,7 +162,7 @@ SELECT order_id FROM moved_orders WHERE move_id = $1;
 SELECT to_shard, move_id FROM moved_customers WHERE customer_id = $1;
 
 -- name: move_tombstone_of_order
-SELECT to_shard FROM moved_orders WHERE order_id = $1;
+SELECT to_shard, move_id FROM moved_orders WHERE order_id = $1;
 
 -- The target ---------------------------------------------------------------------------------
 
@@ -194,25 +215,11 @@ SELECT count(*) FROM placed;
 -- name: move_copy_exists
 SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1);
 
--- name: move_delete_copy
--- Rolls back a copy that the source never committed to: the customer $1's rows on the target.
-WITH owned AS (
-    SELECT id FROM orders WHERE customer_id = $1
-), keys AS (
-    DELETE FROM idempotency_keys WHERE resource_id IN (SELECT id FROM owned)
-), returns AS (
-    DELETE FROM inventory_returns WHERE order_id IN (SELECT id FROM owned)
-), decisions AS (
-    DELETE FROM reservation_decisions WHERE order_id IN (SELECT id FROM owned)
-), paid AS (
-    DELETE FROM payments WHERE order_id IN (SELECT id FROM owned)
-), history AS (
-    DELETE FROM order_events WHERE stream_id IN (SELECT id FROM owned)
-)
-DELETE FROM orders WHERE id IN (SELECT id FROM owned);
+-- name: move_hold_arrival
+-- On the target, in the copy's transaction: requests that follow move $2's tombstones here wait
+-- (move_await_arrival) until the copy commits or is given up.
+SELECT pg_advisory_xact_lock($1, hashtext($2::text));
 
--- name: move_delete_copied_customer
-WITH gone_addresses AS (
-    DELETE FROM addresses WHERE customer_id = $1
-)
-DELETE FROM customers WHERE id = $1;
+-- name: move_await_arrival
+-- Returns once no transaction holds move_hold_arrival of move $2.
+SELECT pg_advisory_xact_lock_shared($1, hashtext($2::text));

@@ -7,15 +7,15 @@ CREATE TABLE shard_moves (
     customer_id uuid NOT NULL,
     source      text NOT NULL,
     target      text NOT NULL,
-    -- started: recorded, nothing copied yet; copied: the target's copy committed; fenced: the
-    -- source committed the move (its commit point); done: the catalog follows; rolled_back:
-    -- the customer stays on the source, nothing left on the target.
+    -- started: recorded, no copy committed; fenced: the source committed the move (its commit
+    -- point); done: the target holds the copy and the catalog follows; rolled_back: the
+    -- customer stays on the source, nothing left on the target.
     state       text NOT NULL DEFAULT 'started',
     started_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     last_error  text,
     CONSTRAINT shard_moves_state
-        CHECK (state IN ('started', 'copied', 'fenced', 'done', 'rolled_back')),
+        CHECK (state IN ('started', 'fenced', 'done', 'rolled_back')),
     CONSTRAINT shard_moves_elsewhere CHECK (source <> target)
 );
 

@@ -3,11 +3,15 @@
 -- An order id names the shard that minted it, so a request for a moved order lands here first
 -- and follows the tombstone.
 
+-- A customer's tombstone keeps the rows it moved (move_read_customer's document) until the
+-- target holds them: the target's copy commits after this shard's deletion, and a move cut off
+-- between the two writes them there from here.
 CREATE TABLE moved_customers (
     customer_id uuid PRIMARY KEY,
     to_shard    text NOT NULL,
     move_id     uuid NOT NULL,
-    moved_at    timestamptz NOT NULL DEFAULT now()
+    moved_at    timestamptz NOT NULL DEFAULT now(),
+    document    jsonb
 );
 
 CREATE TABLE moved_orders (
