@@ -23,7 +23,7 @@ import pytest
 
 from gateway import Customer, Gateway, IllegalTransition, NotFound, Order, OrderStatus, Product
 from gateway.configuration.settings import Settings
-from gateway.errors import VersionConflict
+from gateway.errors import MoveRefused, VersionConflict
 from gateway.order_ids import shard_tag, tag_of
 from gateway.postgres.queries import query
 from gateway.sharding import move_records
@@ -486,3 +486,148 @@ async def test_an_order_follows_a_chain_of_moves_over_three_shards() -> None:
             assert await stale.sharding.shard_of_customer(customer.id) == third
         await assert_lives_on(gw, customer, third, [order.id])
         await assert_units_conserved(gw, {product.id: 10})
+
+
+@pytest.mark.parametrize("crash_at", [MoveStep.TARGET_WRITTEN, MoveStep.SOURCE_DELETED])
+async def test_no_request_reaches_the_copy_of_a_move_cut_off_before_the_source_committed(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop, crash_at: MoveStep
+) -> None:
+    """A customer moved away from its first shard and back, so that its order's id and a
+    second process's cached directory both name the first shard; then a move to the second
+    shard dies before the source's commit. Until and after it is resumed, every request goes to
+    where the customer lives: an order placed through the stale cache, a transition routed by
+    id and the report all see the source only, and nothing acknowledged is lost."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    first = await gateway.sharding.shard_of_customer(customer.id)
+    second = other(gateway, first)
+    async with await connect_sharded(sharded, pool_max_size=4) as stale:
+        assert await stale.sharding.shard_of_customer(customer.id) == first  # cached
+        for target in (second, first):
+            assert (await gateway.sharding.move_customer(customer.id, target)).move.state is (
+                MoveState.DONE
+            )
+
+        async def crash(step: MoveStep) -> None:
+            if step is crash_at:
+                raise Crash(step.value)
+
+        with pytest.raises(Crash):
+            await gateway.sharding.mover(crash).move(customer.id, second)
+        # Cut off: the customer lives on the first shard, which the id and the cache name.
+        placed = await stale.place_order(shop.order(customer, (product, 1)))
+        confirmed = await gateway.transition(order.id, OrderStatus.CONFIRMED)
+        assert confirmed.version == 2
+        second_pool = gateway.sharding.shards[second]
+        assert await rows_of(gateway, second, customer.id) == dict.fromkeys(
+            [*CUSTOMER_TABLES, *ORDER_TABLES], 0
+        )
+        assert (
+            await second_pool.fetchval(
+                "SELECT count(*) FROM orders WHERE customer_id = $1", customer.id
+            )
+            == 0
+        )
+    unfinished = await move_records.unfinished_of(gateway.pool, customer.id)
+    assert unfinished is not None
+    assert (await gateway.sharding.mover().resume(unfinished)).state is MoveState.ROLLED_BACK
+    assert (await gateway.get_order(placed.id)).status is OrderStatus.PENDING
+    assert (await gateway.get_order(order.id)).version == 2
+    await assert_lives_on(gateway, customer, first, [order.id, placed.id])
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_request_following_the_tombstone_waits_for_the_copy_to_commit(
+    gateway: Gateway, shop: Shop
+) -> None:
+    """Between the source's commit and the target's, the customer's rows are on neither side
+    to a reader; a transition that follows the tombstone then waits for the copy's commit and
+    applies there (a not-found there would be a wrong answer for a live order)."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    target_pool = gateway.sharding.shards[target]
+    waiting: list[asyncio.Task[Order]] = []
+
+    async def one_waits_for_the_copy() -> bool:
+        waiters = await target_pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return bool(waiters == 1)
+
+    async def between_the_commits(step: MoveStep) -> None:
+        if step is MoveStep.SOURCE_COMMITTED:
+            waiting.append(asyncio.create_task(gateway.transition(order.id, OrderStatus.CONFIRMED)))
+            await eventually(one_waits_for_the_copy)
+
+    moved = await gateway.sharding.mover(between_the_commits).move(customer.id, target)
+    assert moved.move.state is MoveState.DONE
+    confirmed = await waiting[0]
+    assert (confirmed.status, confirmed.version) == (OrderStatus.CONFIRMED, 2)
+    await assert_lives_on(gateway, customer, target, [order.id])
+
+
+async def test_a_late_resume_of_a_finished_move_keeps_the_decisions_of_a_customer_back_home(
+    gateway: Gateway, shop: Shop
+) -> None:
+    """One operator lists a move cut off after the source's commit; another finishes it and
+    moves the customer back; the first then resumes the move it listed. The source's
+    reservation decisions of the orders that are there again stay (a sweep would otherwise find
+    a live order without a decision and give its units back)."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    first = await gateway.sharding.shard_of_customer(customer.id)
+    second = other(gateway, first)
+
+    async def crash(step: MoveStep) -> None:
+        if step is MoveStep.SOURCE_COMMITTED:
+            raise Crash(step.value)
+
+    with pytest.raises(Crash):
+        await gateway.sharding.mover(crash).move(customer.id, second)
+    listed = await move_records.unfinished_of(gateway.pool, customer.id)
+    assert listed is not None
+    assert (await gateway.sharding.move_customer(customer.id, first)).move.state is MoveState.DONE
+    late = await gateway.sharding.mover().resume(listed)
+    assert late.state is MoveState.DONE
+    here = gateway.sharding.shards[first]
+    assert (
+        await here.fetchval(
+            "SELECT decision FROM reservation_decisions WHERE order_id = $1", order.id
+        )
+        == "created"
+    )
+    await assert_lives_on(gateway, customer, first, [order.id])
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_one_process_at_a_time_moves_a_customer(gateway: Gateway, shop: Shop) -> None:
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    refused: list[str] = []
+
+    async def meanwhile(step: MoveStep) -> None:
+        if step is MoveStep.LOCKED:
+            for attempt in (
+                gateway.sharding.mover().move(customer.id, target),
+                gateway.sharding.mover().resume(unfinished),
+            ):
+                with pytest.raises(MoveRefused) as second:
+                    await attempt
+                refused.append(str(second.value))
+
+    unfinished = move_records.ShardMove(
+        uuid.uuid4(), customer.id, source, target, MoveState.STARTED
+    )
+    moved = await gateway.sharding.mover(meanwhile).move(customer.id, target)
+    assert moved.move.state is MoveState.DONE
+    assert len(refused) == 2 and all("another process is moving" in why for why in refused)
+    # Once it finished, the next move may start.
+    assert (await gateway.sharding.move_customer(customer.id, source)).move.state is (
+        MoveState.DONE
+    )
+    await assert_lives_on(gateway, customer, source, [order.id])
