@@ -34,6 +34,7 @@ from gateway.postgres.advisory_locks import AdvisoryLock
 from gateway.postgres.database import is_unavailability
 from gateway.sharding import decisions, reservations, sweeper
 from gateway.sharding.decisions import Decision
+from gateway.sharding.layout import PLACE_ATTEMPTS
 from gateway.sharding.reconcile import Repair
 from gateway.sharding.relays import ShardedRelay
 from gateway.sharding.reservations import Settlement
@@ -860,7 +861,7 @@ async def test_a_key_settled_meanwhile_on_every_attempt_is_a_documented_conflict
     with pytest.raises(RequestInProgress) as busy:
         await gateway.place_order(shop.order(customer, (product, 1)), idempotency_key="k-busy")
 
-    assert len(attempts) == 3
+    assert len(attempts) == PLACE_ATTEMPTS
     problem = problem_of(busy.value)
     assert (problem.status, problem.kind) == (409, "request-in-progress")
     assert problem.headers["Retry-After"] == "1"
