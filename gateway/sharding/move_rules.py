@@ -79,6 +79,21 @@ def follow_tombstone(
     return moved_to
 
 
+CATALOG_STEP_PATIENCE = 5.0
+"""Seconds the catalog step of a move tries again while a reservation held for the same
+idempotency key on the target keeps it from naming the target."""
+
+
+def catalog_step_retry(waited: float, patience: float = CATALOG_STEP_PATIENCE) -> float | None:
+    """How long the catalog step waits before its next try, after ``waited`` seconds of tries
+    that found a reservation held for a moved order's idempotency key on the target (a retry of
+    the same request that followed the tombstone, which gives its reservation back once it
+    finds the moved key): doubling from 20 ms, at most half a second; ``None``: give up."""
+    if waited >= patience:
+        return None
+    return min(0.5, max(0.02, waited), patience - waited)
+
+
 class DeliveryWait(StrEnum):
     """Where the wait for the source's events to reach every sink stands."""
 

@@ -45,6 +45,7 @@ from gateway.sharding.move_rules import (
     DeliveryWait,
     MoveState,
     Recovery,
+    catalog_step_retry,
     delivery_wait,
     move_refusal,
     recovery_of,
@@ -230,7 +231,7 @@ class ShardMover:
     ) -> tuple[float, int, int]:
         copy = target.transaction()
         try:
-            paused, orders, rows = await self._pause_until_source_commits(
+            paused_at, orders, rows = await self._pause_until_source_commits(
                 source, target, copy, move, deadline, pause_timeout
             )
         except BaseException:
@@ -240,6 +241,8 @@ class ShardMover:
                     await copy.rollback()
             raise
         await copy.commit()
+        # The customer's requests that followed the tombstone waited for this commit.
+        paused = time.monotonic() - paused_at
         await self._hook(MoveStep.TARGET_COMMITTED)
         return paused, orders, rows
 
@@ -252,7 +255,8 @@ class ShardMover:
         deadline: float,
         pause_timeout: float,
     ) -> tuple[float, int, int]:
-        """Steps 2 to 5 up to S's commit, T (``copy``) started and left open."""
+        """Steps 2 to 5 up to S's commit, T (``copy``) started and left open: when the pause
+        began, and how many orders and rows moved."""
         async with source.transaction():
             remaining = max(0.001, deadline - time.monotonic())
             await source.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
@@ -280,9 +284,8 @@ class ShardMover:
                 source, move.customer_id, order_ids, move.target, move.id, document
             )
             await self._hook(MoveStep.SOURCE_DELETED)
-        paused = time.monotonic() - paused_at
         await self._hook(MoveStep.SOURCE_COMMITTED)
-        return paused, orders, move_rows.row_count(document)
+        return paused_at, orders, move_rows.row_count(document)
 
     @staticmethod
     async def _await_delivery(
@@ -309,6 +312,35 @@ class ShardMover:
         source = self._shards[move.source]
         await self._arrive(move)
         order_ids = await move_rows.moved_order_ids(source, move.id)
+        started = time.monotonic()
+        while True:
+            try:
+                await self._switch_catalog(move, order_ids)
+                break
+            except asyncpg.UniqueViolationError as error:
+                waited = time.monotonic() - started
+                delay = catalog_step_retry(waited)
+                why = (
+                    f"the catalog step waits for a placement holding a moved order's "
+                    f"idempotency key on {move.target} ({error.constraint_name})"
+                )
+                await move_records.set_state(self._catalog, move.id, MoveState.FENCED, why)
+                if delay is None:
+                    raise MoveRefused(
+                        f"move {move.id}: {why} for {waited:.1f} s; the customer is on "
+                        f"{move.target}: finish the move with fanout shards move --resume"
+                    ) from error
+                await asyncio.sleep(delay)
+        if self._on_switched is not None:
+            self._on_switched(move.customer_id, move.target)
+        await self._hook(MoveStep.CATALOG_COMMITTED)
+        await move_rows.forget_decisions(source, move.id)
+        await self._hook(MoveStep.CLEANED)
+        return await move_records.by_id(self._catalog, move.id) or move
+
+    async def _switch_catalog(self, move: ShardMove, order_ids: list[UUID]) -> None:
+        """Name the target in the directory and in the moved orders' reservations, and record
+        ``done``, in one catalog transaction."""
         async with self._catalog.acquire() as catalog, catalog.transaction():
             switched = await catalog.fetchval(
                 query("move_switch_directory"), move.customer_id, move.source, move.target
@@ -320,12 +352,6 @@ class ShardMover:
                 )
             await catalog.execute(query("move_switch_reservations"), order_ids, move.target)
             await move_records.set_state(catalog, move.id, MoveState.DONE)
-        if self._on_switched is not None:
-            self._on_switched(move.customer_id, move.target)
-        await self._hook(MoveStep.CATALOG_COMMITTED)
-        await move_rows.forget_decisions(source, move.id)
-        await self._hook(MoveStep.CLEANED)
-        return await move_records.by_id(self._catalog, move.id) or move
 
     async def _arrive(self, move: ShardMove) -> None:
         """Make sure the target holds the customer: T committed, or the copy written now from

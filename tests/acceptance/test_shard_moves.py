@@ -631,3 +631,57 @@ async def test_one_process_at_a_time_moves_a_customer(gateway: Gateway, shop: Sh
         MoveState.DONE
     )
     await assert_lives_on(gateway, customer, source, [order.id])
+
+
+async def test_the_catalog_step_waits_for_a_retry_holding_the_moved_orders_key(
+    gateway: Gateway, shop: Shop
+) -> None:
+    """A keyed placement committed its order on the source but not yet in the catalog (its
+    reservation held there, naming the source) when the customer moved; its retry followed
+    the tombstone and holds a reservation for the same key on the target. The catalog step
+    cannot name the target for the first reservation while the second is held: it says why in
+    the move's record and tries again, and completes once the retry gave its reservation back."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    key = f"k-{uuid.uuid4()}"
+    order = await gateway.place_order(shop.order(customer, (product, 1)), idempotency_key=key)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    await gateway.pool.execute(
+        "UPDATE inventory_reservations SET status = 'held', expires_at = now() + interval '1 hour'"
+        " WHERE order_id = $1",
+        order.id,
+    )
+    retry = uuid.uuid4()
+    await gateway.pool.execute(
+        "INSERT INTO inventory_reservations (order_id, shard, customer_id, product_ids,"
+        " quantities, expires_at, idempotency_key) VALUES ($1, $2, $3, $4, $5,"
+        " now() + interval '1 hour', $6)",
+        retry,
+        target,
+        customer.id,
+        [product.id],
+        [0],
+        key,
+    )
+
+    async def the_move_waits() -> bool:
+        waiting = await move_records.unfinished_of(gateway.pool, customer.id)
+        return waiting is not None and "waits for a placement" in (waiting.last_error or "")
+
+    async def the_retry_gives_up() -> None:
+        await eventually(the_move_waits)
+        await gateway.pool.execute(
+            "UPDATE inventory_reservations SET status = 'released' WHERE order_id = $1", retry
+        )
+
+    releasing = asyncio.create_task(the_retry_gives_up())
+    moved = await gateway.sharding.move_customer(customer.id, target)
+    await releasing
+    assert moved.move.state is MoveState.DONE
+    assert (
+        await gateway.pool.fetchval(
+            "SELECT shard FROM inventory_reservations WHERE order_id = $1", order.id
+        )
+        == target
+    )
+    await assert_lives_on(gateway, customer, target, [order.id])

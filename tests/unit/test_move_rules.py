@@ -11,6 +11,7 @@ from gateway.sharding.move_rules import (
     DeliveryWait,
     MoveState,
     Recovery,
+    catalog_step_retry,
     delivery_wait,
     follow_tombstone,
     move_refusal,
@@ -76,3 +77,12 @@ def test_a_move_needs_two_different_configured_shards() -> None:
     assert "already" in (move_refusal("alpha", "alpha", SHARDS) or "")
     assert "not configured" in (move_refusal("alpha", "delta", SHARDS) or "")
     assert "not configured" in (move_refusal("delta", "alpha", SHARDS) or "")
+
+
+def test_the_catalog_step_tries_again_doubling_until_its_patience_runs_out() -> None:
+    assert catalog_step_retry(0.0) == 0.02
+    assert catalog_step_retry(0.1) == 0.1
+    assert catalog_step_retry(3.0) == 0.5
+    assert catalog_step_retry(4.9) == pytest.approx(0.1)
+    assert catalog_step_retry(5.0) is None
+    assert catalog_step_retry(1.0, patience=0.5) is None
