@@ -90,7 +90,7 @@ def statuses_read_before_deciding() -> AbstractContextManager[Any]:
         for order_id in due:
             decision = await shard.decide(order_id, Decision.ABANDONED, 1.0)
             settlement = settlement_of_expired(decision, statuses.get(order_id))
-            if await catalog.settle(order_id, settlement):
+            if settlement is not None and await catalog.settle(order_id, settlement):
                 result.settled[settlement] += 1
 
     return mock.patch.object(sweeper, "settle_expired", stale)

@@ -1,6 +1,8 @@
 """The saga's storage in memory, with the rules of the PostgreSQL one: a reservation settles
-only from its settlement's source statuses, a held key is unique per shard, the first decision
-about a reservation wins, a cancellation queues its order's return, a retake needs the stock.
+only from its settlement's source statuses (and, when asked, only while it names a given
+shard), a held key is unique per shard, the first decision about a reservation wins, a shard
+decides nothing about an order that moved away from it, a cancellation queues its order's
+return, a retake needs the stock. ``move_customer`` leaves what a move between shards leaves.
 
 Every operation is one transaction: its state changes happen between two awaits of the
 ``Hooks`` it is given, where the simulation injects its faults (a crash, a lost connection, a
@@ -103,10 +105,16 @@ class InMemoryCatalog:
         await self._hooks.after("catalog", "reserve")
         return reservation
 
-    async def settle(self, order_id: UUID, settlement: Settlement) -> bool:
+    async def settle(
+        self, order_id: UUID, settlement: Settlement, shard: str | None = None
+    ) -> bool:
         await self._hooks.before("catalog", "settle")
         found = self.reservations.get(order_id)
-        settled = found is not None and found.status in settlement.sources
+        settled = (
+            found is not None
+            and found.status in settlement.sources
+            and shard in (None, found.shard)
+        )
         if found is not None and settled:
             found.status = settlement.target
             if settlement.restores_units:
@@ -178,6 +186,14 @@ class InMemoryCatalog:
             yield True
         finally:
             self._sweeping = False
+
+    async def name_shard(self, order_ids: Sequence[UUID], shard: str) -> None:
+        """A move's catalog step: the reservations of ``order_ids`` name ``shard`` now."""
+        await self._hooks.before("catalog", "name_shard")
+        for order_id in order_ids:
+            if order_id in self.reservations:
+                self.reservations[order_id].shard = shard
+        await self._hooks.after("catalog", "name_shard")
 
     def due_by_shard(self) -> dict[str, list[UUID]]:
         """The held reservations past their expiry now, by shard (for the simulation's
@@ -278,6 +294,8 @@ class InMemoryShard:
     """Each payment id recorded, with its notification and outcome."""
     payment_log: list[tuple[str, PaymentOutcome]] = field(default_factory=list)
     """Every payment recorded, in order (the rules keep one per payment id)."""
+    moved: dict[UUID, str] = field(default_factory=dict)
+    """The tombstones of orders moved away: the shard each went to."""
     _locks: dict[UUID, asyncio.Lock] = field(default_factory=dict)
 
     async def answers(self, timeout_seconds: float) -> None:
@@ -297,7 +315,10 @@ class InMemoryShard:
         return decided
 
     def record_decision(self, order_id: UUID, wanted: Decision) -> Decision:
-        """The rule of ``decide``: the first decision stands."""
+        """The rule of ``decide``: the first decision stands; none is recorded for an order
+        that moved away (its tombstone is here, the order is not)."""
+        if order_id in self.moved and order_id not in self.orders:
+            return Decision.MOVED
         if order_id not in self.decisions:
             self.decisions[order_id] = wanted
             self.decision_log.append((order_id, wanted))
@@ -313,7 +334,7 @@ class InMemoryShard:
 
     async def moved_away(self, order_ids: Sequence[UUID]) -> dict[UUID, str]:
         await self.hooks.before(self.name, "moved_away")
-        return {}  # the simulation moves no customer
+        return {order_id: self.moved[order_id] for order_id in order_ids if order_id in self.moved}
 
     async def live_orders_page(
         self, after: UUID | None, limit: int
@@ -400,6 +421,34 @@ class InMemoryShard:
 
     def _lock(self, order_id: UUID) -> asyncio.Lock:
         return self.order_lock(order_id)
+
+
+async def move_customer(
+    catalog: InMemoryCatalog, source: InMemoryShard, target: InMemoryShard, customer_id: UUID
+) -> list[UUID]:
+    """Move a customer's orders from ``source`` to ``target`` as ``fanout shards move`` does
+    (``gateway.sharding.mover``), each step at once: the orders go to the target with their
+    decisions (one the target holds already is kept), queued returns, idempotency keys and
+    payments, and the source keeps their tombstones (the source's commit); the catalog's
+    reservations name the target (its step); the source forgets the orders' decisions (the
+    last step). The orders moved."""
+    moving = [o for o, order in source.orders.items() if order.customer_id == customer_id]
+    for order_id in moving:
+        target.orders[order_id] = source.orders.pop(order_id)
+        if order_id in source.decisions:
+            target.decisions.setdefault(order_id, source.decisions[order_id])
+        source.moved[order_id] = target.name
+    target.returns += [order_id for order_id in source.returns if order_id in moving]
+    source.returns = [order_id for order_id in source.returns if order_id not in moving]
+    for key in [key for key, (_, order_id) in source.keys.items() if order_id in moving]:
+        target.keys[key] = source.keys.pop(key)
+    paid = [pid for pid, (paying, _) in source.payments.items() if paying.order_id in moving]
+    for payment_id in paid:
+        target.payments[payment_id] = source.payments.pop(payment_id)
+    await catalog.name_shard(moving, target.name)
+    for order_id in moving:
+        source.decisions.pop(order_id, None)
+    return moving
 
 
 def units(catalog: InMemoryCatalog, product_id: UUID, statuses: set[ReservationStatus]) -> int:

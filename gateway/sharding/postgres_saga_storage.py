@@ -63,13 +63,15 @@ class PostgresCatalog:
         async with self._pool.acquire() as connection, connection.transaction():
             return await reservations.reserve(connection, order_id, shard, request, key, seconds)
 
-    async def settle(self, order_id: UUID, settlement: Settlement) -> bool:
+    async def settle(
+        self, order_id: UUID, settlement: Settlement, shard: str | None = None
+    ) -> bool:
         # A commit is one statement; giving units back is a transaction of its own.
         async with self._pool.acquire() as connection:
             if not settlement.restores_units:
-                return await reservations.settle(connection, order_id, settlement)
+                return await reservations.settle(connection, order_id, settlement, shard)
             async with connection.transaction():
-                return await reservations.settle(connection, order_id, settlement)
+                return await reservations.settle(connection, order_id, settlement, shard)
 
     async def retake(self, order_id: UUID) -> bool:
         async with self._pool.acquire() as connection, connection.transaction():

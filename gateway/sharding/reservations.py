@@ -157,10 +157,13 @@ async def reserve(
     return Reservation(order_id, products, reused=False)
 
 
-async def settle(connection: Connection, order_id: UUID, settlement: Settlement) -> bool:
+async def settle(
+    connection: Connection, order_id: UUID, settlement: Settlement, shard: str | None = None
+) -> bool:
     """Apply ``settlement`` to the reservation of ``order_id``, giving its units back when it
-    says so; False (and nothing written) when the reservation is in no status it applies to.
-    A settlement that restores units must run in a transaction; a commit is one statement.
+    says so; False (and nothing written) when the reservation is in no status it applies to,
+    or, with ``shard``, when it names another shard. A settlement that restores units must run
+    in a transaction; a commit is one statement.
 
     The products are locked before the reservation's row, the order ``reserve`` takes too
     (it locks them before inserting a row), so that no two of them wait on each other.
@@ -176,6 +179,7 @@ async def settle(connection: Connection, order_id: UUID, settlement: Settlement)
         settlement.sources,
         settlement.target.value,
         settlement.event_type is not None,
+        shard,
     )
     if row is None:
         return False

@@ -49,9 +49,12 @@ class CatalogStorage(Protocol):
         ``reservations.reserve`` for the errors)."""
         ...
 
-    async def settle(self, order_id: UUID, settlement: Settlement) -> bool:
+    async def settle(
+        self, order_id: UUID, settlement: Settlement, shard: str | None = None
+    ) -> bool:
         """Apply ``settlement``; False (nothing changed) when the reservation is in none of
-        its source statuses."""
+        its source statuses, or, with ``shard``, names another shard (a move named the
+        order's new shard since the caller looked)."""
         ...
 
     async def retake(self, order_id: UUID) -> bool:
@@ -98,9 +101,10 @@ class ShardRecords(Protocol):
     async def decide(
         self, order_id: UUID, wanted: Decision, lock_wait_seconds: float | None = None
     ) -> Decision:
-        """Record ``wanted`` unless a decision stands; the decision that stands. With
-        ``lock_wait_seconds``, ``DecisionBusy`` when a transaction recording one holds it
-        longer."""
+        """Record ``wanted`` unless a decision stands; the decision that stands, or
+        ``Decision.MOVED`` (nothing recorded) when this shard holds the order's tombstone and
+        not the order. With ``lock_wait_seconds``, ``DecisionBusy`` when a transaction
+        recording one holds it longer."""
         ...
 
     async def order_statuses(self, order_ids: Sequence[UUID]) -> dict[UUID, OrderStatus]:

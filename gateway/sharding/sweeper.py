@@ -6,7 +6,11 @@ writing process could not.
 - Held reservations past their expiry are settled by the decision that stands in the order's
   shard: the sweeper records ``abandoned`` unless the creating transaction recorded
   ``created`` first (see ``decisions``), then releases the units, or commits them to the order
-  (returns them when the order was cancelled).
+  (returns them when the order was cancelled). An order that moved away from the swept shard
+  (``fanout shards move``) is left held, for the sweep of the shard it moved to once the
+  catalog names that shard; and a settlement changes nothing once the catalog's reservation
+  names another shard than the one swept, so that a sweep that listed a reservation before a
+  move's catalog step never settles it by what the old shard still tells.
 
 Every step is idempotent (a reservation settles once), so a sweep that dies half-way is
 finished by the next one. Each shard is settled on its own, every call to it bounded by the
@@ -30,6 +34,7 @@ from gateway.sharding.postgres_saga_storage import PostgresCatalog, PostgresShar
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.saga import settlement_of_expired
 from gateway.sharding.saga_storage import CatalogStorage, DecisionBusy, ShardRecords
+from gateway.write_path.order_status import OrderStatus
 
 log = logging.getLogger("gateway.sharding")
 
@@ -169,21 +174,35 @@ async def settle_expired(
             decided[order_id] = await shard.decide(order_id, Decision.ABANDONED, lock_wait)
         except DecisionBusy:
             log.warning("shard %s: order %s is still being decided", name, order_id)
-    created = [order_id for order_id, taken in decided.items() if taken is Decision.CREATED]
-    statuses = await shard.order_statuses(created)
-    absent = [order_id for order_id in created if order_id not in statuses]
+    statuses = await shard.order_statuses(list(decided))
+    absent = absent_orders(decided, statuses)
     moved = await shard.moved_away(absent) if absent else {}
     for order_id, decision in decided.items():
-        if order_id in moved:
-            # Its move has not named the new shard in the catalog yet (or was interrupted
-            # before it did): settled there, by the decision copied with it, once it has.
-            log.info("shard %s: order %s moved to %s; left held", name, order_id, moved[order_id])
-            continue
         status = statuses.get(order_id)
+        settlement = settlement_of_expired(decision, status, moved.get(order_id))
+        if settlement is None:
+            # It moved away: its move's catalog step has not named the new shard yet (or the
+            # move was interrupted before it), or did after this sweep listed it. Settled
+            # there, by the decision that moved with it, once the catalog names that shard.
+            where = moved.get(order_id, "another shard")
+            log.info("shard %s: order %s moved to %s; left held", name, order_id, where)
+            continue
         if decision is Decision.CREATED and status is None:
             log.warning(
                 "shard %s: order %s was created and is gone; units returned", name, order_id
             )
-        settlement = settlement_of_expired(decision, status)
-        if await catalog.settle(order_id, settlement):
+        # Only while the reservation still names this shard: a move's catalog step may have
+        # named another since it was listed, whose sweep settles it by that shard's decision.
+        if await catalog.settle(order_id, settlement, name):
             result.settled[settlement] += 1
+
+
+def absent_orders(
+    decided: Mapping[UUID, Decision], statuses: Mapping[UUID, OrderStatus]
+) -> list[UUID]:
+    """The orders decided on in the swept shard that are not there, whatever the decision:
+    the ones whose tombstones the sweeper reads. A decision outlives its order's move on the
+    source until the move's last step deletes it, and an ``abandoned`` recorded there after
+    that step (before shards answered ``moved`` for such an order) says nothing of the order,
+    which lives on elsewhere."""
+    return [order_id for order_id in decided if order_id not in statuses]

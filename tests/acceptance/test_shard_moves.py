@@ -685,3 +685,55 @@ async def test_the_catalog_step_waits_for_a_retry_holding_the_moved_orders_key(
         == target
     )
     await assert_lives_on(gateway, customer, target, [order.id])
+
+
+def scanned_whole(plan: Any) -> set[str]:
+    """The tables a plan (``EXPLAIN (FORMAT JSON)``'s) reads with a sequential scan."""
+    found: set[str] = set()
+    nodes = [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if node["Node Type"] == "Seq Scan":
+            found.add(node["Relation Name"])
+        nodes.extend(node.get("Plans", []))
+    return found
+
+
+async def test_the_pause_finds_the_customers_rows_by_index(gateway: Gateway, shop: Shop) -> None:
+    """The pause holds the source's relay horizon for every customer of the shard: what it reads
+    and deletes must not scan the shard's whole tables (sequential scans are switched off, so
+    one left in a plan means no index serves it). The addresses' delete has the foreign keys of
+    orders.billing_address_id and shipping_address_id check each address, with the query
+    PostgreSQL's referential trigger runs."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    order_ids = [
+        row["id"]
+        for row in await gateway.sharding.shards[source].fetch(
+            "SELECT id FROM orders WHERE customer_id = $1", customer.id
+        )
+    ]
+    statements: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "move_read_customer": (query("move_read_customer"), (customer.id, order_ids)),
+        "move_delete_customer": (
+            query("move_delete_customer"),
+            (customer.id, order_ids, other(gateway, source), uuid.uuid4()),
+        ),
+        "move_delete_addresses_and_customer": (
+            query("move_delete_addresses_and_customer"),
+            (customer.id,),
+        ),
+    }
+    for column in ("billing_address_id", "shipping_address_id"):
+        statements[f"orders.{column} check"] = (
+            f"SELECT 1 FROM ONLY orders x WHERE {column} = $1 FOR KEY SHARE OF x",
+            (uuid.uuid4(),),
+        )
+    scans: dict[str, set[str]] = {}
+    async with gateway.sharding.shards[source].acquire() as connection, connection.transaction():
+        await connection.execute("SET LOCAL enable_seqscan = off")
+        for name, (statement, args) in statements.items():
+            plan = await connection.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args)
+            scans[name] = scanned_whole(json.loads(plan) if isinstance(plan, str) else plan)
+    assert {name: found for name, found in scans.items() if found} == {}

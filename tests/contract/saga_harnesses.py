@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
 from gateway import Gateway
+from gateway.sharding.move_rules import MoveState
 from gateway.sharding.saga_storage import CatalogStorage, ShardStorage
 from gateway.write_path.idempotency import KeyClaim
 from gateway.write_path.models import PlaceOrderRequest
-from simulation.saga_storage import InMemoryCatalog, InMemoryShard
+from simulation.saga_storage import InMemoryCatalog, InMemoryShard, move_customer
 from support.shop import Shop
 
 SHARDS = ("alpha", "beta")
@@ -68,6 +69,11 @@ class SagaHarness:
         """Let the reservation of ``order_id`` expire ``seconds_ago``."""
         raise NotImplementedError
 
+    async def move(self, buyer: Buyer, target: str) -> Buyer:
+        """Move the buyer, with its orders, to shard ``target`` as ``fanout shards move``
+        does, to its end (the catalog names ``target``, the source forgot the decisions)."""
+        raise NotImplementedError
+
 
 class MemoryHarness(SagaHarness):
     """The in-memory storage, on a clock the test moves."""
@@ -94,6 +100,11 @@ class MemoryHarness(SagaHarness):
 
     async def expire(self, order_id: UUID, seconds_ago: float = 1.0) -> None:
         self.memory.reservations[order_id].expires_at = self.now - seconds_ago
+
+    async def move(self, buyer: Buyer, target: str) -> Buyer:
+        source = self.shards[buyer.shard]
+        await move_customer(self.memory, source, self.shards[target], buyer.customer_id)
+        return replace(buyer, shard=target)
 
 
 class PostgresHarness(SagaHarness):
@@ -131,3 +142,8 @@ class PostgresHarness(SagaHarness):
             order_id,
             seconds_ago,
         )
+
+    async def move(self, buyer: Buyer, target: str) -> Buyer:
+        moved = await self.gateway.sharding.move_customer(buyer.customer_id, target)
+        assert moved.move.state is MoveState.DONE, moved.move.last_error
+        return replace(buyer, shard=target)

@@ -148,6 +148,22 @@ class SagaStorageContract:
         assert not await harness.catalog.settle(committed.order_id, Settlement.RETURN)
         assert await harness.stock(product) == 10
 
+    async def test_a_settlement_for_a_shard_settles_only_a_reservation_naming_it(
+        self, harness: SagaHarness
+    ) -> None:
+        product, buyer = await harness.product(10), await harness.buyer("alpha")
+        held = await reserve(harness, buyer, buyer.order((product, 3)))
+        committed = await reserve(harness, buyer, buyer.order((product, 2)))
+        assert await harness.catalog.settle(committed.order_id, Settlement.COMMIT, "alpha")
+        for settlement in Settlement:
+            assert not await harness.catalog.settle(held.order_id, settlement, "beta")
+        assert not await harness.catalog.settle(committed.order_id, Settlement.RETURN, "beta")
+        assert await harness.catalog.status_of(held.order_id) is ReservationStatus.HELD
+        assert await harness.catalog.status_of(committed.order_id) is ReservationStatus.COMMITTED
+        assert await harness.stock(product) == 5
+        assert await harness.catalog.settle(held.order_id, Settlement.RELEASE, "alpha")
+        assert await harness.stock(product) == 8
+
     async def test_settling_no_reservation_changes_nothing(self, harness: SagaHarness) -> None:
         for settlement in Settlement:
             assert not await harness.catalog.settle(uuid.uuid4(), settlement)
@@ -237,6 +253,29 @@ class SagaStorageContract:
         }
         # An order that lives here has not moved away, nor has an order that never existed.
         assert await shard.moved_away([reservation.order_id, uuid.uuid4()]) == {}
+
+    async def test_a_shard_decides_nothing_about_an_order_that_moved_away(
+        self, harness: SagaHarness
+    ) -> None:
+        product, buyer = await harness.product(10), await harness.buyer("alpha")
+        order_id = await placed(harness, buyer, product, 1)
+        alpha, beta = harness.shard("alpha"), harness.shard("beta")
+        moved = await harness.move(buyer, "beta")
+        # The source keeps the order's tombstone: it records nothing (an 'abandoned' would
+        # give back the units of an order that lives on) and answers that the order moved.
+        assert await alpha.decide(order_id, Decision.ABANDONED, 1.0) is Decision.MOVED
+        assert await alpha.decide(order_id, Decision.CREATED) is Decision.MOVED
+        assert await alpha.moved_away([order_id]) == {order_id: "beta"}
+        assert await beta.decide(order_id, Decision.ABANDONED) is Decision.CREATED
+        assert await beta.moved_away([order_id]) == {}
+        # The catalog names the target: a settlement for the source settles nothing.
+        assert not await harness.catalog.settle(order_id, Settlement.RETURN, "alpha")
+        assert await harness.catalog.status_of(order_id) is ReservationStatus.COMMITTED
+        # Back on the source, the order's decision is the one that moved with it.
+        await harness.move(moved, "alpha")
+        assert await alpha.decide(order_id, Decision.ABANDONED) is Decision.CREATED
+        assert await beta.decide(order_id, Decision.ABANDONED) is Decision.MOVED
+        assert await alpha.order_statuses([order_id]) == {order_id: OrderStatus.PENDING}
 
     async def test_an_abandoned_order_cannot_be_created(self, harness: SagaHarness) -> None:
         product, buyer = await harness.product(10), await harness.buyer("alpha")

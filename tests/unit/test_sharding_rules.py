@@ -107,9 +107,34 @@ def test_an_expired_reservation_is_settled_by_the_decision_that_stands(
     assert settlement_of_expired(decision, status) is settlement
 
 
+@pytest.mark.parametrize(
+    ("decision", "status", "moved_to", "settlement"),
+    [
+        # The shard holds the order's tombstone and not the order: it decided nothing.
+        (Decision.MOVED, None, "beta", None),
+        (Decision.MOVED, None, None, None),
+        # A decision left on the source by a move not finished yet, or an 'abandoned' recorded
+        # there after the move's last step: the order lives on where its tombstone leads.
+        (Decision.CREATED, None, "beta", None),
+        (Decision.ABANDONED, None, "beta", None),
+        # Moved away and back: the order is here again, and settled here.
+        (Decision.CREATED, OrderStatus.PENDING, "beta", Settlement.COMMIT),
+        (Decision.CREATED, OrderStatus.CANCELLED, "beta", Settlement.RETURN),
+    ],
+)
+def test_an_expired_reservation_of_an_order_that_moved_away_is_left_held(
+    decision: Decision,
+    status: OrderStatus | None,
+    moved_to: str | None,
+    settlement: Settlement | None,
+) -> None:
+    assert settlement_of_expired(decision, status, moved_to) is settlement
+
+
 def test_a_writer_releases_what_it_abandoned_only_when_its_decision_stands() -> None:
     assert released_after_abandoning(Decision.ABANDONED)
     assert not released_after_abandoning(Decision.CREATED)
+    assert not released_after_abandoning(Decision.MOVED)
 
 
 def test_settlements_move_between_the_right_statuses() -> None:

@@ -79,10 +79,11 @@ SELECT order_id FROM reserved;
 
 -- name: settle_reservation
 -- Moves reservation $1 from one of the statuses $2 to $3 (a new version when $4: the change
--- has an event); no row when it is in none of them.
+-- has an event); no row when it is in none of them, or when $5 is given and the reservation
+-- names another shard (a move's catalog step named the order's new shard meanwhile).
 UPDATE inventory_reservations
 SET status = $3, version = version + $4::boolean::integer, settled_at = now()
-WHERE order_id = $1 AND status = ANY($2::text[])
+WHERE order_id = $1 AND status = ANY($2::text[]) AND ($5::text IS NULL OR shard = $5::text)
 RETURNING order_id, shard, customer_id, product_ids, quantities, version;
 
 -- name: lock_products_in_order
@@ -133,10 +134,19 @@ SELECT product_ids, quantities FROM inventory_reservations WHERE order_id = $1;
 -- name: decide_reservation
 -- The decision on order $1's reservation: $2 when none was taken yet, else the one taken
 -- (waiting for a transaction that is taking one). The no-op update returns the kept row.
-INSERT INTO reservation_decisions (order_id, decision)
-VALUES ($1, $2)
-ON CONFLICT (order_id) DO UPDATE SET decision = reservation_decisions.decision
-RETURNING decision;
+-- 'moved', and nothing recorded, when the order moved away from this shard: its tombstone is
+-- here and the order is not (the decision went with it; a move's last step deletes the one
+-- left here).
+WITH moved AS (
+    SELECT 1 FROM moved_orders
+    WHERE order_id = $1::uuid AND NOT EXISTS (SELECT 1 FROM orders WHERE id = $1::uuid)
+), decided AS (
+    INSERT INTO reservation_decisions (order_id, decision)
+    SELECT $1::uuid, $2::text WHERE NOT EXISTS (SELECT 1 FROM moved)
+    ON CONFLICT (order_id) DO UPDATE SET decision = reservation_decisions.decision
+    RETURNING decision
+)
+SELECT coalesce((SELECT decision FROM decided), 'moved');
 
 -- The saga's storage --------------------------------------------------------------------------
 
