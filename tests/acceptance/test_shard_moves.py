@@ -718,7 +718,7 @@ async def test_the_pause_finds_the_customers_rows_by_index(gateway: Gateway, sho
         "move_read_customer": (query("move_read_customer"), (customer.id, order_ids)),
         "move_delete_customer": (
             query("move_delete_customer"),
-            (customer.id, order_ids, other(gateway, source), uuid.uuid4()),
+            (customer.id, order_ids, other(gateway, source), uuid.uuid4(), "{}"),
         ),
         "move_delete_addresses_and_customer": (
             query("move_delete_addresses_and_customer"),
