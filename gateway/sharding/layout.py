@@ -38,6 +38,7 @@ from gateway.postgres import outbox
 from gateway.postgres.database import (
     Connection,
     DatabaseUnavailable,
+    connect,
     create_pool,
     wait_until_durable,
 )
@@ -187,9 +188,18 @@ class ShardedLayout(SagaSteps):
 
     def mover(self, hook: StepHook | None = None) -> ShardMover:
         """Moves customers between these shards (``hook``: called at each step of a move)."""
-        if hook is None:
-            return ShardMover(self._pool, self._shards, on_switched=self._directory.remember)
-        return ShardMover(self._pool, self._shards, on_switched=self._directory.remember, hook=hook)
+        catalog = self._topology.databases[0].postgres
+
+        async def open_session() -> asyncpg.Connection:
+            return await connect(catalog)
+
+        return ShardMover(
+            self._pool,
+            self._shards,
+            open_session=open_session,
+            on_switched=self._directory.remember,
+            hook=hook,
+        )
 
     async def move_customer(
         self, customer_id: UUID, target: str, *, pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
@@ -213,7 +223,7 @@ class ShardedLayout(SagaSteps):
                 if not _is_missing(missing, "order", order_id):
                     raise
                 if arriving is not None:
-                    await move_rows.await_arrival(self._shards[shard], arriving)
+                    await self.mover().ensure_arrived(arriving)
                     arriving = None
                     continue
                 tombstone = await move_rows.order_tombstone(self._shards[shard], order_id)
@@ -239,7 +249,7 @@ class ShardedLayout(SagaSteps):
                 if not _is_missing(missing, "customer", customer_id):
                     raise
                 if arriving is not None:
-                    await move_rows.await_arrival(self._shards[shard], arriving)
+                    await self.mover().ensure_arrived(arriving)
                     arriving = None
                     continue
                 followed = await self._follow_customer(shard, customer_id, hops)
@@ -314,23 +324,27 @@ class ShardedLayout(SagaSteps):
         once the move's copy there committed)."""
         customer_id = order_request.customer_id
         arriving: tuple[str, UUID] | None = None
-        for attempt in range(PLACE_ATTEMPTS):
+        attempts = hops = 0
+        while attempts < PLACE_ATTEMPTS:
             shard = await self._directory.shard_of(customer_id)
             try:
                 placed = await self._place_once(order_request, claim, shard)
                 return await self._with_token(self._shards[shard], placed)
             except reservations.KeySettledMeanwhile:
+                attempts += 1
                 continue
             except (NotFound, asyncpg.ForeignKeyViolationError) as error:
                 # The customer moved meanwhile: on the source, its order certainly was not
-                # created (its reservation was released at once); start over on the target.
+                # created (its reservation was released at once); start over on the target,
+                # once the move's copy is there (a wait, not an attempt).
                 if arriving is not None and arriving[0] == shard:
-                    await move_rows.await_arrival(self._shards[shard], arriving[1])
+                    await self.mover().ensure_arrived(arriving[1])
                     arriving = None
                     continue
-                arriving = await self._customer_moved(error, customer_id, shard, attempt)
+                arriving = await self._customer_moved(error, customer_id, shard, hops)
                 if arriving is None:
                     raise
+                attempts, hops = attempts + 1, hops + 1
         if claim is None:
             raise CustomerMoving(customer_id)
         raise RequestInProgress(claim.key)

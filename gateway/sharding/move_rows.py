@@ -98,18 +98,10 @@ async def has_customer(database: asyncpg.Pool | Connection, customer_id: UUID) -
 
 
 async def hold_arrival(connection: Connection, move_id: UUID) -> None:
-    """In the target's copy transaction: until it ends, :func:`await_arrival` of ``move_id``
-    waits."""
+    """In the caller's transaction on the target: the lock of move ``move_id``'s copy,
+    waiting for a copy transaction still open."""
     await connection.fetchval(
         query("move_hold_arrival"), AdvisoryLockClass.MOVE_ARRIVAL, str(move_id)
-    )
-
-
-async def await_arrival(database: asyncpg.Pool | Connection, move_id: UUID) -> None:
-    """Return once no transaction on this shard holds the copy of move ``move_id`` open (it
-    committed, or was given up)."""
-    await database.fetchval(
-        query("move_await_arrival"), AdvisoryLockClass.MOVE_ARRIVAL, str(move_id)
     )
 
 

@@ -12,8 +12,8 @@ The protocol (docs/how-to/sharding.md, "Moving a customer"):
    source and write the tombstones (the customer's keeping the rows), and commit S: **S's
    commit is the move's commit point**; then commit T. Nothing reads or writes the copy before
    the source gave the customer up: a request that follows the tombstone meanwhile waits for T
-   (``move_rows.await_arrival``), and a move cut off before T's commit writes the copy from the
-   tombstone when resumed;
+   (:meth:`ShardMover.ensure_arrived`), and when the move was cut off before T's commit, that
+   request, or the move's resumption, writes the copy from the tombstone;
 6. in the catalog, name the target in the directory and in the orders' reservations, record
    ``done``; then delete the source's reservation decisions of the moved orders.
 
@@ -35,7 +35,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from gateway.errors import MoveRefused, NotFound
+from gateway.errors import CustomerMoving, MoveRefused, NotFound
 from gateway.postgres.database import Connection
 from gateway.postgres.queries import query
 from gateway.relay.errors import DATABASE_ERRORS
@@ -56,6 +56,14 @@ log = logging.getLogger("gateway.sharding.moves")
 
 DEFAULT_PAUSE_TIMEOUT = 5.0
 """Seconds a move may pause its customer before it gives up (``--pause-timeout``)."""
+
+ARRIVAL_WAIT = DEFAULT_PAUSE_TIMEOUT
+"""Seconds a request that followed a tombstone waits for the move's copy to commit."""
+
+IDLE_MARGIN = 10.0
+"""Seconds beyond the pause timeout the server lets a move's S or T sit idle in its
+transaction before it ends it (a mover that stalls must not hold the customer's rows, or the
+target's relay horizon, for ever)."""
 
 DELIVERY_POLL_SECONDS = 0.02
 """How often the pause asks the source whether the customer's events were delivered."""
@@ -104,6 +112,17 @@ async def _no_hook(step: MoveStep) -> None:
     return None
 
 
+async def _close(session: asyncpg.Connection) -> None:
+    """Close ``session``, or drop it when closing fails or is cancelled."""
+    try:
+        await session.close(timeout=5)
+    except DATABASE_ERRORS:
+        session.terminate()
+    except BaseException:
+        session.terminate()
+        raise
+
+
 class ShardMover:
     """Moves customers between the shards of one catalog."""
 
@@ -112,13 +131,17 @@ class ShardMover:
         catalog: asyncpg.Pool,
         shards: Mapping[str, asyncpg.Pool],
         *,
+        open_session: Callable[[], Awaitable[asyncpg.Connection]],
         on_switched: Callable[[UUID, str], None] | None = None,
-        hook: StepHook = _no_hook,
+        hook: StepHook | None = None,
     ) -> None:
+        """``open_session``: a new connection to the catalog, outside ``catalog``'s pool, for
+        the lock of a customer's moves."""
         self._catalog = catalog
+        self._open_session = open_session
         self._shards = dict(shards)
         self._on_switched = on_switched
-        self._hook = hook
+        self._hook = hook or _no_hook
 
     async def move(
         self, customer_id: UUID, target: str, *, pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
@@ -141,17 +164,23 @@ class ShardMover:
     @asynccontextmanager
     async def _moving(self, customer_id: UUID) -> AsyncIterator[None]:
         """Hold the catalog's lock of the customer's moves (``MoveRefused`` when another
-        process holds it)."""
-        async with self._catalog.acquire() as connection:
-            if not await move_rows.try_lock_customer_moves(connection, customer_id):
+        process holds it), on a session of its own: it ends with the session, so neither a
+        cancelled move nor a pool's spare connection can keep it, and the move's own catalog
+        work never waits for a pooled connection this one holds."""
+        session = await self._open_session()
+        try:
+            if not await move_rows.try_lock_customer_moves(session, customer_id):
                 raise MoveRefused(
                     f"another process is moving customer {customer_id}; try again once it "
                     "finished (fanout shards moves lists it)"
                 )
-            try:
-                yield
-            finally:
-                await move_rows.unlock_customer_moves(connection, customer_id)
+            yield
+        finally:
+            # Unlocked before the session closes, so that the next move finds it free at once;
+            # a session already gone released it, and its error must not hide the move's.
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await move_rows.unlock_customer_moves(session, customer_id)
+            await _close(session)
 
     async def _move(self, customer_id: UUID, target: str, pause_timeout: float) -> MoveResult:
         earlier = await move_records.unfinished_of(self._catalog, customer_id)
@@ -260,6 +289,8 @@ class ShardMover:
         async with source.transaction():
             remaining = max(0.001, deadline - time.monotonic())
             await source.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
+            idle = lock_timeout_setting(pause_timeout + IDLE_MARGIN)
+            await source.execute(query("set_idle_timeout"), idle)
             paused_at = time.monotonic()
             try:
                 order_ids = await move_rows.lock_customer(source, move.customer_id)
@@ -277,6 +308,7 @@ class ShardMover:
             await self._await_delivery(source, aggregates, deadline, pause_timeout)
             await self._hook(MoveStep.DELIVERED)
             await copy.start()
+            await target.execute(query("set_idle_timeout"), idle)
             await move_rows.hold_arrival(target, move.id)
             orders = await move_rows.write_customer(target, document)
             await self._hook(MoveStep.TARGET_WRITTEN)
@@ -353,21 +385,53 @@ class ShardMover:
             await catalog.execute(query("move_switch_reservations"), order_ids, move.target)
             await move_records.set_state(catalog, move.id, MoveState.DONE)
 
-    async def _arrive(self, move: ShardMove) -> None:
+    async def ensure_arrived(self, move_id: UUID, *, wait: float | None = None) -> None:
+        """For a request that followed move ``move_id``'s tombstone to its target and found
+        nothing there: return once the target's copy is committed (waiting at most ``wait``
+        seconds for a T still open), writing it from the source's tombstone when the move was
+        cut off between the source's commit and T's (``wait``: ``ARRIVAL_WAIT`` unless
+        given). ``CustomerMoving`` when T stays open."""
+        move = await move_records.by_id(self._catalog, move_id)
+        if move is None or move.state.finished:
+            # A finished move's copy committed long ago (or never will, rolled back).
+            return
+        try:
+            lock_wait = ARRIVAL_WAIT if wait is None else wait
+            await self._arrive(move, lock_wait=lock_wait, required=False)
+        except asyncpg.LockNotAvailableError:
+            raise CustomerMoving(move.customer_id) from None
+
+    async def _arrive(
+        self, move: ShardMove, *, lock_wait: float | None = None, required: bool = True
+    ) -> None:
         """Make sure the target holds the customer: T committed, or the copy written now from
-        the rows the source's tombstone kept."""
+        the rows the source's tombstone kept (only ever after the source's commit: the
+        tombstone is written by it). ``required``: ``MoveRefused`` when neither side has
+        them."""
         async with self._shards[move.target].acquire() as target, target.transaction():
+            if lock_wait is not None:
+                await target.execute(query("set_lock_timeout"), lock_timeout_setting(lock_wait))
             await move_rows.hold_arrival(target, move.id)
             if await move_rows.has_customer(target, move.customer_id):
                 return
             source = self._shards[move.source]
             document = await move_rows.document_of(source, move.customer_id, move.id)
             if document is None:
+                if not required:
+                    return
                 raise MoveRefused(
                     f"move {move.id}: shard {move.source} keeps no rows of customer "
                     f"{move.customer_id} and shard {move.target} holds none"
                 )
             await move_rows.write_customer(target, document)
+            log.warning(
+                "move %s: customer %s written on %s from %s's tombstone (the move was cut off "
+                "between the two commits)",
+                move.id,
+                move.customer_id,
+                move.target,
+                move.source,
+            )
 
     async def _roll_back(self, move: ShardMove, reason: str) -> ShardMove:
         """Record ``rolled_back``. Runs only while the source holds the customer and cannot

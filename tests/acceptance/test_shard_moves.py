@@ -22,11 +22,13 @@ from typing import Any
 import pytest
 
 from gateway import Customer, Gateway, IllegalTransition, NotFound, Order, OrderStatus, Product
+from gateway.api.problems import problem_of
 from gateway.configuration.settings import Settings
-from gateway.errors import MoveRefused, VersionConflict
+from gateway.errors import CustomerMoving, MoveRefused, VersionConflict
 from gateway.order_ids import shard_tag, tag_of
 from gateway.postgres.queries import query
 from gateway.sharding import move_records
+from gateway.sharding import mover as mover_module
 from gateway.sharding.move_rules import MoveState
 from gateway.sharding.mover import MoveStep
 from gateway.sharding.relays import ShardedRelay
@@ -737,3 +739,111 @@ async def test_the_pause_finds_the_customers_rows_by_index(gateway: Gateway, sho
             plan = await connection.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args)
             scans[name] = scanned_whole(json.loads(plan) if isinstance(plan, str) else plan)
     assert {name: found for name, found in scans.items() if found} == {}
+
+
+async def test_moves_need_no_spare_catalog_connection(sharded: ShardedDatabases) -> None:
+    """The lock of a customer's moves is held on a session of its own: two moves at once in a
+    process whose pools have one connection each both finish."""
+    async with await connect_sharded(sharded, pool_max_size=1) as tiny:
+        shop = Shop(tiny)
+        product = await shop.product(stock=10)
+        customers = [await shop.customer() for _ in range(2)]
+        for customer in customers:
+            await place(tiny, shop, customer, product)
+        moves = [
+            tiny.sharding.move_customer(
+                customer.id, other(tiny, await tiny.sharding.shard_of_customer(customer.id))
+            )
+            for customer in customers
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*moves), timeout=60)
+        assert [result.move.state for result in results] == [MoveState.DONE] * 2
+
+
+async def test_a_cancelled_move_lets_go_of_the_customer(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop
+) -> None:
+    """A move cancelled while it pauses the customer (a caller's timeout) rolls back and leaves
+    no lock behind: another process moves the customer next."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    paused = asyncio.Event()
+
+    async def hang(step: MoveStep) -> None:
+        if step is MoveStep.LOCKED:
+            paused.set()
+            await asyncio.Event().wait()
+
+    moving = asyncio.create_task(gateway.sharding.mover(hang).move(customer.id, target))
+    await paused.wait()
+    moving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await moving
+    async with await connect_sharded(sharded) as elsewhere:
+        moved = await elsewhere.sharding.move_customer(customer.id, target)
+    assert moved.move.state is MoveState.DONE
+    await assert_lives_on(gateway, customer, target, [order.id])
+
+
+async def test_a_request_finishes_the_copy_of_a_mover_that_died_at_its_commit_point(
+    gateway: Gateway, shop: Shop
+) -> None:
+    """The mover dies between the source's commit and the copy's: the first request that
+    follows the tombstone writes the copy from it, so acknowledged orders keep answering
+    before anyone resumes the move; the resumption then finishes the catalog's step."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    key = f"k-{uuid.uuid4()}"
+    order = await gateway.place_order(shop.order(customer, (product, 1)), idempotency_key=key)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+
+    async def crash(step: MoveStep) -> None:
+        if step is MoveStep.SOURCE_COMMITTED:
+            raise Crash(step.value)
+
+    with pytest.raises(Crash):
+        await gateway.sharding.mover(crash).move(customer.id, target)
+    assert (await gateway.get_order(order.id)).id == order.id
+    assert [o.id for o in (await gateway.customer_orders(customer.id)).orders] == [order.id]
+    again = await gateway.place_order(shop.order(customer, (product, 1)), idempotency_key=key)
+    assert again.id == order.id
+    unfinished = await move_records.unfinished_of(gateway.pool, customer.id)
+    assert unfinished is not None
+    assert (await gateway.sharding.mover().resume(unfinished)).state is MoveState.DONE
+    await assert_lives_on(gateway, customer, target, [order.id])
+    await assert_units_conserved(gateway, {product.id: 10})
+
+
+async def test_a_stalled_copy_answers_its_customer_customer_moving_and_holds_no_one_else(
+    gateway: Gateway, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mover stalled between the two commits: a request of the moving customer waits a
+    bounded time for the copy, then answers CustomerMoving (409, retry); another customer of
+    the target places orders meanwhile."""
+    monkeypatch.setattr(mover_module, "ARRIVAL_WAIT", 0.3)
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    bystander = (await customers_on_each_shard(gateway, shop))[target]
+    stalled, go_on = asyncio.Event(), asyncio.Event()
+
+    async def stall(step: MoveStep) -> None:
+        if step is MoveStep.SOURCE_COMMITTED:
+            stalled.set()
+            await go_on.wait()
+
+    moving = asyncio.create_task(gateway.sharding.mover(stall).move(customer.id, target))
+    await stalled.wait()
+    try:
+        with pytest.raises(CustomerMoving) as busy:
+            await gateway.transition(order.id, OrderStatus.CONFIRMED)
+        assert problem_of(busy.value).status == 409
+        placed = await place(gateway, shop, bystander, product)
+        assert (await gateway.get_order(placed.id)).status is OrderStatus.PENDING
+    finally:
+        go_on.set()
+    assert (await moving).move.state is MoveState.DONE
+    assert (await gateway.transition(order.id, OrderStatus.CONFIRMED)).version == 2

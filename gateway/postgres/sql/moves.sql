@@ -216,10 +216,6 @@ SELECT count(*) FROM placed;
 SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1);
 
 -- name: move_hold_arrival
--- On the target, in the copy's transaction: requests that follow move $2's tombstones here wait
--- (move_await_arrival) until the copy commits or is given up.
+-- On the target, in the copy's transaction: a request that follows move $2's tombstones here and
+-- finds nothing takes it too, so it waits until the copy commits or is given up.
 SELECT pg_advisory_xact_lock($1, hashtext($2::text));
-
--- name: move_await_arrival
--- Returns once no transaction holds move_hold_arrival of move $2.
-SELECT pg_advisory_xact_lock_shared($1, hashtext($2::text));

@@ -154,6 +154,10 @@ SELECT coalesce((SELECT decision FROM decided), 'moved');
 -- For the rest of the transaction: a lock not granted within $1 fails the statement.
 SELECT set_config('lock_timeout', $1, true);
 
+-- name: set_idle_timeout
+-- For the rest of the transaction: the server ends it when it sits idle for $1.
+SELECT set_config('idle_in_transaction_session_timeout', $1, true);
+
 -- name: reservations_of_orders
 SELECT order_id, status FROM inventory_reservations WHERE order_id = ANY($1::uuid[]);
 
