@@ -82,7 +82,8 @@ class ChaosPlan:
     """The cluster's replication: asynchronous, synchronous (Patroni's ``synchronous_mode``),
     or strictly synchronous (no write without a synchronous standby)."""
     move_seconds: float = 12.0
-    """Sharded mode: how long a ``move-customers`` fault goes on moving customers."""
+    """Sharded mode: how long a ``move-customers`` fault goes on moving customers (longer when
+    none of its moves was made by then: see :func:`keep_moving`)."""
     movers: int = 2
     """Sharded mode: how many customers a ``move-customers`` fault moves at once (each mover
     one ``fanout shards move`` after another)."""
@@ -91,6 +92,20 @@ class ChaosPlan:
     def load_seconds(self) -> float:
         """How long placing the orders takes at the plan's rate."""
         return self.orders / self.rate
+
+
+MOVE_OVERTIME_SECONDS = 30.0
+"""How long a ``move-customers`` fault goes on past its ``move_seconds`` while none of its
+moves was made (each may roll back or fail under the other faults)."""
+
+
+def keep_moving(elapsed: float, move_seconds: float, made: int) -> bool:
+    """Whether a ``move-customers`` fault ``elapsed`` seconds in, with ``made`` moves made,
+    starts another move: for ``move_seconds``, then on until one was made, for at most
+    :data:`MOVE_OVERTIME_SECONDS` more."""
+    if elapsed < move_seconds:
+        return True
+    return made == 0 and elapsed < move_seconds + MOVE_OVERTIME_SECONDS
 
 
 def fault_schedule(

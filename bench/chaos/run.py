@@ -31,6 +31,7 @@ from bench.chaos.plan import (
     Fault,
     FaultWindow,
     explained,
+    keep_moving,
     settled_at,
     unavailable_for,
 )
@@ -233,14 +234,20 @@ class Chaos:
         window.ended = self.now()
 
     async def move_customers(self, fault: Fault) -> None:
-        """For ``fault.seconds``, ``plan.movers`` at a time: move a customer the client placed
-        orders for to another shard with ``fanout shards move``, as an operator does, then the
-        next one; each attempt is recorded with its outcome and pause."""
-        deadline = time.perf_counter() + fault.seconds
+        """For ``fault.seconds`` (see ``keep_moving``), ``plan.movers`` at a time: move a
+        customer the client placed orders for to another shard with ``fanout shards move``,
+        as an operator does, then the next one; each attempt is recorded with its outcome and
+        pause."""
+        began = time.perf_counter()
+        earlier = len(self.move_attempts)
         moving: set[str] = set()
 
+        def going_on() -> bool:
+            made = sum(a.outcome == "done" for a in self.move_attempts[earlier:])
+            return keep_moving(time.perf_counter() - began, fault.seconds, made)
+
         async def mover() -> None:
-            while time.perf_counter() < deadline:
+            while going_on():
                 customer = self.customer_to_move(moving)
                 if customer is None:
                     await asyncio.sleep(0.2)
@@ -276,11 +283,13 @@ class Chaos:
         self.move_attempts.append(attempt)
 
     async def finish_moves(self) -> dict[str, Any]:
-        """After the faults: ``fanout shards move --resume`` finishes the moves a fault cut off
-        (a command that failed mid-move), as an operator does; then how many are left."""
-        resumed = await resume_moves(self.config)
+        """After the faults: when a fault cut a move off (its command failed mid-move),
+        ``fanout shards move --resume`` finishes it, as an operator does; then how many are
+        left."""
+        cut_off = len(await move_records.unfinished(self.gateway.pool))
+        resumed = await resume_moves(self.config) if cut_off else {}
         left = await move_records.unfinished(self.gateway.pool)
-        return {"resumed": resumed, "unfinished_after_resume": len(left)}
+        return {"cut_off": cut_off, "resumed": resumed, "unfinished_after_resume": len(left)}
 
     async def check_moves(self, url: str, finished: dict[str, Any]) -> dict[str, Any]:
         """The moves' report: what they came to, the resume, and the check of every

@@ -23,6 +23,7 @@ from bench.chaos.plan import (
     asks_to_send_again,
     explained,
     fault_schedule,
+    keep_moving,
     settled_at,
     unavailable_for,
 )
@@ -100,6 +101,14 @@ def test_every_kind_of_fault_is_shaded_and_can_be_chosen_by_name() -> None:
     assert fault_kinds("kill-api, move-customers,") == {"kill-api", "move-customers"}
     with pytest.raises(argparse.ArgumentTypeError, match="unknown fault kinds: move"):
         fault_kinds("kill-api,move")
+
+
+def test_customers_are_moved_for_the_window_and_on_until_one_move_was_made() -> None:
+    assert keep_moving(0.0, 12.0, made=0) and keep_moving(11.9, 12.0, made=3)
+    assert not keep_moving(12.0, 12.0, made=1)
+    # Every move rolled back or failed under the other faults so far: on, within a bound.
+    assert keep_moving(12.0, 12.0, made=0) and keep_moving(41.9, 12.0, made=0)
+    assert not keep_moving(42.0, 12.0, made=0)
 
 
 def test_customers_being_moved_explain_no_failure() -> None:
