@@ -17,9 +17,14 @@ every order of PostgreSQL in every store: nothing lost, stale or different.
 In sharded mode (``--sharded``) the catalog is on ``postgres`` and a shard on each of
 ``postgres-shard-a`` and ``postgres-shard-b``; the faults are the relays and the API killed
 (the API while a placement holds units, which lapse after the short ``reservation_seconds``),
-each shard's server stopped and started, and the catalog's server restarted; after the drain
-a final sweep must leave no reservation held, every product's stock must be accounted for,
-and a reconciliation must find no break.
+each shard's server stopped and started, the catalog's server restarted, and customers the
+client placed orders for moved to the other shard with ``fanout shards move``, one after
+another for ``move_seconds``; after the drain a final sweep must leave no reservation held,
+every product's stock must be accounted for, a reconciliation must find no break, and every
+order of each customer a move was tried for must resolve through the API at its version.
+``--faults`` keeps only some kinds of fault, e.g. those that stop no server::
+
+    .venv/bin/python -m bench.chaos --sharded --faults kill-relay,kill-api,move-customers
 
 The report goes to ``bench/results/chaos.json`` and its chart to ``bench/results/chaos.png``.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.chaos import __doc__ as DESCRIPTION
 from bench.chaos.chart import draw
-from bench.chaos.plan import ChaosPlan, fault_schedule
+from bench.chaos.plan import FAULT_KINDS, ChaosPlan, FaultKind, fault_schedule
 from bench.chaos.run import run_chaos, verdict
 from bench.chaos.watch import ProcessEnded
 from bench.common import RESULTS, write_results
@@ -47,6 +47,19 @@ def main() -> None:
     parser.add_argument(
         "--partition-seconds", type=float, default=15.0, help="cluster: the primary is cut off"
     )
+    parser.add_argument(
+        "--move-seconds",
+        type=float,
+        default=12.0,
+        help="sharded mode: how long each move-customers fault moves customers",
+    )
+    parser.add_argument(
+        "--faults",
+        type=fault_kinds,
+        help="only the faults of these kinds, comma-separated (of "
+        + ", ".join(FAULT_KINDS)
+        + "); by default every kind of the mode",
+    )
     arguments = parser.parse_args()
     plan = ChaosPlan(
         orders=arguments.orders,
@@ -59,8 +72,9 @@ def main() -> None:
         cluster=arguments.cluster is not None,
         cluster_mode=arguments.cluster or "sync",
         partition_seconds=arguments.partition_seconds,
+        move_seconds=arguments.move_seconds,
     )
-    plan = replace(plan, faults=fault_schedule(plan, arguments.repeats))
+    plan = replace(plan, faults=fault_schedule(plan, arguments.repeats, arguments.faults))
     logs = Path(tempfile.mkdtemp(prefix="fanout-chaos-"))
     print(f"process logs in {logs}")
     try:
@@ -79,8 +93,20 @@ def main() -> None:
     print(f"requests: {report['requests']}; duplicates: {report['duplicates_absorbed']}")
     if "saga" in report:
         print(f"saga: {report['saga']['reservations']}")
+    if "moves" in report:
+        moves = {k: v for k, v in report["moves"].items() if k != "pauses_ms"}
+        print(f"moves: {moves}")
     print(f"verdict: {report['verdict']}; written to {path}")
     sys.exit(1 if broken else 0)
+
+
+def fault_kinds(text: str) -> frozenset[FaultKind]:
+    """``--faults``: comma-separated fault kinds."""
+    kinds = {kind.strip() for kind in text.split(",") if kind.strip()}
+    unknown = sorted(kinds - set(FAULT_KINDS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault kinds: {', '.join(unknown)}")
+    return frozenset(kind for kind in FAULT_KINDS if kind in kinds)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,21 @@ matplotlib.use("Agg")  # files only: no display on servers and CI machines
 
 import matplotlib.pyplot as plt
 
+from bench.chaos.plan import FaultKind
+
+COLOURS: dict[FaultKind, str] = {
+    "kill-relay": "tab:purple",
+    "stop-store": "tab:orange",
+    "restart-postgres": "tab:red",
+    "kill-api": "tab:green",
+    "stop-shard": "tab:brown",
+    "switchover": "tab:blue",
+    "failover": "tab:red",
+    "partition-primary": "tab:pink",
+    "move-customers": "tab:olive",
+}
+"""The shade of each kind of fault."""
+
 
 def draw(report: dict[str, Any], path: Path) -> None:
     """Age of the oldest undelivered event and backlog per store over time, faults shaded."""
@@ -24,21 +39,11 @@ def draw(report: dict[str, Any], path: Path) -> None:
         backlog.plot(seconds, [r["backlog"].get(kind) for r in rows], label=kind)
     placed.plot(seconds, [r["placed"] for r in rows], label="orders placed")
     placed.plot(seconds, [r["failed_attempts"] for r in rows], label="failed attempts (retried)")
-    colours = {
-        "kill-relay": "tab:purple",
-        "stop-store": "tab:orange",
-        "restart-postgres": "tab:red",
-        "kill-api": "tab:green",
-        "stop-shard": "tab:brown",
-        "switchover": "tab:blue",
-        "failover": "tab:red",
-        "partition-primary": "tab:pink",
-    }
     for window in report["faults"]:
         end = window["ended"] if window["ended"] is not None else window["began"]
         for axis in (lag, backlog, placed):
             axis.axvspan(window["began"], max(end, window["began"] + 0.5), alpha=0.15,
-                         color=colours[window["kind"]])  # fmt: skip
+                         color=COLOURS[window["kind"]])  # fmt: skip
         label = window["kind"] + (f" {window['target']}" if window["target"] else "")
         lag.annotate(label, (window["began"], 0), rotation=90, fontsize=6, va="bottom")
     lag.set_ylabel("oldest undelivered event (s)")

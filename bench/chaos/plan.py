@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from support.stores import STORES
 
@@ -17,7 +17,9 @@ FaultKind = Literal[
     "switchover",
     "failover",
     "partition-primary",
+    "move-customers",
 ]
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 PRIMARY_MOVES: frozenset[FaultKind] = frozenset({"switchover", "failover", "partition-primary"})
 """The faults that move a PostgreSQL cluster's primary to another node."""
 
@@ -79,6 +81,12 @@ class ChaosPlan:
     cluster_mode: Literal["async", "sync", "strict"] = "sync"
     """The cluster's replication: asynchronous, synchronous (Patroni's ``synchronous_mode``),
     or strictly synchronous (no write without a synchronous standby)."""
+    move_seconds: float = 12.0
+    """Sharded mode: how long a ``move-customers`` fault goes on moving customers (longer when
+    none of its moves was made by then: see :func:`keep_moving`)."""
+    movers: int = 2
+    """Sharded mode: how many customers a ``move-customers`` fault moves at once (each mover
+    one ``fanout shards move`` after another)."""
 
     @property
     def load_seconds(self) -> float:
@@ -86,17 +94,36 @@ class ChaosPlan:
         return self.orders / self.rate
 
 
-def fault_schedule(plan: ChaosPlan, repeats: int) -> tuple[Fault, ...]:
+MOVE_OVERTIME_SECONDS = 30.0
+"""How long a ``move-customers`` fault goes on past its ``move_seconds`` while none of its
+moves was made (each may roll back or fail under the other faults)."""
+
+
+def keep_moving(elapsed: float, move_seconds: float, made: int) -> bool:
+    """Whether a ``move-customers`` fault ``elapsed`` seconds in, with ``made`` moves made,
+    starts another move: for ``move_seconds``, then on until one was made, for at most
+    :data:`MOVE_OVERTIME_SECONDS` more."""
+    if elapsed < move_seconds:
+        return True
+    return made == 0 and elapsed < move_seconds + MOVE_OVERTIME_SECONDS
+
+
+def fault_schedule(
+    plan: ChaosPlan, repeats: int, only: Collection[FaultKind] | None = None
+) -> tuple[Fault, ...]:
     """Each fault ``repeats`` times, spread evenly over the load (from 5 % to 80 % of it),
-    the kinds interleaved so that no two of a kind follow each other.
+    the kinds interleaved so that no two of a kind follow each other; with ``only``, just the
+    faults of those kinds (spread the same way).
 
     One database: a relay killed, each store stopped, PostgreSQL restarted, the API killed.
-    Sharded mode: a relay killed, each shard's server stopped, the API killed, the catalog's
-    server restarted."""
+    Sharded mode: a relay killed, each shard's server stopped, the API killed, customers moved
+    between the shards, the catalog's server restarted."""
     if plan.cluster:
         kinds = cluster_kinds(plan)
     else:
         kinds = sharded_kinds(plan) if plan.shards else single_database_kinds(plan)
+    if only is not None:
+        kinds = [kind for kind in kinds if kind[0] in only]
     rounds = [kind for _ in range(repeats) for kind in kinds]
     start, end = 0.05 * plan.load_seconds, 0.80 * plan.load_seconds
     step = (end - start) / max(1, len(rounds) - 1)
@@ -131,7 +158,9 @@ def cluster_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
 
 def sharded_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
     """One round of faults in sharded mode: each relay killed, each shard's server stopped,
-    the API killed (while a placement holds units), the catalog's server restarted."""
+    the API killed (while a placement holds units), the catalog's server restarted, and, in
+    the middle of the round, customers moved between the shards for ``move_seconds`` (with
+    two shards or more)."""
     kinds: list[tuple[FaultKind, str, float]] = []
     for number, shard in enumerate(plan.shards):
         kinds.append(("kill-relay", str(number % plan.relays), 3.0))
@@ -139,6 +168,8 @@ def sharded_kinds(plan: ChaosPlan) -> list[tuple[FaultKind, str, float]]:
         kinds.append(("kill-api", "", 2.0) if number % 2 == 0 else ("restart-postgres", "", 0.0))
     if len(plan.shards) < 2:
         kinds.append(("restart-postgres", "", 0.0))
+    else:
+        kinds.insert(len(kinds) // 2, ("move-customers", "", plan.move_seconds))
     return kinds
 
 
@@ -196,8 +227,8 @@ def explained(failure: FailedAttempt, windows: list[FaultWindow]) -> bool:
     """Whether ``failure`` is what a fault in force while it was in flight causes: a 503 with
     Retry-After while PostgreSQL (or the catalog) restarts or a shard is down, a lost or
     refused connection while the API is down (or restarts after PostgreSQL did). A fault is in
-    force from its start until the gateway is seen answering after it. Nothing else may
-    fail."""
+    force from its start until the gateway is seen answering after it. Nothing else may fail:
+    customers being moved explain nothing (their requests wait for the move's pause)."""
     for window in windows:
         until = window.settled if window.settled is not None else float("inf")
         if not (failure.ended >= window.began and failure.started <= until):

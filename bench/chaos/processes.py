@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.loadtest.faults import SERVICES_SCRIPT
@@ -52,7 +53,7 @@ class FanoutProcess:
                 *self.args,
                 stdout=log,
                 stderr=log,
-                env={k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")},
+                env=fanout_environment(),
             )
         finally:
             log.close()
@@ -111,3 +112,49 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def fanout_environment() -> dict[str, str]:
+    """The environment of a ``fanout`` subprocess: this one's, but for the ``FANOUT_``
+    variables (the configuration file decides) and ``COLUMNS`` (its output unwrapped)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_") and k != "COLUMNS"}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A finished command: its exit code (``None``: killed at its timeout) and output."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+
+async def run_fanout(config: Path, args: list[str], timeout_seconds: float) -> CommandResult:
+    """``fanout --config CONFIG ARGS...`` to its end, or killed after ``timeout_seconds``."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "--config",
+        str(config),
+        *args,
+        env=fanout_environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_seconds)
+    except TimeoutError:
+        process.kill()
+        stdout, stderr = await process.communicate()
+        killed = f"\nkilled after {timeout_seconds:g} s"
+        return CommandResult(
+            None, stdout.decode(errors="replace"), stderr.decode(errors="replace") + killed
+        )
+    except BaseException:  # cancelled: the command must not outlive the run
+        if process.returncode is None:
+            process.kill()
+        raise
+    return CommandResult(
+        process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+    )

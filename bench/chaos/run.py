@@ -23,12 +23,15 @@ import yaml
 
 from adapters.readback import OrderSpan, ReadBack
 from bench.chaos.client import ChaosClient, ClientCounts
+from bench.chaos.move_check import check_moved_customers, move_findings
+from bench.chaos.moves import MoveAttempt, move_customer, moves_summary, resume_moves
 from bench.chaos.plan import (
     HAPPY_PATH,
     ChaosPlan,
     Fault,
     FaultWindow,
     explained,
+    keep_moving,
     settled_at,
     unavailable_for,
 )
@@ -40,9 +43,11 @@ from gateway import Gateway
 from gateway.operations.verify import verify
 from gateway.postgres import outbox
 from gateway.postgres.database import DatabaseUnavailable, connect
+from gateway.postgres.queries import query
 from gateway.postgres.topology import databases
 from gateway.relay.errors import DATABASE_ERRORS
 from gateway.relay.tables import list_dead_letters
+from gateway.sharding import move_records
 from support.eventually import eventually
 from support.ha_cluster import HaCluster
 from support.sharding import sharded_databases
@@ -156,6 +161,8 @@ class Chaos:
         self.moving = asyncio.Lock()
         """Held by a move of the primary: the next one waits for it, and for the cluster to be
         whole again."""
+        self.move_attempts: list[MoveAttempt] = []
+        """Each customer move the run tried (sharded mode), in the order they ended."""
 
     def now(self) -> float:
         """Seconds since the load began."""
@@ -222,7 +229,82 @@ class Chaos:
             case "switchover" | "failover" | "partition-primary":
                 await self.move_primary(fault, window)
                 return
+            case "move-customers":
+                await self.move_customers(fault)
         window.ended = self.now()
+
+    async def move_customers(self, fault: Fault) -> None:
+        """For ``fault.seconds`` (see ``keep_moving``), ``plan.movers`` at a time: move a
+        customer the client placed orders for to another shard with ``fanout shards move``,
+        as an operator does, then the next one; each attempt is recorded with its outcome and
+        pause."""
+        began = time.perf_counter()
+        earlier = len(self.move_attempts)
+        moving: set[str] = set()
+
+        def going_on() -> bool:
+            made = sum(a.outcome == "done" for a in self.move_attempts[earlier:])
+            return keep_moving(time.perf_counter() - began, fault.seconds, made)
+
+        async def mover() -> None:
+            while going_on():
+                customer = self.customer_to_move(moving)
+                if customer is None:
+                    await asyncio.sleep(0.2)
+                    continue
+                moving.add(customer)
+                try:
+                    await self.move_one(customer)
+                finally:
+                    moving.discard(customer)
+
+        await asyncio.gather(*(mover() for _ in range(self.plan.movers)))
+
+    def customer_to_move(self, moving: set[str]) -> str | None:
+        """A customer the client has placed orders for, not being moved now; none yet: None."""
+        assert self.client is not None
+        customers = {order["customer_id"] for _, order in self.client.acknowledged} - moving
+        return random.choice(sorted(customers)) if customers else None
+
+    async def move_one(self, customer: str) -> None:
+        """Move ``customer`` to another shard than the directory names now. While the catalog
+        does not answer (its server restarting) there is no move to try: wait a second."""
+        try:
+            source = await asyncio.wait_for(
+                self.gateway.pool.fetchval(query("directory_shard_of"), uuid.UUID(customer)), 5
+            )
+        except (TimeoutError, *DATABASE_ERRORS) as error:
+            log.info("no move of %s at %.1f s: the catalog: %r", customer, self.now(), error)
+            await asyncio.sleep(1.0)
+            return
+        target = random.choice([name for name in self.gateway.sharding.shards if name != source])
+        attempt = await move_customer(self.config, customer, source, target)
+        log.info("move of %s at %.1f s: %s", customer, self.now(), attempt)
+        self.move_attempts.append(attempt)
+
+    async def finish_moves(self) -> dict[str, Any]:
+        """After the faults: when a fault cut a move off (its command failed mid-move),
+        ``fanout shards move --resume`` finishes it, as an operator does; then how many are
+        left."""
+        cut_off = len(await move_records.unfinished(self.gateway.pool))
+        resumed = await resume_moves(self.config) if cut_off else {}
+        left = await move_records.unfinished(self.gateway.pool)
+        return {"cut_off": cut_off, "resumed": resumed, "unfinished_after_resume": len(left)}
+
+    async def check_moves(self, url: str, finished: dict[str, Any]) -> dict[str, Any]:
+        """The moves' report: what they came to, the resume, and the check of every
+        acknowledged order of each customer a move was tried for through the API."""
+        assert self.client is not None
+        tried = {attempt.customer_id for attempt in self.move_attempts}
+        orders: dict[str, list[str]] = {customer: [] for customer in sorted(tried)}
+        for _, order in self.client.acknowledged:
+            if order["customer_id"] in orders:
+                orders[order["customer_id"]].append(order["id"])
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            check = await check_moved_customers(
+                http, self.gateway.pool, self.gateway.sharding.shards, orders
+            )
+        return {**moves_summary(self.move_attempts), **finished, "check": check}
 
     async def move_primary(self, fault: Fault, window: FaultWindow) -> None:
         """Move the cluster's primary as ``fault`` says; the window ends once the new primary
@@ -391,8 +473,10 @@ class Chaos:
             # Pooled connections died with the PostgreSQL restarts.
             for pool in self.pools:
                 await pool.expire_connections()
+            finished = await self.finish_moves() if self.moves_planned else None
             drained = await watched(self.drain(), self.processes)
             drain_seconds = self.now() - load_seconds
+            moves = await self.check_moves(url, finished) if finished is not None else None
             await asyncio.wait_for(asyncio.gather(*self.resumes), 60)
             exited = ended_on_their_own(state_of(process) for process in self.processes)
         finally:
@@ -404,9 +488,16 @@ class Chaos:
             for relay in self.relays:
                 await relay.stop()
         report = await self.report(client, load_seconds, drained, drain_seconds, exited)
+        if moves is not None:
+            report["moves"] = moves
         if self.sharded is not None:
             report["saga"] = await saga_report(self.sharded, stock, self.config)
         return report
+
+    @property
+    def moves_planned(self) -> bool:
+        """Whether the fault schedule moves customers."""
+        return any(fault.kind == "move-customers" for fault in self.plan.faults)
 
     async def report(
         self,
@@ -555,6 +646,8 @@ def verdict(report: dict[str, Any]) -> list[str]:
     broken += dead_letter_findings(report.get("dead_letters", {}))
     if "saga" in report:
         broken += saga_findings(report["saga"])
+    if "moves" in report:
+        broken += move_findings(report["moves"])
     if orders.get("acknowledged_missing"):
         broken.append(
             f"{orders['acknowledged_missing']} acknowledged orders missing from PostgreSQL"

@@ -1,8 +1,9 @@
 """The chaos run in sharded mode, short: orders through the API over a catalog and two shards
 while each relay and the API are killed, each shard's server is stopped, the catalog's server
-restarted and reservations lapse; then every order checked in every store, every product's
-stock accounted for and the saga reconciled. ``python -m bench.chaos --sharded`` runs the long
-version by hand."""
+restarted, reservations lapse and customers are moved between the shards (``fanout shards
+move``); then every order checked in every store, every product's stock accounted for, the
+saga reconciled and every order of the moved customers resolved through the API. ``python -m
+bench.chaos --sharded`` runs the long version by hand."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ async def test_nothing_is_lost_and_inventory_stays_exact_through_every_sharded_f
 
     assert verdict(report) == [], (report["requests"], report.get("saga"))
     kinds = {window["kind"] for window in report["faults"]}
-    assert kinds == {"kill-relay", "stop-shard", "restart-postgres", "kill-api"}
+    assert kinds == {"kill-relay", "stop-shard", "restart-postgres", "kill-api", "move-customers"}
     assert all(window["ended"] is not None for window in report["faults"])
     stopped = {w["target"] for w in report["faults"] if w["kind"] == "stop-shard"}
     assert stopped == set(SHARD_SERVERS.values())
@@ -50,5 +51,13 @@ async def test_nothing_is_lost_and_inventory_stays_exact_through_every_sharded_f
     assert saga["reconciliation"]["orders_checked"] == report["orders"]["placed"]
     # The API was killed while a placement held units: they lapsed and the sweeper settled them.
     assert sum(saga["reservations"]["settled_after_expiry"].values()) >= 1
+    # Customers were moved while their orders were placed and changed; each order of every
+    # customer a move was tried for resolves through the API at its version, from its
+    # customer's shard only.
+    moves = report["moves"]
+    assert moves["done"] >= 1, moves
+    assert moves["unfinished_after_resume"] == 0
+    assert moves["check"]["orders_checked"] >= 1
+    assert moves["check"]["problems"] == 0, moves["check"]
     failed = report["requests"]["failed_attempts_by_kind"]
     assert [kind for kind in failed if kind.startswith("HTTP") and kind != "HTTP 503"] == []

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bench.chaos.__main__ import fault_kinds
+from bench.chaos.chart import COLOURS
+from bench.chaos.move_check import Answer, HeldRow, move_findings, order_problems
+from bench.chaos.moves import MoveAttempt, attempt_from_output, moves_summary
 from bench.chaos.plan import (
+    FAULT_KINDS,
     ChaosPlan,
     FailedAttempt,
+    FaultKind,
     FaultWindow,
     asks_to_send_again,
     explained,
     fault_schedule,
+    keep_moving,
     settled_at,
     unavailable_for,
 )
@@ -36,10 +46,13 @@ def test_every_fault_runs_as_often_as_asked_within_the_load() -> None:
     assert all(a.kind != b.kind or a.target != b.target for a, b in itertools.pairwise(schedule))
 
 
-def test_a_sharded_schedule_kills_each_relay_and_the_api_and_stops_each_shard_and_the_catalog() -> (
+SHARDS = ("postgres-shard-a", "postgres-shard-b")
+
+
+def test_a_sharded_schedule_kills_relays_and_the_api_stops_each_server_and_moves_customers() -> (
     None
 ):
-    plan = ChaosPlan(orders=6_000, rate=60, shards=("postgres-shard-a", "postgres-shard-b"))
+    plan = ChaosPlan(orders=6_000, rate=60, shards=SHARDS, move_seconds=9)
     schedule = fault_schedule(plan, repeats=2)
     kinds = Counter((fault.kind, fault.target) for fault in schedule)
     assert kinds == {
@@ -49,10 +62,60 @@ def test_a_sharded_schedule_kills_each_relay_and_the_api_and_stops_each_shard_an
         ("stop-shard", "postgres-shard-b"): 2,
         ("kill-api", ""): 2,
         ("restart-postgres", ""): 2,
+        ("move-customers", ""): 2,
     }
     assert all(f.seconds == plan.shard_outage_seconds for f in schedule if f.kind == "stop-shard")
+    assert all(f.seconds == 9 for f in schedule if f.kind == "move-customers")
     times = [fault.at for fault in schedule]
     assert times == sorted(times) and times[-1] <= 0.8 * plan.load_seconds
+    assert all(a.kind != b.kind for a, b in itertools.pairwise(schedule))
+    # Mid-round: the client has placed orders for many customers by the first move.
+    first_move = next(fault.at for fault in schedule if fault.kind == "move-customers")
+    assert first_move > 0.1 * plan.load_seconds
+
+
+def test_one_shard_has_nowhere_to_move_customers_to() -> None:
+    plan = ChaosPlan(orders=6_000, rate=60, shards=SHARDS[:1])
+    assert "move-customers" not in {fault.kind for fault in fault_schedule(plan, repeats=2)}
+
+
+def test_a_schedule_of_some_kinds_spreads_only_those_over_the_same_span() -> None:
+    plan = ChaosPlan(orders=6_000, rate=60, shards=SHARDS)
+    only: set[FaultKind] = {"kill-relay", "kill-api", "move-customers"}
+    schedule = fault_schedule(plan, repeats=2, only=only)
+    kinds = Counter((fault.kind, fault.target) for fault in schedule)
+    assert kinds == {
+        ("kill-relay", "0"): 2,
+        ("kill-relay", "1"): 2,
+        ("kill-api", ""): 2,
+        ("move-customers", ""): 2,
+    }
+    times = [fault.at for fault in schedule]
+    assert times[0] == round(0.05 * plan.load_seconds, 1)
+    assert times[-1] == round(0.8 * plan.load_seconds, 1)
+    assert fault_schedule(plan, repeats=2, only=()) == ()
+
+
+def test_every_kind_of_fault_is_shaded_and_can_be_chosen_by_name() -> None:
+    assert set(COLOURS) == set(FAULT_KINDS)
+    assert fault_kinds("kill-api, move-customers,") == {"kill-api", "move-customers"}
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown fault kinds: move"):
+        fault_kinds("kill-api,move")
+
+
+def test_customers_are_moved_for_the_window_and_on_until_one_move_was_made() -> None:
+    assert keep_moving(0.0, 12.0, made=0) and keep_moving(11.9, 12.0, made=3)
+    assert not keep_moving(12.0, 12.0, made=1)
+    # Every move rolled back or failed under the other faults so far: on, within a bound.
+    assert keep_moving(12.0, 12.0, made=0) and keep_moving(41.9, 12.0, made=0)
+    assert not keep_moving(42.0, 12.0, made=0)
+
+
+def test_customers_being_moved_explain_no_failure() -> None:
+    """A moved customer's requests wait for the pause, then follow it: nothing fails."""
+    move = FaultWindow("move-customers", "", began=10.0, ended=22.0, settled=22.1)
+    for kind in ("HTTP 503", "HTTP 500", "ConnectError", "ReadError"):
+        assert not explained(failed(kind, 15.0), [move])
 
 
 def test_a_shard_down_explains_503s_only() -> None:
@@ -238,3 +301,99 @@ def test_the_run_s_orders_have_no_payment_deadline(tmp_path: Path) -> None:
     path = config_for("postgresql://u@h/db", "tag", ChaosPlan(orders=10, rate=1), 8000, tmp_path)
 
     assert load_settings(path).orders.payment_timeout_seconds is None
+
+
+MOVE = "move 1f0c: customer c0ffee alpha -> beta"
+
+
+def test_a_move_command_s_outcome_is_read_from_its_exit_code_and_output() -> None:
+    def attempt(returncode: int | None, stdout: str, stderr: str = "") -> MoveAttempt:
+        return attempt_from_output("c0ffee", "alpha", "beta", returncode, stdout, stderr, 3.2)
+
+    done = attempt(0, f"{MOVE}: done, 12 order(s), paused 48 ms\n")
+    assert done == MoveAttempt("c0ffee", "alpha", "beta", "done", 12, 48, seconds=3.2)
+    rolled_back = attempt(
+        1, f"{MOVE}: rolled_back\n", "rolled back: 3 event(s) of the customer not delivered\n"
+    )
+    assert (rolled_back.outcome, rolled_back.reason) == (
+        "rolled_back",
+        "3 event(s) of the customer not delivered",
+    )
+    refused = attempt(1, "", "error: another process is moving customer c0ffee\n")
+    assert (refused.outcome, refused.reason) == (
+        "failed",
+        "error: another process is moving customer c0ffee",
+    )
+    crashed = attempt(1, "", "Traceback ...\n  ...\nConnectionRefusedError: [Errno 111]\n\n")
+    assert (crashed.outcome, crashed.reason) == ("failed", "ConnectionRefusedError: [Errno 111]")
+    # A "done" line with a failing exit code is not taken for a move made.
+    assert attempt(1, f"{MOVE}: done, 1 order(s), paused 5 ms\n").outcome == "failed"
+    assert attempt(None, "", "killed after 180 s").reason == "killed after 180 s"
+
+
+def test_the_moves_summary_counts_outcomes_customers_orders_and_pauses() -> None:
+    attempts = [
+        MoveAttempt("a", "alpha", "beta", "done", 10, 40, seconds=3.0),
+        MoveAttempt("b", "beta", "alpha", "rolled_back", reason="not delivered", seconds=8.0),
+        MoveAttempt("a", "beta", "alpha", "done", 11, 20, seconds=3.5),
+        MoveAttempt("c", "alpha", "beta", "done", 2, 90, seconds=4.0),
+        MoveAttempt("d", "alpha", "beta", "failed", reason="refused", seconds=2.0),
+    ]
+
+    summary = moves_summary(attempts)
+
+    assert {k: summary[k] for k in ("attempted", "done", "rolled_back", "failed")} == {
+        "attempted": 5,
+        "done": 3,
+        "rolled_back": 1,
+        "failed": 1,
+    }
+    assert (summary["customers_moved"], summary["orders_moved"]) == (2, 23)
+    assert summary["pauses_ms"] == [40, 20, 90]
+    assert summary["pause_ms"] == {"median": 40, "max": 90}
+    assert summary["command_seconds_median"] == 3.5
+    assert summary["reasons"] == {"rolled_back: not delivered": 1, "failed: refused": 1}
+    assert moves_summary([])["pause_ms"] == {}
+
+
+def test_a_moved_customer_s_order_resolves_only_from_its_customer_s_shard_at_its_version() -> None:
+    def problems(
+        held: list[HeldRow],
+        answer: Answer,
+        history: list[int] | None = None,
+        listed: bool = True,
+    ) -> list[str]:
+        return order_problems("o1", "c1", "beta", held, answer, history, listed)
+
+    home = [HeldRow("beta", "c1", 3)]
+    found = Answer(200, {"id": "o1", "customer_id": "c1", "version": 3})
+    assert problems(home, found, [1, 2, 3]) == []
+    assert problems(home, found, None) == []  # history not read
+    assert "held by ['alpha', 'beta']" in problems([HeldRow("alpha", "c1", 3), *home], found)[0]
+    assert "held by []" in problems([], found)[0]
+    assert "held by ['alpha']" in problems([HeldRow("alpha", "c1", 3)], found)[0]
+    assert "answered 404" in problems(home, Answer(404))[0]
+    stale = Answer(200, {"id": "o1", "customer_id": "c1", "version": 2})
+    assert "answered version 2" in problems(home, stale)[0]
+    assert "history versions [1, 3]" in problems(home, found, [1, 3])[0]
+    assert "not among its customer's orders" in problems(home, found, listed=False)[0]
+
+
+def test_a_move_left_unfinished_or_an_order_that_does_not_resolve_breaks_the_run() -> None:
+    clean: dict[str, Any] = {
+        "done": 4,
+        "rolled_back": 2,
+        "failed": 1,
+        "resumed": {"exit_code": 0, "by_state": {}},
+        "unfinished_after_resume": 0,
+        "check": {"problems": 0, "first_problems": []},
+    }
+    assert move_findings(clean) == []
+    assert verdict(clean_report() | {"moves": clean}) == []
+    assert move_findings(clean | {"unfinished_after_resume": 2}) == ["2 moves left unfinished"]
+    lost = clean | {"check": {"problems": 1, "first_problems": ["order o1: held by []"]}}
+    assert verdict(clean_report() | {"moves": lost}) == [
+        "1 problems with moved customers' orders: ['order o1: held by []']"
+    ]
+    failed_resume = clean | {"resumed": {"exit_code": 1, "stderr": "x"}}
+    assert "--resume failed" in move_findings(failed_resume)[0]
