@@ -107,10 +107,11 @@ async def server_runs_of(pool: asyncpg.Pool) -> ServerRuns:
     return runs
 
 
-def write_results(name: str, results: dict[str, Any]) -> Path:
-    """Write ``results`` with the machine's description to ``bench/results/<name>.json``."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, results: dict[str, Any], path: Path | None = None) -> Path:
+    """Write ``results`` with the machine's description to ``path`` (by default
+    ``bench/results/<name>.json``)."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": name,
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
