@@ -38,6 +38,12 @@ async def has_late_events(connection: Connection, aggregates: Sequence[str]) -> 
     return bool(await connection.fetchval(query("move_late_events"), list(aggregates)))
 
 
+async def blocks_writers(connection: Connection) -> bool:
+    """In the locking transaction: whether its locks hold up a transaction that has taken its
+    id (which may hold the relay back below the events the pause waits for)."""
+    return bool(await connection.fetchval(query("move_blocks_writers")))
+
+
 async def undelivered_events(connection: Connection, aggregates: Sequence[str]) -> int:
     """How many events of ``aggregates`` some registered sink has not passed yet."""
     count = await connection.fetchval(query("move_undelivered_events"), list(aggregates))

@@ -92,9 +92,11 @@ class MoveAborted(Exception):
 
 
 class _LateEvents(Exception):
-    """Events the pause cannot wait for slipped in while it took its locks: written by a
-    transaction younger than the pause's own, which the relay cannot read while the pause
-    runs. The pause starts over (until its deadline)."""
+    """Events the pause cannot wait for: written by a transaction younger than the pause's own
+    while it took its locks, which the relay cannot read while the pause runs; or held back
+    by an older transaction that waits for the pause's locks (a placement of the customer
+    between its statements), which the relay cannot pass either. The pause starts over (until
+    its deadline), letting that transaction through."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,8 @@ class ShardMover:
                     f"{undelivered} event(s) of the customer not delivered to every sink "
                     f"within the pause timeout ({pause_timeout} s)"
                 )
+            if await move_rows.blocks_writers(source):
+                raise _LateEvents()
             await asyncio.sleep(DELIVERY_POLL_SECONDS)
 
     async def _roll_forward(self, move: ShardMove) -> ShardMove:

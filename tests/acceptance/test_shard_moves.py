@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gateway import Customer, Gateway, IllegalTransition, NotFound, Order, OrderStatus, Product
@@ -847,3 +848,50 @@ async def test_a_stalled_copy_answers_its_customer_customer_moving_and_holds_no_
         go_on.set()
     assert (await moving).move.state is MoveState.DONE
     assert (await gateway.transition(order.id, OrderStatus.CONFIRMED)).version == 2
+
+
+async def test_a_pause_lets_through_a_placement_that_holds_the_relay_back(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop, relay: ShardedRelay
+) -> None:
+    """A placement of the moving customer took its transaction id (its key claim) before the
+    pause, and an event of the customer committed after that id; the placement's next
+    statement (its order's foreign key) then waits for the pause's lock of the customer. The
+    relay cannot pass the placement, so the pause would wait for that event until its timeout;
+    it starts over instead, the placement goes through, and the move completes."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    pool = gateway.sharding.shards[source]
+
+    async def delivered() -> bool:
+        left = await pool.fetchval(query("move_undelivered_events"), [str(order.id)])
+        return bool(left == 0)
+
+    await eventually(delivered)
+    placement = await asyncpg.connect(sharded.shards[source])
+    try:
+        async with placement.transaction():
+            await placement.fetchval("SELECT pg_current_xact_id()")  # takes its id first
+            await gateway.transition(order.id, OrderStatus.CONFIRMED)  # committed after it
+            waiting: list[asyncio.Task[object]] = []
+
+            async def then_its_foreign_key(step: MoveStep) -> None:
+                if step is MoveStep.LOCKED and not waiting:
+                    waiting.append(
+                        asyncio.create_task(
+                            placement.fetchval(
+                                "SELECT 1 FROM customers WHERE id = $1 FOR KEY SHARE", customer.id
+                            )
+                        )
+                    )
+
+            mover = gateway.sharding.mover(then_its_foreign_key)
+            moving = asyncio.create_task(mover.move(customer.id, target, pause_timeout=5.0))
+            await eventually(lambda: bool(waiting) and waiting[0].done())
+        moved = await moving
+    finally:
+        await placement.close()
+    assert moved.move.state is MoveState.DONE, moved.move.last_error
+    assert moved.pause_seconds is not None and moved.pause_seconds < 5.0
+    await assert_lives_on(gateway, customer, target, [order.id])

@@ -73,6 +73,16 @@ SELECT EXISTS (
     WHERE aggregate_id = ANY($1::text[]) AND txid > pg_current_xact_id()
 );
 
+-- name: move_blocks_writers
+-- Whether this transaction's locks hold up a transaction that has taken its id: the relay reads
+-- below the oldest running transaction, so while that one waits for this one, it may hold back
+-- the very events this one waits to see delivered.
+SELECT EXISTS (
+    SELECT 1 FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock' AND backend_xid IS NOT NULL
+      AND pg_backend_pid() = ANY(pg_blocking_pids(pid))
+);
+
 -- name: move_undelivered_events
 -- How many events of aggregates $1 some registered sink has not passed yet.
 SELECT count(*)
