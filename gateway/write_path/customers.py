@@ -44,8 +44,8 @@ async def insert_customer(
 async def insert_address(
     connection: Connection, customer_id: UUID, request: AddressRequest
 ) -> Address:
-    """Add an address to an existing customer."""
-    exists = await connection.fetchval(query("customer_exists"), customer_id)
+    """Add an address to an existing customer (in the caller's transaction)."""
+    exists = await connection.fetchval(query("lock_customer_key"), customer_id)
     if not exists:
         raise NotFound("customer", customer_id, field="customer_id")
     return await _insert_address(connection, customer_id, request, "")

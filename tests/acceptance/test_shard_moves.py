@@ -895,3 +895,43 @@ async def test_a_pause_lets_through_a_placement_that_holds_the_relay_back(
     assert moved.move.state is MoveState.DONE, moved.move.last_error
     assert moved.pause_seconds is not None and moved.pause_seconds < 5.0
     await assert_lives_on(gateway, customer, target, [order.id])
+
+
+async def test_an_address_added_while_the_customer_moves_lands_with_it(
+    gateway: Gateway, shop: Shop
+) -> None:
+    """An address added while the pause holds the customer waits for it, then lands where the
+    customer is (never a foreign key error for a customer that exists)."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    source_pool = gateway.sharding.shards[source]
+    adding: list[asyncio.Task[Any]] = []
+
+    async def someone_waits_for_a_lock() -> bool:
+        waiting = await source_pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return bool(waiting)
+
+    async def while_paused(step: MoveStep) -> None:
+        if step is MoveStep.LOCKED and not adding:
+            address = {
+                "address_type": "shipping",
+                "street_address": "2 Moving Rd",
+                "city": "Springfield",
+                "postal_code": "1234",
+                "country": "US",
+            }
+            adding.append(asyncio.create_task(gateway.add_address(customer.id, address)))
+            await eventually(someone_waits_for_a_lock)
+
+    moved = await gateway.sharding.mover(while_paused).move(customer.id, target)
+    assert moved.move.state is MoveState.DONE
+    address = await adding[0]
+    assert address.customer_id == customer.id
+    await assert_lives_on(gateway, customer, target, [order.id])
+    lives_on = gateway.sharding.shards[target]
+    assert await lives_on.fetchval("SELECT count(*) FROM addresses WHERE id = $1", address.id) == 1

@@ -228,6 +228,12 @@ RETURNING *;
 -- name: customer_exists
 SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1);
 
+-- name: lock_customer_key
+-- In the caller's transaction: whether the customer exists, holding its row's key (what a foreign
+-- key to it takes anyway) so that it cannot go, by a move among others, before the transaction
+-- ends; waits for a move's pause, then answers for what the pause left.
+SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 FOR KEY SHARE);
+
 -- name: insert_address
 INSERT INTO addresses (
     customer_id, address_type, street_address, city, state, postal_code, country, is_default
