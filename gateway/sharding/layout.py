@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from functools import partial
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -212,13 +213,16 @@ class ShardedLayout(SagaSteps):
         """Run ``work`` on the shard that holds the order: the one its id names, or, when
         ``work`` finds no such order there, the one that shard's tombstone names (a moved
         order), hop by hop (see ``move_rules.follow_tombstone``). Where a tombstone led, a
-        copy its move has not committed yet is waited for once."""
+        copy its move has not committed yet is waited for once. Before "not found", a shard's
+        replica's answer is checked on the shard itself (it may not have replayed a move)."""
         shard = self.shard_of_order(order_id)
         hops = 0
         arriving: UUID | None = None
+        on_primary = False
         while True:
             try:
-                return await work(self._shards[shard])
+                pool = self._shards[shard]
+                return await _run_on(pool, work, on_primary=on_primary or hops > 0)
             except NotFound as missing:
                 if not _is_missing(missing, "order", order_id):
                     raise
@@ -229,7 +233,10 @@ class ShardedLayout(SagaSteps):
                 tombstone = await move_rows.order_tombstone(self._shards[shard], order_id)
                 followed = follow_tombstone(tombstone and tombstone[0], hops, self._shards)
                 if followed is None or tombstone is None:
-                    raise
+                    if on_primary or self._router_of(pool) is None:
+                        raise
+                    on_primary = True
+                    continue
                 shard, hops, arriving = followed, hops + 1, tombstone[1]
 
     async def on_customer(
@@ -238,13 +245,16 @@ class ShardedLayout(SagaSteps):
         """Run ``work`` on the customer's shard: the one the (cached) directory names, or, when
         ``work`` finds no such customer there (moved since the entry was cached), the one that
         shard's tombstone names, which the cache then keeps. Where a tombstone led, a copy its
-        move has not committed yet is waited for once."""
+        move has not committed yet is waited for once. Before "not found", a shard's replica's
+        answer is checked on the shard itself (it may not have replayed a move)."""
         shard = await self._directory.shard_of(customer_id)
         hops = 0
         arriving: UUID | None = None
+        on_primary = False
         while True:
             try:
-                return await work(self._shards[shard])
+                pool = self._shards[shard]
+                return await _run_on(pool, work, on_primary=on_primary or hops > 0)
             except NotFound as missing:
                 if not _is_missing(missing, "customer", customer_id):
                     raise
@@ -254,7 +264,10 @@ class ShardedLayout(SagaSteps):
                     continue
                 followed = await self._follow_customer(shard, customer_id, hops)
                 if followed is None:
-                    raise
+                    if on_primary or self._router_of(pool) is None:
+                        raise
+                    on_primary = True
+                    continue
                 (shard, arriving), hops = followed, hops + 1
 
     async def _follow_customer(
@@ -465,9 +478,11 @@ class ShardedLayout(SagaSteps):
         token: ConsistencyToken | None,
     ) -> T:
         """Through the shard's read router: on one of its replicas that has ``token`` (one
-        this shard issued), else on the shard."""
+        this shard issued), else on the shard; on the shard itself for a request that followed
+        a tombstone here or that a replica answered "not found" (it may not have replayed a
+        move's copy yet)."""
         router = self._router_of(pool)
-        if router is None:
+        if router is None or _FOLLOWED_A_MOVE.get():
             async with pool.acquire() as connection:
                 return await read(connection)
         return await router.run(read, token)
@@ -510,6 +525,24 @@ class ShardedLayout(SagaSteps):
             await sweeper.return_units(self._saga_catalog, PostgresShardRecords(shard), [order.id])
         except (NotFound, *DATABASE_ERRORS) as error:
             log.warning("order %s: units not returned yet (the sweeper will): %s", order.id, error)
+
+
+_FOLLOWED_A_MOVE: ContextVar[bool] = ContextVar("followed_a_move", default=False)
+"""Whether the running request reads on its shard itself: it reached the shard by a tombstone,
+or a replica did not know what it asked for."""
+
+
+async def _run_on(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Pool], Awaitable[T]], *, on_primary: bool
+) -> T:
+    """``work`` on ``pool``; its reads on the shard itself, not its replicas, ``on_primary``."""
+    if not on_primary:
+        return await work(pool)
+    reset = _FOLLOWED_A_MOVE.set(True)
+    try:
+        return await work(pool)
+    finally:
+        _FOLLOWED_A_MOVE.reset(reset)
 
 
 def _is_missing(missing: NotFound, entity: str, entity_id: UUID) -> bool:

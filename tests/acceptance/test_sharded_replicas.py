@@ -251,3 +251,21 @@ async def test_the_api_hands_out_shard_tokens_and_takes_any_well_formed_one(
             return [(r["shard"], r["state"]) for r in replicas] == [("alpha", "streaming")]
 
         await eventually(ready_lists_alpha_s_replica, within=30)
+
+
+async def test_a_customer_moved_onto_a_shard_with_a_replica_resolves_at_once(
+    replicated: tuple[Gateway, Shop], replica_admin: asyncpg.Connection
+) -> None:
+    """A move onto alpha while its standby has not replayed the copy: a read that follows the
+    tombstone, even without a token, is served by alpha's primary, not a 404 from the
+    standby."""
+    gateway, shop = replicated
+    customer, product = await customer_on(shop, "beta"), await shop.product(stock=10)
+    order = await gateway.place_order(shop.order(customer, (product, 1)))
+    await replica_admin.execute("SELECT pg_wal_replay_pause()")
+    moved = await gateway.sharding.move_customer(customer.id, "alpha")
+    assert moved.move.state.value == "done"
+    assert (await gateway.get_order(order.id)).id == order.id
+    assert [o.id for o in (await gateway.customer_orders(customer.id)).orders] == [order.id]
+    history = await gateway.order_events(order.id)
+    assert [event.version for event in history] == [1]
