@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 from uuid import UUID
 
@@ -11,13 +12,14 @@ import typer
 from gateway.cli import render
 from gateway.cli.app import PARTIAL_EXIT, app, config_path, err, out, run, settings_of
 from gateway.configuration.settings import default_config_path
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, MoveRefused
 from gateway.facade.gateway import Gateway
 from gateway.postgres.topology import Topology
+from gateway.relay.errors import DATABASE_ERRORS
 from gateway.sharding import move_records
 from gateway.sharding.move_records import ShardMove
 from gateway.sharding.move_rules import MoveState
-from gateway.sharding.mover import DEFAULT_PAUSE_TIMEOUT, MoveResult
+from gateway.sharding.mover import DEFAULT_PAUSE_TIMEOUT, MoveResult, ShardMover
 from gateway.sharding.placement import Shard
 from gateway.sharding.plan import Plan, directory_entries, plan_moves
 from gateway.sharding.rebalance import (
@@ -154,8 +156,9 @@ def move(
             mover = gateway.sharding.mover()
             if resume:
                 pending = await move_records.unfinished(gateway.pool)
+                pending += await mover.cleanups_left()
                 chosen = [m for m in pending if customer_id in (None, m.customer_id)]
-                return [MoveResult(await mover.resume(m)) for m in chosen]
+                return [await _resumed(mover, m) for m in chosen]
             assert customer_id is not None and to is not None
             return [await mover.move(customer_id, to, pause_timeout=pause_timeout)]
 
@@ -168,11 +171,26 @@ def move(
             line += f", {result.orders} order(s), paused {result.pause_seconds * 1000:.0f} ms"
         out.print(line, highlight=False)
         if moved.last_error and moved.state is MoveState.ROLLED_BACK:
-            err.print(f"rolled back: {moved.last_error}", highlight=False)
+            err.print(f"rolled back: {moved.last_error}", highlight=False, markup=False)
+        elif moved.last_error and not moved.state.finished:
+            err.print(f"not finished: {moved.last_error}", highlight=False, markup=False)
     if resume and not results:
         out.print("no unfinished move", highlight=False)
+    if resume and any(not result.move.state.finished for result in results):
+        raise typer.Exit(1)
     if not resume and results[0].move.state is not MoveState.DONE:
         raise typer.Exit(1)
+
+
+async def _resumed(mover: ShardMover, move: ShardMove) -> MoveResult:
+    """``move`` resumed; when it cannot be finished now, as it stands, with why."""
+    try:
+        return MoveResult(await mover.resume(move))
+    except (MoveRefused, *DATABASE_ERRORS) as error:
+        why = (
+            f"{type(error).__name__}: {error}" if not isinstance(error, MoveRefused) else str(error)
+        )
+        return MoveResult(replace(move, last_error=why))
 
 
 @shards_app.command("moves")

@@ -89,6 +89,11 @@ async def delete_moved(
     await connection.execute(query("move_delete_addresses_and_customer"), customer_id)
 
 
+async def kept_documents(database: asyncpg.Pool | Connection) -> list[UUID]:
+    """The moves whose rows this shard's tombstones still keep."""
+    return [row["move_id"] for row in await database.fetch(query("move_kept_documents"))]
+
+
 async def document_of(
     database: asyncpg.Pool | Connection, customer_id: UUID, move_id: UUID
 ) -> str | None:

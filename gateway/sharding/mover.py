@@ -163,6 +163,17 @@ class ShardMover:
         async with self._moving(move.customer_id):
             return await self._resume(move, reason=reason)
 
+    async def cleanups_left(self) -> list[ShardMove]:
+        """The ``done`` moves whose last step (the source's leftover decisions and kept rows
+        deleted) has not run: the process died right after the catalog's step."""
+        left: list[ShardMove] = []
+        for pool in self._shards.values():
+            for move_id in await move_rows.kept_documents(pool):
+                move = await move_records.by_id(self._catalog, move_id)
+                if move is not None and move.state is MoveState.DONE:
+                    left.append(move)
+        return left
+
     @asynccontextmanager
     async def _moving(self, customer_id: UUID) -> AsyncIterator[None]:
         """Hold the catalog's lock of the customer's moves (``MoveRefused`` when another

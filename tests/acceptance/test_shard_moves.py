@@ -935,3 +935,31 @@ async def test_an_address_added_while_the_customer_moves_lands_with_it(
     await assert_lives_on(gateway, customer, target, [order.id])
     lives_on = gateway.sharding.shards[target]
     assert await lives_on.fetchval("SELECT count(*) FROM addresses WHERE id = $1", address.id) == 1
+
+
+async def test_the_resume_command_finishes_a_done_moves_last_step(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop
+) -> None:
+    """A mover that died right after the catalog's step leaves the source keeping the
+    customer's rows in its tombstone; `fanout shards move --resume` deletes them."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    order = await place(gateway, shop, customer, product)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+
+    async def crash(step: MoveStep) -> None:
+        if step is MoveStep.CATALOG_COMMITTED:
+            raise Crash(step.value)
+
+    with pytest.raises(Crash):
+        await gateway.sharding.mover(crash).move(customer.id, target)
+    kept = "SELECT document IS NOT NULL FROM moved_customers WHERE customer_id = $1"
+    source_pool = gateway.sharding.shards[source]
+    assert await source_pool.fetchval(kept, customer.id) is True
+    resumed = await asyncio.to_thread(
+        fanout, sharded, "shards", "move", str(customer.id), "--resume"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"customer {customer.id} {source} -> {target}: done" in resumed.stdout
+    assert await source_pool.fetchval(kept, customer.id) is False
+    await assert_lives_on(gateway, customer, target, [order.id])

@@ -13,8 +13,11 @@ ON CONFLICT (customer_id) WHERE state NOT IN ('done', 'rolled_back') DO NOTHING
 RETURNING id;
 
 -- name: move_set_state
--- A finished move keeps its end.
-UPDATE shard_moves SET state = $2, last_error = coalesce($3, last_error), updated_at = now()
+-- A finished move keeps its end; one done keeps no error (why it waited is past).
+UPDATE shard_moves
+SET state = $2,
+    last_error = CASE WHEN $2 = 'done' THEN NULL ELSE coalesce($3, last_error) END,
+    updated_at = now()
 WHERE id = $1 AND state NOT IN ('done', 'rolled_back');
 
 -- name: move_try_lock_customer
@@ -160,6 +163,10 @@ WITH kept AS (
 DELETE FROM reservation_decisions AS decision
 WHERE decision.order_id IN (SELECT order_id FROM moved_orders WHERE move_id = $1)
   AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.id = decision.order_id);
+
+-- name: move_kept_documents
+-- The moves whose rows this shard's tombstones still keep (their last step not run yet).
+SELECT move_id FROM moved_customers WHERE document IS NOT NULL;
 
 -- name: move_document
 -- The rows move $2 took of customer $1, as its tombstone keeps them until the target has them.
