@@ -154,13 +154,16 @@ def move(
     async def work() -> list[MoveResult]:
         async with await _sharded(context) as gateway:
             mover = gateway.sharding.mover()
-            if resume:
-                pending = await move_records.unfinished(gateway.pool)
-                pending += await mover.cleanups_left()
-                chosen = [m for m in pending if customer_id in (None, m.customer_id)]
-                return [await _resumed(mover, m) for m in chosen]
-            assert customer_id is not None and to is not None
-            return [await mover.move(customer_id, to, pause_timeout=pause_timeout)]
+            try:
+                if resume:
+                    pending = await move_records.unfinished(gateway.pool)
+                    pending += await mover.cleanups_left()
+                    chosen = [m for m in pending if customer_id in (None, m.customer_id)]
+                    return [await _resumed(mover, m) for m in chosen]
+                assert customer_id is not None and to is not None
+                return [await mover.move(customer_id, to, pause_timeout=pause_timeout)]
+            except DATABASE_ERRORS as error:
+                raise MoveStopped(error) from None
 
     results = run(work)
     for result in results:
@@ -235,6 +238,16 @@ DryRun = Annotated[
     bool, typer.Option("--dry-run", help="List the moves the run would make; move nothing.")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class MoveStopped(GatewayError):
+    """A database stopped answering while moves were made or resumed."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(
+            f"the move stopped: {type(error).__name__}: {error}; fanout shards moves lists "
+            "what is unfinished, and fanout shards move --resume finishes it"
+        )
 
 
 class MoveRolledBack(GatewayError):

@@ -222,7 +222,7 @@ class ShardedLayout(SagaSteps):
         while True:
             try:
                 pool = self._shards[shard]
-                return await _run_on(pool, work, on_primary=on_primary or hops > 0)
+                return await _run_on(pool, work, on_primary=on_primary)
             except NotFound as missing:
                 if not _is_missing(missing, "order", order_id):
                     raise
@@ -230,14 +230,15 @@ class ShardedLayout(SagaSteps):
                     await self.mover().ensure_arrived(arriving)
                     arriving = None
                     continue
+                if not on_primary and self._router_of(pool) is not None:
+                    on_primary = True  # a replica may not have replayed the order yet
+                    continue
                 tombstone = await move_rows.order_tombstone(self._shards[shard], order_id)
                 followed = follow_tombstone(tombstone and tombstone[0], hops, self._shards)
                 if followed is None or tombstone is None:
-                    if on_primary or self._router_of(pool) is None:
-                        raise
-                    on_primary = True
-                    continue
+                    raise
                 shard, hops, arriving = followed, hops + 1, tombstone[1]
+                on_primary = True  # its replicas may not have replayed the move's copy
 
     async def on_customer(
         self, customer_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]
@@ -254,7 +255,7 @@ class ShardedLayout(SagaSteps):
         while True:
             try:
                 pool = self._shards[shard]
-                return await _run_on(pool, work, on_primary=on_primary or hops > 0)
+                return await _run_on(pool, work, on_primary=on_primary)
             except NotFound as missing:
                 if not _is_missing(missing, "customer", customer_id):
                     raise
@@ -262,13 +263,14 @@ class ShardedLayout(SagaSteps):
                     await self.mover().ensure_arrived(arriving)
                     arriving = None
                     continue
+                if not on_primary and self._router_of(pool) is not None:
+                    on_primary = True  # a replica may not have replayed the customer yet
+                    continue
                 followed = await self._follow_customer(shard, customer_id, hops)
                 if followed is None:
-                    if on_primary or self._router_of(pool) is None:
-                        raise
-                    on_primary = True
-                    continue
+                    raise
                 (shard, arriving), hops = followed, hops + 1
+                on_primary = True  # its replicas may not have replayed the move's copy
 
     async def _follow_customer(
         self, shard: str, customer_id: UUID, hops: int
@@ -338,13 +340,14 @@ class ShardedLayout(SagaSteps):
         customer_id = order_request.customer_id
         arriving: tuple[str, UUID] | None = None
         attempts = hops = 0
+        moved_last = False
         while attempts < PLACE_ATTEMPTS:
             shard = await self._directory.shard_of(customer_id)
             try:
                 placed = await self._place_once(order_request, claim, shard)
                 return await self._with_token(self._shards[shard], placed)
             except reservations.KeySettledMeanwhile:
-                attempts += 1
+                attempts, moved_last = attempts + 1, False
                 continue
             except (NotFound, asyncpg.ForeignKeyViolationError) as error:
                 # The customer moved meanwhile: on the source, its order certainly was not
@@ -357,8 +360,8 @@ class ShardedLayout(SagaSteps):
                 arriving = await self._customer_moved(error, customer_id, shard, hops)
                 if arriving is None:
                     raise
-                attempts, hops = attempts + 1, hops + 1
-        if claim is None:
+                attempts, hops, moved_last = attempts + 1, hops + 1, True
+        if claim is None or moved_last:
             raise CustomerMoving(customer_id)
         raise RequestInProgress(claim.key)
 

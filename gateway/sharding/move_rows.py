@@ -94,6 +94,12 @@ async def kept_documents(database: asyncpg.Pool | Connection) -> list[UUID]:
     return [row["move_id"] for row in await database.fetch(query("move_kept_documents"))]
 
 
+async def kept_documents_of(database: asyncpg.Pool | Connection, customer_id: UUID) -> list[UUID]:
+    """The moves of the customer whose rows this shard's tombstone still keeps."""
+    rows = await database.fetch(query("move_kept_documents_of_customer"), customer_id)
+    return [row["move_id"] for row in rows]
+
+
 async def document_of(
     database: asyncpg.Pool | Connection, customer_id: UUID, move_id: UUID
 ) -> str | None:
@@ -137,10 +143,12 @@ async def moved_order_ids(database: asyncpg.Pool | Connection, move_id: UUID) ->
     return [row["order_id"] for row in await database.fetch(query("move_moved_order_ids"), move_id)]
 
 
-async def forget_decisions(database: asyncpg.Pool | Connection, move_id: UUID) -> None:
+async def forget_decisions(
+    database: asyncpg.Pool | Connection, customer_id: UUID, move_id: UUID
+) -> None:
     """Delete this shard's reservation decisions of the orders move ``move_id`` took away and
     are not here again, and the rows its tombstone kept."""
-    await database.execute(query("move_forget_decisions"), move_id)
+    await database.execute(query("move_forget_decisions"), move_id, customer_id)
 
 
 async def customer_tombstone(

@@ -163,6 +163,15 @@ class ShardMover:
         async with self._moving(move.customer_id):
             return await self._resume(move, reason=reason)
 
+    async def _clean_up_after(self, customer_id: UUID) -> None:
+        """Run the last step of the customer's done moves that did not get to it, so that no
+        shard keeps the rows of a move that is over once the customer moves on."""
+        for pool in self._shards.values():
+            for move_id in await move_rows.kept_documents_of(pool, customer_id):
+                move = await move_records.by_id(self._catalog, move_id)
+                if move is not None and move.state is MoveState.DONE:
+                    await self._resume(move)
+
     async def cleanups_left(self) -> list[ShardMove]:
         """The ``done`` moves whose last step (the source's leftover decisions and kept rows
         deleted) has not run: the process died right after the catalog's step."""
@@ -199,6 +208,7 @@ class ShardMover:
         earlier = await move_records.unfinished_of(self._catalog, customer_id)
         if earlier is not None:
             await self._resume(earlier)
+        await self._clean_up_after(customer_id)
         source = await self._catalog.fetchval(query("directory_shard_of"), customer_id)
         if source is None:
             raise NotFound("customer", customer_id, field="customer_id")
@@ -223,7 +233,9 @@ class ShardMover:
     async def _resume(self, move: ShardMove, *, reason: str | None = None) -> ShardMove:
         current = await move_records.by_id(self._catalog, move.id) or move
         if current.state is MoveState.DONE:
-            await move_rows.forget_decisions(self._shards[current.source], current.id)
+            await move_rows.forget_decisions(
+                self._shards[current.source], current.customer_id, current.id
+            )
         if current.state.finished:
             return current
         source = self._shards[current.source]
@@ -322,6 +334,8 @@ class ShardMover:
             await self._hook(MoveStep.DELIVERED)
             await copy.start()
             await target.execute(query("set_idle_timeout"), idle)
+            remaining = max(0.001, deadline - time.monotonic())
+            await target.execute(query("set_lock_timeout"), lock_timeout_setting(remaining))
             await move_rows.hold_arrival(target, move.id)
             orders = await move_rows.write_customer(target, document)
             await self._hook(MoveStep.TARGET_WRITTEN)
@@ -381,7 +395,7 @@ class ShardMover:
         if self._on_switched is not None:
             self._on_switched(move.customer_id, move.target)
         await self._hook(MoveStep.CATALOG_COMMITTED)
-        await move_rows.forget_decisions(source, move.id)
+        await move_rows.forget_decisions(source, move.customer_id, move.id)
         await self._hook(MoveStep.CLEANED)
         return await move_records.by_id(self._catalog, move.id) or move
 
@@ -429,6 +443,12 @@ class ShardMover:
             await move_rows.hold_arrival(target, move.id)
             if await move_rows.has_customer(target, move.customer_id):
                 return
+            if not required:
+                # Only with the copy's lock held can nobody else finish the move meanwhile: a
+                # move finished since it was read is not this request's to write.
+                now = await move_records.by_id(self._catalog, move.id)
+                if now is None or now.state.finished:
+                    return
             source = self._shards[move.source]
             document = await move_rows.document_of(source, move.customer_id, move.id)
             if document is None:

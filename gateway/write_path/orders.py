@@ -278,7 +278,11 @@ async def fetch_order(connection: Connection, order_id: UUID) -> Order:
     row = await connection.fetchrow(query("get_order"), order_id)
     if row is None:
         raise NotFound("order", order_id, field="order_id")
-    return _order(row, await connection.fetch(query("order_items_of"), order_id))
+    items = await connection.fetch(query("order_items_of"), order_id)
+    if not items:
+        # Every order has items: none means a move took the order away between the reads.
+        raise NotFound("order", order_id, field="order_id")
+    return _order(row, items)
 
 
 async def customer_orders(
@@ -289,13 +293,17 @@ async def customer_orders(
 ) -> list[Order]:
     """Up to ``limit`` of the customer's orders, newest first, after ``after`` (created_at,
     id) when given; ``NotFound`` if there is no such customer."""
-    if not await connection.fetchval(query("customer_exists"), customer_id):
-        raise NotFound("customer", customer_id, field="customer_id")
     created_at, order_id = after if after is not None else (None, None)
     rows = await connection.fetch(
         query("customer_orders_page"), customer_id, created_at, order_id, limit
     )
-    return await _orders_with_items(connection, rows)
+    page = await _orders_with_items(connection, rows)
+    # Asked after the page: a move that took the customer away between the reads leaves an
+    # empty page, or orders without their items (every order has some).
+    torn = not page or any(not order.items for order in page)
+    if torn and not await connection.fetchval(query("customer_exists"), customer_id):
+        raise NotFound("customer", customer_id, field="customer_id")
+    return page
 
 
 async def current_orders(

@@ -28,7 +28,7 @@ from gateway.configuration.settings import Settings
 from gateway.errors import CustomerMoving, MoveRefused, VersionConflict
 from gateway.order_ids import shard_tag, tag_of
 from gateway.postgres.queries import query
-from gateway.sharding import move_records
+from gateway.sharding import move_records, move_rows
 from gateway.sharding import mover as mover_module
 from gateway.sharding.move_rules import MoveState
 from gateway.sharding.mover import MoveStep
@@ -963,3 +963,67 @@ async def test_the_resume_command_finishes_a_done_moves_last_step(
     assert f"customer {customer.id} {source} -> {target}: done" in resumed.stdout
     assert await source_pool.fetchval(kept, customer.id) is False
     await assert_lives_on(gateway, customer, target, [order.id])
+
+
+async def test_the_pause_starts_over_only_for_an_older_writer_it_holds_up(
+    sharded: ShardedDatabases, gateway: Gateway, shop: Shop
+) -> None:
+    """A writer that took its id after the pause's holds back no event the pause waits for
+    (those are late events): waiting for it would not help, and starting over for it would
+    let a customer that places orders steadily never move. One that took its id before may
+    hold the relay back below those events: the pause starts over for it."""
+    customer = await shop.customer()
+    url = sharded.shards[await gateway.sharding.shard_of_customer(customer.id)]
+    older, pause, younger = [await asyncpg.connect(url) for _ in range(3)]
+    waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    key_share = "SELECT 1 FROM customers WHERE id = $1 FOR KEY SHARE"
+    try:
+        for connection in (older, pause, younger):
+            await connection.execute("BEGIN")
+        await older.fetchval("SELECT pg_current_xact_id()")
+        assert await move_rows.lock_customer(pause, customer.id) == []
+        await younger.fetchval("SELECT pg_current_xact_id()")
+        blocked = [asyncio.create_task(younger.fetchval(key_share, customer.id))]
+
+        async def waiting(count: int) -> bool:
+            found = await pause.fetchval(waits + " AND datname = current_database()")
+            return bool(found == count)
+
+        await eventually(lambda: waiting(1))
+        assert not await move_rows.blocks_writers(pause)
+        blocked.append(asyncio.create_task(older.fetchval(key_share, customer.id)))
+        await eventually(lambda: waiting(2))
+        assert await move_rows.blocks_writers(pause)
+        await pause.execute("ROLLBACK")
+        await asyncio.gather(*blocked)
+    finally:
+        for connection in (older, pause, younger):
+            await connection.close()
+
+
+async def test_a_copy_written_from_the_tombstone_keeps_a_key_the_target_took_meanwhile(
+    gateway: Gateway, shop: Shop
+) -> None:
+    """Between a cut-off move's source commit and the copy's write, another customer of the
+    target used the same idempotency key: the copy still lands (the target's key stays that
+    request's), and the moved order answers."""
+    customer, product = await shop.customer(), await shop.product(stock=10)
+    key = f"k-{uuid.uuid4()}"
+    order = await gateway.place_order(shop.order(customer, (product, 1)), idempotency_key=key)
+    source = await gateway.sharding.shard_of_customer(customer.id)
+    target = other(gateway, source)
+    neighbour = (await customers_on_each_shard(gateway, shop))[target]
+
+    async def crash(step: MoveStep) -> None:
+        if step is MoveStep.SOURCE_COMMITTED:
+            raise Crash(step.value)
+
+    with pytest.raises(Crash):
+        await gateway.sharding.mover(crash).move(customer.id, target)
+    theirs = await gateway.place_order(shop.order(neighbour, (product, 1)), idempotency_key=key)
+    assert (await gateway.get_order(order.id)).id == order.id
+    unfinished = await move_records.unfinished_of(gateway.pool, customer.id)
+    assert unfinished is not None
+    assert (await gateway.sharding.mover().resume(unfinished)).state is MoveState.DONE
+    await assert_lives_on(gateway, customer, target, [order.id])
+    assert (await gateway.get_order(theirs.id)).customer_id == neighbour.id

@@ -80,10 +80,13 @@ SELECT EXISTS (
 -- Whether this transaction's locks hold up a transaction that has taken its id: the relay reads
 -- below the oldest running transaction, so while that one waits for this one, it may hold back
 -- the very events this one waits to see delivered.
+-- Only one older than this one counts: a younger one holds back no event this one waits for
+-- (those are late events), and fails on the customer's absence once this one commits.
 SELECT EXISTS (
-    SELECT 1 FROM pg_stat_activity
-    WHERE wait_event_type = 'Lock' AND backend_xid IS NOT NULL
-      AND pg_backend_pid() = ANY(pg_blocking_pids(pid))
+    SELECT 1 FROM pg_stat_activity AS waiting
+    WHERE waiting.wait_event_type = 'Lock' AND waiting.backend_xid IS NOT NULL
+      AND age(waiting.backend_xid) > age(pg_current_xact_id()::xid)
+      AND pg_backend_pid() = ANY(pg_blocking_pids(waiting.pid))
 );
 
 -- name: move_undelivered_events
@@ -158,7 +161,7 @@ DELETE FROM customers WHERE id = $1;
 -- and the rows its tombstone kept. An order here again (its customer came back since) keeps
 -- its decision.
 WITH kept AS (
-    UPDATE moved_customers SET document = NULL WHERE move_id = $1
+    UPDATE moved_customers SET document = NULL WHERE customer_id = $2 AND move_id = $1
 )
 DELETE FROM reservation_decisions AS decision
 WHERE decision.order_id IN (SELECT order_id FROM moved_orders WHERE move_id = $1)
@@ -167,6 +170,9 @@ WHERE decision.order_id IN (SELECT order_id FROM moved_orders WHERE move_id = $1
 -- name: move_kept_documents
 -- The moves whose rows this shard's tombstones still keep (their last step not run yet).
 SELECT move_id FROM moved_customers WHERE document IS NOT NULL;
+
+-- name: move_kept_documents_of_customer
+SELECT move_id FROM moved_customers WHERE customer_id = $1 AND document IS NOT NULL;
 
 -- name: move_document
 -- The rows move $2 took of customer $1, as its tombstone keeps them until the target has them.
@@ -223,9 +229,12 @@ WITH doc AS (
         NULL::inventory_returns, (SELECT document -> 'inventory_returns' FROM doc))
     ON CONFLICT (order_id) DO NOTHING
 ), kept_key AS (
+    -- A key this shard holds for another request already stays that request's: a retry of
+    -- the moved one is then refused as a key reused with another request, never placed twice.
     INSERT INTO idempotency_keys
     SELECT * FROM jsonb_populate_recordset(
         NULL::idempotency_keys, (SELECT document -> 'idempotency_keys' FROM doc))
+    ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM placed;
 
