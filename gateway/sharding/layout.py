@@ -212,61 +212,60 @@ class ShardedLayout(SagaSteps):
     async def on_order(self, order_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         """Run ``work`` on the shard that holds the order: the one its id names, or, when
         ``work`` finds no such order there, the one that shard's tombstone names (a moved
-        order), hop by hop (see ``move_rules.follow_tombstone``). Where a tombstone led, a
-        copy its move has not committed yet is waited for once. Before "not found", a shard's
-        replica's answer is checked on the shard itself (it may not have replayed a move)."""
-        shard = self.shard_of_order(order_id)
-        hops = 0
-        arriving: UUID | None = None
-        on_primary = False
-        while True:
-            try:
-                pool = self._shards[shard]
-                return await _run_on(pool, work, on_primary=on_primary)
-            except NotFound as missing:
-                if not _is_missing(missing, "order", order_id):
-                    raise
-                if arriving is not None:
-                    await self.mover().ensure_arrived(arriving)
-                    arriving = None
-                    continue
-                if not on_primary and self._router_of(pool) is not None:
-                    on_primary = True  # a replica may not have replayed the order yet
-                    continue
-                tombstone = await move_rows.order_tombstone(self._shards[shard], order_id)
-                followed = follow_tombstone(tombstone and tombstone[0], hops, self._shards)
-                if followed is None or tombstone is None:
-                    raise
-                shard, hops, arriving = followed, hops + 1, tombstone[1]
-                on_primary = True  # its replicas may not have replayed the move's copy
+        order), hop by hop (see :meth:`_following`)."""
+
+        async def tombstone_of(shard: str, hops: int) -> tuple[str, UUID] | None:
+            tombstone = await move_rows.order_tombstone(self._shards[shard], order_id)
+            followed = follow_tombstone(tombstone and tombstone[0], hops, self._shards)
+            return None if followed is None or tombstone is None else (followed, tombstone[1])
+
+        return await self._following(
+            self.shard_of_order(order_id), "order", order_id, tombstone_of, work
+        )
 
     async def on_customer(
         self, customer_id: UUID, work: Callable[[asyncpg.Pool], Awaitable[T]]
     ) -> T:
         """Run ``work`` on the customer's shard: the one the (cached) directory names, or, when
         ``work`` finds no such customer there (moved since the entry was cached), the one that
-        shard's tombstone names, which the cache then keeps. Where a tombstone led, a copy its
-        move has not committed yet is waited for once. Before "not found", a shard's replica's
-        answer is checked on the shard itself (it may not have replayed a move)."""
+        shard's tombstone names, which the cache then keeps (see :meth:`_following`)."""
+
+        async def tombstone_of(shard: str, hops: int) -> tuple[str, UUID] | None:
+            return await self._follow_customer(shard, customer_id, hops)
+
         shard = await self._directory.shard_of(customer_id)
+        return await self._following(shard, "customer", customer_id, tombstone_of, work)
+
+    async def _following(
+        self,
+        shard: str,
+        entity: str,
+        entity_id: UUID,
+        tombstone_of: Callable[[str, int], Awaitable[tuple[str, UUID] | None]],
+        work: Callable[[asyncpg.Pool], Awaitable[T]],
+    ) -> T:
+        """Run ``work`` on ``shard``; while it finds no such ``entity``: check a replica's
+        answer on the shard itself (it may not have replayed a move), then go where the
+        shard's tombstone leads (``tombstone_of``: the next shard and the move that wrote it,
+        or ``None``), where a copy its move has not committed yet is waited for once."""
         hops = 0
         arriving: UUID | None = None
         on_primary = False
         while True:
+            pool = self._shards[shard]
             try:
-                pool = self._shards[shard]
                 return await _run_on(pool, work, on_primary=on_primary)
             except NotFound as missing:
-                if not _is_missing(missing, "customer", customer_id):
+                if not _is_missing(missing, entity, entity_id):
                     raise
                 if arriving is not None:
                     await self.mover().ensure_arrived(arriving)
                     arriving = None
                     continue
                 if not on_primary and self._router_of(pool) is not None:
-                    on_primary = True  # a replica may not have replayed the customer yet
+                    on_primary = True
                     continue
-                followed = await self._follow_customer(shard, customer_id, hops)
+                followed = await tombstone_of(shard, hops)
                 if followed is None:
                     raise
                 (shard, arriving), hops = followed, hops + 1
