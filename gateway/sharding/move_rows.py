@@ -89,14 +89,12 @@ async def delete_moved(
     await connection.execute(query("move_delete_addresses_and_customer"), customer_id)
 
 
-async def kept_documents(database: asyncpg.Pool | Connection) -> list[UUID]:
-    """The moves whose rows this shard's tombstones still keep."""
-    return [row["move_id"] for row in await database.fetch(query("move_kept_documents"))]
-
-
-async def kept_documents_of(database: asyncpg.Pool | Connection, customer_id: UUID) -> list[UUID]:
-    """The moves of the customer whose rows this shard's tombstone still keeps."""
-    rows = await database.fetch(query("move_kept_documents_of_customer"), customer_id)
+async def kept_documents(
+    database: asyncpg.Pool | Connection, customer_id: UUID | None = None
+) -> list[UUID]:
+    """The moves (of ``customer_id``, or everyone's) whose rows this shard's tombstones still
+    keep."""
+    rows = await database.fetch(query("move_kept_documents"), customer_id)
     return [row["move_id"] for row in rows]
 
 

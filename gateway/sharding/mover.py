@@ -163,21 +163,13 @@ class ShardMover:
         async with self._moving(move.customer_id):
             return await self._resume(move, reason=reason)
 
-    async def _clean_up_after(self, customer_id: UUID) -> None:
-        """Run the last step of the customer's done moves that did not get to it, so that no
-        shard keeps the rows of a move that is over once the customer moves on."""
-        for pool in self._shards.values():
-            for move_id in await move_rows.kept_documents_of(pool, customer_id):
-                move = await move_records.by_id(self._catalog, move_id)
-                if move is not None and move.state is MoveState.DONE:
-                    await self._resume(move)
-
-    async def cleanups_left(self) -> list[ShardMove]:
-        """The ``done`` moves whose last step (the source's leftover decisions and kept rows
-        deleted) has not run: the process died right after the catalog's step."""
+    async def cleanups_left(self, customer_id: UUID | None = None) -> list[ShardMove]:
+        """The ``done`` moves (of ``customer_id``, or everyone's) whose last step (the
+        source's leftover decisions and kept rows deleted) has not run: the process died right
+        after the catalog's step."""
         left: list[ShardMove] = []
         for pool in self._shards.values():
-            for move_id in await move_rows.kept_documents(pool):
+            for move_id in await move_rows.kept_documents(pool, customer_id):
                 move = await move_records.by_id(self._catalog, move_id)
                 if move is not None and move.state is MoveState.DONE:
                     left.append(move)
@@ -208,7 +200,9 @@ class ShardMover:
         earlier = await move_records.unfinished_of(self._catalog, customer_id)
         if earlier is not None:
             await self._resume(earlier)
-        await self._clean_up_after(customer_id)
+        # No shard keeps the rows of a move that is over once the customer moves on.
+        for done in await self.cleanups_left(customer_id):
+            await self._resume(done)
         source = await self._catalog.fetchval(query("directory_shard_of"), customer_id)
         if source is None:
             raise NotFound("customer", customer_id, field="customer_id")

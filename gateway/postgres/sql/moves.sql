@@ -168,11 +168,10 @@ WHERE decision.order_id IN (SELECT order_id FROM moved_orders WHERE move_id = $1
   AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.id = decision.order_id);
 
 -- name: move_kept_documents
--- The moves whose rows this shard's tombstones still keep (their last step not run yet).
-SELECT move_id FROM moved_customers WHERE document IS NOT NULL;
-
--- name: move_kept_documents_of_customer
-SELECT move_id FROM moved_customers WHERE customer_id = $1 AND document IS NOT NULL;
+-- The moves (of customer $1, or everyone's when null) whose rows this shard's tombstones still
+-- keep (their last step not run yet).
+SELECT move_id FROM moved_customers
+WHERE document IS NOT NULL AND ($1::uuid IS NULL OR customer_id = $1::uuid);
 
 -- name: move_document
 -- The rows move $2 took of customer $1, as its tombstone keeps them until the target has them.
