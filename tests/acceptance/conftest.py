@@ -13,6 +13,7 @@ from gateway import Gateway, MigrationRunner, Settings
 from gateway.configuration.settings import PostgresSettings
 from support.databases import database_url
 from support.servers import server_url
+from support.sharding import ShardedDatabases, sharded_databases
 from support.shop import Shop
 from support.stores import STORES, drop_namespace, make_sink
 from tests.acceptance.relay_support import World
@@ -84,6 +85,14 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
     """A gateway over the session's migrated database."""
     async with await Gateway.connect(settings) as connected:
         yield connected
+
+
+@pytest.fixture(scope="module")
+async def sharded() -> AsyncIterator[ShardedDatabases]:
+    """A catalog and two shards on the real shard servers, for one test module (whose own
+    ``gateway`` fixture connects to them)."""
+    async with sharded_databases() as found:
+        yield found
 
 
 @pytest.fixture

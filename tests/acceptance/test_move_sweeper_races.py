@@ -21,26 +21,15 @@ from gateway.sharding.mover import MoveStep
 from gateway.sharding.postgres_saga_storage import PostgresCatalog, PostgresShardRecords
 from gateway.sharding.reservations import Settlement
 from gateway.sharding.saga_storage import ShardRecords
-from support.sharding import ShardedDatabases, connect_sharded, sharded_databases
+from support.sharding import ShardedDatabases, connect_sharded
 from support.shop import Shop
 from tests.acceptance.test_sharding import assert_units_conserved, reservation
-
-
-@pytest.fixture(scope="module")
-async def sharded() -> AsyncIterator[ShardedDatabases]:
-    async with sharded_databases() as found:
-        yield found
 
 
 @pytest.fixture(scope="module")
 async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
     async with await connect_sharded(sharded) as connected:
         yield connected
-
-
-@pytest.fixture
-def shop(gateway: Gateway) -> Shop:
-    return Shop(gateway)
 
 
 def other(gateway: Gateway, shard: str) -> str:

@@ -63,20 +63,9 @@ ORDER_TABLES = {
 
 
 @pytest.fixture(scope="module")
-async def sharded() -> AsyncIterator[ShardedDatabases]:
-    async with sharded_databases() as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
 async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
     async with await connect_sharded(sharded) as connected:
         yield connected
-
-
-@pytest.fixture
-def shop(gateway: Gateway) -> Shop:
-    return Shop(gateway)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from gateway.sharding.move_rules import MoveState
 from gateway.sharding.mover import MoveResult
 from gateway.sharding.relays import ShardedRelay
 from support.eventually import eventually
-from support.sharding import ShardedDatabases, connect_sharded, sharded_databases
+from support.sharding import ShardedDatabases, connect_sharded
 from support.shop import Shop
 from support.stores import drop_namespace, make_sink, store_settings
 from tests.acceptance.test_kafka import consume
@@ -56,12 +56,6 @@ SLOW_TRANSACTION_SECONDS = 1.0
 """How long a transaction of another request on the source runs across each move: until it
 ends, the source's relay delivers nothing committed after it began (it reads below the oldest
 running transaction)."""
-
-
-@pytest.fixture(scope="module")
-async def sharded() -> AsyncIterator[ShardedDatabases]:
-    async with sharded_databases() as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

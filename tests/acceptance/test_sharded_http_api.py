@@ -13,7 +13,7 @@ import pytest
 from gateway import Customer, Gateway
 from support.api_process import ApiServer, api_server, write_config
 from support.servers import unused_port
-from support.sharding import ShardedDatabases, connect_sharded, sharded_databases
+from support.sharding import ShardedDatabases, connect_sharded
 from support.shop import Shop
 
 # Collected again here, over this module's sharded server and gateway.
@@ -32,12 +32,6 @@ from tests.acceptance.test_http_api import (  # noqa: F401
     test_the_idempotency_key_is_required_and_checked,
     test_transitions_check_the_version_and_the_state_machine,
 )
-
-
-@pytest.fixture(scope="module")
-async def sharded() -> AsyncIterator[ShardedDatabases]:
-    async with sharded_databases() as found:
-        yield found
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +58,6 @@ async def server(
 async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
     async with await connect_sharded(sharded) as connected:
         yield connected
-
-
-@pytest.fixture
-def shop(gateway: Gateway) -> Shop:
-    return Shop(gateway)
 
 
 async def test_with_a_shard_down_the_api_starts_and_serves_the_other_shard(

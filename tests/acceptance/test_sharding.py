@@ -55,20 +55,9 @@ from tests.relay_settings import FAST
 
 
 @pytest.fixture(scope="module")
-async def sharded() -> AsyncIterator[ShardedDatabases]:
-    async with sharded_databases() as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
 async def gateway(sharded: ShardedDatabases) -> AsyncIterator[Gateway]:
     async with await connect_sharded(sharded) as connected:
         yield connected
-
-
-@pytest.fixture
-def shop(gateway: Gateway) -> Shop:
-    return Shop(gateway)
 
 
 async def customers_on_each_shard(gateway: Gateway, shop: Shop) -> dict[str, Any]:
