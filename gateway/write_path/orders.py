@@ -294,15 +294,23 @@ async def customer_orders(
     """Up to ``limit`` of the customer's orders, newest first, after ``after`` (created_at,
     id) when given; ``NotFound`` if there is no such customer."""
     created_at, order_id = after if after is not None else (None, None)
-    rows = await connection.fetch(
-        query("customer_orders_page"), customer_id, created_at, order_id, limit
-    )
-    page = await _orders_with_items(connection, rows)
+
+    async def read_page() -> list[Order]:
+        rows = await connection.fetch(
+            query("customer_orders_page"), customer_id, created_at, order_id, limit
+        )
+        return await _orders_with_items(connection, rows)
+
+    page = await read_page()
     # Asked after the page: a move that took the customer away between the reads leaves an
     # empty page, or orders without their items (every order has some).
     torn = not page or any(not order.items for order in page)
     if torn and not await connection.fetchval(query("customer_exists"), customer_id):
         raise NotFound("customer", customer_id, field="customer_id")
+    if not page:
+        # The customer is here, but may have arrived (a move's copy committed) only after the
+        # page was read: read it once more, now that it is certainly here.
+        page = await read_page()
     return page
 
 
